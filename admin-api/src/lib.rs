@@ -1,0 +1,89 @@
+//! courtchat's HTTP API: health and readiness today; agents, sessions, retention, audit and
+//! statistics as the admin API issue lands.
+//!
+//! [`router`] builds the routes over an [`AdminState`]; [`serve`] runs them on an already-bound
+//! listener until a shutdown future resolves. Every error is answered as RFC 9457 problem
+//! details (`application/problem+json`).
+
+mod problem;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+pub use problem::Problem;
+
+/// The `[admin]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the HTTP listener.
+    pub listen: SocketAddr,
+}
+
+// Loopback by default: the API has no authentication yet, and health probes usually run on the
+// same host or through a port mapping the operator configures.
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// What the handlers need; cloned per request.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: store::Store,
+}
+
+/// The API's routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` resolves; in-flight requests finish first.
+pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+}
+
+/// Liveness: the process is up and serving HTTP.
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Readiness: the database answers. Load balancers stop routing here while it does not.
+async fn readyz(State(state): State<AdminState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(Status { status: "ready" }).into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "readiness check failed");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+                .detail("the database did not answer a ping")
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "no such resource")
+}
+

@@ -1,0 +1,83 @@
+//! The `[mqtt]` section of the configuration.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub tcp: TcpConfig,
+    pub websocket: WebSocketConfig,
+    /// Client connections accepted at once; the next CONNECT is refused with "server unavailable".
+    pub max_connections: usize,
+    /// Largest MQTT packet accepted from a client, in bytes. A larger one closes the connection.
+    pub max_packet_size: usize,
+    /// Time a new socket has to finish its WebSocket handshake and send CONNECT, in seconds.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    /// Longest client identifier accepted.
+    pub max_client_id_len: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Address of the plain MQTT listener.
+    pub listen: SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Address of the MQTT-over-WebSocket listener.
+    pub listen: SocketAddr,
+    /// HTTP path clients upgrade on.
+    pub path: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            tcp: TcpConfig::default(),
+            websocket: WebSocketConfig::default(),
+            max_connections: 10_000,
+            max_packet_size: 256 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            max_client_id_len: 128,
+        }
+    }
+}
+
+// Loopback until authentication lands in the gateway: an open broker must not face a network by
+// default. Operators expose it deliberately with `mqtt.tcp.listen = "0.0.0.0:1883"`.
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            path: "/mqtt".to_owned(),
+        }
+    }
+}
+
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}

@@ -1,0 +1,133 @@
+//! courtchat's MQTT front door.
+//!
+//! Clients never talk to rumqttd directly: rumqttd's own listeners have crash paths and no
+//! per-topic authorization (see ARCHITECTURE.md). Instead, this crate terminates MQTT itself,
+//! with rumqttc's public codecs, and relays each client through a local link into rumqttd's
+//! router, which stays the routing core.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), broker::BrokerError> {
+//! let broker = broker::Broker::start(broker::BrokerConfig::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! broker.serve_tcp(listener, std::future::pending()).await;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod connection;
+mod router;
+mod transport;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{BrokerConfig, TcpConfig, WebSocketConfig};
+
+use connection::Shared;
+use router::RouterFeeder;
+use transport::Transport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot start the embedded router: {0}")]
+    Start(#[from] std::io::Error),
+}
+
+/// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
+/// router, so a client on TCP and a client on WebSocket see each other's messages.
+///
+/// rumqttd's router thread has no way to stop; after the last `Broker` clone and connection are
+/// gone it stays parked on its channel, holding no sockets. A process runs one broker, so this
+/// only matters to tests, which start several.
+#[derive(Clone)]
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    /// Starts the router; no socket is opened until a listener is served.
+    pub fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
+        let router = RouterFeeder::start(config.max_connections)?;
+        Ok(Self {
+            shared: Arc::new(Shared::new(config, router)),
+        })
+    }
+
+    /// Serves MQTT over plain TCP on an already-bound listener until `shutdown` resolves, then
+    /// closes every connection it accepted and returns.
+    pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve(listener, shutdown, Kind::Tcp).await
+    }
+
+    /// Serves MQTT over WebSocket (path and limits from the configuration) until `shutdown`.
+    pub async fn serve_websocket(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve(listener, shutdown, Kind::WebSocket).await
+    }
+
+    async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>, kind: Kind) {
+        let stop = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Typically EMFILE: back off instead of spinning on the error.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            // Chat traffic is many small packets; Nagle's algorithm would add up to 40 ms each.
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let stop = stop.clone();
+            // Everything slow (the WebSocket handshake, waiting for CONNECT) happens in the
+            // connection's own task, so one idle socket never delays the next accept.
+            connections.spawn(async move {
+                let transport = match kind {
+                    Kind::Tcp => Transport::Tcp(stream),
+                    Kind::WebSocket => {
+                        let config = &shared.config;
+                        let handshake = transport::accept_websocket(stream, &config.websocket.path, config.max_packet_size);
+                        let handshake = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            handshake = timeout(config.connect_timeout, handshake) => handshake,
+                        };
+                        match handshake {
+                            Ok(Ok(transport)) => transport,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "WebSocket handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "WebSocket handshake timed out");
+                                return;
+                            }
+                        }
+                    }
+                };
+                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096)).await;
+            });
+        }
+        stop.cancel();
+        connections.close();
+        connections.wait().await;
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Tcp,
+    WebSocket,
+}

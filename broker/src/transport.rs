@@ -1,0 +1,128 @@
+//! Byte transports under MQTT: plain TCP and WebSocket (binary frames, subprotocol `mqtt`).
+//!
+//! Both expose the same two operations to the protocol loop. `read_more` is cancel-safe (it only
+//! awaits a single socket read or frame), so the loop can `select!` on it without losing bytes.
+
+use std::io;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+pub(crate) enum Transport {
+    Tcp(TcpStream),
+    WebSocket(Box<WebSocketStream<TcpStream>>),
+}
+
+impl Transport {
+    /// Appends whatever arrives next to `buf`; `Ok(0)` means the peer closed the connection.
+    pub(crate) async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Transport::Tcp(stream) => stream.read_buf(buf).await,
+            Transport::WebSocket(ws) => loop {
+                match ws.next().await {
+                    None => return Ok(0),
+                    Some(Ok(Message::Binary(data))) => {
+                        if data.is_empty() {
+                            continue;
+                        }
+                        buf.extend_from_slice(&data);
+                        return Ok(data.len());
+                    }
+                    Some(Ok(Message::Close(_))) => return Ok(0),
+                    // tungstenite answers pings itself.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    // MQTT over WebSocket is binary only (MQTT 5.0 §6.0).
+                    Some(Ok(Message::Text(_))) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "text frame on an MQTT WebSocket",
+                        ));
+                    }
+                    Some(Err(err)) => return Err(ws_error(err)),
+                }
+            },
+        }
+    }
+
+    pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Tcp(stream) => stream.write_all(bytes).await,
+            Transport::WebSocket(ws) => ws
+                .send(Message::binary(bytes.to_vec()))
+                .await
+                .map_err(ws_error),
+        }
+    }
+
+    /// Flushes and closes the write side; errors are irrelevant at that point.
+    pub(crate) async fn close(&mut self) {
+        match self {
+            Transport::Tcp(stream) => {
+                let _ = stream.shutdown().await;
+            }
+            Transport::WebSocket(ws) => {
+                let _ = SinkExt::close(ws).await;
+            }
+        }
+    }
+}
+
+/// Upgrades an accepted socket to an MQTT WebSocket: the request must target `path` and offer
+/// the `mqtt` subprotocol, which the response then selects.
+pub(crate) async fn accept_websocket(
+    stream: TcpStream,
+    path: &str,
+    max_packet_size: usize,
+) -> Result<Transport, WsError> {
+    let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() != path {
+            return Err(reject(StatusCode::NOT_FOUND, "no MQTT endpoint at this path"));
+        }
+        let offers_mqtt = request
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("mqtt"));
+        if !offers_mqtt {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "the Sec-WebSocket-Protocol header must offer \"mqtt\"",
+            ));
+        }
+        response
+            .headers_mut()
+            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        Ok(response)
+    };
+    // One MQTT packet may span frames, but no single frame needs to exceed the packet limit.
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(max_packet_size + 8);
+    config.max_frame_size = Some(max_packet_size + 8);
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
+    Ok(Transport::WebSocket(Box::new(ws)))
+}
+
+fn reject(status: StatusCode, reason: &str) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(reason.to_owned()));
+    *response.status_mut() = status;
+    response
+}
+
+fn ws_error(err: WsError) -> io::Error {
+    match err {
+        WsError::Io(err) => err,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => {
+            io::Error::new(io::ErrorKind::ConnectionAborted, err.to_string())
+        }
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}

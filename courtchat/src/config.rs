@@ -1,0 +1,219 @@
+//! The one typed configuration of a courtchat process.
+//!
+//! Layers, each overriding the one before: the defaults compiled into the binary (the `Default`
+//! impls of each section), an optional TOML file, then `COURTCHAT_*` environment variables with
+//! `__` between nested keys (`COURTCHAT_MQTT__TCP__LISTEN=0.0.0.0:1883`). Unknown keys and
+//! invalid values are refused with an error naming the key. There is no global: a test may hold
+//! two configurations, and two servers, in one process.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variables under this prefix belong to the test suite (for example
+/// `COURTCHAT_TEST_POSTGRES_URL`) and are not configuration.
+const TEST_ENV_PREFIX: &str = "COURTCHAT_TEST_";
+const ENV_PREFIX: &str = "COURTCHAT";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// MQTT listeners and limits.
+    pub mqtt: broker::BrokerConfig,
+    /// The HTTP admin and health API.
+    pub admin: admin_api::AdminConfig,
+    /// Where conversations are stored.
+    pub database: store::DatabaseConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `courtchat=debug,broker=debug`. `RUST_LOG`, when set,
+    /// takes precedence.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid value for `{key}`: {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Builds the effective configuration from the defaults, `file` and the `env` pairs
+    /// (pass `std::env::vars()` in a binary, a fixed list in a test).
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let defaults = config::Config::try_from(&Config::default())
+            .map_err(|err| ConfigError::Invalid(err.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: "not found".to_owned(),
+                });
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("COURTCHAT_") && !key.starts_with(TEST_ENV_PREFIX))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let layered = builder.build().map_err(|err| describe(err, file))?;
+        let config: Config = layered.try_deserialize().map_err(|err| describe(err, file))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Value {
+            key,
+            reason: reason.to_owned(),
+        };
+        store::Backend::of(&self.database.url).map_err(|err| invalid("database.url", &err.to_string()))?;
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !self.mqtt.websocket.path.starts_with('/') {
+            return Err(invalid("mqtt.websocket.path", "must start with '/'"));
+        }
+        if self.mqtt.max_connections == 0 {
+            return Err(invalid("mqtt.max_connections", "must be at least 1"));
+        }
+        // Below this not even a CONNECT with a short client id and a token fits.
+        if self.mqtt.max_packet_size < 1024 {
+            return Err(invalid("mqtt.max_packet_size", "must be at least 1024 bytes"));
+        }
+        if self.mqtt.max_client_id_len == 0 || self.mqtt.max_client_id_len > 128 {
+            return Err(invalid("mqtt.max_client_id_len", "must be between 1 and 128"));
+        }
+        if self.mqtt.connect_timeout.is_zero() {
+            return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|err| invalid("log.filter", &err.to_string()))?;
+        Ok(())
+    }
+
+    /// A copy that is safe to print: passwords in URLs are replaced.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        copy.database.url = redact_url(&copy.database.url);
+        copy
+    }
+
+    /// The configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        // Serializing plain structs of strings, numbers and tables cannot fail.
+        toml::to_string_pretty(&self.redacted()).unwrap_or_else(|err| format!("# cannot render configuration: {err}\n"))
+    }
+}
+
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have a password, which this one has.
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// The config crate reports unknown fields without the section they were found in
+/// ("unknown field `lisen`, expected `listen`"); that is clear enough with the file named.
+fn describe(err: config::ConfigError, file: Option<&Path>) -> ConfigError {
+    match (err, file) {
+        (config::ConfigError::FileParse { uri, cause }, _) => ConfigError::File {
+            path: uri.unwrap_or_default(),
+            message: cause.to_string(),
+        },
+        (other, Some(path)) => ConfigError::File {
+            path: path.display().to_string(),
+            message: other.to_string(),
+        },
+        (other, None) => ConfigError::Invalid(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_load_without_file_or_env() {
+        assert_eq!(Config::load(None, env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("COURTCHAT_MQTT__TCP__LISTEN", "0.0.0.0:11883"),
+                ("COURTCHAT_DATABASE__MAX_CONNECTIONS", "3"),
+                ("COURTCHAT_LOG__FILTER", "debug"),
+                // Belongs to the test suite, not to the configuration.
+                ("COURTCHAT_TEST_POSTGRES_URL", "postgres://127.0.0.1/test"),
+                // Not ours at all.
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.mqtt.tcp.listen.port(), 11883);
+        assert_eq!(config.database.max_connections, 3);
+        assert_eq!(config.log.filter, "debug");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let rows: &[(&str, &str, &str)] = &[
+            ("COURTCHAT_MQTT__TCP__LISTEN", "not-an-address", "mqtt.tcp.listen"),
+            ("COURTCHAT_MQTT__TCP__LISTN", "0.0.0.0:1", "listn"),
+            ("COURTCHAT_DATABSE__URL", "sqlite://x.db", "databse"),
+            ("COURTCHAT_DATABASE__URL", "mysql://localhost/x", "database.url"),
+            ("COURTCHAT_MQTT__WEBSOCKET__PATH", "mqtt", "mqtt.websocket.path"),
+            ("COURTCHAT_MQTT__MAX_PACKET_SIZE", "12", "mqtt.max_packet_size"),
+            ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:99999", "admin.listen"),
+            ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
+        ];
+        for (key, value, named) in rows {
+            let err = Config::load(None, env(&[(key, value)])).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err:?} does not name {named}");
+        }
+    }
+
+    #[test]
+    fn redaction_hides_database_passwords() {
+        let mut config = Config::default();
+        config.database.url = "postgres://courtchat:s3cret@db.internal:5432/courtchat".to_owned();
+        let printed = config.to_redacted_toml();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(printed.contains("postgres://courtchat:REDACTED@db.internal:5432/courtchat"), "{printed}");
+    }
+}

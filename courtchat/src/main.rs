@@ -1,0 +1,139 @@
+//! The `courtchat` command: parses arguments, loads the configuration and runs one subcommand.
+//! Everything it runs lives in the libraries; this file only wires and reports.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use courtchat::{Config, Listeners, Server};
+
+/// courtchat: real-time help-desk chat for court licensing, on MQTT, with a durable record.
+///
+/// With no configuration at all, `courtchat serve` runs everything in one process on an embedded
+/// SQLite database under ./data, with MQTT on 127.0.0.1:1883 (WebSocket: 127.0.0.1:8083/mqtt)
+/// and the admin HTTP API on 127.0.0.1:8080.
+#[derive(Parser)]
+#[command(name = "courtchat", version, propagate_version = true)]
+struct Cli {
+    /// A TOML configuration file (see deploy/courtchat.example.toml). Settings in it override the
+    /// built-in defaults; COURTCHAT_* environment variables override both, with `__` between
+    /// nested keys, e.g. COURTCHAT_MQTT__TCP__LISTEN=0.0.0.0:1883.
+    #[arg(long, short, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: MQTT listeners, admin HTTP API, database migrations.
+    ///
+    /// Stops cleanly (exit code 0) on Ctrl-C or SIGTERM.
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML, with secrets redacted.
+    Print,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, no backtrace: the message names what failed and what to change.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Config(ConfigCommand::Print) => {
+            let rendered = config.to_redacted_toml();
+            print!("{rendered}");
+            if !rendered.ends_with('\n') {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Migrate => runtime()?.block_on(migrate(config)),
+        Command::Serve => runtime()?.block_on(serve(config)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok())
+        // Validated when the configuration was loaded.
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log.filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let store = store::Store::connect(&config.database).await?;
+    let applied = store.migrate().await?;
+    store.close().await;
+    tracing::info!(applied, "database schema is up to date");
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(&config);
+    let listeners = Listeners::bind(&config).await?;
+    let mut server = Server::start(config, listeners).await?;
+    tokio::select! {
+        signal = shutdown_signal() => {
+            signal?;
+            tracing::info!("shutdown requested");
+            server.shutdown().await;
+            Ok(())
+        }
+        err = server.failed() => {
+            server.shutdown().await;
+            Err(err.into())
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")
+    }
+}

@@ -1,0 +1,179 @@
+//! `courtchat serve`: binds every listener, opens the store and runs the broker and the admin API
+//! in one process until told to stop.
+//!
+//! Binding is separate from starting so that a caller (the binary, or `testkit`) can bind port 0,
+//! learn the real addresses and then start; and so that a port already in use is reported before
+//! anything else happens.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Config;
+
+/// The sockets a server listens on, bound but not yet served.
+pub struct Listeners {
+    mqtt_tcp: TcpListener,
+    mqtt_ws: TcpListener,
+    admin: TcpListener,
+}
+
+/// Where a running server can be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    pub mqtt_tcp: SocketAddr,
+    pub mqtt_ws: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("port {port} is already in use (the {what} listener, `{key}` = {addr}); set `{key}` in the configuration file or {env} to another address")]
+    PortInUse {
+        port: u16,
+        what: &'static str,
+        key: &'static str,
+        env: &'static str,
+        addr: SocketAddr,
+    },
+    #[error("cannot listen on {addr} (`{key}`): {source}")]
+    Bind {
+        addr: SocketAddr,
+        key: &'static str,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("the {what} listener failed: {source}")]
+    Listener { what: &'static str, source: io::Error },
+}
+
+impl Listeners {
+    /// Binds every address in `config`; the first failure is reported with the setting to change.
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        Ok(Self {
+            mqtt_tcp: bind(config.mqtt.tcp.listen, "MQTT TCP", "mqtt.tcp.listen", "COURTCHAT_MQTT__TCP__LISTEN").await?,
+            mqtt_ws: bind(
+                config.mqtt.websocket.listen,
+                "MQTT WebSocket",
+                "mqtt.websocket.listen",
+                "COURTCHAT_MQTT__WEBSOCKET__LISTEN",
+            )
+            .await?,
+            admin: bind(config.admin.listen, "admin HTTP", "admin.listen", "COURTCHAT_ADMIN__LISTEN").await?,
+        })
+    }
+
+    pub fn addresses(&self) -> io::Result<Addresses> {
+        Ok(Addresses {
+            mqtt_tcp: self.mqtt_tcp.local_addr()?,
+            mqtt_ws: self.mqtt_ws.local_addr()?,
+            admin: self.admin.local_addr()?,
+        })
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str, key: &'static str, env: &'static str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+        io::ErrorKind::AddrInUse => ServeError::PortInUse {
+            port: addr.port(),
+            what,
+            key,
+            env,
+            addr,
+        },
+        _ => ServeError::Bind { addr, key, source },
+    })
+}
+
+/// A server that is up. Dropping it stops it without waiting; [`Server::shutdown`] stops it and
+/// waits until every listener and connection has closed and the database is closed.
+pub struct Server {
+    addresses: Addresses,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    store: store::Store,
+    failure: tokio::sync::mpsc::Receiver<ServeError>,
+}
+
+impl Server {
+    /// Opens (and migrates) the database, then serves every listener.
+    pub async fn start(config: Config, listeners: Listeners) -> Result<Self, ServeError> {
+        let addresses = listeners
+            .addresses()
+            .map_err(|source| ServeError::Listener { what: "any", source })?;
+        let store = store::Store::open(&config.database).await?;
+        let broker = broker::Broker::start(config.mqtt.clone())?;
+
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        // A listener that fails reports here, and the process stops rather than run half-deaf.
+        let (fail_tx, failure) = tokio::sync::mpsc::channel(3);
+
+        tracing::info!(listener = "mqtt-tcp", addr = %addresses.mqtt_tcp, "listening");
+        tasks.spawn({
+            let (broker, stop) = (broker.clone(), stop.clone());
+            async move { broker.serve_tcp(listeners.mqtt_tcp, stop.cancelled_owned()).await }
+        });
+        tracing::info!(listener = "mqtt-websocket", addr = %addresses.mqtt_ws, path = %config.mqtt.websocket.path, "listening");
+        tasks.spawn({
+            let stop = stop.clone();
+            async move { broker.serve_websocket(listeners.mqtt_ws, stop.cancelled_owned()).await }
+        });
+        tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
+        tasks.spawn({
+            let state = admin_api::AdminState { store: store.clone() };
+            let stop = stop.clone();
+            async move {
+                if let Err(source) = admin_api::serve(listeners.admin, state, stop.clone().cancelled_owned()).await {
+                    let _ = fail_tx.send(ServeError::Listener { what: "admin HTTP", source }).await;
+                    stop.cancel();
+                }
+            }
+        });
+        tasks.close();
+
+        Ok(Self {
+            addresses,
+            stop,
+            tasks,
+            store,
+            failure,
+        })
+    }
+
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    pub fn store(&self) -> &store::Store {
+        &self.store
+    }
+
+    /// Resolves when a listener fails; the server is then already stopping.
+    pub async fn failed(&mut self) -> ServeError {
+        match self.failure.recv().await {
+            Some(err) => err,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops accepting, closes every connection, waits for the tasks and closes the database.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+        self.store.close().await;
+        tracing::info!("stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

@@ -1,0 +1,37 @@
+//! Help-desk staff who may log in to the dashboard: agents, supervisors and admins.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "agents")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The identity the agent authenticates as (the JWT subject and MQTT client id).
+    #[sea_orm(unique)]
+    pub subject: String,
+    pub display_name: String,
+    pub role: StaffRole,
+    /// The team the agent works in; transfers may target a team instead of a person.
+    pub team: Option<String>,
+    /// Deactivated agents keep their row so that the record of what they wrote stays attributable.
+    pub active: bool,
+    pub created_at: DateTimeUtc,
+}
+
+/// What a member of staff may do; applicants and services are not staff and have no row here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum StaffRole {
+    #[sea_orm(string_value = "agent")]
+    Agent,
+    #[sea_orm(string_value = "supervisor")]
+    Supervisor,
+    #[sea_orm(string_value = "admin")]
+    Admin,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

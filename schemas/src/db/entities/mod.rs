@@ -1,0 +1,11 @@
+//! One module per table. Enumerations are stored as short strings so that rows stay readable in
+//! a court's export and the schema is the same on SQLite and PostgreSQL.
+
+pub mod agent;
+pub mod audit_event;
+pub mod message;
+pub mod participant;
+pub mod receipt;
+pub mod retention_policy;
+pub mod session;
+pub mod survey_response;

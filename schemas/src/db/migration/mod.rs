@@ -1,0 +1,15 @@
+//! The ordered list of migrations. `store` runs them at start and through `courtchat migrate`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_initial;
+
+/// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,233 @@
+//! Opens courtchat's database, brings its schema up to date and answers health checks.
+//!
+//! SQLite (a file under `./data/` by default) needs no other service; PostgreSQL is chosen by
+//! giving a `postgres://` URL. The rest of courtchat receives a [`Store`] and never parses a
+//! database URL itself, so the choice of backend stays in this crate.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemas::db::Migrator;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm_migration::MigratorTrait;
+use serde::{Deserialize, Serialize};
+
+/// The `[database]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` (relative paths are relative to the working directory) or
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Upper bound on pooled connections.
+    pub max_connections: u32,
+    /// How long to wait for a connection before an operation fails.
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/courtchat.db".to_owned(),
+            max_connections: 8,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Durations are written as whole seconds in configuration files.
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// Which database a URL names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file at this path.
+    Sqlite(PathBuf),
+    Postgres,
+}
+
+impl Backend {
+    /// Classifies a database URL, refusing schemes courtchat does not support.
+    pub fn of(url: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err(StoreError::InvalidUrl(
+                    "an SQLite URL needs a file path, e.g. sqlite://data/courtchat.db".to_owned(),
+                ));
+            }
+            Ok(Backend::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::InvalidUrl(
+                "the URL must start with sqlite:// or postgres://".to_owned(),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database.url is invalid: {0}")]
+    InvalidUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] DbErr),
+    #[error("database migration failed: {0}")]
+    Migrate(#[source] DbErr),
+    #[error("the database is unreachable: {0}")]
+    Unreachable(#[source] DbErr),
+}
+
+/// An open database with an up-to-date schema. Cheap to clone: clones share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects without touching the schema; see [`Store::open`] for the usual path.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let backend = Backend::of(&config.url)?;
+        let mut url = config.url.clone();
+        if let Backend::Sqlite(path) = &backend {
+            create_parent_dir(path)?;
+            // `mode=rwc` creates the file on first start; without it SQLite refuses a missing file.
+            if !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+        }
+
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(config.max_connections.max(1))
+            .connect_timeout(config.connect_timeout)
+            .acquire_timeout(config.connect_timeout)
+            // sqlx logs every statement at info level; that is noise, and it could carry message
+            // bodies into logs.
+            .sqlx_logging(false)
+            .map_sqlx_sqlite_opts(|opts| {
+                // WAL lets readers (history, admin API) proceed while the pipeline writes;
+                // synchronous=FULL makes a commit durable against power loss, which an
+                // acknowledged court record needs.
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5))
+            });
+        let db = Database::connect(options).await.map_err(StoreError::Connect)?;
+        Ok(Self { db, backend })
+    }
+
+    /// Connects and applies every pending migration.
+    pub async fn open(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let store = Self::connect(config).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations and returns how many were applied.
+    pub async fn migrate(&self) -> Result<usize, StoreError> {
+        let pending = Migrator::get_pending_migrations(&self.db)
+            .await
+            .map_err(StoreError::Migrate)?
+            .len();
+        Migrator::up(&self.db, None).await.map_err(StoreError::Migrate)?;
+        if pending > 0 {
+            tracing::info!(applied = pending, "database migrated");
+        }
+        Ok(pending)
+    }
+
+    /// Succeeds while the database answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(StoreError::Unreachable)
+    }
+
+    /// The connection pool, for the crates that read and write rows.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Closes every pooled connection; later operations on any clone fail.
+    pub async fn close(&self) {
+        if let Err(err) = self.db.close_by_ref().await {
+            tracing::warn!(error = %err, "closing the database failed");
+        }
+    }
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme() {
+        let cases: &[(&str, Option<Backend>)] = &[
+            ("sqlite://data/courtchat.db", Some(Backend::Sqlite("data/courtchat.db".into()))),
+            ("sqlite:///var/lib/cc.db?mode=rwc", Some(Backend::Sqlite("/var/lib/cc.db".into()))),
+            ("sqlite:relative.db", Some(Backend::Sqlite("relative.db".into()))),
+            ("postgres://u:p@127.0.0.1/test", Some(Backend::Postgres)),
+            ("postgresql://127.0.0.1/test", Some(Backend::Postgres)),
+            ("sqlite://:memory:", None),
+            ("sqlite://", None),
+            ("mysql://localhost/db", None),
+            ("data/courtchat.db", None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(Backend::of(url).ok(), *expected, "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn open_creates_the_directory_and_migrates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/data/cc.db");
+        let config = DatabaseConfig {
+            url: format!("sqlite://{}", path.display()),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&config).await.unwrap();
+        assert!(path.exists());
+        store.ping().await.unwrap();
+        assert_eq!(store.migrate().await.unwrap(), 0, "a second run applies nothing");
+        store.close().await;
+        assert!(store.ping().await.is_err(), "a closed store is not reachable");
+    }
+}

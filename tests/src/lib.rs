@@ -1,0 +1,190 @@
+//! testkit: boots the whole courtchat stack in-process for a test.
+//!
+//! Every end-to-end test starts a [`TestStack`]: the same [`courtchat::Server`] that
+//! `courtchat serve` runs, on ephemeral loopback ports, over a fresh database (a temporary SQLite
+//! file by default, or a new PostgreSQL database), stopped when the stack is dropped.
+//!
+//! Tests that need PostgreSQL call [`postgres_url`], which reads `COURTCHAT_TEST_POSTGRES_URL` and
+//! returns `None`, after printing a notice, when it is not set: such a test then returns early
+//! and passes, so the suite runs on a machine without PostgreSQL.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod mqtt;
+
+use anyhow::Context;
+use courtchat::{Addresses, Config, Listeners, Server};
+use sea_orm::{ConnectionTrait, Database};
+
+/// The variable that points the suite at a PostgreSQL server, e.g.
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub const POSTGRES_ENV: &str = "COURTCHAT_TEST_POSTGRES_URL";
+
+/// The PostgreSQL server to test against, or `None` (with a notice on stderr) when unset.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("notice: {POSTGRES_ENV} is not set; skipping the PostgreSQL variant of this test");
+            None
+        }
+    }
+}
+
+/// Logs from the stack under test, shown for failing tests (`RUST_LOG` picks the level).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A database that exists only for one test.
+pub enum TestDatabase {
+    Sqlite {
+        dir: tempfile::TempDir,
+    },
+    Postgres {
+        server_url: String,
+        name: String,
+    },
+}
+
+impl TestDatabase {
+    /// A new SQLite file in a temporary directory.
+    pub fn sqlite() -> anyhow::Result<Self> {
+        Ok(Self::Sqlite {
+            dir: tempfile::tempdir().context("creating a temporary directory")?,
+        })
+    }
+
+    /// A new, empty database on the PostgreSQL server at `server_url`.
+    pub async fn postgres(server_url: &str) -> anyhow::Result<Self> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let name = format!(
+            "courtchat_test_{}_{}_{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = Database::connect(server_url).await.context("connecting to PostgreSQL")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .context("creating a test database")?;
+        admin.close().await?;
+        Ok(Self::Postgres {
+            server_url: server_url.to_owned(),
+            name,
+        })
+    }
+
+    /// The `database.url` for this database.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("courtchat.db").display()),
+            Self::Postgres { server_url, name } => {
+                let mut url = url::Url::parse(server_url).expect("the PostgreSQL URL was parsed when the database was created");
+                url.set_path(name);
+                url.to_string()
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres { server_url, name } = self {
+            // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
+            // thread with its own runtime removes the database.
+            let (server_url, sql) = (server_url.clone(), format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async {
+                    let admin = Database::connect(&server_url).await?;
+                    admin.execute_unprepared(&sql).await?;
+                    admin.close().await?;
+                    anyhow::Ok(())
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("warning: could not drop test database {name}");
+            }
+        }
+    }
+}
+
+/// A running courtchat stack.
+pub struct TestStack {
+    server: Option<Server>,
+    addresses: Addresses,
+    config: Config,
+    // Declared last: dropped after the server has released the database.
+    _database: TestDatabase,
+}
+
+impl TestStack {
+    /// The whole stack on SQLite with the default configuration.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(TestDatabase::sqlite()?, |_| {}).await
+    }
+
+    /// The whole stack on `database`, after `configure` has adjusted the test configuration.
+    pub async fn start_with(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        init_tracing();
+        let mut config = Config::default();
+        let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.mqtt.tcp.listen = ephemeral;
+        config.mqtt.websocket.listen = ephemeral;
+        config.admin.listen = ephemeral;
+        config.database.url = database.url();
+        config.mqtt.connect_timeout = Duration::from_secs(5);
+        configure(&mut config);
+        config.validate()?;
+
+        let listeners = Listeners::bind(&config).await?;
+        let server = Server::start(config.clone(), listeners).await?;
+        Ok(Self {
+            addresses: server.addresses(),
+            server: Some(server),
+            config,
+            _database: database,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn mqtt_tcp_addr(&self) -> SocketAddr {
+        self.addresses.mqtt_tcp
+    }
+
+    /// `ws://127.0.0.1:PORT/mqtt`
+    pub fn mqtt_ws_url(&self) -> String {
+        format!("ws://{}{}", self.addresses.mqtt_ws, self.config.mqtt.websocket.path)
+    }
+
+    /// `http://127.0.0.1:PORT{path}` on the admin API.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.admin)
+    }
+
+    /// The stack's database.
+    pub fn store(&self) -> &store::Store {
+        self.server.as_ref().expect("the stack is running until shutdown consumes it").store()
+    }
+
+    /// Stops the stack and waits until every listener, connection and the database are closed.
+    pub async fn shutdown(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: the whole stack, started by `testkit`, driven through real clients.
+//!
+//! One test binary with a module per area, so the workspace links the stack once.
+
+mod architecture;
+mod config_example;
+mod http;
+mod mqtt;
+mod storage;
