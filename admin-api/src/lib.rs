@@ -54,7 +54,11 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves; in-flight requests finish first.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -86,4 +90,3 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "no such resource")
 }
-

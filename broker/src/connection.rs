@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck, SubscribeReasonCode,
-    UnsubAck,
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
+    SubscribeReasonCode, UnsubAck,
 };
 use rumqttc::mqttbytes::{self, QoS, valid_filter, valid_topic};
 use rumqttd::Notification;
@@ -64,7 +64,13 @@ struct Registered {
 
 impl ClientRegistry {
     /// Registers `client_id` for `key`, first closing any connection that holds it.
-    async fn claim(&self, client_id: &str, key: LinkKey, kick: CancellationToken, gone: oneshot::Receiver<()>) {
+    async fn claim(
+        &self,
+        client_id: &str,
+        key: LinkKey,
+        kick: CancellationToken,
+        gone: oneshot::Receiver<()>,
+    ) {
         let previous = self
             .lock()
             .insert(client_id.to_owned(), Registered { key, kick, gone });
@@ -87,7 +93,9 @@ impl ClientRegistry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Registered>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts and
         // removes), so a poisoned lock is still safe to use.
-        self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -103,7 +111,13 @@ enum Ending {
 }
 
 /// Serves one accepted transport until it closes. Never panics on input.
-pub(crate) async fn serve(mut transport: Transport, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken, mut buf: BytesMut) {
+pub(crate) async fn serve(
+    mut transport: Transport,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    mut buf: BytesMut,
+) {
     let config = &shared.config;
     let first_packet = tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -153,7 +167,10 @@ pub(crate) async fn serve(mut transport: Transport, peer: SocketAddr, shared: Ar
 
     let kick = shutdown.child_token();
     let (gone_tx, gone_rx) = oneshot::channel();
-    shared.clients.claim(&client_id, key, kick.clone(), gone_rx).await;
+    shared
+        .clients
+        .claim(&client_id, key, kick.clone(), gone_rx)
+        .await;
 
     let mut session = Session {
         shared: &shared,
@@ -164,7 +181,9 @@ pub(crate) async fn serve(mut transport: Transport, peer: SocketAddr, shared: Ar
         qos2_pending: HashSet::new(),
         _permit: permit,
     };
-    let ending = session.run(&mut transport, &mut buf, &connect, &kick, &shutdown).await;
+    let ending = session
+        .run(&mut transport, &mut buf, &connect, &kick, &shutdown)
+        .await;
     session.finish(ending).await;
     // The router has been told to drop the link; a waiting takeover may now attach.
     drop(gone_tx);
@@ -212,7 +231,10 @@ impl Session<'_> {
             Err(_) => return self.refuse_unavailable(transport).await,
         };
 
-        let ack = ConnAck::new(ConnectReturnCode::Success, attached.session_present && !connect.clean_session);
+        let ack = ConnAck::new(
+            ConnectReturnCode::Success,
+            attached.session_present && !connect.clean_session,
+        );
         if write(transport, Packet::ConnAck(ack)).await.is_err() {
             return Ending::Abrupt("write failed");
         }
@@ -220,7 +242,16 @@ impl Session<'_> {
 
         let (notifications, mut forwarded) = mpsc::channel(64);
         let forwarder = tokio::spawn(forward_notifications(attached.rx, notifications));
-        let ending = self.relay(transport, buf, connect.keep_alive, &mut forwarded, kick, shutdown).await;
+        let ending = self
+            .relay(
+                transport,
+                buf,
+                connect.keep_alive,
+                &mut forwarded,
+                kick,
+                shutdown,
+            )
+            .await;
         forwarder.abort();
         ending
     }
@@ -241,7 +272,8 @@ impl Session<'_> {
     ) -> Ending {
         // MQTT 3.1.1 §3.1.2.10: one and a half keepalive periods without a packet end the
         // connection; keepalive 0 turns the mechanism off.
-        let idle_limit = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+        let idle_limit =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = idle_limit.map(|limit| Instant::now() + limit);
         let max = self.shared.config.max_packet_size;
         loop {
@@ -297,7 +329,11 @@ impl Session<'_> {
 
     /// Handles one packet from the client. `Ok(Some(_))` ends the connection as requested,
     /// `Err(_)` ends it because of a failure.
-    async fn incoming(&mut self, transport: &mut Transport, packet: Packet) -> Result<Option<Ending>, Ending> {
+    async fn incoming(
+        &mut self,
+        transport: &mut Transport,
+        packet: Packet,
+    ) -> Result<Option<Ending>, Ending> {
         let reply = match packet {
             Packet::Publish(publish) => {
                 if !valid_topic(&publish.topic) || publish.topic.starts_with('$') {
@@ -343,13 +379,21 @@ impl Session<'_> {
                     }
                 }
                 if !accepted.is_empty() {
-                    self.to_router(Command::Subscribe { key: self.key, filters: accepted }).await?;
+                    self.to_router(Command::Subscribe {
+                        key: self.key,
+                        filters: accepted,
+                    })
+                    .await?;
                 }
                 Some(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
             }
             Packet::Unsubscribe(unsubscribe) => {
                 for filter in unsubscribe.topics {
-                    self.to_router(Command::Unsubscribe { key: self.key, filter }).await?;
+                    self.to_router(Command::Unsubscribe {
+                        key: self.key,
+                        filter,
+                    })
+                    .await?;
                 }
                 Some(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
             }
@@ -372,7 +416,11 @@ impl Session<'_> {
     }
 
     async fn to_router(&self, command: Command) -> Result<(), Ending> {
-        self.shared.router.send(command).await.map_err(|_| Ending::Shutdown)
+        self.shared
+            .router
+            .send(command)
+            .await
+            .map_err(|_| Ending::Shutdown)
     }
 
     /// Publishes the will if the ending calls for it, then detaches from the router.
@@ -398,13 +446,21 @@ impl Session<'_> {
                 })
                 .await;
         }
-        let _ = self.shared.router.send(Command::Detach { key: self.key }).await;
+        let _ = self
+            .shared
+            .router
+            .send(Command::Detach { key: self.key })
+            .await;
         self.shared.clients.release(&self.client_id, self.key);
     }
 }
 
 enum Forwarded {
-    Publish { topic: Bytes, payload: Bytes, retain: bool },
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+        retain: bool,
+    },
     Disconnected,
 }
 
@@ -446,7 +502,10 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
         return Err("client id too long");
     }
     // rumqttd's router refuses these characters; refusing them here answers with a CONNACK.
-    if client_id.chars().any(|c| matches!(c, '+' | '#' | '/' | '$') || c.is_control()) {
+    if client_id
+        .chars()
+        .any(|c| matches!(c, '+' | '#' | '/' | '$') || c.is_control())
+    {
         return Err("client id contains a reserved character");
     }
     Ok(())
@@ -463,7 +522,11 @@ enum ReadError {
 }
 
 /// Reads the next whole packet; `Ok(None)` when the peer closed first.
-async fn read_packet(transport: &mut Transport, buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, ReadError> {
+async fn read_packet(
+    transport: &mut Transport,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Packet>, ReadError> {
     loop {
         if let Some(level) = connect_protocol_level(buf)
             && level != 4
@@ -523,9 +586,12 @@ async fn refuse_unsupported_version(transport: &mut Transport, level: u8) {
         .write(&mut out)
         .is_ok()
     } else {
-        Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))
-            .write(&mut out, usize::MAX)
-            .is_ok()
+        Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::RefusedProtocolVersion,
+            false,
+        ))
+        .write(&mut out, usize::MAX)
+        .is_ok()
     };
     if written {
         let _ = transport.write_all(&out).await;
@@ -587,7 +653,11 @@ mod tests {
         // CONNECT, remaining length 10, "MQTT", level 5.
         let v5 = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 60];
         assert_eq!(connect_protocol_level(&v5), Some(5));
-        assert_eq!(connect_protocol_level(&v5[..8]), None, "not enough bytes yet");
+        assert_eq!(
+            connect_protocol_level(&v5[..8]),
+            None,
+            "not enough bytes yet"
+        );
         assert_eq!(connect_protocol_level(&[0x30, 0]), None, "not a CONNECT");
         // A two-byte remaining length.
         let long = [0x10, 0x80, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 4];

@@ -99,7 +99,11 @@ impl Broker {
                     Kind::Tcp => Transport::Tcp(stream),
                     Kind::WebSocket => {
                         let config = &shared.config;
-                        let handshake = transport::accept_websocket(stream, &config.websocket.path, config.max_packet_size);
+                        let handshake = transport::accept_websocket(
+                            stream,
+                            &config.websocket.path,
+                            config.max_packet_size,
+                        );
                         let handshake = tokio::select! {
                             _ = stop.cancelled() => return,
                             handshake = timeout(config.connect_timeout, handshake) => handshake,
@@ -117,7 +121,8 @@ impl Broker {
                         }
                     }
                 };
-                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096)).await;
+                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096))
+                    .await;
             });
         }
         stop.cancel();

@@ -117,7 +117,7 @@ impl RouterFeeder {
                         } => {
                             if let Some(tx) = links.get_mut(&key) {
                                 let publish = Publish::new(topic, payload, retain);
-                                log_failure(send_now(tx, Packet::Publish(publish, None)));
+                                send_now(tx, Packet::Publish(publish, None));
                             }
                         }
                         Command::Subscribe { key, filters } => {
@@ -135,7 +135,7 @@ impl RouterFeeder {
                                     })
                                     .collect();
                                 let subscribe = Subscribe { pkid: 1, filters };
-                                log_failure(send_now(tx, Packet::Subscribe(subscribe, None)));
+                                send_now(tx, Packet::Subscribe(subscribe, None));
                             }
                         }
                         Command::Unsubscribe { key, filter } => {
@@ -167,7 +167,7 @@ fn detach(links: &mut HashMap<LinkKey, LinkTx>, key: LinkKey) {
         let disconnect = Disconnect {
             reason_code: DisconnectReasonCode::NormalDisconnection,
         };
-        log_failure(send_now(&mut tx, Packet::Disconnect(disconnect, None)));
+        send_now(&mut tx, Packet::Disconnect(disconnect, None));
     }
 }
 
@@ -179,15 +179,17 @@ fn session_present(ack: &rumqttd::Notification) -> bool {
 /// `LinkTx::send` is an `async fn` without an await point: its body runs to completion on the
 /// first poll (blocking on the router's channel if it is full, which is why only this thread calls
 /// it). Polling it once here avoids a runtime in the feeder thread.
-fn send_now(tx: &mut LinkTx, packet: Packet) -> Result<(), LinkError> {
+fn send_now(tx: &mut LinkTx, packet: Packet) {
     let mut future = pin!(tx.send(packet));
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(result) => result.map(drop),
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(result) => log_failure(result.map(drop)),
         // Unreachable with rumqttd 0.20, but a future version could add an await point; losing
         // the packet loudly beats blocking the feeder forever.
         Poll::Pending => {
-            tracing::error!("rumqttd LinkTx::send did not complete synchronously; packet dropped");
-            Ok(())
+            tracing::error!("rumqttd LinkTx::send did not complete synchronously; packet dropped")
         }
     }
 }

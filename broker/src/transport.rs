@@ -81,9 +81,14 @@ pub(crate) async fn accept_websocket(
     path: &str,
     max_packet_size: usize,
 ) -> Result<Transport, WsError> {
+    // The callback's signature is tungstenite's; its large error type is not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path() != path {
-            return Err(reject(StatusCode::NOT_FOUND, "no MQTT endpoint at this path"));
+            return Err(reject(
+                StatusCode::NOT_FOUND,
+                "no MQTT endpoint at this path",
+            ));
         }
         let offers_mqtt = request
             .headers()

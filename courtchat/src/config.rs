@@ -56,7 +56,10 @@ pub enum ConfigError {
 impl Config {
     /// Builds the effective configuration from the defaults, `file` and the `env` pairs
     /// (pass `std::env::vars()` in a binary, a fixed list in a test).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let defaults = config::Config::try_from(&Config::default())
             .map_err(|err| ConfigError::Invalid(err.to_string()))?;
         let mut builder = config::Config::builder().add_source(defaults);
@@ -67,7 +70,11 @@ impl Config {
                     message: "not found".to_owned(),
                 });
             }
-            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
         }
         let env: config::Map<String, String> = env
             .into_iter()
@@ -81,7 +88,9 @@ impl Config {
                 .source(Some(env)),
         );
         let layered = builder.build().map_err(|err| describe(err, file))?;
-        let config: Config = layered.try_deserialize().map_err(|err| describe(err, file))?;
+        let config: Config = layered
+            .try_deserialize()
+            .map_err(|err| describe(err, file))?;
         config.validate()?;
         Ok(config)
     }
@@ -92,7 +101,8 @@ impl Config {
             key,
             reason: reason.to_owned(),
         };
-        store::Backend::of(&self.database.url).map_err(|err| invalid("database.url", &err.to_string()))?;
+        store::Backend::of(&self.database.url)
+            .map_err(|err| invalid("database.url", &err.to_string()))?;
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
@@ -104,15 +114,22 @@ impl Config {
         }
         // Below this not even a CONNECT with a short client id and a token fits.
         if self.mqtt.max_packet_size < 1024 {
-            return Err(invalid("mqtt.max_packet_size", "must be at least 1024 bytes"));
+            return Err(invalid(
+                "mqtt.max_packet_size",
+                "must be at least 1024 bytes",
+            ));
         }
         if self.mqtt.max_client_id_len == 0 || self.mqtt.max_client_id_len > 128 {
-            return Err(invalid("mqtt.max_client_id_len", "must be between 1 and 128"));
+            return Err(invalid(
+                "mqtt.max_client_id_len",
+                "must be between 1 and 128",
+            ));
         }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|err| invalid("log.filter", &err.to_string()))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
     }
 
@@ -126,7 +143,8 @@ impl Config {
     /// The configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         // Serializing plain structs of strings, numbers and tables cannot fail.
-        toml::to_string_pretty(&self.redacted()).unwrap_or_else(|err| format!("# cannot render configuration: {err}\n"))
+        toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|err| format!("# cannot render configuration: {err}\n"))
     }
 }
 
@@ -162,7 +180,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -193,18 +214,39 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let rows: &[(&str, &str, &str)] = &[
-            ("COURTCHAT_MQTT__TCP__LISTEN", "not-an-address", "mqtt.tcp.listen"),
+            (
+                "COURTCHAT_MQTT__TCP__LISTEN",
+                "not-an-address",
+                "mqtt.tcp.listen",
+            ),
             ("COURTCHAT_MQTT__TCP__LISTN", "0.0.0.0:1", "listn"),
             ("COURTCHAT_DATABSE__URL", "sqlite://x.db", "databse"),
-            ("COURTCHAT_DATABASE__URL", "mysql://localhost/x", "database.url"),
-            ("COURTCHAT_MQTT__WEBSOCKET__PATH", "mqtt", "mqtt.websocket.path"),
-            ("COURTCHAT_MQTT__MAX_PACKET_SIZE", "12", "mqtt.max_packet_size"),
+            (
+                "COURTCHAT_DATABASE__URL",
+                "mysql://localhost/x",
+                "database.url",
+            ),
+            (
+                "COURTCHAT_MQTT__WEBSOCKET__PATH",
+                "mqtt",
+                "mqtt.websocket.path",
+            ),
+            (
+                "COURTCHAT_MQTT__MAX_PACKET_SIZE",
+                "12",
+                "mqtt.max_packet_size",
+            ),
             ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:99999", "admin.listen"),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
         ];
         for (key, value, named) in rows {
-            let err = Config::load(None, env(&[(key, value)])).unwrap_err().to_string();
-            assert!(err.contains(named), "{key}={value}: {err:?} does not name {named}");
+            let err = Config::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(named),
+                "{key}={value}: {err:?} does not name {named}"
+            );
         }
     }
 
@@ -214,6 +256,9 @@ mod tests {
         config.database.url = "postgres://courtchat:s3cret@db.internal:5432/courtchat".to_owned();
         let printed = config.to_redacted_toml();
         assert!(!printed.contains("s3cret"), "{printed}");
-        assert!(printed.contains("postgres://courtchat:REDACTED@db.internal:5432/courtchat"), "{printed}");
+        assert!(
+            printed.contains("postgres://courtchat:REDACTED@db.internal:5432/courtchat"),
+            "{printed}"
+        );
     }
 }

@@ -105,11 +105,19 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
+    // Installed before anything slow (migrations), so that a signal during start-up also ends
+    // in a clean exit instead of the default kill.
+    let mut stop = ShutdownSignal::install()?;
     let listeners = Listeners::bind(&config).await?;
-    let mut server = Server::start(config, listeners).await?;
+    let mut server = tokio::select! {
+        server = Server::start(config, listeners) => server?,
+        _ = stop.recv() => {
+            tracing::info!("shutdown requested during start-up");
+            return Ok(());
+        }
+    };
     tokio::select! {
-        signal = shutdown_signal() => {
-            signal?;
+        _ = stop.recv() => {
             tracing::info!("shutdown requested");
             server.shutdown().await;
             Ok(())
@@ -121,19 +129,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Ctrl-C (SIGINT) and SIGTERM, registered when installed.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
-            _ = terminate.recv() => Ok(()),
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                signals: [
+                    signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                    signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                ],
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate] = &mut self.signals;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

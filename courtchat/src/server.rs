@@ -31,7 +31,9 @@ pub struct Addresses {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("port {port} is already in use (the {what} listener, `{key}` = {addr}); set `{key}` in the configuration file or {env} to another address")]
+    #[error(
+        "port {port} is already in use (the {what} listener, `{key}` = {addr}); set `{key}` in the configuration file or {env} to another address"
+    )]
     PortInUse {
         port: u16,
         what: &'static str,
@@ -50,14 +52,23 @@ pub enum ServeError {
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
     #[error("the {what} listener failed: {source}")]
-    Listener { what: &'static str, source: io::Error },
+    Listener {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 impl Listeners {
     /// Binds every address in `config`; the first failure is reported with the setting to change.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         Ok(Self {
-            mqtt_tcp: bind(config.mqtt.tcp.listen, "MQTT TCP", "mqtt.tcp.listen", "COURTCHAT_MQTT__TCP__LISTEN").await?,
+            mqtt_tcp: bind(
+                config.mqtt.tcp.listen,
+                "MQTT TCP",
+                "mqtt.tcp.listen",
+                "COURTCHAT_MQTT__TCP__LISTEN",
+            )
+            .await?,
             mqtt_ws: bind(
                 config.mqtt.websocket.listen,
                 "MQTT WebSocket",
@@ -65,7 +76,13 @@ impl Listeners {
                 "COURTCHAT_MQTT__WEBSOCKET__LISTEN",
             )
             .await?,
-            admin: bind(config.admin.listen, "admin HTTP", "admin.listen", "COURTCHAT_ADMIN__LISTEN").await?,
+            admin: bind(
+                config.admin.listen,
+                "admin HTTP",
+                "admin.listen",
+                "COURTCHAT_ADMIN__LISTEN",
+            )
+            .await?,
         })
     }
 
@@ -78,17 +95,24 @@ impl Listeners {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &'static str, key: &'static str, env: &'static str) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
-        io::ErrorKind::AddrInUse => ServeError::PortInUse {
-            port: addr.port(),
-            what,
-            key,
-            env,
-            addr,
-        },
-        _ => ServeError::Bind { addr, key, source },
-    })
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+    env: &'static str,
+) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => ServeError::PortInUse {
+                port: addr.port(),
+                what,
+                key,
+                env,
+                addr,
+            },
+            _ => ServeError::Bind { addr, key, source },
+        })
 }
 
 /// A server that is up. Dropping it stops it without waiting; [`Server::shutdown`] stops it and
@@ -106,7 +130,10 @@ impl Server {
     pub async fn start(config: Config, listeners: Listeners) -> Result<Self, ServeError> {
         let addresses = listeners
             .addresses()
-            .map_err(|source| ServeError::Listener { what: "any", source })?;
+            .map_err(|source| ServeError::Listener {
+                what: "any",
+                source,
+            })?;
         let store = store::Store::open(&config.database).await?;
         let broker = broker::Broker::start(config.mqtt.clone())?;
 
@@ -118,20 +145,37 @@ impl Server {
         tracing::info!(listener = "mqtt-tcp", addr = %addresses.mqtt_tcp, "listening");
         tasks.spawn({
             let (broker, stop) = (broker.clone(), stop.clone());
-            async move { broker.serve_tcp(listeners.mqtt_tcp, stop.cancelled_owned()).await }
+            async move {
+                broker
+                    .serve_tcp(listeners.mqtt_tcp, stop.cancelled_owned())
+                    .await
+            }
         });
         tracing::info!(listener = "mqtt-websocket", addr = %addresses.mqtt_ws, path = %config.mqtt.websocket.path, "listening");
         tasks.spawn({
             let stop = stop.clone();
-            async move { broker.serve_websocket(listeners.mqtt_ws, stop.cancelled_owned()).await }
+            async move {
+                broker
+                    .serve_websocket(listeners.mqtt_ws, stop.cancelled_owned())
+                    .await
+            }
         });
         tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
         tasks.spawn({
-            let state = admin_api::AdminState { store: store.clone() };
+            let state = admin_api::AdminState {
+                store: store.clone(),
+            };
             let stop = stop.clone();
             async move {
-                if let Err(source) = admin_api::serve(listeners.admin, state, stop.clone().cancelled_owned()).await {
-                    let _ = fail_tx.send(ServeError::Listener { what: "admin HTTP", source }).await;
+                if let Err(source) =
+                    admin_api::serve(listeners.admin, state, stop.clone().cancelled_owned()).await
+                {
+                    let _ = fail_tx
+                        .send(ServeError::Listener {
+                            what: "admin HTTP",
+                            source,
+                        })
+                        .await;
                     stop.cancel();
                 }
             }

@@ -62,7 +62,10 @@ pub enum Backend {
 impl Backend {
     /// Classifies a database URL, refusing schemes courtchat does not support.
     pub fn of(url: &str) -> Result<Self, StoreError> {
-        if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             let path = rest.split('?').next().unwrap_or_default();
             if path.is_empty() || path == ":memory:" {
                 return Err(StoreError::InvalidUrl(
@@ -135,7 +138,9 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(5))
             });
-        let db = Database::connect(options).await.map_err(StoreError::Connect)?;
+        let db = Database::connect(options)
+            .await
+            .map_err(StoreError::Connect)?;
         Ok(Self { db, backend })
     }
 
@@ -152,7 +157,9 @@ impl Store {
             .await
             .map_err(StoreError::Migrate)?
             .len();
-        Migrator::up(&self.db, None).await.map_err(StoreError::Migrate)?;
+        Migrator::up(&self.db, None)
+            .await
+            .map_err(StoreError::Migrate)?;
         if pending > 0 {
             tracing::info!(applied = pending, "database migrated");
         }
@@ -200,9 +207,18 @@ mod tests {
     #[test]
     fn backend_is_chosen_by_scheme() {
         let cases: &[(&str, Option<Backend>)] = &[
-            ("sqlite://data/courtchat.db", Some(Backend::Sqlite("data/courtchat.db".into()))),
-            ("sqlite:///var/lib/cc.db?mode=rwc", Some(Backend::Sqlite("/var/lib/cc.db".into()))),
-            ("sqlite:relative.db", Some(Backend::Sqlite("relative.db".into()))),
+            (
+                "sqlite://data/courtchat.db",
+                Some(Backend::Sqlite("data/courtchat.db".into())),
+            ),
+            (
+                "sqlite:///var/lib/cc.db?mode=rwc",
+                Some(Backend::Sqlite("/var/lib/cc.db".into())),
+            ),
+            (
+                "sqlite:relative.db",
+                Some(Backend::Sqlite("relative.db".into())),
+            ),
             ("postgres://u:p@127.0.0.1/test", Some(Backend::Postgres)),
             ("postgresql://127.0.0.1/test", Some(Backend::Postgres)),
             ("sqlite://:memory:", None),
@@ -226,8 +242,15 @@ mod tests {
         let store = Store::open(&config).await.unwrap();
         assert!(path.exists());
         store.ping().await.unwrap();
-        assert_eq!(store.migrate().await.unwrap(), 0, "a second run applies nothing");
+        assert_eq!(
+            store.migrate().await.unwrap(),
+            0,
+            "a second run applies nothing"
+        );
         store.close().await;
-        assert!(store.ping().await.is_err(), "a closed store is not reachable");
+        assert!(
+            store.ping().await.is_err(),
+            "a closed store is not reachable"
+        );
     }
 }

@@ -27,7 +27,9 @@ pub fn postgres_url() -> Option<String> {
     match std::env::var(POSTGRES_ENV) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("notice: {POSTGRES_ENV} is not set; skipping the PostgreSQL variant of this test");
+            eprintln!(
+                "notice: {POSTGRES_ENV} is not set; skipping the PostgreSQL variant of this test"
+            );
             None
         }
     }
@@ -46,13 +48,8 @@ pub fn init_tracing() {
 
 /// A database that exists only for one test.
 pub enum TestDatabase {
-    Sqlite {
-        dir: tempfile::TempDir,
-    },
-    Postgres {
-        server_url: String,
-        name: String,
-    },
+    Sqlite { dir: tempfile::TempDir },
+    Postgres { server_url: String, name: String },
 }
 
 impl TestDatabase {
@@ -66,13 +63,18 @@ impl TestDatabase {
     /// A new, empty database on the PostgreSQL server at `server_url`.
     pub async fn postgres(server_url: &str) -> anyhow::Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
         let name = format!(
             "courtchat_test_{}_{}_{nanos}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let admin = Database::connect(server_url).await.context("connecting to PostgreSQL")?;
+        let admin = Database::connect(server_url)
+            .await
+            .context("connecting to PostgreSQL")?;
         admin
             .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -87,9 +89,12 @@ impl TestDatabase {
     /// The `database.url` for this database.
     pub fn url(&self) -> String {
         match self {
-            Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("courtchat.db").display()),
+            Self::Sqlite { dir } => {
+                format!("sqlite://{}", dir.path().join("courtchat.db").display())
+            }
             Self::Postgres { server_url, name } => {
-                let mut url = url::Url::parse(server_url).expect("the PostgreSQL URL was parsed when the database was created");
+                let mut url = url::Url::parse(server_url)
+                    .expect("the PostgreSQL URL was parsed when the database was created");
                 url.set_path(name);
                 url.to_string()
             }
@@ -102,9 +107,14 @@ impl Drop for TestDatabase {
         if let Self::Postgres { server_url, name } = self {
             // Drop runs inside the test's runtime, which cannot be blocked on; a short-lived
             // thread with its own runtime removes the database.
-            let (server_url, sql) = (server_url.clone(), format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            let (server_url, sql) = (
+                server_url.clone(),
+                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+            );
             let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 runtime.block_on(async {
                     let admin = Database::connect(&server_url).await?;
                     admin.execute_unprepared(&sql).await?;
@@ -136,7 +146,10 @@ impl TestStack {
     }
 
     /// The whole stack on `database`, after `configure` has adjusted the test configuration.
-    pub async fn start_with(database: TestDatabase, configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+    pub async fn start_with(
+        database: TestDatabase,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         init_tracing();
         let mut config = Config::default();
         let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -168,7 +181,10 @@ impl TestStack {
 
     /// `ws://127.0.0.1:PORT/mqtt`
     pub fn mqtt_ws_url(&self) -> String {
-        format!("ws://{}{}", self.addresses.mqtt_ws, self.config.mqtt.websocket.path)
+        format!(
+            "ws://{}{}",
+            self.addresses.mqtt_ws, self.config.mqtt.websocket.path
+        )
     }
 
     /// `http://127.0.0.1:PORT{path}` on the admin API.
@@ -178,7 +194,10 @@ impl TestStack {
 
     /// The stack's database.
     pub fn store(&self) -> &store::Store {
-        self.server.as_ref().expect("the stack is running until shutdown consumes it").store()
+        self.server
+            .as_ref()
+            .expect("the stack is running until shutdown consumes it")
+            .store()
     }
 
     /// Stops the stack and waits until every listener, connection and the database are closed.

@@ -49,18 +49,30 @@ impl TestClient {
             .context("no CONNACK in time")?
             .context("connection failed")?;
         match first {
-            Event::Incoming(Packet::ConnAck(ack)) if ack.code == rumqttc::ConnectReturnCode::Success => {}
+            Event::Incoming(Packet::ConnAck(ack))
+                if ack.code == rumqttc::ConnectReturnCode::Success => {}
             other => bail!("expected a successful CONNACK, got {other:?}"),
         }
         let (tx, incoming) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(eventloop, tx));
-        Ok(Self { client, incoming, driver })
+        Ok(Self {
+            client,
+            incoming,
+            driver,
+        })
     }
 
     /// Subscribes and waits for the SUBACK, returning its return codes.
-    pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<Vec<rumqttc::SubscribeReasonCode>> {
+    pub async fn subscribe(
+        &mut self,
+        filter: &str,
+        qos: QoS,
+    ) -> anyhow::Result<Vec<rumqttc::SubscribeReasonCode>> {
         self.client.subscribe(filter, qos).await?;
-        match self.next_matching(|p| matches!(p, Packet::SubAck(_))).await? {
+        match self
+            .next_matching(|p| matches!(p, Packet::SubAck(_)))
+            .await?
+        {
             Packet::SubAck(ack) => Ok(ack.return_codes),
             _ => unreachable!("next_matching returned a packet its predicate rejected"),
         }
@@ -68,7 +80,10 @@ impl TestClient {
 
     /// The next PUBLISH delivered to this client.
     pub async fn next_publish(&mut self) -> anyhow::Result<Publish> {
-        match self.next_matching(|p| matches!(p, Packet::Publish(_))).await? {
+        match self
+            .next_matching(|p| matches!(p, Packet::Publish(_)))
+            .await?
+        {
             Packet::Publish(publish) => Ok(publish),
             _ => unreachable!("next_matching returned a packet its predicate rejected"),
         }
@@ -141,7 +156,9 @@ pub enum ConnectOutcome {
 pub async fn try_connect(options: MqttOptions) -> ConnectOutcome {
     let (_client, mut eventloop) = AsyncClient::new(options, 10);
     match tokio::time::timeout(PATIENCE, eventloop.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if ack.code == rumqttc::ConnectReturnCode::Success => {
+        Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
+            if ack.code == rumqttc::ConnectReturnCode::Success =>
+        {
             ConnectOutcome::Accepted
         }
         Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => ConnectOutcome::Refused(code),

@@ -14,7 +14,11 @@ fn workspace_members() -> anyhow::Result<BTreeSet<String>> {
     let members = manifest["workspace"]["members"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("workspace.members is not an array"))?;
-    Ok(members.iter().filter_map(|m| m.as_str()).map(str::to_owned).collect())
+    Ok(members
+        .iter()
+        .filter_map(|m| m.as_str())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Directories named in the first column of the table under "## Crates", e.g. "| `broker/` |".
@@ -36,10 +40,19 @@ fn architecture_lists_exactly_the_workspace_members() -> anyhow::Result<()> {
     let members = workspace_members()?;
     let undocumented: Vec<_> = members.difference(&documented).collect();
     let phantom: Vec<_> = documented.difference(&members).collect();
-    assert!(undocumented.is_empty(), "workspace members missing from ARCHITECTURE.md: {undocumented:?}");
-    assert!(phantom.is_empty(), "ARCHITECTURE.md names crates that are not members: {phantom:?}");
+    assert!(
+        undocumented.is_empty(),
+        "workspace members missing from ARCHITECTURE.md: {undocumented:?}"
+    );
+    assert!(
+        phantom.is_empty(),
+        "ARCHITECTURE.md names crates that are not members: {phantom:?}"
+    );
     for member in &members {
-        assert!(root().join(member).join("Cargo.toml").is_file(), "{member}/Cargo.toml is missing");
+        assert!(
+            root().join(member).join("Cargo.toml").is_file(),
+            "{member}/Cargo.toml is missing"
+        );
     }
     Ok(())
 }
@@ -62,21 +75,39 @@ fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
         ("sea-orm-migration", &["schemas", "store"]),
     ];
     for member in workspace_members()? {
-        let manifest: toml::Table = std::fs::read_to_string(root().join(&member).join("Cargo.toml"))?.parse()?;
-        let deps = manifest.get("dependencies").and_then(|d| d.as_table()).cloned().unwrap_or_default();
+        let manifest: toml::Table =
+            std::fs::read_to_string(root().join(&member).join("Cargo.toml"))?.parse()?;
+        let deps = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .cloned()
+            .unwrap_or_default();
         for (dependency, allowed) in owners {
             if deps.contains_key(*dependency) {
-                assert!(allowed.contains(&member.as_str()), "{member} depends on {dependency}; only {allowed:?} may");
+                assert!(
+                    allowed.contains(&member.as_str()),
+                    "{member} depends on {dependency}; only {allowed:?} may"
+                );
             }
         }
     }
     // `schemas` does no I/O: it has no runtime, database driver or network dependency.
-    let schemas: toml::Table = std::fs::read_to_string(root().join("schemas/Cargo.toml"))?.parse()?;
-    let deps = schemas["dependencies"].as_table().cloned().unwrap_or_default();
+    let schemas: toml::Table =
+        std::fs::read_to_string(root().join("schemas/Cargo.toml"))?.parse()?;
+    let deps = schemas["dependencies"]
+        .as_table()
+        .cloned()
+        .unwrap_or_default();
     for forbidden in ["tokio", "store", "rumqttd", "rumqttc", "axum", "reqwest"] {
-        assert!(!deps.contains_key(forbidden), "schemas must not depend on {forbidden}");
+        assert!(
+            !deps.contains_key(forbidden),
+            "schemas must not depend on {forbidden}"
+        );
     }
     let sea_orm_features = format!("{:?}", deps["sea-orm"]);
-    assert!(!sea_orm_features.contains("sqlx"), "schemas must not enable a database driver: {sea_orm_features}");
+    assert!(
+        !sea_orm_features.contains("sqlx"),
+        "schemas must not enable a database driver: {sea_orm_features}"
+    );
     Ok(())
 }

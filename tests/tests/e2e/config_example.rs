@@ -28,13 +28,20 @@ fn the_deploy_example_mentions_every_key() -> anyhow::Result<()> {
             missing.push(key.to_owned());
         }
     });
-    assert!(missing.is_empty(), "keys missing from the example: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
     Ok(())
 }
 
 fn walk(table: &toml::Table, prefix: &str, visit: &mut impl FnMut(&str)) {
     for (key, value) in table {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match value {
             toml::Value::Table(inner) => walk(inner, &path, visit),
             _ => visit(&path),

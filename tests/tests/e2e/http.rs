@@ -7,9 +7,16 @@ async fn smoke_mqtt_and_healthz() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
 
     // A real MQTT client reaches the broker...
-    let mut client = testkit::mqtt::TestClient::connect(testkit::mqtt::TestClient::tcp_options(&stack, "smoke")).await?;
-    client.subscribe("smoke/echo", rumqttc::QoS::AtMostOnce).await?;
-    client.client.publish("smoke/echo", rumqttc::QoS::AtLeastOnce, false, "hello").await?;
+    let mut client =
+        testkit::mqtt::TestClient::connect(testkit::mqtt::TestClient::tcp_options(&stack, "smoke"))
+            .await?;
+    client
+        .subscribe("smoke/echo", rumqttc::QoS::AtMostOnce)
+        .await?;
+    client
+        .client
+        .publish("smoke/echo", rumqttc::QoS::AtLeastOnce, false, "hello")
+        .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"hello");
 
     // ...and the health endpoint answers over HTTP.
@@ -33,11 +40,17 @@ async fn readyz_follows_the_database() -> anyhow::Result<()> {
     stack.store().close().await;
     let not_ready = reqwest::get(stack.http_url("/readyz")).await?;
     assert_eq!(not_ready.status(), 503);
-    assert_eq!(not_ready.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        not_ready.headers()["content-type"],
+        "application/problem+json"
+    );
     let problem: serde_json::Value = not_ready.json().await?;
     assert_eq!(problem["status"], 503);
     assert_eq!(problem["title"], "database unreachable");
-    assert_eq!(reqwest::get(stack.http_url("/healthz")).await?.status(), 200);
+    assert_eq!(
+        reqwest::get(stack.http_url("/healthz")).await?.status(),
+        200
+    );
     stack.shutdown().await;
     Ok(())
 }
@@ -47,7 +60,10 @@ async fn unknown_paths_are_problem_details() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let response = reqwest::get(stack.http_url("/no/such/thing")).await?;
     assert_eq!(response.status(), 404);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     assert_eq!(response.json::<serde_json::Value>().await?["status"], 404);
     stack.shutdown().await;
     Ok(())
@@ -59,7 +75,13 @@ async fn shutdown_closes_every_listener() -> anyhow::Result<()> {
     let mqtt = stack.mqtt_tcp_addr();
     let healthz = stack.http_url("/healthz");
     stack.shutdown().await;
-    assert!(tokio::net::TcpStream::connect(mqtt).await.is_err(), "MQTT port still open");
-    assert!(reqwest::get(healthz).await.is_err(), "admin port still open");
+    assert!(
+        tokio::net::TcpStream::connect(mqtt).await.is_err(),
+        "MQTT port still open"
+    );
+    assert!(
+        reqwest::get(healthz).await.is_err(),
+        "admin port still open"
+    );
     Ok(())
 }

@@ -17,13 +17,24 @@ async fn tcp_and_websocket_clients_share_one_router() -> anyhow::Result<()> {
     let mut over_ws = TestClient::connect(TestClient::ws_options(&stack, "dashboard-1")).await?;
     let mut over_tcp = TestClient::connect(TestClient::tcp_options(&stack, "kiosk-1")).await?;
     over_ws.subscribe("lobby/+", QoS::AtLeastOnce).await?;
-    over_tcp.subscribe("lobby/replies", QoS::AtLeastOnce).await?;
+    over_tcp
+        .subscribe("lobby/replies", QoS::AtLeastOnce)
+        .await?;
 
-    over_tcp.client.publish("lobby/questions", QoS::AtLeastOnce, false, "from tcp").await?;
+    over_tcp
+        .client
+        .publish("lobby/questions", QoS::AtLeastOnce, false, "from tcp")
+        .await?;
     let got = over_ws.next_publish().await?;
-    assert_eq!((got.topic.as_str(), got.payload.as_ref()), ("lobby/questions", &b"from tcp"[..]));
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_ref()),
+        ("lobby/questions", &b"from tcp"[..])
+    );
 
-    over_ws.client.publish("lobby/replies", QoS::AtMostOnce, false, "from ws").await?;
+    over_ws
+        .client
+        .publish("lobby/replies", QoS::AtMostOnce, false, "from ws")
+        .await?;
     assert_eq!(over_tcp.next_publish().await?.payload.as_ref(), b"from ws");
     // The WebSocket client's own wildcard subscription sees its publish too (no-local is v5).
     assert_eq!(over_ws.next_publish().await?.payload.as_ref(), b"from ws");
@@ -37,7 +48,10 @@ async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()>
     let mut subscriber = TestClient::connect(TestClient::tcp_options(&stack, "sub")).await?;
     subscriber.subscribe("q2", QoS::ExactlyOnce).await?;
     let publisher = TestClient::connect(TestClient::tcp_options(&stack, "pub")).await?;
-    publisher.client.publish("q2", QoS::ExactlyOnce, false, "once").await?;
+    publisher
+        .client
+        .publish("q2", QoS::ExactlyOnce, false, "once")
+        .await?;
     assert_eq!(subscriber.next_publish().await?.payload.as_ref(), b"once");
     assert!(subscriber.publishes_within(QUIET).await.is_empty());
     stack.shutdown().await;
@@ -48,11 +62,23 @@ async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()>
 async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let mut client = TestClient::connect(TestClient::tcp_options(&stack, "granted")).await?;
-    assert_eq!(client.subscribe("a/b", QoS::AtLeastOnce).await?, vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]);
-    assert_eq!(client.subscribe("$SYS/#", QoS::AtMostOnce).await?, vec![SubscribeReasonCode::Failure]);
-    assert_eq!(client.subscribe("$share/g/a", QoS::AtMostOnce).await?, vec![SubscribeReasonCode::Failure]);
+    assert_eq!(
+        client.subscribe("a/b", QoS::AtLeastOnce).await?,
+        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+    );
+    assert_eq!(
+        client.subscribe("$SYS/#", QoS::AtMostOnce).await?,
+        vec![SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        client.subscribe("$share/g/a", QoS::AtMostOnce).await?,
+        vec![SubscribeReasonCode::Failure]
+    );
     // The connection survives refused filters.
-    client.client.publish("a/b", QoS::AtLeastOnce, false, "still here").await?;
+    client
+        .client
+        .publish("a/b", QoS::AtLeastOnce, false, "still here")
+        .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"still here");
     stack.shutdown().await;
     Ok(())
@@ -62,11 +88,17 @@ async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> any
 async fn retained_messages_reach_later_subscribers() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let publisher = TestClient::connect(TestClient::tcp_options(&stack, "retainer")).await?;
-    publisher.client.publish("desk/status", QoS::AtLeastOnce, true, "open").await?;
+    publisher
+        .client
+        .publish("desk/status", QoS::AtLeastOnce, true, "open")
+        .await?;
     // Publish a QoS 1 marker and wait for it, so the retained publish has been routed.
     let mut probe = TestClient::connect(TestClient::tcp_options(&stack, "probe")).await?;
     probe.subscribe("desk/marker", QoS::AtMostOnce).await?;
-    publisher.client.publish("desk/marker", QoS::AtLeastOnce, false, "").await?;
+    publisher
+        .client
+        .publish("desk/marker", QoS::AtLeastOnce, false, "")
+        .await?;
     probe.next_publish().await?;
 
     let mut late = TestClient::connect(TestClient::tcp_options(&stack, "late")).await?;
@@ -85,15 +117,31 @@ async fn will_is_published_on_abrupt_loss_and_not_on_disconnect() -> anyhow::Res
     watcher.subscribe("presence/#", QoS::AtMostOnce).await?;
 
     let mut crashing = TestClient::tcp_options(&stack, "kiosk-crash");
-    crashing.set_last_will(LastWill::new("presence/kiosk-crash", "gone", QoS::AtMostOnce, false));
+    crashing.set_last_will(LastWill::new(
+        "presence/kiosk-crash",
+        "gone",
+        QoS::AtMostOnce,
+        false,
+    ));
     TestClient::connect(crashing).await?.kill();
     let will = watcher.next_publish().await?;
-    assert_eq!((will.topic.as_str(), will.payload.as_ref()), ("presence/kiosk-crash", &b"gone"[..]));
+    assert_eq!(
+        (will.topic.as_str(), will.payload.as_ref()),
+        ("presence/kiosk-crash", &b"gone"[..])
+    );
 
     let mut polite = TestClient::tcp_options(&stack, "kiosk-polite");
-    polite.set_last_will(LastWill::new("presence/kiosk-polite", "gone", QoS::AtMostOnce, false));
+    polite.set_last_will(LastWill::new(
+        "presence/kiosk-polite",
+        "gone",
+        QoS::AtMostOnce,
+        false,
+    ));
     TestClient::connect(polite).await?.disconnect().await?;
-    assert!(watcher.publishes_within(QUIET).await.is_empty(), "a will after DISCONNECT");
+    assert!(
+        watcher.publishes_within(QUIET).await.is_empty(),
+        "a will after DISCONNECT"
+    );
     stack.shutdown().await;
     Ok(())
 }
@@ -105,25 +153,47 @@ async fn a_second_connect_with_the_same_id_takes_over() -> anyhow::Result<()> {
     first.subscribe("t", QoS::AtMostOnce).await?;
     let mut second = TestClient::connect(TestClient::tcp_options(&stack, "agent-7")).await?;
     second.subscribe("t", QoS::AtMostOnce).await?;
-    second.client.publish("t", QoS::AtLeastOnce, false, "x").await?;
+    second
+        .client
+        .publish("t", QoS::AtLeastOnce, false, "x")
+        .await?;
     assert_eq!(second.next_publish().await?.payload.as_ref(), b"x");
-    assert!(first.next_publish().await.is_err(), "the first connection should have been closed");
+    assert!(
+        first.next_publish().await.is_err(),
+        "the first connection should have been closed"
+    );
     stack.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn refusals_are_connacks_not_dropped_sockets() -> anyhow::Result<()> {
-    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| config.mqtt.max_connections = 1).await?;
+    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
+        config.mqtt.max_connections = 1
+    })
+    .await?;
 
     let rows = [
-        ("a/b", ConnectOutcome::Refused(ConnectReturnCode::BadClientId)),
-        ("a+b", ConnectOutcome::Refused(ConnectReturnCode::BadClientId)),
+        (
+            "a/b",
+            ConnectOutcome::Refused(ConnectReturnCode::BadClientId),
+        ),
+        (
+            "a+b",
+            ConnectOutcome::Refused(ConnectReturnCode::BadClientId),
+        ),
         ("#", ConnectOutcome::Refused(ConnectReturnCode::BadClientId)),
-        ("$sys", ConnectOutcome::Refused(ConnectReturnCode::BadClientId)),
+        (
+            "$sys",
+            ConnectOutcome::Refused(ConnectReturnCode::BadClientId),
+        ),
     ];
     for (client_id, expected) in rows {
-        assert_eq!(try_connect(TestClient::tcp_options(&stack, client_id)).await, expected, "{client_id}");
+        assert_eq!(
+            try_connect(TestClient::tcp_options(&stack, client_id)).await,
+            expected,
+            "{client_id}"
+        );
     }
     let long_id = "x".repeat(129);
     assert_eq!(
@@ -151,7 +221,10 @@ async fn mqtt5_clients_get_unsupported_protocol_version() -> anyhow::Result<()> 
     let answer = tokio::time::timeout(testkit::mqtt::PATIENCE, eventloop.poll()).await?;
     match answer {
         Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
-            assert_eq!(code, rumqttc::v5::mqttbytes::v5::ConnectReturnCode::UnsupportedProtocolVersion)
+            assert_eq!(
+                code,
+                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::UnsupportedProtocolVersion
+            )
         }
         other => panic!("expected a CONNACK refusal, got {other:?}"),
     }
@@ -165,21 +238,38 @@ async fn idle_sockets_do_not_delay_other_clients() -> anyhow::Result<()> {
     // A half-open TCP socket that never sends CONNECT, a WebSocket socket that never finishes its
     // handshake, and a socket that sent half a CONNECT.
     let _silent = tokio::net::TcpStream::connect(stack.mqtt_tcp_addr()).await?;
-    let ws_addr = stack.mqtt_ws_url().trim_start_matches("ws://").split('/').next().unwrap_or_default().to_owned();
+    let ws_addr = stack
+        .mqtt_ws_url()
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let mut stalled_ws = tokio::net::TcpStream::connect(&ws_addr).await?;
-    stalled_ws.write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n").await?;
+    stalled_ws
+        .write_all(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n")
+        .await?;
     let mut partial = tokio::net::TcpStream::connect(stack.mqtt_tcp_addr()).await?;
     partial.write_all(&[0x10, 20, 0, 4, b'M']).await?;
 
-    assert_eq!(try_connect(TestClient::tcp_options(&stack, "after-idle-tcp")).await, ConnectOutcome::Accepted);
-    assert_eq!(try_connect(TestClient::ws_options(&stack, "after-idle-ws")).await, ConnectOutcome::Accepted);
+    assert_eq!(
+        try_connect(TestClient::tcp_options(&stack, "after-idle-tcp")).await,
+        ConnectOutcome::Accepted
+    );
+    assert_eq!(
+        try_connect(TestClient::ws_options(&stack, "after-idle-ws")).await,
+        ConnectOutcome::Accepted
+    );
     stack.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
 async fn malformed_and_oversize_packets_close_only_their_connection() -> anyhow::Result<()> {
-    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| config.mqtt.max_packet_size = 4096).await?;
+    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
+        config.mqtt.max_packet_size = 4096
+    })
+    .await?;
     let mut bystander = TestClient::connect(TestClient::tcp_options(&stack, "bystander")).await?;
     bystander.subscribe("ok", QoS::AtMostOnce).await?;
 
@@ -195,16 +285,32 @@ async fn malformed_and_oversize_packets_close_only_their_connection() -> anyhow:
         let mut socket = tokio::net::TcpStream::connect(stack.mqtt_tcp_addr()).await?;
         socket.write_all(bytes).await?;
         let mut sink = Vec::new();
-        let closed = tokio::time::timeout(testkit::mqtt::PATIENCE, tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink)).await;
-        assert!(closed.is_ok(), "the server kept a connection open after {bytes:?}");
+        let closed = tokio::time::timeout(
+            testkit::mqtt::PATIENCE,
+            tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink),
+        )
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server kept a connection open after {bytes:?}"
+        );
     }
 
     // An oversize PUBLISH from a connected client closes that client only.
     let offender = TestClient::connect(TestClient::tcp_options(&stack, "offender")).await?;
-    offender.client.publish("ok", QoS::AtMostOnce, false, vec![0u8; 8192]).await?;
-    bystander.client.publish("ok", QoS::AtLeastOnce, false, "fine").await?;
+    offender
+        .client
+        .publish("ok", QoS::AtMostOnce, false, vec![0u8; 8192])
+        .await?;
+    bystander
+        .client
+        .publish("ok", QoS::AtLeastOnce, false, "fine")
+        .await?;
     assert_eq!(bystander.next_publish().await?.payload.as_ref(), b"fine");
-    assert_eq!(try_connect(TestClient::tcp_options(&stack, "newcomer")).await, ConnectOutcome::Accepted);
+    assert_eq!(
+        try_connect(TestClient::tcp_options(&stack, "newcomer")).await,
+        ConnectOutcome::Accepted
+    );
     stack.shutdown().await;
     Ok(())
 }
@@ -216,7 +322,10 @@ async fn keepalive_zero_is_allowed() -> anyhow::Result<()> {
     options.set_keep_alive(Duration::ZERO);
     let mut client = TestClient::connect(options).await?;
     client.subscribe("k", QoS::AtMostOnce).await?;
-    client.client.publish("k", QoS::AtLeastOnce, false, "alive").await?;
+    client
+        .client
+        .publish("k", QoS::AtLeastOnce, false, "alive")
+        .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"alive");
     stack.shutdown().await;
     Ok(())

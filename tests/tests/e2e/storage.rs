@@ -2,8 +2,8 @@
 //! migrations apply through the real server start, and the constraints the chat pipeline relies
 //! on hold.
 
-use sea_orm::prelude::ChronoUtc as Utc;
 use schemas::db::entities::{message, session};
+use sea_orm::prelude::ChronoUtc as Utc;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
 use testkit::{TestDatabase, TestStack};
 
@@ -47,15 +47,24 @@ async fn check_schema(database: TestDatabase) -> anyhow::Result<()> {
     msg(2, "c-2").insert(db).await?;
 
     // One total order: a second message with an existing sequence number is refused.
-    assert!(msg(2, "c-3").insert(db).await.is_err(), "duplicate (session, seq) accepted");
+    assert!(
+        msg(2, "c-3").insert(db).await.is_err(),
+        "duplicate (session, seq) accepted"
+    );
     // Idempotency: the same sender and client message id cannot be stored twice.
-    assert!(msg(3, "c-1").insert(db).await.is_err(), "duplicate client message id accepted");
+    assert!(
+        msg(3, "c-1").insert(db).await.is_err(),
+        "duplicate client message id accepted"
+    );
     // A message must belong to an existing session.
     let orphan = message::ActiveModel {
         session_id: Set("no-such-session".into()),
         ..msg(1, "c-9")
     };
-    assert!(orphan.insert(db).await.is_err(), "message without a session accepted");
+    assert!(
+        orphan.insert(db).await.is_err(),
+        "message without a session accepted"
+    );
 
     let stored = message::Entity::find().all(db).await?;
     assert_eq!(stored.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
@@ -85,13 +94,17 @@ async fn schema_on_sqlite() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn schema_on_postgres() -> anyhow::Result<()> {
-    let Some(url) = testkit::postgres_url() else { return Ok(()) };
+    let Some(url) = testkit::postgres_url() else {
+        return Ok(());
+    };
     check_schema(TestDatabase::postgres(&url).await?).await
 }
 
 #[tokio::test]
 async fn readyz_on_postgres() -> anyhow::Result<()> {
-    let Some(url) = testkit::postgres_url() else { return Ok(()) };
+    let Some(url) = testkit::postgres_url() else {
+        return Ok(());
+    };
     let stack = TestStack::start_with(TestDatabase::postgres(&url).await?, |_| {}).await?;
     assert_eq!(reqwest::get(stack.http_url("/readyz")).await?.status(), 200);
     stack.shutdown().await;

@@ -50,8 +50,22 @@ impl MigrationTrait for Migration {
             )
             .await?;
         // The queue view (sessions by status, oldest first) and "my sessions" for an applicant.
-        index(manager, Sessions::Table, "idx_sessions_status_created", &[Sessions::Status, Sessions::CreatedAt], false).await?;
-        index(manager, Sessions::Table, "idx_sessions_applicant", &[Sessions::Applicant], false).await?;
+        index(
+            manager,
+            Sessions::Table,
+            "idx_sessions_status_created",
+            &[Sessions::Status, Sessions::CreatedAt],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            Sessions::Table,
+            "idx_sessions_applicant",
+            &[Sessions::Applicant],
+            false,
+        )
+        .await?;
 
         manager
             .create_table(
@@ -67,12 +81,22 @@ impl MigrationTrait for Migration {
                             .col(Participants::SessionId)
                             .col(Participants::Subject),
                     )
-                    .foreign_key(&mut session_fk(Participants::Table, Participants::SessionId))
+                    .foreign_key(&mut session_fk(
+                        Participants::Table,
+                        Participants::SessionId,
+                    ))
                     .to_owned(),
             )
             .await?;
         // Authorization looks up the sessions a subject belongs to.
-        index(manager, Participants::Table, "idx_participants_subject", &[Participants::Subject], false).await?;
+        index(
+            manager,
+            Participants::Table,
+            "idx_participants_subject",
+            &[Participants::Subject],
+            false,
+        )
+        .await?;
 
         manager
             .create_table(
@@ -91,7 +115,14 @@ impl MigrationTrait for Migration {
             )
             .await?;
         // The total order of a session, and the range read behind history resync.
-        index(manager, Messages::Table, "uq_messages_session_seq", &[Messages::SessionId, Messages::Seq], true).await?;
+        index(
+            manager,
+            Messages::Table,
+            "uq_messages_session_seq",
+            &[Messages::SessionId, Messages::Seq],
+            true,
+        )
+        .await?;
         // Idempotent resubmission: one message per sender and client message id.
         index(
             manager,
@@ -111,7 +142,11 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Receipts::DeliveredSeq).default(0))
                     .col(big_integer(Receipts::ReadSeq).default(0))
                     .col(timestamp_with_time_zone(Receipts::UpdatedAt))
-                    .primary_key(Index::create().col(Receipts::SessionId).col(Receipts::Subject))
+                    .primary_key(
+                        Index::create()
+                            .col(Receipts::SessionId)
+                            .col(Receipts::Subject),
+                    )
                     .foreign_key(&mut session_fk(Receipts::Table, Receipts::SessionId))
                     .to_owned(),
             )
@@ -133,7 +168,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        index(manager, AuditEvents::Table, "idx_audit_events_session", &[AuditEvents::SessionId, AuditEvents::Id], false).await?;
+        index(
+            manager,
+            AuditEvents::Table,
+            "idx_audit_events_session",
+            &[AuditEvents::SessionId, AuditEvents::Id],
+            false,
+        )
+        .await?;
 
         manager
             .create_table(
@@ -142,7 +184,10 @@ impl MigrationTrait for Migration {
                     .col(big_pk_auto(RetentionPolicies::Id))
                     .col(string_len_uniq(RetentionPolicies::Name, 128))
                     .col(string_len(RetentionPolicies::Scope, 160))
-                    .col(integer(RetentionPolicies::KeepDays).check(Expr::col(RetentionPolicies::KeepDays).gte(1)))
+                    .col(
+                        integer(RetentionPolicies::KeepDays)
+                            .check(Expr::col(RetentionPolicies::KeepDays).gte(1)),
+                    )
                     .col(timestamp_with_time_zone(RetentionPolicies::CreatedAt))
                     .col(timestamp_with_time_zone(RetentionPolicies::UpdatedAt))
                     .to_owned(),
@@ -154,10 +199,16 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(SurveyResponses::Table)
                     .col(string_len(SurveyResponses::SessionId, 64).primary_key())
-                    .col(small_integer(SurveyResponses::Rating).check(Expr::col(SurveyResponses::Rating).between(1, 5)))
+                    .col(
+                        small_integer(SurveyResponses::Rating)
+                            .check(Expr::col(SurveyResponses::Rating).between(1, 5)),
+                    )
                     .col(text_null(SurveyResponses::Comment))
                     .col(timestamp_with_time_zone(SurveyResponses::SubmittedAt))
-                    .foreign_key(&mut session_fk(SurveyResponses::Table, SurveyResponses::SessionId))
+                    .foreign_key(&mut session_fk(
+                        SurveyResponses::Table,
+                        SurveyResponses::SessionId,
+                    ))
                     .to_owned(),
             )
             .await
@@ -175,13 +226,21 @@ impl MigrationTrait for Migration {
             Sessions::Table.into_iden(),
             Agents::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }
 }
 
-async fn index<T, C>(manager: &SchemaManager<'_>, table: T, name: &str, cols: &[C], unique: bool) -> Result<(), DbErr>
+async fn index<T, C>(
+    manager: &SchemaManager<'_>,
+    table: T,
+    name: &str,
+    cols: &[C],
+    unique: bool,
+) -> Result<(), DbErr>
 where
     T: IntoIden + 'static,
     C: IntoIden + Copy + 'static,

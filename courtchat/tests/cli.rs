@@ -1,0 +1,277 @@
+//! The `courtchat` binary as an operator meets it: help, configuration, migrations, a port
+//! already in use, and stopping on a signal. These run the real executable in a temporary working
+//! directory; the in-process stack is tested through `testkit` in tests/.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The binary, run in `dir` with only the given COURTCHAT_* variables.
+fn courtchat(dir: &Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courtchat"));
+    command.current_dir(dir);
+    for (key, _) in
+        std::env::vars().filter(|(key, _)| key.starts_with("COURTCHAT_") || key == "RUST_LOG")
+    {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+/// Every listener on an ephemeral loopback port.
+const EPHEMERAL: [(&str, &str); 3] = [
+    ("COURTCHAT_MQTT__TCP__LISTEN", "127.0.0.1:0"),
+    ("COURTCHAT_MQTT__WEBSOCKET__LISTEN", "127.0.0.1:0"),
+    ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:0"),
+];
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("the courtchat binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(courtchat(dir.path(), &[]).arg("--help"));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for expected in ["serve", "migrate", "config", "--config", "COURTCHAT_"] {
+        assert!(
+            help.contains(expected),
+            "--help does not mention {expected}:\n{help}"
+        );
+    }
+    let out = run(courtchat(dir.path(), &[]).args(["config", "--help"]));
+    assert!(text(&out.stdout).contains("print"));
+}
+
+#[test]
+fn config_print_layers_file_and_environment_and_redacts() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cc.toml"),
+        "[admin]\nlisten = \"127.0.0.1:18080\"\n[log]\nfilter = \"debug\"\n",
+    )
+    .unwrap();
+    let out = run(courtchat(
+        dir.path(),
+        &[
+            ("COURTCHAT_LOG__FILTER", "warn"),
+            (
+                "COURTCHAT_DATABASE__URL",
+                "postgres://courtchat:hunter2@db:5432/courtchat",
+            ),
+        ],
+    )
+    .args(["--config", "cc.toml", "config", "print"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(
+        printed.contains("listen = \"127.0.0.1:18080\""),
+        "file value missing:\n{printed}"
+    );
+    assert!(
+        printed.contains("filter = \"warn\""),
+        "environment should override the file:\n{printed}"
+    );
+    assert!(!printed.contains("hunter2"), "password printed:\n{printed}");
+    assert!(printed.contains("REDACTED"));
+}
+
+#[test]
+fn invalid_configuration_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cc.toml"), "[mqtt]\nmax_conections = 5\n").unwrap();
+    let out = run(courtchat(dir.path(), &[]).args(["--config", "cc.toml", "serve"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("max_conections"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(
+        courtchat(dir.path(), &[("COURTCHAT_DATABASE__URL", "mysql://x/y")])
+            .args(["config", "print"]),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("database.url"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn migrate_creates_the_embedded_database_under_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(courtchat(dir.path(), &[]).arg("migrate"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("data/courtchat.db").is_file());
+    assert!(
+        text(&out.stderr).contains("applied=1"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let again = run(courtchat(dir.path(), &[]).arg("migrate"));
+    assert!(again.status.success());
+    assert!(
+        text(&again.stderr).contains("applied=0"),
+        "{}",
+        text(&again.stderr)
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let cases = [
+        ("COURTCHAT_MQTT__TCP__LISTEN", "mqtt.tcp.listen"),
+        ("COURTCHAT_MQTT__WEBSOCKET__LISTEN", "mqtt.websocket.listen"),
+        ("COURTCHAT_ADMIN__LISTEN", "admin.listen"),
+    ];
+    for (variable, key) in cases {
+        let mut env: Vec<(&str, &str)> = EPHEMERAL
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != variable)
+            .collect();
+        env.push((variable, &addr));
+        let out = run(courtchat(dir.path(), &env).arg("serve"));
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let stderr = text(&out.stderr);
+        let lines: Vec<_> = stderr
+            .lines()
+            .filter(|line| line.starts_with("error"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].contains(&port.to_string()) && lines[0].contains(key),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A server started by a test, with its log lines readable as they come.
+struct Serving {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    fn start(dir: &Path) -> Self {
+        let mut child = courtchat(dir, &EPHEMERAL)
+            .arg("serve")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("courtchat serve starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for the log line announcing `listener` and returns its address.
+    fn address_of(&self, listener: &str) -> SocketAddr {
+        let marker = format!("listener=\"{listener}\" addr=");
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(PATIENCE)
+                .expect("serve logs its listeners");
+            if let Some(rest) = line.split(&marker).nth(1) {
+                return rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .parse()
+                    .expect("a socket address");
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "serve did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn http_status(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn serve_runs_everything_and_stops_cleanly_on_sigterm_and_ctrl_c() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Serving::start(dir.path());
+        let mqtt = server.address_of("mqtt-tcp");
+        server.address_of("mqtt-websocket");
+        let admin = server.address_of("admin-http");
+
+        assert!(http_status(admin, "/healthz").contains("200"));
+        assert!(http_status(admin, "/readyz").contains("200"));
+        assert!(TcpStream::connect(mqtt).is_ok());
+        assert!(
+            dir.path().join("data/courtchat.db").is_file(),
+            "the embedded database lives in ./data"
+        );
+
+        server.signal(signal);
+        let status = server.wait();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "SIG{signal} should stop serve with exit code 0"
+        );
+    }
+}
