@@ -100,7 +100,7 @@ impl RouterFeeder {
                                 links.insert(key, tx);
                                 Attached {
                                     rx,
-                                    session_present: session_present(&ack),
+                                    session_present: session_present(ack),
                                 }
                             });
                             if let Err(Ok(attached)) = reply.send(answer) {
@@ -171,9 +171,15 @@ fn detach(links: &mut HashMap<LinkKey, LinkTx>, key: LinkKey) {
     }
 }
 
-fn session_present(ack: &rumqttd::Notification) -> bool {
-    use rumqttd::Notification;
-    matches!(ack, Notification::DeviceAck(ack) if format!("{ack:?}").contains("session_present: true"))
+/// Reads `session_present` from the router's CONNACK. rumqttd's `Ack` type is not exported, but
+/// it converts into the public `Packet`.
+fn session_present(ack: rumqttd::Notification) -> bool {
+    match ack {
+        rumqttd::Notification::DeviceAck(ack) => {
+            matches!(Packet::from(ack), Packet::ConnAck(connack, _) if connack.session_present)
+        }
+        _ => false,
+    }
 }
 
 /// `LinkTx::send` is an `async fn` without an await point: its body runs to completion on the

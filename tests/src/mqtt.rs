@@ -19,6 +19,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A connected MQTT 3.1.1 client.
 pub struct TestClient {
     pub client: AsyncClient,
+    /// The CONNACK's session-present flag.
+    pub session_present: bool,
     incoming: mpsc::UnboundedReceiver<Packet>,
     driver: JoinHandle<()>,
 }
@@ -48,15 +50,19 @@ impl TestClient {
             .await
             .context("no CONNACK in time")?
             .context("connection failed")?;
-        match first {
+        let session_present = match first {
             Event::Incoming(Packet::ConnAck(ack))
-                if ack.code == rumqttc::ConnectReturnCode::Success => {}
+                if ack.code == rumqttc::ConnectReturnCode::Success =>
+            {
+                ack.session_present
+            }
             other => bail!("expected a successful CONNACK, got {other:?}"),
-        }
+        };
         let (tx, incoming) = mpsc::unbounded_channel();
         let driver = tokio::spawn(drive(eventloop, tx));
         Ok(Self {
             client,
+            session_present,
             incoming,
             driver,
         })

@@ -330,3 +330,38 @@ async fn keepalive_zero_is_allowed() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn persistent_sessions_keep_subscriptions_across_reconnects() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let persistent = || {
+        let mut options = TestClient::tcp_options(&stack, "agent-persistent");
+        options.set_clean_session(false);
+        options
+    };
+    let mut first = TestClient::connect(persistent()).await?;
+    assert!(!first.session_present, "a new session is not present");
+    first.subscribe("queue/new", QoS::AtLeastOnce).await?;
+    first.disconnect().await?;
+
+    let mut again = TestClient::connect(persistent()).await?;
+    assert!(again.session_present, "the session should have been kept");
+    let publisher = TestClient::connect(TestClient::tcp_options(&stack, "queue-publisher")).await?;
+    publisher
+        .client
+        .publish("queue/new", QoS::AtLeastOnce, false, "session 42")
+        .await?;
+    assert_eq!(
+        again.next_publish().await?.payload.as_ref(),
+        b"session 42",
+        "subscription not kept"
+    );
+
+    // A clean session discards it.
+    again.disconnect().await?;
+    let mut clean = TestClient::tcp_options(&stack, "agent-persistent");
+    clean.set_clean_session(true);
+    assert!(!TestClient::connect(clean).await?.session_present);
+    stack.shutdown().await;
+    Ok(())
+}
