@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::acl::AclConfig;
+use crate::auth::AuthConfig;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
@@ -19,6 +22,10 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Longest client identifier accepted.
     pub max_client_id_len: usize,
+    /// How clients prove who they are.
+    pub auth: AuthConfig,
+    /// Static authorization rules and the policy for denied publishes.
+    pub acl: AclConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,12 +53,14 @@ impl Default for BrokerConfig {
             max_packet_size: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_client_id_len: 128,
+            auth: AuthConfig::default(),
+            acl: AclConfig::default(),
         }
     }
 }
 
-// Loopback until authentication lands in the gateway: an open broker must not face a network by
-// default. Operators expose it deliberately with `mqtt.tcp.listen = "0.0.0.0:1883"`.
+// Loopback by default: exposing a service to a network is the operator's deliberate choice
+// (`mqtt.tcp.listen = "0.0.0.0:1883"`).
 impl Default for TcpConfig {
     fn default() -> Self {
         Self {

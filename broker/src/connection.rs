@@ -22,7 +22,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::acl::{AclChain, DeniedPublish};
+use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal};
 use crate::config::BrokerConfig;
+use crate::hooks::{Denial, HookSet};
 use crate::router::{Command, LinkKey, RouterFeeder};
 use crate::transport::Transport;
 
@@ -32,17 +35,29 @@ pub(crate) struct Shared {
     pub router: RouterFeeder,
     pub slots: Arc<Semaphore>,
     pub clients: ClientRegistry,
+    pub auth: AuthChain,
+    pub acl: AclChain,
+    pub hooks: HookSet,
     next_key: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(config: BrokerConfig, router: RouterFeeder) -> Self {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        router: RouterFeeder,
+        auth: AuthChain,
+        acl: AclChain,
+        hooks: Vec<Arc<dyn crate::hooks::Hook>>,
+    ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Self {
             config,
             router,
             slots,
             clients: ClientRegistry::default(),
+            auth,
+            acl,
+            hooks: HookSet::new(hooks),
             next_key: AtomicU64::new(1),
         }
     }
@@ -152,16 +167,66 @@ pub(crate) async fn serve(
     };
 
     let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-    let client_id = if connect.client_id.is_empty() && connect.clean_session {
-        // MQTT 3.1.1 §3.1.3.1: the server assigns an identifier to a clean-session client
-        // that sent none.
+    let password = connect
+        .login
+        .as_ref()
+        .map(|login| login.password.as_bytes())
+        .filter(|p| !p.is_empty());
+    let offered_id = if connect.client_id.is_empty() && connect.clean_session && password.is_none()
+    {
+        // MQTT 3.1.1 §3.1.3.1: the server assigns an identifier to a clean-session client that
+        // sent none. (With a token, the identifier is the token's subject.)
         format!("auto-{key}")
     } else {
         connect.client_id.clone()
     };
+    let info = ConnectInfo {
+        client_id: &offered_id,
+        username: connect
+            .login
+            .as_ref()
+            .map(|login| login.username.as_str())
+            .filter(|u| !u.is_empty()),
+        password,
+    };
+    let identity = match shared.auth.authenticate(&info) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            let code = match refusal {
+                Refusal::BadCredentials(_) => ConnectReturnCode::BadUserNamePassword,
+                Refusal::NotAuthorized(_) => ConnectReturnCode::NotAuthorized,
+            };
+            shared.hooks.denied(Denial::Connect {
+                client_id: offered_id.clone(),
+                reason: refusal.to_string(),
+            });
+            refuse(&mut transport, code).await;
+            return;
+        }
+    };
+    // The client id is the authenticated subject: an empty offered id takes the token's subject.
+    let client_id = identity.subject.clone();
     if let Err(reason) = check_client_id(&client_id, config.max_client_id_len) {
         tracing::debug!(%peer, reason, "client id rejected");
         refuse(&mut transport, ConnectReturnCode::BadClientId).await;
+        return;
+    }
+    let will_topic = connect.last_will.as_ref().map(|will| will.topic.as_str());
+    let authorized = shared
+        .acl
+        .check_connect(&identity)
+        .and_then(|()| match will_topic {
+            // A will is a publish made on the client's behalf later: it is checked now, so that a
+            // forbidden will is refused with the CONNECT instead of vanishing at disconnect.
+            Some(topic) => shared
+                .acl
+                .check_publish(&identity, topic)
+                .map_err(|reason| format!("will: {reason}")),
+            None => Ok(()),
+        });
+    if let Err(reason) = authorized {
+        shared.hooks.denied(Denial::Connect { client_id, reason });
+        refuse(&mut transport, ConnectReturnCode::NotAuthorized).await;
         return;
     }
 
@@ -176,6 +241,7 @@ pub(crate) async fn serve(
         shared: &shared,
         key,
         client_id,
+        identity,
         peer,
         will: connect.last_will.clone(),
         qos2_pending: HashSet::new(),
@@ -194,6 +260,7 @@ struct Session<'a> {
     shared: &'a Shared,
     key: LinkKey,
     client_id: String,
+    identity: Identity,
     peer: SocketAddr,
     will: Option<mqttbytes::v4::LastWill>,
     /// QoS 2 packet ids received and forwarded but not yet released (PUBREL), so that a
@@ -238,7 +305,8 @@ impl Session<'_> {
         if write(transport, Packet::ConnAck(ack)).await.is_err() {
             return Ending::Abrupt("write failed");
         }
-        tracing::debug!(client_id = %self.client_id, peer = %self.peer, "connected");
+        tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, "connected");
+        self.shared.hooks.connected(&self.identity);
 
         let (notifications, mut forwarded) = mpsc::channel(64);
         let forwarder = tokio::spawn(forward_notifications(attached.rx, notifications));
@@ -276,6 +344,13 @@ impl Session<'_> {
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = idle_limit.map(|limit| Instant::now() + limit);
         let max = self.shared.config.max_packet_size;
+        // The connection ends when its credentials do.
+        let expiry = self.identity.expires_at.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            Instant::now() + left
+        });
         loop {
             // Handle every complete packet already buffered before waiting for more.
             loop {
@@ -300,6 +375,10 @@ impl Session<'_> {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ending::Shutdown,
                 _ = kick.cancelled() => return Ending::Abrupt("taken over"),
+                _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
+                    tracing::debug!(client_id = %self.client_id, "credentials expired");
+                    return Ending::Abrupt("credentials expired");
+                }
                 _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "keepalive expired");
                     return Ending::Abrupt("keepalive expired");
@@ -341,10 +420,33 @@ impl Session<'_> {
                     tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "invalid publish topic");
                     return Err(Ending::Abrupt("invalid topic"));
                 }
-                let forward = match publish.qos {
-                    QoS::ExactlyOnce => self.qos2_pending.insert(publish.pkid),
-                    _ => true,
+                let permitted = match self
+                    .shared
+                    .acl
+                    .check_publish(&self.identity, &publish.topic)
+                {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        self.shared.hooks.denied(Denial::Publish {
+                            subject: self.identity.subject.clone(),
+                            topic: publish.topic.clone(),
+                            reason,
+                        });
+                        // MQTT 3.1.1 has no negative PUBACK: the configured policy decides.
+                        if self.shared.config.acl.denied_publish == DeniedPublish::Disconnect {
+                            return Err(Ending::Abrupt("publish denied"));
+                        }
+                        false
+                    }
                 };
+                let forward = permitted
+                    && match publish.qos {
+                        QoS::ExactlyOnce => self.qos2_pending.insert(publish.pkid),
+                        _ => true,
+                    };
+                if forward {
+                    self.shared.hooks.message(&self.identity, &publish.topic);
+                }
                 if forward {
                     self.to_router(Command::Publish {
                         key: self.key,
@@ -371,11 +473,27 @@ impl Session<'_> {
                     // `$` filters (including shared subscriptions) are refused: rumqttd
                     // disconnects links that subscribe to them, and its shared-subscription
                     // bookkeeping has a known crash path.
-                    if valid_filter(&filter.path) && !filter.path.starts_with('$') {
-                        codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
-                        accepted.push(filter.path);
-                    } else {
+                    if !valid_filter(&filter.path) || filter.path.starts_with('$') {
                         codes.push(SubscribeReasonCode::Failure);
+                        continue;
+                    }
+                    match self
+                        .shared
+                        .acl
+                        .check_subscribe(&self.identity, &filter.path)
+                    {
+                        Ok(()) => {
+                            codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
+                            accepted.push(filter.path);
+                        }
+                        Err(reason) => {
+                            self.shared.hooks.denied(Denial::Subscribe {
+                                subject: self.identity.subject.clone(),
+                                filter: filter.path,
+                                reason,
+                            });
+                            codes.push(SubscribeReasonCode::Failure);
+                        }
                     }
                 }
                 if !accepted.is_empty() {
@@ -452,6 +570,7 @@ impl Session<'_> {
             .send(Command::Detach { key: self.key })
             .await;
         self.shared.clients.release(&self.client_id, self.key);
+        self.shared.hooks.disconnected(&self.identity);
     }
 }
 

@@ -7,14 +7,17 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), broker::BrokerError> {
-//! let broker = broker::Broker::start(broker::BrokerConfig::default())?;
+//! let broker = broker::Broker::start(broker::BrokerConfig::default(), Default::default(), Vec::new())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! broker.serve_tcp(listener, std::future::pending()).await;
 //! # Ok(()) }
 //! ```
 
+mod acl;
+mod auth;
 mod config;
 mod connection;
+mod hooks;
 mod router;
 mod transport;
 
@@ -28,7 +31,16 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use acl::{
+    Access, AclChain, AclConfig, Authorizer, Decision, DeniedPublish, Effect, Memberships,
+    ProtocolRules, StaticRule, StaticRules,
+};
+pub use auth::{
+    AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
+    Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenKeys,
+};
 pub use config::{BrokerConfig, TcpConfig, WebSocketConfig};
+pub use hooks::{Denial, Hook, Stats};
 
 use connection::Shared;
 use router::RouterFeeder;
@@ -38,6 +50,10 @@ use transport::Transport;
 pub enum BrokerError {
     #[error("cannot start the embedded router: {0}")]
     Start(#[from] std::io::Error),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("`mqtt.acl.rules`: {0}")]
+    Rule(String),
 }
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
@@ -52,12 +68,41 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the router; no socket is opened until a listener is served.
-    pub fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
+    /// Starts the router with the standard plugin chains: JWT authentication (then anonymous
+    /// access, if enabled), and the authorization chain of [`AclChain::standard`] over
+    /// `memberships`. No socket is opened until a listener is served.
+    pub fn start(
+        config: BrokerConfig,
+        memberships: Memberships,
+        hooks: Vec<Arc<dyn Hook>>,
+    ) -> Result<Self, BrokerError> {
+        for rule in &config.acl.rules {
+            rule.validate().map_err(BrokerError::Rule)?;
+        }
+        let mut authenticators: Vec<Box<dyn Authenticator>> = vec![Box::new(
+            JwtAuthenticator::new(TokenKeys::load(&config.auth)?),
+        )];
+        if config.auth.allow_anonymous {
+            authenticators.push(Box::new(AnonymousAuthenticator {
+                role: config.auth.anonymous_role,
+            }));
+        }
+        let acl = AclChain::standard(&config.acl, memberships);
         let router = RouterFeeder::start(config.max_connections)?;
         Ok(Self {
-            shared: Arc::new(Shared::new(config, router)),
+            shared: Arc::new(Shared::new(
+                config,
+                router,
+                AuthChain::new(authenticators),
+                acl,
+                hooks,
+            )),
         })
+    }
+
+    /// Counters of refusals and denials since start.
+    pub fn stats(&self) -> Stats {
+        self.shared.hooks.stats()
     }
 
     /// Serves MQTT over plain TCP on an already-bound listener until `shutdown` resolves, then

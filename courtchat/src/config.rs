@@ -137,6 +137,9 @@ impl Config {
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
         copy.database.url = redact_url(&copy.database.url);
+        if !copy.mqtt.auth.secret.is_empty() {
+            copy.mqtt.auth.secret = "REDACTED".to_owned();
+        }
         copy
     }
 
@@ -254,8 +257,10 @@ mod tests {
     fn redaction_hides_database_passwords() {
         let mut config = Config::default();
         config.database.url = "postgres://courtchat:s3cret@db.internal:5432/courtchat".to_owned();
+        config.mqtt.auth.secret = "an-inline-token-secret-of-32-bytes-or-more".to_owned();
         let printed = config.to_redacted_toml();
         assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(!printed.contains("an-inline-token-secret"), "{printed}");
         assert!(
             printed.contains("postgres://courtchat:REDACTED@db.internal:5432/courtchat"),
             "{printed}"

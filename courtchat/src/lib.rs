@@ -5,5 +5,19 @@
 mod config;
 mod server;
 
+pub use broker::{Access, DeniedPublish, Effect, Memberships, Role, StaticRule, Stats};
 pub use config::{Config, ConfigError, LogConfig};
 pub use server::{Addresses, Listeners, ServeError, Server};
+
+use std::time::{Duration, SystemTime};
+
+/// Mints a token that the server configured by `config` accepts: for operators and scripts
+/// (`courtchat token`) and tests, until the admin API issues tokens at login.
+pub fn mint_token(
+    config: &Config,
+    subject: &str,
+    role: broker::Role,
+    ttl: Duration,
+) -> Result<String, broker::KeyError> {
+    broker::TokenKeys::load(&config.mqtt.auth)?.mint(subject, role, ttl, SystemTime::now())
+}

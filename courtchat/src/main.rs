@@ -37,6 +37,41 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a token (JWT) for an MQTT client, signed with the configured key.
+    ///
+    /// The client connects with its client id equal to SUBJECT and the token as its password.
+    Token {
+        /// The subject, which is also the client id the token may connect as.
+        #[arg(long)]
+        sub: String,
+        /// applicant, agent, supervisor, admin or service.
+        #[arg(long)]
+        role: broker::Role,
+        /// How long the token is valid: a number with s, m, h or d (e.g. 30m, 12h).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30m or 12h"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}; use s, m, h or d")),
+    };
+    match value.checked_mul(seconds) {
+        Some(0) | None => Err(format!("{text:?} is not a positive duration")),
+        Some(total) => Ok(std::time::Duration::from_secs(total)),
+    }
 }
 
 #[derive(Subcommand)]
@@ -66,6 +101,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !rendered.ends_with('\n') {
                 println!();
             }
+            Ok(())
+        }
+        Command::Token { sub, role, ttl } => {
+            if role == broker::Role::Anonymous {
+                anyhow::bail!("tokens cannot carry the anonymous role");
+            }
+            println!("{}", courtchat::mint_token(&config, &sub, role, ttl)?);
             Ok(())
         }
         Command::Migrate => runtime()?.block_on(migrate(config)),

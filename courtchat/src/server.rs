@@ -122,6 +122,8 @@ pub struct Server {
     stop: CancellationToken,
     tasks: TaskTracker,
     store: store::Store,
+    broker: broker::Broker,
+    memberships: broker::Memberships,
     failure: tokio::sync::mpsc::Receiver<ServeError>,
 }
 
@@ -135,7 +137,15 @@ impl Server {
                 source,
             })?;
         let store = store::Store::open(&config.database).await?;
-        let broker = broker::Broker::start(config.mqtt.clone())?;
+        let memberships = broker::Memberships::default();
+        for participant in store.active_participants().await? {
+            memberships.join(
+                &participant.session_id,
+                &participant.subject,
+                participant_role(participant.role),
+            );
+        }
+        let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), Vec::new())?;
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -153,7 +163,7 @@ impl Server {
         });
         tracing::info!(listener = "mqtt-websocket", addr = %addresses.mqtt_ws, path = %config.mqtt.websocket.path, "listening");
         tasks.spawn({
-            let stop = stop.clone();
+            let (broker, stop) = (broker.clone(), stop.clone());
             async move {
                 broker
                     .serve_websocket(listeners.mqtt_ws, stop.cancelled_owned())
@@ -187,6 +197,8 @@ impl Server {
             stop,
             tasks,
             store,
+            broker,
+            memberships,
             failure,
         })
     }
@@ -197,6 +209,16 @@ impl Server {
 
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// Who belongs to which session, as the gateway's authorizer sees it.
+    pub fn memberships(&self) -> &broker::Memberships {
+        &self.memberships
+    }
+
+    /// The gateway's denial counters.
+    pub fn broker_stats(&self) -> broker::Stats {
+        self.broker.stats()
     }
 
     /// Resolves when a listener fails; the server is then already stopping.
@@ -219,5 +241,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+fn participant_role(role: schemas::db::entities::participant::ParticipantRole) -> broker::Role {
+    use schemas::db::entities::participant::ParticipantRole;
+    match role {
+        ParticipantRole::Applicant => broker::Role::Applicant,
+        ParticipantRole::Agent => broker::Role::Agent,
+        ParticipantRole::Supervisor => broker::Role::Supervisor,
     }
 }

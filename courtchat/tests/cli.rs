@@ -45,7 +45,14 @@ fn help_lists_the_subcommands() {
     let out = run(courtchat(dir.path(), &[]).arg("--help"));
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for expected in ["serve", "migrate", "config", "--config", "COURTCHAT_"] {
+    for expected in [
+        "serve",
+        "migrate",
+        "config",
+        "token",
+        "--config",
+        "COURTCHAT_",
+    ] {
         assert!(
             help.contains(expected),
             "--help does not mention {expected}:\n{help}"
@@ -272,6 +279,108 @@ fn serve_runs_everything_and_stops_cleanly_on_sigterm_and_ctrl_c() {
             status.code(),
             Some(0),
             "SIG{signal} should stop serve with exit code 0"
+        );
+    }
+}
+
+/// An MQTT 3.1.1 CONNECT with username and password, encoded by hand: the CLI tests have no MQTT
+/// client, and the packet is short.
+fn connect_packet(client_id: &str, password: &str) -> Vec<u8> {
+    let field = |s: &str| {
+        let mut out = (s.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(s.as_bytes());
+        out
+    };
+    let mut body = field("MQTT");
+    body.extend([4, 0b1100_0010, 0, 60]); // level 4; username, password, clean session; keepalive 60
+    body.extend(field(client_id));
+    body.extend(field(client_id));
+    body.extend(field(password));
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend(body);
+    packet
+}
+
+/// The CONNACK return code the server answers `packet` with.
+fn connack_code(addr: SocketAddr, packet: &[u8]) -> u8 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(packet).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack[0], 0x20, "not a CONNACK: {connack:?}");
+    connack[3]
+}
+
+#[test]
+fn token_mints_what_serve_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(courtchat(dir.path(), &[]).args([
+        "token",
+        "--sub",
+        "kiosk-1",
+        "--role",
+        "applicant",
+        "--ttl",
+        "10m",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    assert!(
+        dir.path().join("data/token-secret").is_file(),
+        "the signing secret is created on first use"
+    );
+
+    let server = Serving::start(dir.path());
+    let mqtt = server.address_of("mqtt-tcp");
+    assert_eq!(
+        connack_code(mqtt, &connect_packet("kiosk-1", &token)),
+        0,
+        "accepted"
+    );
+    assert_eq!(
+        connack_code(mqtt, &connect_packet("kiosk-2", &token)),
+        5,
+        "another client id: not authorized"
+    );
+    assert_eq!(
+        connack_code(mqtt, &connect_packet("kiosk-1", "forged")),
+        4,
+        "bad credentials"
+    );
+    server.signal("TERM");
+    assert_eq!(server.wait().code(), Some(0));
+
+    for (role, ttl) in [
+        ("wizard", "1h"),
+        ("anonymous", "1h"),
+        ("agent", "0"),
+        ("agent", "5y"),
+    ] {
+        let out = run(courtchat(dir.path(), &[])
+            .args(["token", "--sub", "kiosk-1", "--role", role, "--ttl", ttl]));
+        assert_eq!(
+            out.status.code(),
+            Some(if role == "anonymous" { 1 } else { 2 }),
+            "--role {role} --ttl {ttl} accepted"
+        );
+        assert!(
+            text(&out.stderr).contains(if role == "agent" { ttl } else { role }),
+            "{}",
+            text(&out.stderr)
         );
     }
 }

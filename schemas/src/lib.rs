@@ -7,3 +7,4 @@
 //! with the chat pipeline; wire types and table rows stay separate types, converted with `From`.
 
 pub mod db;
+pub mod topics;

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemas::db::Migrator;
+use schemas::db::entities::{participant, session};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+use sea_orm::{
+    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+};
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +101,8 @@ pub enum StoreError {
     Migrate(#[source] DbErr),
     #[error("the database is unreachable: {0}")]
     Unreachable(#[source] DbErr),
+    #[error("database query failed: {0}")]
+    Query(#[source] DbErr),
 }
 
 /// An open database with an up-to-date schema. Cheap to clone: clones share one pool.
@@ -169,6 +174,18 @@ impl Store {
     /// Succeeds while the database answers a query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await.map_err(StoreError::Unreachable)
+    }
+
+    /// Every current participant of every open session: who may reach which session's topics.
+    /// The gateway loads this at start; afterwards the chat pipeline keeps it current.
+    pub async fn active_participants(&self) -> Result<Vec<participant::Model>, StoreError> {
+        participant::Entity::find()
+            .filter(participant::Column::LeftAt.is_null())
+            .inner_join(session::Entity)
+            .filter(session::Column::Status.ne(session::SessionStatus::Closed))
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)
     }
 
     /// The connection pool, for the crates that read and write rows.

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub mod mqtt;
 
 use anyhow::Context;
-use courtchat::{Addresses, Config, Listeners, Server};
+use courtchat::{Addresses, Config, Listeners, Role, Server};
 use sea_orm::{ConnectionTrait, Database};
 
 /// The variable that points the suite at a PostgreSQL server, e.g.
@@ -44,6 +44,20 @@ pub fn init_tracing() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// The HS256 secret of every test stack; fixed, so that a test can also mint a token by hand.
+pub const TEST_TOKEN_SECRET: &str = "courtchat-test-secret-not-for-production-use";
+
+fn broker_rule(role: Role, topic: &str) -> courtchat::StaticRule {
+    courtchat::StaticRule {
+        role: Some(role),
+        username: None,
+        client: None,
+        access: courtchat::Access::Readwrite,
+        topic: topic.to_owned(),
+        effect: courtchat::Effect::Allow,
+    }
 }
 
 /// A database that exists only for one test.
@@ -158,6 +172,17 @@ impl TestStack {
         config.admin.listen = ephemeral;
         config.database.url = database.url();
         config.mqtt.connect_timeout = Duration::from_secs(5);
+        config.mqtt.auth.secret = TEST_TOKEN_SECRET.to_owned();
+        // Tests of plain MQTT behaviour use topics under sandbox/, outside the protocol.
+        config.mqtt.acl.rules = [
+            Role::Applicant,
+            Role::Agent,
+            Role::Supervisor,
+            Role::Service,
+        ]
+        .into_iter()
+        .map(|role| broker_rule(role, "sandbox/#"))
+        .collect();
         configure(&mut config);
         config.validate()?;
 
@@ -173,6 +198,34 @@ impl TestStack {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// A token this stack accepts for `subject` in `role`, valid for an hour.
+    pub fn token(&self, subject: &str, role: Role) -> String {
+        self.token_for(subject, role, Duration::from_secs(3600))
+    }
+
+    /// A token valid for `ttl`.
+    pub fn token_for(&self, subject: &str, role: Role, ttl: Duration) -> String {
+        courtchat::mint_token(&self.config, subject, role, ttl)
+            .expect("the test stack's secret signs tokens")
+    }
+
+    /// Who belongs to which session, as the gateway sees it; tests join and remove members
+    /// directly until the chat pipeline does.
+    pub fn memberships(&self) -> &courtchat::Memberships {
+        self.server
+            .as_ref()
+            .expect("the stack is running until shutdown consumes it")
+            .memberships()
+    }
+
+    /// The gateway's denial counters.
+    pub fn broker_stats(&self) -> courtchat::Stats {
+        self.server
+            .as_ref()
+            .expect("the stack is running until shutdown consumes it")
+            .broker_stats()
     }
 
     pub fn mqtt_tcp_addr(&self) -> SocketAddr {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::TestStack;
+use courtchat::Role;
 
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -26,20 +27,28 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    /// Options for a plain TCP connection to `stack`.
-    pub fn tcp_options(stack: &TestStack, client_id: &str) -> MqttOptions {
+    /// Options for a plain TCP connection to `stack`, authenticated as `client_id` in `role`.
+    pub fn tcp_options(stack: &TestStack, client_id: &str, role: Role) -> MqttOptions {
+        let mut options = Self::anonymous_tcp_options(stack, client_id);
+        options.set_credentials(client_id, stack.token(client_id, role));
+        options
+    }
+
+    /// Options for a plain TCP connection without credentials.
+    pub fn anonymous_tcp_options(stack: &TestStack, client_id: &str) -> MqttOptions {
         let addr = stack.mqtt_tcp_addr();
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_keep_alive(Duration::from_secs(30));
         options
     }
 
-    /// Options for a WebSocket connection to `stack` (rumqttc needs the whole URL as host).
-    pub fn ws_options(stack: &TestStack, client_id: &str) -> MqttOptions {
+    /// Options for an authenticated WebSocket connection (rumqttc needs the whole URL as host).
+    pub fn ws_options(stack: &TestStack, client_id: &str, role: Role) -> MqttOptions {
         let addr = stack.mqtt_ws_url();
         let mut options = MqttOptions::new(client_id, addr, stack.mqtt_tcp_addr().port());
         options.set_transport(Transport::Ws);
         options.set_keep_alive(Duration::from_secs(30));
+        options.set_credentials(client_id, stack.token(client_id, role));
         options
     }
 

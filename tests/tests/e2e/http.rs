@@ -1,5 +1,6 @@
 //! The admin HTTP API's health endpoints, over real HTTP.
 
+use courtchat::Role;
 use testkit::TestStack;
 
 #[tokio::test]
@@ -7,15 +8,23 @@ async fn smoke_mqtt_and_healthz() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
 
     // A real MQTT client reaches the broker...
-    let mut client =
-        testkit::mqtt::TestClient::connect(testkit::mqtt::TestClient::tcp_options(&stack, "smoke"))
-            .await?;
+    let mut client = testkit::mqtt::TestClient::connect(testkit::mqtt::TestClient::tcp_options(
+        &stack,
+        "smoke",
+        Role::Agent,
+    ))
+    .await?;
     client
-        .subscribe("smoke/echo", rumqttc::QoS::AtMostOnce)
+        .subscribe("sandbox/smoke/echo", rumqttc::QoS::AtMostOnce)
         .await?;
     client
         .client
-        .publish("smoke/echo", rumqttc::QoS::AtLeastOnce, false, "hello")
+        .publish(
+            "sandbox/smoke/echo",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "hello",
+        )
         .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"hello");
 

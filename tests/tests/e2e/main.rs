@@ -3,6 +3,7 @@
 //! One test binary with a module per area, so the workspace links the stack once.
 
 mod architecture;
+mod auth;
 mod config_example;
 mod http;
 mod mqtt;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use courtchat::Role;
 use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
 use testkit::TestStack;
 use testkit::mqtt::{ConnectOutcome, TestClient, try_connect};
@@ -14,26 +15,35 @@ const QUIET: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn tcp_and_websocket_clients_share_one_router() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut over_ws = TestClient::connect(TestClient::ws_options(&stack, "dashboard-1")).await?;
-    let mut over_tcp = TestClient::connect(TestClient::tcp_options(&stack, "kiosk-1")).await?;
-    over_ws.subscribe("lobby/+", QoS::AtLeastOnce).await?;
+    let mut over_ws =
+        TestClient::connect(TestClient::ws_options(&stack, "dashboard-1", Role::Agent)).await?;
+    let mut over_tcp =
+        TestClient::connect(TestClient::tcp_options(&stack, "kiosk-1", Role::Agent)).await?;
+    over_ws
+        .subscribe("sandbox/lobby/+", QoS::AtLeastOnce)
+        .await?;
     over_tcp
-        .subscribe("lobby/replies", QoS::AtLeastOnce)
+        .subscribe("sandbox/lobby/replies", QoS::AtLeastOnce)
         .await?;
 
     over_tcp
         .client
-        .publish("lobby/questions", QoS::AtLeastOnce, false, "from tcp")
+        .publish(
+            "sandbox/lobby/questions",
+            QoS::AtLeastOnce,
+            false,
+            "from tcp",
+        )
         .await?;
     let got = over_ws.next_publish().await?;
     assert_eq!(
         (got.topic.as_str(), got.payload.as_ref()),
-        ("lobby/questions", &b"from tcp"[..])
+        ("sandbox/lobby/questions", &b"from tcp"[..])
     );
 
     over_ws
         .client
-        .publish("lobby/replies", QoS::AtMostOnce, false, "from ws")
+        .publish("sandbox/lobby/replies", QoS::AtMostOnce, false, "from ws")
         .await?;
     assert_eq!(over_tcp.next_publish().await?.payload.as_ref(), b"from ws");
     // The WebSocket client's own wildcard subscription sees its publish too (no-local is v5).
@@ -45,12 +55,14 @@ async fn tcp_and_websocket_clients_share_one_router() -> anyhow::Result<()> {
 #[tokio::test]
 async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut subscriber = TestClient::connect(TestClient::tcp_options(&stack, "sub")).await?;
-    subscriber.subscribe("q2", QoS::ExactlyOnce).await?;
-    let publisher = TestClient::connect(TestClient::tcp_options(&stack, "pub")).await?;
+    let mut subscriber =
+        TestClient::connect(TestClient::tcp_options(&stack, "sub", Role::Agent)).await?;
+    subscriber.subscribe("sandbox/q2", QoS::ExactlyOnce).await?;
+    let publisher =
+        TestClient::connect(TestClient::tcp_options(&stack, "pub", Role::Agent)).await?;
     publisher
         .client
-        .publish("q2", QoS::ExactlyOnce, false, "once")
+        .publish("sandbox/q2", QoS::ExactlyOnce, false, "once")
         .await?;
     assert_eq!(subscriber.next_publish().await?.payload.as_ref(), b"once");
     assert!(subscriber.publishes_within(QUIET).await.is_empty());
@@ -61,9 +73,10 @@ async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()>
 #[tokio::test]
 async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut client = TestClient::connect(TestClient::tcp_options(&stack, "granted")).await?;
+    let mut client =
+        TestClient::connect(TestClient::tcp_options(&stack, "granted", Role::Agent)).await?;
     assert_eq!(
-        client.subscribe("a/b", QoS::AtLeastOnce).await?,
+        client.subscribe("sandbox/a/b", QoS::AtLeastOnce).await?,
         vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
     );
     assert_eq!(
@@ -77,7 +90,7 @@ async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> any
     // The connection survives refused filters.
     client
         .client
-        .publish("a/b", QoS::AtLeastOnce, false, "still here")
+        .publish("sandbox/a/b", QoS::AtLeastOnce, false, "still here")
         .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"still here");
     stack.shutdown().await;
@@ -87,22 +100,28 @@ async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> any
 #[tokio::test]
 async fn retained_messages_reach_later_subscribers() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let publisher = TestClient::connect(TestClient::tcp_options(&stack, "retainer")).await?;
+    let publisher =
+        TestClient::connect(TestClient::tcp_options(&stack, "retainer", Role::Agent)).await?;
     publisher
         .client
-        .publish("desk/status", QoS::AtLeastOnce, true, "open")
+        .publish("sandbox/desk/status", QoS::AtLeastOnce, true, "open")
         .await?;
     // Publish a QoS 1 marker and wait for it, so the retained publish has been routed.
-    let mut probe = TestClient::connect(TestClient::tcp_options(&stack, "probe")).await?;
-    probe.subscribe("desk/marker", QoS::AtMostOnce).await?;
+    let mut probe =
+        TestClient::connect(TestClient::tcp_options(&stack, "probe", Role::Agent)).await?;
+    probe
+        .subscribe("sandbox/desk/marker", QoS::AtMostOnce)
+        .await?;
     publisher
         .client
-        .publish("desk/marker", QoS::AtLeastOnce, false, "")
+        .publish("sandbox/desk/marker", QoS::AtLeastOnce, false, "")
         .await?;
     probe.next_publish().await?;
 
-    let mut late = TestClient::connect(TestClient::tcp_options(&stack, "late")).await?;
-    late.subscribe("desk/status", QoS::AtMostOnce).await?;
+    let mut late =
+        TestClient::connect(TestClient::tcp_options(&stack, "late", Role::Agent)).await?;
+    late.subscribe("sandbox/desk/status", QoS::AtMostOnce)
+        .await?;
     let retained = late.next_publish().await?;
     assert!(retained.retain);
     assert_eq!(retained.payload.as_ref(), b"open");
@@ -113,12 +132,15 @@ async fn retained_messages_reach_later_subscribers() -> anyhow::Result<()> {
 #[tokio::test]
 async fn will_is_published_on_abrupt_loss_and_not_on_disconnect() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut watcher = TestClient::connect(TestClient::tcp_options(&stack, "watcher")).await?;
-    watcher.subscribe("presence/#", QoS::AtMostOnce).await?;
+    let mut watcher =
+        TestClient::connect(TestClient::tcp_options(&stack, "watcher", Role::Agent)).await?;
+    watcher
+        .subscribe("sandbox/presence/#", QoS::AtMostOnce)
+        .await?;
 
-    let mut crashing = TestClient::tcp_options(&stack, "kiosk-crash");
+    let mut crashing = TestClient::tcp_options(&stack, "kiosk-crash", Role::Agent);
     crashing.set_last_will(LastWill::new(
-        "presence/kiosk-crash",
+        "sandbox/presence/kiosk-crash",
         "gone",
         QoS::AtMostOnce,
         false,
@@ -127,12 +149,12 @@ async fn will_is_published_on_abrupt_loss_and_not_on_disconnect() -> anyhow::Res
     let will = watcher.next_publish().await?;
     assert_eq!(
         (will.topic.as_str(), will.payload.as_ref()),
-        ("presence/kiosk-crash", &b"gone"[..])
+        ("sandbox/presence/kiosk-crash", &b"gone"[..])
     );
 
-    let mut polite = TestClient::tcp_options(&stack, "kiosk-polite");
+    let mut polite = TestClient::tcp_options(&stack, "kiosk-polite", Role::Agent);
     polite.set_last_will(LastWill::new(
-        "presence/kiosk-polite",
+        "sandbox/presence/kiosk-polite",
         "gone",
         QoS::AtMostOnce,
         false,
@@ -149,13 +171,15 @@ async fn will_is_published_on_abrupt_loss_and_not_on_disconnect() -> anyhow::Res
 #[tokio::test]
 async fn a_second_connect_with_the_same_id_takes_over() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut first = TestClient::connect(TestClient::tcp_options(&stack, "agent-7")).await?;
-    first.subscribe("t", QoS::AtMostOnce).await?;
-    let mut second = TestClient::connect(TestClient::tcp_options(&stack, "agent-7")).await?;
-    second.subscribe("t", QoS::AtMostOnce).await?;
+    let mut first =
+        TestClient::connect(TestClient::tcp_options(&stack, "agent-7", Role::Agent)).await?;
+    first.subscribe("sandbox/t", QoS::AtMostOnce).await?;
+    let mut second =
+        TestClient::connect(TestClient::tcp_options(&stack, "agent-7", Role::Agent)).await?;
+    second.subscribe("sandbox/t", QoS::AtMostOnce).await?;
     second
         .client
-        .publish("t", QoS::AtLeastOnce, false, "x")
+        .publish("sandbox/t", QoS::AtLeastOnce, false, "x")
         .await?;
     assert_eq!(second.next_publish().await?.payload.as_ref(), b"x");
     assert!(
@@ -175,7 +199,7 @@ async fn refusals_are_connacks_not_dropped_sockets() -> anyhow::Result<()> {
 
     let rows = [
         (
-            "a/b",
+            "sandbox/a/b",
             ConnectOutcome::Refused(ConnectReturnCode::BadClientId),
         ),
         (
@@ -190,21 +214,22 @@ async fn refusals_are_connacks_not_dropped_sockets() -> anyhow::Result<()> {
     ];
     for (client_id, expected) in rows {
         assert_eq!(
-            try_connect(TestClient::tcp_options(&stack, client_id)).await,
+            try_connect(TestClient::tcp_options(&stack, client_id, Role::Agent)).await,
             expected,
             "{client_id}"
         );
     }
     let long_id = "x".repeat(129);
     assert_eq!(
-        try_connect(TestClient::tcp_options(&stack, &long_id)).await,
+        try_connect(TestClient::tcp_options(&stack, &long_id, Role::Agent)).await,
         ConnectOutcome::Refused(ConnectReturnCode::BadClientId)
     );
 
     // The one permitted connection is taken; the next is told the server is unavailable.
-    let holder = TestClient::connect(TestClient::tcp_options(&stack, "holder")).await?;
+    let holder =
+        TestClient::connect(TestClient::tcp_options(&stack, "holder", Role::Agent)).await?;
     assert_eq!(
-        try_connect(TestClient::tcp_options(&stack, "one-too-many")).await,
+        try_connect(TestClient::tcp_options(&stack, "one-too-many", Role::Agent)).await,
         ConnectOutcome::Refused(ConnectReturnCode::ServiceUnavailable)
     );
     holder.disconnect().await?;
@@ -253,11 +278,16 @@ async fn idle_sockets_do_not_delay_other_clients() -> anyhow::Result<()> {
     partial.write_all(&[0x10, 20, 0, 4, b'M']).await?;
 
     assert_eq!(
-        try_connect(TestClient::tcp_options(&stack, "after-idle-tcp")).await,
+        try_connect(TestClient::tcp_options(
+            &stack,
+            "after-idle-tcp",
+            Role::Agent
+        ))
+        .await,
         ConnectOutcome::Accepted
     );
     assert_eq!(
-        try_connect(TestClient::ws_options(&stack, "after-idle-ws")).await,
+        try_connect(TestClient::ws_options(&stack, "after-idle-ws", Role::Agent)).await,
         ConnectOutcome::Accepted
     );
     stack.shutdown().await;
@@ -270,8 +300,9 @@ async fn malformed_and_oversize_packets_close_only_their_connection() -> anyhow:
         config.mqtt.max_packet_size = 4096
     })
     .await?;
-    let mut bystander = TestClient::connect(TestClient::tcp_options(&stack, "bystander")).await?;
-    bystander.subscribe("ok", QoS::AtMostOnce).await?;
+    let mut bystander =
+        TestClient::connect(TestClient::tcp_options(&stack, "bystander", Role::Agent)).await?;
+    bystander.subscribe("sandbox/ok", QoS::AtMostOnce).await?;
 
     let offenders: [&[u8]; 3] = [
         // Reserved packet type 0.
@@ -297,18 +328,19 @@ async fn malformed_and_oversize_packets_close_only_their_connection() -> anyhow:
     }
 
     // An oversize PUBLISH from a connected client closes that client only.
-    let offender = TestClient::connect(TestClient::tcp_options(&stack, "offender")).await?;
+    let offender =
+        TestClient::connect(TestClient::tcp_options(&stack, "offender", Role::Agent)).await?;
     offender
         .client
-        .publish("ok", QoS::AtMostOnce, false, vec![0u8; 8192])
+        .publish("sandbox/ok", QoS::AtMostOnce, false, vec![0u8; 8192])
         .await?;
     bystander
         .client
-        .publish("ok", QoS::AtLeastOnce, false, "fine")
+        .publish("sandbox/ok", QoS::AtLeastOnce, false, "fine")
         .await?;
     assert_eq!(bystander.next_publish().await?.payload.as_ref(), b"fine");
     assert_eq!(
-        try_connect(TestClient::tcp_options(&stack, "newcomer")).await,
+        try_connect(TestClient::tcp_options(&stack, "newcomer", Role::Agent)).await,
         ConnectOutcome::Accepted
     );
     stack.shutdown().await;
@@ -318,13 +350,13 @@ async fn malformed_and_oversize_packets_close_only_their_connection() -> anyhow:
 #[tokio::test]
 async fn keepalive_zero_is_allowed() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let mut options = TestClient::tcp_options(&stack, "no-keepalive");
+    let mut options = TestClient::tcp_options(&stack, "no-keepalive", Role::Agent);
     options.set_keep_alive(Duration::ZERO);
     let mut client = TestClient::connect(options).await?;
-    client.subscribe("k", QoS::AtMostOnce).await?;
+    client.subscribe("sandbox/k", QoS::AtMostOnce).await?;
     client
         .client
-        .publish("k", QoS::AtLeastOnce, false, "alive")
+        .publish("sandbox/k", QoS::AtLeastOnce, false, "alive")
         .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"alive");
     stack.shutdown().await;
@@ -335,21 +367,28 @@ async fn keepalive_zero_is_allowed() -> anyhow::Result<()> {
 async fn persistent_sessions_keep_subscriptions_across_reconnects() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let persistent = || {
-        let mut options = TestClient::tcp_options(&stack, "agent-persistent");
+        let mut options = TestClient::tcp_options(&stack, "agent-persistent", Role::Agent);
         options.set_clean_session(false);
         options
     };
     let mut first = TestClient::connect(persistent()).await?;
     assert!(!first.session_present, "a new session is not present");
-    first.subscribe("queue/new", QoS::AtLeastOnce).await?;
+    first
+        .subscribe("sandbox/queue/new", QoS::AtLeastOnce)
+        .await?;
     first.disconnect().await?;
 
     let mut again = TestClient::connect(persistent()).await?;
     assert!(again.session_present, "the session should have been kept");
-    let publisher = TestClient::connect(TestClient::tcp_options(&stack, "queue-publisher")).await?;
+    let publisher = TestClient::connect(TestClient::tcp_options(
+        &stack,
+        "queue-publisher",
+        Role::Agent,
+    ))
+    .await?;
     publisher
         .client
-        .publish("queue/new", QoS::AtLeastOnce, false, "session 42")
+        .publish("sandbox/queue/new", QoS::AtLeastOnce, false, "session 42")
         .await?;
     assert_eq!(
         again.next_publish().await?.payload.as_ref(),
@@ -359,7 +398,7 @@ async fn persistent_sessions_keep_subscriptions_across_reconnects() -> anyhow::R
 
     // A clean session discards it.
     again.disconnect().await?;
-    let mut clean = TestClient::tcp_options(&stack, "agent-persistent");
+    let mut clean = TestClient::tcp_options(&stack, "agent-persistent", Role::Agent);
     clean.set_clean_session(true);
     assert!(!TestClient::connect(clean).await?.session_present);
     stack.shutdown().await;
