@@ -69,6 +69,7 @@ fn the_parser_reads_the_crate_table() {
 fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
     let owners: &[(&str, &[&str])] = &[
         ("rumqttd", &["broker"]),
+        ("jsonwebtoken", &["broker"]),
         ("axum", &["admin-api"]),
         ("config", &["courtchat"]),
         ("clap", &["courtchat"]),
