@@ -2,15 +2,9 @@
 
 use super::*;
 
-/// Column order of the expectation arrays.
-const ROLES: [Role; 6] = [
-    Role::Applicant,
-    Role::Agent,
-    Role::Supervisor,
-    Role::Admin,
-    Role::Service,
-    Role::Anonymous,
-];
+/// Column order of the expectation arrays: applicant, agent, supervisor, admin, service,
+/// anonymous.
+const ROLES: [Role; 6] = Role::ALL;
 const T: bool = true;
 const F: bool = false;
 
