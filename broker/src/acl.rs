@@ -94,9 +94,23 @@ impl AclChain {
 pub struct Memberships {
     // session id -> subject -> role in that session
     sessions: Arc<RwLock<HashMap<String, HashMap<String, Role>>>>,
+    /// Told about every removal, so that the gateway can revoke live subscriptions at once.
+    on_leave: Arc<RwLock<Vec<LeaveListener>>>,
 }
 
+/// Called with (session, subject) after a subject has left a session.
+pub type LeaveListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 impl Memberships {
+    /// Registers `listener` for every later [`Memberships::leave`]. It runs on the caller's
+    /// thread and must not block.
+    pub fn on_leave(&self, listener: LeaveListener) {
+        self.on_leave
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(listener);
+    }
+
     pub fn join(&self, session: &str, subject: &str, role: Role) {
         self.write()
             .entry(session.to_owned())
@@ -104,13 +118,24 @@ impl Memberships {
             .insert(subject.to_owned(), role);
     }
 
+    /// Removes `subject` from `session` (a leave, or a transfer away) and revokes its access.
     pub fn leave(&self, session: &str, subject: &str) {
-        let mut sessions = self.write();
-        if let Some(members) = sessions.get_mut(session) {
-            members.remove(subject);
-            if members.is_empty() {
-                sessions.remove(session);
+        {
+            let mut sessions = self.write();
+            if let Some(members) = sessions.get_mut(session) {
+                members.remove(subject);
+                if members.is_empty() {
+                    sessions.remove(session);
+                }
             }
+        }
+        let listeners = self
+            .on_leave
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for listener in listeners {
+            listener(session, subject);
         }
     }
 

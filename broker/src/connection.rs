@@ -73,6 +73,8 @@ pub(crate) struct ClientRegistry {
 struct Registered {
     key: LinkKey,
     kick: CancellationToken,
+    /// Sessions the client has just lost access to.
+    revocations: mpsc::UnboundedSender<String>,
     /// Resolves (with an error) once the old connection has detached from the router.
     gone: oneshot::Receiver<()>,
 }
@@ -84,17 +86,30 @@ impl ClientRegistry {
         client_id: &str,
         key: LinkKey,
         kick: CancellationToken,
+        revocations: mpsc::UnboundedSender<String>,
         gone: oneshot::Receiver<()>,
     ) {
-        let previous = self
-            .lock()
-            .insert(client_id.to_owned(), Registered { key, kick, gone });
+        let registered = Registered {
+            key,
+            kick,
+            revocations,
+            gone,
+        };
+        let previous = self.lock().insert(client_id.to_owned(), registered);
         if let Some(previous) = previous {
             tracing::info!(client_id, "client id taken over by a new connection");
             previous.kick.cancel();
             // The old connection detaches promptly once kicked; the bound only guards against a
             // wedged task holding the id forever.
             let _ = timeout(Duration::from_secs(5), previous.gone).await;
+        }
+    }
+
+    /// Tells the connection of `subject`, if any, that it no longer belongs to `session`.
+    pub(crate) fn revoke(&self, subject: &str, session: &str) {
+        if let Some(registered) = self.lock().get(subject) {
+            // Fails only if the connection is ending, which revokes everything anyway.
+            let _ = registered.revocations.send(session.to_owned());
         }
     }
 
@@ -232,9 +247,10 @@ pub(crate) async fn serve(
 
     let kick = shutdown.child_token();
     let (gone_tx, gone_rx) = oneshot::channel();
+    let (revoke_tx, mut revocations) = mpsc::unbounded_channel();
     shared
         .clients
-        .claim(&client_id, key, kick.clone(), gone_rx)
+        .claim(&client_id, key, kick.clone(), revoke_tx, gone_rx)
         .await;
 
     let mut session = Session {
@@ -245,10 +261,20 @@ pub(crate) async fn serve(
         peer,
         will: connect.last_will.clone(),
         qos2_pending: HashSet::new(),
+        filters: Vec::new(),
         _permit: permit,
     };
     let ending = session
-        .run(&mut transport, &mut buf, &connect, &kick, &shutdown)
+        .run(
+            &mut transport,
+            &mut buf,
+            &connect,
+            Control {
+                kick: &kick,
+                shutdown: &shutdown,
+                revocations: &mut revocations,
+            },
+        )
         .await;
     session.finish(ending).await;
     // The router has been told to drop the link; a waiting takeover may now attach.
@@ -266,6 +292,8 @@ struct Session<'a> {
     /// QoS 2 packet ids received and forwarded but not yet released (PUBREL), so that a
     /// retransmitted PUBLISH is not forwarded twice.
     qos2_pending: HashSet<u16>,
+    /// Filters this connection holds in the router, to re-check when access is revoked.
+    filters: Vec<String>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -275,8 +303,7 @@ impl Session<'_> {
         transport: &mut Transport,
         buf: &mut BytesMut,
         connect: &mqttbytes::v4::Connect,
-        kick: &CancellationToken,
-        shutdown: &CancellationToken,
+        control: Control<'_>,
     ) -> Ending {
         let (attach_tx, attach_rx) = oneshot::channel();
         let attach = Command::Attach {
@@ -311,14 +338,7 @@ impl Session<'_> {
         let (notifications, mut forwarded) = mpsc::channel(64);
         let forwarder = tokio::spawn(forward_notifications(attached.rx, notifications));
         let ending = self
-            .relay(
-                transport,
-                buf,
-                connect.keep_alive,
-                &mut forwarded,
-                kick,
-                shutdown,
-            )
+            .relay(transport, buf, connect.keep_alive, &mut forwarded, control)
             .await;
         forwarder.abort();
         ending
@@ -335,9 +355,13 @@ impl Session<'_> {
         buf: &mut BytesMut,
         keep_alive: u16,
         forwarded: &mut mpsc::Receiver<Forwarded>,
-        kick: &CancellationToken,
-        shutdown: &CancellationToken,
+        control: Control<'_>,
     ) -> Ending {
+        let Control {
+            kick,
+            shutdown,
+            revocations,
+        } = control;
         // MQTT 3.1.1 §3.1.2.10: one and a half keepalive periods without a packet end the
         // connection; keepalive 0 turns the mechanism off.
         let idle_limit =
@@ -375,6 +399,11 @@ impl Session<'_> {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ending::Shutdown,
                 _ = kick.cancelled() => return Ending::Abrupt("taken over"),
+                Some(session) = revocations.recv() => {
+                    if let Err(ending) = self.drop_revoked_filters(&session).await {
+                        return ending;
+                    }
+                }
                 _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "credentials expired");
                     return Ending::Abrupt("credentials expired");
@@ -394,6 +423,11 @@ impl Session<'_> {
                 message = forwarded.recv() => match message {
                     Some(Forwarded::Publish { topic, payload, retain }) => {
                         let Ok(topic) = String::from_utf8(topic.to_vec()) else { continue };
+                        // Access may have been revoked while this message was queued: every
+                        // delivery is checked, not only the subscription.
+                        if self.shared.acl.check_subscribe(&self.identity, &topic).is_err() {
+                            continue;
+                        }
                         let mut publish = Publish::from_bytes(topic, QoS::AtMostOnce, payload);
                         publish.retain = retain;
                         if write(transport, Packet::Publish(publish)).await.is_err() {
@@ -496,6 +530,7 @@ impl Session<'_> {
                         }
                     }
                 }
+                self.filters.extend(accepted.iter().cloned());
                 if !accepted.is_empty() {
                     self.to_router(Command::Subscribe {
                         key: self.key,
@@ -506,6 +541,8 @@ impl Session<'_> {
                 Some(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
             }
             Packet::Unsubscribe(unsubscribe) => {
+                self.filters
+                    .retain(|held| !unsubscribe.topics.contains(held));
                 for filter in unsubscribe.topics {
                     self.to_router(Command::Unsubscribe {
                         key: self.key,
@@ -531,6 +568,29 @@ impl Session<'_> {
             return Err(Ending::Abrupt("write failed"));
         }
         Ok(None)
+    }
+
+    /// Removes, in the router, every filter this client may no longer hold after losing access to
+    /// `session`. Deliveries already queued are caught by the per-message check in `relay`.
+    async fn drop_revoked_filters(&mut self, session: &str) -> Result<(), Ending> {
+        let (kept, revoked): (Vec<String>, Vec<String>) = std::mem::take(&mut self.filters)
+            .into_iter()
+            .partition(|filter| {
+                self.shared
+                    .acl
+                    .check_subscribe(&self.identity, filter)
+                    .is_ok()
+            });
+        self.filters = kept;
+        for filter in revoked {
+            tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");
+            self.to_router(Command::Unsubscribe {
+                key: self.key,
+                filter,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn to_router(&self, command: Command) -> Result<(), Ending> {
@@ -572,6 +632,13 @@ impl Session<'_> {
         self.shared.clients.release(&self.client_id, self.key);
         self.shared.hooks.disconnected(&self.identity);
     }
+}
+
+/// What can end or change a connection from outside it.
+struct Control<'a> {
+    kick: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    revocations: &'a mut mpsc::UnboundedReceiver<String>,
 }
 
 enum Forwarded {

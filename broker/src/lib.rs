@@ -87,17 +87,24 @@ impl Broker {
                 role: config.auth.anonymous_role,
             }));
         }
-        let acl = AclChain::standard(&config.acl, memberships);
+        let acl = AclChain::standard(&config.acl, memberships.clone());
         let router = RouterFeeder::start(config.max_connections)?;
-        Ok(Self {
-            shared: Arc::new(Shared::new(
-                config,
-                router,
-                AuthChain::new(authenticators),
-                acl,
-                hooks,
-            )),
-        })
+        let shared = Arc::new(Shared::new(
+            config,
+            router,
+            AuthChain::new(authenticators),
+            acl,
+            hooks,
+        ));
+        // A subject that leaves a session loses its live subscriptions to it at once. The
+        // listener holds the broker weakly: memberships may outlive it (in tests, for one).
+        let weak = Arc::downgrade(&shared);
+        memberships.on_leave(Arc::new(move |session, subject| {
+            if let Some(shared) = weak.upgrade() {
+                shared.clients.revoke(subject, session);
+            }
+        }));
+        Ok(Self { shared })
     }
 
     /// Counters of refusals and denials since start.

@@ -104,6 +104,17 @@ impl TestClient {
         }
     }
 
+    /// Waits for the next PUBACK (the server has taken a QoS 1 publish of this client).
+    pub async fn next_puback(&mut self) -> anyhow::Result<u16> {
+        match self
+            .next_matching(|p| matches!(p, Packet::PubAck(_)))
+            .await?
+        {
+            Packet::PubAck(ack) => Ok(ack.pkid),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
     /// Waits `quiet` and returns every PUBLISH that arrived meanwhile: for asserting that
     /// something was *not* delivered.
     pub async fn publishes_within(&mut self, quiet: Duration) -> Vec<Publish> {

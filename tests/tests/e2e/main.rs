@@ -7,4 +7,5 @@ mod auth;
 mod config_example;
 mod http;
 mod mqtt;
+mod revocation;
 mod storage;
