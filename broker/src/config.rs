@@ -1,6 +1,7 @@
 //! The `[mqtt]` section of the configuration.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,8 @@ use crate::auth::AuthConfig;
 pub struct BrokerConfig {
     pub tcp: TcpConfig,
     pub websocket: WebSocketConfig,
+    /// MQTT over TLS and over secure WebSocket; served when a certificate is configured.
+    pub tls: TlsConfig,
     /// Client connections accepted at once; the next CONNECT is refused with "server unavailable".
     pub max_connections: usize,
     /// Largest MQTT packet accepted from a client, in bytes. A larger one closes the connection.
@@ -49,6 +52,7 @@ impl Default for BrokerConfig {
         Self {
             tcp: TcpConfig::default(),
             websocket: WebSocketConfig::default(),
+            tls: TlsConfig::default(),
             max_connections: 10_000,
             max_packet_size: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
@@ -74,6 +78,36 @@ impl Default for WebSocketConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             path: "/mqtt".to_owned(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Empty: no TLS listeners.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf certificate.
+    pub key_file: PathBuf,
+    /// Address of the MQTT-over-TLS listener.
+    pub listen: SocketAddr,
+    /// Address of the MQTT-over-secure-WebSocket listener (same path as `mqtt.websocket.path`).
+    pub websocket_listen: SocketAddr,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_file.as_os_str().is_empty()
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8883)),
+            websocket_listen: SocketAddr::from(([127, 0, 0, 1], 8084)),
         }
     }
 }

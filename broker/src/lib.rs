@@ -19,6 +19,7 @@ mod config;
 mod connection;
 mod hooks;
 mod router;
+mod tls;
 mod transport;
 
 use std::future::Future;
@@ -39,8 +40,9 @@ pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
     Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenKeys,
 };
-pub use config::{BrokerConfig, TcpConfig, WebSocketConfig};
+pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};
+pub use tls::TlsError;
 
 use connection::Shared;
 use router::RouterFeeder;
@@ -54,6 +56,8 @@ pub enum BrokerError {
     Keys(#[from] KeyError),
     #[error("`mqtt.acl.rules`: {0}")]
     Rule(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
@@ -65,6 +69,7 @@ pub enum BrokerError {
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Broker {
@@ -87,6 +92,7 @@ impl Broker {
                 role: config.auth.anonymous_role,
             }));
         }
+        let tls = tls::acceptor(&config.tls)?;
         let acl = AclChain::standard(&config.acl, memberships.clone());
         let router = RouterFeeder::start(config.max_connections)?;
         let shared = Arc::new(Shared::new(
@@ -104,7 +110,7 @@ impl Broker {
                 shared.clients.revoke(subject, session);
             }
         }));
-        Ok(Self { shared })
+        Ok(Self { shared, tls })
     }
 
     /// Counters of refusals and denials since start.
@@ -123,7 +129,36 @@ impl Broker {
         self.serve(listener, shutdown, Kind::WebSocket).await
     }
 
+    /// Serves MQTT over TLS with the configured certificate until `shutdown`.
+    pub async fn serve_tls(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.serve(listener, shutdown, Kind::Tls).await
+    }
+
+    /// Serves MQTT over secure WebSocket (TLS, then the WebSocket upgrade) until `shutdown`.
+    pub async fn serve_secure_websocket(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        self.serve(listener, shutdown, Kind::SecureWebSocket).await
+    }
+
+    /// Whether a certificate is configured, i.e. whether the TLS listeners can be served.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.is_some()
+    }
+
     async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>, kind: Kind) {
+        let tls = match (kind.uses_tls(), &self.tls) {
+            (false, _) => None,
+            (true, Some(acceptor)) => Some(acceptor.clone()),
+            (true, None) => {
+                tracing::error!(
+                    "a TLS listener was served without mqtt.tls.cert_file; it accepts nothing"
+                );
+                return;
+            }
+        };
         let stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -144,37 +179,27 @@ impl Broker {
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let stop = stop.clone();
-            // Everything slow (the WebSocket handshake, waiting for CONNECT) happens in the
+            let tls = tls.clone();
+            // Everything slow (TLS and WebSocket handshakes, waiting for CONNECT) happens in the
             // connection's own task, so one idle socket never delays the next accept.
             connections.spawn(async move {
-                let transport = match kind {
-                    Kind::Tcp => Transport::Tcp(stream),
-                    Kind::WebSocket => {
-                        let config = &shared.config;
-                        let handshake = transport::accept_websocket(
-                            stream,
-                            &config.websocket.path,
-                            config.max_packet_size,
-                        );
-                        let handshake = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            handshake = timeout(config.connect_timeout, handshake) => handshake,
-                        };
-                        match handshake {
-                            Ok(Ok(transport)) => transport,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "WebSocket handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "WebSocket handshake timed out");
-                                return;
-                            }
-                        }
+                let config = &shared.config;
+                let handshake = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    handshake = timeout(config.connect_timeout, handshake(kind, stream, tls, config)) => handshake,
+                };
+                let transport = match handshake {
+                    Ok(Ok(transport)) => transport,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "handshake timed out");
+                        return;
                     }
                 };
-                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096))
-                    .await;
+                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096)).await;
             });
         }
         stop.cancel();
@@ -183,8 +208,43 @@ impl Broker {
     }
 }
 
+/// Runs the handshakes below MQTT for one accepted socket: TLS, then the WebSocket upgrade, as
+/// the listener's kind requires.
+async fn handshake(
+    kind: Kind,
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    config: &BrokerConfig,
+) -> Result<Transport, String> {
+    let io: Box<dyn transport::Io> = match tls {
+        Some(acceptor) => Box::new(
+            acceptor
+                .accept(stream)
+                .await
+                .map_err(|err| format!("TLS: {err}"))?,
+        ),
+        None => Box::new(stream),
+    };
+    match kind {
+        Kind::Tcp | Kind::Tls => Ok(Transport::Stream(io)),
+        Kind::WebSocket | Kind::SecureWebSocket => {
+            transport::accept_websocket(io, &config.websocket.path, config.max_packet_size)
+                .await
+                .map_err(|err| format!("WebSocket: {err}"))
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Tcp,
+    Tls,
     WebSocket,
+    SecureWebSocket,
+}
+
+impl Kind {
+    fn uses_tls(self) -> bool {
+        matches!(self, Kind::Tls | Kind::SecureWebSocket)
+    }
 }

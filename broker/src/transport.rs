@@ -1,30 +1,35 @@
-//! Byte transports under MQTT: plain TCP and WebSocket (binary frames, subprotocol `mqtt`).
+//! Byte transports under MQTT: a byte stream (TCP, or TLS over TCP) and WebSocket over either
+//! (binary frames, subprotocol `mqtt`).
 //!
-//! Both expose the same two operations to the protocol loop. `read_more` is cancel-safe (it only
+//! All expose the same two operations to the protocol loop. `read_more` is cancel-safe (it only
 //! awaits a single socket read or frame), so the loop can `select!` on it without losing bytes.
 
 use std::io;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// A byte stream: a TCP socket or a TLS session over one. Boxed so that one protocol loop (and
+/// one WebSocket layer) serves both; the indirection costs nothing next to a socket call.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 pub(crate) enum Transport {
-    Tcp(TcpStream),
-    WebSocket(Box<WebSocketStream<TcpStream>>),
+    Stream(Box<dyn Io>),
+    WebSocket(Box<WebSocketStream<Box<dyn Io>>>),
 }
 
 impl Transport {
     /// Appends whatever arrives next to `buf`; `Ok(0)` means the peer closed the connection.
     pub(crate) async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Transport::Tcp(stream) => stream.read_buf(buf).await,
+            Transport::Stream(stream) => stream.read_buf(buf).await,
             Transport::WebSocket(ws) => loop {
                 match ws.next().await {
                     None => return Ok(0),
@@ -53,7 +58,7 @@ impl Transport {
 
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
-            Transport::Tcp(stream) => stream.write_all(bytes).await,
+            Transport::Stream(stream) => stream.write_all(bytes).await,
             Transport::WebSocket(ws) => ws
                 .send(Message::binary(bytes.to_vec()))
                 .await
@@ -64,7 +69,7 @@ impl Transport {
     /// Flushes and closes the write side; errors are irrelevant at that point.
     pub(crate) async fn close(&mut self) {
         match self {
-            Transport::Tcp(stream) => {
+            Transport::Stream(stream) => {
                 let _ = stream.shutdown().await;
             }
             Transport::WebSocket(ws) => {
@@ -77,7 +82,7 @@ impl Transport {
 /// Upgrades an accepted socket to an MQTT WebSocket: the request must target `path` and offer
 /// the `mqtt` subprotocol, which the response then selects.
 pub(crate) async fn accept_websocket(
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     path: &str,
     max_packet_size: usize,
 ) -> Result<Transport, WsError> {

@@ -128,6 +128,17 @@ impl Config {
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
+        let tls = &self.mqtt.tls;
+        if tls.enabled() && tls.key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "mqtt.tls.key_file",
+                "is required when mqtt.tls.cert_file is set",
+            ));
+        }
+        for rule in &self.mqtt.acl.rules {
+            rule.validate()
+                .map_err(|reason| invalid("mqtt.acl.rules", &reason))?;
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
@@ -241,6 +252,11 @@ mod tests {
             ),
             ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:99999", "admin.listen"),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
+            (
+                "COURTCHAT_MQTT__TLS__CERT_FILE",
+                "/etc/cc/cert.pem",
+                "mqtt.tls.key_file",
+            ),
         ];
         for (key, value, named) in rows {
             let err = Config::load(None, env(&[(key, value)]))
@@ -251,6 +267,23 @@ mod tests {
                 "{key}={value}: {err:?} does not name {named}"
             );
         }
+    }
+
+    #[test]
+    fn static_rules_are_validated_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.toml");
+        std::fs::write(
+            &file,
+            "[[mqtt.acl.rules]]\nrole = \"agent\"\nclient = \"x\"\naccess = \"read\"\ntopic = \"a/#\"\neffect = \"allow\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("mqtt.acl.rules") && err.contains("exactly one"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::Config;
 pub struct Listeners {
     mqtt_tcp: TcpListener,
     mqtt_ws: TcpListener,
+    /// MQTT over TLS and over secure WebSocket, when a certificate is configured.
+    mqtt_tls: Option<(TcpListener, TcpListener)>,
     admin: TcpListener,
 }
 
@@ -26,6 +28,10 @@ pub struct Listeners {
 pub struct Addresses {
     pub mqtt_tcp: SocketAddr,
     pub mqtt_ws: SocketAddr,
+    /// MQTT over TLS, when a certificate is configured.
+    pub mqtt_tls: Option<SocketAddr>,
+    /// MQTT over secure WebSocket, when a certificate is configured.
+    pub mqtt_wss: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -61,7 +67,29 @@ pub enum ServeError {
 impl Listeners {
     /// Binds every address in `config`; the first failure is reported with the setting to change.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let tls = &config.mqtt.tls;
+        let mqtt_tls = if tls.enabled() {
+            Some((
+                bind(
+                    tls.listen,
+                    "MQTT TLS",
+                    "mqtt.tls.listen",
+                    "COURTCHAT_MQTT__TLS__LISTEN",
+                )
+                .await?,
+                bind(
+                    tls.websocket_listen,
+                    "MQTT secure WebSocket",
+                    "mqtt.tls.websocket_listen",
+                    "COURTCHAT_MQTT__TLS__WEBSOCKET_LISTEN",
+                )
+                .await?,
+            ))
+        } else {
+            None
+        };
         Ok(Self {
+            mqtt_tls,
             mqtt_tcp: bind(
                 config.mqtt.tcp.listen,
                 "MQTT TCP",
@@ -90,6 +118,16 @@ impl Listeners {
         Ok(Addresses {
             mqtt_tcp: self.mqtt_tcp.local_addr()?,
             mqtt_ws: self.mqtt_ws.local_addr()?,
+            mqtt_tls: self
+                .mqtt_tls
+                .as_ref()
+                .map(|(tls, _)| tls.local_addr())
+                .transpose()?,
+            mqtt_wss: self
+                .mqtt_tls
+                .as_ref()
+                .map(|(_, wss)| wss.local_addr())
+                .transpose()?,
             admin: self.admin.local_addr()?,
         })
     }
@@ -170,6 +208,24 @@ impl Server {
                     .await
             }
         });
+        if let (Some((tls, wss)), Some(tls_addr), Some(wss_addr)) =
+            (listeners.mqtt_tls, addresses.mqtt_tls, addresses.mqtt_wss)
+        {
+            tracing::info!(listener = "mqtt-tls", addr = %tls_addr, "listening");
+            tracing::info!(listener = "mqtt-secure-websocket", addr = %wss_addr, path = %config.mqtt.websocket.path, "listening");
+            tasks.spawn({
+                let (broker, stop) = (broker.clone(), stop.clone());
+                async move { broker.serve_tls(tls, stop.cancelled_owned()).await }
+            });
+            tasks.spawn({
+                let (broker, stop) = (broker.clone(), stop.clone());
+                async move {
+                    broker
+                        .serve_secure_websocket(wss, stop.cancelled_owned())
+                        .await
+                }
+            });
+        }
         tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
         tasks.spawn({
             let state = admin_api::AdminState {

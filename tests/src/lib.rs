@@ -60,6 +60,53 @@ fn broker_rule(role: Role, topic: &str) -> courtchat::StaticRule {
     }
 }
 
+/// A self-signed certificate for `localhost` and 127.0.0.1, written to a temporary directory.
+pub struct TestCertificate {
+    dir: tempfile::TempDir,
+    /// The certificate in DER, for a client's trust store.
+    pub der: Vec<u8>,
+}
+
+impl TestCertificate {
+    pub fn generate() -> anyhow::Result<Self> {
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("cert.pem"), certified.cert.pem())?;
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )?;
+        Ok(Self {
+            dir,
+            der: certified.cert.der().to_vec(),
+        })
+    }
+
+    /// Points `config` at this certificate, which turns the TLS listeners on.
+    pub fn configure(&self, config: &mut Config) {
+        config.mqtt.tls.cert_file = self.dir.path().join("cert.pem");
+        config.mqtt.tls.key_file = self.dir.path().join("key.pem");
+    }
+
+    /// A TLS client configuration that trusts only this certificate.
+    pub fn client_config(
+        &self,
+    ) -> anyhow::Result<std::sync::Arc<tokio_rustls::rustls::ClientConfig>> {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from(self.der.clone()))?;
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(std::sync::Arc::new(config))
+    }
+}
+
 /// A database that exists only for one test.
 pub enum TestDatabase {
     Sqlite { dir: tempfile::TempDir },
@@ -169,6 +216,8 @@ impl TestStack {
         let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
         config.mqtt.tcp.listen = ephemeral;
         config.mqtt.websocket.listen = ephemeral;
+        config.mqtt.tls.listen = ephemeral;
+        config.mqtt.tls.websocket_listen = ephemeral;
         config.admin.listen = ephemeral;
         config.database.url = database.url();
         config.mqtt.connect_timeout = Duration::from_secs(5);
@@ -230,6 +279,18 @@ impl TestStack {
 
     pub fn mqtt_tcp_addr(&self) -> SocketAddr {
         self.addresses.mqtt_tcp
+    }
+
+    /// The MQTT-over-TLS listener, if the stack was started with a certificate.
+    pub fn mqtt_tls_addr(&self) -> Option<SocketAddr> {
+        self.addresses.mqtt_tls
+    }
+
+    /// `wss://127.0.0.1:PORT/mqtt`, if the stack was started with a certificate.
+    pub fn mqtt_wss_url(&self) -> Option<String> {
+        self.addresses
+            .mqtt_wss
+            .map(|addr| format!("wss://{addr}{}", self.config.mqtt.websocket.path))
     }
 
     /// `ws://127.0.0.1:PORT/mqtt`

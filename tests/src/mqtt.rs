@@ -34,6 +34,44 @@ impl TestClient {
         options
     }
 
+    /// Options for an authenticated MQTT-over-TLS connection trusting `certificate`.
+    pub fn tls_options(
+        stack: &TestStack,
+        certificate: &crate::TestCertificate,
+        client_id: &str,
+        role: Role,
+    ) -> anyhow::Result<MqttOptions> {
+        let addr = stack
+            .mqtt_tls_addr()
+            .context("the stack has no TLS listener")?;
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", addr.port());
+        options.set_transport(Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+            certificate.client_config()?,
+        )));
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_credentials(client_id, stack.token(client_id, role));
+        Ok(options)
+    }
+
+    /// Options for an authenticated secure-WebSocket connection trusting `certificate`.
+    pub fn wss_options(
+        stack: &TestStack,
+        certificate: &crate::TestCertificate,
+        client_id: &str,
+        role: Role,
+    ) -> anyhow::Result<MqttOptions> {
+        let url = stack
+            .mqtt_wss_url()
+            .context("the stack has no secure WebSocket listener")?;
+        let mut options = MqttOptions::new(client_id, url, 443);
+        options.set_transport(Transport::Wss(rumqttc::TlsConfiguration::Rustls(
+            certificate.client_config()?,
+        )));
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_credentials(client_id, stack.token(client_id, role));
+        Ok(options)
+    }
+
     /// Options for a plain TCP connection without credentials.
     pub fn anonymous_tcp_options(stack: &TestStack, client_id: &str) -> MqttOptions {
         let addr = stack.mqtt_tcp_addr();

@@ -9,3 +9,4 @@ mod http;
 mod mqtt;
 mod revocation;
 mod storage;
+mod tls;
