@@ -25,6 +25,10 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Longest client identifier accepted.
     pub max_client_id_len: usize,
+    /// Longest a session outlives its connection, in seconds: caps MQTT 5's session expiry
+    /// interval, and is how long an MQTT 3.1.1 persistent session (which has none) is kept.
+    #[serde(with = "secs")]
+    pub max_session_expiry: Duration,
     /// How clients prove who they are.
     pub auth: AuthConfig,
     /// Static authorization rules and the policy for denied publishes.
@@ -57,6 +61,7 @@ impl Default for BrokerConfig {
             max_packet_size: 256 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_client_id_len: 128,
+            max_session_expiry: Duration::from_secs(24 * 3600),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
         }

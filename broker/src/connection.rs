@@ -1,22 +1,26 @@
-//! One client connection: MQTT 3.1.1 framing, the session rules the gateway enforces itself, and
+//! One client connection: the CONNECT rules, the session the gateway keeps for the client, and
 //! the relay between the client and its router link.
 //!
-//! This is the interim gateway (see the README's "MQTT support today"): MQTT 3.1.1 only, no
-//! authentication yet, subscriptions granted at QoS 0. What it does, it does as the
-//! specification says; what it does not do, it refuses with a reason code rather than pretending.
+//! Packets are handled in MQTT 5's model (see `codec`), whichever version the client speaks.
+//! rumqttd's router only fans messages out, at QoS 0, to local links; everything a client sees
+//! of MQTT's delivery guarantees is done here: QoS 1 deliveries with packet ids, the client's
+//! receive maximum and maximum packet size, QoS min(published, granted), no-local,
+//! retain-as-published and retain handling, retained messages, persistent sessions and their
+//! expiry, and the will.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
-    SubscribeReasonCode, UnsubAck,
+use rumqttc::v5::mqttbytes::v5::{
+    self, ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+    PubAck, PubAckReason, PubComp, PubRec, PubRecReason, Publish, PublishProperties,
+    RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use rumqttc::mqttbytes::{self, QoS, valid_filter, valid_topic};
+use rumqttc::v5::mqttbytes::{QoS, matches, valid_filter, valid_topic};
 use rumqttd::Notification;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -24,9 +28,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acl::{AclChain, DeniedPublish};
 use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal};
+use crate::codec::{self, CodecError, Version};
 use crate::config::BrokerConfig;
 use crate::hooks::{Denial, HookSet};
 use crate::router::{Command, LinkKey, RouterFeeder};
+use crate::session::{
+    self, Outbound, PROVENANCE_KEY, Provenance, RetainedStore, SessionState, SessionStore,
+    SubOptions,
+};
 use crate::transport::Transport;
 
 /// State shared by every connection of one broker.
@@ -38,6 +47,8 @@ pub(crate) struct Shared {
     pub auth: AuthChain,
     pub acl: AclChain,
     pub hooks: HookSet,
+    sessions: SessionStore,
+    retained: RetainedStore,
     next_key: AtomicU64,
 }
 
@@ -58,8 +69,14 @@ impl Shared {
             auth,
             acl,
             hooks: HookSet::new(hooks),
+            sessions: SessionStore::default(),
+            retained: RetainedStore::default(),
             next_key: AtomicU64::new(1),
         }
+    }
+
+    fn key(&self) -> LinkKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -129,40 +146,96 @@ impl ClientRegistry {
     }
 }
 
-/// Why a connection ended; decides whether the will is published.
+/// Why a connection ended: decides the will, the DISCONNECT a v5 client is sent, and the log.
 #[derive(Debug)]
 enum Ending {
-    /// The client sent DISCONNECT: the will is discarded.
-    Clean,
-    /// The network, the keepalive, a protocol error or a takeover ended it: the will is sent.
-    Abrupt(&'static str),
+    /// The client sent DISCONNECT; `with_will` for MQTT 5's reason 0x04.
+    Clean { with_will: bool },
+    /// The network, the keepalive, a protocol error, a takeover or expired credentials ended
+    /// it: the will is sent, and an MQTT 5 client is told why when `code` is set.
+    Abrupt {
+        reason: &'static str,
+        code: Option<DisconnectReasonCode>,
+    },
     /// The server is shutting down.
     Shutdown,
 }
 
+impl Ending {
+    fn abrupt(reason: &'static str) -> Self {
+        Ending::Abrupt { reason, code: None }
+    }
+
+    fn told(reason: &'static str, code: DisconnectReasonCode) -> Self {
+        Ending::Abrupt {
+            reason,
+            code: Some(code),
+        }
+    }
+}
+
+/// A socket and the MQTT version it speaks, for writing packets.
+struct Wire {
+    transport: Transport,
+    version: Version,
+}
+
+impl Wire {
+    async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::with_capacity(packet.size() + 8);
+        let written = codec::encode(self.version, packet, &mut out)
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err.to_string()))?;
+        if written {
+            self.transport.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a CONNECT and closes the connection.
+    async fn refuse(&mut self, code: ConnectReturnCode) {
+        let ack = ConnAck {
+            session_present: false,
+            code,
+            properties: None,
+        };
+        let _ = self.send(&Packet::ConnAck(ack)).await;
+        self.transport.close().await;
+    }
+}
+
+/// What the client asked for in CONNECT that outlives the handshake.
+struct ClientLimits {
+    keep_alive: u16,
+    /// Unacknowledged QoS 1 deliveries the client accepts at once (MQTT 5 receive maximum).
+    receive_maximum: usize,
+    /// Largest packet the client accepts; larger deliveries are discarded (MQTT 5 §3.1.2.11.4).
+    max_packet_size: usize,
+}
+
 /// Serves one accepted transport until it closes. Never panics on input.
 pub(crate) async fn serve(
-    mut transport: Transport,
+    transport: Transport,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     mut buf: BytesMut,
 ) {
     let config = &shared.config;
-    let first_packet = tokio::select! {
+    let mut transport = transport;
+    let first = tokio::select! {
         _ = shutdown.cancelled() => return,
-        first = timeout(config.connect_timeout, read_packet(&mut transport, &mut buf, config.max_packet_size)) => first,
+        first = timeout(config.connect_timeout, read_connect(&mut transport, &mut buf, config.max_packet_size)) => first,
     };
-    let connect = match first_packet {
-        Ok(Ok(Some(Packet::Connect(connect)))) => connect,
-        Ok(Ok(Some(other))) => {
-            tracing::debug!(%peer, packet = ?packet_name(&other), "first packet was not CONNECT");
-            return;
-        }
+    let (version, connect, will, login) = match first {
+        Ok(Ok(Some(connect))) => connect,
         Ok(Ok(None)) => return,
-        Ok(Err(ReadError::UnsupportedVersion(level))) => {
+        Ok(Err(ReadError::Codec(CodecError::UnsupportedVersion(level)))) => {
             tracing::debug!(%peer, level, "unsupported protocol version");
-            refuse_unsupported_version(&mut transport, level).await;
+            let mut wire = Wire {
+                transport,
+                version: Version::V4,
+            };
+            wire.refuse(ConnectReturnCode::RefusedProtocolVersion).await;
             return;
         }
         Ok(Err(err)) => {
@@ -174,31 +247,30 @@ pub(crate) async fn serve(
             return;
         }
     };
+    let mut wire = Wire { transport, version };
 
-    let Some(permit) = shared.slots.clone().try_acquire_owned().ok() else {
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached");
-        refuse(&mut transport, ConnectReturnCode::ServiceUnavailable).await;
+        wire.refuse(ConnectReturnCode::QuotaExceeded).await;
         return;
     };
 
-    let key = shared.next_key.fetch_add(1, Ordering::Relaxed);
-    let password = connect
-        .login
+    let key = shared.key();
+    let password = login
         .as_ref()
         .map(|login| login.password.as_bytes())
         .filter(|p| !p.is_empty());
-    let offered_id = if connect.client_id.is_empty() && connect.clean_session && password.is_none()
-    {
-        // MQTT 3.1.1 §3.1.3.1: the server assigns an identifier to a clean-session client that
-        // sent none. (With a token, the identifier is the token's subject.)
+    let assigned = connect.client_id.is_empty() && password.is_none() && connect.clean_start;
+    let offered_id = if assigned {
+        // MQTT 3.1.1 §3.1.3.1 / 5 §3.1.3.1: the server assigns an identifier to a clean-start
+        // client that sent none. (With a token, the identifier is the token's subject.)
         format!("auto-{key}")
     } else {
         connect.client_id.clone()
     };
     let info = ConnectInfo {
         client_id: &offered_id,
-        username: connect
-            .login
+        username: login
             .as_ref()
             .map(|login| login.username.as_str())
             .filter(|u| !u.is_empty()),
@@ -215,7 +287,7 @@ pub(crate) async fn serve(
                 client_id: offered_id.clone(),
                 reason: refusal.to_string(),
             });
-            refuse(&mut transport, code).await;
+            wire.refuse(code).await;
             return;
         }
     };
@@ -223,16 +295,22 @@ pub(crate) async fn serve(
     let client_id = identity.subject.clone();
     if let Err(reason) = check_client_id(&client_id, config.max_client_id_len) {
         tracing::debug!(%peer, reason, "client id rejected");
-        refuse(&mut transport, ConnectReturnCode::BadClientId).await;
+        wire.refuse(ConnectReturnCode::ClientIdentifierNotValid)
+            .await;
         return;
     }
-    let will_topic = connect.last_will.as_ref().map(|will| will.topic.as_str());
+    let will_topic = will
+        .as_ref()
+        .map(|will| String::from_utf8_lossy(&will.topic).into_owned());
     let authorized = shared
         .acl
         .check_connect(&identity)
-        .and_then(|()| match will_topic {
+        .and_then(|()| match &will_topic {
             // A will is a publish made on the client's behalf later: it is checked now, so that a
             // forbidden will is refused with the CONNECT instead of vanishing at disconnect.
+            Some(topic) if !valid_topic(topic) || topic.starts_with('$') => {
+                Err(format!("will: invalid topic {topic:?}"))
+            }
             Some(topic) => shared
                 .acl
                 .check_publish(&identity, topic)
@@ -241,9 +319,30 @@ pub(crate) async fn serve(
         });
     if let Err(reason) = authorized {
         shared.hooks.denied(Denial::Connect { client_id, reason });
-        refuse(&mut transport, ConnectReturnCode::NotAuthorized).await;
+        wire.refuse(ConnectReturnCode::NotAuthorized).await;
         return;
     }
+
+    // Session expiry: MQTT 5 says it in CONNECT; a 3.1.1 persistent session never expires by the
+    // protocol, so it gets the configured maximum.
+    let properties = connect.properties.clone().unwrap_or_default();
+    let requested_expiry = match version {
+        Version::V5 => properties.session_expiry_interval.unwrap_or(0),
+        Version::V4 if connect.clean_start => 0,
+        Version::V4 => u32::MAX,
+    };
+    let max_expiry = u32::try_from(config.max_session_expiry.as_secs()).unwrap_or(u32::MAX - 1);
+    let expiry = requested_expiry.min(max_expiry);
+    let limits = ClientLimits {
+        keep_alive: connect.keep_alive,
+        receive_maximum: properties
+            .receive_maximum
+            .map_or(usize::from(u16::MAX), usize::from)
+            .max(1),
+        max_packet_size: properties
+            .max_packet_size
+            .map_or(usize::MAX, |max| max as usize),
+    };
 
     let kick = shutdown.child_token();
     let (gone_tx, gone_rx) = oneshot::channel();
@@ -253,22 +352,66 @@ pub(crate) async fn serve(
         .claim(&client_id, key, kick.clone(), revoke_tx, gone_rx)
         .await;
 
+    // Only now, after any previous connection with this id has stored its session.
+    let resumed = if connect.clean_start {
+        shared.sessions.discard(&client_id);
+        None
+    } else {
+        shared.sessions.resume(&client_id)
+    };
+    let session_present = resumed.is_some();
+
     let mut session = Session {
         shared: &shared,
+        version,
         key,
         client_id,
         identity,
         peer,
-        will: connect.last_will.clone(),
-        qos2_pending: HashSet::new(),
-        filters: Vec::new(),
+        will: will.map(|will| Outbound {
+            topic: will.topic,
+            payload: will.message,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties.map(will_properties),
+        }),
+        state: resumed.unwrap_or_default(),
+        expiry,
+        limits,
         _permit: permit,
     };
+    let mut ack_properties = ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: u32::try_from(config.max_packet_size).ok(),
+        assigned_client_identifier: None,
+        // 0: clients must not use topic aliases (rumqttd keys them by filter, see the notes).
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: Some(0),
+        shared_subscription_available: Some(0),
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    };
+    if expiry != requested_expiry {
+        ack_properties.session_expiry_interval = Some(expiry);
+    }
+    if assigned || connect.client_id.is_empty() {
+        ack_properties.assigned_client_identifier = Some(session.client_id.clone());
+    }
     let ending = session
         .run(
-            &mut transport,
+            &mut wire,
             &mut buf,
-            &connect,
+            session_present,
+            ack_properties,
             Control {
                 kick: &kick,
                 shutdown: &shutdown,
@@ -276,84 +419,168 @@ pub(crate) async fn serve(
             },
         )
         .await;
-    session.finish(ending).await;
-    // The router has been told to drop the link; a waiting takeover may now attach.
+    // An MQTT 5 client is told why the server closes its connection.
+    let told = match &ending {
+        Ending::Abrupt {
+            code: Some(code),
+            reason,
+        } => Some((*code, *reason)),
+        Ending::Shutdown => Some((DisconnectReasonCode::ServerShuttingDown, "server shutdown")),
+        Ending::Abrupt { code: None, .. } | Ending::Clean { .. } => None,
+    };
+    if let Some((reason_code, reason)) = told {
+        let disconnect = Disconnect {
+            reason_code,
+            // Always with properties: rumqttc cannot read a DISCONNECT that has a reason code
+            // but no property length, although MQTT 5 allows it.
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(reason.to_owned()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        };
+        let _ = wire.send(&Packet::Disconnect(disconnect)).await;
+    }
+    if let Some(generation) = session.finish(ending).await {
+        expire_later(
+            Arc::downgrade(&shared),
+            session.client_id.clone(),
+            generation,
+            session.expiry,
+        );
+    }
+    // The router has been told to drop the link and the session is stored: a waiting takeover
+    // may now attach and resume it.
     drop(gone_tx);
-    transport.close().await;
+    wire.transport.close().await;
+}
+
+fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        content_type: p.content_type,
+        ..PublishProperties::default()
+    }
 }
 
 struct Session<'a> {
     shared: &'a Shared,
+    version: Version,
     key: LinkKey,
     client_id: String,
     identity: Identity,
     peer: SocketAddr,
-    will: Option<mqttbytes::v4::LastWill>,
-    /// QoS 2 packet ids received and forwarded but not yet released (PUBREL), so that a
-    /// retransmitted PUBLISH is not forwarded twice.
-    qos2_pending: HashSet<u16>,
-    /// Filters this connection holds in the router, to re-check when access is revoked.
-    filters: Vec<String>,
+    will: Option<Outbound>,
+    state: SessionState,
+    /// Seconds the session outlives the connection (0: it ends with it).
+    expiry: u32,
+    limits: ClientLimits,
     _permit: OwnedSemaphorePermit,
+}
+
+/// What can end or change a connection from outside it.
+struct Control<'a> {
+    kick: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    revocations: &'a mut mpsc::UnboundedReceiver<String>,
 }
 
 impl Session<'_> {
     async fn run(
         &mut self,
-        transport: &mut Transport,
+        wire: &mut Wire,
         buf: &mut BytesMut,
-        connect: &mqttbytes::v4::Connect,
+        session_present: bool,
+        ack_properties: ConnAckProperties,
         control: Control<'_>,
     ) -> Ending {
-        let (attach_tx, attach_rx) = oneshot::channel();
-        let attach = Command::Attach {
-            key: self.key,
-            client_id: self.client_id.clone(),
-            clean_session: connect.clean_session,
-            reply: attach_tx,
-        };
-        let attached = match self.shared.router.send(attach).await {
-            Ok(()) => attach_rx.await,
-            Err(_) => return self.refuse_unavailable(transport).await,
-        };
-        let attached = match attached {
-            Ok(Ok(attached)) => attached,
-            Ok(Err(err)) => {
-                tracing::warn!(client_id = %self.client_id, error = %err, "router refused the link");
-                return self.refuse_unavailable(transport).await;
+        // rumqttd keeps a persistent session's subscriptions and catches it up on messages it
+        // missed. A new session must start from nothing there too; one that outlives its
+        // connection is attached as persistent after the wipe.
+        if !session_present && self.expiry > 0 {
+            let wipe = self.shared.key();
+            if self.attach(wipe, true).await.is_err() {
+                return self.refuse_unavailable(wire).await;
             }
-            Err(_) => return self.refuse_unavailable(transport).await,
+            let _ = self.shared.router.send(Command::Detach { key: wipe }).await;
+        }
+        let attached = match self.attach(self.key, self.expiry == 0).await {
+            Ok(attached) => attached,
+            Err(()) => return self.refuse_unavailable(wire).await,
         };
 
-        let ack = ConnAck::new(
-            ConnectReturnCode::Success,
-            attached.session_present && !connect.clean_session,
-        );
-        if write(transport, Packet::ConnAck(ack)).await.is_err() {
-            return Ending::Abrupt("write failed");
+        let ack = ConnAck {
+            session_present,
+            code: ConnectReturnCode::Success,
+            properties: (wire.version == Version::V5).then_some(ack_properties),
+        };
+        if wire.send(&Packet::ConnAck(ack)).await.is_err() {
+            return Ending::abrupt("write failed");
         }
-        tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, "connected");
+        tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
         self.shared.hooks.connected(&self.identity);
 
+        // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
+        let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
+        for (pkid, message) in inflight {
+            if self
+                .write_publish(wire, &message, pkid, true)
+                .await
+                .is_err()
+            {
+                return Ending::abrupt("write failed");
+            }
+        }
+        if self.release_pending(wire).await.is_err() {
+            return Ending::abrupt("write failed");
+        }
+
         let (notifications, mut forwarded) = mpsc::channel(64);
-        let forwarder = tokio::spawn(forward_notifications(attached.rx, notifications));
-        let ending = self
-            .relay(transport, buf, connect.keep_alive, &mut forwarded, control)
-            .await;
+        let forwarder = tokio::spawn(forward_notifications(attached, notifications));
+        let ending = self.relay(wire, buf, &mut forwarded, control).await;
         forwarder.abort();
         ending
     }
 
-    async fn refuse_unavailable(&self, transport: &mut Transport) -> Ending {
-        refuse(transport, ConnectReturnCode::ServiceUnavailable).await;
-        Ending::Clean
+    async fn attach(
+        &self,
+        key: LinkKey,
+        clean_session: bool,
+    ) -> Result<rumqttd::local::LinkRx, ()> {
+        let (reply, answer) = oneshot::channel();
+        let attach = Command::Attach {
+            key,
+            client_id: self.client_id.clone(),
+            clean_session,
+            reply,
+        };
+        self.shared.router.send(attach).await.map_err(drop)?;
+        match answer.await {
+            Ok(Ok(rx)) => Ok(rx),
+            Ok(Err(err)) => {
+                tracing::warn!(client_id = %self.client_id, error = %err, "router refused the link");
+                Err(())
+            }
+            Err(_) => Err(()),
+        }
+    }
+
+    async fn refuse_unavailable(&mut self, wire: &mut Wire) -> Ending {
+        wire.refuse(ConnectReturnCode::ServerUnavailable).await;
+        // The client never got a session: nothing to keep.
+        self.expiry = 0;
+        Ending::Clean { with_will: false }
     }
 
     async fn relay(
         &mut self,
-        transport: &mut Transport,
+        wire: &mut Wire,
         buf: &mut BytesMut,
-        keep_alive: u16,
         forwarded: &mut mpsc::Receiver<Forwarded>,
         control: Control<'_>,
     ) -> Ending {
@@ -362,12 +589,12 @@ impl Session<'_> {
             shutdown,
             revocations,
         } = control;
-        // MQTT 3.1.1 §3.1.2.10: one and a half keepalive periods without a packet end the
-        // connection; keepalive 0 turns the mechanism off.
+        // MQTT §3.1.2.10: one and a half keepalive periods without a packet end the connection;
+        // keepalive 0 turns the mechanism off.
+        let keep_alive = self.limits.keep_alive;
         let idle_limit =
             (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut deadline = idle_limit.map(|limit| Instant::now() + limit);
-        let max = self.shared.config.max_packet_size;
         // The connection ends when its credentials do.
         let expiry = self.identity.expires_at.map(|at| {
             let left = at
@@ -375,30 +602,41 @@ impl Session<'_> {
                 .unwrap_or_default();
             Instant::now() + left
         });
+        let max = self.shared.config.max_packet_size;
         loop {
             // Handle every complete packet already buffered before waiting for more.
             loop {
-                match decode(buf, max) {
+                match codec::decode(wire.version, buf, max) {
                     Ok(Some(packet)) => {
                         if let Some(limit) = idle_limit {
                             deadline = Some(Instant::now() + limit);
                         }
-                        match self.incoming(transport, packet).await {
-                            Ok(None) => {}
-                            Ok(Some(ending)) => return ending,
-                            Err(ending) => return ending,
+                        if let Some(ending) = self.incoming(wire, packet).await {
+                            return ending;
                         }
                     }
                     Ok(None) => break,
+                    Err(CodecError::TooLarge(_)) => {
+                        return Ending::told(
+                            "packet too large",
+                            DisconnectReasonCode::PacketTooLarge,
+                        );
+                    }
                     Err(err) => {
                         tracing::debug!(client_id = %self.client_id, error = %err, "protocol error");
-                        return Ending::Abrupt("protocol error");
+                        return Ending::told(
+                            "protocol error",
+                            DisconnectReasonCode::MalformedPacket,
+                        );
                     }
                 }
             }
             tokio::select! {
+                // In this order: a shutdown also cancels `kick` (its child token), and must not
+                // be reported as a takeover.
+                biased;
                 _ = shutdown.cancelled() => return Ending::Shutdown,
-                _ = kick.cancelled() => return Ending::Abrupt("taken over"),
+                _ = kick.cancelled() => return Ending::told("taken over", DisconnectReasonCode::SessionTakenOver),
                 Some(session) = revocations.recv() => {
                     if let Err(ending) = self.drop_revoked_filters(&session).await {
                         return ending;
@@ -406,190 +644,483 @@ impl Session<'_> {
                 }
                 _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "credentials expired");
-                    return Ending::Abrupt("credentials expired");
+                    return Ending::told("credentials expired", DisconnectReasonCode::MaximumConnectTime);
                 }
                 _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "keepalive expired");
-                    return Ending::Abrupt("keepalive expired");
+                    return Ending::told("keepalive expired", DisconnectReasonCode::KeepAliveTimeout);
                 }
-                read = transport.read_more(buf) => match read {
-                    Ok(0) => return Ending::Abrupt("connection closed"),
+                read = wire.transport.read_more(buf) => match read {
+                    Ok(0) => return Ending::abrupt("connection closed"),
                     Ok(_) => {}
                     Err(err) => {
                         tracing::debug!(client_id = %self.client_id, error = %err, "read failed");
-                        return Ending::Abrupt("read failed");
+                        return Ending::abrupt("read failed");
                     }
                 },
                 message = forwarded.recv() => match message {
-                    Some(Forwarded::Publish { topic, payload, retain }) => {
-                        let Ok(topic) = String::from_utf8(topic.to_vec()) else { continue };
-                        // Access may have been revoked while this message was queued: every
-                        // delivery is checked, not only the subscription.
-                        if self.shared.acl.check_subscribe(&self.identity, &topic).is_err() {
-                            continue;
-                        }
-                        let mut publish = Publish::from_bytes(topic, QoS::AtMostOnce, payload);
-                        publish.retain = retain;
-                        if write(transport, Packet::Publish(publish)).await.is_err() {
-                            return Ending::Abrupt("write failed");
+                    Some(Forwarded::Publish { topic, payload, properties }) => {
+                        if self.deliver(wire, topic, payload, properties).await.is_err() {
+                            return Ending::abrupt("write failed");
                         }
                     }
-                    Some(Forwarded::Disconnected) | None => return Ending::Abrupt("router closed the link"),
+                    Some(Forwarded::Disconnected) | None => {
+                        return Ending::told("router closed the link", DisconnectReasonCode::UnspecifiedError);
+                    }
                 },
             }
         }
     }
 
-    /// Handles one packet from the client. `Ok(Some(_))` ends the connection as requested,
-    /// `Err(_)` ends it because of a failure.
-    async fn incoming(
+    /// Routes one message from the router to this client, as its subscriptions say.
+    async fn deliver(
         &mut self,
-        transport: &mut Transport,
-        packet: Packet,
-    ) -> Result<Option<Ending>, Ending> {
+        wire: &mut Wire,
+        topic: Bytes,
+        payload: Bytes,
+        properties: Option<Box<rumqttd::protocol::PublishProperties>>,
+    ) -> std::io::Result<()> {
+        let Ok(topic_name) = std::str::from_utf8(&topic) else {
+            return Ok(());
+        };
+        // Access may have been revoked while this message was queued: every delivery is
+        // checked, not only the subscription.
+        if self
+            .shared
+            .acl
+            .check_subscribe(&self.identity, topic_name)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let mut properties = properties.map(|p| crate::router::from_router(*p));
+        let provenance = Provenance::take(&mut properties).unwrap_or(Provenance {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            publisher: String::new(),
+        });
+        // The router delivers a copy per matching filter; the options of every matching
+        // subscription decide together (MQTT 5 §3.3.4): the highest granted QoS, no-local if
+        // the client published it, retain-as-published if any subscription asks for it.
+        let mut granted: Option<QoS> = None;
+        let mut retain_as_published = false;
+        for (filter, options) in &self.state.subscriptions {
+            if !matches(topic_name, filter)
+                || (options.no_local && provenance.publisher == self.client_id)
+            {
+                continue;
+            }
+            granted = Some(granted.map_or(options.qos, |qos| max_qos(qos, options.qos)));
+            retain_as_published |= options.retain_as_published;
+        }
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let message = Outbound {
+            topic,
+            payload,
+            qos: min_qos(provenance.qos, granted),
+            retain: retain_as_published && provenance.retain,
+            properties,
+        };
+        self.queue(wire, message).await
+    }
+
+    /// Sends `message` now, or queues it behind the client's receive maximum.
+    async fn queue(&mut self, wire: &mut Wire, message: Outbound) -> std::io::Result<()> {
+        if message.qos == QoS::AtMostOnce {
+            return self.write_publish(wire, &message, 0, false).await;
+        }
+        if self.state.inflight.len() >= self.limits.receive_maximum {
+            self.state.pending.push_back(message);
+            return Ok(());
+        }
+        let pkid = self.state.next_pkid();
+        self.state.inflight.push_back((pkid, message.clone()));
+        self.write_publish(wire, &message, pkid, false).await
+    }
+
+    /// Sends queued deliveries while the client's receive maximum has room.
+    async fn release_pending(&mut self, wire: &mut Wire) -> std::io::Result<()> {
+        while self.state.inflight.len() < self.limits.receive_maximum {
+            let Some(message) = self.state.pending.pop_front() else {
+                break;
+            };
+            self.queue(wire, message).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_publish(
+        &mut self,
+        wire: &mut Wire,
+        message: &Outbound,
+        pkid: u16,
+        dup: bool,
+    ) -> std::io::Result<()> {
+        let publish = Publish {
+            dup,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic.clone(),
+            pkid,
+            payload: message.payload.clone(),
+            properties: message.properties.clone(),
+        };
+        let packet = Packet::Publish(publish);
+        if packet.size() > self.limits.max_packet_size {
+            // MQTT 5 §3.1.2.11.4: a message the client cannot accept is discarded, as if sent.
+            tracing::debug!(client_id = %self.client_id, "delivery larger than the client's maximum packet size dropped");
+            if message.qos != QoS::AtMostOnce {
+                self.state.inflight.retain(|(id, _)| *id != pkid);
+            }
+            return Ok(());
+        }
+        wire.send(&packet).await
+    }
+
+    /// Handles one packet from the client; `Some` ends the connection.
+    async fn incoming(&mut self, wire: &mut Wire, packet: Packet) -> Option<Ending> {
         let reply = match packet {
-            Packet::Publish(publish) => {
-                if !valid_topic(&publish.topic) || publish.topic.starts_with('$') {
-                    // A wildcard or reserved topic name is a protocol violation (§4.7.1).
-                    tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "invalid publish topic");
-                    return Err(Ending::Abrupt("invalid topic"));
+            Packet::Publish(publish) => match self.publish(publish).await {
+                Ok(reply) => reply,
+                Err(ending) => return Some(ending),
+            },
+            Packet::PubAck(ack) => {
+                self.state.inflight.retain(|(pkid, _)| *pkid != ack.pkid);
+                if self.release_pending(wire).await.is_err() {
+                    return Some(Ending::abrupt("write failed"));
                 }
-                let permitted = match self
-                    .shared
-                    .acl
-                    .check_publish(&self.identity, &publish.topic)
-                {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        self.shared.hooks.denied(Denial::Publish {
-                            subject: self.identity.subject.clone(),
-                            topic: publish.topic.clone(),
-                            reason,
-                        });
-                        // MQTT 3.1.1 has no negative PUBACK: the configured policy decides.
-                        if self.shared.config.acl.denied_publish == DeniedPublish::Disconnect {
-                            return Err(Ending::Abrupt("publish denied"));
-                        }
-                        false
-                    }
-                };
-                let forward = permitted
-                    && match publish.qos {
-                        QoS::ExactlyOnce => self.qos2_pending.insert(publish.pkid),
-                        _ => true,
-                    };
-                if forward {
-                    self.shared.hooks.message(&self.identity, &publish.topic);
-                }
-                if forward {
-                    self.to_router(Command::Publish {
-                        key: self.key,
-                        topic: Bytes::from(publish.topic.into_bytes()),
-                        payload: publish.payload,
-                        retain: publish.retain,
-                    })
-                    .await?;
-                }
-                match publish.qos {
-                    QoS::AtMostOnce => None,
-                    QoS::AtLeastOnce => Some(Packet::PubAck(PubAck::new(publish.pkid))),
-                    QoS::ExactlyOnce => Some(Packet::PubRec(PubRec::new(publish.pkid))),
-                }
+                None
             }
-            Packet::PubRel(pubrel) => {
-                self.qos2_pending.remove(&pubrel.pkid);
-                Some(Packet::PubComp(PubComp::new(pubrel.pkid)))
+            Packet::PubRel(rel) => {
+                self.state.qos2_incoming.remove(&rel.pkid);
+                Some(Packet::PubComp(PubComp {
+                    pkid: rel.pkid,
+                    reason: v5::PubCompReason::Success,
+                    properties: None,
+                }))
             }
+            // Deliveries are at most QoS 1, so no QoS 2 flow from the client is expected; a
+            // stray acknowledgement is harmless.
+            Packet::PubRec(_) | Packet::PubComp(_) => None,
             Packet::Subscribe(subscribe) => {
-                let mut codes = Vec::with_capacity(subscribe.filters.len());
-                let mut accepted = Vec::new();
-                for filter in subscribe.filters {
-                    // `$` filters (including shared subscriptions) are refused: rumqttd
-                    // disconnects links that subscribe to them, and its shared-subscription
-                    // bookkeeping has a known crash path.
-                    if !valid_filter(&filter.path) || filter.path.starts_with('$') {
-                        codes.push(SubscribeReasonCode::Failure);
-                        continue;
-                    }
-                    match self
-                        .shared
-                        .acl
-                        .check_subscribe(&self.identity, &filter.path)
-                    {
-                        Ok(()) => {
-                            codes.push(SubscribeReasonCode::Success(QoS::AtMostOnce));
-                            accepted.push(filter.path);
-                        }
-                        Err(reason) => {
-                            self.shared.hooks.denied(Denial::Subscribe {
-                                subject: self.identity.subject.clone(),
-                                filter: filter.path,
-                                reason,
-                            });
-                            codes.push(SubscribeReasonCode::Failure);
-                        }
-                    }
-                }
-                self.filters.extend(accepted.iter().cloned());
-                if !accepted.is_empty() {
-                    self.to_router(Command::Subscribe {
-                        key: self.key,
-                        filters: accepted,
-                    })
-                    .await?;
-                }
-                Some(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                return self.subscribe(wire, subscribe).await.err();
             }
             Packet::Unsubscribe(unsubscribe) => {
-                self.filters
-                    .retain(|held| !unsubscribe.topics.contains(held));
-                for filter in unsubscribe.topics {
-                    self.to_router(Command::Unsubscribe {
+                let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+                for filter in unsubscribe.filters {
+                    if self.state.subscriptions.remove(&filter).is_some() {
+                        if let Err(ending) = self
+                            .to_router(Command::Unsubscribe {
+                                key: self.key,
+                                filter,
+                            })
+                            .await
+                        {
+                            return Some(ending);
+                        }
+                        reasons.push(UnsubAckReason::Success);
+                    } else {
+                        reasons.push(UnsubAckReason::NoSubscriptionExisted);
+                    }
+                }
+                Some(Packet::UnsubAck(UnsubAck {
+                    pkid: unsubscribe.pkid,
+                    reasons,
+                    properties: None,
+                }))
+            }
+            Packet::PingReq(_) => Some(Packet::PingResp(v5::PingResp)),
+            Packet::Disconnect(disconnect) => {
+                // MQTT 5 §3.14.2.2.2: a session that was to end with the connection cannot be
+                // made persistent at DISCONNECT; otherwise the new interval applies.
+                if let Some(interval) = disconnect
+                    .properties
+                    .and_then(|p| p.session_expiry_interval)
+                    && self.expiry > 0
+                {
+                    let max = u32::try_from(self.shared.config.max_session_expiry.as_secs())
+                        .unwrap_or(u32::MAX - 1);
+                    self.expiry = interval.min(max);
+                }
+                return Some(Ending::Clean {
+                    with_will: disconnect.reason_code
+                        == DisconnectReasonCode::DisconnectWithWillMessage,
+                });
+            }
+            Packet::Auth(_) => {
+                return Some(Ending::told(
+                    "enhanced authentication is not supported",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+            Packet::Connect(..) => {
+                return Some(Ending::told(
+                    "second CONNECT",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+            other => {
+                tracing::debug!(client_id = %self.client_id, packet = ?other, "unexpected packet");
+                return Some(Ending::told(
+                    "unexpected packet",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+        };
+        match reply {
+            Some(reply) if wire.send(&reply).await.is_err() => Some(Ending::abrupt("write failed")),
+            _ => None,
+        }
+    }
+
+    /// A PUBLISH from the client: checked, routed, acknowledged.
+    async fn publish(&mut self, publish: Publish) -> Result<Option<Packet>, Ending> {
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        if !valid_topic(&topic) || topic.starts_with('$') {
+            // A wildcard or reserved topic name is a protocol violation (§4.7).
+            tracing::debug!(client_id = %self.client_id, %topic, "invalid publish topic");
+            return Err(Ending::told(
+                "invalid topic",
+                DisconnectReasonCode::TopicNameInvalid,
+            ));
+        }
+        let mut properties = publish.properties;
+        if let Some(props) = &properties {
+            // No topic alias maximum is granted in CONNACK (it is 0), so any alias is invalid.
+            if props.topic_alias.is_some() {
+                return Err(Ending::told(
+                    "topic alias",
+                    DisconnectReasonCode::TopicAliasInvalid,
+                ));
+            }
+            if !props.subscription_identifiers.is_empty() {
+                return Err(Ending::told(
+                    "subscription identifier in PUBLISH",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+        }
+        let (pkid, qos) = (publish.pkid, publish.qos);
+        let reason = match self.shared.acl.check_publish(&self.identity, &topic) {
+            Ok(()) => {
+                let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
+                if first_time {
+                    self.shared.hooks.message(&self.identity, &topic);
+                    // A client's own property under the provenance key would forge ours.
+                    if let Some(props) = properties.as_mut() {
+                        props
+                            .user_properties
+                            .retain(|(key, _)| key != PROVENANCE_KEY);
+                    }
+                    let message = Outbound {
+                        topic: publish.topic,
+                        payload: publish.payload,
+                        qos,
+                        retain: publish.retain,
+                        properties,
+                    };
+                    self.route(message).await?;
+                }
+                None
+            }
+            Err(reason) => {
+                self.shared.hooks.denied(Denial::Publish {
+                    subject: self.identity.subject.clone(),
+                    topic,
+                    reason,
+                });
+                match self.shared.config.acl.denied_publish {
+                    // MQTT 5 says no in its acknowledgement.
+                    _ if qos != QoS::AtMostOnce && self.is_v5() => Some(()),
+                    // MQTT 3.1.1 has no negative acknowledgement: the configured policy decides.
+                    DeniedPublish::Disconnect if !self.is_v5() => {
+                        return Err(Ending::told(
+                            "publish denied",
+                            DisconnectReasonCode::NotAuthorized,
+                        ));
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let denied = reason.is_some();
+        Ok(match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
+                pkid,
+                reason: if denied {
+                    PubAckReason::NotAuthorized
+                } else {
+                    PubAckReason::Success
+                },
+                properties: None,
+            })),
+            QoS::ExactlyOnce => Some(Packet::PubRec(PubRec {
+                pkid,
+                reason: if denied {
+                    PubRecReason::NotAuthorized
+                } else {
+                    PubRecReason::Success
+                },
+                properties: None,
+            })),
+        })
+    }
+
+    fn is_v5(&self) -> bool {
+        self.version == Version::V5
+    }
+
+    /// Hands a message to the router with its provenance, and records it if retained.
+    async fn route(&self, message: Outbound) -> Result<(), Ending> {
+        let topic = String::from_utf8_lossy(&message.topic).into_owned();
+        if message.retain {
+            self.shared.retained.update(&topic, message.clone());
+        }
+        let provenance = Provenance {
+            qos: message.qos,
+            retain: message.retain,
+            publisher: self.client_id.clone(),
+        };
+        let mut properties = message.properties.unwrap_or_default();
+        properties
+            .user_properties
+            .push((PROVENANCE_KEY.to_owned(), provenance.encode()));
+        self.to_router(Command::Publish {
+            key: self.key,
+            topic: message.topic,
+            payload: message.payload,
+            properties: Some(properties),
+        })
+        .await
+    }
+
+    /// A SUBSCRIBE: each filter checked and granted at most QoS 1, the SUBACK, then the retained
+    /// messages the retain handling option asks for.
+    async fn subscribe(&mut self, wire: &mut Wire, subscribe: v5::Subscribe) -> Result<(), Ending> {
+        let with_identifier = subscribe
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.id.is_some());
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for filter in subscribe.filters {
+            let path = filter.path;
+            let code = if with_identifier {
+                // CONNACK said subscription identifiers are not available.
+                SubscribeReasonCode::SubscriptionIdNotSupported
+            } else if path.starts_with("$share/") {
+                SubscribeReasonCode::SharedSubscriptionsNotSupported
+            } else if !valid_filter(&path) || path.starts_with('$') {
+                // `$` filters are refused: rumqttd disconnects links that subscribe to them.
+                SubscribeReasonCode::TopicFilterInvalid
+            } else if let Err(reason) = self.shared.acl.check_subscribe(&self.identity, &path) {
+                self.shared.hooks.denied(Denial::Subscribe {
+                    subject: self.identity.subject.clone(),
+                    filter: path,
+                    reason,
+                });
+                SubscribeReasonCode::NotAuthorized
+            } else {
+                let granted = min_qos(filter.qos, QoS::AtLeastOnce);
+                let options = SubOptions {
+                    qos: granted,
+                    no_local: filter.nolocal,
+                    retain_as_published: filter.preserve_retain,
+                };
+                let existed = self
+                    .state
+                    .subscriptions
+                    .insert(path.clone(), options)
+                    .is_some();
+                let send_retained = match filter.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => true,
+                    RetainForwardRule::OnNewSubscribe => !existed,
+                    RetainForwardRule::Never => false,
+                };
+                if send_retained {
+                    retained.extend(self.shared.retained.matching(&path).into_iter().map(
+                        |mut message| {
+                            // A retained message sent because of a subscription carries the retain
+                            // flag, at no more than the subscription's QoS (MQTT 5 §3.3.1.3).
+                            message.retain = true;
+                            message.qos = min_qos(message.qos, granted);
+                            message
+                        },
+                    ));
+                }
+                if !existed {
+                    self.to_router(Command::Subscribe {
                         key: self.key,
-                        filter,
+                        filters: vec![path],
                     })
                     .await?;
                 }
-                Some(Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
-            }
-            Packet::PingReq => Some(Packet::PingResp),
-            Packet::Disconnect => return Ok(Some(Ending::Clean)),
-            // Subscriptions are granted at QoS 0, so no PUBACK/PUBREC/PUBCOMP is expected from
-            // the client; a stray one is harmless and ignored.
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => None,
-            other => {
-                tracing::debug!(client_id = %self.client_id, packet = packet_name(&other), "unexpected packet");
-                return Err(Ending::Abrupt("unexpected packet"));
-            }
-        };
-        if let Some(reply) = reply
-            && write(transport, reply).await.is_err()
-        {
-            return Err(Ending::Abrupt("write failed"));
+                SubscribeReasonCode::Success(granted)
+            };
+            codes.push(code);
         }
-        Ok(None)
+        let ack = SubAck {
+            pkid: subscribe.pkid,
+            return_codes: codes,
+            properties: None,
+        };
+        if wire.send(&Packet::SubAck(ack)).await.is_err() {
+            return Err(Ending::abrupt("write failed"));
+        }
+        for message in retained {
+            if !self.may_read(&message.topic) {
+                continue;
+            }
+            if self.queue(wire, message).await.is_err() {
+                return Err(Ending::abrupt("write failed"));
+            }
+        }
+        Ok(())
+    }
+
+    fn may_read(&self, topic: &[u8]) -> bool {
+        std::str::from_utf8(topic).is_ok_and(|topic| {
+            self.shared
+                .acl
+                .check_subscribe(&self.identity, topic)
+                .is_ok()
+        })
     }
 
     /// Removes, in the router, every filter this client may no longer hold after losing access to
-    /// `session`. Deliveries already queued are caught by the per-message check in `relay`.
+    /// `session`. Deliveries already queued are caught by the per-message check in `deliver`.
     async fn drop_revoked_filters(&mut self, session: &str) -> Result<(), Ending> {
-        let (kept, revoked): (Vec<String>, Vec<String>) = std::mem::take(&mut self.filters)
-            .into_iter()
-            .partition(|filter| {
+        let revoked: Vec<String> = self
+            .state
+            .subscriptions
+            .keys()
+            .filter(|filter| {
                 self.shared
                     .acl
                     .check_subscribe(&self.identity, filter)
-                    .is_ok()
-            });
-        self.filters = kept;
+                    .is_err()
+            })
+            .cloned()
+            .collect();
         for filter in revoked {
             tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");
+            self.state.subscriptions.remove(&filter);
             self.to_router(Command::Unsubscribe {
                 key: self.key,
                 filter,
             })
             .await?;
         }
+        // Deliveries waiting for the client are checked again too.
+        let (identity, acl) = (&self.identity, &self.shared.acl);
+        let readable = |message: &Outbound| {
+            std::str::from_utf8(&message.topic)
+                .is_ok_and(|topic| acl.check_subscribe(identity, topic).is_ok())
+        };
+        self.state.pending.retain(readable);
         Ok(())
     }
 
@@ -601,28 +1132,21 @@ impl Session<'_> {
             .map_err(|_| Ending::Shutdown)
     }
 
-    /// Publishes the will if the ending calls for it, then detaches from the router.
-    async fn finish(&mut self, ending: Ending) {
+    /// Publishes the will if the ending calls for it, detaches from the router and keeps the
+    /// session if it outlives the connection. Returns the stored session's generation.
+    async fn finish(&mut self, ending: Ending) -> Option<u64> {
         let reason = match &ending {
-            Ending::Clean => "client disconnected",
-            Ending::Abrupt(reason) => reason,
+            Ending::Clean { .. } => "client disconnected",
+            Ending::Abrupt { reason, .. } => reason,
             Ending::Shutdown => "server shutdown",
         };
         tracing::debug!(client_id = %self.client_id, reason, "connection closed");
-        if let (Ending::Abrupt(_), Some(will)) = (&ending, self.will.take())
-            && valid_topic(&will.topic)
-            && !will.topic.starts_with('$')
-        {
-            let _ = self
-                .shared
-                .router
-                .send(Command::Publish {
-                    key: self.key,
-                    topic: Bytes::from(will.topic.into_bytes()),
-                    payload: will.message,
-                    retain: will.retain,
-                })
-                .await;
+        let will_due = matches!(
+            ending,
+            Ending::Abrupt { .. } | Ending::Clean { with_will: true }
+        );
+        if let (true, Some(will)) = (will_due, self.will.take()) {
+            let _ = self.route(will).await;
         }
         let _ = self
             .shared
@@ -631,21 +1155,57 @@ impl Session<'_> {
             .await;
         self.shared.clients.release(&self.client_id, self.key);
         self.shared.hooks.disconnected(&self.identity);
+        (self.expiry > 0).then(|| {
+            self.shared
+                .sessions
+                .store(&self.client_id, std::mem::take(&mut self.state))
+        })
     }
 }
 
-/// What can end or change a connection from outside it.
-struct Control<'a> {
-    kick: &'a CancellationToken,
-    shutdown: &'a CancellationToken,
-    revocations: &'a mut mpsc::UnboundedReceiver<String>,
+/// Ends a stored session when its expiry interval has passed without the client returning,
+/// in the gateway and in rumqttd's router (which would otherwise keep it forever).
+fn expire_later(shared: Weak<Shared>, client_id: String, generation: u64, seconds: u32) {
+    let Some(after) = session::expiry(seconds) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if !shared.sessions.expire(&client_id, generation) {
+            return;
+        }
+        tracing::debug!(client_id, "session expired");
+        let key = shared.key();
+        let (reply, answer) = oneshot::channel();
+        let wipe = Command::Attach {
+            key,
+            client_id,
+            clean_session: true,
+            reply,
+        };
+        if shared.router.send(wipe).await.is_ok() && matches!(answer.await, Ok(Ok(_))) {
+            let _ = shared.router.send(Command::Detach { key }).await;
+        }
+    });
+}
+
+fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}
+
+fn max_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) { a } else { b }
 }
 
 enum Forwarded {
     Publish {
         topic: Bytes,
         payload: Bytes,
-        retain: bool,
+        // Boxed: most messages have none, and the channel holds 64 of these.
+        properties: Option<Box<rumqttd::protocol::PublishProperties>>,
     },
     Disconnected,
 }
@@ -658,7 +1218,7 @@ async fn forward_notifications(mut rx: rumqttd::local::LinkRx, out: mpsc::Sender
             Ok(Some(Notification::Forward(forward))) => Forwarded::Publish {
                 topic: forward.publish.topic,
                 payload: forward.publish.payload,
-                retain: forward.publish.retain,
+                properties: forward.properties.map(Box::new),
             },
             // The router pauses a link whose buffer it has drained; it must be woken or it
             // stalls (rumqttd examples/stress.rs).
@@ -699,116 +1259,48 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
 
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
-    #[error("MQTT protocol level {0} is not supported")]
-    UnsupportedVersion(u8),
     #[error(transparent)]
-    Mqtt(#[from] mqttbytes::Error),
+    Codec(#[from] CodecError),
+    #[error("the first packet was not CONNECT")]
+    NotConnect,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
-/// Reads the next whole packet; `Ok(None)` when the peer closed first.
-async fn read_packet(
+type ConnectPacket = (
+    Version,
+    v5::Connect,
+    Option<v5::LastWill>,
+    Option<v5::Login>,
+);
+
+/// Reads the CONNECT, choosing the codec by its protocol level; `Ok(None)` if the peer left.
+async fn read_connect(
     transport: &mut Transport,
     buf: &mut BytesMut,
     max: usize,
-) -> Result<Option<Packet>, ReadError> {
+) -> Result<Option<ConnectPacket>, ReadError> {
     loop {
-        if let Some(level) = connect_protocol_level(buf)
-            && level != 4
+        let version = match codec::connect_protocol_level(buf) {
+            Some(4) => Some(Version::V4),
+            Some(5) => Some(Version::V5),
+            Some(level) => return Err(CodecError::UnsupportedVersion(level).into()),
+            None => None,
+        };
+        if let Some(version) = version
+            && let Some(packet) = codec::decode(version, buf, max)?
         {
-            return Err(ReadError::UnsupportedVersion(level));
+            return match packet {
+                Packet::Connect(connect, will, login) => Ok(Some((version, connect, will, login))),
+                _ => Err(ReadError::NotConnect),
+            };
         }
-        if let Some(packet) = decode(buf, max)? {
-            return Ok(Some(packet));
+        if buf.len() >= 2 && buf[0] >> 4 != 1 {
+            return Err(ReadError::NotConnect);
         }
         if transport.read_more(buf).await? == 0 {
             return Ok(None);
         }
-    }
-}
-
-/// Decodes one packet if `buf` holds a whole one.
-fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<Packet>, mqttbytes::Error> {
-    match Packet::read(buf, max) {
-        Ok(packet) => Ok(Some(packet)),
-        Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
-        Err(err) => Err(err),
-    }
-}
-
-/// The protocol level of a CONNECT at the head of `buf`, once its variable header has arrived.
-/// rumqttc's v4 decoder would misread a v5 CONNECT's properties, so the level is checked first.
-fn connect_protocol_level(buf: &[u8]) -> Option<u8> {
-    if buf.first()? >> 4 != 1 {
-        return None;
-    }
-    // Skip the remaining-length varint (1 to 4 bytes).
-    let mut i = 1;
-    while i < 5 && *buf.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let name_start = i + 1;
-    let name_len = u16::from_be_bytes([*buf.get(name_start)?, *buf.get(name_start + 1)?]) as usize;
-    buf.get(name_start + 2 + name_len).copied()
-}
-
-async fn refuse(transport: &mut Transport, code: ConnectReturnCode) {
-    let _ = write(transport, Packet::ConnAck(ConnAck::new(code, false))).await;
-    transport.close().await;
-}
-
-/// MQTT 5.0 §3.1.2.2 lets a server answer an unsupported version with a CONNACK in the client's
-/// own format; a v5 client then sees reason 0x84 instead of a dropped socket.
-async fn refuse_unsupported_version(transport: &mut Transport, level: u8) {
-    let mut out = BytesMut::new();
-    let written = if level == 5 {
-        use rumqttc::v5::mqttbytes::v5::{ConnAck as ConnAckV5, ConnectReturnCode as CodeV5};
-        ConnAckV5 {
-            session_present: false,
-            code: CodeV5::UnsupportedProtocolVersion,
-            properties: None,
-        }
-        .write(&mut out)
-        .is_ok()
-    } else {
-        Packet::ConnAck(ConnAck::new(
-            ConnectReturnCode::RefusedProtocolVersion,
-            false,
-        ))
-        .write(&mut out, usize::MAX)
-        .is_ok()
-    };
-    if written {
-        let _ = transport.write_all(&out).await;
-    }
-    transport.close().await;
-}
-
-async fn write(transport: &mut Transport, packet: Packet) -> std::io::Result<()> {
-    let mut out = BytesMut::with_capacity(packet.size() + 5);
-    packet
-        .write(&mut out, usize::MAX)
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err.to_string()))?;
-    transport.write_all(&out).await
-}
-
-fn packet_name(packet: &Packet) -> &'static str {
-    match packet {
-        Packet::Connect(_) => "CONNECT",
-        Packet::ConnAck(_) => "CONNACK",
-        Packet::Publish(_) => "PUBLISH",
-        Packet::PubAck(_) => "PUBACK",
-        Packet::PubRec(_) => "PUBREC",
-        Packet::PubRel(_) => "PUBREL",
-        Packet::PubComp(_) => "PUBCOMP",
-        Packet::Subscribe(_) => "SUBSCRIBE",
-        Packet::SubAck(_) => "SUBACK",
-        Packet::Unsubscribe(_) => "UNSUBSCRIBE",
-        Packet::UnsubAck(_) => "UNSUBACK",
-        Packet::PingReq => "PINGREQ",
-        Packet::PingResp => "PINGRESP",
-        Packet::Disconnect => "DISCONNECT",
     }
 }
 
@@ -835,18 +1327,12 @@ mod tests {
     }
 
     #[test]
-    fn protocol_level_is_read_before_decoding() {
-        // CONNECT, remaining length 10, "MQTT", level 5.
-        let v5 = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 60];
-        assert_eq!(connect_protocol_level(&v5), Some(5));
+    fn qos_order() {
         assert_eq!(
-            connect_protocol_level(&v5[..8]),
-            None,
-            "not enough bytes yet"
+            min_qos(QoS::ExactlyOnce, QoS::AtLeastOnce),
+            QoS::AtLeastOnce
         );
-        assert_eq!(connect_protocol_level(&[0x30, 0]), None, "not a CONNECT");
-        // A two-byte remaining length.
-        let long = [0x10, 0x80, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 4];
-        assert_eq!(connect_protocol_level(&long), Some(4));
+        assert_eq!(min_qos(QoS::AtMostOnce, QoS::AtLeastOnce), QoS::AtMostOnce);
+        assert_eq!(max_qos(QoS::AtMostOnce, QoS::AtLeastOnce), QoS::AtLeastOnce);
     }
 }

@@ -15,10 +15,12 @@
 
 mod acl;
 mod auth;
+mod codec;
 mod config;
 mod connection;
 mod hooks;
 mod router;
+mod session;
 mod tls;
 mod transport;
 

@@ -15,9 +15,11 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 
 use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe,
+    Disconnect, DisconnectReasonCode, Filter, Packet, Publish, PublishProperties, QoS,
+    RetainForwardRule, Subscribe,
 };
 use rumqttd::{Router, RouterConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -25,24 +27,19 @@ use tokio::sync::{mpsc, oneshot};
 /// Identifies one gateway connection; unlike rumqttd's connection ids it is never reused.
 pub(crate) type LinkKey = u64;
 
-/// A link the router accepted.
-pub(crate) struct Attached {
-    pub rx: LinkRx,
-    pub session_present: bool,
-}
-
 pub(crate) enum Command {
     Attach {
         key: LinkKey,
         client_id: String,
         clean_session: bool,
-        reply: oneshot::Sender<Result<Attached, LinkError>>,
+        reply: oneshot::Sender<Result<LinkRx, LinkError>>,
     },
+    /// Routed without the retain flag: the gateway keeps retained messages itself.
     Publish {
         key: LinkKey,
         topic: Bytes,
         payload: Bytes,
-        retain: bool,
+        properties: Option<v5::PublishProperties>,
     },
     Subscribe {
         key: LinkKey,
@@ -96,12 +93,9 @@ impl RouterFeeder {
                             let built = LinkBuilder::new(&client_id, router_tx.clone())
                                 .clean_session(clean_session)
                                 .build();
-                            let answer = built.map(|(tx, rx, ack)| {
+                            let answer = built.map(|(tx, rx, _ack)| {
                                 links.insert(key, tx);
-                                Attached {
-                                    rx,
-                                    session_present: session_present(ack),
-                                }
+                                rx
                             });
                             if let Err(Ok(attached)) = reply.send(answer) {
                                 // The connection gave up waiting: release the link at once.
@@ -113,11 +107,11 @@ impl RouterFeeder {
                             key,
                             topic,
                             payload,
-                            retain,
+                            properties,
                         } => {
                             if let Some(tx) = links.get_mut(&key) {
-                                let publish = Publish::new(topic, payload, retain);
-                                send_now(tx, Packet::Publish(publish, None));
+                                let publish = Publish::new(topic, payload, false);
+                                send_now(tx, Packet::Publish(publish, properties.map(to_router)));
                             }
                         }
                         Command::Subscribe { key, filters } => {
@@ -129,9 +123,8 @@ impl RouterFeeder {
                                         qos: QoS::AtMostOnce,
                                         nolocal: false,
                                         preserve_retain: false,
-                                        // LinkTx::subscribe uses `Never`, which would hide
-                                        // retained messages from every gateway client.
-                                        retain_forward_rule: RetainForwardRule::OnEverySubscribe,
+                                        // The gateway delivers retained messages itself.
+                                        retain_forward_rule: RetainForwardRule::Never,
                                     })
                                     .collect();
                                 let subscribe = Subscribe { pkid: 1, filters };
@@ -171,17 +164,6 @@ fn detach(links: &mut HashMap<LinkKey, LinkTx>, key: LinkKey) {
     }
 }
 
-/// Reads `session_present` from the router's CONNACK. rumqttd's `Ack` type is not exported, but
-/// it converts into the public `Packet`.
-fn session_present(ack: rumqttd::Notification) -> bool {
-    match ack {
-        rumqttd::Notification::DeviceAck(ack) => {
-            matches!(Packet::from(ack), Packet::ConnAck(connack, _) if connack.session_present)
-        }
-        _ => false,
-    }
-}
-
 /// `LinkTx::send` is an `async fn` without an await point: its body runs to completion on the
 /// first poll (blocking on the router's channel if it is full, which is why only this thread calls
 /// it). Polling it once here avoids a runtime in the feeder thread.
@@ -203,5 +185,32 @@ fn send_now(tx: &mut LinkTx, packet: Packet) {
 fn log_failure(result: Result<(), LinkError>) {
     if let Err(err) = result {
         tracing::warn!(error = %err, "router rejected a link command");
+    }
+}
+
+/// rumqttd and rumqttc each define MQTT 5's publish properties; the fields are the same.
+fn to_router(p: v5::PublishProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
+    }
+}
+
+pub(crate) fn from_router(p: PublishProperties) -> v5::PublishProperties {
+    v5::PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        topic_alias: None,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        subscription_identifiers: Vec::new(),
+        content_type: p.content_type,
     }
 }

@@ -201,7 +201,10 @@ async fn drive(mut eventloop: EventLoop, incoming: mpsc::UnboundedSender<Packet>
             }
             Ok(Event::Outgoing(_)) => {}
             // The test decides what a closed connection means; never reconnect behind its back.
-            Err(_) => return,
+            Err(err) => {
+                tracing::debug!(error = %err, "test client's connection ended");
+                return;
+            }
         }
     }
 }
@@ -228,5 +231,175 @@ pub async fn try_connect(options: MqttOptions) -> ConnectOutcome {
         Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => ConnectOutcome::Refused(code),
         Ok(other) => ConnectOutcome::NoConnAck(format!("{other:?}")),
         Err(_) => ConnectOutcome::NoConnAck("timed out".to_owned()),
+    }
+}
+
+/// A connected MQTT 5 client (rumqttc v5), driven like [`TestClient`].
+pub struct TestClientV5 {
+    pub client: rumqttc::v5::AsyncClient,
+    /// The CONNACK, with its properties.
+    pub connack: v5::ConnAck,
+    incoming: mpsc::UnboundedReceiver<v5::Packet>,
+    driver: JoinHandle<()>,
+}
+
+use rumqttc::v5::mqttbytes::v5;
+
+impl TestClientV5 {
+    /// Options for an authenticated MQTT 5 connection over TCP.
+    pub fn tcp_options(stack: &TestStack, client_id: &str, role: Role) -> rumqttc::v5::MqttOptions {
+        let addr = stack.mqtt_tcp_addr();
+        let mut options =
+            rumqttc::v5::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_credentials(client_id, stack.token(client_id, role));
+        options
+    }
+
+    /// Connects and waits for a successful CONNACK.
+    pub async fn connect(options: rumqttc::v5::MqttOptions) -> anyhow::Result<Self> {
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
+        let first = tokio::time::timeout(PATIENCE, eventloop.poll())
+            .await
+            .context("no CONNACK in time")?
+            .context("connection failed")?;
+        let connack = match first {
+            rumqttc::v5::Event::Incoming(v5::Packet::ConnAck(ack))
+                if ack.code == v5::ConnectReturnCode::Success =>
+            {
+                ack
+            }
+            other => bail!("expected a successful CONNACK, got {other:?}"),
+        };
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            loop {
+                let packet = match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(packet)) => packet,
+                    Ok(rumqttc::v5::Event::Outgoing(_)) => continue,
+                    // rumqttc reports the server's DISCONNECT as an error; the tests want to see
+                    // it as the packet it was.
+                    Err(rumqttc::v5::ConnectionError::MqttState(
+                        rumqttc::v5::StateError::ServerDisconnect { reason_code, .. },
+                    )) => v5::Packet::Disconnect(v5::Disconnect::new(reason_code)),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "test client's connection ended");
+                        return;
+                    }
+                };
+                let last = matches!(packet, v5::Packet::Disconnect(_));
+                if tx.send(packet).is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            connack,
+            incoming,
+            driver,
+        })
+    }
+
+    /// Subscribes with explicit options and returns the SUBACK's reason codes.
+    pub async fn subscribe(
+        &mut self,
+        filters: Vec<v5::Filter>,
+    ) -> anyhow::Result<Vec<v5::SubscribeReasonCode>> {
+        self.client.subscribe_many(filters).await?;
+        match self
+            .next_matching(|p| matches!(p, v5::Packet::SubAck(_)))
+            .await?
+        {
+            v5::Packet::SubAck(ack) => Ok(ack.return_codes),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
+    pub async fn next_publish(&mut self) -> anyhow::Result<v5::Publish> {
+        match self
+            .next_matching(|p| matches!(p, v5::Packet::Publish(_)))
+            .await?
+        {
+            v5::Packet::Publish(publish) => Ok(publish),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
+    pub async fn next_puback(&mut self) -> anyhow::Result<v5::PubAck> {
+        match self
+            .next_matching(|p| matches!(p, v5::Packet::PubAck(_)))
+            .await?
+        {
+            v5::Packet::PubAck(ack) => Ok(ack),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
+    /// The DISCONNECT the server sends before closing the connection.
+    pub async fn next_disconnect(&mut self) -> anyhow::Result<v5::Disconnect> {
+        match self
+            .next_matching(|p| matches!(p, v5::Packet::Disconnect(_)))
+            .await?
+        {
+            v5::Packet::Disconnect(disconnect) => Ok(disconnect),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
+    /// Every PUBLISH that arrives within `quiet`.
+    pub async fn publishes_within(&mut self, quiet: Duration) -> Vec<v5::Publish> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(Some(packet)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+            if let v5::Packet::Publish(publish) = packet {
+                seen.push(publish);
+            }
+        }
+        seen
+    }
+
+    async fn next_matching(
+        &mut self,
+        wanted: impl Fn(&v5::Packet) -> bool,
+    ) -> anyhow::Result<v5::Packet> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Err(_) => bail!("nothing matching arrived in time"),
+                Ok(None) => bail!("the connection closed"),
+                Ok(Some(packet)) if wanted(&packet) => return Ok(packet),
+                Ok(Some(_)) => continue,
+            }
+        }
+    }
+
+    /// Drops the connection without DISCONNECT.
+    pub fn kill(self) {
+        self.driver.abort();
+    }
+
+    /// Sends DISCONNECT and waits for the event loop to finish.
+    pub async fn disconnect(self) -> anyhow::Result<()> {
+        self.client.disconnect().await?;
+        let _ = tokio::time::timeout(PATIENCE, self.driver).await;
+        Ok(())
+    }
+}
+
+/// A subscription filter with MQTT 5 options.
+pub fn filter(path: &str, qos: rumqttc::v5::mqttbytes::QoS) -> v5::Filter {
+    v5::Filter::new(path, qos)
+}
+
+/// Connects once with MQTT 5 and returns the CONNACK's reason code.
+pub async fn try_connect_v5(
+    options: rumqttc::v5::MqttOptions,
+) -> anyhow::Result<v5::ConnectReturnCode> {
+    let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    match tokio::time::timeout(PATIENCE, eventloop.poll()).await? {
+        Ok(rumqttc::v5::Event::Incoming(v5::Packet::ConnAck(ack))) => Ok(ack.code),
+        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Ok(code),
+        other => bail!("no CONNACK: {other:?}"),
     }
 }

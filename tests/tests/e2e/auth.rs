@@ -9,7 +9,8 @@ use testkit::mqtt::{ConnectOutcome, TestClient, try_connect};
 use testkit::{TestDatabase, TestStack};
 
 const QUIET: Duration = Duration::from_millis(300);
-const GRANTED: SubscribeReasonCode = SubscribeReasonCode::Success(QoS::AtMostOnce);
+const GRANTED_0: SubscribeReasonCode = SubscribeReasonCode::Success(QoS::AtMostOnce);
+const GRANTED_1: SubscribeReasonCode = SubscribeReasonCode::Success(QoS::AtLeastOnce);
 
 #[tokio::test]
 async fn credentials_are_checked_with_connack_codes() -> anyhow::Result<()> {
@@ -79,7 +80,7 @@ async fn a_connection_ends_when_its_token_expires() -> anyhow::Result<()> {
     let mut client = TestClient::connect(options).await?;
     assert_eq!(
         client.subscribe("sandbox/x", QoS::AtMostOnce).await?,
-        vec![GRANTED]
+        vec![GRANTED_0]
     );
     // Nothing else happens on this connection: only the expiry can close it.
     let closed = client.next_publish().await;
@@ -108,7 +109,7 @@ async fn the_protocol_acl_through_real_clients() -> anyhow::Result<()> {
         applicant
             .subscribe("cc/v1/sessions/s1/messages", QoS::AtLeastOnce)
             .await?,
-        vec![GRANTED]
+        vec![GRANTED_1]
     );
     assert_eq!(
         applicant
@@ -136,7 +137,7 @@ async fn the_protocol_acl_through_real_clients() -> anyhow::Result<()> {
         agent
             .subscribe("cc/v1/sessions/s1/+", QoS::AtLeastOnce)
             .await?,
-        vec![GRANTED]
+        vec![GRANTED_1]
     );
 
     service
@@ -268,7 +269,7 @@ async fn anonymous_access_is_off_by_default_and_limited_to_static_rules() -> any
         TestClient::connect(TestClient::anonymous_tcp_options(&stack, "guest-1")).await?;
     assert_eq!(
         guest.subscribe("public/board", QoS::AtMostOnce).await?,
-        vec![GRANTED]
+        vec![GRANTED_0]
     );
     assert_eq!(
         guest.subscribe("sandbox/x", QoS::AtMostOnce).await?,

@@ -7,6 +7,7 @@ mod auth;
 mod config_example;
 mod http;
 mod mqtt;
+mod mqtt5;
 mod revocation;
 mod storage;
 mod tls;

@@ -71,28 +71,87 @@ async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()>
 }
 
 #[tokio::test]
-async fn subscriptions_are_granted_at_qos0_and_reserved_filters_refused() -> anyhow::Result<()> {
+async fn subscriptions_are_granted_at_most_qos1_and_reserved_filters_refused() -> anyhow::Result<()>
+{
     let stack = TestStack::start().await?;
     let mut client =
         TestClient::connect(TestClient::tcp_options(&stack, "granted", Role::Agent)).await?;
-    assert_eq!(
-        client.subscribe("sandbox/a/b", QoS::AtLeastOnce).await?,
-        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
-    );
-    assert_eq!(
-        client.subscribe("$SYS/#", QoS::AtMostOnce).await?,
-        vec![SubscribeReasonCode::Failure]
-    );
-    assert_eq!(
-        client.subscribe("$share/g/a", QoS::AtMostOnce).await?,
-        vec![SubscribeReasonCode::Failure]
-    );
+    let rows = [
+        (
+            "sandbox/q0",
+            QoS::AtMostOnce,
+            SubscribeReasonCode::Success(QoS::AtMostOnce),
+        ),
+        (
+            "sandbox/q1",
+            QoS::AtLeastOnce,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        ),
+        // Deliveries are at most QoS 1: a QoS 2 request is granted QoS 1, as MQTT allows.
+        (
+            "sandbox/q2",
+            QoS::ExactlyOnce,
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        ),
+        ("$SYS/#", QoS::AtMostOnce, SubscribeReasonCode::Failure),
+        (
+            "$share/g/sandbox/a",
+            QoS::AtMostOnce,
+            SubscribeReasonCode::Failure,
+        ),
+    ];
+    for (filter, qos, expected) in rows {
+        assert_eq!(
+            client.subscribe(filter, qos).await?,
+            vec![expected],
+            "{filter}"
+        );
+    }
     // The connection survives refused filters.
     client
         .client
-        .publish("sandbox/a/b", QoS::AtLeastOnce, false, "still here")
+        .publish("sandbox/q1", QoS::AtLeastOnce, false, "still here")
         .await?;
     assert_eq!(client.next_publish().await?.payload.as_ref(), b"still here");
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn delivery_qos_is_the_lower_of_published_and_granted() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let mut at_most_once =
+        TestClient::connect(TestClient::tcp_options(&stack, "sub-q0", Role::Agent)).await?;
+    let mut at_least_once =
+        TestClient::connect(TestClient::tcp_options(&stack, "sub-q1", Role::Agent)).await?;
+    at_most_once
+        .subscribe("sandbox/qos", QoS::AtMostOnce)
+        .await?;
+    at_least_once
+        .subscribe("sandbox/qos", QoS::AtLeastOnce)
+        .await?;
+    let publisher =
+        TestClient::connect(TestClient::tcp_options(&stack, "pub", Role::Agent)).await?;
+    for (published, to_q0, to_q1) in [
+        (QoS::AtMostOnce, QoS::AtMostOnce, QoS::AtMostOnce),
+        (QoS::AtLeastOnce, QoS::AtMostOnce, QoS::AtLeastOnce),
+        (QoS::ExactlyOnce, QoS::AtMostOnce, QoS::AtLeastOnce),
+    ] {
+        publisher
+            .client
+            .publish("sandbox/qos", published, false, "m")
+            .await?;
+        assert_eq!(
+            at_most_once.next_publish().await?.qos,
+            to_q0,
+            "published {published:?}"
+        );
+        assert_eq!(
+            at_least_once.next_publish().await?.qos,
+            to_q1,
+            "published {published:?}"
+        );
+    }
     stack.shutdown().await;
     Ok(())
 }
@@ -238,21 +297,22 @@ async fn refusals_are_connacks_not_dropped_sockets() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn mqtt5_clients_get_unsupported_protocol_version() -> anyhow::Result<()> {
+async fn mqtt_3_1_clients_get_unacceptable_protocol_version() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let addr = stack.mqtt_tcp_addr();
-    let options = rumqttc::v5::MqttOptions::new("v5-client", addr.ip().to_string(), addr.port());
-    let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
-    let answer = tokio::time::timeout(testkit::mqtt::PATIENCE, eventloop.poll()).await?;
-    match answer {
-        Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => {
-            assert_eq!(
-                code,
-                rumqttc::v5::mqttbytes::v5::ConnectReturnCode::UnsupportedProtocolVersion
-            )
-        }
-        other => panic!("expected a CONNACK refusal, got {other:?}"),
-    }
+    let mut socket = tokio::net::TcpStream::connect(stack.mqtt_tcp_addr()).await?;
+    // MQTT 3.1: protocol name "MQIsdp", level 3.
+    socket
+        .write_all(&[
+            0x10, 14, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 2, 0, 60, 0, 0,
+        ])
+        .await?;
+    let mut connack = [0u8; 4];
+    tokio::io::AsyncReadExt::read_exact(&mut socket, &mut connack).await?;
+    assert_eq!(
+        connack,
+        [0x20, 2, 0, 1],
+        "CONNACK 0x01: unacceptable protocol version"
+    );
     stack.shutdown().await;
     Ok(())
 }

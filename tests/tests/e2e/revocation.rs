@@ -26,7 +26,7 @@ async fn leaving_removes_the_subscription_at_once() -> anyhow::Result<()> {
         agent
             .subscribe("cc/v1/sessions/s1/messages", QoS::AtLeastOnce)
             .await?,
-        vec![SubscribeReasonCode::Success(QoS::AtMostOnce)]
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
     );
     agent
         .subscribe("sandbox/unrelated", QoS::AtMostOnce)

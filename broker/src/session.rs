@@ -1,0 +1,295 @@
+//! State that belongs to a client rather than to one connection: its subscriptions with their
+//! options, QoS 1 deliveries not yet acknowledged, and what waits behind its receive maximum.
+//! Kept across connections for persistent sessions until they expire; plus the retained
+//! messages, which the gateway keeps itself so that their QoS, properties and retain handling
+//! survive (rumqttd's router forwards retained messages without properties or QoS).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+/// A subscription's options (MQTT 5 §3.8.3.1; a 3.1.1 subscription has the defaults).
+#[derive(Clone, Debug)]
+pub(crate) struct SubOptions {
+    /// The QoS granted, at most 1: the gateway does not deliver at QoS 2.
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+}
+
+/// A message on its way to one client.
+#[derive(Clone, Debug)]
+pub(crate) struct Outbound {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    pub properties: Option<PublishProperties>,
+}
+
+#[derive(Default)]
+pub(crate) struct SessionState {
+    pub subscriptions: HashMap<String, SubOptions>,
+    /// QoS 1 deliveries sent and not yet acknowledged, oldest first.
+    pub inflight: VecDeque<(u16, Outbound)>,
+    /// Deliveries waiting for room under the client's receive maximum.
+    pub pending: VecDeque<Outbound>,
+    /// QoS 2 publishes received and forwarded but not yet released.
+    pub qos2_incoming: HashSet<u16>,
+    last_pkid: u16,
+}
+
+impl SessionState {
+    /// The next packet identifier not in use by an unacknowledged delivery.
+    pub fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self
+                .inflight
+                .iter()
+                .any(|(pkid, _)| *pkid == self.last_pkid)
+            {
+                return self.last_pkid;
+            }
+        }
+    }
+}
+
+struct Stored {
+    state: SessionState,
+    /// Distinguishes this stored session from a later one with the same client id, so that an
+    /// expiry timer never removes a session stored after it was armed.
+    generation: u64,
+}
+
+/// Sessions of clients that are not connected, until they resume or expire.
+#[derive(Default)]
+pub(crate) struct SessionStore {
+    stored: Mutex<HashMap<String, Stored>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl SessionStore {
+    /// Takes the stored session of `client_id`, if any.
+    pub fn resume(&self, client_id: &str) -> Option<SessionState> {
+        self.lock().remove(client_id).map(|stored| stored.state)
+    }
+
+    /// Drops whatever is stored for `client_id` (a clean start).
+    pub fn discard(&self, client_id: &str) {
+        self.lock().remove(client_id);
+    }
+
+    /// Stores a session; returns the generation an expiry timer must present to remove it.
+    pub fn store(&self, client_id: &str, state: SessionState) -> u64 {
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock()
+            .insert(client_id.to_owned(), Stored { state, generation });
+        generation
+    }
+
+    /// Removes the session stored as `generation`; false if it was resumed or replaced.
+    pub fn expire(&self, client_id: &str, generation: u64) -> bool {
+        let mut stored = self.lock();
+        if stored
+            .get(client_id)
+            .is_some_and(|s| s.generation == generation)
+        {
+            stored.remove(client_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
+        // Single inserts and removes: a poisoned map is still consistent.
+        self.stored
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Retained messages by topic.
+#[derive(Default)]
+pub(crate) struct RetainedStore {
+    messages: Mutex<HashMap<String, Outbound>>,
+}
+
+impl RetainedStore {
+    /// Records a retained publish; an empty payload clears the topic (MQTT 5 §3.3.1.3).
+    pub fn update(&self, topic: &str, message: Outbound) {
+        let mut messages = self.lock();
+        if message.payload.is_empty() {
+            messages.remove(topic);
+        } else {
+            messages.insert(topic.to_owned(), message);
+        }
+    }
+
+    /// The retained messages whose topics `filter` matches.
+    pub fn matching(&self, filter: &str) -> Vec<Outbound> {
+        self.lock()
+            .iter()
+            .filter(|(topic, _)| rumqttc::v5::mqttbytes::matches(topic, filter))
+            .map(|(_, message)| message.clone())
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outbound>> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The gateway's own facts about a publish, carried through the router in a user property
+/// (rumqttd keeps properties but not QoS, since local links publish at QoS 0): the QoS and
+/// retain flag it was published with and the publishing client, for no-local.
+pub(crate) struct Provenance {
+    pub qos: QoS,
+    pub retain: bool,
+    pub publisher: String,
+}
+
+/// The user property key; a client's own property with this key is removed at ingress, so it
+/// cannot be forged.
+pub(crate) const PROVENANCE_KEY: &str = "courtchat-provenance";
+
+impl Provenance {
+    pub fn encode(&self) -> String {
+        let qos = match self.qos {
+            QoS::AtMostOnce => '0',
+            QoS::AtLeastOnce => '1',
+            QoS::ExactlyOnce => '2',
+        };
+        format!(
+            "{qos}{}{}",
+            if self.retain { '1' } else { '0' },
+            self.publisher
+        )
+    }
+
+    pub fn decode(value: &str) -> Option<Self> {
+        let mut chars = value.chars();
+        let qos = match chars.next()? {
+            '0' => QoS::AtMostOnce,
+            '1' => QoS::AtLeastOnce,
+            '2' => QoS::ExactlyOnce,
+            _ => return None,
+        };
+        let retain = chars.next()? == '1';
+        Some(Self {
+            qos,
+            retain,
+            publisher: chars.as_str().to_owned(),
+        })
+    }
+
+    /// Removes the provenance property from `properties` and returns it.
+    pub fn take(properties: &mut Option<PublishProperties>) -> Option<Self> {
+        let props = properties.as_mut()?;
+        let index = props
+            .user_properties
+            .iter()
+            .position(|(key, _)| key == PROVENANCE_KEY)?;
+        let (_, value) = props.user_properties.remove(index);
+        if *props == PublishProperties::default() {
+            *properties = None;
+        }
+        Self::decode(&value)
+    }
+}
+
+/// Seconds as the MQTT 5 session expiry property counts them; `u32::MAX` means never.
+pub(crate) fn expiry(seconds: u32) -> Option<Duration> {
+    (seconds != u32::MAX).then(|| Duration::from_secs(u64::from(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provenance_round_trips_and_is_removed() {
+        let provenance = Provenance {
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            publisher: "kiosk-1".to_owned(),
+        };
+        let mut properties = Some(PublishProperties {
+            user_properties: vec![(PROVENANCE_KEY.to_owned(), provenance.encode())],
+            ..PublishProperties::default()
+        });
+        let decoded = Provenance::take(&mut properties).unwrap();
+        assert_eq!(
+            (decoded.qos, decoded.retain, decoded.publisher.as_str()),
+            (QoS::AtLeastOnce, true, "kiosk-1")
+        );
+        assert!(
+            properties.is_none(),
+            "nothing else was set, so no properties remain"
+        );
+    }
+
+    #[test]
+    fn packet_ids_skip_those_in_flight_and_wrap() {
+        let mut state = SessionState::default();
+        let message = Outbound {
+            topic: Bytes::from_static(b"t"),
+            payload: Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        };
+        state.inflight.push_back((2, message));
+        assert_eq!(state.next_pkid(), 1);
+        assert_eq!(state.next_pkid(), 3, "2 is in flight");
+        state.last_pkid = u16::MAX;
+        assert_eq!(state.next_pkid(), 1, "0 is not a packet id");
+    }
+
+    #[test]
+    fn an_expiry_timer_only_removes_its_own_generation() {
+        let store = SessionStore::default();
+        let first = store.store("c", SessionState::default());
+        assert!(store.resume("c").is_some());
+        let second = store.store("c", SessionState::default());
+        assert!(
+            !store.expire("c", first),
+            "a stale timer must not remove the newer session"
+        );
+        assert!(store.expire("c", second));
+        assert!(store.resume("c").is_none());
+    }
+
+    #[test]
+    fn retained_messages_are_replaced_and_cleared() {
+        let store = RetainedStore::default();
+        let message = |payload: &'static [u8]| Outbound {
+            topic: Bytes::from_static(b"a/b"),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: None,
+        };
+        store.update("a/b", message(b"one"));
+        store.update("a/b", message(b"two"));
+        assert_eq!(
+            store
+                .matching("a/+")
+                .iter()
+                .map(|m| m.payload.clone())
+                .collect::<Vec<_>>(),
+            vec![Bytes::from_static(b"two")]
+        );
+        store.update("a/b", message(b""));
+        assert!(store.matching("#").is_empty());
+    }
+}
