@@ -49,6 +49,9 @@ pub struct WebSocketConfig {
     pub listen: SocketAddr,
     /// HTTP path clients upgrade on.
     pub path: String,
+    /// Origins (e.g. `https://desk.example.org`) whose pages may open a connection; others get
+    /// 403. Empty: any origin, and requests without one (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -83,6 +86,7 @@ impl Default for WebSocketConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             path: "/mqtt".to_owned(),
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -230,9 +230,15 @@ async fn handshake(
     match kind {
         Kind::Tcp | Kind::Tls => Ok(Transport::Stream(io)),
         Kind::WebSocket | Kind::SecureWebSocket => {
-            transport::accept_websocket(io, &config.websocket.path, config.max_packet_size)
-                .await
-                .map_err(|err| format!("WebSocket: {err}"))
+            let websocket = &config.websocket;
+            transport::accept_websocket(
+                io,
+                &websocket.path,
+                &websocket.allowed_origins,
+                config.max_packet_size,
+            )
+            .await
+            .map_err(|err| format!("WebSocket: {err}"))
         }
     }
 }

@@ -84,6 +84,7 @@ impl Transport {
 pub(crate) async fn accept_websocket(
     stream: Box<dyn Io>,
     path: &str,
+    allowed_origins: &[String],
     max_packet_size: usize,
 ) -> Result<Transport, WsError> {
     // The callback's signature is tungstenite's; its large error type is not ours to shrink.
@@ -94,6 +95,16 @@ pub(crate) async fn accept_websocket(
                 StatusCode::NOT_FOUND,
                 "no MQTT endpoint at this path",
             ));
+        }
+        // Browsers always send Origin; a page from an origin not on the list must not be able
+        // to use a visitor's network position to reach the broker.
+        if !allowed_origins.is_empty()
+            && let Some(origin) = request.headers().get("origin")
+            && !allowed_origins
+                .iter()
+                .any(|allowed| origin.as_bytes() == allowed.as_bytes())
+        {
+            return Err(reject(StatusCode::FORBIDDEN, "this origin may not connect"));
         }
         let offers_mqtt = request
             .headers()

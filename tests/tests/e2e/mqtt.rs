@@ -464,3 +464,72 @@ async fn persistent_sessions_keep_subscriptions_across_reconnects() -> anyhow::R
     stack.shutdown().await;
     Ok(())
 }
+
+/// Sends a WebSocket upgrade request and returns the HTTP status code of the answer.
+async fn upgrade_status(
+    stack: &TestStack,
+    path: &str,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+) -> anyhow::Result<u16> {
+    let host = stack
+        .mqtt_ws_url()
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&host).await?;
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    if let Some(protocol) = protocol {
+        request.push_str(&format!("Sec-WebSocket-Protocol: {protocol}\r\n"));
+    }
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    request.push_str("\r\n");
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = vec![0u8; 256];
+    let n = tokio::time::timeout(
+        testkit::mqtt::PATIENCE,
+        tokio::io::AsyncReadExt::read(&mut socket, &mut response),
+    )
+    .await??;
+    let status_line = String::from_utf8_lossy(&response[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(status_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .parse()?)
+}
+
+#[tokio::test]
+async fn websocket_handshakes_check_path_subprotocol_and_origin() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
+        config.mqtt.websocket.allowed_origins = vec!["https://desk.example.org".to_owned()];
+    })
+    .await?;
+    let rows = [
+        ("/mqtt", Some("mqtt"), None, 101),
+        ("/mqtt", Some("mqtt"), Some("https://desk.example.org"), 101),
+        ("/mqtt", Some("mqtt"), Some("https://evil.example"), 403),
+        ("/mqtt", None, None, 400),
+        ("/other", Some("mqtt"), None, 404),
+    ];
+    for (path, protocol, origin, expected) in rows {
+        assert_eq!(
+            upgrade_status(&stack, path, protocol, origin).await?,
+            expected,
+            "{path} {protocol:?} {origin:?}"
+        );
+    }
+    stack.shutdown().await;
+    Ok(())
+}
