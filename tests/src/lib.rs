@@ -65,6 +65,8 @@ pub struct TestCertificate {
     dir: tempfile::TempDir,
     /// The certificate in DER, for a client's trust store.
     pub der: Vec<u8>,
+    /// The same certificate in PEM.
+    pub pem: String,
 }
 
 impl TestCertificate {
@@ -82,6 +84,7 @@ impl TestCertificate {
         Ok(Self {
             dir,
             der: certified.cert.der().to_vec(),
+            pem: certified.cert.pem(),
         })
     }
 
@@ -105,6 +108,51 @@ impl TestCertificate {
             .with_no_client_auth();
         Ok(std::sync::Arc::new(config))
     }
+}
+
+/// Node.js, the npm packages of `tests/js` and Chromium, for the MQTT.js tests.
+pub struct JsClients {
+    /// `tests/js`, where the scripts and their node_modules are.
+    pub dir: std::path::PathBuf,
+    pub chromium: std::path::PathBuf,
+}
+
+/// Set to 1 (CI does) to fail, instead of skip, when the MQTT.js tests cannot run.
+pub const REQUIRE_JS_ENV: &str = "COURTCHAT_TEST_REQUIRE_JS";
+
+/// The MQTT.js test environment, or `None` with a notice when part of it is missing (run
+/// `npm ci --prefix tests/js` and install Chromium; `COURTCHAT_TEST_CHROMIUM` overrides its path).
+pub fn js_clients() -> Option<JsClients> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    let chromium = std::env::var_os("COURTCHAT_TEST_CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    let missing = [
+        (!node, "node is not on PATH"),
+        (
+            !dir.join("node_modules/mqtt").is_dir(),
+            "tests/js has no node_modules (npm ci --prefix tests/js)",
+        ),
+        (!chromium.is_file(), "Chromium is not installed"),
+    ]
+    .into_iter()
+    .filter_map(|(missing, what)| missing.then_some(what))
+    .collect::<Vec<_>>();
+    if missing.is_empty() {
+        return Some(JsClients { dir, chromium });
+    }
+    if std::env::var(REQUIRE_JS_ENV).is_ok_and(|v| v == "1") {
+        panic!(
+            "{REQUIRE_JS_ENV}=1 but the MQTT.js tests cannot run: {}",
+            missing.join("; ")
+        );
+    }
+    eprintln!("notice: skipping the MQTT.js tests: {}", missing.join("; "));
+    None
 }
 
 /// A database that exists only for one test.

@@ -8,6 +8,7 @@ mod config_example;
 mod http;
 mod mqtt;
 mod mqtt5;
+mod mqttjs;
 mod revocation;
 mod storage;
 mod tls;

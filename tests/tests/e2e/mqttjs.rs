@@ -1,0 +1,128 @@
+//! MQTT.js, the client the dashboard and kiosk web client use, against the real server: in Node
+//! over all four listener kinds and in headless Chromium over WebSocket and secure WebSocket,
+//! each with MQTT 3.1.1 and 5.0. The scripts live in tests/js.
+
+use std::collections::BTreeMap;
+
+use courtchat::Role;
+use serde_json::{Value, json};
+use testkit::{TestCertificate, TestDatabase, TestStack};
+
+async fn run_script(
+    js: &testkit::JsClients,
+    script: &str,
+    config: Value,
+) -> anyhow::Result<Vec<Value>> {
+    let dir = js.dir.clone();
+    let script_name = script.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script_name)
+            .arg(config.to_string())
+            .current_dir(dir)
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    let last = stdout.lines().last().unwrap_or_default();
+    Ok(serde_json::from_str(last)?)
+}
+
+fn tokens(stack: &TestStack, prefix: &str, kinds: &[&str]) -> BTreeMap<String, String> {
+    kinds
+        .iter()
+        .flat_map(|kind| [4, 5].map(|version| format!("{prefix}-{kind}-v{version}")))
+        .map(|client_id| {
+            let token = stack.token(&client_id, Role::Applicant);
+            (client_id, token)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn mqttjs_in_node_over_every_listener() -> anyhow::Result<()> {
+    let Some(js) = testkit::js_clients() else {
+        return Ok(());
+    };
+    let certificate = TestCertificate::generate()?;
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        certificate.configure(config)
+    })
+    .await?;
+    let tls = stack.mqtt_tls_addr().expect("TLS is configured");
+    let config = json!({
+        "urls": {
+            "tcp": format!("mqtt://{}", stack.mqtt_tcp_addr()),
+            "tls": format!("mqtts://{tls}"),
+            "ws": stack.mqtt_ws_url(),
+            "wss": stack.mqtt_wss_url(),
+        },
+        "ca": certificate.pem,
+        "tokens": tokens(&stack, "js-node", &["tcp", "tls", "ws", "wss"]),
+    });
+    let results = run_script(&js, "node-clients.mjs", config).await?;
+    assert_eq!(results.len(), 8, "{results:?}");
+    for result in &results {
+        let version = result["protocolVersion"].as_u64();
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["grantedQos"], 1, "{result}");
+        assert_eq!(result["deliveredQos"], 1, "{result}");
+        // An applicant may not read the agents' queue: SUBACK 0x80 (3.1.1) or 0x87 (5.0).
+        assert_eq!(
+            result["deniedCode"],
+            if version == Some(5) { 0x87 } else { 0x80 },
+            "{result}"
+        );
+        let content_type = if version == Some(5) {
+            json!("text/plain")
+        } else {
+            Value::Null
+        };
+        assert_eq!(result["contentType"], content_type, "{result}");
+    }
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn mqttjs_in_a_browser_over_websockets() -> anyhow::Result<()> {
+    let Some(js) = testkit::js_clients() else {
+        return Ok(());
+    };
+    let certificate = TestCertificate::generate()?;
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        certificate.configure(config)
+    })
+    .await?;
+    let config = json!({
+        "chromium": js.chromium,
+        "urls": { "ws": stack.mqtt_ws_url(), "wss": stack.mqtt_wss_url() },
+        "tokens": tokens(&stack, "js-browser", &["ws", "wss"]),
+    });
+    let results = run_script(&js, "browser-clients.mjs", config).await?;
+    assert_eq!(results.len(), 4, "{results:?}");
+    for result in &results {
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(
+            (
+                result["grantedQos"].as_u64(),
+                result["deliveredQos"].as_u64()
+            ),
+            (Some(1), Some(1)),
+            "{result}"
+        );
+        assert!(
+            result["payload"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("hello from js-browser")),
+            "{result}"
+        );
+    }
+    stack.shutdown().await;
+    Ok(())
+}
