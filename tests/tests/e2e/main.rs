@@ -4,6 +4,7 @@
 
 mod architecture;
 mod auth;
+mod bench_smoke;
 mod config_example;
 mod http;
 mod mqtt;

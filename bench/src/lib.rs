@@ -1,0 +1,33 @@
+//! Load scenarios that speak MQTT through real connections to any broker, so that courtchat and
+//! the brokers people would pick instead are measured by the same code in the same run.
+//!
+//! Figures are meant to be read as ratios between targets measured together: these machines are
+//! shared and noisy, so an absolute number from one run says little on its own.
+
+mod relay;
+mod stats;
+
+pub use relay::{RelayConfig, RelayReport, relay};
+pub use stats::Percentiles;
+
+use std::net::SocketAddr;
+
+/// Username and password for a client id.
+pub type Credentials = Box<dyn Fn(&str) -> (String, String) + Send + Sync>;
+
+/// A broker to measure.
+pub struct Target {
+    /// How the report names it.
+    pub name: String,
+    pub addr: SocketAddr,
+    /// Username and password for a client id, when the broker wants credentials.
+    pub credentials: Option<Credentials>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{target}: cannot connect: {reason}")]
+    Connect { target: String, reason: String },
+    #[error("{target}: the client failed: {reason}")]
+    Client { target: String, reason: String },
+}
