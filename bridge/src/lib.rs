@@ -1,9 +1,14 @@
-//! courtchat's chat pipeline (planned: issue 4).
+//! courtchat's chat pipeline.
 //!
-//! The bridge will take what participants submit, decide whether it is allowed, persist it in
-//! batched transactions, give it its place in the session's single order, append it to the audit
-//! chain, and only then publish it on the session's canonical stream. It enforces reply locks and
-//! runs in-process under `courtchat serve` or as its own process (`courtchat bridge`) over MQTT.
-//!
-//! Nothing is implemented yet, and `courtchat serve` does not start it; ARCHITECTURE.md walks
-//! the planned path of a message.
+//! Today: the tamper-evident audit trail ([`AuditTrail`]) and the hook that records the
+//! gateway's denials in it ([`AuditRecorder`]). Next (issue 4): the pipeline proper, which takes
+//! what participants submit, decides whether it is allowed, persists it in batched transactions,
+//! gives it its place in the session's single order, appends it to the audit trail, and only then
+//! publishes it; with reply locks, receipts and history resync. ARCHITECTURE.md walks the planned
+//! path of a message.
+
+mod audit;
+mod recorder;
+
+pub use audit::{AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification};
+pub use recorder::AuditRecorder;

@@ -378,12 +378,17 @@ fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, KeyError> {
 }
 
 fn hs256_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    const KEY: &str = "mqtt.auth.secret_file";
+    load_or_create_secret(path, "mqtt.auth.secret_file")
+}
+
+/// Reads a secret file, creating it first with 32 random bytes, readable only by its owner, if
+/// it does not exist; `key` is the configuration key that names the file, for errors.
+pub fn load_or_create_secret(path: &Path, key: &'static str) -> Result<Vec<u8>, KeyError> {
     match std::fs::read(path) {
         Ok(secret) => Ok(secret),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let create = |source| KeyError::Create {
-                key: KEY,
+                key,
                 path: path.to_owned(),
                 source,
             };
@@ -394,11 +399,11 @@ fn hs256_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
                 std::fs::create_dir_all(dir).map_err(create)?;
             }
             write_private(path, &secret).map_err(create)?;
-            tracing::info!(path = %path.display(), "created a new token signing secret");
+            tracing::info!(path = %path.display(), key, "created a new secret");
             Ok(secret)
         }
         Err(source) => Err(KeyError::Read {
-            key: KEY,
+            key,
             path: path.to_owned(),
             source,
         }),

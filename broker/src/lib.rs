@@ -41,6 +41,7 @@ pub use acl::{
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
     Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenKeys,
+    load_or_create_secret,
 };
 pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};

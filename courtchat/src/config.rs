@@ -24,6 +24,8 @@ pub struct Config {
     pub admin: admin_api::AdminConfig,
     /// Where conversations are stored.
     pub database: store::DatabaseConfig,
+    /// The key of the tamper-evident audit trail.
+    pub audit: bridge::AuditConfig,
     pub log: LogConfig,
 }
 
@@ -150,6 +152,9 @@ impl Config {
         copy.database.url = redact_url(&copy.database.url);
         if !copy.mqtt.auth.secret.is_empty() {
             copy.mqtt.auth.secret = "REDACTED".to_owned();
+        }
+        if !copy.audit.key.is_empty() {
+            copy.audit.key = "REDACTED".to_owned();
         }
         copy
     }

@@ -11,6 +11,17 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 
 use std::time::{Duration, SystemTime};
 
+pub use bridge::Verification;
+
+/// Walks the audit trail in `store` with the key `config` names and reports the first entry
+/// that does not verify.
+pub async fn verify_audit(
+    config: &Config,
+    store: &store::Store,
+) -> Result<Verification, bridge::AuditError> {
+    bridge::AuditTrail::verify(store, &bridge::AuditKey::load(&config.audit)?).await
+}
+
 /// Mints a token that the server configured by `config` accepts: for operators and scripts
 /// (`courtchat token`) and tests, until the admin API issues tokens at login.
 pub fn mint_token(

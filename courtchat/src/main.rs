@@ -37,6 +37,9 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Measure courtchat against other MQTT brokers in one run (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -75,6 +78,13 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
         Some(0) | None => Err(format!("{text:?} is not a positive duration")),
         Some(total) => Ok(std::time::Duration::from_secs(total)),
     }
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the HMAC chain of the audit trail and name the first entry that does not verify
+    /// (changed, deleted, inserted or reordered). Exit code 1 if any.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => runtime()?.block_on(migrate(config)),
+        Command::Audit(AuditCommand::Verify) => runtime()?.block_on(verify_audit(config)),
         Command::Bench(BenchCommand::Relay {
             messages,
             payload,
@@ -193,6 +204,27 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!(applied, "database schema is up to date");
     Ok(())
+}
+
+async fn verify_audit(config: Config) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database).await?;
+    let verification = courtchat::verify_audit(&config, &store).await;
+    store.close().await;
+    match verification? {
+        courtchat::Verification {
+            entries,
+            first_broken: None,
+        } => {
+            println!("audit trail intact: {entries} entries verified");
+            Ok(())
+        }
+        courtchat::Verification {
+            entries,
+            first_broken: Some((id, reason)),
+        } => anyhow::bail!(
+            "audit trail broken at entry {id}: {reason} ({entries} entries before it verified)"
+        ),
+    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -278,6 +310,8 @@ async fn bench_relay(
     config.database.url = format!("sqlite://{}", scratch.join("bench.db").display());
     config.mqtt.auth.secret = String::new();
     config.mqtt.auth.secret_file = scratch.join("token-secret");
+    config.audit.key = String::new();
+    config.audit.key_file = scratch.join("audit-key");
     config.mqtt.acl.rules.push(courtchat::StaticRule {
         role: Some(courtchat::Role::Agent),
         username: None,

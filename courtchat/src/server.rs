@@ -8,6 +8,8 @@
 use std::io;
 use std::net::SocketAddr;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,6 +59,8 @@ pub enum ServeError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    #[error(transparent)]
+    Audit(#[from] bridge::AuditError),
     #[error("the {what} listener failed: {source}")]
     Listener {
         what: &'static str,
@@ -160,8 +164,11 @@ pub struct Server {
     stop: CancellationToken,
     tasks: TaskTracker,
     store: store::Store,
-    broker: broker::Broker,
+    /// Taken at shutdown: dropping the broker drops the audit hook, which lets the audit writer
+    /// drain its queue and finish.
+    broker: Option<broker::Broker>,
     memberships: broker::Memberships,
+    audit_writer: Option<tokio::task::JoinHandle<()>>,
     failure: tokio::sync::mpsc::Receiver<ServeError>,
 }
 
@@ -183,7 +190,14 @@ impl Server {
                 participant_role(participant.role),
             );
         }
-        let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), Vec::new())?;
+        // Denials go into the tamper-evident audit trail, through a hook and one writer task.
+        let audit = Arc::new(
+            bridge::AuditTrail::open(&store, bridge::AuditKey::load(&config.audit)?).await?,
+        );
+        let (recorder, writer) = bridge::AuditRecorder::new(audit);
+        let audit_writer = tokio::spawn(writer);
+        let hooks: Vec<Arc<dyn broker::Hook>> = vec![recorder];
+        let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), hooks)?;
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -253,8 +267,9 @@ impl Server {
             stop,
             tasks,
             store,
-            broker,
+            broker: Some(broker),
             memberships,
+            audit_writer: Some(audit_writer),
             failure,
         })
     }
@@ -274,7 +289,10 @@ impl Server {
 
     /// The gateway's denial counters.
     pub fn broker_stats(&self) -> broker::Stats {
-        self.broker.stats()
+        self.broker
+            .as_ref()
+            .map(broker::Broker::stats)
+            .unwrap_or_default()
     }
 
     /// Resolves when a listener fails; the server is then already stopping.
@@ -286,9 +304,17 @@ impl Server {
     }
 
     /// Stops accepting, closes every connection, waits for the tasks and closes the database.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stop.cancel();
         self.tasks.wait().await;
+        // With the connections gone, nothing records denials any more: let the audit writer
+        // write what is queued before the database closes.
+        self.broker.take();
+        if let Some(writer) = self.audit_writer.take()
+            && writer.await.is_err()
+        {
+            tracing::error!("the audit writer failed");
+        }
         self.store.close().await;
         tracing::info!("stopped");
     }

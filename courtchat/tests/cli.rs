@@ -364,6 +364,15 @@ fn token_mints_what_serve_accepts() {
     server.signal("TERM");
     assert_eq!(server.wait().code(), Some(0));
 
+    // The two refusals are in the audit trail, and its chain verifies.
+    let out = run(courtchat(dir.path(), &[]).args(["audit", "verify"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("intact: 2 entries"),
+        "{}",
+        text(&out.stdout)
+    );
+
     for (role, ttl) in [
         ("wizard", "1h"),
         ("anonymous", "1h"),

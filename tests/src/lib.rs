@@ -46,6 +46,9 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// The audit chain key of every test stack.
+pub const TEST_AUDIT_KEY: &str = "courtchat-test-audit-key-not-for-production";
+
 /// The HS256 secret of every test stack; fixed, so that a test can also mint a token by hand.
 pub const TEST_TOKEN_SECRET: &str = "courtchat-test-secret-not-for-production-use";
 
@@ -270,6 +273,7 @@ impl TestStack {
         config.database.url = database.url();
         config.mqtt.connect_timeout = Duration::from_secs(5);
         config.mqtt.auth.secret = TEST_TOKEN_SECRET.to_owned();
+        config.audit.key = TEST_AUDIT_KEY.to_owned();
         // Tests of plain MQTT behaviour use topics under sandbox/, outside the protocol.
         config.mqtt.acl.rules = [
             Role::Applicant,

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use courtchat::Role;
+use rumqttc::v5::mqttbytes::QoS as V5QoS;
 use rumqttc::{ConnectReturnCode, LastWill, QoS, SubscribeReasonCode};
-use testkit::mqtt::{ConnectOutcome, TestClient, try_connect};
+use testkit::mqtt::{ConnectOutcome, TestClient, TestClientV5, try_connect};
 use testkit::{TestDatabase, TestStack};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -292,5 +293,71 @@ async fn anonymous_access_is_off_by_default_and_limited_to_static_rules() -> any
         ConnectOutcome::Refused(ConnectReturnCode::NotAuthorized)
     );
     closed.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn denials_are_recorded_in_the_audit_trail() -> anyhow::Result<()> {
+    use schemas::db::entities::audit_event;
+    use sea_orm::{EntityTrait, QueryOrder};
+
+    let stack = TestStack::start().await?;
+    let mut refused = TestClient::anonymous_tcp_options(&stack, "intruder");
+    refused.set_credentials("intruder", "forged");
+    assert!(matches!(
+        try_connect(refused).await,
+        ConnectOutcome::Refused(_)
+    ));
+    let mut applicant = TestClientV5::connect(TestClientV5::tcp_options(
+        &stack,
+        "kiosk-1",
+        Role::Applicant,
+    ))
+    .await?;
+    applicant
+        .subscribe(vec![testkit::mqtt::filter(
+            "cc/v1/sessions/s9/notes",
+            V5QoS::AtLeastOnce,
+        )])
+        .await?;
+    applicant
+        .client
+        .publish("cc/v1/queue", V5QoS::AtLeastOnce, false, "forged")
+        .await?;
+    applicant.next_puback().await?;
+
+    // The recorder writes asynchronously; wait (bounded) for the three entries.
+    let db = stack.store().connection();
+    let deadline = tokio::time::Instant::now() + testkit::mqtt::PATIENCE;
+    let entries = loop {
+        let entries = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::Id)
+            .all(db)
+            .await?;
+        if entries.len() >= 3 || tokio::time::Instant::now() > deadline {
+            break entries;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let summary: Vec<_> = entries
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.session_id.as_deref()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("intruder", "mqtt.connect.denied", None),
+            ("kiosk-1", "mqtt.subscribe.denied", Some("s9")),
+            ("kiosk-1", "mqtt.publish.denied", None),
+        ]
+    );
+    assert!(
+        entries[2].detail.contains("cc/v1/queue"),
+        "{}",
+        entries[2].detail
+    );
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert_eq!((verification.entries, verification.first_broken), (3, None));
+    stack.shutdown().await;
     Ok(())
 }

@@ -1,0 +1,346 @@
+//! The audit trail: an append-only table whose entries are chained with HMAC-SHA-256.
+//!
+//! Each entry's MAC covers its own fields and the previous entry's MAC, under a key only the
+//! server holds. Changing an entry breaks its MAC; deleting one breaks the next entry's link;
+//! inserting one needs a MAC nobody without the key can compute; reordering breaks the links.
+//! (Removing entries from the *end* leaves a shorter chain that is still valid; detecting that
+//! needs an anchor kept elsewhere, such as certified transcripts, which come later.)
+//!
+//! Appends are serialized by one writer (the chain head is held under a lock), so the chain is
+//! total. Several server nodes writing one trail will need the head taken under a database lock.
+
+use std::path::PathBuf;
+
+use chrono::{SecondsFormat, SubsecRound, Utc};
+use ring::hmac;
+use schemas::db::entities::audit_event;
+use sea_orm::prelude::DateTimeUtc;
+use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect, Set};
+use serde::{Deserialize, Serialize};
+
+/// The `[audit]` section of the configuration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The HMAC key, inline (redacted when printed). Prefer `key_file`.
+    pub key: String,
+    /// A file holding the key; created with 32 random bytes on first start if missing.
+    pub key_file: PathBuf,
+}
+
+impl std::fmt::Debug for AuditConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditConfig")
+            .field(
+                "key",
+                &if self.key.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            key: String::new(),
+            key_file: PathBuf::from("data/audit-key"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Key(#[from] broker::KeyError),
+    #[error("`audit.key` must be at least 32 bytes")]
+    ShortKey,
+    #[error("the audit trail could not be written or read: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("an audit detail could not be serialized: {0}")]
+    Detail(#[from] serde_json::Error),
+}
+
+/// The HMAC key of the chain.
+#[derive(Clone)]
+pub struct AuditKey(hmac::Key);
+
+impl AuditKey {
+    pub fn load(config: &AuditConfig) -> Result<Self, AuditError> {
+        let secret = if config.key.is_empty() {
+            broker::load_or_create_secret(&config.key_file, "audit.key_file")?
+        } else {
+            config.key.as_bytes().to_vec()
+        };
+        if secret.len() < 32 {
+            return Err(AuditError::ShortKey);
+        }
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+    }
+
+    /// The MAC of one entry given the previous entry's MAC. Fields are length-prefixed so that
+    /// no two different entries have the same input.
+    fn mac(
+        &self,
+        prev_mac: &str,
+        at: &DateTimeUtc,
+        actor: &str,
+        action: &str,
+        session_id: Option<&str>,
+        detail: &str,
+    ) -> String {
+        let mut context = hmac::Context::with_key(&self.0);
+        let at = at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        for field in [
+            prev_mac,
+            at.as_str(),
+            actor,
+            action,
+            session_id.unwrap_or("\u{0}none"),
+            detail,
+        ] {
+            context.update(&(field.len() as u64).to_be_bytes());
+            context.update(field.as_bytes());
+        }
+        hex(context.sign().as_ref())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One event to record.
+#[derive(Clone, Debug)]
+pub struct AuditEntry {
+    /// Who did it: a subject, `system`, or an admin.
+    pub actor: String,
+    /// What happened, dotted: `mqtt.publish.denied`, `message.accepted`, `lock.acquired`.
+    pub action: String,
+    pub session_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// The result of walking the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub entries: u64,
+    /// The first entry that does not verify, with the reason.
+    pub first_broken: Option<(i64, String)>,
+}
+
+/// Appends to and verifies the chain.
+pub struct AuditTrail {
+    db: DatabaseConnection,
+    key: AuditKey,
+    /// The MAC of the last entry; the lock serializes appends.
+    head: tokio::sync::Mutex<String>,
+}
+
+impl AuditTrail {
+    pub async fn open(store: &store::Store, key: AuditKey) -> Result<Self, AuditError> {
+        let db = store.connection().clone();
+        let last = audit_event::Entity::find()
+            .order_by_desc(audit_event::Column::Id)
+            .limit(1)
+            .one(&db)
+            .await?;
+        Ok(Self {
+            db,
+            key,
+            head: tokio::sync::Mutex::new(last.map(|entry| entry.mac).unwrap_or_default()),
+        })
+    }
+
+    /// Appends `entry` to the chain and returns its id.
+    pub async fn append(&self, entry: AuditEntry) -> Result<i64, AuditError> {
+        let mut head = self.head.lock().await;
+        // Microseconds: what PostgreSQL keeps, so the MAC verifies after a round trip.
+        let at = Utc::now().trunc_subsecs(6);
+        let detail = serde_json::to_string(&entry.detail)?;
+        let mac = self.key.mac(
+            &head,
+            &at,
+            &entry.actor,
+            &entry.action,
+            entry.session_id.as_deref(),
+            &detail,
+        );
+        let row = audit_event::ActiveModel {
+            at: Set(at),
+            actor: Set(entry.actor),
+            action: Set(entry.action),
+            session_id: Set(entry.session_id),
+            detail: Set(detail),
+            prev_mac: Set(head.clone()),
+            mac: Set(mac.clone()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        *head = mac;
+        Ok(row.id)
+    }
+
+    /// Walks the whole chain in id order and names the first entry that does not verify.
+    pub async fn verify(store: &store::Store, key: &AuditKey) -> Result<Verification, AuditError> {
+        let entries = audit_event::Entity::find()
+            .order_by_asc(audit_event::Column::Id)
+            .all(store.connection())
+            .await?;
+        let mut prev = String::new();
+        for (index, entry) in entries.iter().enumerate() {
+            let broken = if entry.prev_mac != prev {
+                Some("does not follow the previous entry (an entry was deleted, inserted or moved)")
+            } else if key.mac(
+                &prev,
+                &entry.at,
+                &entry.actor,
+                &entry.action,
+                entry.session_id.as_deref(),
+                &entry.detail,
+            ) != entry.mac
+            {
+                Some("its content does not match its MAC (the entry was changed or forged)")
+            } else {
+                None
+            };
+            if let Some(reason) = broken {
+                return Ok(Verification {
+                    entries: index as u64,
+                    first_broken: Some((entry.id, reason.to_owned())),
+                });
+            }
+            prev = entry.mac.clone();
+        }
+        Ok(Verification {
+            entries: entries.len() as u64,
+            first_broken: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{ConnectionTrait, Statement};
+
+    async fn trail_with(entries: usize) -> (tempfile::TempDir, store::Store, AuditKey, AuditTrail) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = store::DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("audit.db").display()),
+            ..store::DatabaseConfig::default()
+        };
+        let store = store::Store::open(&config).await.unwrap();
+        let key = AuditKey::load(&AuditConfig {
+            key_file: dir.path().join("audit-key"),
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        let trail = AuditTrail::open(&store, key.clone()).await.unwrap();
+        for n in 0..entries {
+            trail
+                .append(AuditEntry {
+                    actor: format!("agent-{n}"),
+                    action: "test.event".to_owned(),
+                    session_id: Some("s1".to_owned()),
+                    detail: serde_json::json!({ "n": n }),
+                })
+                .await
+                .unwrap();
+        }
+        (dir, store, key, trail)
+    }
+
+    async fn sql(store: &store::Store, statement: &str) {
+        let db = store.connection();
+        db.execute_raw(Statement::from_string(db.get_database_backend(), statement))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_intact_chain_verifies_and_resumes_after_reopening() {
+        let (_dir, store, key, trail) = trail_with(3).await;
+        drop(trail);
+        // A reopened trail continues the chain from the stored head.
+        let reopened = AuditTrail::open(&store, key.clone()).await.unwrap();
+        reopened
+            .append(AuditEntry {
+                actor: "system".to_owned(),
+                action: "test.after-restart".to_owned(),
+                session_id: None,
+                detail: serde_json::Value::Null,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            AuditTrail::verify(&store, &key).await.unwrap(),
+            Verification {
+                entries: 4,
+                first_broken: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_tampering_is_caught_at_the_right_entry() {
+        // (what the attacker does, the entry verification must name)
+        let rows: &[(&str, i64)] = &[
+            (
+                "UPDATE audit_events SET detail = '{\"n\":99}' WHERE id = 3",
+                3,
+            ),
+            (
+                "UPDATE audit_events SET actor = 'someone-else' WHERE id = 2",
+                2,
+            ),
+            ("DELETE FROM audit_events WHERE id = 3", 4),
+            (
+                "INSERT INTO audit_events (id, at, actor, action, session_id, detail, prev_mac, mac) \
+                 SELECT 10, at, actor, action, session_id, detail, prev_mac, mac FROM audit_events WHERE id = 2",
+                10,
+            ),
+            // Reordering: swap the contents of entries 2 and 3.
+            (
+                "UPDATE audit_events SET id = CASE id WHEN 2 THEN -3 WHEN 3 THEN -2 END WHERE id IN (2, 3); \
+                 UPDATE audit_events SET id = -id WHERE id < 0",
+                2,
+            ),
+        ];
+        for (tampering, expected) in rows {
+            let (_dir, store, key, _trail) = trail_with(5).await;
+            for statement in tampering.split("; ") {
+                sql(&store, statement).await;
+            }
+            let verification = AuditTrail::verify(&store, &key).await.unwrap();
+            assert_eq!(
+                verification.first_broken.as_ref().map(|(id, _)| *id),
+                Some(*expected),
+                "{tampering}: {verification:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn another_key_does_not_verify() {
+        let (dir, store, _key, _trail) = trail_with(2).await;
+        let other = AuditKey::load(&AuditConfig {
+            key_file: dir.path().join("other-key"),
+            ..AuditConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            AuditTrail::verify(&store, &other)
+                .await
+                .unwrap()
+                .first_broken
+                .map(|(id, _)| id),
+            Some(1)
+        );
+    }
+}
