@@ -11,5 +11,6 @@ mod mqtt;
 mod mqtt5;
 mod mqttjs;
 mod revocation;
+mod robustness;
 mod storage;
 mod tls;

@@ -104,3 +104,66 @@ async fn without_a_certificate_there_are_no_tls_listeners() -> anyhow::Result<()
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn mqtt5_clients_connect_over_every_listener() -> anyhow::Result<()> {
+    use rumqttc::v5::mqttbytes::QoS as V5QoS;
+    use testkit::mqtt::{TestClientV5, filter};
+
+    let (stack, certificate) = stack_with_tls().await?;
+    let tls_config = || {
+        rumqttc::TlsConfiguration::Rustls(certificate.client_config().expect("a client TLS config"))
+    };
+    let tls_addr = stack.mqtt_tls_addr().expect("TLS is configured");
+    let transports = [
+        (
+            "tcp",
+            stack.mqtt_tcp_addr().ip().to_string(),
+            stack.mqtt_tcp_addr().port(),
+            rumqttc::Transport::Tcp,
+        ),
+        (
+            "tls",
+            "127.0.0.1".to_owned(),
+            tls_addr.port(),
+            rumqttc::Transport::Tls(tls_config()),
+        ),
+        ("ws", stack.mqtt_ws_url(), 0, rumqttc::Transport::Ws),
+        (
+            "wss",
+            stack.mqtt_wss_url().expect("WSS is configured"),
+            0,
+            rumqttc::Transport::Wss(tls_config()),
+        ),
+    ];
+    let mut clients = Vec::new();
+    for (kind, host, port, transport) in transports {
+        let client_id = format!("v5-{kind}");
+        let mut options = rumqttc::v5::MqttOptions::new(&client_id, host, port);
+        options.set_transport(transport);
+        options.set_credentials(&client_id, stack.token(&client_id, Role::Agent));
+        let mut client = TestClientV5::connect(options).await?;
+        client
+            .subscribe(vec![filter("sandbox/v5-all", V5QoS::AtLeastOnce)])
+            .await?;
+        clients.push(client);
+    }
+    clients[0]
+        .client
+        .publish(
+            "sandbox/v5-all",
+            V5QoS::AtLeastOnce,
+            false,
+            "to every listener",
+        )
+        .await?;
+    for client in &mut clients {
+        let publish = client.next_publish().await?;
+        assert_eq!(
+            (publish.payload.as_ref(), publish.qos),
+            (&b"to every listener"[..], V5QoS::AtLeastOnce)
+        );
+    }
+    stack.shutdown().await;
+    Ok(())
+}
