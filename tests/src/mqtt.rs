@@ -17,12 +17,41 @@ use courtchat::Role;
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Packets a client's event loop received, for the test to wait on.
+struct Inbox<P>(mpsc::UnboundedReceiver<P>);
+
+impl<P> Inbox<P> {
+    /// The next packet `wanted` accepts, skipping others; an error if the connection closes or
+    /// nothing matching arrives within [`PATIENCE`].
+    async fn next_matching(&mut self, wanted: impl Fn(&P) -> bool) -> anyhow::Result<P> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.recv()).await {
+                Err(_) => bail!("nothing matching arrived in time"),
+                Ok(None) => bail!("the connection closed"),
+                Ok(Some(packet)) if wanted(&packet) => return Ok(packet),
+                Ok(Some(_)) => continue,
+            }
+        }
+    }
+
+    /// Every packet that arrives within `quiet`: for asserting that something did not come.
+    async fn within(&mut self, quiet: Duration) -> Vec<P> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + quiet;
+        while let Ok(Some(packet)) = tokio::time::timeout_at(deadline, self.0.recv()).await {
+            seen.push(packet);
+        }
+        seen
+    }
+}
+
 /// A connected MQTT 3.1.1 client.
 pub struct TestClient {
     pub client: AsyncClient,
     /// The CONNACK's session-present flag.
     pub session_present: bool,
-    incoming: mpsc::UnboundedReceiver<Packet>,
+    incoming: Inbox<Packet>,
     driver: JoinHandle<()>,
 }
 
@@ -110,7 +139,7 @@ impl TestClient {
         Ok(Self {
             client,
             session_present,
-            incoming,
+            incoming: Inbox(incoming),
             driver,
         })
     }
@@ -156,26 +185,18 @@ impl TestClient {
     /// Waits `quiet` and returns every PUBLISH that arrived meanwhile: for asserting that
     /// something was *not* delivered.
     pub async fn publishes_within(&mut self, quiet: Duration) -> Vec<Publish> {
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + quiet;
-        while let Ok(Some(packet)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-            if let Packet::Publish(publish) = packet {
-                seen.push(publish);
-            }
-        }
-        seen
+        let packets = self.incoming.within(quiet).await;
+        packets
+            .into_iter()
+            .filter_map(|packet| match packet {
+                Packet::Publish(publish) => Some(publish),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn next_matching(&mut self, wanted: impl Fn(&Packet) -> bool) -> anyhow::Result<Packet> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Err(_) => bail!("nothing matching arrived in time"),
-                Ok(None) => bail!("the connection closed"),
-                Ok(Some(packet)) if wanted(&packet) => return Ok(packet),
-                Ok(Some(_)) => continue,
-            }
-        }
+        self.incoming.next_matching(wanted).await
     }
 
     /// Drops the connection without DISCONNECT, as a crashed kiosk would.
@@ -239,7 +260,7 @@ pub struct TestClientV5 {
     pub client: rumqttc::v5::AsyncClient,
     /// The CONNACK, with its properties.
     pub connack: v5::ConnAck,
-    incoming: mpsc::UnboundedReceiver<v5::Packet>,
+    incoming: Inbox<v5::Packet>,
     driver: JoinHandle<()>,
 }
 
@@ -296,7 +317,7 @@ impl TestClientV5 {
         Ok(Self {
             client,
             connack,
-            incoming,
+            incoming: Inbox(incoming),
             driver,
         })
     }
@@ -349,29 +370,21 @@ impl TestClientV5 {
 
     /// Every PUBLISH that arrives within `quiet`.
     pub async fn publishes_within(&mut self, quiet: Duration) -> Vec<v5::Publish> {
-        let mut seen = Vec::new();
-        let deadline = tokio::time::Instant::now() + quiet;
-        while let Ok(Some(packet)) = tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-            if let v5::Packet::Publish(publish) = packet {
-                seen.push(publish);
-            }
-        }
-        seen
+        let packets = self.incoming.within(quiet).await;
+        packets
+            .into_iter()
+            .filter_map(|packet| match packet {
+                v5::Packet::Publish(publish) => Some(publish),
+                _ => None,
+            })
+            .collect()
     }
 
     async fn next_matching(
         &mut self,
         wanted: impl Fn(&v5::Packet) -> bool,
     ) -> anyhow::Result<v5::Packet> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Err(_) => bail!("nothing matching arrived in time"),
-                Ok(None) => bail!("the connection closed"),
-                Ok(Some(packet)) if wanted(&packet) => return Ok(packet),
-                Ok(Some(_)) => continue,
-            }
-        }
+        self.incoming.next_matching(wanted).await
     }
 
     /// Drops the connection without DISCONNECT.
