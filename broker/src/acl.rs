@@ -301,10 +301,13 @@ impl Authorizer for ProtocolRules {
 /// Whether a topic or filter lies in the protocol namespace `cc/...`, or is a wildcard filter
 /// that can match a protocol topic.
 fn reaches_protocol(topic_or_filter: &str) -> bool {
-    topic_or_filter.split('/').next() == Some("cc")
-        || Template::ALL
-            .iter()
-            .any(|t| t.bind(topic_or_filter).is_some())
+    // Every protocol topic starts with "cc", so only a leading wildcard needs the templates. This
+    // runs for every delivery (see `connection::deliver`), so it must not allocate otherwise.
+    match topic_or_filter.split('/').next() {
+        Some("cc") => true,
+        Some("+" | "#") => Template::ALL.iter().any(|t| t.bind(topic_or_filter).is_some()),
+        _ => false,
+    }
 }
 
 /// The shapes of protocol topics, with placeholders for the session and the subject.
