@@ -305,7 +305,9 @@ fn reaches_protocol(topic_or_filter: &str) -> bool {
     // runs for every delivery (see `connection::deliver`), so it must not allocate otherwise.
     match topic_or_filter.split('/').next() {
         Some("cc") => true,
-        Some("+" | "#") => Template::ALL.iter().any(|t| t.bind(topic_or_filter).is_some()),
+        Some("+" | "#") => Template::ALL
+            .iter()
+            .any(|t| t.bind(topic_or_filter).is_some()),
         _ => false,
     }
 }
@@ -333,34 +335,41 @@ impl Template {
         Template::Queue,
     ];
 
-    fn segments(self) -> Vec<Seg> {
-        let mut segments: Vec<Seg> = PREFIX.split('/').map(Seg::Fixed).collect();
-        match self {
-            Template::Session(kind) => {
-                segments.extend([
-                    Seg::Fixed("sessions"),
-                    Seg::Session,
-                    Seg::Fixed(kind.segment()),
-                ]);
-                if kind.has_subject() {
-                    segments.push(Seg::Subject);
-                }
-            }
-            Template::Open => segments.extend([Seg::Fixed("open"), Seg::Subject]),
-            Template::Ack => {
-                segments.extend([Seg::Fixed("clients"), Seg::Subject, Seg::Fixed("ack")])
-            }
-            Template::Queue => segments.push(Seg::Fixed("queue")),
+    /// The template's segments, without allocating: this runs for every delivery of a
+    /// protocol message. At most six: "cc", "v1", "sessions", the session, the kind, the subject.
+    fn segments(self) -> ([Seg; 6], usize) {
+        let mut segments = [Seg::Fixed(""); 6];
+        let mut len = 0;
+        let prefix = PREFIX.split('/').map(Seg::Fixed);
+        let rest: &[Seg] = match self {
+            Template::Session(kind) if kind.has_subject() => &[
+                Seg::Fixed("sessions"),
+                Seg::Session,
+                Seg::Fixed(kind.segment()),
+                Seg::Subject,
+            ],
+            Template::Session(kind) => &[
+                Seg::Fixed("sessions"),
+                Seg::Session,
+                Seg::Fixed(kind.segment()),
+            ],
+            Template::Open => &[Seg::Fixed("open"), Seg::Subject],
+            Template::Ack => &[Seg::Fixed("clients"), Seg::Subject, Seg::Fixed("ack")],
+            Template::Queue => &[Seg::Fixed("queue")],
+        };
+        for seg in prefix.chain(rest.iter().copied()) {
+            segments[len] = seg;
+            len += 1;
         }
-        segments
+        (segments, len)
     }
 
     /// If `filter` can match topics of this shape, what it binds the placeholders to.
     fn bind(self, filter: &str) -> Option<(Bound<'_>, Bound<'_>)> {
         let (mut session, mut subject) = (Bound::Any, Bound::Any);
-        let template = self.segments();
+        let (template, len) = self.segments();
         let mut filter_segments = filter.split('/');
-        for seg in &template {
+        for seg in &template[..len] {
             let part = filter_segments.next()?;
             match (part, seg) {
                 ("#", _) => return Some((session, subject)),
