@@ -3,8 +3,11 @@
 //! - [`db`]: the database entities and the migrations that create them (sea-orm). Only this crate
 //!   defines tables; `store` opens the database and runs [`db::Migrator`].
 //!
-//! The wire protocol (`schemas::wire`: serde types, JSON Schemas and `PROTOCOL.md`) joins this crate
-//! with the chat pipeline; wire types and table rows stay separate types, converted with `From`.
+//! - [`topics`]: the MQTT topic scheme.
+//! - [`wire`]: the JSON payloads (serde types; JSON Schemas generated into `schemas/json/`).
+//!
+//! `PROTOCOL.md` is the reference for both. Wire types and table rows stay separate types.
 
 pub mod db;
 pub mod topics;
+pub mod wire;

@@ -1,0 +1,345 @@
+//! The wire protocol: every JSON payload that crosses MQTT, as serde types.
+//!
+//! Each payload carries `"v": 1`. Unknown fields are ignored, so a newer client can talk to an
+//! older server and the other way round; a known field with a wrong type or value is refused
+//! with a reason (on the sender's ack topic, for submissions). The JSON Schemas in
+//! `schemas/json/` are generated from these types by `cargo test -p schemas` (run it with
+//! `UPDATE_SCHEMAS=1` after a change); a test fails when a committed schema is stale.
+//! `PROTOCOL.md` says which topic carries which payload.
+//!
+//! These are wire types, not table rows: `schemas::db` has the rows, and conversions between
+//! the two live with the pipeline.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version these types describe.
+pub const VERSION: u8 = 1;
+
+fn version() -> u8 {
+    VERSION
+}
+
+/// Where an applicant writes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Kiosk,
+    Phone,
+    Web,
+}
+
+/// An applicant asks for a new session (`cc/v1/open/{subject}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OpenSession {
+    #[serde(default = "version")]
+    pub v: u8,
+    /// The applicant's own id for this request; the acknowledgement echoes it, and a repeat
+    /// with the same id returns the same session.
+    pub client_msg_id: String,
+    pub channel: Channel,
+    /// What the applicant needs help with, e.g. `license-renewal`; routes the session to a team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// An opening message, stored as the session's first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<String>,
+}
+
+/// What a participant submits to the pipeline (`cc/v1/sessions/{session}/submit/{subject}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Submission {
+    #[serde(default = "version")]
+    pub v: u8,
+    /// The sender's own id for this submission, unique per sender and session. A resubmission
+    /// with the same id never creates a duplicate; it returns the original acknowledgement.
+    pub client_msg_id: String,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// The kinds of submission.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// A message every participant sees. From an agent, only while holding the reply lock (in
+    /// exclusive mode).
+    Message { body: String },
+    /// An internal note: staff only, never delivered to the applicant.
+    Note { body: String },
+    /// The sender's read horizon moved: everything up to these sequence numbers was delivered /
+    /// read. Horizons only move forward.
+    Receipt {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivered_seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read_seq: Option<u64>,
+    },
+    /// Reply-lock operations.
+    Lock { op: LockOp },
+    /// An agent joins the session.
+    Join,
+    /// A participant leaves the session.
+    Leave,
+    /// Hand the session, with its reply lock, to another agent or team in one step.
+    Transfer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_agent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_team: Option<String>,
+    },
+    /// Ask a supervisor to step in.
+    Escalate {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// End the session; the applicant is then offered the survey.
+    Close {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Send me the stream entries with these sequence numbers (inclusive; `to_seq` defaults to
+    /// the latest), on my ack topic.
+    Resync {
+        from_seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_seq: Option<u64>,
+    },
+    /// The applicant's post-chat satisfaction answer.
+    Survey {
+        /// 1 (poor) to 5 (excellent).
+        #[schemars(range(min = 1, max = 5))]
+        rating: u8,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LockOp {
+    Acquire,
+    Release,
+    Renew,
+    /// A supervisor takes the lock from its holder.
+    Takeover,
+}
+
+/// The answer to every submission and session request, on the sender's ack topic
+/// (`cc/v1/clients/{subject}/ack`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Ack {
+    #[serde(default = "version")]
+    pub v: u8,
+    /// The submission this answers.
+    pub client_msg_id: String,
+    pub session_id: Option<String>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Stored; `seq` is its place in the session's stream, when it has one.
+    Accepted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+    },
+    /// Refused; nothing was stored.
+    Rejected {
+        reason: RejectReason,
+        /// For people: what went wrong, e.g. which agent holds the lock.
+        message: String,
+    },
+}
+
+/// Why a submission was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// Not valid JSON, or a field has the wrong type or value.
+    Invalid,
+    UnsupportedVersion,
+    /// The sender may not do this in this session.
+    NotAllowed,
+    /// Another agent holds the reply lock (named in `message`).
+    LockHeld,
+    /// The lock this operation needs is not held by the sender or has expired.
+    LockNotHeld,
+    /// The body is longer than the configured limit, or empty.
+    TooLarge,
+    /// The content is not accepted (for example control characters).
+    ContentRefused,
+    /// The sender's rate limit is exhausted; retry later.
+    RateLimited,
+    /// The session is closed.
+    SessionClosed,
+    /// The session does not exist.
+    UnknownSession,
+}
+
+/// One entry of a session's canonical stream (`cc/v1/sessions/{session}/messages`; internal
+/// notes on `.../notes`), published only after it is stored.
+///
+/// `seq` is the session's one total order: strictly increasing and gap-free over *all* entries,
+/// notes included, so the record a court reads has no holes. Each topic shows only some entries,
+/// so each entry also names `prev_seq`, the previous entry on the same topic: a client whose last
+/// entry is not `prev_seq` has missed something and asks for a resync.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StreamEntry {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    pub seq: u64,
+    /// The `seq` of the previous entry on the same topic (0 before the first).
+    pub prev_seq: u64,
+    pub at: DateTime<Utc>,
+    /// The participant it comes from, or `system`.
+    pub sender: String,
+    #[serde(flatten)]
+    pub content: StreamContent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamContent {
+    Message { body: String },
+    Note { body: String },
+    Event { event: SessionEvent },
+}
+
+/// What happened to a session, as recorded in its stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    Opened {
+        channel: Channel,
+    },
+    Joined {
+        subject: String,
+    },
+    Left {
+        subject: String,
+    },
+    Transferred {
+        from: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_agent: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to_team: Option<String>,
+    },
+    Escalated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    StatusChanged {
+        status: SessionStatus,
+    },
+    /// The session ended; the applicant is offered the survey.
+    Closed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        survey_offered: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Queued,
+    Active,
+    Escalated,
+    Closed,
+}
+
+/// The answer to a resync request, on the requester's ack topic: exactly the entries asked for
+/// that the requester may read, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Resync {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    pub entries: Vec<StreamEntry>,
+    /// The session's latest sequence number when the reply was made.
+    pub last_seq: u64,
+}
+
+/// A session's reply lock (`cc/v1/sessions/{session}/lock`, retained).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LockState {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    /// The agent who may reply; none when the lock is free.
+    pub holder: Option<String>,
+    /// Incremented at every acquisition: a reply carries the epoch it was written under.
+    pub epoch: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub mode: LockMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LockMode {
+    /// Only the holder's replies are accepted.
+    Exclusive,
+    /// Any joined agent may reply; the lock only signals who is answering.
+    Advisory,
+}
+
+/// A typing indicator (`.../typing/{subject}`, `.../note-typing/{subject}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Typing {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub typing: bool,
+}
+
+/// A participant's presence (`.../presence/{subject}`; `offline` is usually its will).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Presence {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub status: PresenceStatus,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Away,
+    Offline,
+}
+
+/// A change in the queue of sessions waiting for an agent (`cc/v1/queue`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QueueUpdate {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    pub status: SessionStatus,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    pub waiting_since: DateTime<Utc>,
+}
+
+/// Every payload with its schema file name, for generating and checking `schemas/json/`.
+pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+    vec![
+        ("open-session", schemars::schema_for!(OpenSession)),
+        ("submission", schemars::schema_for!(Submission)),
+        ("ack", schemars::schema_for!(Ack)),
+        ("stream-entry", schemars::schema_for!(StreamEntry)),
+        ("resync", schemars::schema_for!(Resync)),
+        ("lock-state", schemars::schema_for!(LockState)),
+        ("typing", schemars::schema_for!(Typing)),
+        ("presence", schemars::schema_for!(Presence)),
+        ("queue-update", schemars::schema_for!(QueueUpdate)),
+    ]
+}
+
+#[cfg(test)]
+mod tests;
