@@ -2,11 +2,10 @@
 //!
 //! - [`db`]: the database entities and the migrations that create them (sea-orm). Only this crate
 //!   defines tables; `store` opens the database and runs [`db::Migrator`].
-//!
 //! - [`topics`]: the MQTT topic scheme.
 //! - [`wire`]: the JSON payloads (serde types; JSON Schemas generated into `schemas/json/`).
 //!
-//! `PROTOCOL.md` is the reference for both. Wire types and table rows stay separate types.
+//! `PROTOCOL.md` is the reference for the topics and the payloads. Wire types and table rows stay separate types.
 
 pub mod db;
 pub mod topics;
