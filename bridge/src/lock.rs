@@ -174,13 +174,14 @@ mod tests {
         use LockRequest::*;
         let free = ReplyLock::default();
         // (state before, request, time, expected result, state after)
-        let rows: Vec<(
+        type Row<'a> = (
             ReplyLock,
-            LockRequest,
+            LockRequest<'a>,
             i64,
             Result<LockChange, LockError>,
             ReplyLock,
-        )> = vec![
+        );
+        let rows: Vec<Row> = vec![
             (
                 free.clone(),
                 Acquire("ann"),
