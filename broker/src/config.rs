@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     /// interval, and is how long an MQTT 3.1.1 persistent session (which has none) is kept.
     #[serde(with = "secs")]
     pub max_session_expiry: Duration,
+    /// Deliveries that may wait for one client beyond its receive maximum. A client that lets
+    /// more pile up (it stopped acknowledging) is disconnected, MQTT 5 with reason 0x97, rather
+    /// than let its queue grow without bound; it reconnects and resumes or resyncs.
+    pub max_pending_per_client: usize,
     /// How clients prove who they are.
     pub auth: AuthConfig,
     /// Static authorization rules and the policy for denied publishes.
@@ -65,6 +69,7 @@ impl Default for BrokerConfig {
             connect_timeout: Duration::from_secs(10),
             max_client_id_len: 128,
             max_session_expiry: Duration::from_secs(24 * 3600),
+            max_pending_per_client: 10_000,
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
         }

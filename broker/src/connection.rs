@@ -663,6 +663,10 @@ impl Session<'_> {
                         if self.deliver(wire, topic, payload, properties).await.is_err() {
                             return Ending::abrupt("write failed");
                         }
+                        if self.state.pending.len() > self.shared.config.max_pending_per_client {
+                            tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+                            return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
+                        }
                     }
                     Some(Forwarded::Disconnected) | None => {
                         return Ending::told("router closed the link", DisconnectReasonCode::UnspecifiedError);

@@ -430,3 +430,33 @@ async fn the_server_says_why_it_disconnects() -> anyhow::Result<()> {
     shutdown.await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_that_stops_acknowledging_is_disconnected_not_buffered_forever()
+-> anyhow::Result<()> {
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        config.mqtt.max_pending_per_client = 20
+    })
+    .await?;
+    let mut options = TestClientV5::tcp_options(&stack, "stalled", Role::Agent);
+    options.set_receive_maximum(Some(1));
+    options.set_manual_acks(true);
+    let mut stalled = TestClientV5::connect(options).await?;
+    stalled
+        .subscribe(vec![filter("sandbox/flood", QoS::AtLeastOnce)])
+        .await?;
+    let publisher =
+        TestClientV5::connect(TestClientV5::tcp_options(&stack, "pub", Role::Agent)).await?;
+    for n in 0..40u8 {
+        publisher
+            .client
+            .publish("sandbox/flood", QoS::AtLeastOnce, false, vec![n])
+            .await?;
+    }
+    assert_eq!(
+        stalled.next_disconnect().await?.reason_code,
+        DisconnectReasonCode::QuotaExceeded
+    );
+    stack.shutdown().await;
+    Ok(())
+}
