@@ -299,18 +299,17 @@ pub(crate) async fn serve(
             .await;
         return;
     }
+    // A will topic that is not UTF-8 becomes "" here, which no check lets through.
     let will_topic = will
         .as_ref()
-        .map(|will| String::from_utf8_lossy(&will.topic).into_owned());
+        .map(|will| String::from_utf8(will.topic.to_vec()).unwrap_or_default());
     let authorized = shared
         .acl
         .check_connect(&identity)
         .and_then(|()| match &will_topic {
             // A will is a publish made on the client's behalf later: it is checked now, so that a
             // forbidden will is refused with the CONNECT instead of vanishing at disconnect.
-            Some(topic) if !valid_topic(topic) || topic.starts_with('$') => {
-                Err(format!("will: invalid topic {topic:?}"))
-            }
+            Some(topic) if !is_publishable(topic) => Err(format!("will: invalid topic {topic:?}")),
             Some(topic) => shared
                 .acl
                 .check_publish(&identity, topic)
@@ -881,8 +880,14 @@ impl Session<'_> {
 
     /// A PUBLISH from the client: checked, routed, acknowledged.
     async fn publish(&mut self, publish: Publish) -> Result<Option<Packet>, Ending> {
-        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-        if !valid_topic(&topic) || topic.starts_with('$') {
+        // MQTT §1.5.4: a topic name that is not UTF-8 makes the packet malformed.
+        let Ok(topic) = String::from_utf8(publish.topic.to_vec()) else {
+            return Err(Ending::told(
+                "topic is not UTF-8",
+                DisconnectReasonCode::MalformedPacket,
+            ));
+        };
+        if !is_publishable(&topic) {
             // A wildcard or reserved topic name is a protocol violation (§4.7).
             tracing::debug!(client_id = %self.client_id, %topic, "invalid publish topic");
             return Err(Ending::told(
@@ -907,7 +912,8 @@ impl Session<'_> {
             }
         }
         let (pkid, qos) = (publish.pkid, publish.qos);
-        let reason = match self.shared.acl.check_publish(&self.identity, &topic) {
+        // Whether to answer with a negative acknowledgement (MQTT 5 only).
+        let refused = match self.shared.acl.check_publish(&self.identity, &topic) {
             Ok(()) => {
                 let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
                 if first_time {
@@ -927,7 +933,7 @@ impl Session<'_> {
                     };
                     self.route(message).await?;
                 }
-                None
+                false
             }
             Err(reason) => {
                 self.shared.hooks.denied(Denial::Publish {
@@ -937,7 +943,7 @@ impl Session<'_> {
                 });
                 match self.shared.config.acl.denied_publish {
                     // MQTT 5 says no in its acknowledgement.
-                    _ if qos != QoS::AtMostOnce && self.is_v5() => Some(()),
+                    _ if qos != QoS::AtMostOnce && self.is_v5() => true,
                     // MQTT 3.1.1 has no negative acknowledgement: the configured policy decides.
                     DeniedPublish::Disconnect if !self.is_v5() => {
                         return Err(Ending::told(
@@ -945,16 +951,15 @@ impl Session<'_> {
                             DisconnectReasonCode::NotAuthorized,
                         ));
                     }
-                    _ => None,
+                    _ => false,
                 }
             }
         };
-        let denied = reason.is_some();
         Ok(match qos {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
                 pkid,
-                reason: if denied {
+                reason: if refused {
                     PubAckReason::NotAuthorized
                 } else {
                     PubAckReason::Success
@@ -963,7 +968,7 @@ impl Session<'_> {
             })),
             QoS::ExactlyOnce => Some(Packet::PubRec(PubRec {
                 pkid,
-                reason: if denied {
+                reason: if refused {
                     PubRecReason::NotAuthorized
                 } else {
                     PubRecReason::Success
@@ -1196,6 +1201,12 @@ fn expire_later(shared: Weak<Shared>, client_id: String, generation: u64, second
     });
 }
 
+/// A topic name a client may publish to: not empty (rumqttc's `valid_topic` allows that), no
+/// wildcards, not reserved (`$`).
+fn is_publishable(topic: &str) -> bool {
+    !topic.is_empty() && valid_topic(topic) && !topic.starts_with('$')
+}
+
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) <= (b as u8) { a } else { b }
 }
@@ -1328,6 +1339,22 @@ mod tests {
             assert_eq!(check_client_id(id, 128).is_ok(), *ok, "{id:?}");
         }
         assert!(check_client_id(&"x".repeat(129), 128).is_err());
+    }
+
+    #[test]
+    fn publishable_topics() {
+        let rows = [
+            ("a/b", true),
+            ("a", true),
+            ("/", true),
+            ("", false),
+            ("a/+", false),
+            ("a/#", false),
+            ("$SYS/x", false),
+        ];
+        for (topic, ok) in rows {
+            assert_eq!(is_publishable(topic), ok, "{topic:?}");
+        }
     }
 
     #[test]
