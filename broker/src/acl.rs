@@ -235,7 +235,7 @@ impl ProtocolRules {
                 identity.role,
                 Role::Agent | Role::Supervisor | Role::Service
             ),
-            Template::Open => identity.role == Role::Service,
+            Template::Open | Template::Memberships => identity.role == Role::Service,
         }
     }
 }
@@ -260,7 +260,9 @@ impl Authorizer for ProtocolRules {
                 identity.role == Role::Service
                     || (identity.role == Role::Applicant && subject == identity.subject)
             }
-            Some(Topic::Ack { .. } | Topic::Queue) => identity.role == Role::Service,
+            Some(Topic::Ack { .. } | Topic::Queue | Topic::Memberships) => {
+                identity.role == Role::Service
+            }
             None => return Decision::Deny(format!("{topic} is not a topic of the protocol")),
         };
         if allowed {
@@ -319,10 +321,11 @@ enum Template {
     Open,
     Ack,
     Queue,
+    Memberships,
 }
 
 impl Template {
-    const ALL: [Template; 10] = [
+    const ALL: [Template; 11] = [
         Template::Session(SessionTopic::Messages),
         Template::Session(SessionTopic::Notes),
         Template::Session(SessionTopic::Lock),
@@ -333,6 +336,7 @@ impl Template {
         Template::Open,
         Template::Ack,
         Template::Queue,
+        Template::Memberships,
     ];
 
     /// The template's segments, without allocating: this runs for every delivery of a
@@ -356,6 +360,7 @@ impl Template {
             Template::Open => &[Seg::Fixed("open"), Seg::Subject],
             Template::Ack => &[Seg::Fixed("clients"), Seg::Subject, Seg::Fixed("ack")],
             Template::Queue => &[Seg::Fixed("queue")],
+            Template::Memberships => &[Seg::Fixed("memberships")],
         };
         for seg in prefix.chain(rest.iter().copied()) {
             segments[len] = seg;

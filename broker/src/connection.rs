@@ -78,6 +78,10 @@ impl Shared {
     fn key(&self) -> LinkKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
+
+    pub(crate) fn key_for_internal_link(&self) -> LinkKey {
+        self.key()
+    }
 }
 
 /// Live connections by client id, so that a second CONNECT with the same id takes over
@@ -1262,6 +1266,9 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
     if client_id.len() > max_len {
         return Err("client id too long");
     }
+    if client_id.starts_with(crate::feed::INTERNAL_PREFIX) {
+        return Err("client id in the gateway's reserved namespace");
+    }
     // rumqttd's router refuses these characters; refusing them here answers with a CONNACK.
     if client_id
         .chars()
@@ -1334,6 +1341,7 @@ mod tests {
             ("a#", false),
             ("$sys", false),
             ("tab\there", false),
+            ("courtchat.memberships", false),
         ];
         for (id, ok) in rows {
             assert_eq!(check_client_id(id, 128).is_ok(), *ok, "{id:?}");

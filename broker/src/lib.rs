@@ -18,6 +18,7 @@ mod auth;
 mod codec;
 mod config;
 mod connection;
+mod feed;
 mod hooks;
 mod router;
 mod session;
@@ -61,6 +62,8 @@ pub enum BrokerError {
     Rule(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("the broker must be started from within a tokio runtime")]
+    NoRuntime,
 }
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
@@ -97,6 +100,7 @@ impl Broker {
         }
         let tls = tls::acceptor(&config.tls)?;
         let acl = AclChain::standard(&config.acl, memberships.clone());
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
         let router = RouterFeeder::start(config.max_connections)?;
         let shared = Arc::new(Shared::new(
             config,
@@ -113,6 +117,13 @@ impl Broker {
                 shared.clients.revoke(subject, session);
             }
         }));
+        // The feed holds the router and the memberships, not the broker, so dropping the broker
+        // still releases its hooks.
+        runtime.spawn(feed::run(
+            shared.router.clone(),
+            memberships,
+            shared.key_for_internal_link(),
+        ));
         Ok(Self { shared, tls })
     }
 

@@ -105,6 +105,9 @@ pub enum Topic<'a> {
     Ack { subject: &'a str },
     /// `cc/v1/queue`: sessions waiting for an agent. Server-written; staff read it.
     Queue,
+    /// `cc/v1/memberships`: who joined or left which session, from the chat pipeline to the
+    /// gateway's authorizer. Service only, in both directions.
+    Memberships,
 }
 
 impl<'a> Topic<'a> {
@@ -138,6 +141,7 @@ impl<'a> Topic<'a> {
             ["open", subject] => Some(Topic::Open { subject }),
             ["clients", subject, "ack"] => Some(Topic::Ack { subject }),
             ["queue"] => Some(Topic::Queue),
+            ["memberships"] => Some(Topic::Memberships),
             _ => None,
         }
     }
@@ -163,6 +167,7 @@ impl fmt::Display for Topic<'_> {
             Topic::Open { subject } => write!(f, "{PREFIX}/open/{subject}"),
             Topic::Ack { subject } => write!(f, "{PREFIX}/clients/{subject}/ack"),
             Topic::Queue => write!(f, "{PREFIX}/queue"),
+            Topic::Memberships => write!(f, "{PREFIX}/memberships"),
         }
     }
 }
@@ -231,6 +236,7 @@ mod tests {
                 Some(Topic::Ack { subject: "kiosk-1" }),
             ),
             ("cc/v1/queue", Some(Topic::Queue)),
+            ("cc/v1/memberships", Some(Topic::Memberships)),
             // Kinds that carry a subject need one, and the others must not have one.
             ("cc/v1/sessions/s1/submit", None),
             ("cc/v1/sessions/s1/messages/kiosk-1", None),

@@ -326,6 +326,33 @@ pub struct QueueUpdate {
     pub waiting_since: DateTime<Utc>,
 }
 
+/// A change of session membership (`cc/v1/memberships`), published by the chat pipeline and
+/// applied by the gateway's authorizer, which also revokes the live subscriptions of whoever left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MembershipUpdate {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    pub subject: String,
+    pub role: ParticipantRole,
+    pub op: MembershipOp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantRole {
+    Applicant,
+    Agent,
+    Supervisor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipOp {
+    Join,
+    Leave,
+}
+
 /// Every payload with its schema file name, for generating and checking `schemas/json/`.
 pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
@@ -338,6 +365,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("typing", schemars::schema_for!(Typing)),
         ("presence", schemars::schema_for!(Presence)),
         ("queue-update", schemars::schema_for!(QueueUpdate)),
+        ("membership-update", schemars::schema_for!(MembershipUpdate)),
     ]
 }
 

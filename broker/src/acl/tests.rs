@@ -51,6 +51,7 @@ const PUBLISH: &[(&str, [bool; 6])] = &[
     ("cc/v1/open/other",                      [F, F, F, F, T, F]),
     ("cc/v1/clients/me/ack",                  [F, F, F, F, T, F]),
     ("cc/v1/queue",                           [F, F, F, F, T, F]),
+    ("cc/v1/memberships",                     [F, F, F, F, T, F]),
     ("cc/v1/unknown",                         [F, F, F, F, F, F]),
     ("sandbox/anything",                      [F, F, F, F, F, F]),
 ];
@@ -78,6 +79,7 @@ const SUBSCRIBE: &[(&str, [bool; 6])] = &[
     ("cc/v1/clients/+/ack",                   [F, F, F, F, T, F]),
     ("cc/v1/open/+",                          [F, F, F, F, T, F]),
     ("cc/v1/queue",                           [F, T, T, F, T, F]),
+    ("cc/v1/memberships",                     [F, F, F, F, T, F]),
     ("cc/#",                                  [F, F, F, F, T, F]),
     ("#",                                     [F, F, F, F, T, F]),
     ("+/v1/queue",                            [F, T, T, F, T, F]),

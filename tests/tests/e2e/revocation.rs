@@ -170,3 +170,111 @@ async fn messages_already_queued_are_not_delivered_after_leaving() -> anyhow::Re
     stack.shutdown().await;
     Ok(())
 }
+
+/// Publishes a membership change as the chat pipeline does.
+async fn announce(
+    service: &TestClient,
+    session: &str,
+    subject: &str,
+    op: &str,
+) -> anyhow::Result<()> {
+    let update = format!(
+        r#"{{"v":1,"session_id":"{session}","subject":"{subject}","role":"agent","op":"{op}"}}"#
+    );
+    service
+        .client
+        .publish("cc/v1/memberships", QoS::AtLeastOnce, false, update)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn memberships_arrive_through_the_protocol() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let service =
+        TestClient::connect(TestClient::tcp_options(&stack, "bridge", Role::Service)).await?;
+    let mut agent =
+        TestClient::connect(TestClient::tcp_options(&stack, "agent-5", Role::Agent)).await?;
+    let denied = vec![SubscribeReasonCode::Failure];
+    assert_eq!(
+        agent
+            .subscribe("cc/v1/sessions/s5/messages", QoS::AtLeastOnce)
+            .await?,
+        denied
+    );
+
+    announce(&service, "s5", "agent-5", "join").await?;
+    // The feed applies the update asynchronously; retry the subscription (bounded).
+    let deadline = tokio::time::Instant::now() + testkit::mqtt::PATIENCE;
+    while agent
+        .subscribe("cc/v1/sessions/s5/messages", QoS::AtLeastOnce)
+        .await?
+        == denied
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the join never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service
+        .client
+        .publish(
+            "cc/v1/sessions/s5/messages",
+            QoS::AtLeastOnce,
+            false,
+            "welcome",
+        )
+        .await?;
+    assert_eq!(agent.next_publish().await?.payload.as_ref(), b"welcome");
+
+    announce(&service, "s5", "agent-5", "leave").await?;
+    let deadline = tokio::time::Instant::now() + testkit::mqtt::PATIENCE;
+    while stack.memberships().is_member("s5", "agent-5") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leave never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service
+        .client
+        .publish(
+            "cc/v1/sessions/s5/messages",
+            QoS::AtLeastOnce,
+            false,
+            "after leaving",
+        )
+        .await?;
+    assert!(
+        agent.publishes_within(QUIET).await.is_empty(),
+        "delivered after the leave"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_service_announces_memberships_and_nobody_takes_the_feeds_id() -> anyhow::Result<()>
+{
+    let stack = TestStack::start().await?;
+    // An agent trying to add itself is refused (and, as MQTT 3.1.1, disconnected).
+    let agent =
+        TestClient::connect(TestClient::tcp_options(&stack, "agent-6", Role::Agent)).await?;
+    announce(&agent, "s6", "agent-6", "join").await?;
+    tokio::time::sleep(QUIET).await;
+    assert!(!stack.memberships().is_member("s6", "agent-6"));
+    assert_eq!(stack.broker_stats().denied_publishes, 1);
+    // The gateway's internal link ids are reserved.
+    assert_eq!(
+        testkit::mqtt::try_connect(TestClient::tcp_options(
+            &stack,
+            "courtchat.memberships",
+            Role::Service
+        ))
+        .await,
+        testkit::mqtt::ConnectOutcome::Refused(rumqttc::ConnectReturnCode::BadClientId)
+    );
+    stack.shutdown().await;
+    Ok(())
+}
