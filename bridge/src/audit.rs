@@ -125,6 +125,53 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
+/// Entries appended inside one transaction.
+pub struct AuditBatch<'a> {
+    guard: tokio::sync::MutexGuard<'a, String>,
+    head: String,
+    key: &'a AuditKey,
+}
+
+impl AuditBatch<'_> {
+    /// Appends `entry` through `db` (a transaction, usually) and returns its id.
+    pub async fn append<C: sea_orm::ConnectionTrait>(
+        &mut self,
+        db: &C,
+        entry: AuditEntry,
+    ) -> Result<i64, AuditError> {
+        // Microseconds: what PostgreSQL keeps, so the MAC verifies after a round trip.
+        let at = Utc::now().trunc_subsecs(6);
+        let detail = serde_json::to_string(&entry.detail)?;
+        let mac = self.key.mac(
+            &self.head,
+            &at,
+            &entry.actor,
+            &entry.action,
+            entry.session_id.as_deref(),
+            &detail,
+        );
+        let row = audit_event::ActiveModel {
+            at: Set(at),
+            actor: Set(entry.actor),
+            action: Set(entry.action),
+            session_id: Set(entry.session_id),
+            detail: Set(detail),
+            prev_mac: Set(self.head.clone()),
+            mac: Set(mac.clone()),
+            ..Default::default()
+        }
+        .insert(db)
+        .await?;
+        self.head = mac;
+        Ok(row.id)
+    }
+
+    /// The transaction committed: the chain now ends with this batch's last entry.
+    pub fn committed(mut self) {
+        *self.guard = std::mem::take(&mut self.head);
+    }
+}
+
 /// The result of walking the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verification {
@@ -156,34 +203,24 @@ impl AuditTrail {
         })
     }
 
-    /// Appends `entry` to the chain and returns its id.
+    /// Appends `entry` to the chain, in its own statement, and returns its id.
     pub async fn append(&self, entry: AuditEntry) -> Result<i64, AuditError> {
-        let mut head = self.head.lock().await;
-        // Microseconds: what PostgreSQL keeps, so the MAC verifies after a round trip.
-        let at = Utc::now().trunc_subsecs(6);
-        let detail = serde_json::to_string(&entry.detail)?;
-        let mac = self.key.mac(
-            &head,
-            &at,
-            &entry.actor,
-            &entry.action,
-            entry.session_id.as_deref(),
-            &detail,
-        );
-        let row = audit_event::ActiveModel {
-            at: Set(at),
-            actor: Set(entry.actor),
-            action: Set(entry.action),
-            session_id: Set(entry.session_id),
-            detail: Set(detail),
-            prev_mac: Set(head.clone()),
-            mac: Set(mac.clone()),
-            ..Default::default()
+        let mut batch = self.batch().await;
+        let id = batch.append(&self.db, entry).await?;
+        batch.committed();
+        Ok(id)
+    }
+
+    /// Starts appending inside a caller's transaction. Other appends wait until the batch is
+    /// committed or dropped; the chain head moves only on [`AuditBatch::committed`], so a rolled
+    /// back transaction leaves the chain as it was.
+    pub async fn batch(&self) -> AuditBatch<'_> {
+        let guard = self.head.lock().await;
+        AuditBatch {
+            head: guard.clone(),
+            guard,
+            key: &self.key,
         }
-        .insert(&self.db)
-        .await?;
-        *head = mac;
-        Ok(row.id)
     }
 
     /// Walks the whole chain in id order and names the first entry that does not verify.

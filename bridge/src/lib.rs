@@ -13,7 +13,9 @@ mod lock;
 mod rate;
 mod recorder;
 
-pub use audit::{AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification};
+pub use audit::{
+    AuditBatch, AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification,
+};
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
 pub use rate::{RateLimit, RateLimiter, TokenBucket};
 pub use recorder::AuditRecorder;
