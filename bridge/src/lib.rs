@@ -10,6 +10,7 @@
 
 mod audit;
 mod lock;
+mod pipeline;
 mod rate;
 mod recorder;
 
@@ -17,5 +18,6 @@ pub use audit::{
     AuditBatch, AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification,
 };
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
+pub use pipeline::{BridgeConfig, BrokerLink, Pipeline, PipelineError};
 pub use rate::{RateLimit, RateLimiter, TokenBucket};
 pub use recorder::AuditRecorder;

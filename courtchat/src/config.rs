@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 const TEST_ENV_PREFIX: &str = "COURTCHAT_TEST_";
 const ENV_PREFIX: &str = "COURTCHAT";
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// MQTT listeners and limits.
@@ -26,6 +26,8 @@ pub struct Config {
     pub database: store::DatabaseConfig,
     /// The key of the tamper-evident audit trail.
     pub audit: bridge::AuditConfig,
+    /// The chat pipeline.
+    pub bridge: bridge::BridgeConfig,
     pub log: LogConfig,
 }
 
@@ -126,6 +128,22 @@ impl Config {
                 "mqtt.max_client_id_len",
                 "must be between 1 and 128",
             ));
+        }
+        if self.bridge.max_body_bytes == 0 || self.bridge.max_body_bytes > self.mqtt.max_packet_size
+        {
+            return Err(invalid(
+                "bridge.max_body_bytes",
+                "must be between 1 and mqtt.max_packet_size",
+            ));
+        }
+        if !(self.bridge.rate_per_second > 0.0 && self.bridge.rate_burst >= 1.0) {
+            return Err(invalid(
+                "bridge.rate_per_second",
+                "the rate must be positive and the burst at least 1",
+            ));
+        }
+        if self.bridge.batch_max == 0 {
+            return Err(invalid("bridge.batch_max", "must be at least 1"));
         }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));

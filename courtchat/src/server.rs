@@ -16,6 +16,24 @@ use tokio_util::task::TaskTracker;
 
 use crate::Config;
 
+/// The in-process pipeline's MQTT identity.
+const BRIDGE_CLIENT_ID: &str = "courtchat-bridge";
+/// Each connection gets a fresh token; this only bounds how long one connection may live.
+const BRIDGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Where to connect to a listener bound to `addr` from this machine.
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], v4.port()))
+        }
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, v6.port()))
+        }
+        other => other,
+    }
+}
+
 /// The sockets a server listens on, bound but not yet served.
 pub struct Listeners {
     mqtt_tcp: TcpListener,
@@ -194,7 +212,7 @@ impl Server {
         let audit = Arc::new(
             bridge::AuditTrail::open(&store, bridge::AuditKey::load(&config.audit)?).await?,
         );
-        let (recorder, writer) = bridge::AuditRecorder::new(audit);
+        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
         let audit_writer = tokio::spawn(writer);
         let hooks: Vec<Arc<dyn broker::Hook>> = vec![recorder];
         let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), hooks)?;
@@ -239,6 +257,27 @@ impl Server {
                         .await
                 }
             });
+        }
+        if config.bridge.in_process {
+            // The pipeline is a client of this gateway, like it is when it runs on its own.
+            let token_config = config.clone();
+            let link = bridge::BrokerLink {
+                addr: loopback(addresses.mqtt_tcp),
+                client_id: BRIDGE_CLIENT_ID.to_owned(),
+                token: Box::new(move || {
+                    crate::mint_token(
+                        &token_config,
+                        BRIDGE_CLIENT_ID,
+                        broker::Role::Service,
+                        BRIDGE_TOKEN_TTL,
+                    )
+                    .unwrap_or_default()
+                }),
+            };
+            let pipeline =
+                bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move { pipeline.run(link, stop.cancelled_owned()).await });
         }
         tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
         tasks.spawn({

@@ -10,6 +10,7 @@ mod http;
 mod mqtt;
 mod mqtt5;
 mod mqttjs;
+mod pipeline;
 mod revocation;
 mod robustness;
 mod storage;

@@ -252,7 +252,9 @@ async fn a_second_connect_with_the_same_id_takes_over() -> anyhow::Result<()> {
 #[tokio::test]
 async fn refusals_are_connacks_not_dropped_sockets() -> anyhow::Result<()> {
     let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
-        config.mqtt.max_connections = 1
+        config.mqtt.max_connections = 1;
+        // The in-process pipeline would hold a connection of its own.
+        config.bridge.in_process = false;
     })
     .await?;
 

@@ -18,7 +18,9 @@ const QUIET: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn connack_reason_codes() -> anyhow::Result<()> {
     let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
-        config.mqtt.max_connections = 1
+        config.mqtt.max_connections = 1;
+        // The in-process pipeline would hold a connection of its own.
+        config.bridge.in_process = false;
     })
     .await?;
     let mut forged = TestClientV5::tcp_options(&stack, "kiosk-1", Role::Applicant);

@@ -1,0 +1,959 @@
+//! The chat pipeline: takes what participants submit, decides, stores, orders, audits, and only
+//! then publishes.
+//!
+//! It is an MQTT 5 client of the gateway with a `service` token, so it runs the same in-process
+//! (`courtchat serve`) and as its own process (`courtchat bridge`). Submissions are handled in
+//! batches: everything that has arrived is decided, written in one transaction (one commit, one
+//! fsync) with its audit entries, and published after the commit: membership changes first,
+//! then stream entries, then acknowledgements. A client therefore never sees an acknowledgement
+//! or an entry for something that is not stored.
+//!
+//! Built so far: opening sessions, applicants' messages, resync, idempotent resubmission,
+//! size, content and rate limits. Agents' work (join, reply locks, notes, transfer, escalation,
+//! closing, receipts, the survey) is the rest of issue 4; such submissions are refused with
+//! `not_allowed` and a message that says so.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{SubsecRound, Utc};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use schemas::db::entities::{message, participant, session};
+use schemas::topics::{SessionTopic, Topic};
+use schemas::wire::{
+    self, Ack, Action, MembershipOp, MembershipUpdate, OpenSession, Outcome, RejectReason, Resync,
+    SessionEvent, StreamContent, StreamEntry, Submission,
+};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::audit::{AuditBatch, AuditEntry, AuditTrail};
+use crate::rate::{RateLimit, RateLimiter};
+
+/// The `[bridge]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Run the pipeline inside `courtchat serve`. Turn off when it runs as `courtchat bridge`.
+    pub in_process: bool,
+    /// Longest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Submissions per second each sender may make, sustained.
+    pub rate_per_second: f64,
+    /// Submissions a sender may make in a burst.
+    pub rate_burst: f64,
+    /// Most submissions decided and committed together.
+    pub batch_max: usize,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            in_process: true,
+            max_body_bytes: 4096,
+            rate_per_second: 5.0,
+            rate_burst: 20.0,
+            batch_max: 256,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the database failed: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Audit(#[from] crate::AuditError),
+}
+
+/// How the pipeline reaches the gateway: where, as whom, and a fresh token per connection.
+pub struct BrokerLink {
+    pub addr: SocketAddr,
+    pub client_id: String,
+    pub token: Box<dyn Fn() -> String + Send + Sync>,
+}
+
+/// A submission as it arrived.
+struct Incoming {
+    topic: String,
+    payload: bytes::Bytes,
+}
+
+/// What a session looks like to the pipeline, cached after the first read.
+#[derive(Clone, Debug)]
+struct SessionView {
+    status: session::SessionStatus,
+    last_seq: i64,
+    /// The last entry on the applicant-visible topic, for `prev_seq`.
+    last_public_seq: i64,
+    members: HashMap<String, participant::ParticipantRole>,
+}
+
+/// What a batch publishes once committed, in order.
+#[derive(Default)]
+struct Outbox {
+    memberships: Vec<MembershipUpdate>,
+    entries: Vec<(String, Vec<u8>)>,
+    acks: Vec<(String, Vec<u8>)>,
+}
+
+pub struct Pipeline {
+    store: store::Store,
+    audit: Arc<AuditTrail>,
+    config: BridgeConfig,
+    sessions: HashMap<String, SessionView>,
+    limiter: RateLimiter,
+}
+
+impl Pipeline {
+    pub fn new(store: store::Store, audit: Arc<AuditTrail>, config: BridgeConfig) -> Self {
+        let limiter = RateLimiter::new(RateLimit {
+            per_second: config.rate_per_second,
+            burst: config.rate_burst,
+        });
+        Self {
+            store,
+            audit,
+            config,
+            sessions: HashMap::new(),
+            limiter,
+        }
+    }
+
+    /// Connects to the gateway and handles submissions until `shutdown` resolves, reconnecting
+    /// (with a fresh token) when the connection drops.
+    pub async fn run(mut self, link: BrokerLink, shutdown: impl Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let session = self.connected(&link, &mut shutdown);
+            if session.await {
+                return;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One connection's life; true when it ended because of `shutdown`.
+    async fn connected(
+        &mut self,
+        link: &BrokerLink,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        let mut options = MqttOptions::new(
+            &link.client_id,
+            link.addr.ip().to_string(),
+            link.addr.port(),
+        );
+        options.set_credentials(&link.client_id, (link.token)());
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_max_packet_size(Some(1024 * 1024));
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let (tx, mut rx) = mpsc::channel::<Incoming>(8192);
+        let driver = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                        if tx
+                            .send(Incoming {
+                                topic,
+                                payload: publish.payload,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the pipeline's broker connection ended");
+                        return;
+                    }
+                }
+            }
+        });
+        for filter in [
+            format!("{}/open/+", schemas::topics::PREFIX),
+            format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
+        ] {
+            if client.subscribe(filter, QoS::AtLeastOnce).await.is_err() {
+                driver.abort();
+                return false;
+            }
+        }
+        tracing::info!("chat pipeline connected");
+        let stopped = loop {
+            let first = tokio::select! {
+                _ = shutdown.as_mut() => break true,
+                first = rx.recv() => first,
+            };
+            let Some(first) = first else { break false };
+            let mut batch = vec![first];
+            while batch.len() < self.config.batch_max {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            match self.decide_and_store(batch).await {
+                Ok(outbox) => {
+                    if publish(&client, outbox).await.is_err() {
+                        break false;
+                    }
+                }
+                Err(err) => {
+                    // Nothing of the batch was stored: forget cached sequence numbers, and let
+                    // senders time out and resubmit (their client message ids make that safe).
+                    tracing::error!(error = %err, "a batch could not be stored");
+                    self.sessions.clear();
+                }
+            }
+        };
+        let _ = client.disconnect().await;
+        driver.abort();
+        stopped
+    }
+
+    /// Decides every submission of `batch` and stores the accepted ones in one transaction.
+    async fn decide_and_store(&mut self, batch: Vec<Incoming>) -> Result<Outbox, PipelineError> {
+        let txn = self.store.connection().begin().await?;
+        let trail = self.audit.clone();
+        let mut audit = trail.batch().await;
+        let mut outbox = Outbox::default();
+        // Views are changed on a copy until the commit succeeds.
+        let before = self.sessions.clone();
+        for incoming in batch {
+            let result = match Topic::parse(&incoming.topic) {
+                Some(Topic::Open { subject }) => {
+                    let subject = subject.to_owned();
+                    self.open(&txn, &mut audit, &mut outbox, &subject, &incoming.payload)
+                        .await
+                }
+                Some(Topic::Session {
+                    session,
+                    kind: SessionTopic::Submit,
+                    subject: Some(subject),
+                }) => {
+                    let (session, subject) = (session.to_owned(), subject.to_owned());
+                    self.submit(
+                        &txn,
+                        &mut audit,
+                        &mut outbox,
+                        &session,
+                        &subject,
+                        &incoming.payload,
+                    )
+                    .await
+                }
+                _ => Ok(()),
+            };
+            if let Err(err) = result {
+                self.sessions = before;
+                return Err(err);
+            }
+        }
+        match txn.commit().await {
+            Ok(()) => {
+                audit.committed();
+                Ok(outbox)
+            }
+            Err(err) => {
+                self.sessions = before;
+                Err(err.into())
+            }
+        }
+    }
+
+    async fn open(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        applicant: &str,
+        payload: &[u8],
+    ) -> Result<(), PipelineError> {
+        let request: OpenSession = match serde_json::from_slice(payload) {
+            Ok(request) => request,
+            Err(err) => {
+                return reject(
+                    audit,
+                    txn,
+                    outbox,
+                    applicant,
+                    None,
+                    &client_msg_id_of(payload),
+                    RejectReason::Invalid,
+                    &err.to_string(),
+                )
+                .await;
+            }
+        };
+        let cmid = request.client_msg_id.clone();
+        if request.v != wire::VERSION {
+            return reject(
+                audit,
+                txn,
+                outbox,
+                applicant,
+                None,
+                &cmid,
+                RejectReason::UnsupportedVersion,
+                "this server speaks version 1",
+            )
+            .await;
+        }
+        // The same request again: the same session.
+        if let Some(existing) = message::Entity::find()
+            .filter(message::Column::Sender.eq(applicant))
+            .filter(message::Column::ClientMsgId.eq(&cmid))
+            .filter(message::Column::Seq.eq(1))
+            .one(txn)
+            .await?
+        {
+            outbox.ack(
+                applicant,
+                &cmid,
+                Some(&existing.session_id),
+                Outcome::Accepted { seq: None },
+            );
+            return Ok(());
+        }
+        if let Err(retry) = self.limiter.check(applicant, Instant::now()) {
+            let message = format!("too many requests; retry in {} ms", retry.as_millis());
+            return reject(
+                audit,
+                txn,
+                outbox,
+                applicant,
+                None,
+                &cmid,
+                RejectReason::RateLimited,
+                &message,
+            )
+            .await;
+        }
+        if let Some(first) = &request.first_message
+            && let Err((reason, message)) = check_body(first, self.config.max_body_bytes)
+        {
+            return reject(audit, txn, outbox, applicant, None, &cmid, reason, &message).await;
+        }
+
+        let session_id = new_session_id();
+        let now = Utc::now().trunc_subsecs(6);
+        session::ActiveModel {
+            id: Set(session_id.clone()),
+            status: Set(session::SessionStatus::Queued),
+            applicant: Set(applicant.to_owned()),
+            channel: Set(serde_json::to_value(request.channel)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()),
+            team: Set(request.topic.clone()),
+            assigned_agent: Set(None),
+            last_seq: Set(0),
+            lock_holder: Set(None),
+            lock_epoch: Set(0),
+            lock_expires_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            closed_at: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        participant::ActiveModel {
+            session_id: Set(session_id.clone()),
+            subject: Set(applicant.to_owned()),
+            role: Set(participant::ParticipantRole::Applicant),
+            joined_at: Set(now),
+            left_at: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        let view = SessionView {
+            status: session::SessionStatus::Queued,
+            last_seq: 0,
+            last_public_seq: 0,
+            members: HashMap::from([(
+                applicant.to_owned(),
+                participant::ParticipantRole::Applicant,
+            )]),
+        };
+        self.sessions.insert(session_id.clone(), view);
+        audit
+            .append(txn, AuditEntry {
+                actor: applicant.to_owned(),
+                action: "session.opened".to_owned(),
+                session_id: Some(session_id.clone()),
+                detail: serde_json::json!({ "channel": request.channel, "topic": request.topic }),
+            })
+            .await?;
+        let opened = StreamContent::Event {
+            event: SessionEvent::Opened {
+                channel: request.channel,
+            },
+        };
+        self.append_entry(txn, audit, outbox, &session_id, applicant, &cmid, opened)
+            .await?;
+        if let Some(first) = request.first_message {
+            let content = StreamContent::Message { body: first };
+            self.append_entry(
+                txn,
+                audit,
+                outbox,
+                &session_id,
+                applicant,
+                &format!("{cmid}#first"),
+                content,
+            )
+            .await?;
+        }
+        outbox.memberships.push(MembershipUpdate {
+            v: wire::VERSION,
+            session_id: session_id.clone(),
+            subject: applicant.to_owned(),
+            role: wire::ParticipantRole::Applicant,
+            op: MembershipOp::Join,
+        });
+        outbox.ack(
+            applicant,
+            &cmid,
+            Some(&session_id),
+            Outcome::Accepted { seq: None },
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn submit(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        sender: &str,
+        payload: &[u8],
+    ) -> Result<(), PipelineError> {
+        let submission: Submission = match serde_json::from_slice(payload) {
+            Ok(submission) => submission,
+            Err(err) => {
+                let cmid = client_msg_id_of(payload);
+                return reject(
+                    audit,
+                    txn,
+                    outbox,
+                    sender,
+                    Some(session_id),
+                    &cmid,
+                    RejectReason::Invalid,
+                    &err.to_string(),
+                )
+                .await;
+            }
+        };
+        let cmid = submission.client_msg_id.clone();
+        let refuse = |reason, message: &str| (reason, message.to_owned());
+        let decision: Result<(), (RejectReason, String)> = async {
+            if submission.v != wire::VERSION {
+                return Err(refuse(
+                    RejectReason::UnsupportedVersion,
+                    "this server speaks version 1",
+                ));
+            }
+            let Some(view) = self.view(txn, session_id).await.map_err(|_| {
+                refuse(
+                    RejectReason::UnknownSession,
+                    "the session could not be read",
+                )
+            })?
+            else {
+                return Err(refuse(RejectReason::UnknownSession, "no such session"));
+            };
+            if view.status == session::SessionStatus::Closed {
+                return Err(refuse(RejectReason::SessionClosed, "the session is closed"));
+            }
+            if !view.members.contains_key(sender) {
+                return Err(refuse(
+                    RejectReason::NotAllowed,
+                    "you are not a participant of this session",
+                ));
+            }
+            Ok(())
+        }
+        .await;
+        if let Err((reason, message)) = decision {
+            return reject(
+                audit,
+                txn,
+                outbox,
+                sender,
+                Some(session_id),
+                &cmid,
+                reason,
+                &message,
+            )
+            .await;
+        }
+
+        // The same submission again: the original acknowledgement.
+        if let Some(existing) = message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::Sender.eq(sender))
+            .filter(message::Column::ClientMsgId.eq(&cmid))
+            .one(txn)
+            .await?
+        {
+            outbox.ack(
+                sender,
+                &cmid,
+                Some(session_id),
+                Outcome::Accepted {
+                    seq: Some(existing.seq as u64),
+                },
+            );
+            return Ok(());
+        }
+
+        match submission.action {
+            Action::Resync { from_seq, to_seq } => {
+                self.resync(txn, outbox, session_id, sender, from_seq, to_seq)
+                    .await?;
+                Ok(())
+            }
+            Action::Message { body } => {
+                if let Err(retry) = self.limiter.check(sender, Instant::now()) {
+                    let message = format!("too many messages; retry in {} ms", retry.as_millis());
+                    return reject(
+                        audit,
+                        txn,
+                        outbox,
+                        sender,
+                        Some(session_id),
+                        &cmid,
+                        RejectReason::RateLimited,
+                        &message,
+                    )
+                    .await;
+                }
+                if let Err((reason, message)) = check_body(&body, self.config.max_body_bytes) {
+                    return reject(
+                        audit,
+                        txn,
+                        outbox,
+                        sender,
+                        Some(session_id),
+                        &cmid,
+                        reason,
+                        &message,
+                    )
+                    .await;
+                }
+                let role = self
+                    .sessions
+                    .get(session_id)
+                    .and_then(|view| view.members.get(sender).copied());
+                if role != Some(participant::ParticipantRole::Applicant) {
+                    let message =
+                        "staff replies need the reply lock, which is not built yet (issue 4)";
+                    return reject(
+                        audit,
+                        txn,
+                        outbox,
+                        sender,
+                        Some(session_id),
+                        &cmid,
+                        RejectReason::NotAllowed,
+                        message,
+                    )
+                    .await;
+                }
+                let seq = self
+                    .append_entry(
+                        txn,
+                        audit,
+                        outbox,
+                        session_id,
+                        sender,
+                        &cmid,
+                        StreamContent::Message { body },
+                    )
+                    .await?;
+                outbox.ack(
+                    sender,
+                    &cmid,
+                    Some(session_id),
+                    Outcome::Accepted { seq: Some(seq) },
+                );
+                Ok(())
+            }
+            _ => {
+                let message = "this kind of submission is not built yet (issue 4)";
+                reject(
+                    audit,
+                    txn,
+                    outbox,
+                    sender,
+                    Some(session_id),
+                    &cmid,
+                    RejectReason::NotAllowed,
+                    message,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The session as the pipeline sees it, read from the database the first time.
+    async fn view(
+        &mut self,
+        txn: &DatabaseTransaction,
+        session_id: &str,
+    ) -> Result<Option<&SessionView>, PipelineError> {
+        if !self.sessions.contains_key(session_id) {
+            let Some(row) = session::Entity::find_by_id(session_id).one(txn).await? else {
+                return Ok(None);
+            };
+            let members = participant::Entity::find()
+                .filter(participant::Column::SessionId.eq(session_id))
+                .filter(participant::Column::LeftAt.is_null())
+                .all(txn)
+                .await?
+                .into_iter()
+                .map(|p| (p.subject, p.role))
+                .collect();
+            let last_public_seq = message::Entity::find()
+                .filter(message::Column::SessionId.eq(session_id))
+                .filter(message::Column::Kind.ne(message::MessageKind::Note))
+                .order_by_desc(message::Column::Seq)
+                .one(txn)
+                .await?
+                .map_or(0, |m| m.seq);
+            self.sessions.insert(
+                session_id.to_owned(),
+                SessionView {
+                    status: row.status,
+                    last_seq: row.last_seq,
+                    last_public_seq,
+                    members,
+                },
+            );
+        }
+        Ok(self.sessions.get(session_id))
+    }
+
+    /// Gives `content` the session's next sequence number, stores it, audits it and queues its
+    /// stream entry. Returns the sequence number.
+    #[allow(clippy::too_many_arguments)]
+    async fn append_entry(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        sender: &str,
+        client_msg_id: &str,
+        content: StreamContent,
+    ) -> Result<u64, PipelineError> {
+        let view = self
+            .sessions
+            .get_mut(session_id)
+            .expect("the view is loaded before an entry is appended");
+        let seq = view.last_seq + 1;
+        let prev_seq = view.last_public_seq;
+        view.last_seq = seq;
+        view.last_public_seq = seq;
+        let at = Utc::now().trunc_subsecs(6);
+        let (kind, body) = match &content {
+            StreamContent::Message { body } => (message::MessageKind::Text, body.clone()),
+            StreamContent::Note { body } => (message::MessageKind::Note, body.clone()),
+            StreamContent::Event { event } => (
+                message::MessageKind::Event,
+                serde_json::to_string(event).unwrap_or_default(),
+            ),
+        };
+        message::ActiveModel {
+            session_id: Set(session_id.to_owned()),
+            seq: Set(seq),
+            client_msg_id: Set(client_msg_id.to_owned()),
+            sender: Set(sender.to_owned()),
+            kind: Set(kind),
+            body: Set(body),
+            created_at: Set(at),
+            ..Default::default()
+        }
+        .insert(txn)
+        .await?;
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::LastSeq,
+                sea_orm::sea_query::Expr::value(seq),
+            )
+            .col_expr(
+                session::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(at),
+            )
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn)
+            .await?;
+        audit
+            .append(
+                txn,
+                AuditEntry {
+                    actor: sender.to_owned(),
+                    action: "message.accepted".to_owned(),
+                    session_id: Some(session_id.to_owned()),
+                    detail: serde_json::json!({ "seq": seq, "client_msg_id": client_msg_id }),
+                },
+            )
+            .await?;
+        let entry = StreamEntry {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            seq: seq as u64,
+            prev_seq: prev_seq as u64,
+            at,
+            sender: sender.to_owned(),
+            content,
+        };
+        let topic = Topic::Session {
+            session: session_id,
+            kind: SessionTopic::Messages,
+            subject: None,
+        };
+        outbox.entries.push((
+            topic.to_string(),
+            serde_json::to_vec(&entry).unwrap_or_default(),
+        ));
+        Ok(seq as u64)
+    }
+
+    /// Sends the requester exactly the entries it asked for that it may read.
+    async fn resync(
+        &mut self,
+        txn: &DatabaseTransaction,
+        outbox: &mut Outbox,
+        session_id: &str,
+        sender: &str,
+        from_seq: u64,
+        to_seq: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        let last_seq = self
+            .sessions
+            .get(session_id)
+            .map_or(0, |view| view.last_seq);
+        let to_seq = to_seq.unwrap_or(last_seq as u64).min(last_seq as u64);
+        let rows = message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id))
+            .filter(message::Column::Kind.ne(message::MessageKind::Note))
+            .filter(message::Column::Seq.lte(to_seq as i64))
+            .order_by_asc(message::Column::Seq)
+            .all(txn)
+            .await?;
+        // prev_seq of each entry is the previous visible one, also before the range.
+        let mut prev = 0;
+        let mut entries = Vec::new();
+        for row in rows {
+            if row.seq as u64 >= from_seq {
+                let content = match row.kind {
+                    message::MessageKind::Text => StreamContent::Message { body: row.body },
+                    message::MessageKind::Note => StreamContent::Note { body: row.body },
+                    message::MessageKind::Event => match serde_json::from_str(&row.body) {
+                        Ok(event) => StreamContent::Event { event },
+                        Err(_) => continue,
+                    },
+                };
+                entries.push(StreamEntry {
+                    v: wire::VERSION,
+                    session_id: session_id.to_owned(),
+                    seq: row.seq as u64,
+                    prev_seq: prev,
+                    at: row.created_at,
+                    sender: row.sender,
+                    content,
+                });
+            }
+            prev = row.seq as u64;
+        }
+        let reply = Resync {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            entries,
+            last_seq: last_seq as u64,
+        };
+        outbox.acks.push((
+            ack_topic(sender),
+            serde_json::to_vec(&reply).unwrap_or_default(),
+        ));
+        Ok(())
+    }
+}
+
+impl Outbox {
+    fn ack(
+        &mut self,
+        subject: &str,
+        client_msg_id: &str,
+        session_id: Option<&str>,
+        outcome: Outcome,
+    ) {
+        let ack = Ack {
+            v: wire::VERSION,
+            client_msg_id: client_msg_id.to_owned(),
+            session_id: session_id.map(str::to_owned),
+            outcome,
+        };
+        self.acks.push((
+            ack_topic(subject),
+            serde_json::to_vec(&ack).unwrap_or_default(),
+        ));
+    }
+}
+
+fn ack_topic(subject: &str) -> String {
+    Topic::Ack { subject }.to_string()
+}
+
+/// Refuses a submission: recorded in the audit trail, answered on the sender's ack topic.
+#[allow(clippy::too_many_arguments)]
+async fn reject(
+    audit: &mut AuditBatch<'_>,
+    txn: &DatabaseTransaction,
+    outbox: &mut Outbox,
+    sender: &str,
+    session_id: Option<&str>,
+    client_msg_id: &str,
+    reason: RejectReason,
+    message: &str,
+) -> Result<(), PipelineError> {
+    audit
+        .append(txn, AuditEntry {
+            actor: sender.to_owned(),
+            action: "submission.rejected".to_owned(),
+            session_id: session_id.map(str::to_owned),
+            detail: serde_json::json!({ "client_msg_id": client_msg_id, "reason": reason, "message": message }),
+        })
+        .await?;
+    outbox.ack(
+        sender,
+        client_msg_id,
+        session_id,
+        Outcome::Rejected {
+            reason,
+            message: message.to_owned(),
+        },
+    );
+    Ok(())
+}
+
+/// A message body the record may hold: not empty, within the size limit, printable.
+fn check_body(body: &str, max_bytes: usize) -> Result<(), (RejectReason, String)> {
+    if body.trim().is_empty() {
+        return Err((RejectReason::TooLarge, "the message is empty".to_owned()));
+    }
+    if body.len() > max_bytes {
+        return Err((
+            RejectReason::TooLarge,
+            format!("the message is longer than {max_bytes} bytes"),
+        ));
+    }
+    if body
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err((
+            RejectReason::ContentRefused,
+            "control characters are not accepted".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The client message id of a payload that did not parse as a whole, so the rejection can
+/// still name it.
+fn client_msg_id_of(payload: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|value| value.get("client_msg_id")?.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// 16 random hex characters: unguessable, so a session id does not reveal others.
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 8];
+    // The system generator does not fail on supported platforms; a failure would leave zeros,
+    // which the unique primary key would then refuse.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    format!(
+        "s-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Publishes what a committed batch produced: memberships (so the gateway lets participants
+/// in), stream entries, acknowledgements.
+async fn publish(client: &AsyncClient, outbox: Outbox) -> Result<(), rumqttc::v5::ClientError> {
+    let memberships = Topic::Memberships.to_string();
+    for update in outbox.memberships {
+        client
+            .publish(
+                &memberships,
+                QoS::AtLeastOnce,
+                false,
+                serde_json::to_vec(&update).unwrap_or_default(),
+            )
+            .await?;
+    }
+    for (topic, payload) in outbox.entries.into_iter().chain(outbox.acks) {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies() {
+        let rows: &[(&str, Option<RejectReason>)] = &[
+            ("Hello", None),
+            ("line one\nline two\ttab", None),
+            ("", Some(RejectReason::TooLarge)),
+            ("   ", Some(RejectReason::TooLarge)),
+            ("bell\u{7}", Some(RejectReason::ContentRefused)),
+        ];
+        for (body, expected) in rows {
+            assert_eq!(
+                check_body(body, 32).err().map(|(reason, _)| reason),
+                *expected,
+                "{body:?}"
+            );
+        }
+        assert_eq!(
+            check_body(&"x".repeat(33), 32).err().map(|(r, _)| r),
+            Some(RejectReason::TooLarge)
+        );
+    }
+
+    #[test]
+    fn session_ids_are_distinct_and_shaped() {
+        let (a, b) = (new_session_id(), new_session_id());
+        assert_ne!(a, b);
+        assert!(a.starts_with("s-") && a.len() == 18, "{a}");
+        assert!(Topic::parse(&format!("cc/v1/sessions/{a}/messages")).is_some());
+    }
+}

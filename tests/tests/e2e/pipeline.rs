@@ -1,0 +1,299 @@
+//! The chat pipeline through real clients: an applicant opens a session and writes; every
+//! accepted message is stored, gets the next sequence number, reaches the stream and is
+//! acknowledged; resubmissions and bad input are answered as the protocol says.
+
+use std::time::Duration;
+
+use courtchat::Role;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Publish, SubscribeReasonCode};
+use schemas::wire::{Ack, Outcome, RejectReason, Resync, StreamContent, StreamEntry};
+use serde_json::json;
+use testkit::TestStack;
+use testkit::mqtt::{PATIENCE, TestClientV5, filter};
+
+/// An applicant's client, sorting what arrives into acknowledgements and stream entries.
+struct Applicant {
+    client: TestClientV5,
+    subject: String,
+    acks: Vec<serde_json::Value>,
+    entries: Vec<StreamEntry>,
+}
+
+impl Applicant {
+    async fn connect(stack: &TestStack, subject: &str) -> anyhow::Result<Self> {
+        let mut client =
+            TestClientV5::connect(TestClientV5::tcp_options(stack, subject, Role::Applicant))
+                .await?;
+        client
+            .subscribe(vec![filter(
+                &format!("cc/v1/clients/{subject}/ack"),
+                QoS::AtLeastOnce,
+            )])
+            .await?;
+        Ok(Self {
+            client,
+            subject: subject.to_owned(),
+            acks: Vec::new(),
+            entries: Vec::new(),
+        })
+    }
+
+    fn sort(&mut self, publish: Publish) -> anyhow::Result<()> {
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        if topic.ends_with("/ack") {
+            self.acks.push(serde_json::from_slice(&publish.payload)?);
+        } else {
+            self.entries.push(serde_json::from_slice(&publish.payload)?);
+        }
+        Ok(())
+    }
+
+    /// Waits until `acks` acknowledgements and `entries` stream entries have arrived in all.
+    async fn until(&mut self, acks: usize, entries: usize) -> anyhow::Result<()> {
+        while self.acks.len() < acks || self.entries.len() < entries {
+            let publish = self.client.next_publish().await?;
+            self.sort(publish)?;
+        }
+        Ok(())
+    }
+
+    async fn submit(&self, session: &str, payload: serde_json::Value) -> anyhow::Result<()> {
+        let topic = format!("cc/v1/sessions/{session}/submit/{}", self.subject);
+        self.client
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await?;
+        Ok(())
+    }
+}
+
+fn ack(value: &serde_json::Value) -> Ack {
+    serde_json::from_value(value.clone()).expect("an acknowledgement")
+}
+
+#[tokio::test]
+async fn an_applicant_opens_a_session_and_every_message_is_stored_ordered_and_acknowledged()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-1").await?;
+
+    // Open a session with a first message.
+    let open =
+        json!({"v": 1, "client_msg_id": "open-1", "channel": "kiosk", "first_message": "Hello"});
+    kiosk
+        .client
+        .client
+        .publish(
+            "cc/v1/open/kiosk-1",
+            QoS::AtLeastOnce,
+            false,
+            open.to_string(),
+        )
+        .await?;
+    kiosk.until(1, 0).await?;
+    let opened = ack(&kiosk.acks[0]);
+    assert_eq!(opened.client_msg_id, "open-1");
+    assert!(
+        matches!(opened.outcome, Outcome::Accepted { .. }),
+        "{opened:?}"
+    );
+    let session = opened.session_id.expect("the session id");
+
+    // The gateway learns the membership from the pipeline; subscribe once it has.
+    let stream = format!("cc/v1/sessions/{session}/messages");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while kiosk
+        .client
+        .subscribe(vec![filter(&stream, QoS::AtLeastOnce)])
+        .await?
+        != vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the applicant never became a member"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // What was written before subscribing is fetched with a resync.
+    kiosk
+        .submit(
+            &session,
+            json!({"client_msg_id": "r-1", "type": "resync", "from_seq": 1}),
+        )
+        .await?;
+    kiosk.until(2, 0).await?;
+    let resync: Resync = serde_json::from_value(kiosk.acks[1].clone())?;
+    let got: Vec<(u64, u64)> = resync.entries.iter().map(|e| (e.seq, e.prev_seq)).collect();
+    assert_eq!(got, vec![(1, 0), (2, 1)]);
+    assert_eq!(
+        resync.entries[1].content,
+        StreamContent::Message {
+            body: "Hello".into()
+        }
+    );
+
+    // Ten messages: ten acknowledgements with consecutive sequence numbers, and the same ten
+    // entries on the stream, in that order, each naming its predecessor.
+    for n in 0..10 {
+        kiosk.submit(&session, json!({"client_msg_id": format!("m{n}"), "type": "message", "body": format!("line {n}")})).await?;
+    }
+    kiosk.until(12, 10).await?;
+    let seqs: Vec<u64> = kiosk.acks[2..]
+        .iter()
+        .map(|a| match ack(a).outcome {
+            Outcome::Accepted { seq: Some(seq) } => seq,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, (3..=12).collect::<Vec<_>>());
+    let stream_seqs: Vec<(u64, u64)> = kiosk.entries.iter().map(|e| (e.seq, e.prev_seq)).collect();
+    assert_eq!(
+        stream_seqs,
+        (3..=12).map(|s| (s, s - 1)).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        kiosk.entries[0].content,
+        StreamContent::Message {
+            body: "line 0".into()
+        }
+    );
+
+    // A resubmission returns the original acknowledgement and adds nothing.
+    kiosk
+        .submit(
+            &session,
+            json!({"client_msg_id": "m3", "type": "message", "body": "line 3"}),
+        )
+        .await?;
+    kiosk.until(13, 10).await?;
+    assert_eq!(
+        ack(&kiosk.acks[12]).outcome,
+        Outcome::Accepted { seq: Some(6) }
+    );
+
+    // Bad input is refused with a reason, and stores nothing.
+    let rows = [
+        (
+            json!({"client_msg_id": "bad-1", "type": "message", "body": 42}),
+            RejectReason::Invalid,
+        ),
+        (
+            json!({"client_msg_id": "bad-2", "type": "message", "body": "x".repeat(5000)}),
+            RejectReason::TooLarge,
+        ),
+        (
+            json!({"client_msg_id": "bad-3", "type": "message", "body": "bell\u{7}"}),
+            RejectReason::ContentRefused,
+        ),
+        (
+            json!({"client_msg_id": "bad-4", "type": "note", "body": "only staff write notes"}),
+            RejectReason::NotAllowed,
+        ),
+        (
+            json!({"v": 2, "client_msg_id": "bad-5", "type": "message", "body": "from the future"}),
+            RejectReason::UnsupportedVersion,
+        ),
+    ];
+    for (n, (payload, _)) in rows.iter().enumerate() {
+        kiosk.submit(&session, payload.clone()).await?;
+        kiosk.until(14 + n, 10).await?;
+    }
+    for (n, (payload, expected)) in rows.iter().enumerate() {
+        let answer = ack(&kiosk.acks[13 + n]);
+        assert_eq!(
+            answer.client_msg_id,
+            payload["client_msg_id"].as_str().unwrap_or_default()
+        );
+        assert!(
+            matches!(answer.outcome, Outcome::Rejected { reason, .. } if reason == *expected),
+            "{answer:?}"
+        );
+    }
+    assert!(
+        kiosk
+            .client
+            .publishes_within(Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "nothing more on the stream"
+    );
+
+    // The record: twelve rows, sequence 1..=12 without gaps, and an intact audit chain.
+    use schemas::db::entities::{message, session as sessions};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let db = stack.store().connection();
+    let rows = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&session))
+        .order_by_asc(message::Column::Seq)
+        .all(db)
+        .await?;
+    assert_eq!(
+        rows.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=12).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sessions::Entity::find_by_id(&session)
+            .one(db)
+            .await?
+            .map(|s| s.last_seq),
+        Some(12)
+    );
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert_eq!(verification.first_broken, None);
+    assert!(
+        verification.entries >= 12 + 1 + 5,
+        "opening, twelve entries and five rejections are audited"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn opening_is_idempotent_and_strangers_cannot_write() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-2").await?;
+    let open = json!({"client_msg_id": "open-1", "channel": "phone"}).to_string();
+    kiosk
+        .client
+        .client
+        .publish("cc/v1/open/kiosk-2", QoS::AtLeastOnce, false, open.clone())
+        .await?;
+    kiosk
+        .client
+        .client
+        .publish("cc/v1/open/kiosk-2", QoS::AtLeastOnce, false, open)
+        .await?;
+    kiosk.until(2, 0).await?;
+    let (first, second) = (ack(&kiosk.acks[0]), ack(&kiosk.acks[1]));
+    assert_eq!(
+        first.session_id, second.session_id,
+        "the same request, the same session"
+    );
+
+    // Another applicant is not a participant: the gateway refuses its submission (MQTT 5: 0x87).
+    let session = first.session_id.expect("a session id");
+    let mut stranger = TestClientV5::connect(TestClientV5::tcp_options(
+        &stack,
+        "kiosk-3",
+        Role::Applicant,
+    ))
+    .await?;
+    let topic = format!("cc/v1/sessions/{session}/submit/kiosk-3");
+    stranger
+        .client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            r#"{"client_msg_id":"x","type":"message","body":"hi"}"#,
+        )
+        .await?;
+    assert_eq!(
+        stranger.next_puback().await?.reason,
+        rumqttc::v5::mqttbytes::v5::PubAckReason::NotAuthorized
+    );
+    stack.shutdown().await;
+    Ok(())
+}
