@@ -23,11 +23,11 @@ use chrono::{SubsecRound, Utc};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use schemas::db::entities::{message, participant, session};
+use schemas::db::entities::{agent, message, participant, session};
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{
-    self, Ack, Action, MembershipOp, MembershipUpdate, OpenSession, Outcome, RejectReason, Resync,
-    SessionEvent, StreamContent, StreamEntry, Submission,
+    self, Ack, Action, LockMode, LockOp, MembershipOp, MembershipUpdate, OpenSession, Outcome,
+    RejectReason, Resync, SessionEvent, StreamContent, StreamEntry, Submission,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::audit::{AuditBatch, AuditEntry, AuditTrail};
+use crate::lock::{LockChange, LockError, LockRequest, ReplyLock};
 use crate::rate::{RateLimit, RateLimiter};
 
 /// The `[bridge]` section of the configuration.
@@ -53,6 +54,11 @@ pub struct BridgeConfig {
     pub rate_burst: f64,
     /// Most submissions decided and committed together.
     pub batch_max: usize,
+    /// `exclusive`: only the reply-lock holder's replies are accepted; `advisory`: any joined
+    /// agent may reply, and the lock only shows who is answering.
+    pub lock_mode: LockMode,
+    /// How long a reply lock lasts without renewal, in seconds.
+    pub lock_lease_secs: u64,
 }
 
 impl Default for BridgeConfig {
@@ -63,6 +69,8 @@ impl Default for BridgeConfig {
             rate_per_second: 5.0,
             rate_burst: 20.0,
             batch_max: 256,
+            lock_mode: LockMode::Exclusive,
+            lock_lease_secs: 60,
         }
     }
 }
@@ -95,13 +103,45 @@ struct SessionView {
     last_seq: i64,
     /// The last entry on the applicant-visible topic, for `prev_seq`.
     last_public_seq: i64,
+    /// The last internal note, for `prev_seq` on the notes topic.
+    last_note_seq: i64,
     members: HashMap<String, participant::ParticipantRole>,
+    lock: ReplyLock,
+}
+
+/// A refusal: the reason and a message for people.
+type Refusal = (RejectReason, String);
+
+enum Decided {
+    /// Stored; the sequence number when it has one.
+    Accepted(Option<u64>),
+}
+
+fn membership(
+    session_id: &str,
+    subject: &str,
+    role: participant::ParticipantRole,
+    op: MembershipOp,
+) -> MembershipUpdate {
+    MembershipUpdate {
+        v: wire::VERSION,
+        session_id: session_id.to_owned(),
+        subject: subject.to_owned(),
+        role: match role {
+            participant::ParticipantRole::Applicant => wire::ParticipantRole::Applicant,
+            participant::ParticipantRole::Agent => wire::ParticipantRole::Agent,
+            participant::ParticipantRole::Supervisor => wire::ParticipantRole::Supervisor,
+        },
+        op,
+    }
 }
 
 /// What a batch publishes once committed, in order.
 #[derive(Default)]
 struct Outbox {
     memberships: Vec<MembershipUpdate>,
+    /// Lock states, published retained.
+    locks: Vec<(String, Vec<u8>)>,
     entries: Vec<(String, Vec<u8>)>,
     acks: Vec<(String, Vec<u8>)>,
 }
@@ -386,10 +426,12 @@ impl Pipeline {
             status: session::SessionStatus::Queued,
             last_seq: 0,
             last_public_seq: 0,
+            last_note_seq: 0,
             members: HashMap::from([(
                 applicant.to_owned(),
                 participant::ParticipantRole::Applicant,
             )]),
+            lock: ReplyLock::default(),
         };
         self.sessions.insert(session_id.clone(), view);
         audit
@@ -405,8 +447,17 @@ impl Pipeline {
                 channel: request.channel,
             },
         };
-        self.append_entry(txn, audit, outbox, &session_id, applicant, &cmid, opened)
-            .await?;
+        self.append_entry(
+            txn,
+            audit,
+            outbox,
+            &session_id,
+            applicant,
+            &cmid,
+            opened,
+            None,
+        )
+        .await?;
         if let Some(first) = request.first_message {
             let content = StreamContent::Message { body: first };
             self.append_entry(
@@ -417,6 +468,7 @@ impl Pipeline {
                 applicant,
                 &format!("{cmid}#first"),
                 content,
+                None,
             )
             .await?;
         }
@@ -464,49 +516,6 @@ impl Pipeline {
             }
         };
         let cmid = submission.client_msg_id.clone();
-        let refuse = |reason, message: &str| (reason, message.to_owned());
-        let decision: Result<(), (RejectReason, String)> = async {
-            if submission.v != wire::VERSION {
-                return Err(refuse(
-                    RejectReason::UnsupportedVersion,
-                    "this server speaks version 1",
-                ));
-            }
-            let Some(view) = self.view(txn, session_id).await.map_err(|_| {
-                refuse(
-                    RejectReason::UnknownSession,
-                    "the session could not be read",
-                )
-            })?
-            else {
-                return Err(refuse(RejectReason::UnknownSession, "no such session"));
-            };
-            if view.status == session::SessionStatus::Closed {
-                return Err(refuse(RejectReason::SessionClosed, "the session is closed"));
-            }
-            if !view.members.contains_key(sender) {
-                return Err(refuse(
-                    RejectReason::NotAllowed,
-                    "you are not a participant of this session",
-                ));
-            }
-            Ok(())
-        }
-        .await;
-        if let Err((reason, message)) = decision {
-            return reject(
-                audit,
-                txn,
-                outbox,
-                sender,
-                Some(session_id),
-                &cmid,
-                reason,
-                &message,
-            )
-            .await;
-        }
-
         // The same submission again: the original acknowledgement.
         if let Some(existing) = message::Entity::find()
             .filter(message::Column::SessionId.eq(session_id))
@@ -525,59 +534,114 @@ impl Pipeline {
             );
             return Ok(());
         }
-
-        match submission.action {
-            Action::Resync { from_seq, to_seq } => {
-                self.resync(txn, outbox, session_id, sender, from_seq, to_seq)
-                    .await?;
+        match self
+            .decide(txn, audit, outbox, session_id, sender, &cmid, submission)
+            .await?
+        {
+            Ok(Some(Decided::Accepted(seq))) => {
+                outbox.ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
                 Ok(())
             }
+            // Answered already (a resync reply).
+            Ok(None) => Ok(()),
+            Err((reason, message)) => {
+                reject(
+                    audit,
+                    txn,
+                    outbox,
+                    sender,
+                    Some(session_id),
+                    &cmid,
+                    reason,
+                    &message,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Decides a submission and writes what it changes. The outer error is a database failure
+    /// (the batch is abandoned); the inner one a refusal for the sender.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        sender: &str,
+        cmid: &str,
+        submission: Submission,
+    ) -> Result<Result<Option<Decided>, Refusal>, PipelineError> {
+        let refuse = |reason, message: &str| Ok(Err((reason, message.to_owned())));
+        if submission.v != wire::VERSION {
+            return refuse(
+                RejectReason::UnsupportedVersion,
+                "this server speaks version 1",
+            );
+        }
+        let Some(view) = self.view(txn, session_id).await? else {
+            return refuse(RejectReason::UnknownSession, "no such session");
+        };
+        if view.status == session::SessionStatus::Closed {
+            return refuse(RejectReason::SessionClosed, "the session is closed");
+        }
+        let role = view.members.get(sender).copied();
+        let staff = match role {
+            Some(
+                participant::ParticipantRole::Agent | participant::ParticipantRole::Supervisor,
+            ) => role,
+            _ => None,
+        };
+        if role.is_none() && !matches!(submission.action, Action::Join) {
+            return refuse(
+                RejectReason::NotAllowed,
+                "you are not a participant of this session",
+            );
+        }
+        let now = Utc::now().trunc_subsecs(6);
+        match submission.action {
+            Action::Resync { from_seq, to_seq } => {
+                self.resync(
+                    txn,
+                    outbox,
+                    session_id,
+                    sender,
+                    staff.is_some(),
+                    from_seq,
+                    to_seq,
+                )
+                .await?;
+                Ok(Ok(None))
+            }
+            Action::Message { body } | Action::Note { body }
+                if self.limiter.check(sender, Instant::now()).is_err() =>
+            {
+                let _ = body;
+                refuse(RejectReason::RateLimited, "too many messages; slow down")
+            }
             Action::Message { body } => {
-                if let Err(retry) = self.limiter.check(sender, Instant::now()) {
-                    let message = format!("too many messages; retry in {} ms", retry.as_millis());
-                    return reject(
-                        audit,
-                        txn,
-                        outbox,
-                        sender,
-                        Some(session_id),
-                        &cmid,
-                        RejectReason::RateLimited,
-                        &message,
-                    )
-                    .await;
-                }
                 if let Err((reason, message)) = check_body(&body, self.config.max_body_bytes) {
-                    return reject(
-                        audit,
-                        txn,
-                        outbox,
-                        sender,
-                        Some(session_id),
-                        &cmid,
-                        reason,
-                        &message,
-                    )
-                    .await;
+                    return Ok(Err((reason, message)));
                 }
-                let role = self
-                    .sessions
-                    .get(session_id)
-                    .and_then(|view| view.members.get(sender).copied());
-                if role != Some(participant::ParticipantRole::Applicant) {
-                    let message =
-                        "staff replies need the reply lock, which is not built yet (issue 4)";
-                    return reject(
-                        audit,
-                        txn,
-                        outbox,
-                        sender,
-                        Some(session_id),
-                        &cmid,
-                        RejectReason::NotAllowed,
-                        message,
-                    )
-                    .await;
+                let mut epoch = None;
+                if staff.is_some() && self.config.lock_mode == LockMode::Exclusive {
+                    let lock = self.lock_of(session_id);
+                    match lock.may_reply(sender, now) {
+                        Ok(current) => epoch = Some(current),
+                        Err(LockError::Held { holder }) => {
+                            return refuse(
+                                RejectReason::LockHeld,
+                                &format!("{holder} holds the reply lock"),
+                            );
+                        }
+                        Err(LockError::NotHeld) => {
+                            return refuse(
+                                RejectReason::LockNotHeld,
+                                "acquire the reply lock before replying",
+                            );
+                        }
+                    }
                 }
                 let seq = self
                     .append_entry(
@@ -586,33 +650,325 @@ impl Pipeline {
                         outbox,
                         session_id,
                         sender,
-                        &cmid,
+                        cmid,
                         StreamContent::Message { body },
+                        epoch,
                     )
                     .await?;
-                outbox.ack(
-                    sender,
-                    &cmid,
-                    Some(session_id),
-                    Outcome::Accepted { seq: Some(seq) },
-                );
-                Ok(())
+                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
             }
-            _ => {
-                let message = "this kind of submission is not built yet (issue 4)";
-                reject(
-                    audit,
-                    txn,
-                    outbox,
-                    sender,
-                    Some(session_id),
-                    &cmid,
-                    RejectReason::NotAllowed,
-                    message,
+            Action::Note { body } => {
+                if staff.is_none() {
+                    return refuse(RejectReason::NotAllowed, "only staff write internal notes");
+                }
+                if let Err((reason, message)) = check_body(&body, self.config.max_body_bytes) {
+                    return Ok(Err((reason, message)));
+                }
+                let seq = self
+                    .append_entry(
+                        txn,
+                        audit,
+                        outbox,
+                        session_id,
+                        sender,
+                        cmid,
+                        StreamContent::Note { body },
+                        None,
+                    )
+                    .await?;
+                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
+            }
+            Action::Join => {
+                if role.is_some() {
+                    return Ok(Ok(Some(Decided::Accepted(None))));
+                }
+                let Some(staff_role) = self.staff_role(txn, sender).await? else {
+                    return refuse(
+                        RejectReason::NotAllowed,
+                        "only registered, active staff may join a session",
+                    );
+                };
+                self.join(
+                    txn, audit, outbox, session_id, sender, cmid, staff_role, now,
                 )
-                .await
+                .await?;
+                Ok(Ok(Some(Decided::Accepted(None))))
             }
+            Action::Leave => {
+                if role == Some(participant::ParticipantRole::Applicant) {
+                    return refuse(
+                        RejectReason::NotAllowed,
+                        "the applicant closes the session instead of leaving it",
+                    );
+                }
+                self.leave(txn, audit, outbox, session_id, sender, cmid, now)
+                    .await?;
+                Ok(Ok(Some(Decided::Accepted(None))))
+            }
+            Action::Lock { op } => {
+                if staff.is_none() {
+                    return refuse(RejectReason::NotAllowed, "only staff use the reply lock");
+                }
+                let request = match op {
+                    LockOp::Acquire => LockRequest::Acquire(sender),
+                    LockOp::Release => LockRequest::Release(sender),
+                    LockOp::Renew => LockRequest::Renew(sender),
+                    LockOp::Takeover if staff == Some(participant::ParticipantRole::Supervisor) => {
+                        LockRequest::Takeover(sender)
+                    }
+                    LockOp::Takeover => {
+                        return refuse(
+                            RejectReason::NotAllowed,
+                            "only a supervisor takes the lock over",
+                        );
+                    }
+                };
+                let lease = Duration::from_secs(self.config.lock_lease_secs);
+                let mut lock = self.lock_of(session_id);
+                match lock.apply(request, now, lease) {
+                    Ok(change) => {
+                        self.store_lock(txn, audit, outbox, session_id, sender, lock, &change, now)
+                            .await?;
+                        Ok(Ok(Some(Decided::Accepted(None))))
+                    }
+                    Err(LockError::Held { holder }) => refuse(
+                        RejectReason::LockHeld,
+                        &format!("{holder} holds the reply lock"),
+                    ),
+                    Err(LockError::NotHeld) => {
+                        refuse(RejectReason::LockNotHeld, "you do not hold the reply lock")
+                    }
+                }
+            }
+            _ => refuse(
+                RejectReason::NotAllowed,
+                "this kind of submission is not built yet (issue 4)",
+            ),
         }
+    }
+
+    fn lock_of(&self, session_id: &str) -> ReplyLock {
+        self.sessions
+            .get(session_id)
+            .map(|view| view.lock.clone())
+            .unwrap_or_default()
+    }
+
+    /// The staff role of `subject`, if it is a registered, active member of staff.
+    async fn staff_role(
+        &self,
+        txn: &DatabaseTransaction,
+        subject: &str,
+    ) -> Result<Option<participant::ParticipantRole>, PipelineError> {
+        let agent = agent::Entity::find()
+            .filter(agent::Column::Subject.eq(subject))
+            .filter(agent::Column::Active.eq(true))
+            .one(txn)
+            .await?;
+        Ok(agent.and_then(|agent| match agent.role {
+            agent::StaffRole::Agent => Some(participant::ParticipantRole::Agent),
+            agent::StaffRole::Supervisor => Some(participant::ParticipantRole::Supervisor),
+            agent::StaffRole::Admin => None,
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn join(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        subject: &str,
+        cmid: &str,
+        role: participant::ParticipantRole,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        // A participant who left and comes back gets their row back.
+        participant::Entity::delete_many()
+            .filter(participant::Column::SessionId.eq(session_id))
+            .filter(participant::Column::Subject.eq(subject))
+            .exec(txn)
+            .await?;
+        participant::ActiveModel {
+            session_id: Set(session_id.to_owned()),
+            subject: Set(subject.to_owned()),
+            role: Set(role),
+            joined_at: Set(now),
+            left_at: Set(None),
+        }
+        .insert(txn)
+        .await?;
+        let becomes_active = {
+            let view = self
+                .sessions
+                .get_mut(session_id)
+                .expect("the view is loaded");
+            view.members.insert(subject.to_owned(), role);
+            let queued = view.status == session::SessionStatus::Queued;
+            if queued {
+                view.status = session::SessionStatus::Active;
+            }
+            queued
+        };
+        let joined = StreamContent::Event {
+            event: SessionEvent::Joined {
+                subject: subject.to_owned(),
+            },
+        };
+        self.append_entry(txn, audit, outbox, session_id, subject, cmid, joined, None)
+            .await?;
+        if becomes_active {
+            session::Entity::update_many()
+                .col_expr(
+                    session::Column::Status,
+                    sea_orm::sea_query::Expr::value(session::SessionStatus::Active),
+                )
+                .filter(session::Column::Id.eq(session_id))
+                .exec(txn)
+                .await?;
+            let changed = StreamContent::Event {
+                event: SessionEvent::StatusChanged {
+                    status: wire::SessionStatus::Active,
+                },
+            };
+            self.append_entry(
+                txn,
+                audit,
+                outbox,
+                session_id,
+                "system",
+                &format!("{cmid}#status"),
+                changed,
+                None,
+            )
+            .await?;
+        }
+        outbox
+            .memberships
+            .push(membership(session_id, subject, role, MembershipOp::Join));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn leave(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        subject: &str,
+        cmid: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        participant::Entity::update_many()
+            .col_expr(
+                participant::Column::LeftAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(participant::Column::SessionId.eq(session_id))
+            .filter(participant::Column::Subject.eq(subject))
+            .exec(txn)
+            .await?;
+        let role = self
+            .sessions
+            .get_mut(session_id)
+            .and_then(|view| view.members.remove(subject))
+            .unwrap_or(participant::ParticipantRole::Agent);
+        // Whoever leaves lets go of the reply lock.
+        let mut lock = self.lock_of(session_id);
+        if let Ok(change @ LockChange::Released { .. }) =
+            lock.apply(LockRequest::Release(subject), now, Duration::ZERO)
+        {
+            self.store_lock(txn, audit, outbox, session_id, subject, lock, &change, now)
+                .await?;
+        }
+        let left = StreamContent::Event {
+            event: SessionEvent::Left {
+                subject: subject.to_owned(),
+            },
+        };
+        self.append_entry(txn, audit, outbox, session_id, subject, cmid, left, None)
+            .await?;
+        outbox
+            .memberships
+            .push(membership(session_id, subject, role, MembershipOp::Leave));
+        Ok(())
+    }
+
+    /// Persists a lock change on the session row, audits it and publishes the lock state.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_lock(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        actor: &str,
+        lock: ReplyLock,
+        change: &LockChange,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::LockHolder,
+                sea_orm::sea_query::Expr::value(lock.holder.clone()),
+            )
+            .col_expr(
+                session::Column::LockEpoch,
+                sea_orm::sea_query::Expr::value(lock.epoch as i64),
+            )
+            .col_expr(
+                session::Column::LockExpiresAt,
+                sea_orm::sea_query::Expr::value(lock.expires_at),
+            )
+            .col_expr(
+                session::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn)
+            .await?;
+        let action = match change {
+            LockChange::Acquired { .. } => "lock.acquired",
+            LockChange::Renewed { .. } => "lock.renewed",
+            LockChange::Released { .. } => "lock.released",
+            LockChange::TakenOver { .. } => "lock.taken_over",
+            LockChange::Expired { .. } => "lock.expired",
+            LockChange::Unchanged => return Ok(()),
+        };
+        audit
+            .append(
+                txn,
+                AuditEntry {
+                    actor: actor.to_owned(),
+                    action: action.to_owned(),
+                    session_id: Some(session_id.to_owned()),
+                    detail: serde_json::json!({ "holder": lock.holder, "epoch": lock.epoch }),
+                },
+            )
+            .await?;
+        let state = wire::LockState {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            holder: lock.holder.clone(),
+            epoch: lock.epoch,
+            expires_at: lock.expires_at,
+            mode: self.config.lock_mode,
+        };
+        let topic = Topic::Session {
+            session: session_id,
+            kind: SessionTopic::Lock,
+            subject: None,
+        };
+        outbox.locks.push((
+            topic.to_string(),
+            serde_json::to_vec(&state).unwrap_or_default(),
+        ));
+        if let Some(view) = self.sessions.get_mut(session_id) {
+            view.lock = lock;
+        }
+        Ok(())
     }
 
     /// The session as the pipeline sees it, read from the database the first time.
@@ -633,20 +989,32 @@ impl Pipeline {
                 .into_iter()
                 .map(|p| (p.subject, p.role))
                 .collect();
-            let last_public_seq = message::Entity::find()
-                .filter(message::Column::SessionId.eq(session_id))
-                .filter(message::Column::Kind.ne(message::MessageKind::Note))
-                .order_by_desc(message::Column::Seq)
-                .one(txn)
-                .await?
-                .map_or(0, |m| m.seq);
+            let last_of = |kind_is_note: bool| {
+                let query =
+                    message::Entity::find().filter(message::Column::SessionId.eq(session_id));
+                let query = if kind_is_note {
+                    query.filter(message::Column::Kind.eq(message::MessageKind::Note))
+                } else {
+                    query.filter(message::Column::Kind.ne(message::MessageKind::Note))
+                };
+                query.order_by_desc(message::Column::Seq).one(txn)
+            };
+            let last_public_seq = last_of(false).await?.map_or(0, |m| m.seq);
+            let last_note_seq = last_of(true).await?.map_or(0, |m| m.seq);
+            let lock = ReplyLock {
+                holder: row.lock_holder,
+                epoch: row.lock_epoch as u64,
+                expires_at: row.lock_expires_at,
+            };
             self.sessions.insert(
                 session_id.to_owned(),
                 SessionView {
                     status: row.status,
                     last_seq: row.last_seq,
                     last_public_seq,
+                    last_note_seq,
                     members,
+                    lock,
                 },
             );
         }
@@ -665,15 +1033,21 @@ impl Pipeline {
         sender: &str,
         client_msg_id: &str,
         content: StreamContent,
+        lock_epoch: Option<u64>,
     ) -> Result<u64, PipelineError> {
+        let is_note = matches!(content, StreamContent::Note { .. });
         let view = self
             .sessions
             .get_mut(session_id)
             .expect("the view is loaded before an entry is appended");
         let seq = view.last_seq + 1;
-        let prev_seq = view.last_public_seq;
         view.last_seq = seq;
-        view.last_public_seq = seq;
+        // Each topic's entries name their predecessor on that topic.
+        let prev_seq = if is_note {
+            std::mem::replace(&mut view.last_note_seq, seq)
+        } else {
+            std::mem::replace(&mut view.last_public_seq, seq)
+        };
         let at = Utc::now().trunc_subsecs(6);
         let (kind, body) = match &content {
             StreamContent::Message { body } => (message::MessageKind::Text, body.clone()),
@@ -714,7 +1088,7 @@ impl Pipeline {
                     actor: sender.to_owned(),
                     action: "message.accepted".to_owned(),
                     session_id: Some(session_id.to_owned()),
-                    detail: serde_json::json!({ "seq": seq, "client_msg_id": client_msg_id }),
+                    detail: serde_json::json!({ "seq": seq, "client_msg_id": client_msg_id, "lock_epoch": lock_epoch }),
                 },
             )
             .await?;
@@ -729,7 +1103,11 @@ impl Pipeline {
         };
         let topic = Topic::Session {
             session: session_id,
-            kind: SessionTopic::Messages,
+            kind: if is_note {
+                SessionTopic::Notes
+            } else {
+                SessionTopic::Messages
+            },
             subject: None,
         };
         outbox.entries.push((
@@ -740,12 +1118,14 @@ impl Pipeline {
     }
 
     /// Sends the requester exactly the entries it asked for that it may read.
+    #[allow(clippy::too_many_arguments)]
     async fn resync(
         &mut self,
         txn: &DatabaseTransaction,
         outbox: &mut Outbox,
         session_id: &str,
         sender: &str,
+        staff: bool,
         from_seq: u64,
         to_seq: Option<u64>,
     ) -> Result<(), PipelineError> {
@@ -754,17 +1134,20 @@ impl Pipeline {
             .get(session_id)
             .map_or(0, |view| view.last_seq);
         let to_seq = to_seq.unwrap_or(last_seq as u64).min(last_seq as u64);
-        let rows = message::Entity::find()
+        let mut query = message::Entity::find()
             .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::Kind.ne(message::MessageKind::Note))
-            .filter(message::Column::Seq.lte(to_seq as i64))
-            .order_by_asc(message::Column::Seq)
-            .all(txn)
-            .await?;
-        // prev_seq of each entry is the previous visible one, also before the range.
-        let mut prev = 0;
+            .filter(message::Column::Seq.lte(to_seq as i64));
+        // Applicants never receive internal notes, not even through a resync.
+        if !staff {
+            query = query.filter(message::Column::Kind.ne(message::MessageKind::Note));
+        }
+        let rows = query.order_by_asc(message::Column::Seq).all(txn).await?;
+        // Each entry's prev_seq is the previous one on its own topic, also before the range.
+        let (mut prev_public, mut prev_note) = (0, 0);
         let mut entries = Vec::new();
         for row in rows {
+            let is_note = row.kind == message::MessageKind::Note;
+            let prev = if is_note { prev_note } else { prev_public };
             if row.seq as u64 >= from_seq {
                 let content = match row.kind {
                     message::MessageKind::Text => StreamContent::Message { body: row.body },
@@ -784,7 +1167,11 @@ impl Pipeline {
                     content,
                 });
             }
-            prev = row.seq as u64;
+            if is_note {
+                prev_note = row.seq as u64;
+            } else {
+                prev_public = row.seq as u64;
+            }
         }
         let reply = Resync {
             v: wire::VERSION,
@@ -913,6 +1300,12 @@ async fn publish(client: &AsyncClient, outbox: Outbox) -> Result<(), rumqttc::v5
                 false,
                 serde_json::to_vec(&update).unwrap_or_default(),
             )
+            .await?;
+    }
+    // Lock state is retained, so that a dashboard that subscribes later sees the holder.
+    for (topic, payload) in outbox.locks {
+        client
+            .publish(topic, QoS::AtLeastOnce, true, payload)
             .await?;
     }
     for (topic, payload) in outbox.entries.into_iter().chain(outbox.acks) {

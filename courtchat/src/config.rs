@@ -142,6 +142,9 @@ impl Config {
                 "the rate must be positive and the burst at least 1",
             ));
         }
+        if self.bridge.lock_lease_secs == 0 {
+            return Err(invalid("bridge.lock_lease_secs", "must be at least 1"));
+        }
         if self.bridge.batch_max == 0 {
             return Err(invalid("bridge.batch_max", "must be at least 1"));
         }

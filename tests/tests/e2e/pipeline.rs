@@ -297,3 +297,293 @@ async fn opening_is_idempotent_and_strangers_cannot_write() -> anyhow::Result<()
     stack.shutdown().await;
     Ok(())
 }
+
+/// A member of staff's client, collecting acknowledgements and everything else it receives.
+struct Staff {
+    client: TestClientV5,
+    subject: String,
+    acks: Vec<Ack>,
+    other: Vec<(String, serde_json::Value)>,
+}
+
+impl Staff {
+    async fn connect(stack: &TestStack, subject: &str, role: Role) -> anyhow::Result<Self> {
+        let mut client =
+            TestClientV5::connect(TestClientV5::tcp_options(stack, subject, role)).await?;
+        client
+            .subscribe(vec![filter(
+                &format!("cc/v1/clients/{subject}/ack"),
+                QoS::AtLeastOnce,
+            )])
+            .await?;
+        Ok(Self {
+            client,
+            subject: subject.to_owned(),
+            acks: Vec::new(),
+            other: Vec::new(),
+        })
+    }
+
+    /// Submits and waits for the acknowledgement.
+    async fn submit(&mut self, session: &str, payload: serde_json::Value) -> anyhow::Result<Ack> {
+        let topic = format!("cc/v1/sessions/{session}/submit/{}", self.subject);
+        self.client
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await?;
+        let before = self.acks.len();
+        while self.acks.len() == before {
+            let publish = self.client.next_publish().await?;
+            let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+            let value: serde_json::Value = serde_json::from_slice(&publish.payload)?;
+            if topic.ends_with("/ack") {
+                self.acks.push(serde_json::from_value(value)?);
+            } else {
+                self.other.push((topic, value));
+            }
+        }
+        Ok(self.acks[before].clone())
+    }
+
+    /// Subscribes once the gateway knows the membership.
+    async fn subscribe_when_member(&mut self, filter_path: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self
+            .client
+            .subscribe(vec![filter(filter_path, QoS::AtLeastOnce)])
+            .await?
+            != vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} never became a member",
+                self.subject
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+}
+
+fn rejected(ack: &Ack) -> Option<(RejectReason, String)> {
+    match &ack.outcome {
+        Outcome::Rejected { reason, message } => Some((*reason, message.clone())),
+        Outcome::Accepted { .. } => None,
+    }
+}
+
+async fn register_staff(
+    stack: &TestStack,
+    staff: &[(&str, schemas::db::entities::agent::StaffRole)],
+) -> anyhow::Result<()> {
+    use schemas::db::entities::agent;
+    use sea_orm::{ActiveModelTrait, Set};
+    for (subject, role) in staff {
+        agent::ActiveModel {
+            subject: Set((*subject).to_owned()),
+            display_name: Set(subject.to_uppercase()),
+            role: Set(*role),
+            team: Set(None),
+            active: Set(true),
+            created_at: Set(chrono_now()),
+            ..Default::default()
+        }
+        .insert(stack.store().connection())
+        .await?;
+    }
+    Ok(())
+}
+
+fn chrono_now() -> sea_orm::prelude::DateTimeUtc {
+    sea_orm::prelude::ChronoUtc::now()
+}
+
+#[tokio::test]
+async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
+    use schemas::db::entities::agent::StaffRole;
+    let stack = TestStack::start().await?;
+    register_staff(
+        &stack,
+        &[
+            ("agent-1", StaffRole::Agent),
+            ("agent-2", StaffRole::Agent),
+            ("sup-1", StaffRole::Supervisor),
+        ],
+    )
+    .await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-9").await?;
+    let open = json!({"client_msg_id": "open", "channel": "kiosk"}).to_string();
+    kiosk
+        .client
+        .client
+        .publish("cc/v1/open/kiosk-9", QoS::AtLeastOnce, false, open)
+        .await?;
+    kiosk.until(1, 0).await?;
+    let session = ack(&kiosk.acks[0]).session_id.expect("a session id");
+    let stream = format!("cc/v1/sessions/{session}/messages");
+    let mut applicant_sub = kiosk
+        .client
+        .subscribe(vec![filter(&stream, QoS::AtLeastOnce)])
+        .await?;
+    while applicant_sub != vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)] {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        applicant_sub = kiosk
+            .client
+            .subscribe(vec![filter(&stream, QoS::AtLeastOnce)])
+            .await?;
+    }
+
+    let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
+    let mut bob = Staff::connect(&stack, "agent-2", Role::Agent).await?;
+    let mut sue = Staff::connect(&stack, "sup-1", Role::Supervisor).await?;
+    // Someone who is not registered staff cannot join, whatever their token says.
+    let mut eve = Staff::connect(&stack, "agent-x", Role::Agent).await?;
+    assert_eq!(
+        rejected(
+            &eve.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                .await?
+        )
+        .map(|r| r.0),
+        Some(RejectReason::NotAllowed)
+    );
+
+    for staff in [&mut ann, &mut bob, &mut sue] {
+        assert!(
+            rejected(
+                &staff
+                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                    .await?
+            )
+            .is_none()
+        );
+        staff
+            .subscribe_when_member(&format!("cc/v1/sessions/{session}/+"))
+            .await?;
+    }
+
+    // Without the lock, nobody answers; with it, only its holder.
+    let reply = |n: &str, body: &str| json!({"client_msg_id": n, "type": "message", "body": body});
+    assert_eq!(
+        rejected(&bob.submit(&session, reply("b1", "Hi")).await?).map(|r| r.0),
+        Some(RejectReason::LockNotHeld)
+    );
+    assert!(
+        rejected(
+            &ann.submit(
+                &session,
+                json!({"client_msg_id": "l1", "type": "lock", "op": "acquire"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+    let (reason, message) = rejected(
+        &bob.submit(
+            &session,
+            json!({"client_msg_id": "l2", "type": "lock", "op": "acquire"}),
+        )
+        .await?,
+    )
+    .expect("refused");
+    assert_eq!(
+        (reason, message.contains("agent-1")),
+        (RejectReason::LockHeld, true),
+        "the refusal names the holder"
+    );
+    assert_eq!(
+        rejected(&bob.submit(&session, reply("b2", "Hello?")).await?).map(|r| r.0),
+        Some(RejectReason::LockHeld)
+    );
+    let answered = ann.submit(&session, reply("a1", "How can I help?")).await?;
+    let Outcome::Accepted {
+        seq: Some(answer_seq),
+    } = answered.outcome
+    else {
+        panic!("{answered:?}")
+    };
+    // An internal note: staff see it, the applicant never does.
+    let note = ann
+        .submit(
+            &session,
+            json!({"client_msg_id": "n1", "type": "note", "body": "check the ID"}),
+        )
+        .await?;
+    let Outcome::Accepted {
+        seq: Some(note_seq),
+    } = note.outcome
+    else {
+        panic!("{note:?}")
+    };
+
+    // A supervisor takes over: a new epoch, and the previous holder can no longer answer.
+    assert!(
+        rejected(
+            &sue.submit(
+                &session,
+                json!({"client_msg_id": "t", "type": "lock", "op": "takeover"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+    let (reason, message) =
+        rejected(&ann.submit(&session, reply("a2", "still me")).await?).expect("refused");
+    assert_eq!(
+        (reason, message.contains("sup-1")),
+        (RejectReason::LockHeld, true)
+    );
+    let sup_answer = sue
+        .submit(&session, reply("s1", "I am taking this one."))
+        .await?;
+    assert!(
+        matches!(sup_answer.outcome, Outcome::Accepted { seq: Some(seq) } if seq == note_seq + 1)
+    );
+
+    // The applicant's stream: the join events and both answers, never the note, in stored order,
+    // with prev_seq skipping the note.
+    kiosk.until(1, 6).await?;
+    let seen: Vec<u64> = kiosk.entries.iter().map(|e| e.seq).collect();
+    assert!(
+        !seen.contains(&note_seq),
+        "the applicant received an internal note: {seen:?}"
+    );
+    assert!(seen.contains(&answer_seq) && seen.contains(&(note_seq + 1)));
+    let last = kiosk.entries.last().expect("entries");
+    assert_eq!((last.seq, last.prev_seq), (note_seq + 1, answer_seq));
+    for pair in kiosk.entries.windows(2) {
+        assert_eq!(
+            pair[1].prev_seq, pair[0].seq,
+            "the applicant's stream is gap-free by prev_seq"
+        );
+    }
+    // Staff saw the note on the notes topic, and the lock state (retained).
+    let topics: Vec<&str> = sue.other.iter().map(|(topic, _)| topic.as_str()).collect();
+    assert!(topics.iter().any(|t| t.ends_with("/lock")), "{topics:?}");
+
+    // Leaving revokes access.
+    assert!(
+        rejected(
+            &bob.submit(&session, json!({"client_msg_id": "bye", "type": "leave"}))
+                .await?
+        )
+        .is_none()
+    );
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while stack.memberships().is_member(&session, "agent-2") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leave never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        bob.client
+            .subscribe(vec![filter(&stream, QoS::AtLeastOnce)])
+            .await?,
+        vec![SubscribeReasonCode::NotAuthorized]
+    );
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert_eq!(verification.first_broken, None);
+    stack.shutdown().await;
+    Ok(())
+}
