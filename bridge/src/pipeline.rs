@@ -23,7 +23,7 @@ use chrono::{SubsecRound, Utc};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use schemas::db::entities::{agent, message, participant, session};
+use schemas::db::entities::{agent, message, participant, session, survey_response};
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{
     self, Ack, Action, LockMode, LockOp, MembershipOp, MembershipUpdate, OpenSession, Outcome,
@@ -479,6 +479,19 @@ impl Pipeline {
             role: wire::ParticipantRole::Applicant,
             op: MembershipOp::Join,
         });
+        // Staff watching the queue see the new session waiting.
+        let waiting = wire::QueueUpdate {
+            v: wire::VERSION,
+            session_id: session_id.clone(),
+            status: wire::SessionStatus::Queued,
+            channel: request.channel,
+            team: request.topic.clone(),
+            waiting_since: now,
+        };
+        outbox.entries.push((
+            Topic::Queue.to_string(),
+            serde_json::to_vec(&waiting).unwrap_or_default(),
+        ));
         outbox.ack(
             applicant,
             &cmid,
@@ -583,7 +596,13 @@ impl Pipeline {
         let Some(view) = self.view(txn, session_id).await? else {
             return refuse(RejectReason::UnknownSession, "no such session");
         };
-        if view.status == session::SessionStatus::Closed {
+        // After closing, only the applicant's survey answer (and reading) is taken.
+        if view.status == session::SessionStatus::Closed
+            && !matches!(
+                submission.action,
+                Action::Survey { .. } | Action::Resync { .. }
+            )
+        {
             return refuse(RejectReason::SessionClosed, "the session is closed");
         }
         let role = view.members.get(sender).copied();
@@ -740,11 +759,396 @@ impl Pipeline {
                     }
                 }
             }
-            _ => refuse(
+            Action::Transfer { to_agent, to_team } => {
+                if staff.is_none() {
+                    return refuse(RejectReason::NotAllowed, "only staff transfer a session");
+                }
+                match (to_agent, to_team) {
+                    (Some(to), None) => {
+                        let Some(to_role) = self.staff_role(txn, &to).await? else {
+                            return refuse(
+                                RejectReason::NotAllowed,
+                                "the target is not registered, active staff",
+                            );
+                        };
+                        if to == sender {
+                            return refuse(
+                                RejectReason::Invalid,
+                                "a session cannot be transferred to its sender",
+                            );
+                        }
+                        self.transfer_to_agent(
+                            txn, audit, outbox, session_id, sender, cmid, &to, to_role, now,
+                        )
+                        .await?;
+                    }
+                    (None, Some(team)) => {
+                        self.transfer_to_team(
+                            txn, audit, outbox, session_id, sender, cmid, &team, now,
+                        )
+                        .await?;
+                    }
+                    _ => {
+                        return refuse(
+                            RejectReason::Invalid,
+                            "name exactly one of to_agent and to_team",
+                        );
+                    }
+                }
+                Ok(Ok(Some(Decided::Accepted(None))))
+            }
+            Action::Escalate { reason } => {
+                if staff.is_none() {
+                    return refuse(RejectReason::NotAllowed, "only staff escalate a session");
+                }
+                self.set_status(
+                    txn,
+                    audit,
+                    outbox,
+                    session_id,
+                    sender,
+                    cmid,
+                    session::SessionStatus::Escalated,
+                    now,
+                )
+                .await?;
+                let escalated = StreamContent::Event {
+                    event: SessionEvent::Escalated { reason },
+                };
+                self.append_entry(
+                    txn,
+                    audit,
+                    outbox,
+                    session_id,
+                    sender,
+                    &format!("{cmid}#escalated"),
+                    escalated,
+                    None,
+                )
+                .await?;
+                Ok(Ok(Some(Decided::Accepted(None))))
+            }
+            Action::Close { reason } => {
+                // Whoever holds the lock loses it; the session stays readable for the survey.
+                let mut lock = self.lock_of(session_id);
+                if let Some(holder) = lock.holder.clone()
+                    && let Ok(change) =
+                        lock.apply(LockRequest::Release(&holder), now, Duration::ZERO)
+                {
+                    self.store_lock(txn, audit, outbox, session_id, sender, lock, &change, now)
+                        .await?;
+                }
+                session::Entity::update_many()
+                    .col_expr(
+                        session::Column::ClosedAt,
+                        sea_orm::sea_query::Expr::value(Some(now)),
+                    )
+                    .filter(session::Column::Id.eq(session_id))
+                    .exec(txn)
+                    .await?;
+                self.set_status(
+                    txn,
+                    audit,
+                    outbox,
+                    session_id,
+                    sender,
+                    cmid,
+                    session::SessionStatus::Closed,
+                    now,
+                )
+                .await?;
+                let closed = StreamContent::Event {
+                    event: SessionEvent::Closed {
+                        reason,
+                        survey_offered: true,
+                    },
+                };
+                let seq = self
+                    .append_entry(
+                        txn,
+                        audit,
+                        outbox,
+                        session_id,
+                        sender,
+                        &format!("{cmid}#closed"),
+                        closed,
+                        None,
+                    )
+                    .await?;
+                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
+            }
+            Action::Survey { rating, comment } => {
+                if role != Some(participant::ParticipantRole::Applicant) {
+                    return refuse(
+                        RejectReason::NotAllowed,
+                        "only the applicant answers the survey",
+                    );
+                }
+                if self.sessions.get(session_id).map(|view| view.status)
+                    != Some(session::SessionStatus::Closed)
+                {
+                    return refuse(
+                        RejectReason::NotAllowed,
+                        "the survey opens when the session closes",
+                    );
+                }
+                if !(1..=5).contains(&rating) {
+                    return refuse(RejectReason::Invalid, "the rating is 1 to 5");
+                }
+                if comment
+                    .as_ref()
+                    .is_some_and(|c| c.len() > self.config.max_body_bytes)
+                {
+                    return refuse(RejectReason::TooLarge, "the comment is too long");
+                }
+                if survey_response::Entity::find_by_id(session_id)
+                    .one(txn)
+                    .await?
+                    .is_some()
+                {
+                    return refuse(RejectReason::NotAllowed, "the survey was already answered");
+                }
+                survey_response::ActiveModel {
+                    session_id: Set(session_id.to_owned()),
+                    rating: Set(i16::from(rating)),
+                    comment: Set(comment),
+                    submitted_at: Set(now),
+                }
+                .insert(txn)
+                .await?;
+                audit
+                    .append(
+                        txn,
+                        AuditEntry {
+                            actor: sender.to_owned(),
+                            action: "survey.answered".to_owned(),
+                            session_id: Some(session_id.to_owned()),
+                            detail: serde_json::json!({ "rating": rating, "client_msg_id": cmid }),
+                        },
+                    )
+                    .await?;
+                Ok(Ok(Some(Decided::Accepted(None))))
+            }
+            Action::Receipt { .. } => refuse(
                 RejectReason::NotAllowed,
-                "this kind of submission is not built yet (issue 4)",
+                "receipts are not built yet (issue 4)",
             ),
         }
+    }
+
+    /// Moves the session to another agent in one step: the sender leaves, the target joins and
+    /// holds the reply lock under a new epoch.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer_to_agent(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        from: &str,
+        cmid: &str,
+        to: &str,
+        to_role: participant::ParticipantRole,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        let already_member = self
+            .sessions
+            .get(session_id)
+            .is_some_and(|view| view.members.contains_key(to));
+        if !already_member {
+            self.join(
+                txn,
+                audit,
+                outbox,
+                session_id,
+                to,
+                &format!("{cmid}#join"),
+                to_role,
+                now,
+            )
+            .await?;
+        }
+        let lease = Duration::from_secs(self.config.lock_lease_secs);
+        let mut lock = self.lock_of(session_id);
+        if let Ok(change) = lock.apply(LockRequest::Takeover(to), now, lease) {
+            self.store_lock(txn, audit, outbox, session_id, from, lock, &change, now)
+                .await?;
+        }
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::AssignedAgent,
+                sea_orm::sea_query::Expr::value(Some(to.to_owned())),
+            )
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn)
+            .await?;
+        let transferred = StreamContent::Event {
+            event: SessionEvent::Transferred {
+                from: Some(from.to_owned()),
+                to_agent: Some(to.to_owned()),
+                to_team: None,
+            },
+        };
+        self.append_entry(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            from,
+            cmid,
+            transferred,
+            None,
+        )
+        .await?;
+        self.leave(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            from,
+            &format!("{cmid}#leave"),
+            now,
+        )
+        .await
+    }
+
+    /// Hands the session back to a team's queue: the sender leaves, the lock is freed.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer_to_team(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        from: &str,
+        cmid: &str,
+        team: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::Team,
+                sea_orm::sea_query::Expr::value(Some(team.to_owned())),
+            )
+            .col_expr(
+                session::Column::AssignedAgent,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn)
+            .await?;
+        let transferred = StreamContent::Event {
+            event: SessionEvent::Transferred {
+                from: Some(from.to_owned()),
+                to_agent: None,
+                to_team: Some(team.to_owned()),
+            },
+        };
+        self.append_entry(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            from,
+            cmid,
+            transferred,
+            None,
+        )
+        .await?;
+        self.leave(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            from,
+            &format!("{cmid}#leave"),
+            now,
+        )
+        .await?;
+        self.set_status(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            from,
+            cmid,
+            session::SessionStatus::Queued,
+            now,
+        )
+        .await
+    }
+
+    /// Persists and publishes a lifecycle change (with its stream event and, for queued and
+    /// escalated sessions, a queue update for staff).
+    #[allow(clippy::too_many_arguments)]
+    async fn set_status(
+        &mut self,
+        txn: &DatabaseTransaction,
+        audit: &mut AuditBatch<'_>,
+        outbox: &mut Outbox,
+        session_id: &str,
+        actor: &str,
+        cmid: &str,
+        status: session::SessionStatus,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        session::Entity::update_many()
+            .col_expr(
+                session::Column::Status,
+                sea_orm::sea_query::Expr::value(status),
+            )
+            .col_expr(
+                session::Column::UpdatedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(session::Column::Id.eq(session_id))
+            .exec(txn)
+            .await?;
+        if let Some(view) = self.sessions.get_mut(session_id) {
+            view.status = status;
+        }
+        let wire_status = match status {
+            session::SessionStatus::Queued => wire::SessionStatus::Queued,
+            session::SessionStatus::Active => wire::SessionStatus::Active,
+            session::SessionStatus::Escalated => wire::SessionStatus::Escalated,
+            session::SessionStatus::Closed => wire::SessionStatus::Closed,
+        };
+        let changed = StreamContent::Event {
+            event: SessionEvent::StatusChanged {
+                status: wire_status,
+            },
+        };
+        self.append_entry(
+            txn,
+            audit,
+            outbox,
+            session_id,
+            actor,
+            &format!("{cmid}#status"),
+            changed,
+            None,
+        )
+        .await?;
+        if matches!(
+            status,
+            session::SessionStatus::Queued | session::SessionStatus::Escalated
+        ) && let Some(row) = session::Entity::find_by_id(session_id).one(txn).await?
+        {
+            let update = wire::QueueUpdate {
+                v: wire::VERSION,
+                session_id: session_id.to_owned(),
+                status: wire_status,
+                channel: serde_json::from_value(serde_json::Value::String(row.channel))
+                    .unwrap_or(wire::Channel::Kiosk),
+                team: row.team,
+                waiting_since: now,
+            };
+            outbox.entries.push((
+                Topic::Queue.to_string(),
+                serde_json::to_vec(&update).unwrap_or_default(),
+            ));
+        }
+        Ok(())
     }
 
     fn lock_of(&self, session_id: &str) -> ReplyLock {
@@ -805,11 +1209,7 @@ impl Pipeline {
                 .get_mut(session_id)
                 .expect("the view is loaded");
             view.members.insert(subject.to_owned(), role);
-            let queued = view.status == session::SessionStatus::Queued;
-            if queued {
-                view.status = session::SessionStatus::Active;
-            }
-            queued
+            view.status == session::SessionStatus::Queued
         };
         let joined = StreamContent::Event {
             event: SessionEvent::Joined {
@@ -819,28 +1219,15 @@ impl Pipeline {
         self.append_entry(txn, audit, outbox, session_id, subject, cmid, joined, None)
             .await?;
         if becomes_active {
-            session::Entity::update_many()
-                .col_expr(
-                    session::Column::Status,
-                    sea_orm::sea_query::Expr::value(session::SessionStatus::Active),
-                )
-                .filter(session::Column::Id.eq(session_id))
-                .exec(txn)
-                .await?;
-            let changed = StreamContent::Event {
-                event: SessionEvent::StatusChanged {
-                    status: wire::SessionStatus::Active,
-                },
-            };
-            self.append_entry(
+            self.set_status(
                 txn,
                 audit,
                 outbox,
                 session_id,
                 "system",
-                &format!("{cmid}#status"),
-                changed,
-                None,
+                cmid,
+                session::SessionStatus::Active,
+                now,
             )
             .await?;
         }

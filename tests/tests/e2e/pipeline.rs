@@ -587,3 +587,196 @@ async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+/// Opens a session for `applicant` and returns its id.
+async fn open_session(kiosk: &mut Applicant) -> anyhow::Result<String> {
+    let topic = format!("cc/v1/open/{}", kiosk.subject);
+    let open = json!({"client_msg_id": "open", "channel": "kiosk"}).to_string();
+    kiosk
+        .client
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, open)
+        .await?;
+    kiosk
+        .until(kiosk.acks.len() + 1, kiosk.entries.len())
+        .await?;
+    Ok(ack(kiosk.acks.last().expect("an ack"))
+        .session_id
+        .expect("a session id"))
+}
+
+#[tokio::test]
+async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
+    use schemas::db::entities::{agent::StaffRole, session as sessions, survey_response};
+    use sea_orm::EntityTrait;
+    let stack = TestStack::start().await?;
+    register_staff(
+        &stack,
+        &[("agent-1", StaffRole::Agent), ("agent-2", StaffRole::Agent)],
+    )
+    .await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-7").await?;
+    let session = open_session(&mut kiosk).await?;
+    let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
+    let mut bob = Staff::connect(&stack, "agent-2", Role::Agent).await?;
+    assert!(
+        rejected(
+            &ann.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                .await?
+        )
+        .is_none()
+    );
+    assert!(
+        rejected(
+            &ann.submit(
+                &session,
+                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+
+    // Transfer to agent-2: ann leaves, bob joins and holds the lock, in one step.
+    let transfer = ann
+        .submit(
+            &session,
+            json!({"client_msg_id": "t", "type": "transfer", "to_agent": "agent-2"}),
+        )
+        .await?;
+    assert!(rejected(&transfer).is_none(), "{transfer:?}");
+    let db = stack.store().connection();
+    let row = sessions::Entity::find_by_id(&session)
+        .one(db)
+        .await?
+        .expect("the session");
+    assert_eq!(
+        (
+            row.assigned_agent.as_deref(),
+            row.lock_holder.as_deref(),
+            row.lock_epoch
+        ),
+        (Some("agent-2"), Some("agent-2"), 2)
+    );
+    let answered = bob
+        .submit(
+            &session,
+            json!({"client_msg_id": "b1", "type": "message", "body": "Taking over."}),
+        )
+        .await?;
+    assert!(
+        rejected(&answered).is_none(),
+        "the new holder answers at once: {answered:?}"
+    );
+    assert_eq!(
+        rejected(
+            &ann.submit(
+                &session,
+                json!({"client_msg_id": "a9", "type": "message", "body": "me?"})
+            )
+            .await?
+        )
+        .map(|r| r.0),
+        Some(RejectReason::NotAllowed),
+        "the previous agent is no longer a participant"
+    );
+
+    // Escalate, then close; after closing only the survey is taken.
+    assert!(
+        rejected(
+            &bob.submit(
+                &session,
+                json!({"client_msg_id": "e", "type": "escalate", "reason": "fee waiver"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+    let status = async |db: &sea_orm::DatabaseConnection| {
+        sessions::Entity::find_by_id(&session)
+            .one(db)
+            .await
+            .map(|r| r.map(|r| r.status))
+    };
+    assert_eq!(status(db).await?, Some(sessions::SessionStatus::Escalated));
+    assert!(
+        rejected(
+            &bob.submit(&session, json!({"client_msg_id": "c", "type": "close"}))
+                .await?
+        )
+        .is_none()
+    );
+    assert_eq!(status(db).await?, Some(sessions::SessionStatus::Closed));
+    assert_eq!(
+        rejected(
+            &bob.submit(
+                &session,
+                json!({"client_msg_id": "b2", "type": "message", "body": "one more"})
+            )
+            .await?
+        )
+        .map(|r| r.0),
+        Some(RejectReason::SessionClosed)
+    );
+
+    let survey = |rating: i64, cmid: &str| json!({"client_msg_id": cmid, "type": "survey", "rating": rating, "comment": "clear"});
+    kiosk.submit(&session, survey(9, "s1")).await?;
+    kiosk.submit(&session, survey(5, "s2")).await?;
+    kiosk.submit(&session, survey(4, "s3")).await?;
+    let before = kiosk.acks.len();
+    kiosk.until(before + 3, 0).await?;
+    let answers: Vec<Option<RejectReason>> = kiosk.acks[before..]
+        .iter()
+        .map(|a| rejected(&ack(a)).map(|r| r.0))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            Some(RejectReason::Invalid),
+            None,
+            Some(RejectReason::NotAllowed)
+        ],
+        "1..5 once"
+    );
+    let stored = survey_response::Entity::find_by_id(&session)
+        .one(db)
+        .await?
+        .expect("the survey answer");
+    assert_eq!(
+        (stored.rating, stored.comment.as_deref()),
+        (5, Some("clear"))
+    );
+
+    // Transfer back to a team's queue from another session.
+    let mut kiosk2 = Applicant::connect(&stack, "kiosk-8").await?;
+    let second = open_session(&mut kiosk2).await?;
+    assert!(
+        rejected(
+            &bob.submit(&second, json!({"client_msg_id": "j2", "type": "join"}))
+                .await?
+        )
+        .is_none()
+    );
+    assert!(
+        rejected(
+            &bob.submit(
+                &second,
+                json!({"client_msg_id": "t2", "type": "transfer", "to_team": "renewals"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+    let row = sessions::Entity::find_by_id(&second)
+        .one(db)
+        .await?
+        .expect("the session");
+    assert_eq!(
+        (row.status, row.team.as_deref(), row.lock_holder),
+        (sessions::SessionStatus::Queued, Some("renewals"), None)
+    );
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert_eq!(verification.first_broken, None);
+    stack.shutdown().await;
+    Ok(())
+}
