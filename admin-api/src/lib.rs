@@ -42,6 +42,8 @@ impl Default for AdminConfig {
 #[derive(Clone)]
 pub struct AdminState {
     pub store: store::Store,
+    /// Whether the chat pipeline is receiving submissions; `None` when it runs elsewhere.
+    pub pipeline_ready: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The API's routes.
@@ -74,8 +76,16 @@ async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// Readiness: the database answers. Load balancers stop routing here while it does not.
+/// Readiness: the database answers and, when it runs here, the chat pipeline is receiving.
+/// Load balancers stop routing here while either is not so.
 async fn readyz(State(state): State<AdminState>) -> Response {
+    if let Some(ready) = &state.pipeline_ready
+        && !*ready.borrow()
+    {
+        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "chat pipeline not ready")
+            .detail("the pipeline is not connected to the gateway yet")
+            .into_response();
+    }
     match state.store.ping().await {
         Ok(()) => Json(Status { status: "ready" }).into_response(),
         Err(err) => {

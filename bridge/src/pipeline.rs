@@ -23,7 +23,7 @@ use chrono::{SubsecRound, Utc};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use schemas::db::entities::{agent, message, participant, session, survey_response};
+use schemas::db::entities::{agent, message, participant, receipt, session, survey_response};
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{
     self, Ack, Action, LockMode, LockOp, MembershipOp, MembershipUpdate, OpenSession, Outcome,
@@ -147,6 +147,8 @@ struct Outbox {
 }
 
 pub struct Pipeline {
+    /// True while connected and subscribed: submissions are being received.
+    ready: tokio::sync::watch::Sender<bool>,
     store: store::Store,
     audit: Arc<AuditTrail>,
     config: BridgeConfig,
@@ -161,12 +163,19 @@ impl Pipeline {
             burst: config.rate_burst,
         });
         Self {
+            ready: tokio::sync::watch::Sender::new(false),
             store,
             audit,
             config,
             sessions: HashMap::new(),
             limiter,
         }
+    }
+
+    /// Follows whether the pipeline is receiving submissions (connected and subscribed). Until it
+    /// is, submissions published to the gateway reach nobody; `/readyz` reports it.
+    pub fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Connects to the gateway and handles submissions until `shutdown` resolves, reconnecting
@@ -201,9 +210,18 @@ impl Pipeline {
         options.set_max_packet_size(Some(1024 * 1024));
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let (tx, mut rx) = mpsc::channel::<Incoming>(8192);
+        let ready = self.ready.clone();
         let driver = tokio::spawn(async move {
+            let mut subscribed = 0;
             loop {
                 match eventloop.poll().await {
+                    // Both subscriptions are in place: from now on nothing submitted is missed.
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        subscribed += 1;
+                        if subscribed == 2 {
+                            ready.send_replace(true);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                         if tx
@@ -219,6 +237,7 @@ impl Pipeline {
                     }
                     Ok(_) => {}
                     Err(err) => {
+                        ready.send_replace(false);
                         tracing::warn!(error = %err, "the pipeline's broker connection ended");
                         return;
                     }
@@ -262,6 +281,7 @@ impl Pipeline {
                 }
             }
         };
+        self.ready.send_replace(false);
         let _ = client.disconnect().await;
         driver.abort();
         stopped
@@ -929,10 +949,22 @@ impl Pipeline {
                     .await?;
                 Ok(Ok(Some(Decided::Accepted(None))))
             }
-            Action::Receipt { .. } => refuse(
-                RejectReason::NotAllowed,
-                "receipts are not built yet (issue 4)",
-            ),
+            Action::Receipt {
+                delivered_seq,
+                read_seq,
+            } => {
+                self.receipt(
+                    txn,
+                    outbox,
+                    session_id,
+                    sender,
+                    delivered_seq,
+                    read_seq,
+                    now,
+                )
+                .await?;
+                Ok(Ok(Some(Decided::Accepted(None))))
+            }
         }
     }
 
@@ -1148,6 +1180,64 @@ impl Pipeline {
                 serde_json::to_vec(&update).unwrap_or_default(),
             ));
         }
+        Ok(())
+    }
+
+    /// Moves a participant's read horizon forward (never back, never past the stream) and tells
+    /// the session. Receipts are not audited: they are frequent and carry no content.
+    #[allow(clippy::too_many_arguments)]
+    async fn receipt(
+        &mut self,
+        txn: &DatabaseTransaction,
+        outbox: &mut Outbox,
+        session_id: &str,
+        subject: &str,
+        delivered: Option<u64>,
+        read: Option<u64>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        let last_seq = self
+            .sessions
+            .get(session_id)
+            .map_or(0, |view| view.last_seq);
+        let existing = receipt::Entity::find_by_id((session_id.to_owned(), subject.to_owned()))
+            .one(txn)
+            .await?;
+        let (old_delivered, old_read) = existing
+            .as_ref()
+            .map_or((0, 0), |r| (r.delivered_seq, r.read_seq));
+        let clamp = |seq: Option<u64>| seq.map_or(0, |seq| (seq as i64).min(last_seq));
+        let read_seq = old_read.max(clamp(read));
+        // What was read was delivered.
+        let delivered_seq = old_delivered.max(clamp(delivered)).max(read_seq);
+        let row = receipt::ActiveModel {
+            session_id: Set(session_id.to_owned()),
+            subject: Set(subject.to_owned()),
+            delivered_seq: Set(delivered_seq),
+            read_seq: Set(read_seq),
+            updated_at: Set(now),
+        };
+        if existing.is_some() {
+            row.update(txn).await?;
+        } else {
+            row.insert(txn).await?;
+        }
+        let state = wire::ReceiptState {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            subject: subject.to_owned(),
+            delivered_seq: delivered_seq as u64,
+            read_seq: read_seq as u64,
+        };
+        let topic = Topic::Session {
+            session: session_id,
+            kind: SessionTopic::Receipts,
+            subject: None,
+        };
+        outbox.entries.push((
+            topic.to_string(),
+            serde_json::to_vec(&state).unwrap_or_default(),
+        ));
         Ok(())
     }
 

@@ -325,10 +325,11 @@ enum Template {
 }
 
 impl Template {
-    const ALL: [Template; 11] = [
+    const ALL: [Template; 12] = [
         Template::Session(SessionTopic::Messages),
         Template::Session(SessionTopic::Notes),
         Template::Session(SessionTopic::Lock),
+        Template::Session(SessionTopic::Receipts),
         Template::Session(SessionTopic::Submit),
         Template::Session(SessionTopic::Typing),
         Template::Session(SessionTopic::NoteTyping),

@@ -187,6 +187,7 @@ pub struct Server {
     broker: Option<broker::Broker>,
     memberships: broker::Memberships,
     audit_writer: Option<tokio::task::JoinHandle<()>>,
+    pipeline_ready: Option<tokio::sync::watch::Receiver<bool>>,
     failure: tokio::sync::mpsc::Receiver<ServeError>,
 }
 
@@ -258,6 +259,7 @@ impl Server {
                 }
             });
         }
+        let mut pipeline_ready = None;
         if config.bridge.in_process {
             // The pipeline is a client of this gateway, like it is when it runs on its own.
             let token_config = config.clone();
@@ -276,6 +278,7 @@ impl Server {
             };
             let pipeline =
                 bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone());
+            pipeline_ready = Some(pipeline.readiness());
             let stop = stop.clone();
             tasks.spawn(async move { pipeline.run(link, stop.cancelled_owned()).await });
         }
@@ -283,6 +286,7 @@ impl Server {
         tasks.spawn({
             let state = admin_api::AdminState {
                 store: store.clone(),
+                pipeline_ready: pipeline_ready.clone(),
             };
             let stop = stop.clone();
             async move {
@@ -309,6 +313,7 @@ impl Server {
             broker: Some(broker),
             memberships,
             audit_writer: Some(audit_writer),
+            pipeline_ready,
             failure,
         })
     }
@@ -319,6 +324,14 @@ impl Server {
 
     pub fn store(&self) -> &store::Store {
         &self.store
+    }
+
+    /// Resolves once the in-process chat pipeline receives submissions (at once if it runs
+    /// elsewhere). `/readyz` answers 503 until then.
+    pub async fn pipeline_ready(&self) {
+        if let Some(mut ready) = self.pipeline_ready.clone() {
+            let _ = ready.wait_for(|ready| *ready).await;
+        }
     }
 
     /// Who belongs to which session, as the gateway's authorizer sees it.

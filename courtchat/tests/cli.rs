@@ -266,7 +266,15 @@ fn serve_runs_everything_and_stops_cleanly_on_sigterm_and_ctrl_c() {
         let admin = server.address_of("admin-http");
 
         assert!(http_status(admin, "/healthz").contains("200"));
-        assert!(http_status(admin, "/readyz").contains("200"));
+        // Ready once the database answers and the chat pipeline has connected.
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !http_status(admin, "/readyz").contains("200") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz never became 200"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         assert!(TcpStream::connect(mqtt).is_ok());
         assert!(
             dir.path().join("data/courtchat.db").is_file(),

@@ -22,6 +22,9 @@ pub enum SessionTopic {
     Notes,
     /// Reply-lock state (retained). Server-written; staff only.
     Lock,
+    /// Participants' read horizons (delivered / read up to a sequence number). Server-written;
+    /// every participant reads them, so each side sees how far the other has read.
+    Receipts,
     /// A participant's submissions to the pipeline; written by that participant, read by the
     /// service only.
     Submit,
@@ -34,10 +37,11 @@ pub enum SessionTopic {
 }
 
 impl SessionTopic {
-    pub const ALL: [SessionTopic; 7] = [
+    pub const ALL: [SessionTopic; 8] = [
         SessionTopic::Messages,
         SessionTopic::Notes,
         SessionTopic::Lock,
+        SessionTopic::Receipts,
         SessionTopic::Submit,
         SessionTopic::Typing,
         SessionTopic::NoteTyping,
@@ -50,6 +54,7 @@ impl SessionTopic {
             SessionTopic::Messages => "messages",
             SessionTopic::Notes => "notes",
             SessionTopic::Lock => "lock",
+            SessionTopic::Receipts => "receipts",
             SessionTopic::Submit => "submit",
             SessionTopic::Typing => "typing",
             SessionTopic::NoteTyping => "note-typing",
@@ -76,7 +81,10 @@ impl SessionTopic {
     pub fn server_written(self) -> bool {
         matches!(
             self,
-            SessionTopic::Messages | SessionTopic::Notes | SessionTopic::Lock
+            SessionTopic::Messages
+                | SessionTopic::Notes
+                | SessionTopic::Lock
+                | SessionTopic::Receipts
         )
     }
 

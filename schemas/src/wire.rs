@@ -326,6 +326,19 @@ pub struct QueueUpdate {
     pub waiting_since: DateTime<Utc>,
 }
 
+/// A participant's read horizon (`cc/v1/sessions/{session}/receipts`), after every receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReceiptState {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    pub subject: String,
+    /// Everything up to this sequence number reached the participant's device.
+    pub delivered_seq: u64,
+    /// Everything up to this sequence number was shown to the participant.
+    pub read_seq: u64,
+}
+
 /// A change of session membership (`cc/v1/memberships`), published by the chat pipeline and
 /// applied by the gateway's authorizer, which also revokes the live subscriptions of whoever left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -366,6 +379,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("presence", schemars::schema_for!(Presence)),
         ("queue-update", schemars::schema_for!(QueueUpdate)),
         ("membership-update", schemars::schema_for!(MembershipUpdate)),
+        ("receipt-state", schemars::schema_for!(ReceiptState)),
     ]
 }
 

@@ -289,6 +289,11 @@ impl TestStack {
 
         let listeners = Listeners::bind(&config).await?;
         let server = Server::start(config.clone(), listeners).await?;
+        // A stack is ready when everything in it is: the pipeline too, or a test's first
+        // submission could reach nobody.
+        tokio::time::timeout(Duration::from_secs(30), server.pipeline_ready())
+            .await
+            .context("the chat pipeline did not become ready")?;
         Ok(Self {
             addresses: server.addresses(),
             server: Some(server),

@@ -38,6 +38,7 @@ const PUBLISH: &[(&str, [bool; 6])] = &[
     ("cc/v1/sessions/s1/messages",            [F, F, F, F, T, F]),
     ("cc/v1/sessions/s1/notes",               [F, F, F, F, T, F]),
     ("cc/v1/sessions/s1/lock",                [F, F, F, F, T, F]),
+    ("cc/v1/sessions/s1/receipts",            [F, F, F, F, T, F]),
     ("cc/v1/sessions/s1/submit/me",           [T, T, T, F, T, F]),
     ("cc/v1/sessions/s1/submit/other",        [F, F, F, F, T, F]),
     // Agents ask to join a session they are not in through its submit topic.
@@ -63,6 +64,8 @@ const SUBSCRIBE: &[(&str, [bool; 6])] = &[
     ("cc/v1/sessions/s2/messages",            [F, F, T, F, T, F]),
     ("cc/v1/sessions/s1/notes",               [F, T, T, F, T, F]),
     ("cc/v1/sessions/s1/lock",                [F, T, T, F, T, F]),
+    ("cc/v1/sessions/s1/receipts",            [T, T, T, F, T, F]),
+    ("cc/v1/sessions/s2/receipts",            [F, F, T, F, T, F]),
     ("cc/v1/sessions/s1/submit/+",            [F, F, F, F, T, F]),
     ("cc/v1/sessions/s1/submit/me",           [F, F, F, F, T, F]),
     ("cc/v1/sessions/s1/typing/+",            [T, T, T, F, T, F]),

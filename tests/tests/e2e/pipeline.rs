@@ -780,3 +780,82 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn receipts_move_read_horizons_forward_and_the_other_side_sees_them() -> anyhow::Result<()> {
+    use schemas::db::entities::{agent::StaffRole, receipt};
+    use sea_orm::EntityTrait;
+    let stack = TestStack::start().await?;
+    register_staff(&stack, &[("agent-1", StaffRole::Agent)]).await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-4").await?;
+    let session = open_session(&mut kiosk).await?;
+    let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
+    assert!(
+        rejected(
+            &ann.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                .await?
+        )
+        .is_none()
+    );
+    ann.subscribe_when_member(&format!("cc/v1/sessions/{session}/receipts"))
+        .await?;
+    for n in 0..3 {
+        kiosk
+            .submit(
+                &session,
+                json!({"client_msg_id": format!("m{n}"), "type": "message", "body": "hi"}),
+            )
+            .await?;
+    }
+    // Seq: 1 opened, 2 joined, 3 active, 4..6 the messages.
+    kiosk
+        .submit(
+            &session,
+            json!({"client_msg_id": "r1", "type": "receipt", "delivered_seq": 6, "read_seq": 5}),
+        )
+        .await?;
+    kiosk
+        .submit(
+            &session,
+            json!({"client_msg_id": "r2", "type": "receipt", "read_seq": 2}),
+        )
+        .await?;
+    kiosk
+        .submit(
+            &session,
+            json!({"client_msg_id": "r3", "type": "receipt", "read_seq": 99}),
+        )
+        .await?;
+    kiosk.until(kiosk.acks.len() + 6, 0).await?;
+
+    let db = stack.store().connection();
+    let row = receipt::Entity::find_by_id((session.clone(), "kiosk-4".to_owned()))
+        .one(db)
+        .await?
+        .expect("a receipt row");
+    assert_eq!(
+        (row.delivered_seq, row.read_seq),
+        (6, 6),
+        "forward only, and never past the stream"
+    );
+    // The agent saw each horizon as it moved.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let publish = ann.client.next_publish().await?;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/receipts") {
+            let state: schemas::wire::ReceiptState = serde_json::from_slice(&publish.payload)?;
+            seen.push((state.subject, state.delivered_seq, state.read_seq));
+        }
+    }
+    let kiosk_id = "kiosk-4".to_owned();
+    assert_eq!(
+        seen,
+        vec![
+            (kiosk_id.clone(), 6, 5),
+            (kiosk_id.clone(), 6, 5),
+            (kiosk_id, 6, 6)
+        ]
+    );
+    stack.shutdown().await;
+    Ok(())
+}
