@@ -859,3 +859,131 @@ async fn receipts_move_read_horizons_forward_and_the_other_side_sees_them() -> a
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn presence_and_typing_reach_the_right_people() -> anyhow::Result<()> {
+    use rumqttc::v5::mqttbytes::v5::LastWill;
+    use schemas::db::entities::agent::StaffRole;
+    let stack = TestStack::start().await?;
+    register_staff(&stack, &[("agent-1", StaffRole::Agent)]).await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-5").await?;
+    let session = open_session(&mut kiosk).await?;
+
+    // The agent joins, then (as a dashboard does on its next connect) connects with a will:
+    // "offline" on its presence topic when it vanishes. A will is checked like a publish at
+    // CONNECT, so it needs the membership first.
+    let mut first = Staff::connect(&stack, "agent-1", Role::Agent).await?;
+    assert!(
+        rejected(
+            &first
+                .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                .await?
+        )
+        .is_none()
+    );
+    first
+        .subscribe_when_member(&format!("cc/v1/sessions/{session}/messages"))
+        .await?;
+    let presence = format!("cc/v1/sessions/{session}/presence/agent-1");
+    let mut options = TestClientV5::tcp_options(&stack, "agent-1", Role::Agent);
+    options.set_last_will(LastWill::new(
+        &presence,
+        r#"{"v":1,"status":"offline"}"#,
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let mut ann = TestClientV5::connect(options).await?;
+    ann.subscribe(vec![filter(
+        &format!("cc/v1/sessions/{session}/typing/+"),
+        QoS::AtLeastOnce,
+    )])
+    .await?;
+
+    // The applicant watches presence and typing, and cannot watch note typing.
+    let watch = |kind: &str| {
+        filter(
+            &format!("cc/v1/sessions/{session}/{kind}/+"),
+            QoS::AtLeastOnce,
+        )
+    };
+    let granted = SubscribeReasonCode::Success(QoS::AtLeastOnce);
+    let mut codes = Vec::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while codes
+        != vec![
+            granted.clone(),
+            granted.clone(),
+            SubscribeReasonCode::NotAuthorized,
+        ]
+    {
+        assert!(tokio::time::Instant::now() < deadline, "{codes:?}");
+        codes = kiosk
+            .client
+            .subscribe(vec![
+                watch("presence"),
+                watch("typing"),
+                watch("note-typing"),
+            ])
+            .await?;
+    }
+
+    // Typing, both ways.
+    let typing = |who: &str| format!("cc/v1/sessions/{session}/typing/{who}");
+    kiosk
+        .client
+        .client
+        .publish(
+            typing("kiosk-5"),
+            QoS::AtMostOnce,
+            false,
+            r#"{"v":1,"typing":true}"#,
+        )
+        .await?;
+    let seen = ann.next_publish().await?;
+    assert_eq!(String::from_utf8_lossy(&seen.topic), typing("kiosk-5"));
+    ann.client
+        .publish(
+            typing("agent-1"),
+            QoS::AtMostOnce,
+            false,
+            r#"{"v":1,"typing":true}"#,
+        )
+        .await?;
+    // The agent's note typing is for staff only: the gateway never lets the applicant see it.
+    let note_typing = format!("cc/v1/sessions/{session}/note-typing/agent-1");
+    ann.client
+        .publish(
+            note_typing,
+            QoS::AtMostOnce,
+            false,
+            r#"{"v":1,"typing":true}"#,
+        )
+        .await?;
+
+    // Both are sent before the agent vanishes (QoS 0 would be dropped with the connection).
+    ann.client
+        .publish(
+            typing("agent-1"),
+            QoS::AtLeastOnce,
+            false,
+            r#"{"v":1,"typing":false}"#,
+        )
+        .await?;
+    ann.next_puback().await?;
+    // The agent vanishes: its will tells the applicant.
+    ann.kill();
+    let mut topics = Vec::new();
+    while !topics.iter().any(|t: &String| t.contains("/presence/")) {
+        let publish = kiosk.client.next_publish().await?;
+        topics.push(String::from_utf8_lossy(&publish.topic).into_owned());
+    }
+    assert!(topics.contains(&typing("agent-1")), "{topics:?}");
+    assert!(
+        !topics.iter().any(|t| t.contains("note-typing")),
+        "the applicant saw note typing: {topics:?}"
+    );
+    assert_eq!(topics.last().map(String::as_str), Some(presence.as_str()));
+    stack.shutdown().await;
+    Ok(())
+}
