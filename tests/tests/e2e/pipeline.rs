@@ -987,3 +987,126 @@ async fn presence_and_typing_reach_the_right_people() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> anyhow::Result<()> {
+    use schemas::db::entities::{agent::StaffRole, audit_event, message};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    const ROUNDS: usize = 10;
+    let stack = TestStack::start().await?;
+    let names = ["agent-1", "agent-2", "agent-3"];
+    register_staff(&stack, &names.map(|n| (n, StaffRole::Agent))).await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-6").await?;
+    let session = open_session(&mut kiosk).await?;
+    let mut agents = Vec::new();
+    for name in names {
+        let mut agent = Staff::connect(&stack, name, Role::Agent).await?;
+        assert!(
+            rejected(
+                &agent
+                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                    .await?
+            )
+            .is_none()
+        );
+        agent
+            .subscribe_when_member(&format!("cc/v1/sessions/{session}/messages"))
+            .await?;
+        agents.push(agent);
+    }
+
+    // Every agent fires ROUNDS × (acquire, reply, release) without waiting for answers.
+    for round in 0..ROUNDS {
+        for agent in &agents {
+            let topic = format!("cc/v1/sessions/{session}/submit/{}", agent.subject);
+            for payload in [
+                json!({"client_msg_id": format!("acq-{round}"), "type": "lock", "op": "acquire"}),
+                json!({"client_msg_id": format!("msg-{round}"), "type": "message", "body": format!("{} #{round}", agent.subject)}),
+                json!({"client_msg_id": format!("rel-{round}"), "type": "lock", "op": "release"}),
+            ] {
+                agent
+                    .client
+                    .client
+                    .publish(&topic, QoS::AtLeastOnce, false, payload.to_string())
+                    .await?;
+            }
+        }
+    }
+    // Collect every answer and every stream entry each agent receives.
+    let mut received: Vec<Vec<u64>> = Vec::new();
+    for agent in &mut agents {
+        let mut seqs = Vec::new();
+        let mut acks = 0;
+        while acks < ROUNDS * 3 {
+            let publish = agent.client.next_publish().await?;
+            if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
+                acks += 1;
+            } else {
+                seqs.push(serde_json::from_slice::<StreamEntry>(&publish.payload)?.seq);
+            }
+        }
+        // Entries published after this agent's last answer are still on their way.
+        seqs.extend(
+            agent
+                .client
+                .publishes_within(Duration::from_millis(300))
+                .await
+                .iter()
+                .filter_map(|p| {
+                    serde_json::from_slice::<StreamEntry>(&p.payload)
+                        .ok()
+                        .map(|e| e.seq)
+                }),
+        );
+        received.push(seqs);
+    }
+
+    // The record: every accepted reply was written under a distinct lock epoch.
+    let db = stack.store().connection();
+    let accepted = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("message.accepted"))
+        .filter(audit_event::Column::SessionId.eq(&session))
+        .all(db)
+        .await?;
+    let epochs: Vec<u64> = accepted
+        .iter()
+        .filter_map(|e| {
+            serde_json::from_str::<serde_json::Value>(&e.detail).ok()?["lock_epoch"].as_u64()
+        })
+        .collect();
+    let mut distinct = epochs.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(!epochs.is_empty(), "no reply was accepted");
+    assert_eq!(
+        distinct.len(),
+        epochs.len(),
+        "two replies under one epoch: {epochs:?}"
+    );
+    let lock_epoch = schemas::db::entities::session::Entity::find_by_id(&session)
+        .one(db)
+        .await?
+        .map(|s| s.lock_epoch);
+    assert_eq!(
+        lock_epoch,
+        Some(epochs.len() as i64),
+        "one reply per acquisition"
+    );
+
+    // And every agent saw the stream in the stored order, without gaps or repeats.
+    let stored: Vec<u64> = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&session))
+        .order_by_asc(message::Column::Seq)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| m.seq as u64)
+        .collect();
+    for (agent, seqs) in names.iter().zip(&received) {
+        let first = seqs.first().copied().unwrap_or_default();
+        let expected: Vec<u64> = stored.iter().copied().filter(|seq| *seq >= first).collect();
+        assert_eq!(seqs, &expected, "{agent} saw a different order");
+    }
+    stack.shutdown().await;
+    Ok(())
+}
