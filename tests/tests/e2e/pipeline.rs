@@ -912,8 +912,8 @@ async fn presence_and_typing_reach_the_right_people() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while codes
         != vec![
-            granted.clone(),
-            granted.clone(),
+            granted,
+            granted,
             SubscribeReasonCode::NotAuthorized,
         ]
     {
