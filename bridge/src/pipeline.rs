@@ -209,7 +209,10 @@ impl Pipeline {
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(Some(1024 * 1024));
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        let (tx, mut rx) = mpsc::channel::<Incoming>(8192);
+        // Unbounded on purpose: the event loop must never wait for the pipeline, because the
+        // pipeline publishes through the same event loop (a bounded queue here deadlocks once
+        // both directions fill up). Per-sender rate limits bound what can pile up.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
         let ready = self.ready.clone();
         let driver = tokio::spawn(async move {
             let mut subscribed = 0;
@@ -229,7 +232,6 @@ impl Pipeline {
                                 topic,
                                 payload: publish.payload,
                             })
-                            .await
                             .is_err()
                         {
                             return;

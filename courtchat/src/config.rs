@@ -42,7 +42,8 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".to_owned(),
+            // rumqttd logs every connection and subscription at info.
+            filter: "info,rumqttd=warn".to_owned(),
         }
     }
 }

@@ -11,7 +11,7 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 
 use std::time::{Duration, SystemTime};
 
-pub use bridge::Verification;
+pub use bridge::{AuditConfig, Verification};
 
 /// Walks the audit trail in `store` with the key `config` names and reports the first entry
 /// that does not verify.

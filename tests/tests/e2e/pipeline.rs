@@ -910,13 +910,7 @@ async fn presence_and_typing_reach_the_right_people() -> anyhow::Result<()> {
     let granted = SubscribeReasonCode::Success(QoS::AtLeastOnce);
     let mut codes = Vec::new();
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while codes
-        != vec![
-            granted,
-            granted,
-            SubscribeReasonCode::NotAuthorized,
-        ]
-    {
+    while codes != vec![granted, granted, SubscribeReasonCode::NotAuthorized] {
         assert!(tokio::time::Instant::now() < deadline, "{codes:?}");
         codes = kiosk
             .client

@@ -1,0 +1,249 @@
+//! Durability: every message acknowledged as accepted survives `kill -9` of the server, taken
+//! while an applicant is writing as fast as it can. The server is the real binary; the applicant
+//! a real MQTT 5 client; the check reads the database the restarted server uses.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn courtchat(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_courtchat"));
+    command.current_dir(dir);
+    for (key, _) in
+        std::env::vars().filter(|(key, _)| key.starts_with("COURTCHAT_") || key == "RUST_LOG")
+    {
+        command.env_remove(key);
+    }
+    command.envs([
+        ("COURTCHAT_MQTT__TCP__LISTEN", "127.0.0.1:0"),
+        ("COURTCHAT_MQTT__WEBSOCKET__LISTEN", "127.0.0.1:0"),
+        ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:0"),
+        // The writer below is a load generator, not a person.
+        ("COURTCHAT_BRIDGE__RATE_PER_SECOND", "100000"),
+        ("COURTCHAT_BRIDGE__RATE_BURST", "100000"),
+    ]);
+    command
+}
+
+/// Starts `courtchat serve` and returns it with its MQTT address once the pipeline is ready.
+fn serve(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = courtchat(dir)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std_mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut mqtt = None;
+    loop {
+        let line = rx.recv_timeout(PATIENCE).expect("serve logs its start");
+        if let Some(rest) = line.split("listener=\"mqtt-tcp\" addr=").nth(1) {
+            mqtt = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if line.contains("chat pipeline connected") {
+            break;
+        }
+    }
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            if std::env::var("CRASH_DEBUG").is_ok() {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    (child, mqtt.expect("the MQTT address was logged"))
+}
+
+fn token(dir: &Path, subject: &str) -> String {
+    let out = courtchat(dir)
+        .args([
+            "token",
+            "--sub",
+            subject,
+            "--role",
+            "applicant",
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .expect("token runs");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// An applicant connected to the server at `addr`, with its acknowledgements on a channel.
+async fn applicant(
+    dir: &Path,
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let mut options = MqttOptions::new("kiosk-crash", addr.ip().to_string(), addr.port());
+    options.set_credentials("kiosk-crash", token(dir, "kiosk-crash"));
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    client
+        .subscribe("cc/v1/clients/kiosk-crash/ack", QoS::AtLeastOnce)
+        .await?;
+    let (acks_tx, acks) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let driver = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event
+                && let Ok(value) = serde_json::from_slice(&publish.payload)
+                && acks_tx.send(value).is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok((client, acks, driver))
+}
+
+fn record(accepted: &mut BTreeMap<String, u64>, ack: &serde_json::Value) {
+    if ack["status"] == "accepted" && ack["seq"].is_u64() {
+        accepted.insert(
+            ack["client_msg_id"].as_str().unwrap_or_default().to_owned(),
+            ack["seq"].as_u64().unwrap_or_default(),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_9() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut session = String::new();
+    let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
+    // Three crashes, each after a different number of acknowledgements, so the plug is pulled
+    // at different points of the batching cycle.
+    for (round, kill_after) in [50usize, 300, 1000].into_iter().enumerate() {
+        let (mut server, addr) = serve(dir.path());
+        let (client, mut acks, driver) = applicant(dir.path(), addr).await?;
+        if session.is_empty() {
+            let open = serde_json::json!({"client_msg_id": "open", "channel": "kiosk"});
+            client
+                .publish(
+                    "cc/v1/open/kiosk-crash",
+                    QoS::AtLeastOnce,
+                    false,
+                    open.to_string(),
+                )
+                .await?;
+            let opened = tokio::time::timeout(PATIENCE, acks.recv())
+                .await?
+                .expect("an answer to open");
+            session = opened["session_id"]
+                .as_str()
+                .expect("a session id")
+                .to_owned();
+        }
+        // Write as fast as possible.
+        let submit = format!("cc/v1/sessions/{session}/submit/kiosk-crash");
+        let writer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for n in 0..20_000 {
+                    let message = serde_json::json!({"client_msg_id": format!("r{round}-m{n}"), "type": "message", "body": format!("line {n}")});
+                    if client
+                        .publish(&submit, QoS::AtLeastOnce, false, message.to_string())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
+        let mut this_round = 0;
+        while this_round < kill_after {
+            let ack = tokio::time::timeout(PATIENCE, acks.recv())
+                .await?
+                .expect("acknowledgements keep coming");
+            record(&mut accepted, &ack);
+            this_round += 1;
+        }
+        let kill = Command::new("kill")
+            .args(["-9", &server.id().to_string()])
+            .status()?;
+        assert!(kill.success());
+        server.wait()?;
+        // Acknowledgements already on their way in the socket are acknowledgements too.
+        while let Ok(Some(ack)) =
+            tokio::time::timeout(Duration::from_millis(300), acks.recv()).await
+        {
+            record(&mut accepted, &ack);
+        }
+        writer.abort();
+        driver.abort();
+    }
+
+    // Restart on the same data: every acknowledged message is there, with its sequence number.
+    let (mut restarted, _) = serve(dir.path());
+    let database = format!(
+        "sqlite://{}",
+        dir.path().join("data/courtchat.db").display()
+    );
+    let config = courtchat::Config::load(None, [("COURTCHAT_DATABASE__URL".to_owned(), database)])?;
+    let config = courtchat::Config {
+        audit: courtchat::AuditConfig {
+            key: String::new(),
+            key_file: dir.path().join("data/audit-key"),
+        },
+        ..config
+    };
+    let store = store::Store::connect(&config.database).await?;
+    use schemas::db::entities::message;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let rows = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&session))
+        .order_by_asc(message::Column::Seq)
+        .all(store.connection())
+        .await?;
+    let stored: BTreeMap<String, u64> = rows
+        .iter()
+        .map(|m| (m.client_msg_id.clone(), m.seq as u64))
+        .collect();
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|(cmid, seq)| stored.get(*cmid) != Some(seq))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged messages were lost or renumbered: {missing:?}",
+        missing.len(),
+        accepted.len()
+    );
+    // The stored order has no gaps, and the audit chain survived the crashes intact.
+    let seqs: Vec<u64> = rows.iter().map(|m| m.seq as u64).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let verification = courtchat::verify_audit(&config, &store).await?;
+    assert_eq!(verification.first_broken, None);
+    eprintln!(
+        "{} messages acknowledged across three kill -9s; {} entries stored",
+        accepted.len(),
+        rows.len()
+    );
+    store.close().await;
+    restarted.kill()?;
+    Ok(())
+}
