@@ -6,16 +6,20 @@
 //! (Removing entries from the *end* leaves a shorter chain that is still valid; detecting that
 //! needs an anchor kept elsewhere, such as certified transcripts, which come later.)
 //!
-//! Appends are serialized by one writer (the chain head is held under a lock), so the chain is
-//! total. Several server nodes writing one trail will need the head taken under a database lock.
+//! Appends are serialized: within a process by a lock, and across processes (the gateway records
+//! denials while a separate `courtchat bridge` records messages) by the `audit_head` row, which
+//! every appending transaction locks first and moves to its last entry.
 
 use std::path::PathBuf;
 
 use chrono::{SecondsFormat, SubsecRound, Utc};
 use ring::hmac;
-use schemas::db::entities::audit_event;
+use schemas::db::entities::{audit_event, audit_head};
 use sea_orm::prelude::DateTimeUtc;
-use sea_orm::{ActiveModelTrait, DatabaseConnection, EntityTrait, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
 use serde::{Deserialize, Serialize};
 
 /// The `[audit]` section of the configuration.
@@ -125,9 +129,9 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-/// Entries appended inside one transaction.
+/// Entries appended inside one transaction; dropping it ends this process's turn.
 pub struct AuditBatch<'a> {
-    guard: tokio::sync::MutexGuard<'a, String>,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
     head: String,
     key: &'a AuditKey,
 }
@@ -162,13 +166,16 @@ impl AuditBatch<'_> {
         }
         .insert(db)
         .await?;
+        audit_head::Entity::update_many()
+            .col_expr(
+                audit_head::Column::Mac,
+                sea_orm::sea_query::Expr::value(mac.clone()),
+            )
+            .filter(audit_head::Column::Id.eq(1))
+            .exec(db)
+            .await?;
         self.head = mac;
         Ok(row.id)
-    }
-
-    /// The transaction committed: the chain now ends with this batch's last entry.
-    pub fn committed(mut self) {
-        *self.guard = std::mem::take(&mut self.head);
     }
 }
 
@@ -184,43 +191,56 @@ pub struct Verification {
 pub struct AuditTrail {
     db: DatabaseConnection,
     key: AuditKey,
-    /// The MAC of the last entry; the lock serializes appends.
-    head: tokio::sync::Mutex<String>,
+    /// Serializes this process's appends, so they queue here instead of at the database.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl AuditTrail {
     pub async fn open(store: &store::Store, key: AuditKey) -> Result<Self, AuditError> {
-        let db = store.connection().clone();
-        let last = audit_event::Entity::find()
-            .order_by_desc(audit_event::Column::Id)
-            .limit(1)
-            .one(&db)
-            .await?;
         Ok(Self {
-            db,
+            db: store.connection().clone(),
             key,
-            head: tokio::sync::Mutex::new(last.map(|entry| entry.mac).unwrap_or_default()),
+            turn: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Appends `entry` to the chain, in its own statement, and returns its id.
+    /// Appends `entry` to the chain, in a transaction of its own, and returns its id.
     pub async fn append(&self, entry: AuditEntry) -> Result<i64, AuditError> {
-        let mut batch = self.batch().await;
-        let id = batch.append(&self.db, entry).await?;
-        batch.committed();
+        let txn = self.db.begin().await?;
+        let mut batch = self.batch(&txn).await?;
+        let id = batch.append(&txn, entry).await?;
+        txn.commit().await?;
+        drop(batch);
         Ok(id)
     }
 
-    /// Starts appending inside a caller's transaction. Other appends wait until the batch is
-    /// committed or dropped; the chain head moves only on [`AuditBatch::committed`], so a rolled
-    /// back transaction leaves the chain as it was.
-    pub async fn batch(&self) -> AuditBatch<'_> {
-        let guard = self.head.lock().await;
-        AuditBatch {
-            head: guard.clone(),
-            guard,
+    /// Starts appending inside the caller's transaction `db`: waits for this process's turn,
+    /// then locks the chain's head row until that transaction ends, so that a rolled-back
+    /// transaction leaves the chain as it was and no other writer can interleave.
+    pub async fn batch<C: sea_orm::ConnectionTrait>(
+        &self,
+        db: &C,
+    ) -> Result<AuditBatch<'_>, AuditError> {
+        let turn = self.turn.lock().await;
+        // A no-op update takes SQLite's write lock and PostgreSQL's row lock before the read.
+        audit_head::Entity::update_many()
+            .col_expr(
+                audit_head::Column::Mac,
+                sea_orm::sea_query::Expr::col(audit_head::Column::Mac),
+            )
+            .filter(audit_head::Column::Id.eq(1))
+            .exec(db)
+            .await?;
+        let head = audit_head::Entity::find_by_id(1)
+            .one(db)
+            .await?
+            .map(|h| h.mac)
+            .unwrap_or_default();
+        Ok(AuditBatch {
+            _turn: turn,
+            head,
             key: &self.key,
-        }
+        })
     }
 
     /// Walks the whole chain in id order and names the first entry that does not verify.
@@ -361,6 +381,36 @@ mod tests {
                 "{tampering}: {verification:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn two_writers_share_one_chain() {
+        // Two trails over one database stand for two processes (the gateway and a separate
+        // bridge); their appends interleave through the head row and the chain stays whole.
+        let (_dir, store, key, first) = trail_with(0).await;
+        let second = AuditTrail::open(&store, key.clone()).await.unwrap();
+        let entry = |who: &str, n: usize| AuditEntry {
+            actor: who.to_owned(),
+            action: "test.concurrent".to_owned(),
+            session_id: None,
+            detail: serde_json::json!({ "n": n }),
+        };
+        async fn write(trail: &AuditTrail, who: &str, entry: impl Fn(&str, usize) -> AuditEntry) {
+            for n in 0..25 {
+                trail.append(entry(who, n)).await.unwrap();
+            }
+        }
+        tokio::join!(
+            write(&first, "gateway", entry),
+            write(&second, "bridge", entry)
+        );
+        assert_eq!(
+            AuditTrail::verify(&store, &key).await.unwrap(),
+            Verification {
+                entries: 50,
+                first_broken: None
+            }
+        );
     }
 
     #[tokio::test]

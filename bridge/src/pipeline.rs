@@ -293,7 +293,7 @@ impl Pipeline {
     async fn decide_and_store(&mut self, batch: Vec<Incoming>) -> Result<Outbox, PipelineError> {
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
-        let mut audit = trail.batch().await;
+        let mut audit = trail.batch(&txn).await?;
         let mut outbox = Outbox::default();
         // Views are changed on a copy until the commit succeeds.
         let before = self.sessions.clone();
@@ -329,7 +329,7 @@ impl Pipeline {
         }
         match txn.commit().await {
             Ok(()) => {
-                audit.committed();
+                drop(audit);
                 Ok(outbox)
             }
             Err(err) => {

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod audit_event;
+pub mod audit_head;
 pub mod message;
 pub mod participant;
 pub mod receipt;
