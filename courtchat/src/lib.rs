@@ -22,6 +22,37 @@ pub async fn verify_audit(
     bridge::AuditTrail::verify(store, &bridge::AuditKey::load(&config.audit)?).await
 }
 
+/// The chat pipeline over `store`, configured by `config`, as `serve` and `bridge` run it.
+pub async fn pipeline(
+    config: &Config,
+    store: &store::Store,
+) -> Result<bridge::Pipeline, bridge::AuditError> {
+    let audit = std::sync::Arc::new(
+        bridge::AuditTrail::open(store, bridge::AuditKey::load(&config.audit)?).await?,
+    );
+    Ok(bridge::Pipeline::new(
+        store.clone(),
+        audit,
+        config.bridge.clone(),
+    ))
+}
+
+/// How the pipeline reaches the gateway listening at `addr`: as the service identity
+/// `courtchat-bridge`, with a token minted from the configured key for each connection.
+pub fn pipeline_link(config: &Config, addr: std::net::SocketAddr) -> bridge::BrokerLink {
+    const CLIENT_ID: &str = "courtchat-bridge";
+    // Each connection gets a fresh token; this only bounds how long one connection may live.
+    const TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+    let config = config.clone();
+    bridge::BrokerLink {
+        addr: server::loopback(addr),
+        client_id: CLIENT_ID.to_owned(),
+        token: Box::new(move || {
+            mint_token(&config, CLIENT_ID, broker::Role::Service, TTL).unwrap_or_default()
+        }),
+    }
+}
+
 /// Mints a token that the server configured by `config` accepts: for operators and scripts
 /// (`courtchat token`) and tests, until the admin API issues tokens at login.
 pub fn mint_token(

@@ -34,6 +34,15 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit.
     Migrate,
+    /// Run the chat pipeline as its own process, as an MQTT client of a running gateway.
+    ///
+    /// Set `bridge.in_process = false` on the server, and run this with the same configuration
+    /// (database, token key, audit key). Stops cleanly on Ctrl-C or SIGTERM.
+    Bridge {
+        /// The gateway's MQTT TCP address; defaults to the configured listener, on loopback.
+        #[arg(long, value_name = "HOST:PORT")]
+        broker: Option<std::net::SocketAddr>,
+    },
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -153,6 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => runtime()?.block_on(migrate(config)),
+        Command::Bridge { broker } => runtime()?.block_on(run_bridge(config, broker)),
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(verify_audit(config)),
         Command::Bench(BenchCommand::Relay {
             messages,
@@ -225,6 +235,19 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
             "audit trail broken at entry {id}: {reason} ({entries} entries before it verified)"
         ),
     }
+}
+
+async fn run_bridge(config: Config, broker: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    init_logging(&config);
+    let mut stop = ShutdownSignal::install()?;
+    let store = store::Store::open(&config.database).await?;
+    let pipeline = courtchat::pipeline(&config, &store).await?;
+    let link = courtchat::pipeline_link(&config, broker.unwrap_or(config.mqtt.tcp.listen));
+    tracing::info!(broker = %link.addr, "chat pipeline starting");
+    pipeline.run(link, async move { stop.recv().await }).await;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -16,13 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::Config;
 
-/// The in-process pipeline's MQTT identity.
-const BRIDGE_CLIENT_ID: &str = "courtchat-bridge";
-/// Each connection gets a fresh token; this only bounds how long one connection may live.
-const BRIDGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
-
 /// Where to connect to a listener bound to `addr` from this machine.
-fn loopback(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
             SocketAddr::from(([127, 0, 0, 1], v4.port()))
@@ -261,21 +256,8 @@ impl Server {
         }
         let mut pipeline_ready = None;
         if config.bridge.in_process {
-            // The pipeline is a client of this gateway, like it is when it runs on its own.
-            let token_config = config.clone();
-            let link = bridge::BrokerLink {
-                addr: loopback(addresses.mqtt_tcp),
-                client_id: BRIDGE_CLIENT_ID.to_owned(),
-                token: Box::new(move || {
-                    crate::mint_token(
-                        &token_config,
-                        BRIDGE_CLIENT_ID,
-                        broker::Role::Service,
-                        BRIDGE_TOKEN_TTL,
-                    )
-                    .unwrap_or_default()
-                }),
-            };
+            // The pipeline is a client of this gateway, as it is when it runs on its own.
+            let link = crate::pipeline_link(&config, addresses.mqtt_tcp);
             let pipeline =
                 bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone());
             pipeline_ready = Some(pipeline.readiness());

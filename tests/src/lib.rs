@@ -46,6 +46,9 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Set to `separate` to run the chat pipeline outside the server in every test stack.
+pub const BRIDGE_MODE_ENV: &str = "COURTCHAT_TEST_BRIDGE";
+
 /// The audit chain key of every test stack.
 pub const TEST_AUDIT_KEY: &str = "courtchat-test-audit-key-not-for-production";
 
@@ -244,6 +247,11 @@ impl Drop for TestDatabase {
 
 /// A running courtchat stack.
 pub struct TestStack {
+    /// The pipeline running outside the server (COURTCHAT_TEST_BRIDGE=separate).
+    pipeline: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
     server: Option<Server>,
     addresses: Addresses,
     config: Config,
@@ -287,8 +295,30 @@ impl TestStack {
         configure(&mut config);
         config.validate()?;
 
+        // COURTCHAT_TEST_BRIDGE=separate runs the chat pipeline outside the server, connected
+        // over MQTT as `courtchat bridge` is, so the same tests cover both ways to run it.
+        let separate = config.bridge.in_process
+            && std::env::var(BRIDGE_MODE_ENV).is_ok_and(|mode| mode == "separate");
+        if separate {
+            config.bridge.in_process = false;
+        }
         let listeners = Listeners::bind(&config).await?;
         let server = Server::start(config.clone(), listeners).await?;
+        let pipeline = if separate {
+            let pipeline = courtchat::pipeline(&config, server.store()).await?;
+            let mut ready = pipeline.readiness();
+            let link = courtchat::pipeline_link(&config, server.addresses().mqtt_tcp);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(pipeline.run(link, async move {
+                let _ = stopped.await;
+            }));
+            tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|ready| *ready))
+                .await
+                .context("the separate chat pipeline did not become ready")??;
+            Some((stop, task))
+        } else {
+            None
+        };
         // A stack is ready when everything in it is: the pipeline too, or a test's first
         // submission could reach nobody.
         tokio::time::timeout(Duration::from_secs(30), server.pipeline_ready())
@@ -296,6 +326,7 @@ impl TestStack {
             .context("the chat pipeline did not become ready")?;
         Ok(Self {
             addresses: server.addresses(),
+            pipeline,
             server: Some(server),
             config,
             _database: database,
@@ -373,6 +404,10 @@ impl TestStack {
 
     /// Stops the stack and waits until every listener, connection and the database are closed.
     pub async fn shutdown(mut self) {
+        if let Some((stop, task)) = self.pipeline.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }

@@ -1,6 +1,8 @@
-//! Durability: every message acknowledged as accepted survives `kill -9` of the server, taken
-//! while an applicant is writing as fast as it can. The server is the real binary; the applicant
-//! a real MQTT 5 client; the check reads the database the restarted server uses.
+//! courtchat as separate processes, with real clients:
+//! - durability: every message acknowledged as accepted survives `kill -9` of the server, taken
+//!   while an applicant is writing as fast as it can; the check reads the database the restarted
+//!   server uses;
+//! - the chat pipeline as its own process (`courtchat bridge`) beside `courtchat serve`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -245,5 +247,85 @@ async fn acknowledged_messages_survive_kill_9() -> anyhow::Result<()> {
     );
     store.close().await;
     restarted.kill()?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_as_its_own_process() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // The server without its in-process pipeline...
+    let mut server = courtchat(dir.path())
+        .env("COURTCHAT_BRIDGE__IN_PROCESS", "false")
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let stderr = server.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr: SocketAddr = loop {
+        let line = lines.next().expect("serve logs its start")?;
+        if let Some(rest) = line.split("listener=\"mqtt-tcp\" addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap_or_default().parse()?;
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    // ...and `courtchat bridge` connecting to it.
+    let mut bridge = courtchat(dir.path())
+        .args(["bridge", "--broker", &addr.to_string()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let stderr = bridge.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    while !lines
+        .next()
+        .expect("bridge logs its start")?
+        .contains("chat pipeline connected")
+    {}
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let (client, mut acks, driver) = applicant(dir.path(), addr).await?;
+    let open = serde_json::json!({"client_msg_id": "open", "channel": "phone"});
+    client
+        .publish(
+            "cc/v1/open/kiosk-crash",
+            QoS::AtLeastOnce,
+            false,
+            open.to_string(),
+        )
+        .await?;
+    let opened = tokio::time::timeout(PATIENCE, acks.recv())
+        .await?
+        .expect("an answer to open");
+    let session = opened["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let message = serde_json::json!({"client_msg_id": "m1", "type": "message", "body": "hello"});
+    client
+        .publish(
+            format!("cc/v1/sessions/{session}/submit/kiosk-crash"),
+            QoS::AtLeastOnce,
+            false,
+            message.to_string(),
+        )
+        .await?;
+    let answer = tokio::time::timeout(PATIENCE, acks.recv())
+        .await?
+        .expect("an answer to the message");
+    assert_eq!(
+        (answer["status"].as_str(), answer["seq"].as_u64()),
+        (Some("accepted"), Some(2))
+    );
+    driver.abort();
+
+    for child in [&mut bridge, &mut server] {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &child.id().to_string()])
+            .status()?;
+        assert!(status.success());
+    }
+    assert_eq!(bridge.wait()?.code(), Some(0), "bridge stops cleanly");
+    assert_eq!(server.wait()?.code(), Some(0), "serve stops cleanly");
     Ok(())
 }
