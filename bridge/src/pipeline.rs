@@ -256,9 +256,25 @@ impl Pipeline {
             }
         }
         tracing::info!("chat pipeline connected");
+        // Lapsed reply locks are freed, recorded and announced even when nobody writes.
+        let mut lock_sweep = tokio::time::interval(Duration::from_secs(1));
         let stopped = loop {
             let first = tokio::select! {
                 _ = shutdown.as_mut() => break true,
+                _ = lock_sweep.tick() => {
+                    match self.expire_locks().await {
+                        Ok(outbox) => {
+                            if publish(&client, outbox).await.is_err() {
+                                break false;
+                            }
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "lapsed locks could not be released");
+                            self.sessions.clear();
+                        }
+                    }
+                    continue;
+                }
                 first = rx.recv() => first,
             };
             let Some(first) = first else { break false };
@@ -287,6 +303,60 @@ impl Pipeline {
         let _ = client.disconnect().await;
         driver.abort();
         stopped
+    }
+
+    /// Frees every reply lock whose lease has lapsed: persisted, audited (`lock.expired`) and
+    /// published, in one transaction.
+    async fn expire_locks(&mut self) -> Result<Outbox, PipelineError> {
+        let now = Utc::now().trunc_subsecs(6);
+        let lapsed: Vec<String> = session::Entity::find()
+            .filter(session::Column::LockHolder.is_not_null())
+            .filter(session::Column::LockExpiresAt.lte(now))
+            .all(self.store.connection())
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect();
+        let mut outbox = Outbox::default();
+        if lapsed.is_empty() {
+            return Ok(outbox);
+        }
+        let txn = self.store.connection().begin().await?;
+        let trail = self.audit.clone();
+        let mut audit = trail.batch(&txn).await?;
+        let before = self.sessions.clone();
+        for session_id in lapsed {
+            if self.view(&txn, &session_id).await?.is_none() {
+                continue;
+            }
+            let mut lock = self.lock_of(&session_id);
+            if let Ok(change @ LockChange::Expired { .. }) =
+                lock.apply(LockRequest::Expire, now, Duration::ZERO)
+            {
+                let result = self
+                    .store_lock(
+                        &txn,
+                        &mut audit,
+                        &mut outbox,
+                        &session_id,
+                        "system",
+                        lock,
+                        &change,
+                        now,
+                    )
+                    .await;
+                if let Err(err) = result {
+                    self.sessions = before;
+                    return Err(err);
+                }
+            }
+        }
+        if let Err(err) = txn.commit().await {
+            self.sessions = before;
+            return Err(err.into());
+        }
+        drop(audit);
+        Ok(outbox)
     }
 
     /// Decides every submission of `batch` and stores the accepted ones in one transaction.
@@ -1565,9 +1635,17 @@ impl Pipeline {
                 txn,
                 AuditEntry {
                     actor: sender.to_owned(),
-                    action: "message.accepted".to_owned(),
+                    action: audit_action(&content),
                     session_id: Some(session_id.to_owned()),
-                    detail: serde_json::json!({ "seq": seq, "client_msg_id": client_msg_id, "lock_epoch": lock_epoch }),
+                    detail: serde_json::json!({
+                        "seq": seq,
+                        "client_msg_id": client_msg_id,
+                        "lock_epoch": lock_epoch,
+                        "event": match &content {
+                            StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
+                            _ => serde_json::Value::Null,
+                        },
+                    }),
                 },
             )
             .await?;
@@ -1684,6 +1762,22 @@ impl Outbox {
             ack_topic(subject),
             serde_json::to_vec(&ack).unwrap_or_default(),
         ));
+    }
+}
+
+/// What an entry is, for the audit trail: `message.accepted`, `note.accepted`, or the session
+/// event (`session.joined`, `session.transferred`, `session.closed`, ...).
+fn audit_action(content: &StreamContent) -> String {
+    match content {
+        StreamContent::Message { .. } => "message.accepted".to_owned(),
+        StreamContent::Note { .. } => "note.accepted".to_owned(),
+        StreamContent::Event { event } => {
+            let kind = serde_json::to_value(event)
+                .ok()
+                .and_then(|value| value["type"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "event".to_owned());
+            format!("session.{kind}")
+        }
     }
 }
 

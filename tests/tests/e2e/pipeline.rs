@@ -1104,3 +1104,73 @@ async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> a
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lapsed_lock_is_freed_recorded_and_announced() -> anyhow::Result<()> {
+    use schemas::db::entities::{agent::StaffRole, audit_event};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
+        config.bridge.lock_lease_secs = 1
+    })
+    .await?;
+    register_staff(
+        &stack,
+        &[("agent-1", StaffRole::Agent), ("agent-2", StaffRole::Agent)],
+    )
+    .await?;
+    let mut kiosk = Applicant::connect(&stack, "kiosk-3").await?;
+    let session = open_session(&mut kiosk).await?;
+    let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
+    let mut bob = Staff::connect(&stack, "agent-2", Role::Agent).await?;
+    for staff in [&mut ann, &mut bob] {
+        assert!(
+            rejected(
+                &staff
+                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
+                    .await?
+            )
+            .is_none()
+        );
+    }
+    bob.subscribe_when_member(&format!("cc/v1/sessions/{session}/lock"))
+        .await?;
+    assert!(
+        rejected(
+            &ann.submit(
+                &session,
+                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+
+    // Nobody renews: within a couple of seconds the lock state says it is free.
+    let mut free = false;
+    while !free {
+        let publish = bob.client.next_publish().await?;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/lock") {
+            let state: schemas::wire::LockState = serde_json::from_slice(&publish.payload)?;
+            free = state.holder.is_none() && state.epoch == 1;
+        }
+    }
+    let expired = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("lock.expired"))
+        .filter(audit_event::Column::SessionId.eq(&session))
+        .all(stack.store().connection())
+        .await?;
+    assert_eq!(expired.len(), 1);
+    // The next agent acquires under a new epoch.
+    assert!(
+        rejected(
+            &bob.submit(
+                &session,
+                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
+            )
+            .await?
+        )
+        .is_none()
+    );
+    stack.shutdown().await;
+    Ok(())
+}
