@@ -23,7 +23,9 @@ use chrono::{SubsecRound, Utc};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use schemas::db::entities::{agent, message, participant, receipt, session, survey_response};
+use schemas::db::entities::{
+    agent, message, participant, receipt, session, submission_ack, survey_response,
+};
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{
     self, Ack, Action, LockMode, LockOp, MembershipOp, MembershipUpdate, OpenSession, Outcome,
@@ -639,12 +641,47 @@ impl Pipeline {
             );
             return Ok(());
         }
+        if let Some(stored) = submission_ack::Entity::find_by_id((
+            session_id.to_owned(),
+            sender.to_owned(),
+            cmid.clone(),
+        ))
+        .one(txn)
+        .await?
+        {
+            outbox
+                .acks
+                .push((ack_topic(sender), stored.ack.into_bytes()));
+            return Ok(());
+        }
+        let leaves_entry = matches!(
+            submission.action,
+            Action::Message { .. }
+                | Action::Note { .. }
+                | Action::Join
+                | Action::Leave
+                | Action::Transfer { .. }
+                | Action::Escalate { .. }
+                | Action::Close { .. }
+        );
         match self
             .decide(txn, audit, outbox, session_id, sender, &cmid, submission)
             .await?
         {
             Ok(Some(Decided::Accepted(seq))) => {
                 outbox.ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
+                // Entries answer resubmissions through the messages table; the rest are kept.
+                if !leaves_entry && let Some((_, ack)) = outbox.acks.last() {
+                    submission_ack::ActiveModel {
+                        session_id: Set(session_id.to_owned()),
+                        sender: Set(sender.to_owned()),
+                        client_msg_id: Set(cmid.clone()),
+                        ack: Set(String::from_utf8_lossy(ack).into_owned()),
+                        created_at: Set(Utc::now().trunc_subsecs(6)),
+                    }
+                    .insert(txn)
+                    .await?;
+                }
                 Ok(())
             }
             // Answered already (a resync reply).

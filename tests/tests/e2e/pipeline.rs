@@ -723,8 +723,10 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
     kiosk.submit(&session, survey(9, "s1")).await?;
     kiosk.submit(&session, survey(5, "s2")).await?;
     kiosk.submit(&session, survey(4, "s3")).await?;
+    // Resubmitting the accepted answer returns its original acknowledgement.
+    kiosk.submit(&session, survey(5, "s2")).await?;
     let before = kiosk.acks.len();
-    kiosk.until(before + 3, 0).await?;
+    kiosk.until(before + 4, 0).await?;
     let answers: Vec<Option<RejectReason>> = kiosk.acks[before..]
         .iter()
         .map(|a| rejected(&ack(a)).map(|r| r.0))
@@ -734,9 +736,10 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
         vec![
             Some(RejectReason::Invalid),
             None,
-            Some(RejectReason::NotAllowed)
+            Some(RejectReason::NotAllowed),
+            None
         ],
-        "1..5 once"
+        "1..5, once; the same answer again is acknowledged as before"
     );
     let stored = survey_response::Entity::find_by_id(&session)
         .one(db)

@@ -9,4 +9,5 @@ pub mod participant;
 pub mod receipt;
 pub mod retention_policy;
 pub mod session;
+pub mod submission_ack;
 pub mod survey_response;

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 mod m20261125_000001_initial;
 mod m20261125_000002_message_sender_index;
 mod m20261125_000003_audit_head;
+mod m20261125_000004_submission_acks;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_message_sender_index::Migration),
             Box::new(m20261125_000003_audit_head::Migration),
+            Box::new(m20261125_000004_submission_acks::Migration),
         ]
     }
 }
