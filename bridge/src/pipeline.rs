@@ -138,6 +138,13 @@ fn membership(
     }
 }
 
+/// One batch: its transaction, the audit entries appended in it, and what it will publish.
+struct Work<'t, 'a> {
+    txn: &'t DatabaseTransaction,
+    audit: AuditBatch<'a>,
+    outbox: Outbox,
+}
+
 /// What a batch publishes once committed, in order.
 #[derive(Default)]
 struct Outbox {
@@ -319,13 +326,16 @@ impl Pipeline {
             .into_iter()
             .map(|row| row.id)
             .collect();
-        let mut outbox = Outbox::default();
         if lapsed.is_empty() {
-            return Ok(outbox);
+            return Ok(Outbox::default());
         }
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
-        let mut audit = trail.batch(&txn).await?;
+        let mut work = Work {
+            audit: trail.batch(&txn).await?,
+            txn: &txn,
+            outbox: Outbox::default(),
+        };
         let before = self.sessions.clone();
         for session_id in lapsed {
             if self.view(&txn, &session_id).await?.is_none() {
@@ -336,16 +346,7 @@ impl Pipeline {
                 lock.apply(LockRequest::Expire, now, Duration::ZERO)
             {
                 let result = self
-                    .store_lock(
-                        &txn,
-                        &mut audit,
-                        &mut outbox,
-                        &session_id,
-                        "system",
-                        lock,
-                        &change,
-                        now,
-                    )
+                    .store_lock(&mut work, &session_id, "system", lock, &change, now)
                     .await;
                 if let Err(err) = result {
                     self.sessions = before;
@@ -353,6 +354,7 @@ impl Pipeline {
                 }
             }
         }
+        let Work { audit, outbox, .. } = work;
         if let Err(err) = txn.commit().await {
             self.sessions = before;
             return Err(err.into());
@@ -365,16 +367,18 @@ impl Pipeline {
     async fn decide_and_store(&mut self, batch: Vec<Incoming>) -> Result<Outbox, PipelineError> {
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
-        let mut audit = trail.batch(&txn).await?;
-        let mut outbox = Outbox::default();
+        let mut work = Work {
+            audit: trail.batch(&txn).await?,
+            txn: &txn,
+            outbox: Outbox::default(),
+        };
         // Views are changed on a copy until the commit succeeds.
         let before = self.sessions.clone();
         for incoming in batch {
             let result = match Topic::parse(&incoming.topic) {
                 Some(Topic::Open { subject }) => {
                     let subject = subject.to_owned();
-                    self.open(&txn, &mut audit, &mut outbox, &subject, &incoming.payload)
-                        .await
+                    self.open(&mut work, &subject, &incoming.payload).await
                 }
                 Some(Topic::Session {
                     session,
@@ -382,15 +386,8 @@ impl Pipeline {
                     subject: Some(subject),
                 }) => {
                     let (session, subject) = (session.to_owned(), subject.to_owned());
-                    self.submit(
-                        &txn,
-                        &mut audit,
-                        &mut outbox,
-                        &session,
-                        &subject,
-                        &incoming.payload,
-                    )
-                    .await
+                    self.submit(&mut work, &session, &subject, &incoming.payload)
+                        .await
                 }
                 _ => Ok(()),
             };
@@ -399,6 +396,7 @@ impl Pipeline {
                 return Err(err);
             }
         }
+        let Work { audit, outbox, .. } = work;
         match txn.commit().await {
             Ok(()) => {
                 drop(audit);
@@ -413,9 +411,7 @@ impl Pipeline {
 
     async fn open(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         applicant: &str,
         payload: &[u8],
     ) -> Result<(), PipelineError> {
@@ -423,9 +419,7 @@ impl Pipeline {
             Ok(request) => request,
             Err(err) => {
                 return reject(
-                    audit,
-                    txn,
-                    outbox,
+                    w,
                     applicant,
                     None,
                     &client_msg_id_of(payload),
@@ -438,9 +432,7 @@ impl Pipeline {
         let cmid = request.client_msg_id.clone();
         if request.v != wire::VERSION {
             return reject(
-                audit,
-                txn,
-                outbox,
+                w,
                 applicant,
                 None,
                 &cmid,
@@ -454,10 +446,10 @@ impl Pipeline {
             .filter(message::Column::Sender.eq(applicant))
             .filter(message::Column::ClientMsgId.eq(&cmid))
             .filter(message::Column::Seq.eq(1))
-            .one(txn)
+            .one(w.txn)
             .await?
         {
-            outbox.ack(
+            w.outbox.ack(
                 applicant,
                 &cmid,
                 Some(&existing.session_id),
@@ -468,9 +460,7 @@ impl Pipeline {
         if let Err(retry) = self.limiter.check(applicant, Instant::now()) {
             let message = format!("too many requests; retry in {} ms", retry.as_millis());
             return reject(
-                audit,
-                txn,
-                outbox,
+                w,
                 applicant,
                 None,
                 &cmid,
@@ -482,7 +472,7 @@ impl Pipeline {
         if let Some(first) = &request.first_message
             && let Err((reason, message)) = check_body(first, self.config.max_body_bytes)
         {
-            return reject(audit, txn, outbox, applicant, None, &cmid, reason, &message).await;
+            return reject(w, applicant, None, &cmid, reason, &message).await;
         }
 
         let session_id = new_session_id();
@@ -505,7 +495,7 @@ impl Pipeline {
             updated_at: Set(now),
             closed_at: Set(None),
         }
-        .insert(txn)
+        .insert(w.txn)
         .await?;
         participant::ActiveModel {
             session_id: Set(session_id.clone()),
@@ -514,7 +504,7 @@ impl Pipeline {
             joined_at: Set(now),
             left_at: Set(None),
         }
-        .insert(txn)
+        .insert(w.txn)
         .await?;
         let view = SessionView {
             status: session::SessionStatus::Queued,
@@ -528,8 +518,7 @@ impl Pipeline {
             lock: ReplyLock::default(),
         };
         self.sessions.insert(session_id.clone(), view);
-        audit
-            .append(txn, AuditEntry {
+        w.audit.append(w.txn, AuditEntry {
                 actor: applicant.to_owned(),
                 action: "session.opened".to_owned(),
                 session_id: Some(session_id.clone()),
@@ -541,23 +530,12 @@ impl Pipeline {
                 channel: request.channel,
             },
         };
-        self.append_entry(
-            txn,
-            audit,
-            outbox,
-            &session_id,
-            applicant,
-            &cmid,
-            opened,
-            None,
-        )
-        .await?;
+        self.append_entry(w, &session_id, applicant, &cmid, opened, None)
+            .await?;
         if let Some(first) = request.first_message {
             let content = StreamContent::Message { body: first };
             self.append_entry(
-                txn,
-                audit,
-                outbox,
+                w,
                 &session_id,
                 applicant,
                 &format!("{cmid}#first"),
@@ -566,7 +544,7 @@ impl Pipeline {
             )
             .await?;
         }
-        outbox.memberships.push(MembershipUpdate {
+        w.outbox.memberships.push(MembershipUpdate {
             v: wire::VERSION,
             session_id: session_id.clone(),
             subject: applicant.to_owned(),
@@ -582,11 +560,11 @@ impl Pipeline {
             team: request.topic.clone(),
             waiting_since: now,
         };
-        outbox.entries.push((
+        w.outbox.entries.push((
             Topic::Queue.to_string(),
             serde_json::to_vec(&waiting).unwrap_or_default(),
         ));
-        outbox.ack(
+        w.outbox.ack(
             applicant,
             &cmid,
             Some(&session_id),
@@ -595,12 +573,9 @@ impl Pipeline {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn submit(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         sender: &str,
         payload: &[u8],
@@ -610,9 +585,7 @@ impl Pipeline {
             Err(err) => {
                 let cmid = client_msg_id_of(payload);
                 return reject(
-                    audit,
-                    txn,
-                    outbox,
+                    w,
                     sender,
                     Some(session_id),
                     &cmid,
@@ -628,10 +601,10 @@ impl Pipeline {
             .filter(message::Column::SessionId.eq(session_id))
             .filter(message::Column::Sender.eq(sender))
             .filter(message::Column::ClientMsgId.eq(&cmid))
-            .one(txn)
+            .one(w.txn)
             .await?
         {
-            outbox.ack(
+            w.outbox.ack(
                 sender,
                 &cmid,
                 Some(session_id),
@@ -646,10 +619,10 @@ impl Pipeline {
             sender.to_owned(),
             cmid.clone(),
         ))
-        .one(txn)
+        .one(w.txn)
         .await?
         {
-            outbox
+            w.outbox
                 .acks
                 .push((ack_topic(sender), stored.ack.into_bytes()));
             return Ok(());
@@ -665,13 +638,14 @@ impl Pipeline {
                 | Action::Close { .. }
         );
         match self
-            .decide(txn, audit, outbox, session_id, sender, &cmid, submission)
+            .decide(w, session_id, sender, &cmid, submission)
             .await?
         {
             Ok(Some(Decided::Accepted(seq))) => {
-                outbox.ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
+                w.outbox
+                    .ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
                 // Entries answer resubmissions through the messages table; the rest are kept.
-                if !leaves_entry && let Some((_, ack)) = outbox.acks.last() {
+                if !leaves_entry && let Some((_, ack)) = w.outbox.acks.last() {
                     submission_ack::ActiveModel {
                         session_id: Set(session_id.to_owned()),
                         sender: Set(sender.to_owned()),
@@ -679,7 +653,7 @@ impl Pipeline {
                         ack: Set(String::from_utf8_lossy(ack).into_owned()),
                         created_at: Set(Utc::now().trunc_subsecs(6)),
                     }
-                    .insert(txn)
+                    .insert(w.txn)
                     .await?;
                 }
                 Ok(())
@@ -687,29 +661,16 @@ impl Pipeline {
             // Answered already (a resync reply).
             Ok(None) => Ok(()),
             Err((reason, message)) => {
-                reject(
-                    audit,
-                    txn,
-                    outbox,
-                    sender,
-                    Some(session_id),
-                    &cmid,
-                    reason,
-                    &message,
-                )
-                .await
+                reject(w, sender, Some(session_id), &cmid, reason, &message).await
             }
         }
     }
 
     /// Decides a submission and writes what it changes. The outer error is a database failure
     /// (the batch is abandoned); the inner one a refusal for the sender.
-    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         sender: &str,
         cmid: &str,
@@ -722,7 +683,7 @@ impl Pipeline {
                 "this server speaks version 1",
             );
         }
-        let Some(view) = self.view(txn, session_id).await? else {
+        let Some(view) = self.view(w.txn, session_id).await? else {
             return refuse(RejectReason::UnknownSession, "no such session");
         };
         // After closing, only the applicant's survey answer (and reading) is taken.
@@ -750,16 +711,8 @@ impl Pipeline {
         let now = Utc::now().trunc_subsecs(6);
         match submission.action {
             Action::Resync { from_seq, to_seq } => {
-                self.resync(
-                    txn,
-                    outbox,
-                    session_id,
-                    sender,
-                    staff.is_some(),
-                    from_seq,
-                    to_seq,
-                )
-                .await?;
+                self.resync(w, session_id, sender, staff.is_some(), from_seq, to_seq)
+                    .await?;
                 Ok(Ok(None))
             }
             Action::Message { body } | Action::Note { body }
@@ -793,9 +746,7 @@ impl Pipeline {
                 }
                 let seq = self
                     .append_entry(
-                        txn,
-                        audit,
-                        outbox,
+                        w,
                         session_id,
                         sender,
                         cmid,
@@ -814,9 +765,7 @@ impl Pipeline {
                 }
                 let seq = self
                     .append_entry(
-                        txn,
-                        audit,
-                        outbox,
+                        w,
                         session_id,
                         sender,
                         cmid,
@@ -830,16 +779,14 @@ impl Pipeline {
                 if role.is_some() {
                     return Ok(Ok(Some(Decided::Accepted(None))));
                 }
-                let Some(staff_role) = self.staff_role(txn, sender).await? else {
+                let Some(staff_role) = self.staff_role(w.txn, sender).await? else {
                     return refuse(
                         RejectReason::NotAllowed,
                         "only registered, active staff may join a session",
                     );
                 };
-                self.join(
-                    txn, audit, outbox, session_id, sender, cmid, staff_role, now,
-                )
-                .await?;
+                self.join(w, session_id, sender, cmid, staff_role, now)
+                    .await?;
                 Ok(Ok(Some(Decided::Accepted(None))))
             }
             Action::Leave => {
@@ -849,8 +796,7 @@ impl Pipeline {
                         "the applicant closes the session instead of leaving it",
                     );
                 }
-                self.leave(txn, audit, outbox, session_id, sender, cmid, now)
-                    .await?;
+                self.leave(w, session_id, sender, cmid, now).await?;
                 Ok(Ok(Some(Decided::Accepted(None))))
             }
             Action::Lock { op } => {
@@ -875,7 +821,7 @@ impl Pipeline {
                 let mut lock = self.lock_of(session_id);
                 match lock.apply(request, now, lease) {
                     Ok(change) => {
-                        self.store_lock(txn, audit, outbox, session_id, sender, lock, &change, now)
+                        self.store_lock(w, session_id, sender, lock, &change, now)
                             .await?;
                         Ok(Ok(Some(Decided::Accepted(None))))
                     }
@@ -894,7 +840,7 @@ impl Pipeline {
                 }
                 match (to_agent, to_team) {
                     (Some(to), None) => {
-                        let Some(to_role) = self.staff_role(txn, &to).await? else {
+                        let Some(to_role) = self.staff_role(w.txn, &to).await? else {
                             return refuse(
                                 RejectReason::NotAllowed,
                                 "the target is not registered, active staff",
@@ -906,16 +852,12 @@ impl Pipeline {
                                 "a session cannot be transferred to its sender",
                             );
                         }
-                        self.transfer_to_agent(
-                            txn, audit, outbox, session_id, sender, cmid, &to, to_role, now,
-                        )
-                        .await?;
+                        self.transfer_to_agent(w, session_id, sender, cmid, &to, to_role, now)
+                            .await?;
                     }
                     (None, Some(team)) => {
-                        self.transfer_to_team(
-                            txn, audit, outbox, session_id, sender, cmid, &team, now,
-                        )
-                        .await?;
+                        self.transfer_to_team(w, session_id, sender, cmid, &team, now)
+                            .await?;
                     }
                     _ => {
                         return refuse(
@@ -931,9 +873,7 @@ impl Pipeline {
                     return refuse(RejectReason::NotAllowed, "only staff escalate a session");
                 }
                 self.set_status(
-                    txn,
-                    audit,
-                    outbox,
+                    w,
                     session_id,
                     sender,
                     cmid,
@@ -945,9 +885,7 @@ impl Pipeline {
                     event: SessionEvent::Escalated { reason },
                 };
                 self.append_entry(
-                    txn,
-                    audit,
-                    outbox,
+                    w,
                     session_id,
                     sender,
                     &format!("{cmid}#escalated"),
@@ -964,7 +902,7 @@ impl Pipeline {
                     && let Ok(change) =
                         lock.apply(LockRequest::Release(&holder), now, Duration::ZERO)
                 {
-                    self.store_lock(txn, audit, outbox, session_id, sender, lock, &change, now)
+                    self.store_lock(w, session_id, sender, lock, &change, now)
                         .await?;
                 }
                 session::Entity::update_many()
@@ -973,12 +911,10 @@ impl Pipeline {
                         sea_orm::sea_query::Expr::value(Some(now)),
                     )
                     .filter(session::Column::Id.eq(session_id))
-                    .exec(txn)
+                    .exec(w.txn)
                     .await?;
                 self.set_status(
-                    txn,
-                    audit,
-                    outbox,
+                    w,
                     session_id,
                     sender,
                     cmid,
@@ -994,9 +930,7 @@ impl Pipeline {
                 };
                 let seq = self
                     .append_entry(
-                        txn,
-                        audit,
-                        outbox,
+                        w,
                         session_id,
                         sender,
                         &format!("{cmid}#closed"),
@@ -1031,7 +965,7 @@ impl Pipeline {
                     return refuse(RejectReason::TooLarge, "the comment is too long");
                 }
                 if survey_response::Entity::find_by_id(session_id)
-                    .one(txn)
+                    .one(w.txn)
                     .await?
                     .is_some()
                 {
@@ -1043,11 +977,11 @@ impl Pipeline {
                     comment: Set(comment),
                     submitted_at: Set(now),
                 }
-                .insert(txn)
+                .insert(w.txn)
                 .await?;
-                audit
+                w.audit
                     .append(
-                        txn,
+                        w.txn,
                         AuditEntry {
                             actor: sender.to_owned(),
                             action: "survey.answered".to_owned(),
@@ -1062,16 +996,8 @@ impl Pipeline {
                 delivered_seq,
                 read_seq,
             } => {
-                self.receipt(
-                    txn,
-                    outbox,
-                    session_id,
-                    sender,
-                    delivered_seq,
-                    read_seq,
-                    now,
-                )
-                .await?;
+                self.receipt(w, session_id, sender, delivered_seq, read_seq, now)
+                    .await?;
                 Ok(Ok(Some(Decided::Accepted(None))))
             }
         }
@@ -1082,9 +1008,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     async fn transfer_to_agent(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         from: &str,
         cmid: &str,
@@ -1097,22 +1021,13 @@ impl Pipeline {
             .get(session_id)
             .is_some_and(|view| view.members.contains_key(to));
         if !already_member {
-            self.join(
-                txn,
-                audit,
-                outbox,
-                session_id,
-                to,
-                &format!("{cmid}#join"),
-                to_role,
-                now,
-            )
-            .await?;
+            self.join(w, session_id, to, &format!("{cmid}#join"), to_role, now)
+                .await?;
         }
         let lease = Duration::from_secs(self.config.lock_lease_secs);
         let mut lock = self.lock_of(session_id);
         if let Ok(change) = lock.apply(LockRequest::Takeover(to), now, lease) {
-            self.store_lock(txn, audit, outbox, session_id, from, lock, &change, now)
+            self.store_lock(w, session_id, from, lock, &change, now)
                 .await?;
         }
         session::Entity::update_many()
@@ -1121,7 +1036,7 @@ impl Pipeline {
                 sea_orm::sea_query::Expr::value(Some(to.to_owned())),
             )
             .filter(session::Column::Id.eq(session_id))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         let transferred = StreamContent::Event {
             event: SessionEvent::Transferred {
@@ -1130,36 +1045,16 @@ impl Pipeline {
                 to_team: None,
             },
         };
-        self.append_entry(
-            txn,
-            audit,
-            outbox,
-            session_id,
-            from,
-            cmid,
-            transferred,
-            None,
-        )
-        .await?;
-        self.leave(
-            txn,
-            audit,
-            outbox,
-            session_id,
-            from,
-            &format!("{cmid}#leave"),
-            now,
-        )
-        .await
+        self.append_entry(w, session_id, from, cmid, transferred, None)
+            .await?;
+        self.leave(w, session_id, from, &format!("{cmid}#leave"), now)
+            .await
     }
 
     /// Hands the session back to a team's queue: the sender leaves, the lock is freed.
-    #[allow(clippy::too_many_arguments)]
     async fn transfer_to_team(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         from: &str,
         cmid: &str,
@@ -1176,7 +1071,7 @@ impl Pipeline {
                 sea_orm::sea_query::Expr::value(Option::<String>::None),
             )
             .filter(session::Column::Id.eq(session_id))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         let transferred = StreamContent::Event {
             event: SessionEvent::Transferred {
@@ -1185,31 +1080,12 @@ impl Pipeline {
                 to_team: Some(team.to_owned()),
             },
         };
-        self.append_entry(
-            txn,
-            audit,
-            outbox,
-            session_id,
-            from,
-            cmid,
-            transferred,
-            None,
-        )
-        .await?;
-        self.leave(
-            txn,
-            audit,
-            outbox,
-            session_id,
-            from,
-            &format!("{cmid}#leave"),
-            now,
-        )
-        .await?;
+        self.append_entry(w, session_id, from, cmid, transferred, None)
+            .await?;
+        self.leave(w, session_id, from, &format!("{cmid}#leave"), now)
+            .await?;
         self.set_status(
-            txn,
-            audit,
-            outbox,
+            w,
             session_id,
             from,
             cmid,
@@ -1221,12 +1097,9 @@ impl Pipeline {
 
     /// Persists and publishes a lifecycle change (with its stream event and, for queued and
     /// escalated sessions, a queue update for staff).
-    #[allow(clippy::too_many_arguments)]
     async fn set_status(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         actor: &str,
         cmid: &str,
@@ -1243,7 +1116,7 @@ impl Pipeline {
                 sea_orm::sea_query::Expr::value(now),
             )
             .filter(session::Column::Id.eq(session_id))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         if let Some(view) = self.sessions.get_mut(session_id) {
             view.status = status;
@@ -1260,9 +1133,7 @@ impl Pipeline {
             },
         };
         self.append_entry(
-            txn,
-            audit,
-            outbox,
+            w,
             session_id,
             actor,
             &format!("{cmid}#status"),
@@ -1273,7 +1144,7 @@ impl Pipeline {
         if matches!(
             status,
             session::SessionStatus::Queued | session::SessionStatus::Escalated
-        ) && let Some(row) = session::Entity::find_by_id(session_id).one(txn).await?
+        ) && let Some(row) = session::Entity::find_by_id(session_id).one(w.txn).await?
         {
             let update = wire::QueueUpdate {
                 v: wire::VERSION,
@@ -1284,7 +1155,7 @@ impl Pipeline {
                 team: row.team,
                 waiting_since: now,
             };
-            outbox.entries.push((
+            w.outbox.entries.push((
                 Topic::Queue.to_string(),
                 serde_json::to_vec(&update).unwrap_or_default(),
             ));
@@ -1294,11 +1165,9 @@ impl Pipeline {
 
     /// Moves a participant's read horizon forward (never back, never past the stream) and tells
     /// the session. Receipts are not audited: they are frequent and carry no content.
-    #[allow(clippy::too_many_arguments)]
     async fn receipt(
         &mut self,
-        txn: &DatabaseTransaction,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         subject: &str,
         delivered: Option<u64>,
@@ -1310,7 +1179,7 @@ impl Pipeline {
             .get(session_id)
             .map_or(0, |view| view.last_seq);
         let existing = receipt::Entity::find_by_id((session_id.to_owned(), subject.to_owned()))
-            .one(txn)
+            .one(w.txn)
             .await?;
         let (old_delivered, old_read) = existing
             .as_ref()
@@ -1327,9 +1196,9 @@ impl Pipeline {
             updated_at: Set(now),
         };
         if existing.is_some() {
-            row.update(txn).await?;
+            row.update(w.txn).await?;
         } else {
-            row.insert(txn).await?;
+            row.insert(w.txn).await?;
         }
         let state = wire::ReceiptState {
             v: wire::VERSION,
@@ -1343,7 +1212,7 @@ impl Pipeline {
             kind: SessionTopic::Receipts,
             subject: None,
         };
-        outbox.entries.push((
+        w.outbox.entries.push((
             topic.to_string(),
             serde_json::to_vec(&state).unwrap_or_default(),
         ));
@@ -1375,12 +1244,9 @@ impl Pipeline {
         }))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn join(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         subject: &str,
         cmid: &str,
@@ -1391,7 +1257,7 @@ impl Pipeline {
         participant::Entity::delete_many()
             .filter(participant::Column::SessionId.eq(session_id))
             .filter(participant::Column::Subject.eq(subject))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         participant::ActiveModel {
             session_id: Set(session_id.to_owned()),
@@ -1400,7 +1266,7 @@ impl Pipeline {
             joined_at: Set(now),
             left_at: Set(None),
         }
-        .insert(txn)
+        .insert(w.txn)
         .await?;
         let becomes_active = {
             let view = self
@@ -1415,13 +1281,11 @@ impl Pipeline {
                 subject: subject.to_owned(),
             },
         };
-        self.append_entry(txn, audit, outbox, session_id, subject, cmid, joined, None)
+        self.append_entry(w, session_id, subject, cmid, joined, None)
             .await?;
         if becomes_active {
             self.set_status(
-                txn,
-                audit,
-                outbox,
+                w,
                 session_id,
                 "system",
                 cmid,
@@ -1430,18 +1294,15 @@ impl Pipeline {
             )
             .await?;
         }
-        outbox
+        w.outbox
             .memberships
             .push(membership(session_id, subject, role, MembershipOp::Join));
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn leave(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         subject: &str,
         cmid: &str,
@@ -1454,7 +1315,7 @@ impl Pipeline {
             )
             .filter(participant::Column::SessionId.eq(session_id))
             .filter(participant::Column::Subject.eq(subject))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         let role = self
             .sessions
@@ -1466,7 +1327,7 @@ impl Pipeline {
         if let Ok(change @ LockChange::Released { .. }) =
             lock.apply(LockRequest::Release(subject), now, Duration::ZERO)
         {
-            self.store_lock(txn, audit, outbox, session_id, subject, lock, &change, now)
+            self.store_lock(w, session_id, subject, lock, &change, now)
                 .await?;
         }
         let left = StreamContent::Event {
@@ -1474,21 +1335,18 @@ impl Pipeline {
                 subject: subject.to_owned(),
             },
         };
-        self.append_entry(txn, audit, outbox, session_id, subject, cmid, left, None)
+        self.append_entry(w, session_id, subject, cmid, left, None)
             .await?;
-        outbox
+        w.outbox
             .memberships
             .push(membership(session_id, subject, role, MembershipOp::Leave));
         Ok(())
     }
 
     /// Persists a lock change on the session row, audits it and publishes the lock state.
-    #[allow(clippy::too_many_arguments)]
     async fn store_lock(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         actor: &str,
         lock: ReplyLock,
@@ -1513,7 +1371,7 @@ impl Pipeline {
                 sea_orm::sea_query::Expr::value(now),
             )
             .filter(session::Column::Id.eq(session_id))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
         let action = match change {
             LockChange::Acquired { .. } => "lock.acquired",
@@ -1523,9 +1381,9 @@ impl Pipeline {
             LockChange::Expired { .. } => "lock.expired",
             LockChange::Unchanged => return Ok(()),
         };
-        audit
+        w.audit
             .append(
-                txn,
+                w.txn,
                 AuditEntry {
                     actor: actor.to_owned(),
                     action: action.to_owned(),
@@ -1547,7 +1405,7 @@ impl Pipeline {
             kind: SessionTopic::Lock,
             subject: None,
         };
-        outbox.locks.push((
+        w.outbox.locks.push((
             topic.to_string(),
             serde_json::to_vec(&state).unwrap_or_default(),
         ));
@@ -1609,12 +1467,9 @@ impl Pipeline {
 
     /// Gives `content` the session's next sequence number, stores it, audits it and queues its
     /// stream entry. Returns the sequence number.
-    #[allow(clippy::too_many_arguments)]
     async fn append_entry(
         &mut self,
-        txn: &DatabaseTransaction,
-        audit: &mut AuditBatch<'_>,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         sender: &str,
         client_msg_id: &str,
@@ -1653,7 +1508,7 @@ impl Pipeline {
             created_at: Set(at),
             ..Default::default()
         }
-        .insert(txn)
+        .insert(w.txn)
         .await?;
         session::Entity::update_many()
             .col_expr(
@@ -1665,11 +1520,9 @@ impl Pipeline {
                 sea_orm::sea_query::Expr::value(at),
             )
             .filter(session::Column::Id.eq(session_id))
-            .exec(txn)
+            .exec(w.txn)
             .await?;
-        audit
-            .append(
-                txn,
+        w.audit.append(w.txn,
                 AuditEntry {
                     actor: sender.to_owned(),
                     action: audit_action(&content),
@@ -1704,7 +1557,7 @@ impl Pipeline {
             },
             subject: None,
         };
-        outbox.entries.push((
+        w.outbox.entries.push((
             topic.to_string(),
             serde_json::to_vec(&entry).unwrap_or_default(),
         ));
@@ -1712,11 +1565,9 @@ impl Pipeline {
     }
 
     /// Sends the requester exactly the entries it asked for that it may read.
-    #[allow(clippy::too_many_arguments)]
     async fn resync(
         &mut self,
-        txn: &DatabaseTransaction,
-        outbox: &mut Outbox,
+        w: &mut Work<'_, '_>,
         session_id: &str,
         sender: &str,
         staff: bool,
@@ -1735,7 +1586,7 @@ impl Pipeline {
         if !staff {
             query = query.filter(message::Column::Kind.ne(message::MessageKind::Note));
         }
-        let rows = query.order_by_asc(message::Column::Seq).all(txn).await?;
+        let rows = query.order_by_asc(message::Column::Seq).all(w.txn).await?;
         // Each entry's prev_seq is the previous one on its own topic, also before the range.
         let (mut prev_public, mut prev_note) = (0, 0);
         let mut entries = Vec::new();
@@ -1773,7 +1624,7 @@ impl Pipeline {
             entries,
             last_seq: last_seq as u64,
         };
-        outbox.acks.push((
+        w.outbox.acks.push((
             ack_topic(sender),
             serde_json::to_vec(&reply).unwrap_or_default(),
         ));
@@ -1823,26 +1674,22 @@ fn ack_topic(subject: &str) -> String {
 }
 
 /// Refuses a submission: recorded in the audit trail, answered on the sender's ack topic.
-#[allow(clippy::too_many_arguments)]
 async fn reject(
-    audit: &mut AuditBatch<'_>,
-    txn: &DatabaseTransaction,
-    outbox: &mut Outbox,
+    w: &mut Work<'_, '_>,
     sender: &str,
     session_id: Option<&str>,
     client_msg_id: &str,
     reason: RejectReason,
     message: &str,
 ) -> Result<(), PipelineError> {
-    audit
-        .append(txn, AuditEntry {
+    w.audit.append(w.txn, AuditEntry {
             actor: sender.to_owned(),
             action: "submission.rejected".to_owned(),
             session_id: session_id.map(str::to_owned),
             detail: serde_json::json!({ "client_msg_id": client_msg_id, "reason": reason, "message": message }),
         })
         .await?;
-    outbox.ack(
+    w.outbox.ack(
         sender,
         client_msg_id,
         session_id,
