@@ -31,6 +31,7 @@ use schemas::wire::{
     self, Ack, Action, LockMode, LockOp, MembershipOp, MembershipUpdate, OpenSession, Outcome,
     RejectReason, Resync, SessionEvent, StreamContent, StreamEntry, Submission,
 };
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
@@ -905,14 +906,13 @@ impl Pipeline {
                     self.store_lock(w, session_id, sender, lock, &change, now)
                         .await?;
                 }
-                session::Entity::update_many()
-                    .col_expr(
-                        session::Column::ClosedAt,
-                        sea_orm::sea_query::Expr::value(Some(now)),
-                    )
-                    .filter(session::Column::Id.eq(session_id))
-                    .exec(w.txn)
-                    .await?;
+                update_session(
+                    w,
+                    session_id,
+                    vec![(session::Column::ClosedAt, Expr::value(Some(now)))],
+                    now,
+                )
+                .await?;
                 self.set_status(
                     w,
                     session_id,
@@ -1030,14 +1030,16 @@ impl Pipeline {
             self.store_lock(w, session_id, from, lock, &change, now)
                 .await?;
         }
-        session::Entity::update_many()
-            .col_expr(
+        update_session(
+            w,
+            session_id,
+            vec![(
                 session::Column::AssignedAgent,
-                sea_orm::sea_query::Expr::value(Some(to.to_owned())),
-            )
-            .filter(session::Column::Id.eq(session_id))
-            .exec(w.txn)
-            .await?;
+                Expr::value(Some(to.to_owned())),
+            )],
+            now,
+        )
+        .await?;
         let transferred = StreamContent::Event {
             event: SessionEvent::Transferred {
                 from: Some(from.to_owned()),
@@ -1061,18 +1063,19 @@ impl Pipeline {
         team: &str,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), PipelineError> {
-        session::Entity::update_many()
-            .col_expr(
-                session::Column::Team,
-                sea_orm::sea_query::Expr::value(Some(team.to_owned())),
-            )
-            .col_expr(
-                session::Column::AssignedAgent,
-                sea_orm::sea_query::Expr::value(Option::<String>::None),
-            )
-            .filter(session::Column::Id.eq(session_id))
-            .exec(w.txn)
-            .await?;
+        update_session(
+            w,
+            session_id,
+            vec![
+                (session::Column::Team, Expr::value(Some(team.to_owned()))),
+                (
+                    session::Column::AssignedAgent,
+                    Expr::value(Option::<String>::None),
+                ),
+            ],
+            now,
+        )
+        .await?;
         let transferred = StreamContent::Event {
             event: SessionEvent::Transferred {
                 from: Some(from.to_owned()),
@@ -1106,18 +1109,13 @@ impl Pipeline {
         status: session::SessionStatus,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), PipelineError> {
-        session::Entity::update_many()
-            .col_expr(
-                session::Column::Status,
-                sea_orm::sea_query::Expr::value(status),
-            )
-            .col_expr(
-                session::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .filter(session::Column::Id.eq(session_id))
-            .exec(w.txn)
-            .await?;
+        update_session(
+            w,
+            session_id,
+            vec![(session::Column::Status, Expr::value(status))],
+            now,
+        )
+        .await?;
         if let Some(view) = self.sessions.get_mut(session_id) {
             view.status = status;
         }
@@ -1353,26 +1351,20 @@ impl Pipeline {
         change: &LockChange,
         now: chrono::DateTime<Utc>,
     ) -> Result<(), PipelineError> {
-        session::Entity::update_many()
-            .col_expr(
-                session::Column::LockHolder,
-                sea_orm::sea_query::Expr::value(lock.holder.clone()),
-            )
-            .col_expr(
-                session::Column::LockEpoch,
-                sea_orm::sea_query::Expr::value(lock.epoch as i64),
-            )
-            .col_expr(
-                session::Column::LockExpiresAt,
-                sea_orm::sea_query::Expr::value(lock.expires_at),
-            )
-            .col_expr(
-                session::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(now),
-            )
-            .filter(session::Column::Id.eq(session_id))
-            .exec(w.txn)
-            .await?;
+        update_session(
+            w,
+            session_id,
+            vec![
+                (
+                    session::Column::LockHolder,
+                    Expr::value(lock.holder.clone()),
+                ),
+                (session::Column::LockEpoch, Expr::value(lock.epoch as i64)),
+                (session::Column::LockExpiresAt, Expr::value(lock.expires_at)),
+            ],
+            now,
+        )
+        .await?;
         let action = match change {
             LockChange::Acquired { .. } => "lock.acquired",
             LockChange::Renewed { .. } => "lock.renewed",
@@ -1510,18 +1502,13 @@ impl Pipeline {
         }
         .insert(w.txn)
         .await?;
-        session::Entity::update_many()
-            .col_expr(
-                session::Column::LastSeq,
-                sea_orm::sea_query::Expr::value(seq),
-            )
-            .col_expr(
-                session::Column::UpdatedAt,
-                sea_orm::sea_query::Expr::value(at),
-            )
-            .filter(session::Column::Id.eq(session_id))
-            .exec(w.txn)
-            .await?;
+        update_session(
+            w,
+            session_id,
+            vec![(session::Column::LastSeq, Expr::value(seq))],
+            at,
+        )
+        .await?;
         w.audit.append(w.txn,
                 AuditEntry {
                     actor: sender.to_owned(),
@@ -1651,6 +1638,23 @@ impl Outbox {
             serde_json::to_vec(&ack).unwrap_or_default(),
         ));
     }
+}
+
+/// Sets `values` on the session's row, and its `updated_at`, inside the batch's transaction.
+async fn update_session(
+    w: &Work<'_, '_>,
+    session_id: &str,
+    values: Vec<(session::Column, sea_orm::sea_query::SimpleExpr)>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), PipelineError> {
+    let mut update = session::Entity::update_many()
+        .col_expr(session::Column::UpdatedAt, Expr::value(now))
+        .filter(session::Column::Id.eq(session_id));
+    for (column, value) in values {
+        update = update.col_expr(column, value);
+    }
+    update.exec(w.txn).await?;
+    Ok(())
 }
 
 /// What an entry is, for the audit trail: `message.accepted`, `note.accepted`, or the session
