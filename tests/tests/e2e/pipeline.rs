@@ -345,6 +345,13 @@ impl Staff {
         Ok(self.acks[before].clone())
     }
 
+    /// Submits and requires an acceptance.
+    async fn accept(&mut self, session: &str, payload: serde_json::Value) -> anyhow::Result<Ack> {
+        let answer = self.submit(session, payload).await?;
+        anyhow::ensure!(rejected(&answer).is_none(), "refused: {answer:?}");
+        Ok(answer)
+    }
+
     /// Subscribes once the gateway knows the membership.
     async fn subscribe_when_member(&mut self, filter_path: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -448,14 +455,9 @@ async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
     );
 
     for staff in [&mut ann, &mut bob, &mut sue] {
-        assert!(
-            rejected(
-                &staff
-                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                    .await?
-            )
-            .is_none()
-        );
+        staff
+            .accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+            .await?;
         staff
             .subscribe_when_member(&format!("cc/v1/sessions/{session}/+"))
             .await?;
@@ -467,16 +469,11 @@ async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
         rejected(&bob.submit(&session, reply("b1", "Hi")).await?).map(|r| r.0),
         Some(RejectReason::LockNotHeld)
     );
-    assert!(
-        rejected(
-            &ann.submit(
-                &session,
-                json!({"client_msg_id": "l1", "type": "lock", "op": "acquire"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    ann.accept(
+        &session,
+        json!({"client_msg_id": "l1", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     let (reason, message) = rejected(
         &bob.submit(
             &session,
@@ -516,16 +513,11 @@ async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
     };
 
     // A supervisor takes over: a new epoch, and the previous holder can no longer answer.
-    assert!(
-        rejected(
-            &sue.submit(
-                &session,
-                json!({"client_msg_id": "t", "type": "lock", "op": "takeover"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    sue.accept(
+        &session,
+        json!({"client_msg_id": "t", "type": "lock", "op": "takeover"}),
+    )
+    .await?;
     let (reason, message) =
         rejected(&ann.submit(&session, reply("a2", "still me")).await?).expect("refused");
     assert_eq!(
@@ -561,13 +553,8 @@ async fn agents_join_and_only_the_lock_holder_answers() -> anyhow::Result<()> {
     assert!(topics.iter().any(|t| t.ends_with("/lock")), "{topics:?}");
 
     // Leaving revokes access.
-    assert!(
-        rejected(
-            &bob.submit(&session, json!({"client_msg_id": "bye", "type": "leave"}))
-                .await?
-        )
-        .is_none()
-    );
+    bob.accept(&session, json!({"client_msg_id": "bye", "type": "leave"}))
+        .await?;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while stack.memberships().is_member(&session, "agent-2") {
         assert!(
@@ -619,23 +606,13 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
     let session = open_session(&mut kiosk).await?;
     let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
     let mut bob = Staff::connect(&stack, "agent-2", Role::Agent).await?;
-    assert!(
-        rejected(
-            &ann.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                .await?
-        )
-        .is_none()
-    );
-    assert!(
-        rejected(
-            &ann.submit(
-                &session,
-                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    ann.accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+        .await?;
+    ann.accept(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
 
     // Transfer to agent-2: ann leaves, bob joins and holds the lock, in one step.
     let transfer = ann
@@ -682,16 +659,11 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
     );
 
     // Escalate, then close; after closing only the survey is taken.
-    assert!(
-        rejected(
-            &bob.submit(
-                &session,
-                json!({"client_msg_id": "e", "type": "escalate", "reason": "fee waiver"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    bob.accept(
+        &session,
+        json!({"client_msg_id": "e", "type": "escalate", "reason": "fee waiver"}),
+    )
+    .await?;
     let status = async |db: &sea_orm::DatabaseConnection| {
         sessions::Entity::find_by_id(&session)
             .one(db)
@@ -699,13 +671,8 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
             .map(|r| r.map(|r| r.status))
     };
     assert_eq!(status(db).await?, Some(sessions::SessionStatus::Escalated));
-    assert!(
-        rejected(
-            &bob.submit(&session, json!({"client_msg_id": "c", "type": "close"}))
-                .await?
-        )
-        .is_none()
-    );
+    bob.accept(&session, json!({"client_msg_id": "c", "type": "close"}))
+        .await?;
     assert_eq!(status(db).await?, Some(sessions::SessionStatus::Closed));
     assert_eq!(
         rejected(
@@ -753,23 +720,13 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
     // Transfer back to a team's queue from another session.
     let mut kiosk2 = Applicant::connect(&stack, "kiosk-8").await?;
     let second = open_session(&mut kiosk2).await?;
-    assert!(
-        rejected(
-            &bob.submit(&second, json!({"client_msg_id": "j2", "type": "join"}))
-                .await?
-        )
-        .is_none()
-    );
-    assert!(
-        rejected(
-            &bob.submit(
-                &second,
-                json!({"client_msg_id": "t2", "type": "transfer", "to_team": "renewals"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    bob.accept(&second, json!({"client_msg_id": "j2", "type": "join"}))
+        .await?;
+    bob.accept(
+        &second,
+        json!({"client_msg_id": "t2", "type": "transfer", "to_team": "renewals"}),
+    )
+    .await?;
     let row = sessions::Entity::find_by_id(&second)
         .one(db)
         .await?
@@ -793,13 +750,8 @@ async fn receipts_move_read_horizons_forward_and_the_other_side_sees_them() -> a
     let mut kiosk = Applicant::connect(&stack, "kiosk-4").await?;
     let session = open_session(&mut kiosk).await?;
     let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
-    assert!(
-        rejected(
-            &ann.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                .await?
-        )
-        .is_none()
-    );
+    ann.accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+        .await?;
     ann.subscribe_when_member(&format!("cc/v1/sessions/{session}/receipts"))
         .await?;
     for n in 0..3 {
@@ -876,14 +828,9 @@ async fn presence_and_typing_reach_the_right_people() -> anyhow::Result<()> {
     // "offline" on its presence topic when it vanishes. A will is checked like a publish at
     // CONNECT, so it needs the membership first.
     let mut first = Staff::connect(&stack, "agent-1", Role::Agent).await?;
-    assert!(
-        rejected(
-            &first
-                .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                .await?
-        )
-        .is_none()
-    );
+    first
+        .accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+        .await?;
     first
         .subscribe_when_member(&format!("cc/v1/sessions/{session}/messages"))
         .await?;
@@ -998,14 +945,9 @@ async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> a
     let mut agents = Vec::new();
     for name in names {
         let mut agent = Staff::connect(&stack, name, Role::Agent).await?;
-        assert!(
-            rejected(
-                &agent
-                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                    .await?
-            )
-            .is_none()
-        );
+        agent
+            .accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+            .await?;
         agent
             .subscribe_when_member(&format!("cc/v1/sessions/{session}/messages"))
             .await?;
@@ -1126,27 +1068,17 @@ async fn a_lapsed_lock_is_freed_recorded_and_announced() -> anyhow::Result<()> {
     let mut ann = Staff::connect(&stack, "agent-1", Role::Agent).await?;
     let mut bob = Staff::connect(&stack, "agent-2", Role::Agent).await?;
     for staff in [&mut ann, &mut bob] {
-        assert!(
-            rejected(
-                &staff
-                    .submit(&session, json!({"client_msg_id": "j", "type": "join"}))
-                    .await?
-            )
-            .is_none()
-        );
+        staff
+            .accept(&session, json!({"client_msg_id": "j", "type": "join"}))
+            .await?;
     }
     bob.subscribe_when_member(&format!("cc/v1/sessions/{session}/lock"))
         .await?;
-    assert!(
-        rejected(
-            &ann.submit(
-                &session,
-                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    ann.accept(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
 
     // Nobody renews: within a couple of seconds the lock state says it is free.
     let mut free = false;
@@ -1164,16 +1096,11 @@ async fn a_lapsed_lock_is_freed_recorded_and_announced() -> anyhow::Result<()> {
         .await?;
     assert_eq!(expired.len(), 1);
     // The next agent acquires under a new epoch.
-    assert!(
-        rejected(
-            &bob.submit(
-                &session,
-                json!({"client_msg_id": "l", "type": "lock", "op": "acquire"})
-            )
-            .await?
-        )
-        .is_none()
-    );
+    bob.accept(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     stack.shutdown().await;
     Ok(())
 }
