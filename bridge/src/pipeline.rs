@@ -1509,7 +1509,13 @@ impl Pipeline {
             at,
         )
         .await?;
-        w.audit.append(w.txn,
+        let event = match &content {
+            StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        w.audit
+            .append(
+                w.txn,
                 AuditEntry {
                     actor: sender.to_owned(),
                     action: audit_action(&content),
@@ -1518,10 +1524,7 @@ impl Pipeline {
                         "seq": seq,
                         "client_msg_id": client_msg_id,
                         "lock_epoch": lock_epoch,
-                        "event": match &content {
-                            StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
-                            _ => serde_json::Value::Null,
-                        },
+                        "event": event,
                     }),
                 },
             )
