@@ -221,7 +221,7 @@ async fn an_applicant_opens_a_session_and_every_message_is_stored_ordered_and_ac
     );
 
     // The record: twelve rows, sequence 1..=12 without gaps, and an intact audit chain.
-    use schemas::db::entities::{message, session as sessions};
+    use schemas::db::entities::message;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let db = stack.store().connection();
     let rows = message::Entity::find()
@@ -233,13 +233,7 @@ async fn an_applicant_opens_a_session_and_every_message_is_stored_ordered_and_ac
         rows.iter().map(|m| m.seq).collect::<Vec<_>>(),
         (1..=12).collect::<Vec<_>>()
     );
-    assert_eq!(
-        sessions::Entity::find_by_id(&session)
-            .one(db)
-            .await?
-            .map(|s| s.last_seq),
-        Some(12)
-    );
+    assert_eq!(session_row(&stack, &session).await?.last_seq, 12);
     let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
     assert_eq!(verification.first_broken, None);
     assert!(
@@ -370,6 +364,18 @@ impl Staff {
         }
         Ok(())
     }
+}
+
+/// The session's stored row, as the pipeline left it.
+async fn session_row(
+    stack: &TestStack,
+    id: &str,
+) -> anyhow::Result<schemas::db::entities::session::Model> {
+    use sea_orm::EntityTrait;
+    schemas::db::entities::session::Entity::find_by_id(id)
+        .one(stack.store().connection())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no stored session {id}"))
 }
 
 fn rejected(ack: &Ack) -> Option<(RejectReason, String)> {
@@ -623,10 +629,7 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
         .await?;
     assert!(rejected(&transfer).is_none(), "{transfer:?}");
     let db = stack.store().connection();
-    let row = sessions::Entity::find_by_id(&session)
-        .one(db)
-        .await?
-        .expect("the session");
+    let row = session_row(&stack, &session).await?;
     assert_eq!(
         (
             row.assigned_agent.as_deref(),
@@ -664,16 +667,16 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
         json!({"client_msg_id": "e", "type": "escalate", "reason": "fee waiver"}),
     )
     .await?;
-    let status = async |db: &sea_orm::DatabaseConnection| {
-        sessions::Entity::find_by_id(&session)
-            .one(db)
-            .await
-            .map(|r| r.map(|r| r.status))
-    };
-    assert_eq!(status(db).await?, Some(sessions::SessionStatus::Escalated));
+    assert_eq!(
+        session_row(&stack, &session).await?.status,
+        sessions::SessionStatus::Escalated
+    );
     bob.accept(&session, json!({"client_msg_id": "c", "type": "close"}))
         .await?;
-    assert_eq!(status(db).await?, Some(sessions::SessionStatus::Closed));
+    assert_eq!(
+        session_row(&stack, &session).await?.status,
+        sessions::SessionStatus::Closed
+    );
     assert_eq!(
         rejected(
             &bob.submit(
@@ -727,10 +730,7 @@ async fn transfer_escalate_close_and_survey() -> anyhow::Result<()> {
         json!({"client_msg_id": "t2", "type": "transfer", "to_team": "renewals"}),
     )
     .await?;
-    let row = sessions::Entity::find_by_id(&second)
-        .one(db)
-        .await?
-        .expect("the session");
+    let row = session_row(&stack, &second).await?;
     assert_eq!(
         (row.status, row.team.as_deref(), row.lock_holder),
         (sessions::SessionStatus::Queued, Some("renewals"), None)
@@ -1022,13 +1022,9 @@ async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> a
         epochs.len(),
         "two replies under one epoch: {epochs:?}"
     );
-    let lock_epoch = schemas::db::entities::session::Entity::find_by_id(&session)
-        .one(db)
-        .await?
-        .map(|s| s.lock_epoch);
     assert_eq!(
-        lock_epoch,
-        Some(epochs.len() as i64),
+        session_row(&stack, &session).await?.lock_epoch,
+        epochs.len() as i64,
         "one reply per acquisition"
     );
 
