@@ -4,9 +4,15 @@
 //! Figures are meant to be read as ratios between targets measured together: these machines are
 //! shared and noisy, so an absolute number from one run says little on its own.
 
+mod chat;
+mod connections;
+mod peer;
 mod relay;
 mod stats;
 
+pub use chat::{ChatConfig, ChatReport, chat};
+pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
+pub use peer::{ChatRole, ChatTarget};
 pub use relay::{RelayConfig, RelayReport, relay};
 pub use stats::Percentiles;
 

@@ -26,8 +26,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::acl::{AclChain, DeniedPublish};
-use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal};
+use schemas::topics::Topic;
+
+use crate::acl::{AclChain, DeniedPublish, Memberships};
+use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal, Role};
 use crate::codec::{self, CodecError, Version};
 use crate::config::BrokerConfig;
 use crate::hooks::{Denial, HookSet};
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     pub clients: ClientRegistry,
     pub auth: AuthChain,
     pub acl: AclChain,
+    /// Session memberships, kept current from the pipeline's announcements (`feed`).
+    pub memberships: Memberships,
     pub hooks: HookSet,
     sessions: SessionStore,
     retained: RetainedStore,
@@ -58,6 +62,7 @@ impl Shared {
         router: RouterFeeder,
         auth: AuthChain,
         acl: AclChain,
+        memberships: Memberships,
         hooks: Vec<Arc<dyn crate::hooks::Hook>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_connections));
@@ -68,6 +73,7 @@ impl Shared {
             clients: ClientRegistry::default(),
             auth,
             acl,
+            memberships,
             hooks: HookSet::new(hooks),
             sessions: SessionStore::default(),
             retained: RetainedStore::default(),
@@ -77,10 +83,6 @@ impl Shared {
 
     fn key(&self) -> LinkKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
-    }
-
-    pub(crate) fn key_for_internal_link(&self) -> LinkKey {
-        self.key()
     }
 }
 
@@ -922,6 +924,11 @@ impl Session<'_> {
                 let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
                 if first_time {
                     self.shared.hooks.message(&self.identity, &topic);
+                    if self.identity.role == Role::Service
+                        && Topic::parse(&topic) == Some(Topic::Memberships)
+                    {
+                        crate::feed::apply(&self.shared.memberships, &publish.payload);
+                    }
                     // A client's own property under the provenance key would forge ours.
                     if let Some(props) = properties.as_mut() {
                         props

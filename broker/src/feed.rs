@@ -1,63 +1,20 @@
-//! The membership feed: the gateway's own subscriber to `cc/v1/memberships`, where the chat
-//! pipeline announces joins and leaves. Applying them here, rather than sharing memory with the
-//! pipeline, works the same whether the bridge runs in this process or in another one.
+//! The membership feed: the chat pipeline announces joins and leaves on `cc/v1/memberships`, and
+//! the gateway applies each one to its authorizer the moment the pipeline's PUBLISH arrives, in
+//! the pipeline's own connection task. The pipeline publishes a membership before the
+//! acknowledgement that tells the participant about it, so by the time the participant can react
+//! (subscribe to the session), its membership is in place; a separate subscriber link would race
+//! the acknowledgement (`courtchat bench chat` hit that race: SUBACK 0x80 on an applicant's
+//! first subscription). Going through MQTT keeps this the same whether the bridge runs in this
+//! process or in another one.
 
-use rumqttd::Notification;
-use schemas::topics::Topic;
 use schemas::wire::{MembershipOp, MembershipUpdate, ParticipantRole};
-use tokio::sync::oneshot;
 
 use crate::acl::Memberships;
 use crate::auth::Role;
-use crate::router::{Command, LinkKey, RouterFeeder};
 
 /// Client ids in this namespace belong to the gateway's internal links; clients may not use
 /// them (see `connection::check_client_id`), so none can take an internal link over.
 pub(crate) const INTERNAL_PREFIX: &str = "courtchat.";
-
-/// Attaches the feed's link and applies every update until the router goes away.
-pub(crate) async fn run(router: RouterFeeder, memberships: Memberships, key: LinkKey) {
-    let (reply, answer) = oneshot::channel();
-    let attach = Command::Attach {
-        key,
-        client_id: format!("{INTERNAL_PREFIX}memberships"),
-        clean_session: true,
-        reply,
-    };
-    if router.send(attach).await.is_err() {
-        return;
-    }
-    let mut rx = match answer.await {
-        Ok(Ok(rx)) => rx,
-        _ => {
-            tracing::error!(
-                "the membership feed could not attach to the router; memberships will not update"
-            );
-            return;
-        }
-    };
-    let subscribe = Command::Subscribe {
-        key,
-        filters: vec![Topic::Memberships.to_string()],
-    };
-    if router.send(subscribe).await.is_err() {
-        return;
-    }
-    loop {
-        match rx.next().await {
-            Ok(Some(Notification::Forward(forward))) => {
-                apply(&memberships, &forward.publish.payload)
-            }
-            Ok(Some(Notification::Unschedule)) => {
-                if rx.wake().await.is_err() {
-                    return;
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
-}
 
 /// Applies one update; a malformed one is logged and ignored (only the service role can publish
 /// here, so it would be a bug in the pipeline, not an attack).

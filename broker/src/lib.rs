@@ -20,6 +20,7 @@ mod config;
 mod connection;
 mod feed;
 mod hooks;
+mod reference;
 mod router;
 mod session;
 mod tls;
@@ -46,6 +47,7 @@ pub use auth::{
 };
 pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};
+pub use reference::start_plain_rumqttd;
 pub use tls::TlsError;
 
 use connection::Shared;
@@ -100,13 +102,15 @@ impl Broker {
         }
         let tls = tls::acceptor(&config.tls)?;
         let acl = AclChain::standard(&config.acl, memberships.clone());
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
+        // Connections and session-expiry timers are tokio tasks.
+        tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
         let router = RouterFeeder::start(config.max_connections)?;
         let shared = Arc::new(Shared::new(
             config,
             router,
             AuthChain::new(authenticators),
             acl,
+            memberships.clone(),
             hooks,
         ));
         // A subject that leaves a session loses its live subscriptions to it at once. The
@@ -117,13 +121,6 @@ impl Broker {
                 shared.clients.revoke(subject, session);
             }
         }));
-        // The feed holds the router and the memberships, not the broker, so dropping the broker
-        // still releases its hooks.
-        runtime.spawn(feed::run(
-            shared.router.clone(),
-            memberships,
-            shared.key_for_internal_link(),
-        ));
         Ok(Self { shared, tls })
     }
 

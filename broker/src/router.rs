@@ -54,6 +54,18 @@ pub(crate) enum Command {
     },
 }
 
+/// The router's settings, shared with the plain rumqttd that benchmarks compare against.
+pub(crate) fn router_config(max_connections: usize) -> RouterConfig {
+    RouterConfig {
+        // Head-room above the gateway's own limit, which is enforced first with a CONNACK.
+        max_connections: max_connections + 16,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 1024 * 1024,
+        max_segment_count: 10,
+        ..RouterConfig::default()
+    }
+}
+
 /// Queue of commands for the router thread. Cloned by every connection.
 #[derive(Clone)]
 pub(crate) struct RouterFeeder {
@@ -67,15 +79,7 @@ const COMMAND_QUEUE: usize = 4096;
 impl RouterFeeder {
     /// Starts rumqttd's router and the feeder thread.
     pub(crate) fn start(max_connections: usize) -> std::io::Result<Self> {
-        let router_config = RouterConfig {
-            // Head-room above the gateway's own limit, which is enforced first with a CONNACK.
-            max_connections: max_connections + 16,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            ..RouterConfig::default()
-        };
-        let router_tx = Router::new(0, router_config).spawn();
+        let router_tx = Router::new(0, router_config(max_connections)).spawn();
         let (commands, mut queue) = mpsc::channel::<Command>(COMMAND_QUEUE);
         thread::Builder::new()
             .name("courtchat-router-feeder".to_owned())

@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use courtchat::{Config, Listeners, Server};
 
+mod bench_cli;
+
 /// courtchat: real-time help-desk chat for court licensing, on MQTT, with a durable record.
 ///
 /// With no configuration at all, `courtchat serve` runs everything in one process on an embedded
@@ -51,7 +53,7 @@ enum Command {
     Audit(AuditCommand),
     /// Measure courtchat against other MQTT brokers in one run (see BENCHMARKS.md).
     #[command(subcommand)]
-    Bench(BenchCommand),
+    Bench(bench_cli::BenchCommand),
     /// Print a token (JWT) for an MQTT client, signed with the configured key.
     ///
     /// The client connects with its client id equal to SUBJECT and the token as its password.
@@ -97,35 +99,6 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
-enum BenchCommand {
-    /// One publisher, several subscribers, one non-persisted topic, QoS 1: courtchat's gateway
-    /// (started in this process on ephemeral ports) and every broker given with --against.
-    Relay {
-        /// Messages to publish.
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        /// Payload bytes per message (at least 16).
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        #[arg(long, default_value_t = 3)]
-        subscribers: usize,
-        /// Publish at this many messages per second instead of as fast as possible.
-        #[arg(long)]
-        rate: Option<u32>,
-        /// Another broker to measure, as NAME=HOST:PORT (anonymous access). Repeatable.
-        #[arg(
-            long,
-            value_name = "NAME=HOST:PORT",
-            default_value = "mosquitto=127.0.0.1:1883"
-        )]
-        against: Vec<String>,
-        /// Also write the reports as JSON to this file.
-        #[arg(long, value_name = "PATH")]
-        json: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration as TOML, with secrets redacted.
     Print,
@@ -164,23 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => runtime()?.block_on(migrate(config)),
         Command::Bridge { broker } => runtime()?.block_on(run_bridge(config, broker)),
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(verify_audit(config)),
-        Command::Bench(BenchCommand::Relay {
-            messages,
-            payload,
-            subscribers,
-            rate,
-            against,
-            json,
-        }) => {
-            let relay = bench::RelayConfig {
-                messages,
-                payload,
-                subscribers,
-                rate,
-                ..bench::RelayConfig::default()
-            };
+        Command::Bench(command) => {
             init_logging(&config);
-            runtime()?.block_on(bench_relay(config, relay, against, json))
+            bench_cli::run(config, command)
         }
         Command::Serve => runtime()?.block_on(serve(config)),
     }
@@ -312,131 +271,4 @@ impl ShutdownSignal {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Runs the relay scenario against an in-process courtchat and each `--against` broker, and
-/// prints one table with the ratios.
-async fn bench_relay(
-    mut config: Config,
-    relay: bench::RelayConfig,
-    against: Vec<String>,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    // A throwaway server: ephemeral ports, its own database and signing key, and a static rule
-    // that opens the benchmark's topic, which is outside the chat protocol.
-    let scratch = std::env::temp_dir().join(format!("courtchat-bench-{}", std::process::id()));
-    let ephemeral = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    config.mqtt.tcp.listen = ephemeral;
-    config.mqtt.websocket.listen = ephemeral;
-    config.mqtt.tls.cert_file = PathBuf::new();
-    config.admin.listen = ephemeral;
-    config.database.url = format!("sqlite://{}", scratch.join("bench.db").display());
-    config.mqtt.auth.secret = String::new();
-    config.mqtt.auth.secret_file = scratch.join("token-secret");
-    config.audit.key = String::new();
-    config.audit.key_file = scratch.join("audit-key");
-    config.mqtt.acl.rules.push(courtchat::StaticRule {
-        role: Some(courtchat::Role::Agent),
-        username: None,
-        client: None,
-        access: courtchat::Access::Readwrite,
-        topic: "bench/#".to_owned(),
-        effect: courtchat::Effect::Allow,
-    });
-    let listeners = Listeners::bind(&config).await?;
-    let server = Server::start(config.clone(), listeners).await?;
-    let token_config = config.clone();
-    let mut targets = vec![bench::Target {
-        name: "courtchat".to_owned(),
-        addr: server.addresses().mqtt_tcp,
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = courtchat::mint_token(
-                &token_config,
-                client_id,
-                courtchat::Role::Agent,
-                std::time::Duration::from_secs(3600),
-            )
-            .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-    }];
-    for spec in &against {
-        let (name, addr) = spec
-            .split_once('=')
-            .context("--against takes NAME=HOST:PORT")?;
-        targets.push(bench::Target {
-            name: name.to_owned(),
-            addr: addr
-                .parse()
-                .with_context(|| format!("--against {spec}: not a socket address"))?,
-            credentials: None,
-        });
-    }
-
-    let mut reports = Vec::new();
-    for target in &targets {
-        eprintln!(
-            "relay: {} messages × {} subscribers via {} ...",
-            relay.messages, relay.subscribers, target.name
-        );
-        match bench::relay(target, &relay).await {
-            Ok(report) => reports.push(report),
-            Err(err) => eprintln!("relay: {err}"),
-        }
-    }
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&scratch);
-
-    println!(
-        "{:<12} {:>19} {:>6} {:>5} {:>5} {:>9} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "target",
-        "delivered/expected",
-        "lost",
-        "dup",
-        "ooo",
-        "elapsed",
-        "deliveries/s",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs"
-    );
-    for r in &reports {
-        println!(
-            "{:<12} {:>19} {:>6} {:>5} {:>5} {:>7}ms {:>13.0} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            r.target,
-            format!("{}/{}", r.delivered, r.expected),
-            r.lost,
-            r.duplicates,
-            r.out_of_order,
-            r.elapsed_ms,
-            r.deliveries_per_sec,
-            r.latency.p50_us,
-            r.latency.p90_us,
-            r.latency.p99_us,
-            r.latency.p999_us,
-            r.latency.max_us
-        );
-    }
-    if let Some(ours) = reports.iter().find(|r| r.target == "courtchat") {
-        for other in reports.iter().filter(|r| r.target != "courtchat") {
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-            println!(
-                "courtchat / {}: throughput {:.2}×, p50 latency {:.2}×, p99 latency {:.2}×",
-                other.target,
-                ratio(ours.deliveries_per_sec, other.deliveries_per_sec),
-                ratio(ours.latency.p50_us as f64, other.latency.p50_us as f64),
-                ratio(ours.latency.p99_us as f64, other.latency.p99_us as f64),
-            );
-        }
-    }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&reports)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let lost: usize = reports.iter().map(|r| r.lost + r.duplicates).sum();
-    anyhow::ensure!(lost == 0, "{lost} deliveries were lost or duplicated");
-    anyhow::ensure!(!reports.is_empty(), "no target could be measured");
-    Ok(())
 }

@@ -8,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemas::db::Migrator;
-use schemas::db::entities::{participant, session};
+use schemas::db::entities::{agent, message, participant, session};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, Set,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -188,6 +190,50 @@ impl Store {
             .map_err(StoreError::Query)
     }
 
+    /// Registers members of staff (active, no team), leaving any subject already registered as
+    /// it is. Until the admin API manages staff, this is how tools and benchmarks add them.
+    pub async fn register_staff(
+        &self,
+        staff: &[(String, agent::StaffRole)],
+    ) -> Result<(), StoreError> {
+        // SQLite caps the bound parameters of one statement; 500 rows × 5 columns stays below.
+        for chunk in staff.chunks(500) {
+            let rows = chunk.iter().map(|(subject, role)| agent::ActiveModel {
+                subject: Set(subject.clone()),
+                display_name: Set(subject.clone()),
+                role: Set(*role),
+                team: Set(None),
+                active: Set(true),
+                created_at: Set(chrono_now()),
+                ..Default::default()
+            });
+            agent::Entity::insert_many(rows)
+                .on_conflict(
+                    OnConflict::column(agent::Column::Subject)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .try_insert()
+                .exec(&self.db)
+                .await
+                .map_err(StoreError::Query)?;
+        }
+        Ok(())
+    }
+
+    /// Every stored entry of a session (messages, notes and events), in its sequence order.
+    pub async fn session_entries(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<message::Model>, StoreError> {
+        message::Entity::find()
+            .filter(message::Column::SessionId.eq(session_id))
+            .order_by_asc(message::Column::Seq)
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)
+    }
+
     /// The connection pool, for the crates that read and write rows.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
@@ -203,6 +249,10 @@ impl Store {
             tracing::warn!(error = %err, "closing the database failed");
         }
     }
+}
+
+fn chrono_now() -> sea_orm::prelude::DateTimeUtc {
+    sea_orm::prelude::DateTimeUtc::from(std::time::SystemTime::now())
 }
 
 fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
