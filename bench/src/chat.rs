@@ -136,7 +136,9 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         reason,
     };
     let staff: Vec<(String, StaffRole)> = (0..config.sessions)
-        .flat_map(|n| (0..config.agents).map(move |k| (agent_subject(&config.prefix, n, k), StaffRole::Agent)))
+        .flat_map(|n| {
+            (0..config.agents).map(move |k| (agent_subject(&config.prefix, n, k), StaffRole::Agent))
+        })
         .collect();
     target
         .store
@@ -167,7 +169,11 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         rigs.push(result.map_err(fail)?);
     }
     let setup_ms = setup_started.elapsed().as_millis() as u64;
-    tracing::info!(sessions = rigs.len(), setup_ms, "chat: every session is set up");
+    tracing::info!(
+        sessions = rigs.len(),
+        setup_ms,
+        "chat: every session is set up"
+    );
 
     // The run: applicants spread evenly over the first period so that the load is smooth.
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -252,7 +258,14 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         }
         sessions.push((rig.session_id, observed));
     }
-    verify(target, config, setup_ms, sessions, counters.sent.load(Ordering::Relaxed)).await
+    verify(
+        target,
+        config,
+        setup_ms,
+        sessions,
+        counters.sent.load(Ordering::Relaxed),
+    )
+    .await
 }
 
 async fn set_up(
@@ -264,9 +277,15 @@ async fn set_up(
     body: String,
 ) -> Result<Rig, String> {
     let subject = format!("{}-k{n}", config.prefix);
-    let mut applicant = Peer::connect(target, &subject, ChatRole::Applicant, epoch, Arc::clone(&counters))
-        .await
-        .map_err(|err| err.to_string())?;
+    let mut applicant = Peer::connect(
+        target,
+        &subject,
+        ChatRole::Applicant,
+        epoch,
+        Arc::clone(&counters),
+    )
+    .await
+    .map_err(|err| err.to_string())?;
     applicant.subscribe(&ack_topic(&subject)).await?;
     let open = OpenSession {
         v: 1,
@@ -291,11 +310,19 @@ async fn set_up(
     let mut agents = Vec::with_capacity(config.agents);
     for k in 0..config.agents {
         let subject = agent_subject(&config.prefix, n, k);
-        let mut agent = Peer::connect(target, &subject, ChatRole::Agent, epoch, Arc::clone(&counters))
-            .await
-            .map_err(|err| err.to_string())?;
+        let mut agent = Peer::connect(
+            target,
+            &subject,
+            ChatRole::Agent,
+            epoch,
+            Arc::clone(&counters),
+        )
+        .await
+        .map_err(|err| err.to_string())?;
         agent.subscribe(&ack_topic(&subject)).await?;
-        agent.submit(&session_id, "setup-join", Action::Join).await?;
+        agent
+            .submit(&session_id, "setup-join", Action::Join)
+            .await?;
         // The membership reaches the gateway's authorizer on its own path; a subscription that
         // overtakes it is refused, so it is asked again.
         let mut tries = 0;
@@ -313,7 +340,13 @@ async fn set_up(
     }
     if let Some(holder) = agents.first_mut() {
         holder
-            .submit(&session_id, "setup-lock", Action::Lock { op: LockOp::Acquire })
+            .submit(
+                &session_id,
+                "setup-lock",
+                Action::Lock {
+                    op: LockOp::Acquire,
+                },
+            )
             .await?;
         let plan = ReplyPlan {
             applicant: applicant.subject.clone(),
@@ -371,7 +404,8 @@ async fn verify(
     };
     let mut latencies = Vec::new();
     let mut ack_latencies = Vec::new();
-    let (mut first_sent, mut last_acked, mut last_delivery) = (Duration::MAX, Duration::ZERO, Duration::ZERO);
+    let (mut first_sent, mut last_acked, mut last_delivery) =
+        (Duration::MAX, Duration::ZERO, Duration::ZERO);
     let mut renewals = 0;
     for (session_id, observed) in &sessions {
         let stored = target
@@ -440,7 +474,10 @@ async fn verify(
             unique.sort_unstable();
             unique.dedup();
             let duplicates = got.len() - unique.len();
-            let missing = expected.iter().filter(|seq| unique.binary_search(seq).is_err()).count();
+            let missing = expected
+                .iter()
+                .filter(|seq| unique.binary_search(seq).is_err())
+                .count();
             report.delivered += got.len() - duplicates;
             report.duplicate_deliveries += duplicates;
             report.missing_deliveries += missing;
@@ -467,8 +504,11 @@ async fn verify(
         let elapsed = last_acked - first_sent;
         report.elapsed_ms = elapsed.as_millis() as u64;
         report.persisted_per_sec = report.accepted as f64 / elapsed.as_secs_f64();
-        report.deliveries_per_sec =
-            report.delivered as f64 / last_delivery.max(last_acked).saturating_sub(first_sent).as_secs_f64();
+        report.deliveries_per_sec = report.delivered as f64
+            / last_delivery
+                .max(last_acked)
+                .saturating_sub(first_sent)
+                .as_secs_f64();
     }
     report.latency = Percentiles::of(&mut latencies);
     report.ack_latency = Percentiles::of(&mut ack_latencies);

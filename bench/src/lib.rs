@@ -8,12 +8,14 @@ mod chat;
 mod connections;
 mod peer;
 mod relay;
+mod soak;
 mod stats;
 
 pub use chat::{ChatConfig, ChatReport, chat};
 pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
 pub use peer::{ChatRole, ChatTarget};
 pub use relay::{RelayConfig, RelayReport, relay};
+pub use soak::{SoakConfig, SoakReport, soak};
 pub use stats::Percentiles;
 
 use std::net::SocketAddr;

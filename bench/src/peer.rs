@@ -11,8 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS,
-    SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
 };
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{Ack, Action, Outcome, StreamContent, StreamEntry, Submission};
@@ -111,7 +110,8 @@ impl Peer {
         epoch: Instant,
         counters: Arc<Counters>,
     ) -> Result<Self, BenchError> {
-        let mut options = MqttOptions::new(subject, target.addr.ip().to_string(), target.addr.port());
+        let mut options =
+            MqttOptions::new(subject, target.addr.ip().to_string(), target.addr.port());
         options.set_keep_alive(Duration::from_secs(60));
         options.set_max_packet_size(1024 * 1024, 1024 * 1024);
         options.set_inflight(100);
@@ -162,7 +162,10 @@ impl Peer {
             .subscribe(filter, QoS::AtLeastOnce)
             .await
             .map_err(|err| err.to_string())?;
-        match self.expect(|event| matches!(event, SetupEvent::SubAck(_))).await? {
+        match self
+            .expect(|event| matches!(event, SetupEvent::SubAck(_)))
+            .await?
+        {
             SetupEvent::SubAck(codes)
                 if codes
                     .iter()
@@ -170,8 +173,20 @@ impl Peer {
             {
                 Ok(())
             }
-            other => Err(format!("{}: subscription to {filter} refused: {other:?}", self.subject)),
+            other => Err(format!(
+                "{}: subscription to {filter} refused: {other:?}",
+                self.subject
+            )),
         }
+    }
+
+    /// Unsubscribes (rumqttc does not surface the UNSUBACK to this driver; the server handles
+    /// packets in order, so later requests see the subscription gone).
+    pub async fn unsubscribe(&mut self, filter: &str) -> Result<(), String> {
+        self.client
+            .unsubscribe(filter)
+            .await
+            .map_err(|err| err.to_string())
     }
 
     /// Publishes `payload` at QoS 1 and waits for the acknowledgement of `client_msg_id`.
@@ -187,7 +202,9 @@ impl Peer {
             .map_err(|err| err.to_string())?;
         let wanted = client_msg_id.to_owned();
         match self
-            .expect(move |event| matches!(event, SetupEvent::Ack(ack) if ack.client_msg_id == wanted))
+            .expect(
+                move |event| matches!(event, SetupEvent::Ack(ack) if ack.client_msg_id == wanted),
+            )
             .await?
         {
             SetupEvent::Ack(ack) => Ok(ack),
@@ -218,17 +235,19 @@ impl Peer {
         }
     }
 
-    async fn expect(
-        &mut self,
-        wanted: impl Fn(&SetupEvent) -> bool,
-    ) -> Result<SetupEvent, String> {
+    async fn expect(&mut self, wanted: impl Fn(&SetupEvent) -> bool) -> Result<SetupEvent, String> {
         let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
         loop {
             match tokio::time::timeout_at(deadline, self.setup.recv()).await {
                 Ok(Some(event)) if wanted(&event) => return Ok(event),
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(format!("{}: connection ended", self.subject)),
-                Err(_) => return Err(format!("{}: no answer within {SETUP_TIMEOUT:?}", self.subject)),
+                Err(_) => {
+                    return Err(format!(
+                        "{}: no answer within {SETUP_TIMEOUT:?}",
+                        self.subject
+                    ));
+                }
             }
         }
     }
@@ -294,7 +313,11 @@ struct Driver {
     replies: u64,
 }
 
-async fn drive(mut eventloop: EventLoop, mut me: Driver, mut stop: watch::Receiver<bool>) -> Observed {
+async fn drive(
+    mut eventloop: EventLoop,
+    mut me: Driver,
+    mut stop: watch::Receiver<bool>,
+) -> Observed {
     let mut observed = Observed::default();
     loop {
         let event = tokio::select! {

@@ -144,6 +144,9 @@ struct Work<'t, 'a> {
     txn: &'t DatabaseTransaction,
     audit: AuditBatch<'a>,
     outbox: Outbox,
+    /// Sessions closed in this batch: their views leave the cache once it commits (a later
+    /// survey or resync reads them from the database again).
+    closed: Vec<String>,
 }
 
 /// What a batch publishes once committed, in order.
@@ -342,6 +345,7 @@ impl Pipeline {
             audit: trail.batch(&txn).await?,
             txn: &txn,
             outbox: Outbox::default(),
+            closed: Vec::new(),
         };
         let before = self.sessions.clone();
         for session_id in lapsed {
@@ -378,6 +382,7 @@ impl Pipeline {
             audit: trail.batch(&txn).await?,
             txn: &txn,
             outbox: Outbox::default(),
+            closed: Vec::new(),
         };
         // Views are changed on a copy until the commit succeeds.
         let before = self.sessions.clone();
@@ -403,10 +408,18 @@ impl Pipeline {
                 return Err(err);
             }
         }
-        let Work { audit, outbox, .. } = work;
+        let Work {
+            audit,
+            outbox,
+            closed,
+            ..
+        } = work;
         match txn.commit().await {
             Ok(()) => {
                 drop(audit);
+                for session_id in closed {
+                    self.sessions.remove(&session_id);
+                }
                 Ok(outbox)
             }
             Err(err) => {
@@ -944,6 +957,15 @@ impl Pipeline {
                         None,
                     )
                     .await?;
+                // The gateway keeps the participants' access for the survey and resync while
+                // the session is among the most recently closed, then forgets it.
+                w.outbox.memberships.push(membership(
+                    session_id,
+                    sender,
+                    role.unwrap_or(participant::ParticipantRole::Supervisor),
+                    MembershipOp::Close,
+                ));
+                w.closed.push(session_id.to_owned());
                 Ok(Ok(Some(Decided::Accepted(Some(seq)))))
             }
             Action::Survey { rating, comment } => {

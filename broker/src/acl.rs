@@ -11,8 +11,8 @@
 //! 3. static **allow** rules for everything outside the protocol namespace;
 //! 4. deny.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 use schemas::topics::{PREFIX, SessionTopic, Topic};
 use serde::{Deserialize, Serialize};
@@ -94,12 +94,23 @@ impl AclChain {
 pub struct Memberships {
     // session id -> subject -> role in that session
     sessions: Arc<RwLock<HashMap<String, HashMap<String, Role>>>>,
+    /// Closed sessions whose memberships are still kept, oldest first.
+    closed: Arc<Mutex<VecDeque<String>>>,
     /// Told about every removal, so that the gateway can revoke live subscriptions at once.
     on_leave: Arc<RwLock<Vec<LeaveListener>>>,
+    /// Told when a closed session is forgotten altogether.
+    on_forget: Arc<RwLock<Vec<ForgetListener>>>,
 }
 
 /// Called with (session, subject) after a subject has left a session.
 pub type LeaveListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Called with a session id once a closed session's memberships have been dropped.
+pub type ForgetListener = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Closed sessions whose participants keep access (for the survey and resync). Beyond this,
+/// the oldest closed session is forgotten: a bound on memory however many sessions come and go.
+pub const CLOSED_SESSIONS_KEPT: usize = 2_000;
 
 impl Memberships {
     /// Registers `listener` for every later [`Memberships::leave`]. It runs on the caller's
@@ -109,6 +120,57 @@ impl Memberships {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(listener);
+    }
+
+    /// Registers `listener` for every closed session that is forgotten.
+    pub fn on_forget(&self, listener: ForgetListener) {
+        self.on_forget
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(listener);
+    }
+
+    /// Records that `session` closed. Its members keep access until [`CLOSED_SESSIONS_KEPT`]
+    /// later closes push it out; then every one of them leaves it and it is forgotten.
+    pub fn close(&self, session: &str) {
+        let evicted = {
+            // The pipeline announces a close once: a resubmitted close gets the original
+            // acknowledgement and publishes nothing.
+            let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+            closed.push_back(session.to_owned());
+            if closed.len() > CLOSED_SESSIONS_KEPT {
+                closed.pop_front()
+            } else {
+                None
+            }
+        };
+        if let Some(session) = evicted {
+            self.forget(&session);
+        }
+    }
+
+    fn forget(&self, session: &str) {
+        let members: Vec<String> = self
+            .read()
+            .get(session)
+            .map(|members| members.keys().cloned().collect())
+            .unwrap_or_default();
+        for subject in members {
+            self.leave(session, &subject);
+        }
+        let listeners = self
+            .on_forget
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for listener in listeners {
+            listener(session);
+        }
+    }
+
+    /// Sessions with at least one member, for tests and statistics.
+    pub fn sessions(&self) -> usize {
+        self.read().len()
     }
 
     pub fn join(&self, session: &str, subject: &str, role: Role) {

@@ -32,6 +32,7 @@ use crate::acl::{AclChain, DeniedPublish, Memberships};
 use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal, Role};
 use crate::codec::{self, CodecError, Version};
 use crate::config::BrokerConfig;
+use crate::fanout::{self, Fanout, Inbox};
 use crate::hooks::{Denial, HookSet};
 use crate::router::{Command, LinkKey, RouterFeeder};
 use crate::session::{
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub acl: AclChain,
     /// Session memberships, kept current from the pipeline's announcements (`feed`).
     pub memberships: Memberships,
+    pub fanout: Fanout,
+    link_ids: LinkIds,
     pub hooks: HookSet,
     sessions: SessionStore,
     retained: RetainedStore,
@@ -74,6 +77,8 @@ impl Shared {
             auth,
             acl,
             memberships,
+            fanout: Fanout::default(),
+            link_ids: LinkIds::default(),
             hooks: HookSet::new(hooks),
             sessions: SessionStore::default(),
             retained: RetainedStore::default(),
@@ -83,6 +88,37 @@ impl Shared {
 
     fn key(&self) -> LinkKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Drops what the gateway keeps for a session that is over: its retained messages.
+    pub(crate) fn forget_session(&self, session: &str) {
+        let prefix = Topic::Session {
+            session,
+            kind: schemas::topics::SessionTopic::Messages,
+            subject: None,
+        }
+        .to_string();
+        // `cc/v1/sessions/{id}/messages` -> `cc/v1/sessions/{id}/`
+        let prefix = prefix.trim_end_matches("messages");
+        self.retained.remove_under(prefix);
+    }
+}
+
+/// Ids for rumqttd links of sessions that end with their connection, reused after detaching.
+#[derive(Default)]
+struct LinkIds {
+    free: Mutex<Vec<u64>>,
+    next: AtomicU64,
+}
+
+impl LinkIds {
+    fn take(&self) -> u64 {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn give_back(&self, id: u64) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(id);
     }
 }
 
@@ -383,6 +419,8 @@ pub(crate) async fn serve(
         state: resumed.unwrap_or_default(),
         expiry,
         limits,
+        inbox: None,
+        router_id: None,
         _permit: permit,
     };
     let mut ack_properties = ConnAckProperties {
@@ -485,6 +523,10 @@ struct Session<'a> {
     /// Seconds the session outlives the connection (0: it ends with it).
     expiry: u32,
     limits: ClientLimits,
+    /// This connection's delivery queue, once it is running (see `fanout`).
+    inbox: Option<Inbox>,
+    /// The pooled id its rumqttd link has, if it is not its own client id.
+    router_id: Option<u64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -514,7 +556,19 @@ impl Session<'_> {
             }
             let _ = self.shared.router.send(Command::Detach { key: wipe }).await;
         }
-        let attached = match self.attach(self.key, self.expiry == 0).await {
+        // rumqttd remembers every client id it was ever given (its session graveyard), so a
+        // session that ends with its connection attaches under a pooled id, reused once this
+        // connection has detached: the router's memory follows the live connections, not every
+        // applicant there ever was. A persistent session keeps its own id, under which rumqttd
+        // holds its subscriptions while it is away.
+        let router_id = if self.expiry == 0 {
+            let id = self.shared.link_ids.take();
+            self.router_id = Some(id);
+            format!("{}link-{id}", crate::feed::INTERNAL_PREFIX)
+        } else {
+            self.client_id.clone()
+        };
+        let attached = match self.attach_as(self.key, router_id, self.expiry == 0).await {
             Ok(attached) => attached,
             Err(()) => return self.refuse_unavailable(wire).await,
         };
@@ -545,7 +599,17 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
 
-        let (notifications, mut forwarded) = mpsc::channel(64);
+        let (notifications, mut forwarded) = mpsc::channel(DELIVERY_QUEUE);
+        let inbox = Inbox {
+            deliveries: notifications.clone(),
+            overflow: CancellationToken::new(),
+            patient: self.identity.role == Role::Service,
+        };
+        // A resumed session's filters under `cc/` are served by the fan-out again.
+        for filter in self.state.subscriptions.keys() {
+            self.shared.fanout.add(self.key, filter, &inbox);
+        }
+        self.inbox = Some(inbox);
         let forwarder = tokio::spawn(forward_notifications(attached, notifications));
         let ending = self.relay(wire, buf, &mut forwarded, control).await;
         forwarder.abort();
@@ -557,10 +621,20 @@ impl Session<'_> {
         key: LinkKey,
         clean_session: bool,
     ) -> Result<rumqttd::local::LinkRx, ()> {
+        self.attach_as(key, self.client_id.clone(), clean_session)
+            .await
+    }
+
+    async fn attach_as(
+        &self,
+        key: LinkKey,
+        client_id: String,
+        clean_session: bool,
+    ) -> Result<rumqttd::local::LinkRx, ()> {
         let (reply, answer) = oneshot::channel();
         let attach = Command::Attach {
             key,
-            client_id: self.client_id.clone(),
+            client_id,
             clean_session,
             reply,
         };
@@ -608,6 +682,11 @@ impl Session<'_> {
             Instant::now() + left
         });
         let max = self.shared.config.max_packet_size;
+        let overflow = self
+            .inbox
+            .as_ref()
+            .map(|inbox| inbox.overflow.clone())
+            .unwrap_or_default();
         loop {
             // Handle every complete packet already buffered before waiting for more.
             loop {
@@ -642,6 +721,10 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => return Ending::Shutdown,
                 _ = kick.cancelled() => return Ending::told("taken over", DisconnectReasonCode::SessionTakenOver),
+                _ = overflow.cancelled() => {
+                    tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+                    return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
+                }
                 Some(session) = revocations.recv() => {
                     if let Err(ending) = self.drop_revoked_filters(&session).await {
                         return ending;
@@ -687,7 +770,7 @@ impl Session<'_> {
         wire: &mut Wire,
         topic: Bytes,
         payload: Bytes,
-        properties: Option<Box<rumqttd::protocol::PublishProperties>>,
+        properties: Option<Box<PublishProperties>>,
     ) -> std::io::Result<()> {
         let Ok(topic_name) = std::str::from_utf8(&topic) else {
             return Ok(());
@@ -702,7 +785,7 @@ impl Session<'_> {
         {
             return Ok(());
         }
-        let mut properties = properties.map(|p| crate::router::from_router(*p));
+        let mut properties = properties.map(|p| *p);
         let provenance = Provenance::take(&mut properties).unwrap_or(Provenance {
             qos: QoS::AtMostOnce,
             retain: false,
@@ -820,13 +903,7 @@ impl Session<'_> {
                 let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
                 for filter in unsubscribe.filters {
                     if self.state.subscriptions.remove(&filter).is_some() {
-                        if let Err(ending) = self
-                            .to_router(Command::Unsubscribe {
-                                key: self.key,
-                                filter,
-                            })
-                            .await
-                        {
+                        if let Err(ending) = self.filter_removed(&filter).await {
                             return Some(ending);
                         }
                         reasons.push(UnsubAckReason::Success);
@@ -1008,6 +1085,19 @@ impl Session<'_> {
         properties
             .user_properties
             .push((PROVENANCE_KEY.to_owned(), provenance.encode()));
+        if fanout::routes(&topic) {
+            let properties = Box::new(properties);
+            let forwarded = || Forwarded::Publish {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                properties: Some(properties.clone()),
+            };
+            self.shared
+                .fanout
+                .publish(self.key, &topic, forwarded)
+                .await;
+            return Ok(());
+        }
         self.to_router(Command::Publish {
             key: self.key,
             topic: message.topic,
@@ -1072,11 +1162,7 @@ impl Session<'_> {
                     ));
                 }
                 if !existed {
-                    self.to_router(Command::Subscribe {
-                        key: self.key,
-                        filters: vec![path],
-                    })
-                    .await?;
+                    self.filter_added(&path).await?;
                 }
                 SubscribeReasonCode::Success(granted)
             };
@@ -1128,11 +1214,7 @@ impl Session<'_> {
         for filter in revoked {
             tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");
             self.state.subscriptions.remove(&filter);
-            self.to_router(Command::Unsubscribe {
-                key: self.key,
-                filter,
-            })
-            .await?;
+            self.filter_removed(&filter).await?;
         }
         // Deliveries waiting for the client are checked again too.
         let (identity, acl) = (&self.identity, &self.shared.acl);
@@ -1141,6 +1223,35 @@ impl Session<'_> {
                 .is_ok_and(|topic| acl.check_subscribe(identity, topic).is_ok())
         };
         self.state.pending.retain(readable);
+        Ok(())
+    }
+
+    /// Serves a new filter (already in `state.subscriptions`): in rumqttd for what it matches
+    /// outside `cc/`, in the fan-out for what it matches inside.
+    async fn filter_added(&self, filter: &str) -> Result<(), Ending> {
+        if let Some(inbox) = &self.inbox {
+            self.shared.fanout.add(self.key, filter, inbox);
+        }
+        if fanout::plan(filter).router {
+            self.to_router(Command::Subscribe {
+                key: self.key,
+                filters: vec![filter.to_owned()],
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops serving a filter (already gone from `state.subscriptions`).
+    async fn filter_removed(&self, filter: &str) -> Result<(), Ending> {
+        self.shared.fanout.remove(self.key, filter);
+        if fanout::plan(filter).router {
+            self.to_router(Command::Unsubscribe {
+                key: self.key,
+                filter: filter.to_owned(),
+            })
+            .await?;
+        }
         Ok(())
     }
 
@@ -1168,11 +1279,21 @@ impl Session<'_> {
         if let (true, Some(will)) = (will_due, self.will.take()) {
             let _ = self.route(will).await;
         }
+        if self.inbox.is_some() {
+            for filter in self.state.subscriptions.keys() {
+                self.shared.fanout.remove(self.key, filter);
+            }
+        }
         let _ = self
             .shared
             .router
             .send(Command::Detach { key: self.key })
             .await;
+        if let Some(id) = self.router_id.take() {
+            // The feeder runs commands in order: the detach above reaches the router before
+            // any later attach under this id.
+            self.shared.link_ids.give_back(id);
+        }
         self.shared.clients.release(&self.client_id, self.key);
         self.shared.hooks.disconnected(&self.identity);
         (self.expiry > 0).then(|| {
@@ -1226,15 +1347,20 @@ fn max_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) >= (b as u8) { a } else { b }
 }
 
-enum Forwarded {
+/// A delivery to one connection, from its rumqttd link or from the `cc/` fan-out.
+pub(crate) enum Forwarded {
     Publish {
         topic: Bytes,
         payload: Bytes,
-        // Boxed: most messages have none, and the channel holds 64 of these.
-        properties: Option<Box<rumqttd::protocol::PublishProperties>>,
+        // Boxed: the queue holds up to `DELIVERY_QUEUE` of these and most have no properties.
+        properties: Option<Box<PublishProperties>>,
     },
     Disconnected,
 }
+
+/// Deliveries waiting for one connection task; beyond this the client is too slow and is
+/// disconnected (see `fanout`). The queue's memory is allocated as it fills, not up front.
+const DELIVERY_QUEUE: usize = 1024;
 
 /// Moves router notifications onto a tokio channel, which the relay loop can `select!` on
 /// without risk of losing a wake-up.
@@ -1244,7 +1370,9 @@ async fn forward_notifications(mut rx: rumqttd::local::LinkRx, out: mpsc::Sender
             Ok(Some(Notification::Forward(forward))) => Forwarded::Publish {
                 topic: forward.publish.topic,
                 payload: forward.publish.payload,
-                properties: forward.properties.map(Box::new),
+                properties: forward
+                    .properties
+                    .map(|p| Box::new(crate::router::from_router(p))),
             },
             // The router pauses a link whose buffer it has drained; it must be woken or it
             // stalls (rumqttd examples/stress.rs).

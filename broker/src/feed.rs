@@ -29,6 +29,7 @@ pub(crate) fn apply(memberships: &Memberships, payload: &[u8]) {
             match update.op {
                 MembershipOp::Join => memberships.join(&update.session_id, &update.subject, role),
                 MembershipOp::Leave => memberships.leave(&update.session_id, &update.subject),
+                MembershipOp::Close => memberships.close(&update.session_id),
             }
         }
         Err(err) => tracing::warn!(error = %err, "malformed membership update ignored"),

@@ -18,6 +18,7 @@ mod auth;
 mod codec;
 mod config;
 mod connection;
+mod fanout;
 mod feed;
 mod hooks;
 mod reference;
@@ -119,6 +120,13 @@ impl Broker {
         memberships.on_leave(Arc::new(move |session, subject| {
             if let Some(shared) = weak.upgrade() {
                 shared.clients.revoke(subject, session);
+            }
+        }));
+        // A forgotten session's retained messages (its lock state) go with it.
+        let weak = Arc::downgrade(&shared);
+        memberships.on_forget(Arc::new(move |session| {
+            if let Some(shared) = weak.upgrade() {
+                shared.forget_session(session);
             }
         }));
         Ok(Self { shared, tls })

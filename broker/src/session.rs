@@ -133,6 +133,11 @@ impl RetainedStore {
         }
     }
 
+    /// Removes every retained message whose topic starts with `prefix`.
+    pub fn remove_under(&self, prefix: &str) {
+        self.lock().retain(|topic, _| !topic.starts_with(prefix));
+    }
+
     /// The retained messages whose topics `filter` matches.
     pub fn matching(&self, filter: &str) -> Vec<Outbound> {
         self.lock()

@@ -90,6 +90,23 @@ pub enum BenchCommand {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// Open and close many sessions against `courtchat serve` (a child process), each with a
+    /// new applicant and an agent from a fixed pool, sampling the server's resident memory.
+    Soak {
+        /// Sessions to open and close.
+        #[arg(long, default_value_t = 100_000)]
+        sessions: usize,
+        /// Sessions in flight at once.
+        #[arg(long, default_value_t = 32)]
+        workers: usize,
+        /// Read the server's memory after every this many sessions.
+        #[arg(long, default_value_t = 1000)]
+        sample_every: usize,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -159,7 +176,94 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             };
             runtime.block_on(connections_cmd(config, scenario, server, json))
         }
+        BenchCommand::Soak {
+            sessions,
+            workers,
+            sample_every,
+            server,
+            json,
+        } => {
+            let scenario = bench::SoakConfig {
+                sessions,
+                workers,
+                sample_every,
+                ..bench::SoakConfig::default()
+            };
+            runtime.block_on(soak_cmd(config, scenario, server, json))
+        }
     }
+}
+
+fn chat_target(server: &ChildServer, store: store::Store) -> anyhow::Result<bench::ChatTarget> {
+    let keys = server.tokens()?;
+    Ok(bench::ChatTarget {
+        name: "courtchat".to_owned(),
+        addr: server.mqtt,
+        token: Box::new(move |subject, role| {
+            let role = match role {
+                bench::ChatRole::Applicant => Role::Applicant,
+                bench::ChatRole::Agent => Role::Agent,
+            };
+            keys.mint(
+                subject,
+                role,
+                Duration::from_secs(6 * 3600),
+                std::time::SystemTime::now(),
+            )
+            .unwrap_or_default()
+        }),
+        store,
+    })
+}
+
+async fn soak_cmd(
+    config: Config,
+    scenario: bench::SoakConfig,
+    args: ServerArgs,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let server = ChildServer::start(config, &args, |config| {
+        // The pooled agents serve a session every few milliseconds, far faster than a person;
+        // the per-sender limit would refuse them.
+        config.bridge.rate_per_second = config.bridge.rate_per_second.max(10_000.0);
+        config.bridge.rate_burst = config.bridge.rate_burst.max(10_000.0);
+    })
+    .await?;
+    let target = chat_target(&server, server.store().await?)?;
+    eprintln!(
+        "soak: {} sessions, {} at a time ...",
+        scenario.sessions, scenario.workers
+    );
+    let report = bench::soak(&target, &scenario, &server.memory_probe()).await;
+    target.store.close().await;
+    server.stop().await;
+    let r = report?;
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    println!(
+        "sessions completed/failed  elapsed   sessions/s   RSS after warm-up   max after   end    growth"
+    );
+    println!(
+        "{:>9}/{:<6}          {:>6.1} s {:>9.0}   {:>10.1} MiB {:>8.1} MiB {:>6.1} MiB {:>+6.1} %",
+        r.completed,
+        r.failed,
+        r.elapsed_ms as f64 / 1000.0,
+        r.sessions_per_sec,
+        mib(r.rss_after_warm_up),
+        mib(r.rss_max_after_warm_up),
+        mib(r.rss_end),
+        r.growth_percent
+    );
+    let step = (r.samples.len() / 10).max(1);
+    let curve: Vec<String> = r
+        .samples
+        .iter()
+        .step_by(step)
+        .map(|(done, rss)| format!("{done}:{:.1}", mib(*rss)))
+        .collect();
+    println!("RSS (MiB) by sessions completed: {}", curve.join(" "));
+    write_json(json.as_deref(), &r)?;
+    anyhow::ensure!(r.failed == 0, "{} sessions failed", r.failed);
+    Ok(())
 }
 
 /// `courtchat serve` in a child process, on ephemeral ports, with its own scratch directory.
@@ -230,13 +334,19 @@ impl ChildServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("`courtchat serve` exited with {status}: {}", self.log_tail());
+                anyhow::bail!(
+                    "`courtchat serve` exited with {status}: {}",
+                    self.log_tail()
+                );
             }
             if ready(self.config.admin.listen).await {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("`courtchat serve` not ready within 60 s: {}", self.log_tail());
+                anyhow::bail!(
+                    "`courtchat serve` not ready within 60 s: {}",
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -333,20 +443,7 @@ async fn chat_cmd(
         config.bridge.rate_burst = config.bridge.rate_burst.max(chat.rate * 8.0);
     })
     .await?;
-    let keys = server.tokens()?;
-    let target = bench::ChatTarget {
-        name: "courtchat".to_owned(),
-        addr: server.mqtt,
-        token: Box::new(move |subject, role| {
-            let role = match role {
-                bench::ChatRole::Applicant => Role::Applicant,
-                bench::ChatRole::Agent => Role::Agent,
-            };
-            keys.mint(subject, role, Duration::from_secs(6 * 3600), std::time::SystemTime::now())
-                .unwrap_or_default()
-        }),
-        store: server.store().await?,
-    };
+    let target = chat_target(&server, server.store().await?)?;
     eprintln!(
         "chat: {} sessions × (1 applicant + {} agents), {} msg/s each for {} s, {} B bodies ...",
         chat.sessions,
@@ -361,7 +458,9 @@ async fn chat_cmd(
     target.store.close().await;
     server.stop().await;
     let report = report?;
-    let mib = |bytes: Option<u64>| bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
+    };
     println!(
         "{:<10} {:>9} {:>9} {:>8} {:>6} {:>7} {:>11} {:>13} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "target",
@@ -470,11 +569,24 @@ async fn connections_cmd(
     let report = bench::connections(&target, &scenario, &server.memory_probe()).await;
     server.stop().await;
     let r = report?;
-    let mib = |bytes: Option<u64>| bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
+    };
     println!(
         "{:<10} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>12}",
-        "target", "requested", "opened", "failed", "held", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs",
-        "RSS before", "RSS after", "bytes/conn"
+        "target",
+        "requested",
+        "opened",
+        "failed",
+        "held",
+        "p50 µs",
+        "p90 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "RSS before",
+        "RSS after",
+        "bytes/conn"
     );
     println!(
         "{:<10} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6} MiB {:>6} MiB {:>12}",
@@ -490,8 +602,11 @@ async fn connections_cmd(
         r.connect_latency.max_us,
         mib(r.rss_before_bytes),
         mib(r.rss_after_bytes),
-        r.bytes_per_connection
-            .map_or("?".to_owned(), |b| format!("{:.0} ({:.1} KiB)", b, b / 1024.0))
+        r.bytes_per_connection.map_or("?".to_owned(), |b| format!(
+            "{:.0} ({:.1} KiB)",
+            b,
+            b / 1024.0
+        ))
     );
     write_json(json.as_deref(), &r)?;
     anyhow::ensure!(r.failed == 0, "{} connections failed", r.failed);
@@ -635,7 +750,10 @@ async fn relay_cmd(
         .filter(|r| r.target == "courtchat")
         .map(|r| r.lost + r.duplicates + r.out_of_order)
         .sum();
-    anyhow::ensure!(ours == 0, "courtchat lost, duplicated or reordered {ours} deliveries");
+    anyhow::ensure!(
+        ours == 0,
+        "courtchat lost, duplicated or reordered {ours} deliveries"
+    );
     anyhow::ensure!(!reports.is_empty(), "no target could be measured");
     Ok(())
 }

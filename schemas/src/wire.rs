@@ -364,6 +364,11 @@ pub enum ParticipantRole {
 pub enum MembershipOp {
     Join,
     Leave,
+    /// The session closed (`subject` closed it). Its participants keep their access for the
+    /// survey and resync while it is among the gateway's most recently closed sessions; then
+    /// every membership of the session is dropped, so that the gateway's memory follows the
+    /// open sessions, not every session there ever was.
+    Close,
 }
 
 /// Every payload with its schema file name, for generating and checking `schemas/json/`.

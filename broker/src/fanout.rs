@@ -1,0 +1,380 @@
+//! Routing of the chat protocol's namespace (`cc/…`) by the gateway itself.
+//!
+//! rumqttd keeps every filter ever subscribed, with its in-memory message log, for the life of
+//! the process (../shared/notes/rumqttd-0.20.md, "Memory"). The protocol's filters name sessions
+//! and subjects (`cc/v1/sessions/{id}/messages`, `cc/v1/clients/{subject}/ack`), so routing them
+//! through rumqttd grew the server with every session and every applicant that ever existed. Here
+//! a publish under `cc/` goes straight to the connections whose filters can match it, found
+//! through an index keyed by the topic's first four levels (`cc/v1/sessions/{id}`,
+//! `cc/v1/clients/{subject}`), and an index entry disappears with its last subscriber, so memory
+//! follows the live sessions. rumqttd still routes everything outside `cc/` (topics opened by
+//! static rules), whose filters are few and set by configuration.
+//!
+//! Every connection has one bounded delivery queue, shared with its rumqttd link. Publishing
+//! never waits for a subscriber: a connection whose queue is full has fallen too far behind and
+//! is disconnected (MQTT 5: 0x97), as one whose own pending queue overflows is, rather than
+//! slowing the publisher (usually the chat pipeline) for everyone or dropping in silence.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::matches;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::Forwarded;
+use crate::router::LinkKey;
+
+/// Levels of a topic that key the index: `cc`, `v1`, the scope (`sessions`, `clients`, `open`)
+/// and its id.
+const KEY_LEVELS: usize = 4;
+
+/// A connection's delivery queue, and how to tell it that the queue overflowed.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    pub deliveries: mpsc::Sender<Forwarded>,
+    pub overflow: CancellationToken,
+    /// Publishers wait for room in this queue instead of disconnecting its owner: the chat
+    /// pipeline's (the service role), whose backlog is every participant's submissions. Waiting
+    /// there slows the senders (their acknowledgements come later), which is the backpressure
+    /// they should feel. Bounded by `PATIENCE`, so that no cycle of waiting can last.
+    pub patient: bool,
+}
+
+/// How long a publisher waits for room in a patient queue before its owner is disconnected.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// The part of the `cc/` namespace a filter can match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Reach {
+    /// Topics whose first levels are exactly this (`cc/v1/sessions/s-1`, `cc/v1/queue`).
+    Keyed(String),
+    /// Any topic under `cc/` (a wildcard among the first levels).
+    Everywhere,
+}
+
+/// How a filter is served.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// By the index, for the topics under `cc/` it can match.
+    pub reach: Option<Reach>,
+    /// By rumqttd, for the topics outside `cc/` it can match.
+    pub router: bool,
+}
+
+/// Whether a topic is routed here rather than by rumqttd.
+pub(crate) fn routes(topic: &str) -> bool {
+    topic.split('/').next() == Some("cc")
+}
+
+/// Decides how a (valid) filter is served.
+pub(crate) fn plan(filter: &str) -> Plan {
+    let levels: Vec<&str> = filter.split('/').collect();
+    let first = levels.first().copied().unwrap_or_default();
+    let reach = matches!(first, "cc" | "+" | "#").then(|| {
+        let head = &levels[..levels.len().min(KEY_LEVELS)];
+        if head.iter().any(|level| matches!(*level, "+" | "#")) {
+            Reach::Everywhere
+        } else {
+            Reach::Keyed(head.join("/"))
+        }
+    });
+    Plan {
+        reach,
+        router: first != "cc",
+    }
+}
+
+/// The index key of a topic: its first `KEY_LEVELS` levels.
+fn key_of(topic: &str) -> &str {
+    match topic.match_indices('/').nth(KEY_LEVELS - 1) {
+        Some((end, _)) => &topic[..end],
+        None => topic,
+    }
+}
+
+/// Which connections can be interested in which part of `cc/`.
+#[derive(Default)]
+pub(crate) struct Fanout {
+    index: Mutex<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// By key: the connections with filters under it, and how many such filters each has.
+    keyed: HashMap<String, HashMap<LinkKey, (Inbox, usize)>>,
+    /// Connections with wildcard filters, checked one by one (supervisors, the pipeline).
+    everywhere: HashMap<LinkKey, (Inbox, Vec<String>)>,
+}
+
+impl Fanout {
+    /// Serves `filter`, which the connection `key` did not hold, from the index if it reaches
+    /// into `cc/`.
+    pub fn add(&self, key: LinkKey, filter: &str, inbox: &Inbox) {
+        let mut index = self.lock();
+        match plan(filter).reach {
+            Some(Reach::Keyed(prefix)) => {
+                index
+                    .keyed
+                    .entry(prefix)
+                    .or_default()
+                    .entry(key)
+                    .or_insert_with(|| (inbox.clone(), 0))
+                    .1 += 1;
+            }
+            Some(Reach::Everywhere) => {
+                index
+                    .everywhere
+                    .entry(key)
+                    .or_insert_with(|| (inbox.clone(), Vec::new()))
+                    .1
+                    .push(filter.to_owned());
+            }
+            None => {}
+        }
+    }
+
+    /// Stops serving `filter` for `key`; an entry goes with its last filter.
+    pub fn remove(&self, key: LinkKey, filter: &str) {
+        let mut index = self.lock();
+        match plan(filter).reach {
+            Some(Reach::Keyed(prefix)) => {
+                let Some(subscribers) = index.keyed.get_mut(&prefix) else {
+                    return;
+                };
+                if let Some((_, filters)) = subscribers.get_mut(&key) {
+                    *filters -= 1;
+                    if *filters == 0 {
+                        subscribers.remove(&key);
+                    }
+                }
+                if subscribers.is_empty() {
+                    index.keyed.remove(&prefix);
+                }
+            }
+            Some(Reach::Everywhere) => {
+                if let Some((_, filters)) = index.everywhere.get_mut(&key) {
+                    filters.retain(|held| held != filter);
+                    if filters.is_empty() {
+                        index.everywhere.remove(&key);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Queues `message` once for every connection (other than its publisher, `from`, when it
+    /// has no matching filter) that may subscribe to `topic`; each then applies its own filters
+    /// and options.
+    pub async fn publish(&self, from: LinkKey, topic: &str, message: impl Fn() -> Forwarded) {
+        let targets: Vec<(LinkKey, Inbox)> = {
+            let index = self.lock();
+            let keyed = index.keyed.get(key_of(topic));
+            let wildcard = index.everywhere.iter().filter(|(key, (_, filters))| {
+                !keyed.is_some_and(|subscribers| subscribers.contains_key(key))
+                    && filters.iter().any(|filter| matches(topic, filter))
+            });
+            keyed
+                .into_iter()
+                .flatten()
+                .map(|(key, (inbox, _))| (*key, inbox.clone()))
+                .chain(wildcard.map(|(key, (inbox, _))| (*key, inbox.clone())))
+                .collect()
+        };
+        for (key, inbox) in targets {
+            match inbox.deliveries.try_send(message()) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                // Waiting on one's own queue would never end: only its owner drains it.
+                Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && key != from => {
+                    let sent = tokio::time::timeout(PATIENCE, inbox.deliveries.send(message));
+                    if sent.await.is_err() {
+                        inbox.overflow.cancel();
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => inbox.overflow.cancel(),
+            }
+        }
+    }
+
+    /// Index entries, for tests that check nothing is left behind.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let index = self.lock();
+        index.keyed.len() + index.everywhere.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // Each operation leaves the maps consistent, so a poisoned lock is still usable.
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn plans() {
+        let keyed = |prefix: &str| Some(Reach::Keyed(prefix.to_owned()));
+        let rows: &[(&str, Option<Reach>, bool)] = &[
+            (
+                "cc/v1/sessions/s1/messages",
+                keyed("cc/v1/sessions/s1"),
+                false,
+            ),
+            ("cc/v1/sessions/s1/+", keyed("cc/v1/sessions/s1"), false),
+            ("cc/v1/sessions/s1/#", keyed("cc/v1/sessions/s1"), false),
+            ("cc/v1/sessions/s1", keyed("cc/v1/sessions/s1"), false),
+            (
+                "cc/v1/clients/kiosk-1/ack",
+                keyed("cc/v1/clients/kiosk-1"),
+                false,
+            ),
+            ("cc/v1/queue", keyed("cc/v1/queue"), false),
+            ("cc", keyed("cc"), false),
+            ("cc/v1/sessions/+/submit/+", Some(Reach::Everywhere), false),
+            ("cc/v1/sessions/#", Some(Reach::Everywhere), false),
+            ("cc/#", Some(Reach::Everywhere), false),
+            ("#", Some(Reach::Everywhere), true),
+            ("+/v1/sessions/s1/messages", Some(Reach::Everywhere), true),
+            ("bench/relay", None, true),
+            ("bench/#", None, true),
+        ];
+        for (filter, reach, router) in rows {
+            assert_eq!(
+                plan(filter),
+                Plan {
+                    reach: reach.clone(),
+                    router: *router
+                },
+                "{filter}"
+            );
+        }
+        assert!(routes("cc/v1/sessions/s1/messages") && routes("cc"));
+        assert!(!routes("bench/relay") && !routes("ccx/a"));
+        assert_eq!(key_of("cc/v1/sessions/s1/submit/k1"), "cc/v1/sessions/s1");
+        assert_eq!(key_of("cc/v1/queue"), "cc/v1/queue");
+    }
+
+    /// Every topic a filter matches has the filter's key, or the filter reaches everywhere:
+    /// the index can never hide a message from a subscriber.
+    #[test]
+    fn a_keyed_filter_only_matches_topics_with_its_key() {
+        let topics = [
+            "cc",
+            "cc/v1",
+            "cc/v1/queue",
+            "cc/v1/sessions/s1",
+            "cc/v1/sessions/s1/messages",
+            "cc/v1/sessions/s1/submit/k1",
+            "cc/v1/sessions/s2/messages",
+            "cc/v1/clients/k1/ack",
+        ];
+        let filters = [
+            "cc",
+            "cc/#",
+            "cc/v1/sessions/s1/#",
+            "cc/v1/sessions/s1/+",
+            "cc/v1/sessions/s1/+/+",
+            "cc/v1/sessions/s1",
+            "cc/v1/clients/k1/ack",
+            "cc/v1/queue",
+            "cc/v1/+",
+        ];
+        for filter in filters {
+            let Some(Reach::Keyed(prefix)) = plan(filter).reach else {
+                continue;
+            };
+            for topic in topics {
+                if rumqttc::v5::mqttbytes::matches(topic, filter) {
+                    assert_eq!(key_of(topic), prefix, "{filter} matches {topic}");
+                }
+            }
+        }
+    }
+
+    fn message() -> Forwarded {
+        Forwarded::Publish {
+            topic: Bytes::from_static(b"cc/v1/sessions/s1/messages"),
+            payload: Bytes::new(),
+            properties: None,
+        }
+    }
+
+    fn inbox(capacity: usize, patient: bool) -> (Inbox, mpsc::Receiver<Forwarded>) {
+        let (deliveries, rx) = mpsc::channel(capacity);
+        let inbox = Inbox {
+            deliveries,
+            overflow: CancellationToken::new(),
+            patient,
+        };
+        (inbox, rx)
+    }
+
+    #[tokio::test]
+    async fn one_copy_per_connection_and_entries_go_with_their_last_filter() {
+        let fanout = Fanout::default();
+        let (inbox, mut rx) = inbox(8, false);
+        fanout.add(1, "cc/v1/sessions/s1/messages", &inbox);
+        fanout.add(1, "cc/v1/sessions/s1/lock", &inbox);
+        fanout.add(1, "cc/v1/sessions/+/messages", &inbox);
+        fanout
+            .publish(9, "cc/v1/sessions/s1/messages", message)
+            .await;
+        fanout
+            .publish(9, "cc/v1/sessions/s2/messages", message)
+            .await;
+        fanout.publish(9, "cc/v1/sessions/s2/notes", message).await;
+        assert_eq!(
+            (
+                rx.try_recv().is_ok(),
+                rx.try_recv().is_ok(),
+                rx.try_recv().is_ok()
+            ),
+            (true, true, false),
+            "s1 once though three filters reach it, s2's messages through the wildcard, \
+             s2's notes not at all"
+        );
+        fanout.remove(1, "cc/v1/sessions/s1/messages");
+        fanout.publish(9, "cc/v1/sessions/s1/lock", message).await;
+        assert!(rx.try_recv().is_ok(), "the lock filter still holds s1");
+        fanout.remove(1, "cc/v1/sessions/s1/lock");
+        fanout.remove(1, "cc/v1/sessions/+/messages");
+        assert_eq!(fanout.len(), 0);
+        fanout
+            .publish(9, "cc/v1/sessions/s1/messages", message)
+            .await;
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_flags_overflow_unless_its_owner_is_patient() {
+        let fanout = Fanout::default();
+        let (hasty, _hasty_rx) = inbox(1, false);
+        fanout.add(7, "cc/v1/queue", &hasty);
+        fanout.publish(9, "cc/v1/queue", message).await;
+        assert!(!hasty.overflow.is_cancelled());
+        fanout.publish(9, "cc/v1/queue", message).await;
+        assert!(hasty.overflow.is_cancelled());
+
+        let (patient, mut patient_rx) = inbox(1, true);
+        fanout.add(8, "cc/v1/open/+", &patient);
+        fanout.publish(9, "cc/v1/open/k1", message).await;
+        let drained = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let first = patient_rx.recv().await.is_some();
+            let second = patient_rx.recv().await.is_some();
+            first && second
+        });
+        // Waits for the owner to make room instead of cutting it off.
+        fanout.publish(9, "cc/v1/open/k1", message).await;
+        assert!(!patient.overflow.is_cancelled());
+        assert!(drained.await.unwrap_or(false));
+    }
+}
