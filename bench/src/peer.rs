@@ -27,12 +27,14 @@ pub enum ChatRole {
     Agent,
 }
 
+/// Mints the token (the CONNECT password) for a subject in a role.
+pub type TokenMinter = Box<dyn Fn(&str, ChatRole) -> String + Send + Sync>;
+
 /// A server that speaks the courtchat protocol.
 pub struct ChatTarget {
     pub name: String,
     pub addr: SocketAddr,
-    /// A token (the CONNECT password) for a subject in a role.
-    pub token: Box<dyn Fn(&str, ChatRole) -> String + Send + Sync>,
+    pub token: TokenMinter,
     /// The server's database, to register staff and to check the stored order afterwards.
     pub store: store::Store,
 }

@@ -90,6 +90,15 @@ impl Shared {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Lets go of a stored session that will not resume: its fan-out registrations.
+    fn release(&self, state: SessionState) {
+        if let Some(parked) = state.parked {
+            for filter in state.subscriptions.keys() {
+                self.fanout.remove(parked.key, filter);
+            }
+        }
+    }
+
     /// Drops what the gateway keeps for a session that is over: its retained messages.
     pub(crate) fn forget_session(&self, session: &str) {
         let prefix = Topic::Session {
@@ -395,7 +404,9 @@ pub(crate) async fn serve(
 
     // Only now, after any previous connection with this id has stored its session.
     let resumed = if connect.clean_start {
-        shared.sessions.discard(&client_id);
+        if let Some(old) = shared.sessions.discard(&client_id) {
+            shared.release(old);
+        }
         None
     } else {
         shared.sessions.resume(&client_id)
@@ -421,6 +432,7 @@ pub(crate) async fn serve(
         limits,
         inbox: None,
         router_id: None,
+        deliveries: None,
         _permit: permit,
     };
     let mut ack_properties = ConnAckProperties {
@@ -527,6 +539,8 @@ struct Session<'a> {
     inbox: Option<Inbox>,
     /// The pooled id its rumqttd link has, if it is not its own client id.
     router_id: Option<u64>,
+    /// The receiving end of `inbox` once the connection has ended, for a session kept.
+    deliveries: Option<mpsc::Receiver<Forwarded>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -599,20 +613,41 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
 
-        let (notifications, mut forwarded) = mpsc::channel(DELIVERY_QUEUE);
-        let inbox = Inbox {
-            deliveries: notifications.clone(),
-            overflow: CancellationToken::new(),
-            patient: self.identity.role == Role::Service,
+        let patient = self.identity.role == Role::Service;
+        let (inbox, mut forwarded) = match self.state.parked.take() {
+            // A resumed session takes over the queue the fan-out kept filling while it was away.
+            Some(parked) => {
+                let mut inbox = parked.inbox;
+                if inbox.overflow.is_cancelled() {
+                    tracing::warn!(client_id = %self.client_id, "deliveries were dropped while the client was away: its queue was full");
+                    inbox.overflow = CancellationToken::new();
+                }
+                inbox.patient = patient;
+                let filters = self.state.subscriptions.keys();
+                self.shared
+                    .fanout
+                    .rekey(parked.key, self.key, filters, &inbox);
+                (inbox, parked.deliveries)
+            }
+            None => {
+                let (deliveries, forwarded) = mpsc::channel(DELIVERY_QUEUE);
+                let inbox = Inbox {
+                    deliveries,
+                    overflow: CancellationToken::new(),
+                    patient,
+                };
+                for filter in self.state.subscriptions.keys() {
+                    self.shared.fanout.add(self.key, filter, &inbox);
+                }
+                (inbox, forwarded)
+            }
         };
-        // A resumed session's filters under `cc/` are served by the fan-out again.
-        for filter in self.state.subscriptions.keys() {
-            self.shared.fanout.add(self.key, filter, &inbox);
-        }
+        let notifications = inbox.deliveries.clone();
         self.inbox = Some(inbox);
         let forwarder = tokio::spawn(forward_notifications(attached, notifications));
         let ending = self.relay(wire, buf, &mut forwarded, control).await;
         forwarder.abort();
+        self.deliveries = Some(forwarded);
         ending
     }
 
@@ -1279,10 +1314,21 @@ impl Session<'_> {
         if let (true, Some(will)) = (will_due, self.will.take()) {
             let _ = self.route(will).await;
         }
-        if self.inbox.is_some() {
-            for filter in self.state.subscriptions.keys() {
-                self.shared.fanout.remove(self.key, filter);
+        match (self.inbox.take(), self.deliveries.take()) {
+            // A kept session goes on collecting its `cc/` deliveries while the client is away.
+            (Some(inbox), Some(deliveries)) if self.expiry > 0 => {
+                self.state.parked = Some(session::Parked {
+                    key: self.key,
+                    inbox,
+                    deliveries,
+                });
             }
+            (Some(_), _) => {
+                for filter in self.state.subscriptions.keys() {
+                    self.shared.fanout.remove(self.key, filter);
+                }
+            }
+            (None, _) => {}
         }
         let _ = self
             .shared
@@ -1315,9 +1361,10 @@ fn expire_later(shared: Weak<Shared>, client_id: String, generation: u64, second
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if !shared.sessions.expire(&client_id, generation) {
+        let Some(expired) = shared.sessions.expire(&client_id, generation) else {
             return;
-        }
+        };
+        shared.release(expired);
         tracing::debug!(client_id, "session expired");
         let key = shared.key();
         let (reply, answer) = oneshot::channel();

@@ -165,6 +165,36 @@ impl Fanout {
         }
     }
 
+    /// Moves the registrations of `filters` from the connection key `old` to `new`, with
+    /// `inbox`, at once: a resumed session takes over the queue its previous connection left,
+    /// and no message published meanwhile is missed or doubled.
+    pub fn rekey<'f>(
+        &self,
+        old: LinkKey,
+        new: LinkKey,
+        filters: impl Iterator<Item = &'f String>,
+        inbox: &Inbox,
+    ) {
+        let mut index = self.lock();
+        for filter in filters {
+            match plan(filter).reach {
+                Some(Reach::Keyed(prefix)) => {
+                    if let Some(subscribers) = index.keyed.get_mut(&prefix)
+                        && let Some((_, count)) = subscribers.remove(&old)
+                    {
+                        subscribers.insert(new, (inbox.clone(), count));
+                    }
+                }
+                Some(Reach::Everywhere) => {
+                    if let Some((_, held)) = index.everywhere.remove(&old) {
+                        index.everywhere.insert(new, (inbox.clone(), held));
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Queues `message` once for every connection (other than its publisher, `from`, when it
     /// has no matching filter) that may subscribe to `topic`; each then applies its own filters
     /// and options.

@@ -40,7 +40,18 @@ pub(crate) struct SessionState {
     pub pending: VecDeque<Outbound>,
     /// QoS 2 publishes received and forwarded but not yet released.
     pub qos2_incoming: HashSet<u16>,
+    /// While the client is away: its delivery queue, which the `cc/` fan-out keeps filling.
+    pub parked: Option<Parked>,
     last_pkid: u16,
+}
+
+/// The delivery queue of a persistent session whose client is away, still registered with the
+/// fan-out under the connection key it last had. (rumqttd keeps such a session's messages for
+/// the topics it routes; the fan-out's are kept here, up to the queue's bound.)
+pub(crate) struct Parked {
+    pub key: crate::router::LinkKey,
+    pub inbox: crate::fanout::Inbox,
+    pub deliveries: tokio::sync::mpsc::Receiver<crate::connection::Forwarded>,
 }
 
 impl SessionState {
@@ -79,9 +90,9 @@ impl SessionStore {
         self.lock().remove(client_id).map(|stored| stored.state)
     }
 
-    /// Drops whatever is stored for `client_id` (a clean start).
-    pub fn discard(&self, client_id: &str) {
-        self.lock().remove(client_id);
+    /// Takes whatever is stored for `client_id`, to be dropped (a clean start).
+    pub fn discard(&self, client_id: &str) -> Option<SessionState> {
+        self.lock().remove(client_id).map(|stored| stored.state)
     }
 
     /// Stores a session; returns the generation an expiry timer must present to remove it.
@@ -94,17 +105,16 @@ impl SessionStore {
         generation
     }
 
-    /// Removes the session stored as `generation`; false if it was resumed or replaced.
-    pub fn expire(&self, client_id: &str, generation: u64) -> bool {
+    /// Takes the session stored as `generation`; `None` if it was resumed or replaced.
+    pub fn expire(&self, client_id: &str, generation: u64) -> Option<SessionState> {
         let mut stored = self.lock();
         if stored
             .get(client_id)
             .is_some_and(|s| s.generation == generation)
         {
-            stored.remove(client_id);
-            true
+            stored.remove(client_id).map(|stored| stored.state)
         } else {
-            false
+            None
         }
     }
 
@@ -267,10 +277,10 @@ mod tests {
         assert!(store.resume("c").is_some());
         let second = store.store("c", SessionState::default());
         assert!(
-            !store.expire("c", first),
+            store.expire("c", first).is_none(),
             "a stale timer must not remove the newer session"
         );
-        assert!(store.expire("c", second));
+        assert!(store.expire("c", second).is_some());
         assert!(store.resume("c").is_none());
     }
 

@@ -342,3 +342,35 @@ fn filter_relations() {
         );
     }
 }
+
+#[test]
+fn closed_sessions_are_forgotten_beyond_the_window() {
+    let memberships = Memberships::default();
+    let left = Arc::new(Mutex::new(Vec::new()));
+    let forgotten = Arc::new(Mutex::new(Vec::new()));
+    {
+        let left = Arc::clone(&left);
+        memberships.on_leave(Arc::new(move |session, subject| {
+            left.lock().unwrap().push(format!("{session}:{subject}"));
+        }));
+        let forgotten = Arc::clone(&forgotten);
+        memberships.on_forget(Arc::new(move |session| {
+            forgotten.lock().unwrap().push(session.to_owned());
+        }));
+    }
+    for n in 0..=CLOSED_SESSIONS_KEPT {
+        let session = format!("s{n}");
+        memberships.join(&session, "kiosk", Role::Applicant);
+        memberships.join(&session, "agent", Role::Agent);
+        memberships.close(&session);
+        // A closed session stays readable for its survey and resync while in the window.
+        assert!(memberships.is_member(&session, "kiosk"));
+    }
+    assert!(!memberships.is_member("s0", "kiosk") && !memberships.is_member("s0", "agent"));
+    assert!(memberships.is_member("s1", "kiosk"));
+    assert_eq!(memberships.sessions(), CLOSED_SESSIONS_KEPT);
+    assert_eq!(*forgotten.lock().unwrap(), vec!["s0".to_owned()]);
+    let mut left = left.lock().unwrap().clone();
+    left.sort();
+    assert_eq!(left, vec!["s0:agent".to_owned(), "s0:kiosk".to_owned()]);
+}

@@ -48,3 +48,111 @@ async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+fn chat_target(stack: &TestStack) -> bench::ChatTarget {
+    let config = stack.config().clone();
+    bench::ChatTarget {
+        name: "courtchat".to_owned(),
+        addr: stack.mqtt_tcp_addr(),
+        token: Box::new(move |subject, role| {
+            let role = match role {
+                bench::ChatRole::Applicant => Role::Applicant,
+                bench::ChatRole::Agent => Role::Agent,
+            };
+            courtchat::mint_token(&config, subject, role, Duration::from_secs(600))
+                .unwrap_or_default()
+        }),
+        store: stack.store().clone(),
+    }
+}
+
+/// The chat scenario end to end: every message acknowledged, stored under the acknowledged
+/// sequence number, and received once, in the stored order, by every participant.
+#[tokio::test]
+async fn chat_smoke_loses_nothing_and_keeps_one_order() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let target = chat_target(&stack);
+    let chat = bench::ChatConfig {
+        sessions: 4,
+        agents: 2,
+        rate: 2.0,
+        duration: Duration::from_secs(2),
+        drain: Duration::from_secs(20),
+        ..bench::ChatConfig::default()
+    };
+    let report = bench::chat(&target, &chat).await?;
+    // 4 applicants × 4 messages, each answered by the lock holder.
+    assert_eq!(
+        (report.submitted, report.accepted, report.unacknowledged),
+        (32, 32, 0),
+        "{report:#?}"
+    );
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.sessions_verified, 4);
+    assert_eq!(report.delivered, report.deliveries_expected);
+    assert!(report.deliveries_expected >= 32 * 3, "{report:#?}");
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Sessions opened and closed one after another all complete, and the gateway keeps no
+/// membership for them beyond its window of recently closed sessions.
+#[tokio::test]
+async fn soak_smoke_opens_and_closes_sessions() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        config.bridge.rate_per_second = 10_000.0;
+        config.bridge.rate_burst = 10_000.0;
+    })
+    .await?;
+    let target = chat_target(&stack);
+    let soak = bench::SoakConfig {
+        sessions: 40,
+        workers: 4,
+        sample_every: 10,
+        ..bench::SoakConfig::default()
+    };
+    let probe: bench::MemoryProbe = Box::new(|| Some(1));
+    let report = bench::soak(&target, &soak, &probe).await?;
+    assert_eq!((report.completed, report.failed), (40, 0), "{report:#?}");
+    assert!(report.samples.len() >= 4, "{report:#?}");
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Idle authenticated connections open and are held; each one's CONNACK and SUBACK are timed.
+#[tokio::test]
+async fn connections_smoke_holds_every_connection() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let config = stack.config().clone();
+    let target = bench::Target {
+        name: "courtchat".to_owned(),
+        addr: stack.mqtt_tcp_addr(),
+        credentials: Some(Box::new(move |client_id: &str| {
+            let token = courtchat::mint_token(
+                &config,
+                client_id,
+                Role::Applicant,
+                Duration::from_secs(600),
+            )
+            .unwrap_or_default();
+            (client_id.to_owned(), token)
+        })),
+    };
+    let scenario = bench::ConnectionsConfig {
+        connections: 50,
+        rate: 500.0,
+        settle: Duration::from_millis(200),
+        subscribe: Some("cc/v1/clients/{id}/ack".to_owned()),
+        ..bench::ConnectionsConfig::default()
+    };
+    let probe: bench::MemoryProbe = Box::new(|| None);
+    let report = bench::connections(&target, &scenario, &probe).await?;
+    assert_eq!(
+        (report.opened, report.failed, report.held),
+        (50, 0, 50),
+        "{report:#?}"
+    );
+    assert!(report.connect_latency.max_us > 0);
+    stack.shutdown().await;
+    Ok(())
+}

@@ -1100,3 +1100,40 @@ async fn a_lapsed_lock_is_freed_recorded_and_announced() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+/// A persistent session's protocol deliveries wait for its client: an agent away while a
+/// session is queued finds the queue update when it comes back. (The gateway routes `cc/`
+/// itself, so it is the gateway, not rumqttd, that must keep them.)
+#[tokio::test]
+async fn a_persistent_session_gets_what_was_published_while_it_was_away() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let persistent = || {
+        let mut options = testkit::mqtt::TestClient::tcp_options(&stack, "agent-away", Role::Agent);
+        options.set_clean_session(false);
+        options
+    };
+    let mut agent = testkit::mqtt::TestClient::connect(persistent()).await?;
+    agent
+        .subscribe("cc/v1/queue", rumqttc::QoS::AtLeastOnce)
+        .await?;
+    agent.disconnect().await?;
+
+    let mut kiosk = Applicant::connect(&stack, "kiosk-while-away").await?;
+    let session = open_session(&mut kiosk).await?;
+
+    let mut again = testkit::mqtt::TestClient::connect(persistent()).await?;
+    assert!(again.session_present);
+    let update: serde_json::Value = serde_json::from_slice(&again.next_publish().await?.payload)?;
+    assert_eq!(
+        (update["session_id"].as_str(), update["status"].as_str()),
+        (Some(session.as_str()), Some("queued")),
+        "{update}"
+    );
+    // Back online, it gets the next one live.
+    let mut other = Applicant::connect(&stack, "kiosk-after").await?;
+    let next = open_session(&mut other).await?;
+    let update: serde_json::Value = serde_json::from_slice(&again.next_publish().await?.payload)?;
+    assert_eq!(update["session_id"].as_str(), Some(next.as_str()));
+    stack.shutdown().await;
+    Ok(())
+}
