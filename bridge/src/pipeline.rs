@@ -147,6 +147,128 @@ struct Work<'t, 'a> {
     /// Sessions closed in this batch: their views leave the cache once it commits (a later
     /// survey or resync reads them from the database again).
     closed: Vec<String>,
+    /// Entries appended in this batch and each touched session's new last sequence number,
+    /// written together by `flush`: a multi-row insert and one update instead of two statements
+    /// per entry (each a round trip to the database thread; the pipeline's throughput was
+    /// bound by them).
+    entries: Vec<message::ActiveModel>,
+    last_seqs: HashMap<String, i64>,
+    /// What each (session, sender, client message id) already stored answers with: loaded for
+    /// the whole batch at its start and kept current, so that a resubmission, even within the
+    /// batch, gets its original acknowledgement without a query per submission.
+    answered: HashMap<(String, String, String), Answered>,
+}
+
+/// The original answer to a submission already stored.
+#[derive(Clone)]
+enum Answered {
+    /// It left a stream entry with this sequence number.
+    Entry(u64),
+    /// Its kept acknowledgement (lock operations, receipts, the survey).
+    Ack(Vec<u8>),
+}
+
+/// What the batch's submissions already stored answer with (resubmissions), in two queries.
+async fn answered(
+    txn: &DatabaseTransaction,
+    batch: &[Incoming],
+) -> Result<HashMap<(String, String, String), Answered>, PipelineError> {
+    let mut wanted = std::collections::HashSet::new();
+    for incoming in batch {
+        if let Some(Topic::Session {
+            session,
+            kind: SessionTopic::Submit,
+            subject: Some(subject),
+        }) = Topic::parse(&incoming.topic)
+        {
+            let cmid = client_msg_id_of(&incoming.payload);
+            wanted.insert((session.to_owned(), subject.to_owned(), cmid));
+        }
+    }
+    let mut answered = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(answered);
+    }
+    let sessions: std::collections::BTreeSet<&str> =
+        wanted.iter().map(|(s, _, _)| s.as_str()).collect();
+    let cmids: std::collections::BTreeSet<&str> =
+        wanted.iter().map(|(_, _, c)| c.as_str()).collect();
+    // A superset (sessions × ids), narrowed to the exact triples here.
+    let entries = message::Entity::find()
+        .filter(message::Column::SessionId.is_in(sessions.iter().copied()))
+        .filter(message::Column::ClientMsgId.is_in(cmids.iter().copied()))
+        .all(txn)
+        .await?;
+    for row in entries {
+        let key = (row.session_id, row.sender, row.client_msg_id);
+        if wanted.contains(&key) {
+            answered.insert(key, Answered::Entry(row.seq as u64));
+        }
+    }
+    let kept = submission_ack::Entity::find()
+        .filter(submission_ack::Column::SessionId.is_in(sessions.iter().copied()))
+        .filter(submission_ack::Column::ClientMsgId.is_in(cmids.iter().copied()))
+        .all(txn)
+        .await?;
+    for row in kept {
+        let key = (row.session_id, row.sender, row.client_msg_id);
+        if wanted.contains(&key) {
+            answered
+                .entry(key)
+                .or_insert(Answered::Ack(row.ack.into_bytes()));
+        }
+    }
+    Ok(answered)
+}
+
+/// Rows per insert statement: 8 columns each, well under every SQLite build's parameter limit.
+const ROWS_PER_INSERT: usize = 100;
+
+impl Work<'_, '_> {
+    fn new<'t, 'a>(txn: &'t DatabaseTransaction, audit: AuditBatch<'a>) -> Work<'t, 'a> {
+        Work {
+            txn,
+            audit,
+            outbox: Outbox::default(),
+            closed: Vec::new(),
+            entries: Vec::new(),
+            last_seqs: HashMap::new(),
+            answered: HashMap::new(),
+        }
+    }
+
+    /// Writes what this batch has appended so far; before the commit, and before anything
+    /// reads the stream back.
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        let entries = std::mem::take(&mut self.entries);
+        for rows in entries.chunks(ROWS_PER_INSERT) {
+            message::Entity::insert_many(rows.to_vec())
+                .exec_without_returning(self.txn)
+                .await?;
+        }
+        let last_seqs = std::mem::take(&mut self.last_seqs);
+        if !last_seqs.is_empty() {
+            let mut case = sea_orm::sea_query::CaseStatement::new();
+            for (session_id, seq) in &last_seqs {
+                case = case.case(
+                    session::Column::Id.eq(session_id.as_str()),
+                    Expr::value(*seq),
+                );
+            }
+            let case = case.finally(Expr::col(session::Column::LastSeq));
+            session::Entity::update_many()
+                .col_expr(session::Column::LastSeq, case.into())
+                .col_expr(
+                    session::Column::UpdatedAt,
+                    Expr::value(Utc::now().trunc_subsecs(6)),
+                )
+                .filter(session::Column::Id.is_in(last_seqs.into_keys()))
+                .exec(self.txn)
+                .await?;
+        }
+        self.audit.flush(self.txn).await?;
+        Ok(())
+    }
 }
 
 /// What a batch publishes once committed, in order.
@@ -341,12 +463,7 @@ impl Pipeline {
         }
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
-        let mut work = Work {
-            audit: trail.batch(&txn).await?,
-            txn: &txn,
-            outbox: Outbox::default(),
-            closed: Vec::new(),
-        };
+        let mut work = Work::new(&txn, trail.batch(&txn).await?);
         let before = self.sessions.clone();
         for session_id in lapsed {
             if self.view(&txn, &session_id).await?.is_none() {
@@ -365,6 +482,10 @@ impl Pipeline {
                 }
             }
         }
+        if let Err(err) = work.flush().await {
+            self.sessions = before;
+            return Err(err);
+        }
         let Work { audit, outbox, .. } = work;
         if let Err(err) = txn.commit().await {
             self.sessions = before;
@@ -378,12 +499,8 @@ impl Pipeline {
     async fn decide_and_store(&mut self, batch: Vec<Incoming>) -> Result<Outbox, PipelineError> {
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
-        let mut work = Work {
-            audit: trail.batch(&txn).await?,
-            txn: &txn,
-            outbox: Outbox::default(),
-            closed: Vec::new(),
-        };
+        let mut work = Work::new(&txn, trail.batch(&txn).await?);
+        work.answered = answered(&txn, &batch).await?;
         // Views are changed on a copy until the commit succeeds.
         let before = self.sessions.clone();
         for incoming in batch {
@@ -407,6 +524,10 @@ impl Pipeline {
                 self.sessions = before;
                 return Err(err);
             }
+        }
+        if let Err(err) = work.flush().await {
+            self.sessions = before;
+            return Err(err);
         }
         let Work {
             audit,
@@ -538,13 +659,12 @@ impl Pipeline {
             lock: ReplyLock::default(),
         };
         self.sessions.insert(session_id.clone(), view);
-        w.audit.append(w.txn, AuditEntry {
-                actor: applicant.to_owned(),
-                action: "session.opened".to_owned(),
-                session_id: Some(session_id.clone()),
-                detail: serde_json::json!({ "channel": request.channel, "topic": request.topic }),
-            })
-            .await?;
+        w.audit.append(AuditEntry {
+            actor: applicant.to_owned(),
+            action: "session.opened".to_owned(),
+            session_id: Some(session_id.clone()),
+            detail: serde_json::json!({ "channel": request.channel, "topic": request.topic }),
+        })?;
         let opened = StreamContent::Event {
             event: SessionEvent::Opened {
                 channel: request.channel,
@@ -617,34 +737,17 @@ impl Pipeline {
         };
         let cmid = submission.client_msg_id.clone();
         // The same submission again: the original acknowledgement.
-        if let Some(existing) = message::Entity::find()
-            .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::Sender.eq(sender))
-            .filter(message::Column::ClientMsgId.eq(&cmid))
-            .one(w.txn)
-            .await?
-        {
-            w.outbox.ack(
-                sender,
-                &cmid,
-                Some(session_id),
-                Outcome::Accepted {
-                    seq: Some(existing.seq as u64),
-                },
-            );
-            return Ok(());
-        }
-        if let Some(stored) = submission_ack::Entity::find_by_id((
-            session_id.to_owned(),
-            sender.to_owned(),
-            cmid.clone(),
-        ))
-        .one(w.txn)
-        .await?
-        {
-            w.outbox
-                .acks
-                .push((ack_topic(sender), stored.ack.into_bytes()));
+        let key = (session_id.to_owned(), sender.to_owned(), cmid.clone());
+        if let Some(answered) = w.answered.get(&key).cloned() {
+            match answered {
+                Answered::Entry(seq) => w.outbox.ack(
+                    sender,
+                    &cmid,
+                    Some(session_id),
+                    Outcome::Accepted { seq: Some(seq) },
+                ),
+                Answered::Ack(ack) => w.outbox.acks.push((ack_topic(sender), ack)),
+            }
             return Ok(());
         }
         let leaves_entry = matches!(
@@ -666,15 +769,17 @@ impl Pipeline {
                     .ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
                 // Entries answer resubmissions through the messages table; the rest are kept.
                 if !leaves_entry && let Some((_, ack)) = w.outbox.acks.last() {
+                    let ack = ack.clone();
                     submission_ack::ActiveModel {
                         session_id: Set(session_id.to_owned()),
                         sender: Set(sender.to_owned()),
                         client_msg_id: Set(cmid.clone()),
-                        ack: Set(String::from_utf8_lossy(ack).into_owned()),
+                        ack: Set(String::from_utf8_lossy(&ack).into_owned()),
                         created_at: Set(Utc::now().trunc_subsecs(6)),
                     }
                     .insert(w.txn)
                     .await?;
+                    w.answered.insert(key, Answered::Ack(ack));
                 }
                 Ok(())
             }
@@ -1007,17 +1112,12 @@ impl Pipeline {
                 }
                 .insert(w.txn)
                 .await?;
-                w.audit
-                    .append(
-                        w.txn,
-                        AuditEntry {
-                            actor: sender.to_owned(),
-                            action: "survey.answered".to_owned(),
-                            session_id: Some(session_id.to_owned()),
-                            detail: serde_json::json!({ "rating": rating, "client_msg_id": cmid }),
-                        },
-                    )
-                    .await?;
+                w.audit.append(AuditEntry {
+                    actor: sender.to_owned(),
+                    action: "survey.answered".to_owned(),
+                    session_id: Some(session_id.to_owned()),
+                    detail: serde_json::json!({ "rating": rating, "client_msg_id": cmid }),
+                })?;
                 Ok(Ok(Some(Decided::Accepted(None))))
             }
             Action::Receipt {
@@ -1401,17 +1501,12 @@ impl Pipeline {
             LockChange::Expired { .. } => "lock.expired",
             LockChange::Unchanged => return Ok(()),
         };
-        w.audit
-            .append(
-                w.txn,
-                AuditEntry {
-                    actor: actor.to_owned(),
-                    action: action.to_owned(),
-                    session_id: Some(session_id.to_owned()),
-                    detail: serde_json::json!({ "holder": lock.holder, "epoch": lock.epoch }),
-                },
-            )
-            .await?;
+        w.audit.append(AuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            session_id: Some(session_id.to_owned()),
+            detail: serde_json::json!({ "holder": lock.holder, "epoch": lock.epoch }),
+        })?;
         let state = wire::LockState {
             v: wire::VERSION,
             session_id: session_id.to_owned(),
@@ -1518,7 +1613,7 @@ impl Pipeline {
                 serde_json::to_string(event).unwrap_or_default(),
             ),
         };
-        message::ActiveModel {
+        w.entries.push(message::ActiveModel {
             session_id: Set(session_id.to_owned()),
             seq: Set(seq),
             client_msg_id: Set(client_msg_id.to_owned()),
@@ -1527,36 +1622,31 @@ impl Pipeline {
             body: Set(body),
             created_at: Set(at),
             ..Default::default()
-        }
-        .insert(w.txn)
-        .await?;
-        update_session(
-            w,
-            session_id,
-            vec![(session::Column::LastSeq, Expr::value(seq))],
-            at,
-        )
-        .await?;
+        });
+        w.last_seqs.insert(session_id.to_owned(), seq);
+        w.answered.insert(
+            (
+                session_id.to_owned(),
+                sender.to_owned(),
+                client_msg_id.to_owned(),
+            ),
+            Answered::Entry(seq as u64),
+        );
         let event = match &content {
             StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
             _ => serde_json::Value::Null,
         };
-        w.audit
-            .append(
-                w.txn,
-                AuditEntry {
-                    actor: sender.to_owned(),
-                    action: audit_action(&content),
-                    session_id: Some(session_id.to_owned()),
-                    detail: serde_json::json!({
-                        "seq": seq,
-                        "client_msg_id": client_msg_id,
-                        "lock_epoch": lock_epoch,
-                        "event": event,
-                    }),
-                },
-            )
-            .await?;
+        w.audit.append(AuditEntry {
+            actor: sender.to_owned(),
+            action: audit_action(&content),
+            session_id: Some(session_id.to_owned()),
+            detail: serde_json::json!({
+                "seq": seq,
+                "client_msg_id": client_msg_id,
+                "lock_epoch": lock_epoch,
+                "event": event,
+            }),
+        })?;
         let entry = StreamEntry {
             v: wire::VERSION,
             session_id: session_id.to_owned(),
@@ -1592,6 +1682,8 @@ impl Pipeline {
         from_seq: u64,
         to_seq: Option<u64>,
     ) -> Result<(), PipelineError> {
+        // The stream is read back from the database: what this batch appended goes first.
+        w.flush().await?;
         let last_seq = self
             .sessions
             .get(session_id)
@@ -1717,13 +1809,12 @@ async fn reject(
     reason: RejectReason,
     message: &str,
 ) -> Result<(), PipelineError> {
-    w.audit.append(w.txn, AuditEntry {
+    w.audit.append(AuditEntry {
             actor: sender.to_owned(),
             action: "submission.rejected".to_owned(),
             session_id: session_id.map(str::to_owned),
             detail: serde_json::json!({ "client_msg_id": client_msg_id, "reason": reason, "message": message }),
-        })
-        .await?;
+        })?;
     w.outbox.ack(
         sender,
         client_msg_id,

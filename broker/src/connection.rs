@@ -8,7 +8,7 @@
 //! retain-as-published and retain handling, retained messages, persistent sessions and their
 //! expiry, and the will.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -433,6 +433,7 @@ pub(crate) async fn serve(
         inbox: None,
         router_id: None,
         deliveries: None,
+        waiting: VecDeque::new(),
         _permit: permit,
     };
     let mut ack_properties = ConnAckProperties {
@@ -541,6 +542,9 @@ struct Session<'a> {
     router_id: Option<u64>,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
     deliveries: Option<mpsc::Receiver<Forwarded>>,
+    /// Copies of this client's publishes for full patient queues (the pipeline's), delivered
+    /// in order as room appears; nothing more is read from the client meanwhile.
+    waiting: VecDeque<(Inbox, Forwarded)>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -723,8 +727,9 @@ impl Session<'_> {
             .map(|inbox| inbox.overflow.clone())
             .unwrap_or_default();
         loop {
-            // Handle every complete packet already buffered before waiting for more.
-            loop {
+            // Handle every complete packet already buffered before waiting for more (unless a
+            // publish is still waiting for room: then the client waits too).
+            while self.waiting.is_empty() {
                 match codec::decode(wire.version, buf, max) {
                     Ok(Some(packet)) => {
                         if let Some(limit) = idle_limit {
@@ -750,6 +755,10 @@ impl Session<'_> {
                     }
                 }
             }
+            let waiting_on = self
+                .waiting
+                .front()
+                .map(|(inbox, _)| inbox.deliveries.clone());
             tokio::select! {
                 // In this order: a shutdown also cancels `kick` (its child token), and must not
                 // be reported as a takeover.
@@ -773,7 +782,14 @@ impl Session<'_> {
                     tracing::debug!(client_id = %self.client_id, "keepalive expired");
                     return Ending::told("keepalive expired", DisconnectReasonCode::KeepAliveTimeout);
                 }
-                read = wire.transport.read_more(buf) => match read {
+                room = async { waiting_on.as_ref().expect("guarded").reserve().await }, if waiting_on.is_some() => {
+                    if let Some((_, message)) = self.waiting.pop_front()
+                        && let Ok(permit) = room
+                    {
+                        permit.send(message);
+                    }
+                }
+                read = wire.transport.read_more(buf), if self.waiting.is_empty() => match read {
                     Ok(0) => return Ending::abrupt("connection closed"),
                     Ok(_) => {}
                     Err(err) => {
@@ -1106,7 +1122,7 @@ impl Session<'_> {
     }
 
     /// Hands a message to the router with its provenance, and records it if retained.
-    async fn route(&self, message: Outbound) -> Result<(), Ending> {
+    async fn route(&mut self, message: Outbound) -> Result<(), Ending> {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
         if message.retain {
             self.shared.retained.update(&topic, message.clone());
@@ -1127,10 +1143,8 @@ impl Session<'_> {
                 payload: message.payload.clone(),
                 properties: Some(properties.clone()),
             };
-            self.shared
-                .fanout
-                .publish(self.key, &topic, forwarded)
-                .await;
+            let waiting = self.shared.fanout.publish(self.key, &topic, forwarded);
+            self.waiting.extend(waiting);
             return Ok(());
         }
         self.to_router(Command::Publish {
@@ -1313,6 +1327,26 @@ impl Session<'_> {
         );
         if let (true, Some(will)) = (will_due, self.will.take()) {
             let _ = self.route(will).await;
+        }
+        // Publishes accepted but still waiting for room in the pipeline's queue are delivered
+        // after the connection is gone; the bound only guards against a pipeline that never
+        // reads again.
+        let waiting = std::mem::take(&mut self.waiting);
+        if !waiting.is_empty() {
+            tokio::spawn(async move {
+                for (inbox, message) in waiting {
+                    let room = inbox.deliveries.send(message);
+                    if tokio::time::timeout(Duration::from_secs(60), room)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            "a publish for the pipeline was dropped: its queue stayed full"
+                        );
+                        return;
+                    }
+                }
+            });
         }
         match (self.inbox.take(), self.deliveries.take()) {
             // A kept session goes on collecting its `cc/` deliveries while the client is away.

@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
@@ -36,14 +35,11 @@ pub(crate) struct Inbox {
     pub deliveries: mpsc::Sender<Forwarded>,
     pub overflow: CancellationToken,
     /// Publishers wait for room in this queue instead of disconnecting its owner: the chat
-    /// pipeline's (the service role), whose backlog is every participant's submissions. Waiting
-    /// there slows the senders (their acknowledgements come later), which is the backpressure
-    /// they should feel. Bounded by `PATIENCE`, so that no cycle of waiting can last.
+    /// pipeline's (the service role), whose backlog is every participant's submissions. The
+    /// publishing connection stops reading its client until there is room (see
+    /// `Fanout::publish`), which is the backpressure its sender should feel.
     pub patient: bool,
 }
-
-/// How long a publisher waits for room in a patient queue before its owner is disconnected.
-const PATIENCE: Duration = Duration::from_secs(5);
 
 /// The part of the `cc/` namespace a filter can match.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -195,10 +191,18 @@ impl Fanout {
         }
     }
 
-    /// Queues `message` once for every connection (other than its publisher, `from`, when it
-    /// has no matching filter) that may subscribe to `topic`; each then applies its own filters
-    /// and options.
-    pub async fn publish(&self, from: LinkKey, topic: &str, message: impl Fn() -> Forwarded) {
+    /// Queues `message` once for every connection that may subscribe to `topic`; each then
+    /// applies its own filters and options. Returns the copies for patient queues that are full:
+    /// the publisher (`from`) delivers them when there is room, and reads nothing more from its
+    /// client until then. It keeps delivering to its own client meanwhile, so no cycle of
+    /// waiting can form.
+    #[must_use]
+    pub fn publish(
+        &self,
+        from: LinkKey,
+        topic: &str,
+        message: impl Fn() -> Forwarded,
+    ) -> Vec<(Inbox, Forwarded)> {
         let targets: Vec<(LinkKey, Inbox)> = {
             let index = self.lock();
             let keyed = index.keyed.get(key_of(topic));
@@ -213,19 +217,18 @@ impl Fanout {
                 .chain(wildcard.map(|(key, (inbox, _))| (*key, inbox.clone())))
                 .collect()
         };
+        let mut waiting = Vec::new();
         for (key, inbox) in targets {
             match inbox.deliveries.try_send(message()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                // Waiting on one's own queue would never end: only its owner drains it.
+                // Waiting for one's own queue would never end: only its owner drains it.
                 Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && key != from => {
-                    let sent = tokio::time::timeout(PATIENCE, inbox.deliveries.send(message));
-                    if sent.await.is_err() {
-                        inbox.overflow.cancel();
-                    }
+                    waiting.push((inbox, message));
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => inbox.overflow.cancel(),
             }
         }
+        waiting
     }
 
     /// Index entries, for tests that check nothing is left behind.
@@ -347,20 +350,16 @@ mod tests {
         (inbox, rx)
     }
 
-    #[tokio::test]
-    async fn one_copy_per_connection_and_entries_go_with_their_last_filter() {
+    #[test]
+    fn one_copy_per_connection_and_entries_go_with_their_last_filter() {
         let fanout = Fanout::default();
         let (inbox, mut rx) = inbox(8, false);
         fanout.add(1, "cc/v1/sessions/s1/messages", &inbox);
         fanout.add(1, "cc/v1/sessions/s1/lock", &inbox);
         fanout.add(1, "cc/v1/sessions/+/messages", &inbox);
-        fanout
-            .publish(9, "cc/v1/sessions/s1/messages", message)
-            .await;
-        fanout
-            .publish(9, "cc/v1/sessions/s2/messages", message)
-            .await;
-        fanout.publish(9, "cc/v1/sessions/s2/notes", message).await;
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", message);
+        let _ = fanout.publish(9, "cc/v1/sessions/s2/messages", message);
+        let _ = fanout.publish(9, "cc/v1/sessions/s2/notes", message);
         assert_eq!(
             (
                 rx.try_recv().is_ok(),
@@ -372,39 +371,34 @@ mod tests {
              s2's notes not at all"
         );
         fanout.remove(1, "cc/v1/sessions/s1/messages");
-        fanout.publish(9, "cc/v1/sessions/s1/lock", message).await;
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/lock", message);
         assert!(rx.try_recv().is_ok(), "the lock filter still holds s1");
         fanout.remove(1, "cc/v1/sessions/s1/lock");
         fanout.remove(1, "cc/v1/sessions/+/messages");
         assert_eq!(fanout.len(), 0);
-        fanout
-            .publish(9, "cc/v1/sessions/s1/messages", message)
-            .await;
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", message);
         assert!(rx.try_recv().is_err());
     }
 
-    #[tokio::test]
-    async fn a_full_queue_flags_overflow_unless_its_owner_is_patient() {
+    #[test]
+    fn a_full_queue_flags_overflow_unless_its_owner_is_patient() {
         let fanout = Fanout::default();
         let (hasty, _hasty_rx) = inbox(1, false);
         fanout.add(7, "cc/v1/queue", &hasty);
-        fanout.publish(9, "cc/v1/queue", message).await;
+        assert!(fanout.publish(9, "cc/v1/queue", message).is_empty());
         assert!(!hasty.overflow.is_cancelled());
-        fanout.publish(9, "cc/v1/queue", message).await;
+        assert!(fanout.publish(9, "cc/v1/queue", message).is_empty());
         assert!(hasty.overflow.is_cancelled());
 
         let (patient, mut patient_rx) = inbox(1, true);
         fanout.add(8, "cc/v1/open/+", &patient);
-        fanout.publish(9, "cc/v1/open/k1", message).await;
-        let drained = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let first = patient_rx.recv().await.is_some();
-            let second = patient_rx.recv().await.is_some();
-            first && second
-        });
-        // Waits for the owner to make room instead of cutting it off.
-        fanout.publish(9, "cc/v1/open/k1", message).await;
+        assert!(fanout.publish(9, "cc/v1/open/k1", message).is_empty());
+        // Full: the copy comes back to the publisher to deliver when there is room.
+        let waiting = fanout.publish(9, "cc/v1/open/k1", message);
+        assert_eq!(waiting.len(), 1);
         assert!(!patient.overflow.is_cancelled());
-        assert!(drained.await.unwrap_or(false));
+        assert!(patient_rx.try_recv().is_ok());
+        // Its owner publishing to itself does not wait for itself.
+        assert!(fanout.publish(8, "cc/v1/open/k1", message).is_empty());
     }
 }
