@@ -141,8 +141,34 @@ pub struct AuditBatch<'a> {
     pending: Vec<audit_event::ActiveModel>,
 }
 
-/// Rows per insert statement: 7 columns each, well under every SQLite build's parameter limit.
-const ROWS_PER_INSERT: usize = 100;
+/// Splits `rows` into runs whose lengths are powers of two, at most 64: a multi-row statement
+/// then has one of only seven shapes. The database driver caches a prepared statement per
+/// distinct SQL text, so a shape per batch size filled its cache with large statements (memory
+/// grew with every new batch size) and parsed a new one for most batches (CPU).
+pub(crate) fn in_statement_sizes<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let size = if rows.len() >= 64 {
+            64
+        } else {
+            1 << rows.len().ilog2()
+        };
+        let (run, rest) = rows.split_at(size);
+        rows = rest;
+        Some(run)
+    })
+}
+
+/// Repeats the last of `items` up to the next power of two, for lists whose duplicates are
+/// harmless (`IN`, `OR`, `CASE`), so that statements built from them have few shapes too.
+pub(crate) fn padded<T: Clone>(mut items: Vec<T>) -> Vec<T> {
+    if let Some(last) = items.last().cloned() {
+        items.resize(items.len().next_power_of_two(), last);
+    }
+    items
+}
 
 impl AuditBatch<'_> {
     /// Chains `entry` after the previous one; it is written by the next [`AuditBatch::flush`],
@@ -178,7 +204,7 @@ impl AuditBatch<'_> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        for rows in pending.chunks(ROWS_PER_INSERT) {
+        for rows in in_statement_sizes(&pending) {
             audit_event::Entity::insert_many(rows.to_vec())
                 .exec_without_returning(db)
                 .await?;
@@ -296,6 +322,26 @@ impl AuditTrail {
             entries: entries.len() as u64,
             first_broken: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn statements_have_few_shapes() {
+        let rows: Vec<u32> = (0..203).collect();
+        let sizes: Vec<usize> = in_statement_sizes(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, vec![64, 64, 64, 8, 2, 1]);
+        assert_eq!(
+            in_statement_sizes(&rows).flatten().count(),
+            203,
+            "every row, once"
+        );
+        assert_eq!(padded(vec![1, 2, 3, 4, 5]), vec![1, 2, 3, 4, 5, 5, 5, 5]);
+        assert_eq!(padded(vec![1, 2]), vec![1, 2]);
+        assert!(padded(Vec::<u8>::new()).is_empty());
     }
 }
 

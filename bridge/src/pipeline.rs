@@ -33,13 +33,13 @@ use schemas::wire::{
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::audit::{AuditBatch, AuditEntry, AuditTrail};
+use crate::audit::{AuditBatch, AuditEntry, AuditTrail, in_statement_sizes, padded};
 use crate::lock::{LockChange, LockError, LockRequest, ReplyLock};
 use crate::rate::{RateLimit, RateLimiter};
 
@@ -189,30 +189,32 @@ async fn answered(
     if wanted.is_empty() {
         return Ok(answered);
     }
-    let sessions: std::collections::BTreeSet<&str> =
-        wanted.iter().map(|(s, _, _)| s.as_str()).collect();
-    let cmids: std::collections::BTreeSet<&str> =
-        wanted.iter().map(|(_, _, c)| c.as_str()).collect();
-    // A superset (sessions × ids), narrowed to the exact triples here.
-    let entries = message::Entity::find()
-        .filter(message::Column::SessionId.is_in(sessions.iter().copied()))
-        .filter(message::Column::ClientMsgId.is_in(cmids.iter().copied()))
-        .all(txn)
-        .await?;
-    for row in entries {
-        let key = (row.session_id, row.sender, row.client_msg_id);
-        if wanted.contains(&key) {
+    // Exact triples, OR-ed (each one an index lookup), padded so that the statement has few
+    // shapes (see `in_statement_sizes`).
+    let wanted: Vec<(String, String, String)> = padded(wanted.into_iter().collect());
+    for run in in_statement_sizes(&wanted) {
+        let mut entries = Condition::any();
+        let mut kept = Condition::any();
+        for (session_id, sender, cmid) in run {
+            entries = entries.add(
+                Condition::all()
+                    .add(message::Column::SessionId.eq(session_id.as_str()))
+                    .add(message::Column::Sender.eq(sender.as_str()))
+                    .add(message::Column::ClientMsgId.eq(cmid.as_str())),
+            );
+            kept = kept.add(
+                Condition::all()
+                    .add(submission_ack::Column::SessionId.eq(session_id.as_str()))
+                    .add(submission_ack::Column::Sender.eq(sender.as_str()))
+                    .add(submission_ack::Column::ClientMsgId.eq(cmid.as_str())),
+            );
+        }
+        for row in message::Entity::find().filter(entries).all(txn).await? {
+            let key = (row.session_id, row.sender, row.client_msg_id);
             answered.insert(key, Answered::Entry(row.seq as u64));
         }
-    }
-    let kept = submission_ack::Entity::find()
-        .filter(submission_ack::Column::SessionId.is_in(sessions.iter().copied()))
-        .filter(submission_ack::Column::ClientMsgId.is_in(cmids.iter().copied()))
-        .all(txn)
-        .await?;
-    for row in kept {
-        let key = (row.session_id, row.sender, row.client_msg_id);
-        if wanted.contains(&key) {
+        for row in submission_ack::Entity::find().filter(kept).all(txn).await? {
+            let key = (row.session_id, row.sender, row.client_msg_id);
             answered
                 .entry(key)
                 .or_insert(Answered::Ack(row.ack.into_bytes()));
@@ -220,9 +222,6 @@ async fn answered(
     }
     Ok(answered)
 }
-
-/// Rows per insert statement: 8 columns each, well under every SQLite build's parameter limit.
-const ROWS_PER_INSERT: usize = 100;
 
 impl Work<'_, '_> {
     fn new<'t, 'a>(txn: &'t DatabaseTransaction, audit: AuditBatch<'a>) -> Work<'t, 'a> {
@@ -241,15 +240,16 @@ impl Work<'_, '_> {
     /// reads the stream back.
     async fn flush(&mut self) -> Result<(), PipelineError> {
         let entries = std::mem::take(&mut self.entries);
-        for rows in entries.chunks(ROWS_PER_INSERT) {
+        for rows in in_statement_sizes(&entries) {
             message::Entity::insert_many(rows.to_vec())
                 .exec_without_returning(self.txn)
                 .await?;
         }
-        let last_seqs = std::mem::take(&mut self.last_seqs);
-        if !last_seqs.is_empty() {
+        let last_seqs: Vec<(String, i64)> =
+            std::mem::take(&mut self.last_seqs).into_iter().collect();
+        for run in in_statement_sizes(&last_seqs) {
             let mut case = sea_orm::sea_query::CaseStatement::new();
-            for (session_id, seq) in &last_seqs {
+            for (session_id, seq) in run {
                 case = case.case(
                     session::Column::Id.eq(session_id.as_str()),
                     Expr::value(*seq),
@@ -262,7 +262,7 @@ impl Work<'_, '_> {
                     session::Column::UpdatedAt,
                     Expr::value(Utc::now().trunc_subsecs(6)),
                 )
-                .filter(session::Column::Id.is_in(last_seqs.into_keys()))
+                .filter(session::Column::Id.is_in(run.iter().map(|(id, _)| id.as_str())))
                 .exec(self.txn)
                 .await?;
         }
@@ -464,7 +464,6 @@ impl Pipeline {
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
         let mut work = Work::new(&txn, trail.batch(&txn).await?);
-        let before = self.sessions.clone();
         for session_id in lapsed {
             if self.view(&txn, &session_id).await?.is_none() {
                 continue;
@@ -477,18 +476,18 @@ impl Pipeline {
                     .store_lock(&mut work, &session_id, "system", lock, &change, now)
                     .await;
                 if let Err(err) = result {
-                    self.sessions = before;
+                    self.sessions.clear();
                     return Err(err);
                 }
             }
         }
         if let Err(err) = work.flush().await {
-            self.sessions = before;
+            self.sessions.clear();
             return Err(err);
         }
         let Work { audit, outbox, .. } = work;
         if let Err(err) = txn.commit().await {
-            self.sessions = before;
+            self.sessions.clear();
             return Err(err.into());
         }
         drop(audit);
@@ -501,8 +500,9 @@ impl Pipeline {
         let trail = self.audit.clone();
         let mut work = Work::new(&txn, trail.batch(&txn).await?);
         work.answered = answered(&txn, &batch).await?;
-        // Views are changed on a copy until the commit succeeds.
-        let before = self.sessions.clone();
+        // Views change as the batch is decided. If it fails, nothing of it was stored, and every
+        // view is dropped, to be read again from the database (cloning them all per batch, to
+        // restore, cost time on every batch for the sake of a rare failure).
         for incoming in batch {
             let result = match Topic::parse(&incoming.topic) {
                 Some(Topic::Open { subject }) => {
@@ -521,12 +521,12 @@ impl Pipeline {
                 _ => Ok(()),
             };
             if let Err(err) = result {
-                self.sessions = before;
+                self.sessions.clear();
                 return Err(err);
             }
         }
         if let Err(err) = work.flush().await {
-            self.sessions = before;
+            self.sessions.clear();
             return Err(err);
         }
         let Work {
@@ -544,7 +544,7 @@ impl Pipeline {
                 Ok(outbox)
             }
             Err(err) => {
-                self.sessions = before;
+                self.sessions.clear();
                 Err(err.into())
             }
         }
