@@ -19,12 +19,12 @@ use schemas::wire::{Action, Channel, LockOp, OpenSession, Outcome};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::BenchError;
 use crate::peer::{
     ChatRole, ChatTarget, Counters, Observed, Peer, ReplyPlan, ack_topic, measured_id,
     messages_topic, submission, submit_topic,
 };
 use crate::stats::Percentiles;
+use crate::{BenchError, MemoryProbe};
 
 #[derive(Clone, Debug)]
 pub struct ChatConfig {
@@ -105,6 +105,9 @@ pub struct ChatReport {
     pub lock_renewals_refused: usize,
     /// Participants whose connection failed during the run.
     pub connection_failures: usize,
+    /// The server's resident memory before setup, with every session set up, and after the
+    /// run (before the participants disconnect).
+    pub rss_bytes: [Option<u64>; 3],
 }
 
 impl ChatReport {
@@ -130,7 +133,11 @@ struct Rig {
 }
 
 /// Runs the scenario. Registers the agents it needs as staff first.
-pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport, BenchError> {
+pub async fn chat(
+    target: &ChatTarget,
+    config: &ChatConfig,
+    memory: &MemoryProbe,
+) -> Result<ChatReport, BenchError> {
     let fail = |reason: String| BenchError::Client {
         target: target.name.clone(),
         reason,
@@ -146,6 +153,7 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         .await
         .map_err(|err| fail(err.to_string()))?;
 
+    let rss_idle = memory();
     let epoch = Instant::now();
     let counters = Arc::new(Counters::default());
     let body = "x".repeat(config.body.max(1));
@@ -169,6 +177,7 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         rigs.push(result.map_err(fail)?);
     }
     let setup_ms = setup_started.elapsed().as_millis() as u64;
+    let rss_set_up = memory();
     tracing::info!(
         sessions = rigs.len(),
         setup_ms,
@@ -258,14 +267,17 @@ pub async fn chat(target: &ChatTarget, config: &ChatConfig) -> Result<ChatReport
         }
         sessions.push((rig.session_id, observed));
     }
-    verify(
+    let rss_after = memory();
+    let mut report = verify(
         target,
         config,
         setup_ms,
         sessions,
         counters.sent.load(Ordering::Relaxed),
     )
-    .await
+    .await?;
+    report.rss_bytes = [rss_idle, rss_set_up, rss_after];
+    Ok(report)
 }
 
 async fn set_up(
@@ -401,6 +413,7 @@ async fn verify(
         ack_latency: Percentiles::default(),
         lock_renewals_refused: 0,
         connection_failures: 0,
+        rss_bytes: [None; 3],
     };
     let mut latencies = Vec::new();
     let mut ack_latencies = Vec::new();

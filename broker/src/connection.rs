@@ -434,6 +434,7 @@ pub(crate) async fn serve(
         router_id: None,
         deliveries: None,
         waiting: VecDeque::new(),
+        forwarder: None,
         _permit: permit,
     };
     let mut ack_properties = ConnAckProperties {
@@ -542,6 +543,8 @@ struct Session<'a> {
     router_id: Option<u64>,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
     deliveries: Option<mpsc::Receiver<Forwarded>>,
+    /// Moves deliveries from this connection's rumqttd link, once it has one.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
     /// Copies of this client's publishes for full patient queues (the pipeline's), delivered
     /// in order as room appears; nothing more is read from the client meanwhile.
     waiting: VecDeque<(Inbox, Forwarded)>,
@@ -574,22 +577,16 @@ impl Session<'_> {
             }
             let _ = self.shared.router.send(Command::Detach { key: wipe }).await;
         }
-        // rumqttd remembers every client id it was ever given (its session graveyard), so a
-        // session that ends with its connection attaches under a pooled id, reused once this
-        // connection has detached: the router's memory follows the live connections, not every
-        // applicant there ever was. A persistent session keeps its own id, under which rumqttd
-        // holds its subscriptions while it is away.
-        let router_id = if self.expiry == 0 {
-            let id = self.shared.link_ids.take();
-            self.router_id = Some(id);
-            format!("{}link-{id}", crate::feed::INTERNAL_PREFIX)
-        } else {
-            self.client_id.clone()
-        };
-        let attached = match self.attach_as(self.key, router_id, self.expiry == 0).await {
-            Ok(attached) => attached,
-            Err(()) => return self.refuse_unavailable(wire).await,
-        };
+        // A persistent session's link exists from the start: rumqttd keeps its subscriptions
+        // outside `cc/` while it is away. Any other connection gets one only if it uses a topic
+        // outside `cc/` (see `link`): chat clients never do, and a rumqttd link costs tens of KiB.
+        let mut attached = None;
+        if self.expiry > 0 {
+            match self.attach(self.key, false).await {
+                Ok(link) => attached = Some(link),
+                Err(()) => return self.refuse_unavailable(wire).await,
+            }
+        }
 
         let ack = ConnAck {
             session_present,
@@ -646,13 +643,44 @@ impl Session<'_> {
                 (inbox, forwarded)
             }
         };
-        let notifications = inbox.deliveries.clone();
+        if let Some(link) = attached {
+            let notifications = inbox.deliveries.clone();
+            self.forwarder = Some(tokio::spawn(forward_notifications(link, notifications)));
+        }
         self.inbox = Some(inbox);
-        let forwarder = tokio::spawn(forward_notifications(attached, notifications));
         let ending = self.relay(wire, buf, &mut forwarded, control).await;
-        forwarder.abort();
+        if let Some(forwarder) = self.forwarder.take() {
+            forwarder.abort();
+        }
         self.deliveries = Some(forwarded);
         ending
+    }
+
+    /// Attaches this connection to rumqttd's router, once, when it first uses a topic outside
+    /// `cc/`. rumqttd remembers every client id it was ever given (its session graveyard), so
+    /// the link takes a pooled id, reused once this connection has detached: the router's memory
+    /// follows the live connections, not every client there ever was.
+    async fn link(&mut self) -> Result<(), Ending> {
+        if self.forwarder.is_some() {
+            return Ok(());
+        }
+        let Some(inbox) = &self.inbox else {
+            return Ok(());
+        };
+        let notifications = inbox.deliveries.clone();
+        let id = self.shared.link_ids.take();
+        self.router_id = Some(id);
+        let router_id = format!("{}link-{id}", crate::feed::INTERNAL_PREFIX);
+        match self.attach_as(self.key, router_id, true).await {
+            Ok(link) => {
+                self.forwarder = Some(tokio::spawn(forward_notifications(link, notifications)));
+                Ok(())
+            }
+            Err(()) => Err(Ending::told(
+                "the router refused a link",
+                DisconnectReasonCode::ServerBusy,
+            )),
+        }
     }
 
     async fn attach(
@@ -1147,6 +1175,7 @@ impl Session<'_> {
             self.waiting.extend(waiting);
             return Ok(());
         }
+        self.link().await?;
         self.to_router(Command::Publish {
             key: self.key,
             topic: message.topic,
@@ -1277,11 +1306,12 @@ impl Session<'_> {
 
     /// Serves a new filter (already in `state.subscriptions`): in rumqttd for what it matches
     /// outside `cc/`, in the fan-out for what it matches inside.
-    async fn filter_added(&self, filter: &str) -> Result<(), Ending> {
+    async fn filter_added(&mut self, filter: &str) -> Result<(), Ending> {
         if let Some(inbox) = &self.inbox {
             self.shared.fanout.add(self.key, filter, inbox);
         }
         if fanout::plan(filter).router {
+            self.link().await?;
             self.to_router(Command::Subscribe {
                 key: self.key,
                 filters: vec![filter.to_owned()],

@@ -452,9 +452,7 @@ async fn chat_cmd(
         chat.duration.as_secs(),
         chat.body
     );
-    let rss_idle = resident_bytes(server.child.id());
-    let report = bench::chat(&target, &chat).await;
-    let rss_after = resident_bytes(server.child.id());
+    let report = bench::chat(&target, &chat, &server.memory_probe()).await;
     target.store.close().await;
     server.stop().await;
     let report = report?;
@@ -515,9 +513,18 @@ async fn chat_cmd(
         r.setup_ms
     );
     println!(
-        "server memory: {} MiB after setup, {} MiB after the run",
-        mib(rss_idle),
-        mib(rss_after)
+        "server memory: {} MiB idle, {} MiB with {} connections set up ({} per connection), {} MiB after the run",
+        mib(r.rss_bytes[0]),
+        mib(r.rss_bytes[1]),
+        r.connections,
+        match (r.rss_bytes[0], r.rss_bytes[1]) {
+            (Some(idle), Some(set_up)) if r.connections > 0 => format!(
+                "{:.1} KiB",
+                (set_up as f64 - idle as f64) / r.connections as f64 / 1024.0
+            ),
+            _ => "?".to_owned(),
+        },
+        mib(r.rss_bytes[2])
     );
     if !r.rejected.is_empty() {
         println!("rejections: {:?}", r.rejected);

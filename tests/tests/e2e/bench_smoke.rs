@@ -80,7 +80,8 @@ async fn chat_smoke_loses_nothing_and_keeps_one_order() -> anyhow::Result<()> {
         drain: Duration::from_secs(20),
         ..bench::ChatConfig::default()
     };
-    let report = bench::chat(&target, &chat).await?;
+    let probe: bench::MemoryProbe = Box::new(|| None);
+    let report = bench::chat(&target, &chat, &probe).await?;
     // 4 applicants × 4 messages, each answered by the lock holder.
     assert_eq!(
         (report.submitted, report.accepted, report.unacknowledged),
