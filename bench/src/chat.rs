@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use schemas::db::entities::{agent::StaffRole, message::MessageKind};
-use schemas::wire::{Action, Channel, LockOp, OpenSession, Outcome};
+use schemas::wire::{Action, Channel, LockOp};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -299,24 +299,7 @@ async fn set_up(
     .await
     .map_err(|err| err.to_string())?;
     applicant.subscribe(&ack_topic(&subject)).await?;
-    let open = OpenSession {
-        v: 1,
-        client_msg_id: "setup-open".to_owned(),
-        channel: Channel::Kiosk,
-        topic: None,
-        first_message: None,
-    };
-    let ack = applicant
-        .request(
-            format!("{}/open/{subject}", schemas::topics::PREFIX),
-            serde_json::to_vec(&open).unwrap_or_default(),
-            "setup-open",
-        )
-        .await?;
-    let session_id = match (ack.outcome, ack.session_id) {
-        (Outcome::Accepted { .. }, Some(session_id)) => session_id,
-        (outcome, _) => return Err(format!("{subject}: open refused: {outcome:?}")),
-    };
+    let session_id = applicant.open_session("setup-open", Channel::Kiosk).await?;
     applicant.subscribe(&messages_topic(&session_id)).await?;
 
     let mut agents = Vec::with_capacity(config.agents);

@@ -14,7 +14,9 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS, SubscribeReasonCode,
 };
 use schemas::topics::{SessionTopic, Topic};
-use schemas::wire::{Ack, Action, Outcome, StreamContent, StreamEntry, Submission};
+use schemas::wire::{
+    Ack, Action, Channel, OpenSession, Outcome, StreamContent, StreamEntry, Submission,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -211,6 +213,31 @@ impl Peer {
         {
             SetupEvent::Ack(ack) => Ok(ack),
             SetupEvent::SubAck(_) => Err("unexpected SUBACK".to_owned()),
+        }
+    }
+
+    /// Asks for a new session (as an applicant subscribed to its ack topic) and returns its id.
+    pub async fn open_session(
+        &mut self,
+        client_msg_id: &str,
+        channel: Channel,
+    ) -> Result<String, String> {
+        let open = OpenSession {
+            v: 1,
+            client_msg_id: client_msg_id.to_owned(),
+            channel,
+            topic: None,
+            first_message: None,
+        };
+        let topic = Topic::Open {
+            subject: &self.subject,
+        }
+        .to_string();
+        let payload = serde_json::to_vec(&open).unwrap_or_default();
+        let ack = self.request(topic, payload, client_msg_id).await?;
+        match (ack.outcome, ack.session_id) {
+            (Outcome::Accepted { .. }, Some(session_id)) => Ok(session_id),
+            (outcome, _) => Err(format!("{}: open refused: {outcome:?}", self.subject)),
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use schemas::db::entities::agent::StaffRole;
-use schemas::wire::{Action, Channel, LockOp, OpenSession, Outcome};
+use schemas::wire::{Action, Channel, LockOp};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
@@ -203,24 +203,7 @@ async fn one_session(
     .map_err(|err| err.to_string())?;
     let result = async {
         applicant.subscribe(&ack_topic(&subject)).await?;
-        let open = OpenSession {
-            v: 1,
-            client_msg_id: "soak-open".to_owned(),
-            channel: Channel::Phone,
-            topic: None,
-            first_message: None,
-        };
-        let ack = applicant
-            .request(
-                format!("{}/open/{subject}", schemas::topics::PREFIX),
-                serde_json::to_vec(&open).unwrap_or_default(),
-                "soak-open",
-            )
-            .await?;
-        let session_id = match (ack.outcome, ack.session_id) {
-            (Outcome::Accepted { .. }, Some(id)) => id,
-            (outcome, _) => return Err(format!("{subject}: open refused: {outcome:?}")),
-        };
+        let session_id = applicant.open_session("soak-open", Channel::Phone).await?;
         let stream = messages_topic(&session_id);
         applicant.subscribe(&stream).await?;
         agent.submit(&session_id, "soak-join", Action::Join).await?;

@@ -238,19 +238,18 @@ async fn soak_cmd(
     target.store.close().await;
     server.stop().await;
     let r = report?;
-    let mib = |bytes: u64| bytes as f64 / 1048576.0;
     println!(
         "sessions completed/failed  elapsed   sessions/s   RSS after warm-up   max after   end    growth"
     );
     println!(
-        "{:>9}/{:<6}          {:>6.1} s {:>9.0}   {:>10.1} MiB {:>8.1} MiB {:>6.1} MiB {:>+6.1} %",
+        "{:>9}/{:<6}          {:>6.1} s {:>9.0}   {:>10} MiB {:>8} MiB {:>6} MiB {:>+6.1} %",
         r.completed,
         r.failed,
         r.elapsed_ms as f64 / 1000.0,
         r.sessions_per_sec,
-        mib(r.rss_after_warm_up),
-        mib(r.rss_max_after_warm_up),
-        mib(r.rss_end),
+        mib(Some(r.rss_after_warm_up)),
+        mib(Some(r.rss_max_after_warm_up)),
+        mib(Some(r.rss_end)),
         r.growth_percent
     );
     let step = (r.samples.len() / 10).max(1);
@@ -258,7 +257,7 @@ async fn soak_cmd(
         .samples
         .iter()
         .step_by(step)
-        .map(|(done, rss)| format!("{done}:{:.1}", mib(*rss)))
+        .map(|(done, rss)| format!("{done}:{}", mib(Some(*rss))))
         .collect();
     println!("RSS (MiB) by sessions completed: {}", curve.join(" "));
     write_json(json.as_deref(), &r)?;
@@ -413,6 +412,11 @@ async fn ready(admin: SocketAddr) -> bool {
     answer.starts_with(b"HTTP/1.1 200")
 }
 
+/// Bytes as MiB with one decimal, or `?` when unknown.
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
+}
+
 /// VmRSS of a process, from /proc (Linux).
 fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -456,9 +460,6 @@ async fn chat_cmd(
     target.store.close().await;
     server.stop().await;
     let report = report?;
-    let mib = |bytes: Option<u64>| {
-        bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
-    };
     println!(
         "{:<10} {:>9} {:>9} {:>8} {:>6} {:>7} {:>11} {:>13} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "target",
@@ -576,9 +577,6 @@ async fn connections_cmd(
     let report = bench::connections(&target, &scenario, &server.memory_probe()).await;
     server.stop().await;
     let r = report?;
-    let mib = |bytes: Option<u64>| {
-        bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
-    };
     println!(
         "{:<10} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>12}",
         "target",
