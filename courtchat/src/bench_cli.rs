@@ -33,7 +33,8 @@ pub enum BenchCommand {
         /// Publish at this many messages per second instead of as fast as possible.
         #[arg(long)]
         rate: Option<u32>,
-        /// Another broker to measure, as NAME=HOST:PORT (anonymous access). Repeatable.
+        /// Another broker to measure, as NAME=HOST:PORT or NAME=mqtt://HOST:PORT (MQTT 3.1.1
+        /// over TCP, anonymous access). Repeatable.
         #[arg(
             long,
             value_name = "NAME=HOST:PORT",
@@ -678,14 +679,19 @@ async fn relay_cmd(
         });
     }
     for spec in &against {
-        let (name, addr) = spec
+        let (name, url) = spec
             .split_once('=')
-            .context("--against takes NAME=HOST:PORT")?;
+            .context("--against takes NAME=HOST:PORT or NAME=mqtt://HOST:PORT")?;
+        let addr = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .unwrap_or(url)
+            .trim_end_matches('/');
         targets.push(bench::Target {
             name: name.to_owned(),
-            addr: addr
-                .parse()
-                .with_context(|| format!("--against {spec}: not a socket address"))?,
+            addr: addr.parse().with_context(|| {
+                format!("--against {spec}: not an IP socket address (mqtt://HOST:PORT)")
+            })?,
             credentials: None,
         });
     }
