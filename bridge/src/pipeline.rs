@@ -582,7 +582,9 @@ impl Pipeline {
             )
             .await;
         }
-        // The same request again: the same session.
+        // The same request again: the same session. Its opening entry may be one this batch
+        // appended, so what the batch holds is written first.
+        w.flush().await?;
         if let Some(existing) = message::Entity::find()
             .filter(message::Column::Sender.eq(applicant))
             .filter(message::Column::ClientMsgId.eq(&cmid))
@@ -1931,5 +1933,74 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("s-") && a.len() == 18, "{a}");
         assert!(Topic::parse(&format!("cc/v1/sessions/{a}/messages")).is_some());
+    }
+
+    /// Resubmissions that land in the same batch as their original (whose rows the batch has
+    /// not written yet) get the original's answer, not a second session or entry.
+    #[tokio::test]
+    async fn a_batch_recognises_its_own_resubmissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = store::DatabaseConfig {
+            url: format!("sqlite://{}", dir.path().join("batch.db").display()),
+            ..store::DatabaseConfig::default()
+        };
+        let store = store::Store::open(&config).await.unwrap();
+        let key = crate::AuditKey::load(&crate::AuditConfig {
+            key_file: dir.path().join("audit-key"),
+            ..crate::AuditConfig::default()
+        })
+        .unwrap();
+        let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
+        let mut pipeline = Pipeline::new(store.clone(), audit, BridgeConfig::default());
+        let incoming = |topic: &str, payload: serde_json::Value| Incoming {
+            topic: topic.to_owned(),
+            payload: payload.to_string().into(),
+        };
+        let open = serde_json::json!({"client_msg_id": "open-1", "channel": "kiosk"});
+        let outbox = pipeline
+            .decide_and_store(vec![
+                incoming("cc/v1/open/kiosk-9", open.clone()),
+                incoming("cc/v1/open/kiosk-9", open),
+            ])
+            .await
+            .unwrap();
+        let acks: Vec<Ack> = outbox
+            .acks
+            .iter()
+            .map(|(_, ack)| serde_json::from_slice(ack).unwrap())
+            .collect();
+        assert_eq!(acks.len(), 2);
+        let session = acks[0].session_id.clone().unwrap();
+        assert_eq!(acks[1].session_id.as_deref(), Some(session.as_str()));
+
+        let submit = format!("cc/v1/sessions/{session}/submit/kiosk-9");
+        let message =
+            serde_json::json!({"client_msg_id": "m-1", "type": "message", "body": "Hello"});
+        let outbox = pipeline
+            .decide_and_store(vec![
+                incoming(&submit, message.clone()),
+                incoming(&submit, message),
+            ])
+            .await
+            .unwrap();
+        let seqs: Vec<Option<u64>> = outbox
+            .acks
+            .iter()
+            .map(
+                |(_, ack)| match serde_json::from_slice::<Ack>(ack).unwrap().outcome {
+                    Outcome::Accepted { seq } => seq,
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(seqs[0], seqs[1], "one message, one sequence number");
+        assert_eq!(outbox.entries.len(), 1, "published once");
+        let stored = store.session_entries(&session).await.unwrap();
+        assert_eq!(
+            stored.iter().filter(|m| m.client_msg_id == "m-1").count(),
+            1,
+            "stored once"
+        );
     }
 }
