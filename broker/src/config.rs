@@ -29,9 +29,11 @@ pub struct BrokerConfig {
     /// interval, and is how long an MQTT 3.1.1 persistent session (which has none) is kept.
     #[serde(with = "secs")]
     pub max_session_expiry: Duration,
-    /// Deliveries that may wait for one client beyond its receive maximum. A client that lets
-    /// more pile up (it stopped acknowledging) is disconnected, MQTT 5 with reason 0x97, rather
-    /// than let its queue grow without bound; it reconnects and resumes or resyncs.
+    /// Deliveries that may wait for one client beyond its receive maximum, and (separately)
+    /// in its connection's delivery queue while the server cannot write to it. A client that
+    /// lets more pile up (it stopped acknowledging or reading) is disconnected, MQTT 5 with
+    /// reason 0x97, rather than let its queues grow without bound; it reconnects and resumes or
+    /// resyncs.
     pub max_pending_per_client: usize,
     /// How clients prove who they are.
     pub auth: AuthConfig,

@@ -434,6 +434,7 @@ pub(crate) async fn serve(
         router_id: None,
         deliveries: None,
         waiting: VecDeque::new(),
+        held: VecDeque::new(),
         forwarder: None,
         _permit: permit,
     };
@@ -546,8 +547,10 @@ struct Session<'a> {
     /// Moves deliveries from this connection's rumqttd link, once it has one.
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// Copies of this client's publishes for full patient queues (the pipeline's), delivered
-    /// in order as room appears; nothing more is read from the client meanwhile.
+    /// in order as room appears.
     waiting: VecDeque<(Inbox, Forwarded)>,
+    /// What the client sent while `waiting` was not empty, handled in order once it is.
+    held: VecDeque<Packet>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -631,7 +634,10 @@ impl Session<'_> {
                 (inbox, parked.deliveries)
             }
             None => {
-                let (deliveries, forwarded) = mpsc::channel(DELIVERY_QUEUE);
+                // As many as may wait behind the receive maximum: a client further behind
+                // than that, either way, is disconnected. Memory is allocated as it fills.
+                let capacity = self.shared.config.max_pending_per_client.max(64);
+                let (deliveries, forwarded) = mpsc::channel(capacity);
                 let inbox = Inbox {
                     deliveries,
                     overflow: CancellationToken::new(),
@@ -654,6 +660,17 @@ impl Session<'_> {
         }
         self.deliveries = Some(forwarded);
         ending
+    }
+
+    /// Handles held packets, in order, while nothing waits for room.
+    async fn release_held(&mut self, wire: &mut Wire) -> Option<Ending> {
+        while self.waiting.is_empty() {
+            let packet = self.held.pop_front()?;
+            if let Some(ending) = self.incoming(wire, packet).await {
+                return Some(ending);
+            }
+        }
+        None
     }
 
     /// Attaches this connection to rumqttd's router, once, when it first uses a topic outside
@@ -755,13 +772,38 @@ impl Session<'_> {
             .map(|inbox| inbox.overflow.clone())
             .unwrap_or_default();
         loop {
-            // Handle every complete packet already buffered before waiting for more (unless a
-            // publish is still waiting for room: then the client waits too).
-            while self.waiting.is_empty() {
+            // Handle every complete packet already buffered before waiting for more. While one of
+            // the client's publishes waits for room in the pipeline's queue, what the client
+            // sends next is held, in order, except its acknowledgements of our deliveries and
+            // its pings: those keep the deliveries to it flowing meanwhile. Held packets are
+            // bounded by the client's own window of unacknowledged publishes (we acknowledge
+            // none of them yet), and past `HELD_PACKETS` nothing more is read at all.
+            if let Some(ending) = self.drain_some(wire, forwarded).await {
+                return ending;
+            }
+            loop {
+                if let Some(ending) = self.release_held(wire).await {
+                    return ending;
+                }
+                if self.held.len() >= HELD_PACKETS {
+                    break;
+                }
                 match codec::decode(wire.version, buf, max) {
                     Ok(Some(packet)) => {
                         if let Some(limit) = idle_limit {
                             deadline = Some(Instant::now() + limit);
+                        }
+                        let holding = !self.waiting.is_empty() || !self.held.is_empty();
+                        let jumps_queue = matches!(
+                            packet,
+                            Packet::PubAck(_)
+                                | Packet::PubRec(_)
+                                | Packet::PubComp(_)
+                                | Packet::PingReq(_)
+                        );
+                        if holding && !jumps_queue {
+                            self.held.push_back(packet);
+                            continue;
                         }
                         if let Some(ending) = self.incoming(wire, packet).await {
                             return ending;
@@ -794,7 +836,7 @@ impl Session<'_> {
                 _ = shutdown.cancelled() => return Ending::Shutdown,
                 _ = kick.cancelled() => return Ending::told("taken over", DisconnectReasonCode::SessionTakenOver),
                 _ = overflow.cancelled() => {
-                    tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+                    tracing::warn!(client_id = %self.client_id, "its delivery queue is full: too slow a reader; disconnecting");
                     return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
                 }
                 Some(session) = revocations.recv() => {
@@ -817,7 +859,7 @@ impl Session<'_> {
                         permit.send(message);
                     }
                 }
-                read = wire.transport.read_more(buf), if self.waiting.is_empty() => match read {
+                read = wire.transport.read_more(buf), if self.held.len() < HELD_PACKETS => match read {
                     Ok(0) => return Ending::abrupt("connection closed"),
                     Ok(_) => {}
                     Err(err) => {
@@ -825,21 +867,67 @@ impl Session<'_> {
                         return Ending::abrupt("read failed");
                     }
                 },
-                message = forwarded.recv() => match message {
-                    Some(Forwarded::Publish { topic, payload, properties }) => {
-                        if self.deliver(wire, topic, payload, properties).await.is_err() {
-                            return Ending::abrupt("write failed");
-                        }
-                        if self.state.pending.len() > self.shared.config.max_pending_per_client {
-                            tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
-                            return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
-                        }
+                message = forwarded.recv() => {
+                    if let Some(ending) = self.forwarded(wire, message).await {
+                        return ending;
                     }
-                    Some(Forwarded::Disconnected) | None => {
-                        return Ending::told("router closed the link", DisconnectReasonCode::UnspecifiedError);
-                    }
-                },
+                }
             }
+        }
+    }
+
+    /// Delivers up to `FAIR_SHARE` queued deliveries without waiting, so that a client that
+    /// sends without pause still gets what is queued for it (the `select!` in `relay` prefers
+    /// reading, and the queue is bounded).
+    async fn drain_some(
+        &mut self,
+        wire: &mut Wire,
+        forwarded: &mut mpsc::Receiver<Forwarded>,
+    ) -> Option<Ending> {
+        for _ in 0..FAIR_SHARE {
+            match forwarded.try_recv() {
+                Ok(message) => {
+                    if let Some(ending) = self.forwarded(wire, Some(message)).await {
+                        return Some(ending);
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return self.forwarded(wire, None).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// One delivery from the fan-out or the router link (`None`: the queue closed).
+    async fn forwarded(&mut self, wire: &mut Wire, message: Option<Forwarded>) -> Option<Ending> {
+        match message {
+            Some(Forwarded::Publish {
+                topic,
+                payload,
+                properties,
+            }) => {
+                if self
+                    .deliver(wire, topic, payload, properties)
+                    .await
+                    .is_err()
+                {
+                    return Some(Ending::abrupt("write failed"));
+                }
+                if self.state.pending.len() > self.shared.config.max_pending_per_client {
+                    tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+                    return Some(Ending::told(
+                        "too many undelivered messages",
+                        DisconnectReasonCode::QuotaExceeded,
+                    ));
+                }
+                None
+            }
+            Some(Forwarded::Disconnected) | None => Some(Ending::told(
+                "router closed the link",
+                DisconnectReasonCode::UnspecifiedError,
+            )),
         }
     }
 
@@ -1463,15 +1551,18 @@ pub(crate) enum Forwarded {
     Publish {
         topic: Bytes,
         payload: Bytes,
-        // Boxed: the queue holds up to `DELIVERY_QUEUE` of these and most have no properties.
+        // Boxed: queues hold many of these and most have no properties.
         properties: Option<Box<PublishProperties>>,
     },
     Disconnected,
 }
 
-/// Deliveries waiting for one connection task; beyond this the client is too slow and is
-/// disconnected (see `fanout`). The queue's memory is allocated as it fills, not up front.
-const DELIVERY_QUEUE: usize = 1024;
+/// Deliveries handled between two reads from the client, at most (see `Session::drain_some`).
+const FAIR_SHARE: usize = 64;
+
+/// Packets held from a client whose publish waits for room in the pipeline's queue (see
+/// `Session::relay`); beyond this the server stops reading from it.
+const HELD_PACKETS: usize = 1024;
 
 /// Moves router notifications onto a tokio channel, which the relay loop can `select!` on
 /// without risk of losing a wake-up.
