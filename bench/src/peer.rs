@@ -184,8 +184,8 @@ impl Peer {
         }
     }
 
-    /// Unsubscribes (rumqttc does not surface the UNSUBACK to this driver; the server handles
-    /// packets in order, so later requests see the subscription gone).
+    /// Unsubscribes without waiting for the UNSUBACK: the server handles a client's packets in
+    /// order, so its later requests already see the subscription gone.
     pub async fn unsubscribe(&mut self, filter: &str) -> Result<(), String> {
         self.client
             .unsubscribe(filter)

@@ -93,9 +93,8 @@ impl Shared {
     /// Lets go of a stored session that will not resume: its fan-out registrations.
     fn release(&self, state: SessionState) {
         if let Some(parked) = state.parked {
-            for filter in state.subscriptions.keys() {
-                self.fanout.remove(parked.key, filter);
-            }
+            self.fanout
+                .remove_all(parked.key, state.subscriptions.keys());
         }
     }
 
@@ -1168,9 +1167,7 @@ impl Session<'_> {
                 let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
                 if first_time {
                     self.shared.hooks.message(&self.identity, &topic);
-                    if self.identity.role == Role::Service
-                        && Topic::parse(&topic) == Some(Topic::Memberships)
-                    {
+                    if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
                         crate::feed::apply(&self.shared.memberships, &publish.payload);
                     }
                     // A client's own property under the provenance key would forge ours.
@@ -1476,9 +1473,9 @@ impl Session<'_> {
                 });
             }
             (Some(_), _) => {
-                for filter in self.state.subscriptions.keys() {
-                    self.shared.fanout.remove(self.key, filter);
-                }
+                self.shared
+                    .fanout
+                    .remove_all(self.key, self.state.subscriptions.keys());
             }
             (None, _) => {}
         }

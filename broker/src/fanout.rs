@@ -16,7 +16,7 @@
 //! slowing the publisher (usually the chat pipeline) for everyone or dropping in silence.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ pub(crate) struct Inbox {
     pub overflow: CancellationToken,
     /// Publishers wait for room in this queue instead of disconnecting its owner: the chat
     /// pipeline's (the service role), whose backlog is every participant's submissions. The
-    /// publishing connection stops reading its client until there is room (see
+    /// publishing connection holds what its client sends next until there is room (see
     /// `Fanout::publish`), which is the backpressure its sender should feel.
     pub patient: bool,
 }
@@ -93,7 +93,8 @@ fn key_of(topic: &str) -> &str {
 /// Which connections can be interested in which part of `cc/`.
 #[derive(Default)]
 pub(crate) struct Fanout {
-    index: Mutex<Index>,
+    /// Read on every publish under `cc/`, written on subscribe, unsubscribe and disconnect.
+    index: RwLock<Index>,
 }
 
 #[derive(Default)]
@@ -191,11 +192,17 @@ impl Fanout {
         }
     }
 
+    /// Stops serving every one of `filters` for `key` (a connection or session that ends).
+    pub fn remove_all<'f>(&self, key: LinkKey, filters: impl Iterator<Item = &'f String>) {
+        for filter in filters {
+            self.remove(key, filter);
+        }
+    }
+
     /// Queues `message` once for every connection that may subscribe to `topic`; each then
-    /// applies its own filters and options. Returns the copies for patient queues that are full:
-    /// the publisher (`from`) delivers them when there is room, and reads nothing more from its
-    /// client until then. It keeps delivering to its own client meanwhile, so no cycle of
-    /// waiting can form.
+    /// applies its own filters and options. Never waits: the copies for patient queues that are
+    /// full come back, for the publisher (`from`) to deliver when there is room (it holds what
+    /// its client sends meanwhile, and keeps delivering to it, so no cycle of waiting forms).
     #[must_use]
     pub fn publish(
         &self,
@@ -203,27 +210,24 @@ impl Fanout {
         topic: &str,
         message: impl Fn() -> Forwarded,
     ) -> Vec<(Inbox, Forwarded)> {
-        let targets: Vec<(LinkKey, Inbox)> = {
-            let index = self.lock();
-            let keyed = index.keyed.get(key_of(topic));
-            let wildcard = index.everywhere.iter().filter(|(key, (_, filters))| {
-                !keyed.is_some_and(|subscribers| subscribers.contains_key(key))
-                    && filters.iter().any(|filter| matches(topic, filter))
-            });
-            keyed
-                .into_iter()
-                .flatten()
-                .map(|(key, (inbox, _))| (*key, inbox.clone()))
-                .chain(wildcard.map(|(key, (inbox, _))| (*key, inbox.clone())))
-                .collect()
-        };
+        let index = self.read();
+        let keyed = index.keyed.get(key_of(topic));
+        let wildcard = index.everywhere.iter().filter(|(key, (_, filters))| {
+            !keyed.is_some_and(|subscribers| subscribers.contains_key(key))
+                && filters.iter().any(|filter| matches(topic, filter))
+        });
+        let targets = keyed
+            .into_iter()
+            .flatten()
+            .map(|(key, (inbox, _))| (key, inbox))
+            .chain(wildcard.map(|(key, (inbox, _))| (key, inbox)));
         let mut waiting = Vec::new();
         for (key, inbox) in targets {
             match inbox.deliveries.try_send(message()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 // Waiting for one's own queue would never end: only its owner drains it.
-                Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && key != from => {
-                    waiting.push((inbox, message));
+                Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && *key != from => {
+                    waiting.push((inbox.clone(), message));
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => inbox.overflow.cancel(),
             }
@@ -234,14 +238,20 @@ impl Fanout {
     /// Index entries, for tests that check nothing is left behind.
     #[cfg(test)]
     fn len(&self) -> usize {
-        let index = self.lock();
+        let index = self.read();
         index.keyed.len() + index.everywhere.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+    fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         // Each operation leaves the maps consistent, so a poisoned lock is still usable.
         self.index
-            .lock()
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -16,6 +16,14 @@ use crate::auth::Role;
 /// them (see `connection::check_client_id`), so none can take an internal link over.
 pub(crate) const INTERNAL_PREFIX: &str = "courtchat.";
 
+/// Whether `topic` is `cc/v1/memberships` (checked on each of the pipeline's publishes, so
+/// without parsing or allocating).
+pub(crate) fn is_feed(topic: &str) -> bool {
+    topic
+        .strip_prefix(schemas::topics::PREFIX)
+        .is_some_and(|rest| rest == "/memberships")
+}
+
 /// Applies one update; a malformed one is logged and ignored (only the service role can publish
 /// here, so it would be a bug in the pipeline, not an attack).
 pub(crate) fn apply(memberships: &Memberships, payload: &[u8]) {
@@ -39,6 +47,12 @@ pub(crate) fn apply(memberships: &Memberships, payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_feed_topic_is_the_protocol_one() {
+        assert!(is_feed(&schemas::topics::Topic::Memberships.to_string()));
+        assert!(!is_feed("cc/v1/memberships/x") && !is_feed("cc/v1/queue"));
+    }
 
     #[test]
     fn updates_apply_and_malformed_ones_are_ignored() {

@@ -139,15 +139,6 @@ impl RetainedStore {
         if message.payload.is_empty() {
             messages.remove(topic);
         } else {
-            // A message decoded from a connection's read buffer shares that buffer's allocation
-            // (often tens of KiB for a busy connection such as the pipeline's). Kept for long, it
-            // would pin the whole allocation: one per session's lock state added up to ~150 MB
-            // in `courtchat bench chat` with 1,000 sessions. A retained message owns its bytes.
-            let message = Outbound {
-                topic: Bytes::copy_from_slice(&message.topic),
-                payload: Bytes::copy_from_slice(&message.payload),
-                ..message
-            };
             messages.insert(topic.to_owned(), message);
         }
     }
