@@ -1,4 +1,5 @@
-//! MQTT 3.1.1 and 5.0 framing with rumqttc's public codecs.
+//! MQTT 3.1.1 and 5.0 packets with rumqttc's public codecs (cutting the byte stream into
+//! frames is `framing`'s).
 //!
 //! The gateway works on one packet model, MQTT 5's (`rumqttc::v5::mqttbytes::v5`), which is a
 //! superset of 3.1.1's. A 3.1.1 client's packets are converted into it on the way in and out of
@@ -28,43 +29,11 @@ pub(crate) enum CodecError {
     Malformed(String),
     #[error("a client may not send {0}")]
     Unexpected(&'static str),
-}
-
-/// The protocol level of a CONNECT at the head of `buf`, once its variable header has arrived.
-pub(crate) fn connect_protocol_level(buf: &[u8]) -> Option<u8> {
-    if buf.first()? >> 4 != 1 {
-        return None;
-    }
-    // Skip the remaining-length varint (1 to 4 bytes).
-    let mut i = 1;
-    while i < 5 && *buf.get(i)? & 0x80 != 0 {
-        i += 1;
-    }
-    let name_start = i + 1;
-    let name_len = u16::from_be_bytes([*buf.get(name_start)?, *buf.get(name_start + 1)?]) as usize;
-    buf.get(name_start + 2 + name_len).copied()
-}
-
-/// Decodes one packet if `buf` holds a whole one.
-pub(crate) fn decode(
-    version: Version,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Option<v5::Packet>, CodecError> {
-    match version {
-        Version::V5 => match v5::Packet::read(buf, Some(max.min(u32::MAX as usize) as u32)) {
-            Ok(packet) => Ok(Some(packet)),
-            Err(m5::Error::InsufficientBytes(_)) => Ok(None),
-            Err(m5::Error::PayloadSizeLimitExceeded { .. }) => Err(CodecError::TooLarge(max)),
-            Err(err) => Err(CodecError::Malformed(err.to_string())),
-        },
-        Version::V4 => match v4::Packet::read(buf, max) {
-            Ok(packet) => from_v4(packet).map(Some),
-            Err(m4::Error::InsufficientBytes(_)) => Ok(None),
-            Err(m4::Error::PayloadSizeLimitExceeded(_)) => Err(CodecError::TooLarge(max)),
-            Err(err) => Err(CodecError::Malformed(err.to_string())),
-        },
-    }
+    /// A packet the gateway does not offer (AUTH: enhanced authentication).
+    #[error("{0} is not supported")]
+    Unsupported(&'static str),
+    #[error("the first packet was not CONNECT")]
+    NotConnect,
 }
 
 /// Encodes `packet` for a client speaking `version`. `Ok(false)`: 3.1.1 has no such packet (a
@@ -105,7 +74,7 @@ fn qos_to_v4(qos: m5::QoS) -> m4::QoS {
     }
 }
 
-fn from_v4(packet: v4::Packet) -> Result<v5::Packet, CodecError> {
+pub(crate) fn from_v4(packet: v4::Packet) -> Result<v5::Packet, CodecError> {
     Ok(match packet {
         v4::Packet::Connect(connect) => {
             let will = connect.last_will.map(|will| v5::LastWill {
@@ -246,22 +215,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protocol_level_is_read_before_decoding() {
-        // CONNECT, remaining length 10, "MQTT", level 5.
-        let v5 = [0x10, 10, 0, 4, b'M', b'Q', b'T', b'T', 5, 0, 0, 60];
-        assert_eq!(connect_protocol_level(&v5), Some(5));
-        assert_eq!(
-            connect_protocol_level(&v5[..8]),
-            None,
-            "not enough bytes yet"
-        );
-        assert_eq!(connect_protocol_level(&[0x30, 0]), None, "not a CONNECT");
-        // A two-byte remaining length.
-        let long = [0x10, 0x80, 0x01, 0, 4, b'M', b'Q', b'T', b'T', 4];
-        assert_eq!(connect_protocol_level(&long), Some(4));
-    }
-
-    #[test]
     fn v4_packets_round_trip_through_the_v5_model() {
         let mut publish = v4::Publish::new("a/b", m4::QoS::AtLeastOnce, "hi");
         publish.pkid = 7;
@@ -270,7 +223,9 @@ mod tests {
         v4::Packet::Publish(publish.clone())
             .write(&mut buf, usize::MAX)
             .unwrap();
-        let model = decode(Version::V4, &mut buf, 1024).unwrap().unwrap();
+        let model = crate::framing::decode(Version::V4, &mut buf, 1024)
+            .unwrap()
+            .unwrap();
         let mut out = BytesMut::new();
         assert!(encode(Version::V4, &model, &mut out).unwrap());
         assert_eq!(

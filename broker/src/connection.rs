@@ -20,7 +20,7 @@ use rumqttc::v5::mqttbytes::v5::{
     PubAck, PubAckReason, PubComp, PubRec, PubRecReason, Publish, PublishProperties,
     RetainForwardRule, SubAck, SubscribeReasonCode, UnsubAck, UnsubAckReason,
 };
-use rumqttc::v5::mqttbytes::{QoS, matches, valid_filter, valid_topic};
+use rumqttc::v5::mqttbytes::{QoS, matches, valid_filter};
 use rumqttd::Notification;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
@@ -33,7 +33,9 @@ use crate::auth::{AuthChain, ConnectInfo, Identity, Refusal, Role};
 use crate::codec::{self, CodecError, Version};
 use crate::config::BrokerConfig;
 use crate::fanout::{self, Fanout, Inbox};
+use crate::framing;
 use crate::hooks::{Denial, HookSet};
+use crate::inbound::{self, Inbound};
 use crate::router::{Command, LinkKey, RouterFeeder};
 use crate::session::{
     self, Outbound, PROVENANCE_KEY, Provenance, RetainedStore, SessionState, SessionStore,
@@ -199,7 +201,7 @@ impl ClientRegistry {
 /// Why a connection ended: decides the will, the DISCONNECT a v5 client is sent, and the log.
 #[derive(Debug)]
 enum Ending {
-    /// The client sent DISCONNECT; `with_will` for MQTT 5's reason 0x04.
+    /// The client sent DISCONNECT; `with_will` unless its reason was 0x00 (see `inbound`).
     Clean { with_will: bool },
     /// The network, the keepalive, a protocol error, a takeover or expired credentials ended
     /// it: the will is sent, and an MQTT 5 client is told why when `code` is set.
@@ -359,7 +361,9 @@ pub(crate) async fn serve(
         .and_then(|()| match &will_topic {
             // A will is a publish made on the client's behalf later: it is checked now, so that a
             // forbidden will is refused with the CONNECT instead of vanishing at disconnect.
-            Some(topic) if !is_publishable(topic) => Err(format!("will: invalid topic {topic:?}")),
+            Some(topic) if !inbound::is_publishable(topic) => {
+                Err(format!("will: invalid topic {topic:?}"))
+            }
             Some(topic) => shared
                 .acl
                 .check_publish(&identity, topic)
@@ -549,7 +553,7 @@ struct Session<'a> {
     /// in order as room appears.
     waiting: VecDeque<(Inbox, Forwarded)>,
     /// What the client sent while `waiting` was not empty, handled in order once it is.
-    held: VecDeque<Packet>,
+    held: VecDeque<Inbound>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -787,20 +791,14 @@ impl Session<'_> {
                 if self.held.len() >= HELD_PACKETS {
                     break;
                 }
-                match codec::decode(wire.version, buf, max) {
+                match framing::decode(wire.version, buf, max) {
                     Ok(Some(packet)) => {
                         if let Some(limit) = idle_limit {
                             deadline = Some(Instant::now() + limit);
                         }
+                        let packet = inbound::screen(packet);
                         let holding = !self.waiting.is_empty() || !self.held.is_empty();
-                        let jumps_queue = matches!(
-                            packet,
-                            Packet::PubAck(_)
-                                | Packet::PubRec(_)
-                                | Packet::PubComp(_)
-                                | Packet::PingReq(_)
-                        );
-                        if holding && !jumps_queue {
+                        if holding && !packet.jumps_queue() {
                             self.held.push_back(packet);
                             continue;
                         }
@@ -809,18 +807,10 @@ impl Session<'_> {
                         }
                     }
                     Ok(None) => break,
-                    Err(CodecError::TooLarge(_)) => {
-                        return Ending::told(
-                            "packet too large",
-                            DisconnectReasonCode::PacketTooLarge,
-                        );
-                    }
                     Err(err) => {
-                        tracing::debug!(client_id = %self.client_id, error = %err, "protocol error");
-                        return Ending::told(
-                            "protocol error",
-                            DisconnectReasonCode::MalformedPacket,
-                        );
+                        tracing::debug!(client_id = %self.client_id, error = %err, "undecodable packet");
+                        let (reason, code) = inbound::undecodable(&err);
+                        return Ending::told(reason, code);
                     }
                 }
             }
@@ -1038,34 +1028,32 @@ impl Session<'_> {
     }
 
     /// Handles one packet from the client; `Some` ends the connection.
-    async fn incoming(&mut self, wire: &mut Wire, packet: Packet) -> Option<Ending> {
+    async fn incoming(&mut self, wire: &mut Wire, packet: Inbound) -> Option<Ending> {
         let reply = match packet {
-            Packet::Publish(publish) => match self.publish(publish).await {
+            Inbound::Publish { publish, topic } => match self.publish(publish, topic).await {
                 Ok(reply) => reply,
                 Err(ending) => return Some(ending),
             },
-            Packet::PubAck(ack) => {
-                self.state.inflight.retain(|(pkid, _)| *pkid != ack.pkid);
+            Inbound::PubAck(acked) => {
+                self.state.inflight.retain(|(pkid, _)| *pkid != acked);
                 if self.release_pending(wire).await.is_err() {
                     return Some(Ending::abrupt("write failed"));
                 }
                 None
             }
-            Packet::PubRel(rel) => {
-                self.state.qos2_incoming.remove(&rel.pkid);
+            Inbound::PubRel(pkid) => {
+                self.state.qos2_incoming.remove(&pkid);
                 Some(Packet::PubComp(PubComp {
-                    pkid: rel.pkid,
+                    pkid,
                     reason: v5::PubCompReason::Success,
                     properties: None,
                 }))
             }
-            // Deliveries are at most QoS 1, so no QoS 2 flow from the client is expected; a
-            // stray acknowledgement is harmless.
-            Packet::PubRec(_) | Packet::PubComp(_) => None,
-            Packet::Subscribe(subscribe) => {
+            Inbound::Ignored => None,
+            Inbound::Subscribe(subscribe) => {
                 return self.subscribe(wire, subscribe).await.err();
             }
-            Packet::Unsubscribe(unsubscribe) => {
+            Inbound::Unsubscribe(unsubscribe) => {
                 let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
                 for filter in unsubscribe.filters {
                     if self.state.subscriptions.remove(&filter).is_some() {
@@ -1083,42 +1071,25 @@ impl Session<'_> {
                     properties: None,
                 }))
             }
-            Packet::PingReq(_) => Some(Packet::PingResp(v5::PingResp)),
-            Packet::Disconnect(disconnect) => {
+            Inbound::PingReq => Some(Packet::PingResp(v5::PingResp)),
+            Inbound::Disconnect {
+                with_will,
+                session_expiry,
+            } => {
                 // MQTT 5 §3.14.2.2.2: a session that was to end with the connection cannot be
                 // made persistent at DISCONNECT; otherwise the new interval applies.
-                if let Some(interval) = disconnect
-                    .properties
-                    .and_then(|p| p.session_expiry_interval)
+                if let Some(interval) = session_expiry
                     && self.expiry > 0
                 {
                     let max = u32::try_from(self.shared.config.max_session_expiry.as_secs())
                         .unwrap_or(u32::MAX - 1);
                     self.expiry = interval.min(max);
                 }
-                return Some(Ending::Clean {
-                    with_will: disconnect.reason_code
-                        == DisconnectReasonCode::DisconnectWithWillMessage,
-                });
+                return Some(Ending::Clean { with_will });
             }
-            Packet::Auth(_) => {
-                return Some(Ending::told(
-                    "enhanced authentication is not supported",
-                    DisconnectReasonCode::ProtocolError,
-                ));
-            }
-            Packet::Connect(..) => {
-                return Some(Ending::told(
-                    "second CONNECT",
-                    DisconnectReasonCode::ProtocolError,
-                ));
-            }
-            other => {
-                tracing::debug!(client_id = %self.client_id, packet = ?other, "unexpected packet");
-                return Some(Ending::told(
-                    "unexpected packet",
-                    DisconnectReasonCode::ProtocolError,
-                ));
+            Inbound::Close { reason, code } => {
+                tracing::debug!(client_id = %self.client_id, reason, "protocol violation");
+                return Some(Ending::told(reason, code));
             }
         };
         match reply {
@@ -1127,42 +1098,19 @@ impl Session<'_> {
         }
     }
 
-    /// A PUBLISH from the client: checked, routed, acknowledged.
-    async fn publish(&mut self, publish: Publish) -> Result<Option<Packet>, Ending> {
-        // MQTT §1.5.4: a topic name that is not UTF-8 makes the packet malformed.
-        let Ok(topic) = String::from_utf8(publish.topic.to_vec()) else {
-            return Err(Ending::told(
-                "topic is not UTF-8",
-                DisconnectReasonCode::MalformedPacket,
-            ));
-        };
-        if !is_publishable(&topic) {
-            // A wildcard or reserved topic name is a protocol violation (§4.7).
-            tracing::debug!(client_id = %self.client_id, %topic, "invalid publish topic");
-            return Err(Ending::told(
-                "invalid topic",
-                DisconnectReasonCode::TopicNameInvalid,
-            ));
-        }
-        let mut properties = publish.properties;
-        if let Some(props) = &properties {
-            // No topic alias maximum is granted in CONNACK (it is 0), so any alias is invalid.
-            if props.topic_alias.is_some() {
-                return Err(Ending::told(
-                    "topic alias",
-                    DisconnectReasonCode::TopicAliasInvalid,
-                ));
-            }
-            if !props.subscription_identifiers.is_empty() {
-                return Err(Ending::told(
-                    "subscription identifier in PUBLISH",
-                    DisconnectReasonCode::ProtocolError,
-                ));
-            }
-        }
+    /// A PUBLISH from the client (its topic name already checked): authorized, routed,
+    /// acknowledged.
+    async fn publish(&mut self, publish: Publish, topic: String) -> Result<Option<Packet>, Ending> {
         let (pkid, qos) = (publish.pkid, publish.qos);
+        // The reserved `$` namespace is refused like any unauthorized topic: MQTT 5 says so in
+        // its acknowledgement and keeps the connection.
+        let decision = if inbound::is_reserved(&topic) {
+            Err("topics beginning with `$` are reserved".to_owned())
+        } else {
+            self.shared.acl.check_publish(&self.identity, &topic)
+        };
         // Whether to answer with a negative acknowledgement (MQTT 5 only).
-        let refused = match self.shared.acl.check_publish(&self.identity, &topic) {
+        let refused = match decision {
             Ok(()) => {
                 let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
                 if first_time {
@@ -1171,6 +1119,7 @@ impl Session<'_> {
                         crate::feed::apply(&self.shared.memberships, &publish.payload);
                     }
                     // A client's own property under the provenance key would forge ours.
+                    let mut properties = publish.properties;
                     if let Some(props) = properties.as_mut() {
                         props
                             .user_properties
@@ -1529,12 +1478,6 @@ fn expire_later(shared: Weak<Shared>, client_id: String, generation: u64, second
     });
 }
 
-/// A topic name a client may publish to: not empty (rumqttc's `valid_topic` allows that), no
-/// wildcards, not reserved (`$`).
-fn is_publishable(topic: &str) -> bool {
-    !topic.is_empty() && valid_topic(topic) && !topic.starts_with('$')
-}
-
 fn min_qos(a: QoS, b: QoS) -> QoS {
     if (a as u8) <= (b as u8) { a } else { b }
 }
@@ -1617,8 +1560,6 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
 enum ReadError {
     #[error(transparent)]
     Codec(#[from] CodecError),
-    #[error("the first packet was not CONNECT")]
-    NotConnect,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -1637,22 +1578,11 @@ async fn read_connect(
     max: usize,
 ) -> Result<Option<ConnectPacket>, ReadError> {
     loop {
-        let version = match codec::connect_protocol_level(buf) {
-            Some(4) => Some(Version::V4),
-            Some(5) => Some(Version::V5),
-            Some(level) => return Err(CodecError::UnsupportedVersion(level).into()),
-            None => None,
-        };
-        if let Some(version) = version
-            && let Some(packet) = codec::decode(version, buf, max)?
-        {
+        if let Some((version, packet)) = framing::decode_connect(buf, max)? {
             return match packet {
                 Packet::Connect(connect, will, login) => Ok(Some((version, connect, will, login))),
-                _ => Err(ReadError::NotConnect),
+                _ => Err(CodecError::NotConnect.into()),
             };
-        }
-        if buf.len() >= 2 && buf[0] >> 4 != 1 {
-            return Err(ReadError::NotConnect);
         }
         if transport.read_more(buf).await? == 0 {
             return Ok(None);
@@ -1681,22 +1611,6 @@ mod tests {
             assert_eq!(check_client_id(id, 128).is_ok(), *ok, "{id:?}");
         }
         assert!(check_client_id(&"x".repeat(129), 128).is_err());
-    }
-
-    #[test]
-    fn publishable_topics() {
-        let rows = [
-            ("a/b", true),
-            ("a", true),
-            ("/", true),
-            ("", false),
-            ("a/+", false),
-            ("a/#", false),
-            ("$SYS/x", false),
-        ];
-        for (topic, ok) in rows {
-            assert_eq!(is_publishable(topic), ok, "{topic:?}");
-        }
     }
 
     #[test]

@@ -357,6 +357,17 @@ impl TestClientV5 {
         }
     }
 
+    /// The next PUBREC (the server's answer to a QoS 2 publish of this client).
+    pub async fn next_pubrec(&mut self) -> anyhow::Result<v5::PubRec> {
+        match self
+            .next_matching(|p| matches!(p, v5::Packet::PubRec(_)))
+            .await?
+        {
+            v5::Packet::PubRec(rec) => Ok(rec),
+            _ => unreachable!("next_matching returned a packet its predicate rejected"),
+        }
+    }
+
     /// The DISCONNECT the server sends before closing the connection.
     pub async fn next_disconnect(&mut self) -> anyhow::Result<v5::Disconnect> {
         match self

@@ -6,6 +6,7 @@ mod architecture;
 mod auth;
 mod bench_smoke;
 mod config_example;
+mod framing;
 mod http;
 mod mqtt;
 mod mqtt5;

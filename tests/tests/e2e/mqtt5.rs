@@ -7,8 +7,8 @@ use std::time::Duration;
 use courtchat::Role;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, DisconnectReasonCode, PubAckReason, PublishProperties, RetainForwardRule,
-    SubscribeReasonCode,
+    ConnectReturnCode, DisconnectReasonCode, PubAckReason, PubRecReason, PublishProperties,
+    RetainForwardRule, SubscribeReasonCode,
 };
 use testkit::mqtt::{TestClient, TestClientV5, filter, try_connect_v5};
 use testkit::{TestDatabase, TestStack};
@@ -458,6 +458,57 @@ async fn a_client_that_stops_acknowledging_is_disconnected_not_buffered_forever(
     assert_eq!(
         stalled.next_disconnect().await?.reason_code,
         DisconnectReasonCode::QuotaExceeded
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_publish_to_a_reserved_topic_is_denied_and_the_connection_stays() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let mut agent =
+        TestClientV5::connect(TestClientV5::tcp_options(&stack, "agent-1", Role::Agent)).await?;
+    agent
+        .subscribe(vec![filter("sandbox/ok", QoS::AtLeastOnce)])
+        .await?;
+    // QoS 0 has no acknowledgement to say no in: dropped.
+    agent
+        .client
+        .publish("$SYS/x", QoS::AtMostOnce, false, "dropped")
+        .await?;
+    agent
+        .client
+        .publish("$SYS/x", QoS::AtLeastOnce, false, "denied")
+        .await?;
+    assert_eq!(
+        agent.next_puback().await?.reason,
+        PubAckReason::NotAuthorized
+    );
+    agent
+        .client
+        .publish("$internal", QoS::ExactlyOnce, false, "denied")
+        .await?;
+    assert_eq!(
+        agent.next_pubrec().await?.reason,
+        PubRecReason::NotAuthorized
+    );
+    agent
+        .client
+        .publish("sandbox/ok", QoS::AtLeastOnce, false, "fine")
+        .await?;
+    assert_eq!(agent.next_puback().await?.reason, PubAckReason::Success);
+    assert_eq!(agent.next_publish().await?.payload.as_ref(), b"fine");
+    assert_eq!(stack.broker_stats().denied_publishes, 3);
+
+    // MQTT 3.1.1 has no negative acknowledgement: `mqtt.acl.denied_publish` (disconnect).
+    let mut old =
+        TestClient::connect(TestClient::tcp_options(&stack, "old-kiosk", Role::Agent)).await?;
+    old.client
+        .publish("$SYS/x", rumqttc::QoS::AtLeastOnce, false, "denied")
+        .await?;
+    assert!(
+        old.next_puback().await.is_err(),
+        "the 3.1.1 connection is closed"
     );
     stack.shutdown().await;
     Ok(())
