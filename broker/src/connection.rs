@@ -435,6 +435,7 @@ pub(crate) async fn serve(
         limits,
         inbox: None,
         router_id: None,
+        persistent_link: false,
         deliveries: None,
         waiting: VecDeque::new(),
         held: VecDeque::new(),
@@ -545,6 +546,9 @@ struct Session<'a> {
     inbox: Option<Inbox>,
     /// The pooled id its rumqttd link has, if it is not its own client id.
     router_id: Option<u64>,
+    /// Whether its rumqttd link is a persistent session under its client id, which rumqttd
+    /// keeps until told otherwise.
+    persistent_link: bool,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
     deliveries: Option<mpsc::Receiver<Forwarded>>,
     /// Moves deliveries from this connection's rumqttd link, once it has one.
@@ -576,22 +580,27 @@ impl Session<'_> {
         // rumqttd keeps a persistent session's subscriptions and catches it up on messages it
         // missed. A new session must start from nothing there too; one that outlives its
         // connection is attached as persistent after the wipe.
-        if !session_present && self.expiry > 0 {
-            let wipe = self.shared.key();
-            if self.attach(wipe, true).await.is_err() {
-                return self.refuse_unavailable(wire).await;
-            }
-            let _ = self.shared.router.send(Command::Detach { key: wipe }).await;
+        if !session_present
+            && self.expiry > 0
+            && end_router_session(self.shared, self.client_id.clone())
+                .await
+                .is_err()
+        {
+            return self.refuse_unavailable(wire).await;
         }
         // A persistent session's link exists from the start: rumqttd keeps its subscriptions
-        // outside `cc/` while it is away. Any other connection gets one only if it uses a topic
-        // outside `cc/` (see `link`): chat clients never do, and a rumqttd link costs tens of KiB.
+        // outside `cc/` while it is away, and what they matched. So does a resumed session's
+        // even when its new CONNECT gives no expiry (MQTT 5: the session resumes, then ends with
+        // this connection), or what it missed and its subscriptions there would be lost. Any
+        // other connection gets a link only if it uses a topic outside `cc/` (see `link`): chat
+        // clients never do, and a rumqttd link costs tens of KiB.
         let mut attached = None;
-        if self.expiry > 0 {
+        if self.expiry > 0 || session_present {
             match self.attach(self.key, false).await {
                 Ok(link) => attached = Some(link),
                 Err(()) => return self.refuse_unavailable(wire).await,
             }
+            self.persistent_link = true;
         }
 
         let ack = ConnAck {
@@ -1433,6 +1442,11 @@ impl Session<'_> {
             .router
             .send(Command::Detach { key: self.key })
             .await;
+        if self.persistent_link && self.expiry == 0 {
+            // The session ends here (its CONNECT or DISCONNECT gave no expiry): in rumqttd too,
+            // which would otherwise keep it, and what it matches, forever.
+            let _ = end_router_session(self.shared, self.client_id.clone()).await;
+        }
         if let Some(id) = self.router_id.take() {
             // The feeder runs commands in order: the detach above reaches the router before
             // any later attach under this id.
@@ -1464,18 +1478,34 @@ fn expire_later(shared: Weak<Shared>, client_id: String, generation: u64, second
         };
         shared.release(expired);
         tracing::debug!(client_id, "session expired");
-        let key = shared.key();
-        let (reply, answer) = oneshot::channel();
-        let wipe = Command::Attach {
-            key,
-            client_id,
-            clean_session: true,
-            reply,
-        };
-        if shared.router.send(wipe).await.is_ok() && matches!(answer.await, Ok(Ok(_))) {
-            let _ = shared.router.send(Command::Detach { key }).await;
-        }
+        let _ = end_router_session(&shared, client_id).await;
     });
+}
+
+/// Ends rumqttd's persistent session for `client_id`, if it has one, by attaching a clean
+/// session under that id and detaching it: rumqttd has no other way to drop one. Commands reach
+/// the router in order, so this happens after any detach queued before it.
+async fn end_router_session(shared: &Shared, client_id: String) -> Result<(), ()> {
+    let key = shared.key();
+    let (reply, answer) = oneshot::channel();
+    let attach = Command::Attach {
+        key,
+        client_id,
+        clean_session: true,
+        reply,
+    };
+    shared.router.send(attach).await.map_err(drop)?;
+    match answer.await {
+        Ok(Ok(_link)) => {
+            let _ = shared.router.send(Command::Detach { key }).await;
+            Ok(())
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "router refused a link");
+            Err(())
+        }
+        Err(_) => Err(()),
+    }
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {

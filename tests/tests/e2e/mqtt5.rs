@@ -513,3 +513,54 @@ async fn a_publish_to_a_reserved_topic_is_denied_and_the_connection_stays() -> a
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_session_resumed_without_an_expiry_interval_gets_what_it_missed_then_ends()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let options = |expiry: Option<u32>, clean: bool| {
+        let mut options = TestClientV5::tcp_options(&stack, "agent-roaming", Role::Agent);
+        options.set_clean_start(clean);
+        options.set_session_expiry_interval(expiry);
+        options
+    };
+    let mut first = TestClientV5::connect(options(Some(60), true)).await?;
+    first
+        .subscribe(vec![filter("sandbox/inbox", QoS::AtLeastOnce)])
+        .await?;
+    first.disconnect().await?;
+    let mut publisher =
+        TestClientV5::connect(TestClientV5::tcp_options(&stack, "pub", Role::Agent)).await?;
+    publisher
+        .client
+        .publish("sandbox/inbox", QoS::AtLeastOnce, false, "while away")
+        .await?;
+    publisher.next_puback().await?;
+
+    // No session expiry on the new CONNECT: the stored session resumes, and ends with this
+    // connection (MQTT 5 §3.1.2.11.2: absent means 0 from now on).
+    let mut back = TestClientV5::connect(options(None, false)).await?;
+    assert!(back.connack.session_present);
+    assert_eq!(back.next_publish().await?.payload.as_ref(), b"while away");
+    publisher
+        .client
+        .publish("sandbox/inbox", QoS::AtLeastOnce, false, "after return")
+        .await?;
+    assert_eq!(back.next_publish().await?.payload.as_ref(), b"after return");
+    back.disconnect().await?;
+
+    // So nothing of it is left: not in the gateway, not in the router.
+    publisher
+        .client
+        .publish("sandbox/inbox", QoS::AtLeastOnce, false, "nobody")
+        .await?;
+    publisher.next_puback().await?;
+    let mut again = TestClientV5::connect(options(Some(60), false)).await?;
+    assert!(!again.connack.session_present);
+    assert!(
+        again.publishes_within(QUIET).await.is_empty(),
+        "the ended session's subscription is gone"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
