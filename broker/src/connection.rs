@@ -1127,19 +1127,12 @@ impl Session<'_> {
                     if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
                         crate::feed::apply(&self.shared.memberships, &publish.payload);
                     }
-                    // A client's own property under the provenance key would forge ours.
-                    let mut properties = publish.properties;
-                    if let Some(props) = properties.as_mut() {
-                        props
-                            .user_properties
-                            .retain(|(key, _)| key != PROVENANCE_KEY);
-                    }
                     let message = Outbound {
                         topic: publish.topic,
                         payload: publish.payload,
                         qos,
                         retain: publish.retain,
-                        properties,
+                        properties: publish.properties,
                     };
                     self.route(message).await?;
                 }
@@ -1192,9 +1185,16 @@ impl Session<'_> {
         self.version == Version::V5
     }
 
-    /// Hands a message to the router with its provenance, and records it if retained.
-    async fn route(&mut self, message: Outbound) -> Result<(), Ending> {
+    /// Hands a message (a publish or the will) to the router with its provenance, and records
+    /// it if retained.
+    async fn route(&mut self, mut message: Outbound) -> Result<(), Ending> {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
+        if let Some(properties) = message.properties.as_mut() {
+            session::sanitize_user_properties(properties, fanout::routes(&topic));
+            if *properties == PublishProperties::default() {
+                message.properties = None;
+            }
+        }
         if message.retain {
             self.shared.retained.update(&topic, message.clone());
         }

@@ -222,6 +222,21 @@ impl Provenance {
     }
 }
 
+/// Removes from a client's publish or will the user properties its receivers must not take
+/// from it. Under `cc/`, all of them: participants act on what the gateway vouches for, and a
+/// client's own `role` or `sender` would read as such a fact. Elsewhere user properties pass
+/// (request/response and tracing use them), except one under the provenance key, which would
+/// forge ours.
+pub(crate) fn sanitize_user_properties(properties: &mut PublishProperties, protocol_topic: bool) {
+    if protocol_topic {
+        properties.user_properties.clear();
+    } else {
+        properties
+            .user_properties
+            .retain(|(key, _)| key != PROVENANCE_KEY);
+    }
+}
+
 /// Seconds as the MQTT 5 session expiry property counts them; `u32::MAX` means never.
 pub(crate) fn expiry(seconds: u32) -> Option<Duration> {
     (seconds != u32::MAX).then(|| Duration::from_secs(u64::from(seconds)))
@@ -251,6 +266,20 @@ mod tests {
             properties.is_none(),
             "nothing else was set, so no properties remain"
         );
+    }
+
+    #[test]
+    fn client_user_properties_are_removed_under_cc_and_the_provenance_key_everywhere() {
+        let client = |key: &str| (key.to_owned(), "x".to_owned());
+        let rows = [(true, vec![]), (false, vec![client("trace")])];
+        for (protocol_topic, expected) in rows {
+            let mut properties = PublishProperties {
+                user_properties: vec![client("trace"), client(PROVENANCE_KEY)],
+                ..PublishProperties::default()
+            };
+            sanitize_user_properties(&mut properties, protocol_topic);
+            assert_eq!(properties.user_properties, expected, "{protocol_topic}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use courtchat::Role;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, DisconnectReasonCode, PubAckReason, PubRecReason, PublishProperties,
-    RetainForwardRule, SubscribeReasonCode,
+    ConnectReturnCode, DisconnectReasonCode, LastWill, LastWillProperties, PubAckReason,
+    PubRecReason, PublishProperties, RetainForwardRule, SubscribeReasonCode,
 };
 use testkit::mqtt::{TestClient, TestClientV5, filter, try_connect_v5};
 use testkit::{TestDatabase, TestStack};
@@ -560,6 +560,88 @@ async fn a_session_resumed_without_an_expiry_interval_gets_what_it_missed_then_e
     assert!(
         again.publishes_within(QUIET).await.is_empty(),
         "the ended session's subscription is gone"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_user_properties_never_reach_other_participants_under_cc() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    stack.memberships().join("s1", "kiosk-1", Role::Applicant);
+    stack.memberships().join("s1", "agent-1", Role::Agent);
+    let mut agent =
+        TestClientV5::connect(TestClientV5::tcp_options(&stack, "agent-1", Role::Agent)).await?;
+    assert_eq!(
+        agent
+            .subscribe(vec![
+                filter("cc/v1/sessions/s1/typing/+", QoS::AtLeastOnce),
+                filter("cc/v1/sessions/s1/presence/+", QoS::AtLeastOnce),
+            ])
+            .await?,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce); 2]
+    );
+    let forged = vec![
+        ("role".to_owned(), "service".to_owned()),
+        ("sender".to_owned(), "agent-9".to_owned()),
+    ];
+    let mut options = TestClientV5::tcp_options(&stack, "kiosk-1", Role::Applicant);
+    options.set_last_will(LastWill::new(
+        "cc/v1/sessions/s1/presence/kiosk-1",
+        "offline",
+        QoS::AtLeastOnce,
+        false,
+        Some(LastWillProperties {
+            delay_interval: None,
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            content_type: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: forged.clone(),
+        }),
+    ));
+    let kiosk = TestClientV5::connect(options).await?;
+    let props = PublishProperties {
+        user_properties: forged,
+        content_type: Some("text/plain".to_owned()),
+        ..PublishProperties::default()
+    };
+    kiosk
+        .client
+        .publish_with_properties(
+            "cc/v1/sessions/s1/typing/kiosk-1",
+            QoS::AtLeastOnce,
+            false,
+            "typing",
+            props,
+        )
+        .await?;
+    let typing = agent.next_publish().await?;
+    assert_eq!(typing.payload.as_ref(), b"typing");
+    let props = typing.properties.unwrap_or_default();
+    assert_eq!(
+        props.user_properties,
+        vec![],
+        "the sender's user properties"
+    );
+    assert_eq!(
+        props.content_type.as_deref(),
+        Some("text/plain"),
+        "other properties pass"
+    );
+
+    // The will is a publish on the client's behalf: the same rule.
+    kiosk.kill();
+    let presence = agent.next_publish().await?;
+    assert_eq!(presence.payload.as_ref(), b"offline");
+    assert_eq!(
+        presence
+            .properties
+            .map(|props| props.user_properties)
+            .unwrap_or_default(),
+        vec![],
+        "the will's user properties"
     );
     stack.shutdown().await;
     Ok(())
