@@ -21,6 +21,8 @@ mod connection;
 mod fanout;
 mod feed;
 mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hooks;
 mod inbound;
 mod reference;
