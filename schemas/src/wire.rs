@@ -14,6 +14,12 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod input;
+
+pub use input::{
+    CLIENT_MSG_ID_MAX, InputError, NAME_MAX, bounded, check_client_msg_id, check_name, check_text,
+};
+
 /// The protocol version these types describe.
 pub const VERSION: u8 = 1;
 
@@ -178,6 +184,12 @@ pub enum RejectReason {
     SessionClosed,
     /// The session does not exist.
     UnknownSession,
+    /// This `client_msg_id` was already used by the sender in this session for a different
+    /// submission; nothing was stored. (The same submission again gets its original answer.)
+    DuplicateId,
+    /// The server could not store it now; nothing was stored. Resubmit with the same
+    /// `client_msg_id` later.
+    Unavailable,
 }
 
 /// One entry of a session's canonical stream (`cc/v1/sessions/{session}/messages`; internal
@@ -254,16 +266,22 @@ pub enum SessionStatus {
     Closed,
 }
 
-/// The answer to a resync request, on the requester's ack topic: exactly the entries asked for
-/// that the requester may read, in order.
+/// The answer to a resync request, on the requester's ack topic: the entries asked for that the
+/// requester may read, in order, one bounded page at a time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Resync {
     #[serde(default = "version")]
     pub v: u8,
+    /// The resync request this answers.
+    pub client_msg_id: String,
     pub session_id: String,
     pub entries: Vec<StreamEntry>,
     /// The session's latest sequence number when the reply was made.
     pub last_seq: u64,
+    /// Present when the page is full and the range asked for goes on: ask again with this as
+    /// `from_seq` (and the same `to_seq`) for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_from_seq: Option<u64>,
 }
 
 /// A session's reply lock (`cc/v1/sessions/{session}/lock`, retained).

@@ -15,6 +15,9 @@ pub struct Model {
     /// The acknowledgement as sent (JSON).
     #[sea_orm(column_type = "Text")]
     pub ack: String,
+    /// SHA-256 (hex) of the request it answers, as the server parsed it; none for
+    /// acknowledgements kept before digests were.
+    pub request_digest: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

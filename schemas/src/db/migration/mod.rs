@@ -6,6 +6,7 @@ mod m20261125_000001_initial;
 mod m20261125_000002_message_sender_index;
 mod m20261125_000003_audit_head;
 mod m20261125_000004_submission_acks;
+mod m20261130_000005_submission_request_digest;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_message_sender_index::Migration),
             Box::new(m20261125_000003_audit_head::Migration),
             Box::new(m20261125_000004_submission_acks::Migration),
+            Box::new(m20261130_000005_submission_request_digest::Migration),
         ]
     }
 }
