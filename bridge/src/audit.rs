@@ -6,6 +6,10 @@
 //! (Removing entries from the *end* leaves a shorter chain that is still valid; detecting that
 //! needs an anchor kept elsewhere, such as certified transcripts, which come later.)
 //!
+//! Entries that record a stored conversation row (a message, note or event, a survey answer)
+//! carry a digest of it, so the chain covers what was said too; [`AuditTrail::verify`] checks
+//! the tables against it ([`crate::record`]).
+//!
 //! Appends are serialized: within a process by a lock, and across processes (the gateway records
 //! denials while a separate `courtchat bridge` records messages) by the `audit_head` row, which
 //! every appending transaction locks first and moves to its last entry.
@@ -17,9 +21,12 @@ use ring::hmac;
 use schemas::db::entities::{audit_event, audit_head};
 use sea_orm::prelude::DateTimeUtc;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::record::{Claim, Difference, RecordCheck, RecordCounts};
 
 /// The `[audit]` section of the configuration.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,9 +118,28 @@ impl AuditKey {
         }
         hex(context.sign().as_ref())
     }
+
+    /// Why `entry` does not follow `prev_mac` in the chain, if it does not.
+    fn chain_break(&self, prev_mac: &str, entry: &audit_event::Model) -> Option<&'static str> {
+        if entry.prev_mac != prev_mac {
+            Some("does not follow the previous entry (an entry was deleted, inserted or moved)")
+        } else if self.mac(
+            prev_mac,
+            &entry.at,
+            &entry.actor,
+            &entry.action,
+            entry.session_id.as_deref(),
+            &entry.detail,
+        ) != entry.mac
+        {
+            Some("its content does not match its MAC (the entry was changed or forged)")
+        } else {
+            None
+        }
+    }
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -221,13 +247,30 @@ impl AuditBatch<'_> {
     }
 }
 
-/// The result of walking the chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The result of walking the chain and checking the conversation tables against it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Verification {
+    /// Entries whose MAC and link verified, up to the first that does not.
     pub entries: u64,
     /// The first entry that does not verify, with the reason.
     pub first_broken: Option<(i64, String)>,
+    /// Stored rows found as the verified entries recorded them, up to the first difference.
+    pub records: RecordCounts,
+    /// The first stored row that differs from what the verified part of the chain recorded, in
+    /// chain order; a row no entry names comes after every entry.
+    pub first_difference: Option<Difference>,
 }
+
+impl Verification {
+    /// The chain verified and the conversation tables hold exactly what it recorded.
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none() && self.first_difference.is_none()
+    }
+}
+
+/// Entries (and rows) read per query while verifying, so that memory does not grow with the
+/// store.
+const VERIFY_PAGE: u64 = 1_000;
 
 /// Appends to and verifies the chain.
 pub struct AuditTrail {
@@ -287,41 +330,55 @@ impl AuditTrail {
         })
     }
 
-    /// Walks the whole chain in id order and names the first entry that does not verify.
+    /// Walks the whole chain in id order and names the first entry that does not verify, and
+    /// checks the conversation tables against what the verified entries recorded
+    /// ([`crate::record`]).
     pub async fn verify(store: &store::Store, key: &AuditKey) -> Result<Verification, AuditError> {
-        let entries = audit_event::Entity::find()
-            .order_by_asc(audit_event::Column::Id)
-            .all(store.connection())
-            .await?;
+        Self::verify_in_pages(store.connection(), key, VERIFY_PAGE).await
+    }
+
+    pub(crate) async fn verify_in_pages<C: sea_orm::ConnectionTrait>(
+        db: &C,
+        key: &AuditKey,
+        page: u64,
+    ) -> Result<Verification, AuditError> {
+        let mut verification = Verification::default();
+        let mut records = RecordCheck::default();
         let mut prev = String::new();
-        for (index, entry) in entries.iter().enumerate() {
-            let broken = if entry.prev_mac != prev {
-                Some("does not follow the previous entry (an entry was deleted, inserted or moved)")
-            } else if key.mac(
-                &prev,
-                &entry.at,
-                &entry.actor,
-                &entry.action,
-                entry.session_id.as_deref(),
-                &entry.detail,
-            ) != entry.mac
-            {
-                Some("its content does not match its MAC (the entry was changed or forged)")
-            } else {
-                None
-            };
-            if let Some(reason) = broken {
-                return Ok(Verification {
-                    entries: index as u64,
-                    first_broken: Some((entry.id, reason.to_owned())),
-                });
+        let mut after = None;
+        // The chain is walked to its end (or break) even after a row differs, so that
+        // `first_broken` always answers for the chain itself; rows stop being looked up.
+        while verification.first_broken.is_none() {
+            let mut query = audit_event::Entity::find()
+                .order_by_asc(audit_event::Column::Id)
+                .limit(page);
+            if let Some(after) = after {
+                query = query.filter(audit_event::Column::Id.gt(after));
             }
-            prev = entry.mac.clone();
+            let entries = query.all(db).await?;
+            let Some(last) = entries.last() else {
+                break;
+            };
+            after = Some(last.id);
+            let mut claims = Vec::new();
+            for entry in &entries {
+                if let Some(reason) = key.chain_break(&prev, entry) {
+                    verification.first_broken = Some((entry.id, reason.to_owned()));
+                    break;
+                }
+                verification.entries += 1;
+                prev = entry.mac.clone();
+                claims.extend(Claim::of(entry));
+            }
+            if verification.first_difference.is_none() {
+                verification.first_difference = records.check(db, &claims).await?;
+            }
         }
-        Ok(Verification {
-            entries: entries.len() as u64,
-            first_broken: None,
-        })
+        if verification.is_intact() {
+            verification.first_difference = records.unrecorded(db, page).await?;
+        }
+        verification.records = records.counts;
+        Ok(verification)
     }
 }
 
@@ -403,7 +460,7 @@ mod tests {
             AuditTrail::verify(&store, &key).await.unwrap(),
             Verification {
                 entries: 4,
-                first_broken: None
+                ..Verification::default()
             }
         );
     }
@@ -472,7 +529,7 @@ mod tests {
             AuditTrail::verify(&store, &key).await.unwrap(),
             Verification {
                 entries: 50,
-                first_broken: None
+                ..Verification::default()
             }
         );
     }

@@ -12,6 +12,7 @@ mod audit;
 mod lock;
 mod pipeline;
 mod rate;
+mod record;
 mod recorder;
 
 pub use audit::{
@@ -20,4 +21,5 @@ pub use audit::{
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
 pub use pipeline::{BridgeConfig, BrokerLink, Pipeline, PipelineError};
 pub use rate::{RateLimit, RateLimiter, TokenBucket};
+pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;

@@ -11,10 +11,11 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 
 use std::time::{Duration, SystemTime};
 
-pub use bridge::{AuditConfig, Verification};
+pub use bridge::{AuditConfig, Difference, Discrepancy, RecordCounts, RecordKey, Verification};
 
 /// Walks the audit trail in `store` with the key `config` names and reports the first entry
-/// that does not verify.
+/// that does not verify, and the first stored message or survey answer that differs from what
+/// the trail recorded.
 pub async fn verify_audit(
     config: &Config,
     store: &store::Store,

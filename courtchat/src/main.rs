@@ -94,7 +94,9 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the HMAC chain of the audit trail and name the first entry that does not verify
-    /// (changed, deleted, inserted or reordered). Exit code 1 if any.
+    /// (changed, deleted, inserted or reordered), and check the stored messages and survey
+    /// answers against the entries that recorded them (changed, deleted, added). Exit code 1 if
+    /// anything differs.
     Verify,
 }
 
@@ -179,21 +181,52 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
     let store = store::Store::connect(&config.database).await?;
     let verification = courtchat::verify_audit(&config, &store).await;
     store.close().await;
-    match verification? {
-        courtchat::Verification {
-            entries,
-            first_broken: None,
-        } => {
+    let courtchat::Verification {
+        entries,
+        first_broken,
+        records,
+        first_difference,
+    } = verification?;
+    let rows = format!(
+        "{} and {}",
+        counted(records.messages, "message", "messages"),
+        counted(records.surveys, "survey answer", "survey answers"),
+    );
+    let unverifiable = match records.unverifiable {
+        0 => String::new(),
+        n => format!(
+            "; {} recorded before entries carried content digests: present, content not checkable",
+            counted(n, "row", "rows")
+        ),
+    };
+    // The first problem in chain order: rows are only checked up to a broken entry, so a
+    // difference, if any, comes before the break.
+    match (first_difference, first_broken) {
+        (None, None) => {
             println!("audit trail intact: {entries} entries verified");
+            println!(
+                "conversation matches the audit trail: {rows} checked against their entries\
+                 {unverifiable}"
+            );
             Ok(())
         }
-        courtchat::Verification {
-            entries,
-            first_broken: Some((id, reason)),
-        } => anyhow::bail!(
+        (Some(difference), broken) => {
+            let broken = broken
+                .map(|(id, reason)| format!("; the chain itself breaks at entry {id}: {reason}"))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "the stored conversation differs from the audit trail: {difference}; {entries} \
+                 entries verified, {rows} matched before it{unverifiable}{broken}"
+            )
+        }
+        (None, Some((id, reason))) => anyhow::bail!(
             "audit trail broken at entry {id}: {reason} ({entries} entries before it verified)"
         ),
     }
+}
+
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 async fn run_bridge(config: Config, broker: Option<std::net::SocketAddr>) -> anyhow::Result<()> {

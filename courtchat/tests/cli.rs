@@ -141,6 +141,89 @@ fn migrate_creates_the_embedded_database_under_data() {
 }
 
 #[test]
+fn audit_verify_names_a_message_the_trail_never_recorded() {
+    use schemas::db::entities::{message, session};
+    use sea_orm::{ActiveModelTrait, Set};
+
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        run(courtchat(dir.path(), &[]).arg("migrate"))
+            .status
+            .success()
+    );
+    let out = run(courtchat(dir.path(), &[]).args(["audit", "verify"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "audit trail intact: 0 entries verified\n\
+         conversation matches the audit trail: 0 messages and 0 survey answers checked against \
+         their entries\n"
+    );
+
+    // A message written straight into the database, as someone with its password could.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = store::DatabaseConfig {
+            url: format!(
+                "sqlite://{}",
+                dir.path().join("data/courtchat.db").display()
+            ),
+            ..store::DatabaseConfig::default()
+        };
+        let store = store::Store::connect(&config).await.unwrap();
+        let db = store.connection();
+        let now = sea_orm::prelude::ChronoUtc::now();
+        session::ActiveModel {
+            id: Set("s-forged".into()),
+            status: Set(session::SessionStatus::Closed),
+            applicant: Set("kiosk-1".into()),
+            channel: Set("kiosk".into()),
+            team: Set(None),
+            assigned_agent: Set(None),
+            last_seq: Set(1),
+            lock_holder: Set(None),
+            lock_epoch: Set(0),
+            lock_expires_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            closed_at: Set(None),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        message::ActiveModel {
+            session_id: Set("s-forged".into()),
+            seq: Set(1),
+            client_msg_id: Set("m-1".into()),
+            sender: Set("agent-1".into()),
+            kind: Set(message::MessageKind::Text),
+            body: Set("Your case was dismissed.".into()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        store.close().await;
+    });
+
+    let out = run(courtchat(dir.path(), &[]).args(["audit", "verify"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains(
+            "the stored conversation differs from the audit trail: message s-forged#1 has no \
+             audit entry"
+        ),
+        "{said}"
+    );
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+}
+
+#[test]
 fn a_port_in_use_is_one_line_naming_the_setting() {
     let dir = tempfile::tempdir().unwrap();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -377,6 +460,11 @@ fn token_mints_what_serve_accepts() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("intact: 2 entries"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("conversation matches the audit trail: 0 messages"),
         "{}",
         text(&out.stdout)
     );

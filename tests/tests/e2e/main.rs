@@ -3,6 +3,7 @@
 //! One test binary with a module per area, so the workspace links the stack once.
 
 mod architecture;
+mod audit_record;
 mod auth;
 mod bench_smoke;
 mod config_example;
