@@ -6,23 +6,21 @@
 //! batches: everything that has arrived is decided, written in one transaction (one commit, one
 //! fsync) with its audit entries, and published after the commit: membership changes first,
 //! then stream entries, then acknowledgements. A client therefore never sees an acknowledgement
-//! or an entry for something that is not stored.
+//! or an entry for something that is not stored. Only then is each submission acknowledged to
+//! the gateway (see `link`), so a dropped connection loses nothing the gateway acknowledged.
 //!
-//! Built so far: opening sessions, applicants' messages, resync, idempotent resubmission,
-//! size, content and rate limits. Agents' work (join, reply locks, notes, transfer, escalation,
-//! closing, receipts, the survey) is the rest of issue 4; such submissions are refused with
-//! `not_allowed` and a message that says so.
+//! Every value a client wrote is checked before anything is written; a batch that still fails
+//! is decided again one submission at a time, so one bad submission costs only itself. A
+//! supervisor restarts a worker that ends or panics.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use futures_util::FutureExt;
 use schemas::db::entities::{
     agent, message, participant, receipt, session, submission_ack, survey_response,
 };
@@ -34,12 +32,13 @@ use schemas::wire::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use crate::audit::{AuditBatch, AuditEntry, AuditTrail, in_statement_sizes, padded};
+use crate::link::{BrokerLink, Incoming, Link, LinkSettings};
 use crate::lock::{LockChange, LockError, LockRequest, ReplyLock};
 use crate::rate::{RateLimit, RateLimiter};
 
@@ -62,6 +61,18 @@ pub struct BridgeConfig {
     pub lock_mode: LockMode,
     /// How long a reply lock lasts without renewal, in seconds.
     pub lock_lease_secs: u64,
+    /// Most submissions in the pipeline's hands at once (its MQTT receive maximum); the rest
+    /// wait in the gateway. Each is acknowledged to the gateway only once decided.
+    pub intake_window: u16,
+    /// How long the gateway keeps the pipeline's session (and collects submissions for it)
+    /// while the pipeline is disconnected, in seconds. The gateway caps it at
+    /// `mqtt.max_session_expiry`.
+    pub link_session_expiry_secs: u64,
+    /// Most entries in one resync reply; the reply says where the next page starts.
+    pub resync_page_entries: usize,
+    /// Most bytes of entries in one resync reply (and never more than the gateway's maximum
+    /// packet size allows). Clients need a maximum packet size above this.
+    pub resync_page_bytes: usize,
 }
 
 impl Default for BridgeConfig {
@@ -74,6 +85,10 @@ impl Default for BridgeConfig {
             batch_max: 256,
             lock_mode: LockMode::Exclusive,
             lock_lease_secs: 60,
+            intake_window: 512,
+            link_session_expiry_secs: 3600,
+            resync_page_entries: 200,
+            resync_page_bytes: 64 * 1024,
         }
     }
 }
@@ -84,19 +99,12 @@ pub enum PipelineError {
     Database(#[from] sea_orm::DbErr),
     #[error(transparent)]
     Audit(#[from] crate::AuditError),
-}
-
-/// How the pipeline reaches the gateway: where, as whom, and a fresh token per connection.
-pub struct BrokerLink {
-    pub addr: SocketAddr,
-    pub client_id: String,
-    pub token: Box<dyn Fn() -> String + Send + Sync>,
-}
-
-/// A submission as it arrived.
-struct Incoming {
-    topic: String,
-    payload: bytes::Bytes,
+    /// A state the pipeline's own bookkeeping should rule out; the batch is abandoned.
+    #[error("internal inconsistency: {0}")]
+    Inconsistent(&'static str),
+    /// Deciding panicked; the batch is abandoned and its submissions decided one by one.
+    #[error("deciding panicked: {0}")]
+    Panicked(String),
 }
 
 /// What a session looks like to the pipeline, cached after the first read.
@@ -115,9 +123,14 @@ struct SessionView {
 /// A refusal: the reason and a message for people.
 type Refusal = (RejectReason, String);
 
-enum Decided {
-    /// Stored; the sequence number when it has one.
-    Accepted(Option<u64>),
+/// What deciding a submission came to.
+enum Verdict {
+    /// Stored; the sequence number of the stream entry it left, when it left one.
+    Accepted { seq: Option<u64> },
+    /// Answered already, with a reply of its own (a resync page).
+    Answered,
+    /// Refused: nothing was stored.
+    Refused(RejectReason, String),
 }
 
 fn membership(
@@ -162,10 +175,17 @@ struct Work<'t, 'a> {
 /// The original answer to a submission already stored.
 #[derive(Clone)]
 enum Answered {
-    /// It left a stream entry with this sequence number.
-    Entry(u64),
-    /// Its kept acknowledgement (lock operations, receipts, the survey).
-    Ack(Vec<u8>),
+    /// It left a stream entry with this sequence number and content.
+    Entry {
+        seq: u64,
+        content: Option<StreamContent>,
+    },
+    /// Its kept acknowledgement (lock operations, receipts, the survey), and the digest of the
+    /// request it answered (none when kept before digests were).
+    Ack {
+        ack: Vec<u8>,
+        digest: Option<String>,
+    },
 }
 
 /// What the batch's submissions already stored answer with (resubmissions), in two queries.
@@ -210,14 +230,18 @@ async fn answered(
             );
         }
         for row in message::Entity::find().filter(entries).all(txn).await? {
-            let key = (row.session_id, row.sender, row.client_msg_id);
-            answered.insert(key, Answered::Entry(row.seq as u64));
+            let answer = Answered::Entry {
+                seq: row.seq as u64,
+                content: stored_content(&row),
+            };
+            answered.insert((row.session_id, row.sender, row.client_msg_id), answer);
         }
         for row in submission_ack::Entity::find().filter(kept).all(txn).await? {
             let key = (row.session_id, row.sender, row.client_msg_id);
-            answered
-                .entry(key)
-                .or_insert(Answered::Ack(row.ack.into_bytes()));
+            answered.entry(key).or_insert(Answered::Ack {
+                ack: row.ack.into_bytes(),
+                digest: row.request_digest,
+            });
         }
     }
     Ok(answered)
@@ -281,132 +305,163 @@ struct Outbox {
     acks: Vec<(String, Vec<u8>)>,
 }
 
+/// The chat pipeline: a supervisor that keeps one [`Worker`] running until shutdown.
 pub struct Pipeline {
     /// True while connected and subscribed: submissions are being received.
-    ready: tokio::sync::watch::Sender<bool>,
+    ready: watch::Sender<bool>,
+    store: store::Store,
+    audit: Arc<AuditTrail>,
+    config: BridgeConfig,
+}
+
+impl Pipeline {
+    pub fn new(store: store::Store, audit: Arc<AuditTrail>, config: BridgeConfig) -> Self {
+        Self {
+            ready: watch::Sender::new(false),
+            store,
+            audit,
+            config,
+        }
+    }
+
+    /// Follows whether the pipeline is receiving submissions (connected and subscribed). Until it
+    /// is, submissions published to the gateway wait there; `/readyz` reports it.
+    pub fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Connects to the gateway and handles submissions until `shutdown` resolves. The link
+    /// reconnects by itself (with a fresh token); a worker that ends or panics is logged,
+    /// reported not ready and restarted with fresh caches and a fresh connection, whose session
+    /// with the gateway gives it back every submission not yet decided.
+    pub async fn run(self, link: BrokerLink, shutdown: impl Future<Output = ()>) {
+        let link = Arc::new(link);
+        let settings = LinkSettings {
+            intake_window: self.config.intake_window,
+            session_expiry: Duration::from_secs(self.config.link_session_expiry_secs),
+            keep_alive: Duration::from_secs(30),
+        };
+        let ready = self.ready.clone();
+        supervise(ready, shutdown, |stop| {
+            let worker = Worker::new(
+                self.store.clone(),
+                self.audit.clone(),
+                self.config.clone(),
+                self.ready.clone(),
+            );
+            worker.serve(link.clone(), settings, stop)
+        })
+        .await;
+    }
+}
+
+/// Runs what `start` makes until `shutdown`, starting it again (after a growing pause) whenever
+/// it ends or panics; `ready` is false in between. `start` gets a receiver that turns true when
+/// it is time to stop.
+async fn supervise<F, Fut>(
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+    mut start: F,
+) where
+    F: FnMut(watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (stop, stopping) = watch::channel(false);
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let started = tokio::time::Instant::now();
+        let mut task = tokio::spawn(start(stopping.clone()));
+        let ended = tokio::select! {
+            ended = &mut task => ended,
+            _ = shutdown.as_mut() => {
+                stop.send_replace(true);
+                let _ = task.await;
+                ready.send_replace(false);
+                return;
+            }
+        };
+        ready.send_replace(false);
+        match ended {
+            Ok(()) => tracing::error!("the chat pipeline stopped; restarting it"),
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %message, "the chat pipeline panicked; restarting it");
+                }
+                Err(_) => tracing::error!("the chat pipeline was cancelled; restarting it"),
+            },
+        }
+        // A worker that ran for a while gets a quick restart; one that keeps failing, less often.
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = FIRST_PAUSE;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.as_mut() => return,
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One life of the pipeline: its connection, its caches, its loop.
+struct Worker {
+    ready: watch::Sender<bool>,
     store: store::Store,
     audit: Arc<AuditTrail>,
     config: BridgeConfig,
     sessions: HashMap<String, SessionView>,
     limiter: RateLimiter,
+    /// The largest packet the gateway takes from the pipeline (from its CONNACK).
+    packet_limit: Arc<AtomicUsize>,
 }
 
-impl Pipeline {
-    pub fn new(store: store::Store, audit: Arc<AuditTrail>, config: BridgeConfig) -> Self {
+impl Worker {
+    fn new(
+        store: store::Store,
+        audit: Arc<AuditTrail>,
+        config: BridgeConfig,
+        ready: watch::Sender<bool>,
+    ) -> Self {
         let limiter = RateLimiter::new(RateLimit {
             per_second: config.rate_per_second,
             burst: config.rate_burst,
         });
         Self {
-            ready: tokio::sync::watch::Sender::new(false),
+            ready,
             store,
             audit,
             config,
             sessions: HashMap::new(),
             limiter,
+            packet_limit: Arc::new(AtomicUsize::new(256 * 1024)),
         }
     }
 
-    /// Follows whether the pipeline is receiving submissions (connected and subscribed). Until it
-    /// is, submissions published to the gateway reach nobody; `/readyz` reports it.
-    pub fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.ready.subscribe()
-    }
-
-    /// Connects to the gateway and handles submissions until `shutdown` resolves, reconnecting
-    /// (with a fresh token) when the connection drops.
-    pub async fn run(mut self, link: BrokerLink, shutdown: impl Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let session = self.connected(&link, &mut shutdown);
-            if session.await {
-                return;
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
-
-    /// One connection's life; true when it ended because of `shutdown`.
-    async fn connected(
-        &mut self,
-        link: &BrokerLink,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> bool {
-        let mut options = MqttOptions::new(
-            &link.client_id,
-            link.addr.ip().to_string(),
-            link.addr.port(),
-        );
-        options.set_credentials(&link.client_id, (link.token)());
-        options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(Some(1024 * 1024));
-        // Each batch ends in a burst of small publishes (entries, then acknowledgements); with
-        // Nagle's algorithm on, all but the first wait for the gateway's delayed TCP ACK, which
-        // put ~25 ms on every acknowledgement (found by `courtchat bench chat`).
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_tcp_nodelay(true);
-        options.set_network_options(network);
-        let (client, mut eventloop) = AsyncClient::new(options, 1024);
-        // Unbounded on purpose: the event loop must never wait for the pipeline, because the
-        // pipeline publishes through the same event loop (a bounded queue here deadlocks once
-        // both directions fill up). Per-sender rate limits bound what can pile up.
-        let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
-        let ready = self.ready.clone();
-        let driver = tokio::spawn(async move {
-            let mut subscribed = 0;
-            loop {
-                match eventloop.poll().await {
-                    // Both subscriptions are in place: from now on nothing submitted is missed.
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        subscribed += 1;
-                        if subscribed == 2 {
-                            ready.send_replace(true);
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
-                        if tx
-                            .send(Incoming {
-                                topic,
-                                payload: publish.payload,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        ready.send_replace(false);
-                        tracing::warn!(error = %err, "the pipeline's broker connection ended");
-                        return;
-                    }
-                }
-            }
-        });
-        for filter in [
-            format!("{}/open/+", schemas::topics::PREFIX),
-            format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
-        ] {
-            if client.subscribe(filter, QoS::AtLeastOnce).await.is_err() {
-                driver.abort();
-                return false;
-            }
-        }
-        tracing::info!("chat pipeline connected");
+    /// Handles submissions until `stop` turns true (or its sender is gone) or the link ends.
+    async fn serve(
+        mut self,
+        broker: Arc<BrokerLink>,
+        settings: LinkSettings,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut link = Link::start(&broker, settings, self.ready.clone());
+        self.packet_limit = link.max_packet();
         // Lapsed reply locks are freed, recorded and announced even when nobody writes.
         let mut lock_sweep = tokio::time::interval(Duration::from_secs(1));
-        let stopped = loop {
+        loop {
             let first = tokio::select! {
-                _ = shutdown.as_mut() => break true,
+                _ = stop.changed() => break,
                 _ = lock_sweep.tick() => {
                     match self.expire_locks().await {
                         Ok(outbox) => {
-                            if publish(&client, outbox).await.is_err() {
-                                break false;
+                            if self.publish(&link, outbox).await.is_err() {
+                                break;
                             }
                         }
                         Err(err) => {
@@ -416,34 +471,72 @@ impl Pipeline {
                     }
                     continue;
                 }
-                first = rx.recv() => first,
+                first = link.recv() => first,
             };
-            let Some(first) = first else { break false };
+            let Some(first) = first else { break };
             let mut batch = vec![first];
             while batch.len() < self.config.batch_max {
-                match rx.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                match link.try_recv() {
+                    Some(next) => batch.push(next),
+                    None => break,
                 }
             }
-            match self.decide_and_store(batch).await {
-                Ok(outbox) => {
-                    if publish(&client, outbox).await.is_err() {
-                        break false;
-                    }
-                }
-                Err(err) => {
-                    // Nothing of the batch was stored: forget cached sequence numbers, and let
-                    // senders time out and resubmit (their client message ids make that safe).
-                    tracing::error!(error = %err, "a batch could not be stored");
-                    self.sessions.clear();
-                }
+            let outbox = self.decide_batch(&batch).await;
+            // Answers first, then the gateway's acknowledgements: a submission is let go of
+            // only once its answer is on its way.
+            if self.publish(&link, outbox).await.is_err() || link.ack(&batch).await.is_err() {
+                break;
             }
-        };
+        }
         self.ready.send_replace(false);
-        let _ = client.disconnect().await;
-        driver.abort();
-        stopped
+        link.close().await;
+    }
+
+    /// Decides and stores a batch. If that fails (a statement the database refuses, a panic),
+    /// nothing of it was stored, and its submissions are decided again one by one, so that
+    /// one bad submission does not take the others down; one that fails alone is refused as
+    /// `unavailable`. Every submission of the batch gets an answer.
+    async fn decide_batch(&mut self, batch: &[Incoming]) -> Outbox {
+        let failure = match self.guarded(batch).await {
+            Ok(outbox) => return outbox,
+            Err(failure) => failure,
+        };
+        if batch.len() == 1 {
+            tracing::error!(error = %failure, topic = %batch[0].topic, "a submission could not be stored");
+            return unavailable(&batch[0]);
+        }
+        tracing::error!(error = %failure, size = batch.len(), "a batch could not be stored; deciding its submissions one by one");
+        let mut outbox = Outbox::default();
+        for incoming in batch {
+            match self.guarded(std::slice::from_ref(incoming)).await {
+                Ok(one) => outbox.extend(one),
+                Err(failure) => {
+                    tracing::error!(error = %failure, topic = %incoming.topic, "a submission could not be stored");
+                    outbox.extend(unavailable(incoming));
+                }
+            }
+        }
+        outbox
+    }
+
+    /// [`Worker::decide_and_store`], with a panic turned into an error. Cached views are
+    /// dropped after any failure, to be read again from the database.
+    async fn guarded(&mut self, batch: &[Incoming]) -> Result<Outbox, PipelineError> {
+        let result = std::panic::AssertUnwindSafe(self.decide_and_store(batch))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(PipelineError::Panicked(message))
+            });
+        if result.is_err() {
+            self.sessions.clear();
+        }
+        result
     }
 
     /// Frees every reply lock whose lease has lapsed: persisted, audited (`lock.expired`) and
@@ -495,11 +588,11 @@ impl Pipeline {
     }
 
     /// Decides every submission of `batch` and stores the accepted ones in one transaction.
-    async fn decide_and_store(&mut self, batch: Vec<Incoming>) -> Result<Outbox, PipelineError> {
+    async fn decide_and_store(&mut self, batch: &[Incoming]) -> Result<Outbox, PipelineError> {
         let txn = self.store.connection().begin().await?;
         let trail = self.audit.clone();
         let mut work = Work::new(&txn, trail.batch(&txn).await?);
-        work.answered = answered(&txn, &batch).await?;
+        work.answered = answered(&txn, batch).await?;
         // Views change as the batch is decided. If it fails, nothing of it was stored, and every
         // view is dropped, to be read again from the database (cloning them all per batch, to
         // restore, cost time on every batch for the sake of a rare failure).
@@ -556,18 +649,11 @@ impl Pipeline {
         applicant: &str,
         payload: &[u8],
     ) -> Result<(), PipelineError> {
-        let request: OpenSession = match serde_json::from_slice(payload) {
+        let request = match OpenSession::from_json(payload) {
             Ok(request) => request,
             Err(err) => {
-                return reject(
-                    w,
-                    applicant,
-                    None,
-                    &client_msg_id_of(payload),
-                    RejectReason::Invalid,
-                    &err.to_string(),
-                )
-                .await;
+                let cmid = client_msg_id_of(payload);
+                return reject(w, applicant, None, &cmid, err.reason(), &err.to_string()).await;
             }
         };
         let cmid = request.client_msg_id.clone();
@@ -592,11 +678,36 @@ impl Pipeline {
             .one(w.txn)
             .await?
         {
+            let first = message::Entity::find()
+                .filter(message::Column::SessionId.eq(&existing.session_id))
+                .filter(message::Column::ClientMsgId.eq(format!("{cmid}#first")))
+                .one(w.txn)
+                .await?;
+            let opened = StreamContent::Event {
+                event: SessionEvent::Opened {
+                    channel: request.channel,
+                },
+            };
+            let same = stored_content(&existing) == Some(opened)
+                && first.map(|row| row.body) == request.first_message;
+            if !same {
+                return reject(
+                    w,
+                    applicant,
+                    Some(&existing.session_id),
+                    &cmid,
+                    RejectReason::DuplicateId,
+                    "this client_msg_id opened a session with a different request",
+                )
+                .await;
+            }
             w.outbox.ack(
                 applicant,
                 &cmid,
                 Some(&existing.session_id),
-                Outcome::Accepted { seq: None },
+                Outcome::Accepted {
+                    seq: Some(existing.seq as u64),
+                },
             );
             return Ok(());
         }
@@ -613,7 +724,8 @@ impl Pipeline {
             .await;
         }
         if let Some(first) = &request.first_message
-            && let Err((reason, message)) = check_body(first, self.config.max_body_bytes)
+            && let Err((reason, message)) =
+                check_body("first_message", first, self.config.max_body_bytes)
         {
             return reject(w, applicant, None, &cmid, reason, &message).await;
         }
@@ -672,7 +784,8 @@ impl Pipeline {
                 channel: request.channel,
             },
         };
-        self.append_entry(w, &session_id, applicant, &cmid, opened, None)
+        let opened_seq = self
+            .append_entry(w, &session_id, applicant, &cmid, opened, None)
             .await?;
         if let Some(first) = request.first_message {
             let content = StreamContent::Message { body: first };
@@ -710,7 +823,9 @@ impl Pipeline {
             applicant,
             &cmid,
             Some(&session_id),
-            Outcome::Accepted { seq: None },
+            Outcome::Accepted {
+                seq: Some(opened_seq),
+            },
         );
         Ok(())
     }
@@ -722,7 +837,7 @@ impl Pipeline {
         sender: &str,
         payload: &[u8],
     ) -> Result<(), PipelineError> {
-        let submission: Submission = match serde_json::from_slice(payload) {
+        let submission = match Submission::from_json(payload) {
             Ok(submission) => submission,
             Err(err) => {
                 let cmid = client_msg_id_of(payload);
@@ -731,63 +846,89 @@ impl Pipeline {
                     sender,
                     Some(session_id),
                     &cmid,
-                    RejectReason::Invalid,
+                    err.reason(),
                     &err.to_string(),
                 )
                 .await;
             }
         };
         let cmid = submission.client_msg_id.clone();
-        // The same submission again: the original acknowledgement.
+        // Everything a client wrote is checked before anything is written: a value the
+        // database would refuse must never reach it (it would fail the whole batch).
+        if let Err((reason, message)) = check_action(&submission.action, self.config.max_body_bytes)
+        {
+            return reject(w, sender, Some(session_id), &cmid, reason, &message).await;
+        }
+        // The same submission again: the original acknowledgement. The same id for something
+        // else: refused, since the sender would otherwise take the original's answer for its
+        // own.
         let key = (session_id.to_owned(), sender.to_owned(), cmid.clone());
         if let Some(answered) = w.answered.get(&key).cloned() {
+            let same = match &answered {
+                Answered::Entry { content, .. } => {
+                    primary_content(&submission.action, sender).as_ref() == content.as_ref()
+                }
+                Answered::Ack { digest, .. } => digest
+                    .as_ref()
+                    .is_none_or(|digest| *digest == request_digest(&submission.action)),
+            };
+            if !same {
+                return reject(
+                    w,
+                    sender,
+                    Some(session_id),
+                    &cmid,
+                    RejectReason::DuplicateId,
+                    "this client_msg_id was already used for a different submission",
+                )
+                .await;
+            }
             match answered {
-                Answered::Entry(seq) => w.outbox.ack(
+                Answered::Entry { seq, .. } => w.outbox.ack(
                     sender,
                     &cmid,
                     Some(session_id),
                     Outcome::Accepted { seq: Some(seq) },
                 ),
-                Answered::Ack(ack) => w.outbox.acks.push((ack_topic(sender), ack)),
+                Answered::Ack { ack, .. } => w.outbox.acks.push((ack_topic(sender), ack)),
             }
             return Ok(());
         }
-        let leaves_entry = matches!(
-            submission.action,
-            Action::Message { .. }
-                | Action::Note { .. }
-                | Action::Join
-                | Action::Leave
-                | Action::Transfer { .. }
-                | Action::Escalate { .. }
-                | Action::Close { .. }
-        );
+        let digest = request_digest(&submission.action);
         match self
             .decide(w, session_id, sender, &cmid, submission)
             .await?
         {
-            Ok(Some(Decided::Accepted(seq))) => {
+            Verdict::Accepted { seq } => {
                 w.outbox
                     .ack(sender, &cmid, Some(session_id), Outcome::Accepted { seq });
                 // Entries answer resubmissions through the messages table; the rest are kept.
-                if !leaves_entry && let Some((_, ack)) = w.outbox.acks.last() {
+                if seq.is_none()
+                    && let Some((_, ack)) = w.outbox.acks.last()
+                {
                     let ack = ack.clone();
                     submission_ack::ActiveModel {
                         session_id: Set(session_id.to_owned()),
                         sender: Set(sender.to_owned()),
                         client_msg_id: Set(cmid.clone()),
                         ack: Set(String::from_utf8_lossy(&ack).into_owned()),
+                        request_digest: Set(Some(digest.clone())),
                         created_at: Set(Utc::now().trunc_subsecs(6)),
                     }
                     .insert(w.txn)
                     .await?;
-                    w.answered.insert(key, Answered::Ack(ack));
+                    w.answered.insert(
+                        key,
+                        Answered::Ack {
+                            ack,
+                            digest: Some(digest),
+                        },
+                    );
                 }
                 Ok(())
             }
-            // Answered already (a resync reply).
-            Ok(None) => Ok(()),
-            Err((reason, message)) => {
+            Verdict::Answered => Ok(()),
+            Verdict::Refused(reason, message) => {
                 reject(w, sender, Some(session_id), &cmid, reason, &message).await
             }
         }
@@ -802,8 +943,8 @@ impl Pipeline {
         sender: &str,
         cmid: &str,
         submission: Submission,
-    ) -> Result<Result<Option<Decided>, Refusal>, PipelineError> {
-        let refuse = |reason, message: &str| Ok(Err((reason, message.to_owned())));
+    ) -> Result<Verdict, PipelineError> {
+        let refuse = |reason, message: &str| Ok(Verdict::Refused(reason, message.to_owned()));
         if submission.v != wire::VERSION {
             return refuse(
                 RejectReason::UnsupportedVersion,
@@ -838,9 +979,17 @@ impl Pipeline {
         let now = Utc::now().trunc_subsecs(6);
         match submission.action {
             Action::Resync { from_seq, to_seq } => {
-                self.resync(w, session_id, sender, staff.is_some(), from_seq, to_seq)
-                    .await?;
-                Ok(Ok(None))
+                self.resync(
+                    w,
+                    session_id,
+                    sender,
+                    cmid,
+                    staff.is_some(),
+                    from_seq,
+                    to_seq,
+                )
+                .await?;
+                Ok(Verdict::Answered)
             }
             Action::Message { body } | Action::Note { body }
                 if self.limiter.check(sender, Instant::now()).is_err() =>
@@ -849,9 +998,6 @@ impl Pipeline {
                 refuse(RejectReason::RateLimited, "too many messages; slow down")
             }
             Action::Message { body } => {
-                if let Err((reason, message)) = check_body(&body, self.config.max_body_bytes) {
-                    return Ok(Err((reason, message)));
-                }
                 let mut epoch = None;
                 if staff.is_some() && self.config.lock_mode == LockMode::Exclusive {
                     let lock = self.lock_of(session_id);
@@ -881,14 +1027,11 @@ impl Pipeline {
                         epoch,
                     )
                     .await?;
-                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Note { body } => {
                 if staff.is_none() {
                     return refuse(RejectReason::NotAllowed, "only staff write internal notes");
-                }
-                if let Err((reason, message)) = check_body(&body, self.config.max_body_bytes) {
-                    return Ok(Err((reason, message)));
                 }
                 let seq = self
                     .append_entry(
@@ -900,11 +1043,11 @@ impl Pipeline {
                         None,
                     )
                     .await?;
-                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Join => {
                 if role.is_some() {
-                    return Ok(Ok(Some(Decided::Accepted(None))));
+                    return Ok(Verdict::Accepted { seq: None });
                 }
                 let Some(staff_role) = self.staff_role(w.txn, sender).await? else {
                     return refuse(
@@ -912,9 +1055,10 @@ impl Pipeline {
                         "only registered, active staff may join a session",
                     );
                 };
-                self.join(w, session_id, sender, cmid, staff_role, now)
+                let seq = self
+                    .join(w, session_id, sender, cmid, staff_role, now)
                     .await?;
-                Ok(Ok(Some(Decided::Accepted(None))))
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Leave => {
                 if role == Some(participant::ParticipantRole::Applicant) {
@@ -923,8 +1067,8 @@ impl Pipeline {
                         "the applicant closes the session instead of leaving it",
                     );
                 }
-                self.leave(w, session_id, sender, cmid, now).await?;
-                Ok(Ok(Some(Decided::Accepted(None))))
+                let seq = self.leave(w, session_id, sender, cmid, now).await?;
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Lock { op } => {
                 if staff.is_none() {
@@ -950,7 +1094,7 @@ impl Pipeline {
                     Ok(change) => {
                         self.store_lock(w, session_id, sender, lock, &change, now)
                             .await?;
-                        Ok(Ok(Some(Decided::Accepted(None))))
+                        Ok(Verdict::Accepted { seq: None })
                     }
                     Err(LockError::Held { holder }) => refuse(
                         RejectReason::LockHeld,
@@ -965,7 +1109,7 @@ impl Pipeline {
                 if staff.is_none() {
                     return refuse(RejectReason::NotAllowed, "only staff transfer a session");
                 }
-                match (to_agent, to_team) {
+                let seq = match (to_agent, to_team) {
                     (Some(to), None) => {
                         let Some(to_role) = self.staff_role(w.txn, &to).await? else {
                             return refuse(
@@ -980,11 +1124,11 @@ impl Pipeline {
                             );
                         }
                         self.transfer_to_agent(w, session_id, sender, cmid, &to, to_role, now)
-                            .await?;
+                            .await?
                     }
                     (None, Some(team)) => {
                         self.transfer_to_team(w, session_id, sender, cmid, &team, now)
-                            .await?;
+                            .await?
                     }
                     _ => {
                         return refuse(
@@ -992,8 +1136,8 @@ impl Pipeline {
                             "name exactly one of to_agent and to_team",
                         );
                     }
-                }
-                Ok(Ok(Some(Decided::Accepted(None))))
+                };
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Escalate { reason } => {
                 if staff.is_none() {
@@ -1011,16 +1155,10 @@ impl Pipeline {
                 let escalated = StreamContent::Event {
                     event: SessionEvent::Escalated { reason },
                 };
-                self.append_entry(
-                    w,
-                    session_id,
-                    sender,
-                    &format!("{cmid}#escalated"),
-                    escalated,
-                    None,
-                )
-                .await?;
-                Ok(Ok(Some(Decided::Accepted(None))))
+                let seq = self
+                    .append_entry(w, session_id, sender, cmid, escalated, None)
+                    .await?;
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Close { reason } => {
                 // Whoever holds the lock loses it; the session stays readable for the survey.
@@ -1055,14 +1193,7 @@ impl Pipeline {
                     },
                 };
                 let seq = self
-                    .append_entry(
-                        w,
-                        session_id,
-                        sender,
-                        &format!("{cmid}#closed"),
-                        closed,
-                        None,
-                    )
+                    .append_entry(w, session_id, sender, cmid, closed, None)
                     .await?;
                 // The gateway keeps the participants' access for the survey and resync while
                 // the session is among the most recently closed, then forgets it.
@@ -1073,7 +1204,7 @@ impl Pipeline {
                     MembershipOp::Close,
                 ));
                 w.closed.push(session_id.to_owned());
-                Ok(Ok(Some(Decided::Accepted(Some(seq)))))
+                Ok(Verdict::Accepted { seq: Some(seq) })
             }
             Action::Survey { rating, comment } => {
                 if role != Some(participant::ParticipantRole::Applicant) {
@@ -1090,15 +1221,6 @@ impl Pipeline {
                         "the survey opens when the session closes",
                     );
                 }
-                if !(1..=5).contains(&rating) {
-                    return refuse(RejectReason::Invalid, "the rating is 1 to 5");
-                }
-                if comment
-                    .as_ref()
-                    .is_some_and(|c| c.len() > self.config.max_body_bytes)
-                {
-                    return refuse(RejectReason::TooLarge, "the comment is too long");
-                }
                 if survey_response::Entity::find_by_id(session_id)
                     .one(w.txn)
                     .await?
@@ -1106,6 +1228,13 @@ impl Pipeline {
                 {
                     return refuse(RejectReason::NotAllowed, "the survey was already answered");
                 }
+                let digest = crate::record::SurveyRecord {
+                    session_id,
+                    rating: i16::from(rating),
+                    comment: comment.as_deref(),
+                    submitted_at: &now,
+                }
+                .digest();
                 survey_response::ActiveModel {
                     session_id: Set(session_id.to_owned()),
                     rating: Set(i16::from(rating)),
@@ -1118,9 +1247,9 @@ impl Pipeline {
                     actor: sender.to_owned(),
                     action: "survey.answered".to_owned(),
                     session_id: Some(session_id.to_owned()),
-                    detail: serde_json::json!({ "rating": rating, "client_msg_id": cmid }),
+                    detail: serde_json::json!({ "rating": rating, "client_msg_id": cmid, "digest": digest }),
                 })?;
-                Ok(Ok(Some(Decided::Accepted(None))))
+                Ok(Verdict::Accepted { seq: None })
             }
             Action::Receipt {
                 delivered_seq,
@@ -1128,7 +1257,7 @@ impl Pipeline {
             } => {
                 self.receipt(w, session_id, sender, delivered_seq, read_seq, now)
                     .await?;
-                Ok(Ok(Some(Decided::Accepted(None))))
+                Ok(Verdict::Accepted { seq: None })
             }
         }
     }
@@ -1145,7 +1274,7 @@ impl Pipeline {
         to: &str,
         to_role: participant::ParticipantRole,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<u64, PipelineError> {
         let already_member = self
             .sessions
             .get(session_id)
@@ -1177,10 +1306,12 @@ impl Pipeline {
                 to_team: None,
             },
         };
-        self.append_entry(w, session_id, from, cmid, transferred, None)
+        let seq = self
+            .append_entry(w, session_id, from, cmid, transferred, None)
             .await?;
         self.leave(w, session_id, from, &format!("{cmid}#leave"), now)
-            .await
+            .await?;
+        Ok(seq)
     }
 
     /// Hands the session back to a team's queue: the sender leaves, the lock is freed.
@@ -1192,7 +1323,7 @@ impl Pipeline {
         cmid: &str,
         team: &str,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<u64, PipelineError> {
         update_session(
             w,
             session_id,
@@ -1213,7 +1344,8 @@ impl Pipeline {
                 to_team: Some(team.to_owned()),
             },
         };
-        self.append_entry(w, session_id, from, cmid, transferred, None)
+        let seq = self
+            .append_entry(w, session_id, from, cmid, transferred, None)
             .await?;
         self.leave(w, session_id, from, &format!("{cmid}#leave"), now)
             .await?;
@@ -1225,7 +1357,8 @@ impl Pipeline {
             session::SessionStatus::Queued,
             now,
         )
-        .await
+        .await?;
+        Ok(seq)
     }
 
     /// Persists and publishes a lifecycle change (with its stream event and, for queued and
@@ -1380,7 +1513,7 @@ impl Pipeline {
         cmid: &str,
         role: participant::ParticipantRole,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<u64, PipelineError> {
         // A participant who left and comes back gets their row back.
         participant::Entity::delete_many()
             .filter(participant::Column::SessionId.eq(session_id))
@@ -1396,20 +1529,20 @@ impl Pipeline {
         }
         .insert(w.txn)
         .await?;
-        let becomes_active = {
-            let view = self
-                .sessions
-                .get_mut(session_id)
-                .expect("the view is loaded");
-            view.members.insert(subject.to_owned(), role);
-            view.status == session::SessionStatus::Queued
+        let Some(view) = self.sessions.get_mut(session_id) else {
+            return Err(PipelineError::Inconsistent(
+                "a join before its session's view",
+            ));
         };
+        view.members.insert(subject.to_owned(), role);
+        let becomes_active = view.status == session::SessionStatus::Queued;
         let joined = StreamContent::Event {
             event: SessionEvent::Joined {
                 subject: subject.to_owned(),
             },
         };
-        self.append_entry(w, session_id, subject, cmid, joined, None)
+        let seq = self
+            .append_entry(w, session_id, subject, cmid, joined, None)
             .await?;
         if becomes_active {
             self.set_status(
@@ -1425,7 +1558,7 @@ impl Pipeline {
         w.outbox
             .memberships
             .push(membership(session_id, subject, role, MembershipOp::Join));
-        Ok(())
+        Ok(seq)
     }
 
     async fn leave(
@@ -1435,7 +1568,7 @@ impl Pipeline {
         subject: &str,
         cmid: &str,
         now: chrono::DateTime<Utc>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<u64, PipelineError> {
         participant::Entity::update_many()
             .col_expr(
                 participant::Column::LeftAt,
@@ -1463,12 +1596,13 @@ impl Pipeline {
                 subject: subject.to_owned(),
             },
         };
-        self.append_entry(w, session_id, subject, cmid, left, None)
+        let seq = self
+            .append_entry(w, session_id, subject, cmid, left, None)
             .await?;
         w.outbox
             .memberships
             .push(membership(session_id, subject, role, MembershipOp::Leave));
-        Ok(())
+        Ok(seq)
     }
 
     /// Persists a lock change on the session row, audits it and publishes the lock state.
@@ -1594,10 +1728,11 @@ impl Pipeline {
         lock_epoch: Option<u64>,
     ) -> Result<u64, PipelineError> {
         let is_note = matches!(content, StreamContent::Note { .. });
-        let view = self
-            .sessions
-            .get_mut(session_id)
-            .expect("the view is loaded before an entry is appended");
+        let Some(view) = self.sessions.get_mut(session_id) else {
+            return Err(PipelineError::Inconsistent(
+                "an entry appended before its session's view was loaded",
+            ));
+        };
         let seq = view.last_seq + 1;
         view.last_seq = seq;
         // Each topic's entries name their predecessor on that topic.
@@ -1615,6 +1750,17 @@ impl Pipeline {
                 serde_json::to_string(event).unwrap_or_default(),
             ),
         };
+        // The entry's content, covered by its audit entry's MAC (see `crate::record`).
+        let digest = crate::record::MessageRecord {
+            session_id,
+            seq,
+            sender,
+            kind,
+            body: &body,
+            client_msg_id,
+            created_at: &at,
+        }
+        .digest();
         w.entries.push(message::ActiveModel {
             session_id: Set(session_id.to_owned()),
             seq: Set(seq),
@@ -1632,7 +1778,10 @@ impl Pipeline {
                 sender.to_owned(),
                 client_msg_id.to_owned(),
             ),
-            Answered::Entry(seq as u64),
+            Answered::Entry {
+                seq: seq as u64,
+                content: Some(content.clone()),
+            },
         );
         let event = match &content {
             StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
@@ -1647,6 +1796,7 @@ impl Pipeline {
                 "client_msg_id": client_msg_id,
                 "lock_epoch": lock_epoch,
                 "event": event,
+                "digest": digest,
             }),
         })?;
         let entry = StreamEntry {
@@ -1674,67 +1824,111 @@ impl Pipeline {
         Ok(seq as u64)
     }
 
-    /// Sends the requester exactly the entries it asked for that it may read.
+    /// Sends the requester the entries it asked for that it may read, one bounded page: at
+    /// most `bridge.resync_page_entries` entries and `bridge.resync_page_bytes` bytes (and
+    /// never more than the gateway takes in one packet). `next_from_seq` says where the next
+    /// page starts.
+    #[allow(clippy::too_many_arguments)]
     async fn resync(
         &mut self,
         w: &mut Work<'_, '_>,
         session_id: &str,
         sender: &str,
+        cmid: &str,
         staff: bool,
         from_seq: u64,
         to_seq: Option<u64>,
     ) -> Result<(), PipelineError> {
+        // Room left in a packet for the reply's envelope, topic and properties.
+        const ENVELOPE: usize = 1024;
         // The stream is read back from the database: what this batch appended goes first.
         w.flush().await?;
         let last_seq = self
             .sessions
             .get(session_id)
             .map_or(0, |view| view.last_seq);
-        let to_seq = to_seq.unwrap_or(last_seq as u64).min(last_seq as u64);
-        let mut query = message::Entity::find()
-            .filter(message::Column::SessionId.eq(session_id))
-            .filter(message::Column::Seq.lte(to_seq as i64));
+        let to_seq = to_seq.unwrap_or(last_seq as u64).min(last_seq as u64) as i64;
+        let from_seq = i64::try_from(from_seq).unwrap_or(i64::MAX);
+        let in_session =
+            || message::Entity::find().filter(message::Column::SessionId.eq(session_id));
+        // Each entry's prev_seq is the previous one on its own topic, also before the range.
+        let before = |is_note: bool| {
+            let kind = if is_note {
+                message::Column::Kind.eq(message::MessageKind::Note)
+            } else {
+                message::Column::Kind.ne(message::MessageKind::Note)
+            };
+            in_session()
+                .filter(message::Column::Seq.lt(from_seq))
+                .filter(kind)
+                .order_by_desc(message::Column::Seq)
+                .one(w.txn)
+        };
+        let mut prev_public = before(false).await?.map_or(0, |m| m.seq as u64);
+        let mut prev_note = if staff {
+            before(true).await?.map_or(0, |m| m.seq as u64)
+        } else {
+            0
+        };
+        let page_entries = self.config.resync_page_entries.max(1);
+        let mut query = in_session()
+            .filter(message::Column::Seq.gte(from_seq))
+            .filter(message::Column::Seq.lte(to_seq));
         // Applicants never receive internal notes, not even through a resync.
         if !staff {
             query = query.filter(message::Column::Kind.ne(message::MessageKind::Note));
         }
-        let rows = query.order_by_asc(message::Column::Seq).all(w.txn).await?;
-        // Each entry's prev_seq is the previous one on its own topic, also before the range.
-        let (mut prev_public, mut prev_note) = (0, 0);
-        let mut entries = Vec::new();
-        for row in rows {
+        let rows = query
+            .order_by_asc(message::Column::Seq)
+            .limit(page_entries as u64 + 1)
+            .all(w.txn)
+            .await?;
+        let budget = self.config.resync_page_bytes.min(
+            self.packet_limit
+                .load(Ordering::Relaxed)
+                .saturating_sub(ENVELOPE),
+        );
+        let (mut entries, mut used, mut next_from_seq) = (Vec::new(), 0, None);
+        for (n, row) in rows.into_iter().enumerate() {
+            if n == page_entries {
+                next_from_seq = Some(row.seq as u64);
+                break;
+            }
             let is_note = row.kind == message::MessageKind::Note;
+            let seq = row.seq as u64;
             let prev = if is_note { prev_note } else { prev_public };
-            if row.seq as u64 >= from_seq {
-                let content = match row.kind {
-                    message::MessageKind::Text => StreamContent::Message { body: row.body },
-                    message::MessageKind::Note => StreamContent::Note { body: row.body },
-                    message::MessageKind::Event => match serde_json::from_str(&row.body) {
-                        Ok(event) => StreamContent::Event { event },
-                        Err(_) => continue,
-                    },
-                };
-                entries.push(StreamEntry {
+            if let Some(content) = stored_content(&row) {
+                let entry = StreamEntry {
                     v: wire::VERSION,
                     session_id: session_id.to_owned(),
-                    seq: row.seq as u64,
+                    seq,
                     prev_seq: prev,
                     at: row.created_at,
                     sender: row.sender,
                     content,
-                });
+                };
+                let size = serde_json::to_vec(&entry).map_or(0, |bytes| bytes.len()) + 1;
+                // A page holds at least one entry, so that every page makes progress.
+                if !entries.is_empty() && used + size > budget {
+                    next_from_seq = Some(seq);
+                    break;
+                }
+                used += size;
+                entries.push(entry);
             }
             if is_note {
-                prev_note = row.seq as u64;
+                prev_note = seq;
             } else {
-                prev_public = row.seq as u64;
+                prev_public = seq;
             }
         }
         let reply = Resync {
             v: wire::VERSION,
+            client_msg_id: cmid.to_owned(),
             session_id: session_id.to_owned(),
             entries,
             last_seq: last_seq as u64,
+            next_from_seq,
         };
         w.outbox.acks.push((
             ack_topic(sender),
@@ -1745,6 +1939,13 @@ impl Pipeline {
 }
 
 impl Outbox {
+    fn extend(&mut self, other: Outbox) {
+        self.memberships.extend(other.memberships);
+        self.locks.extend(other.locks);
+        self.entries.extend(other.entries);
+        self.acks.extend(other.acks);
+    }
+
     fn ack(
         &mut self,
         subject: &str,
@@ -1829,35 +2030,119 @@ async fn reject(
     Ok(())
 }
 
-/// A message body the record may hold: not empty, within the size limit, printable.
-fn check_body(body: &str, max_bytes: usize) -> Result<(), (RejectReason, String)> {
+/// A text the record may hold: not empty, within the size limit, and only characters that
+/// display as what they are (see [`wire::check_text`]).
+fn check_body(field: &'static str, body: &str, max_bytes: usize) -> Result<(), Refusal> {
     if body.trim().is_empty() {
-        return Err((RejectReason::TooLarge, "the message is empty".to_owned()));
+        return Err((RejectReason::TooLarge, format!("{field} is empty")));
     }
-    if body.len() > max_bytes {
+    check_optional_text(field, body, max_bytes)
+}
+
+/// [`check_body`] for text that may be empty (reasons, comments).
+fn check_optional_text(field: &'static str, text: &str, max_bytes: usize) -> Result<(), Refusal> {
+    if text.len() > max_bytes {
         return Err((
             RejectReason::TooLarge,
-            format!("the message is longer than {max_bytes} bytes"),
+            format!("{field} is longer than {max_bytes} bytes"),
         ));
     }
-    if body
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err((
-            RejectReason::ContentRefused,
-            "control characters are not accepted".to_owned(),
-        ));
+    wire::check_text(field, text).map_err(|err| (err.reason(), err.to_string()))
+}
+
+/// Every value a client wrote into an action, checked before anything is decided or written.
+fn check_action(action: &Action, max_body_bytes: usize) -> Result<(), Refusal> {
+    let name = |field, name: &str| {
+        wire::check_name(field, name).map_err(|err| (err.reason(), err.to_string()))
+    };
+    match action {
+        Action::Message { body } | Action::Note { body } => {
+            check_body("body", body, max_body_bytes)
+        }
+        Action::Transfer { to_agent, to_team } => {
+            if let Some(agent) = to_agent {
+                name("to_agent", agent)?;
+            }
+            if let Some(team) = to_team {
+                name("to_team", team)?;
+            }
+            Ok(())
+        }
+        Action::Escalate { reason } | Action::Close { reason } => reason
+            .as_deref()
+            .map_or(Ok(()), |r| check_optional_text("reason", r, max_body_bytes)),
+        Action::Survey { rating, comment } => {
+            if !(1..=5).contains(rating) {
+                return Err((RejectReason::Invalid, "the rating is 1 to 5".to_owned()));
+            }
+            comment.as_deref().map_or(Ok(()), |c| {
+                check_optional_text("comment", c, max_body_bytes)
+            })
+        }
+        Action::Receipt { .. } | Action::Lock { .. } | Action::Join | Action::Leave => Ok(()),
+        Action::Resync { .. } => Ok(()),
     }
-    Ok(())
+}
+
+/// The stream entry an action leaves under the sender's own client message id, if any: what a
+/// resubmission with that id must match to be the same submission.
+fn primary_content(action: &Action, sender: &str) -> Option<StreamContent> {
+    let event = |event| Some(StreamContent::Event { event });
+    match action {
+        Action::Message { body } => Some(StreamContent::Message { body: body.clone() }),
+        Action::Note { body } => Some(StreamContent::Note { body: body.clone() }),
+        Action::Join => event(SessionEvent::Joined {
+            subject: sender.to_owned(),
+        }),
+        Action::Leave => event(SessionEvent::Left {
+            subject: sender.to_owned(),
+        }),
+        Action::Transfer { to_agent, to_team } => event(SessionEvent::Transferred {
+            from: Some(sender.to_owned()),
+            to_agent: to_agent.clone(),
+            to_team: to_team.clone(),
+        }),
+        Action::Escalate { reason } => event(SessionEvent::Escalated {
+            reason: reason.clone(),
+        }),
+        Action::Close { reason } => event(SessionEvent::Closed {
+            reason: reason.clone(),
+            survey_offered: true,
+        }),
+        Action::Receipt { .. } | Action::Lock { .. } | Action::Resync { .. } => None,
+        Action::Survey { .. } => None,
+    }
+}
+
+/// A stored entry's content, as it was published.
+fn stored_content(row: &message::Model) -> Option<StreamContent> {
+    match row.kind {
+        message::MessageKind::Text => Some(StreamContent::Message {
+            body: row.body.clone(),
+        }),
+        message::MessageKind::Note => Some(StreamContent::Note {
+            body: row.body.clone(),
+        }),
+        message::MessageKind::Event => serde_json::from_str(&row.body)
+            .ok()
+            .map(|event| StreamContent::Event { event }),
+    }
+}
+
+/// SHA-256 (hex) of an action as the server parsed it: the same request gives the same digest
+/// however its JSON was spelled.
+fn request_digest(action: &Action) -> String {
+    let canonical = serde_json::to_vec(action).unwrap_or_default();
+    crate::audit::hex(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref())
 }
 
 /// The client message id of a payload that did not parse as a whole, so the rejection can
-/// still name it.
+/// still name it; empty when it is not a well-formed id (an answer echoes nothing unbounded).
 fn client_msg_id_of(payload: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(payload)
         .ok()
         .and_then(|value| value.get("client_msg_id")?.as_str().map(str::to_owned))
+        .filter(|id| wire::check_client_msg_id(id).is_ok())
         .unwrap_or_default()
 }
 
@@ -1873,32 +2158,67 @@ fn new_session_id() -> String {
     )
 }
 
-/// Publishes what a committed batch produced: memberships (so the gateway lets participants
-/// in), stream entries, acknowledgements.
-async fn publish(client: &AsyncClient, outbox: Outbox) -> Result<(), rumqttc::v5::ClientError> {
-    let memberships = Topic::Memberships.to_string();
-    for update in outbox.memberships {
-        client
-            .publish(
-                &memberships,
-                QoS::AtLeastOnce,
-                false,
-                serde_json::to_vec(&update).unwrap_or_default(),
-            )
-            .await?;
+impl Worker {
+    /// Publishes what a committed batch produced: memberships (so the gateway lets
+    /// participants in), lock states, stream entries, acknowledgements. A payload the gateway
+    /// would refuse is not sent (it would cost the connection): everything the pipeline builds
+    /// is bounded well below the limit, so this is logged as the defect it would be.
+    async fn publish(&self, link: &Link, outbox: Outbox) -> Result<(), rumqttc::v5::ClientError> {
+        let limit = self.packet_limit.load(Ordering::Relaxed);
+        let memberships = Topic::Memberships.to_string();
+        let publishes = outbox
+            .memberships
+            .into_iter()
+            .map(|update| {
+                let payload = serde_json::to_vec(&update).unwrap_or_default();
+                (memberships.clone(), payload, false)
+            })
+            // Lock state is retained, so that a dashboard that subscribes later sees the holder.
+            .chain(outbox.locks.into_iter().map(|(t, p)| (t, p, true)))
+            .chain(outbox.entries.into_iter().map(|(t, p)| (t, p, false)))
+            .chain(outbox.acks.into_iter().map(|(t, p)| (t, p, false)));
+        for (topic, payload, retain) in publishes {
+            if !fits(limit, &topic, &payload) {
+                tracing::error!(%topic, size = payload.len(), limit, "a publish larger than the gateway accepts was not sent");
+                continue;
+            }
+            link.publish(topic, retain, payload).await?;
+        }
+        Ok(())
     }
-    // Lock state is retained, so that a dashboard that subscribes later sees the holder.
-    for (topic, payload) in outbox.locks {
-        client
-            .publish(topic, QoS::AtLeastOnce, true, payload)
-            .await?;
-    }
-    for (topic, payload) in outbox.entries.into_iter().chain(outbox.acks) {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await?;
-    }
-    Ok(())
+}
+
+/// Whether a QoS 1 PUBLISH of `payload` to `topic` (with room for its header, packet id and
+/// properties) fits in a packet of `limit` bytes.
+fn fits(limit: usize, topic: &str, payload: &[u8]) -> bool {
+    const OVERHEAD: usize = 64;
+    topic.len() + payload.len() + OVERHEAD <= limit
+}
+
+/// The answer to a submission that could not be stored: `unavailable`, not audited (the
+/// database that failed holds the trail), so that the sender knows to resubmit.
+fn unavailable(incoming: &Incoming) -> Outbox {
+    let mut outbox = Outbox::default();
+    let cmid = client_msg_id_of(&incoming.payload);
+    let (sender, session_id) = match Topic::parse(&incoming.topic) {
+        Some(Topic::Open { subject }) => (subject, None),
+        Some(Topic::Session {
+            session,
+            kind: SessionTopic::Submit,
+            subject: Some(subject),
+        }) => (subject, Some(session)),
+        _ => return outbox,
+    };
+    outbox.ack(
+        sender,
+        &cmid,
+        session_id,
+        Outcome::Rejected {
+            reason: RejectReason::Unavailable,
+            message: "it could not be stored now; nothing was stored; resubmit it".to_owned(),
+        },
+    );
+    outbox
 }
 
 #[cfg(test)]
@@ -1916,15 +2236,173 @@ mod tests {
         ];
         for (body, expected) in rows {
             assert_eq!(
-                check_body(body, 32).err().map(|(reason, _)| reason),
+                check_body("body", body, 32).err().map(|(reason, _)| reason),
                 *expected,
                 "{body:?}"
             );
         }
         assert_eq!(
-            check_body(&"x".repeat(33), 32).err().map(|(r, _)| r),
+            check_body("body", &"x".repeat(33), 32)
+                .err()
+                .map(|(r, _)| r),
             Some(RejectReason::TooLarge)
         );
+    }
+
+    #[test]
+    fn actions_are_checked_before_anything_is_written() {
+        let long_name = "a".repeat(wire::NAME_MAX + 1);
+        let rows: Vec<(Action, Option<RejectReason>)> = vec![
+            (Action::Message { body: "Hi".into() }, None),
+            (
+                Action::Note {
+                    body: "x\u{202E}y".into(),
+                },
+                Some(RejectReason::ContentRefused),
+            ),
+            (
+                Action::Transfer {
+                    to_agent: Some(long_name),
+                    to_team: None,
+                },
+                Some(RejectReason::TooLarge),
+            ),
+            (
+                Action::Transfer {
+                    to_agent: None,
+                    to_team: Some("team\u{0}".into()),
+                },
+                Some(RejectReason::ContentRefused),
+            ),
+            (
+                Action::Escalate {
+                    reason: Some("r".repeat(33)),
+                },
+                Some(RejectReason::TooLarge),
+            ),
+            (Action::Close { reason: None }, None),
+            (
+                Action::Survey {
+                    rating: 6,
+                    comment: None,
+                },
+                Some(RejectReason::Invalid),
+            ),
+            (
+                Action::Survey {
+                    rating: 5,
+                    comment: Some("\u{2066}great".into()),
+                },
+                Some(RejectReason::ContentRefused),
+            ),
+        ];
+        for (action, expected) in rows {
+            assert_eq!(
+                check_action(&action, 32).err().map(|(reason, _)| reason),
+                expected,
+                "{action:?}"
+            );
+        }
+    }
+
+    /// What a resubmission is compared with: the entry the original left under its id.
+    #[test]
+    fn a_resubmission_matches_only_its_own_entry() {
+        let message = Action::Message { body: "Hi".into() };
+        let stored = primary_content(&message, "kiosk-1");
+        assert_eq!(primary_content(&message, "kiosk-1"), stored);
+        assert_ne!(
+            primary_content(&Action::Message { body: "Bye".into() }, "kiosk-1"),
+            stored
+        );
+        assert_ne!(
+            primary_content(&Action::Note { body: "Hi".into() }, "kiosk-1"),
+            stored
+        );
+        assert_eq!(
+            primary_content(
+                &Action::Lock {
+                    op: LockOp::Acquire
+                },
+                "a"
+            ),
+            None
+        );
+        let close = |reason: &str| Action::Close {
+            reason: Some(reason.into()),
+        };
+        assert_ne!(
+            primary_content(&close("done"), "a"),
+            primary_content(&close("spam"), "a")
+        );
+        // Kept acknowledgements compare request digests, which ignore how the JSON was spelled.
+        let spelled = |json: &str| Submission::from_json(json.as_bytes()).unwrap().action;
+        assert_eq!(
+            request_digest(&spelled(
+                r#"{"client_msg_id":"a","type":"lock","op":"acquire"}"#
+            )),
+            request_digest(&spelled(
+                r#"{ "op" : "acquire", "type":"lock", "client_msg_id":"b"}"#
+            ))
+        );
+        assert_ne!(
+            request_digest(&spelled(
+                r#"{"client_msg_id":"a","type":"lock","op":"acquire"}"#
+            )),
+            request_digest(&spelled(
+                r#"{"client_msg_id":"a","type":"lock","op":"release"}"#
+            ))
+        );
+    }
+
+    /// A worker that panics or ends is restarted, and readiness is false in between.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_worker_is_restarted_and_reported_not_ready() {
+        let ready = watch::Sender::new(false);
+        // What each start found: whether the supervisor had reported not ready by then.
+        let found = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let supervisor = tokio::spawn({
+            let (ready, found) = (ready.clone(), found.clone());
+            async move {
+                supervise(
+                    ready.clone(),
+                    async move {
+                        let _ = shutdown_rx.await;
+                    },
+                    move |mut stop| {
+                        let ready = ready.clone();
+                        let n = {
+                            let mut found = found.lock().unwrap();
+                            found.push(*ready.borrow());
+                            found.len()
+                        };
+                        async move {
+                            ready.send_replace(true);
+                            match n {
+                                1 => panic!("the first worker fails"),
+                                2 => {}
+                                _ => {
+                                    let _ = stop.changed().await;
+                                }
+                            }
+                        }
+                    },
+                )
+                .await
+            }
+        });
+        // The first worker panics, the second ends, the third keeps running.
+        while found.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(*found.lock().unwrap(), [false, false, false]);
+        assert!(*ready.borrow(), "the third worker is running");
+        shutdown_tx.send(()).unwrap();
+        supervisor.await.unwrap();
+        assert!(!*ready.borrow(), "not ready once stopped");
+        assert_eq!(found.lock().unwrap().len(), 3, "no restart after shutdown");
     }
 
     #[test]
@@ -1951,14 +2429,17 @@ mod tests {
         })
         .unwrap();
         let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
-        let mut pipeline = Pipeline::new(store.clone(), audit, BridgeConfig::default());
-        let incoming = |topic: &str, payload: serde_json::Value| Incoming {
-            topic: topic.to_owned(),
-            payload: payload.to_string().into(),
-        };
+        let mut pipeline = Worker::new(
+            store.clone(),
+            audit,
+            BridgeConfig::default(),
+            watch::Sender::new(false),
+        );
+        let incoming =
+            |topic: &str, payload: serde_json::Value| Incoming::local(topic, payload.to_string());
         let open = serde_json::json!({"client_msg_id": "open-1", "channel": "kiosk"});
         let outbox = pipeline
-            .decide_and_store(vec![
+            .decide_and_store(&[
                 incoming("cc/v1/open/kiosk-9", open.clone()),
                 incoming("cc/v1/open/kiosk-9", open),
             ])
@@ -1977,7 +2458,7 @@ mod tests {
         let message =
             serde_json::json!({"client_msg_id": "m-1", "type": "message", "body": "Hello"});
         let outbox = pipeline
-            .decide_and_store(vec![
+            .decide_and_store(&[
                 incoming(&submit, message.clone()),
                 incoming(&submit, message),
             ])

@@ -48,7 +48,7 @@ pub fn pipeline_link(config: &Config, addr: std::net::SocketAddr) -> bridge::Bro
     bridge::BrokerLink {
         addr: server::loopback(addr),
         client_id: CLIENT_ID.to_owned(),
-        token: Box::new(move || {
+        token: std::sync::Arc::new(move || {
             mint_token(&config, CLIENT_ID, broker::Role::Service, TTL).unwrap_or_default()
         }),
     }

@@ -1,0 +1,307 @@
+//! The pipeline's link to the gateway: one MQTT 5 session that outlives its connections.
+//!
+//! A submission the gateway has acknowledged to its sender must be decided even if this
+//! connection drops, so the link is built around the gateway keeping what the pipeline has not
+//! finished:
+//! - Clean Start off and a session expiry: while the pipeline reconnects, the gateway keeps its
+//!   subscriptions and goes on collecting submissions for it.
+//! - Manual acknowledgements: a submission is acknowledged to the gateway only after it was
+//!   decided, committed and its answer queued ([`Link::ack`]). What was in the pipeline's hands
+//!   when the connection dropped is delivered again by the gateway (flagged DUP).
+//! - A receive maximum (`bridge.intake_window`): at most that many submissions are in the
+//!   pipeline's hands at once; the rest wait in the gateway, whose publishers then wait too.
+//! - The gateway's maximum packet size, read from its CONNACK: the pipeline never builds a packet
+//!   the gateway would refuse (a refused packet used to cost the connection, and with it every
+//!   submission in flight).
+//!
+//! rumqttc's event loop reconnects when polled after an error, resending our own unacknowledged
+//! publishes (entries and answers of committed batches) once the session resumes.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, Subscribe};
+use rumqttc::v5::{AsyncClient, ClientError, Event, EventLoop, MqttOptions, Request};
+use tokio::sync::{mpsc, watch};
+
+/// How the pipeline reaches the gateway: where, as whom, and a fresh token per connection.
+pub struct BrokerLink {
+    pub addr: SocketAddr,
+    pub client_id: String,
+    pub token: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+/// The link's settings (from `[bridge]`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkSettings {
+    pub intake_window: u16,
+    pub session_expiry: Duration,
+    pub keep_alive: Duration,
+}
+
+/// A submission as it arrived, with what acknowledging it to the gateway needs.
+pub(crate) struct Incoming {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    /// The delivery to acknowledge once decided; none for submissions that did not come over
+    /// MQTT (tests).
+    pub delivery: Option<Publish>,
+}
+
+impl Incoming {
+    #[cfg(test)]
+    pub fn local(topic: &str, payload: impl Into<bytes::Bytes>) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            delivery: None,
+        }
+    }
+}
+
+/// What became of a delivery with a given packet id, to recognise the gateway's redeliveries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// In the pipeline's hands, not yet decided.
+    Pending(u64),
+    /// Decided and acknowledged (the acknowledgement may have been lost with the connection).
+    Acked(u64),
+}
+
+/// The largest packet the gateway accepts from us, when it has not said (MQTT's own limit).
+const UNLIMITED_PACKET: usize = 268_435_455;
+
+/// The client side of the link; the event loop runs in a task of its own.
+pub(crate) struct Link {
+    client: AsyncClient,
+    intake: mpsc::UnboundedReceiver<Incoming>,
+    seen: Arc<Mutex<HashMap<u16, Seen>>>,
+    max_packet: Arc<AtomicUsize>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Starts connecting; `ready` turns true once submissions are being received and false
+    /// whenever the connection is down.
+    pub fn start(link: &BrokerLink, settings: LinkSettings, ready: watch::Sender<bool>) -> Self {
+        let mut options = MqttOptions::new(
+            &link.client_id,
+            link.addr.ip().to_string(),
+            link.addr.port(),
+        );
+        options.set_credentials(&link.client_id, (link.token)());
+        options.set_keep_alive(settings.keep_alive);
+        options.set_max_packet_size(Some(1024 * 1024));
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(
+            u32::try_from(settings.session_expiry.as_secs()).unwrap_or(u32::MAX),
+        ));
+        options.set_receive_maximum(Some(settings.intake_window.max(1)));
+        options.set_manual_acks(true);
+        // Each batch ends in a burst of small publishes (entries, then acknowledgements); with
+        // Nagle's algorithm on, all but the first wait for the gateway's delayed TCP ACK, which
+        // put ~25 ms on every acknowledgement (found by `courtchat bench chat`).
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
+        let (client, eventloop) = AsyncClient::new(options, 1024);
+        // Unbounded on purpose: the event loop must never wait for the pipeline, because the
+        // pipeline publishes through the same event loop (a bounded queue here deadlocks once
+        // both directions fill up). The receive maximum bounds what can pile up.
+        let (tx, intake) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let max_packet = Arc::new(AtomicUsize::new(UNLIMITED_PACKET));
+        let driver = tokio::spawn(
+            Driver {
+                eventloop,
+                client: client.clone(),
+                tx,
+                seen: seen.clone(),
+                max_packet: max_packet.clone(),
+                ready,
+                client_id: link.client_id.clone(),
+                token: link.token.clone(),
+            }
+            .run(),
+        );
+        Self {
+            client,
+            intake,
+            seen,
+            max_packet,
+            driver,
+        }
+    }
+
+    /// The next submission; none once the link has ended.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        self.intake.recv().await
+    }
+
+    /// Another submission if one is already waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming> {
+        self.intake.try_recv().ok()
+    }
+
+    /// The largest packet the gateway accepts from the pipeline, in bytes.
+    pub fn max_packet(&self) -> Arc<AtomicUsize> {
+        self.max_packet.clone()
+    }
+
+    pub async fn publish(
+        &self,
+        topic: String,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+    }
+
+    /// Acknowledges decided submissions to the gateway, after their answers were queued.
+    pub async fn ack(&self, decided: &[Incoming]) -> Result<(), ClientError> {
+        for incoming in decided {
+            let Some(delivery) = &incoming.delivery else {
+                continue;
+            };
+            if let Some(seen) = lock(&self.seen).get_mut(&delivery.pkid)
+                && let Seen::Pending(hash) = *seen
+            {
+                *seen = Seen::Acked(hash);
+            }
+            self.client.ack(delivery).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the connection (the gateway keeps the session for the next start).
+    pub async fn close(self) {
+        let _ = self.client.try_disconnect();
+        // Give the event loop a moment to send the DISCONNECT before it is stopped.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.driver.abort();
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+fn lock(seen: &Mutex<HashMap<u16, Seen>>) -> std::sync::MutexGuard<'_, HashMap<u16, Seen>> {
+    // The map is updated in single statements that cannot leave it half-changed.
+    seen.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+type TokenSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+struct Driver {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    tx: mpsc::UnboundedSender<Incoming>,
+    seen: Arc<Mutex<HashMap<u16, Seen>>>,
+    max_packet: Arc<AtomicUsize>,
+    ready: watch::Sender<bool>,
+    client_id: String,
+    token: TokenSource,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                    backoff = Duration::from_millis(100);
+                    let limit = connack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.max_packet_size)
+                        .map_or(UNLIMITED_PACKET, |size| size as usize);
+                    self.max_packet.store(limit, Ordering::Relaxed);
+                    if connack.session_present {
+                        // The gateway kept our subscriptions: submissions flow already.
+                        tracing::info!("chat pipeline connected (session resumed)");
+                        self.ready.send_replace(true);
+                    } else {
+                        // A new session: what we had been given is gone with the old one.
+                        lock(&self.seen).clear();
+                        self.eventloop
+                            .pending
+                            .push_front(Request::Subscribe(Subscribe::new_many(
+                                [
+                                    format!("{}/open/+", schemas::topics::PREFIX),
+                                    format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
+                                ]
+                                .map(|path| Filter::new(path, QoS::AtLeastOnce)),
+                                None,
+                            )));
+                    }
+                }
+                // Both subscriptions are in place: from now on nothing submitted is missed.
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    tracing::info!("chat pipeline connected");
+                    self.ready.send_replace(true);
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if !self.admit(&publish) {
+                        continue;
+                    }
+                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    let incoming = Incoming {
+                        topic,
+                        payload: publish.payload.clone(),
+                        delivery: Some(publish),
+                    };
+                    if self.tx.send(incoming).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    self.ready.send_replace(false);
+                    tracing::warn!(error = %err, "the pipeline's broker connection ended; reconnecting");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    // A fresh token for every connection: the last one may have expired.
+                    self.eventloop
+                        .options
+                        .set_credentials(&self.client_id, (self.token)());
+                }
+            }
+        }
+    }
+
+    /// Whether a delivery is new. A redelivery (DUP) of one still in the pipeline's hands is
+    /// dropped; one of a delivery already decided is acknowledged again without deciding it
+    /// twice (its answer went out with the first).
+    fn admit(&self, publish: &Publish) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        publish.topic.hash(&mut hasher);
+        publish.payload.hash(&mut hasher);
+        let hash = hasher.finish();
+        let mut seen = lock(&self.seen);
+        match (publish.dup, seen.get(&publish.pkid).copied()) {
+            (true, Some(Seen::Pending(h))) if h == hash => false,
+            (true, Some(Seen::Acked(h))) if h == hash => {
+                drop(seen);
+                if self.client.try_ack(publish).is_err() {
+                    tracing::warn!("a repeated delivery could not be acknowledged now");
+                }
+                false
+            }
+            _ => {
+                seen.insert(publish.pkid, Seen::Pending(hash));
+                true
+            }
+        }
+    }
+}
