@@ -12,6 +12,9 @@ use serde_json::json;
 use testkit::TestStack;
 use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
+#[path = "pipeline_hardening.rs"]
+mod hardening;
+
 /// An applicant's client, sorting what arrives into acknowledgements and stream entries.
 struct Applicant {
     client: TestClientV5,
