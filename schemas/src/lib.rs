@@ -4,9 +4,11 @@
 //!   defines tables; `store` opens the database and runs [`db::Migrator`].
 //! - [`topics`]: the MQTT topic scheme.
 //! - [`wire`]: the JSON payloads (serde types; JSON Schemas generated into `schemas/json/`).
+//! - [`convert`]: every conversion between a wire type and a table row, written once.
 //!
 //! `PROTOCOL.md` is the reference for the topics and the payloads. Wire types and table rows stay separate types.
 
+pub mod convert;
 pub mod db;
 pub mod topics;
 pub mod wire;

@@ -7,8 +7,8 @@
 //! `UPDATE_SCHEMAS=1` after a change); a test fails when a committed schema is stale.
 //! `PROTOCOL.md` says which topic carries which payload.
 //!
-//! These are wire types, not table rows: `schemas::db` has the rows, and conversions between
-//! the two live with the pipeline.
+//! These are wire types, not table rows: `schemas::db` has the rows, and every conversion
+//! between the two is in `schemas::convert`.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -255,6 +255,22 @@ pub enum SessionEvent {
         reason: Option<String>,
         survey_offered: bool,
     },
+}
+
+impl SessionEvent {
+    /// The event's `type` on the wire (`opened`, `joined`, `status_changed`, ...), which also
+    /// names its audit entry (`session.joined`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SessionEvent::Opened { .. } => "opened",
+            SessionEvent::Joined { .. } => "joined",
+            SessionEvent::Left { .. } => "left",
+            SessionEvent::Transferred { .. } => "transferred",
+            SessionEvent::Escalated { .. } => "escalated",
+            SessionEvent::StatusChanged { .. } => "status_changed",
+            SessionEvent::Closed { .. } => "closed",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

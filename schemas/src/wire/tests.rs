@@ -161,3 +161,35 @@ fn acks_and_stream_entries_have_the_documented_shape() {
         (Some("event"), Some("closed"))
     );
 }
+
+#[test]
+fn an_events_name_is_its_wire_type() {
+    let events = [
+        SessionEvent::Opened {
+            channel: Channel::Kiosk,
+        },
+        SessionEvent::Joined {
+            subject: "agent-1".into(),
+        },
+        SessionEvent::Left {
+            subject: "agent-1".into(),
+        },
+        SessionEvent::Transferred {
+            from: None,
+            to_agent: Some("agent-2".into()),
+            to_team: None,
+        },
+        SessionEvent::Escalated { reason: None },
+        SessionEvent::StatusChanged {
+            status: SessionStatus::Active,
+        },
+        SessionEvent::Closed {
+            reason: None,
+            survey_offered: true,
+        },
+    ];
+    for event in events {
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["type"], event.name(), "{event:?}");
+    }
+}
