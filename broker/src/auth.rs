@@ -69,6 +69,25 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// A session participant's role, as the pipeline announces it (`cc/v1/memberships`).
+impl From<schemas::wire::ParticipantRole> for Role {
+    fn from(role: schemas::wire::ParticipantRole) -> Self {
+        use schemas::wire::ParticipantRole;
+        match role {
+            ParticipantRole::Applicant => Role::Applicant,
+            ParticipantRole::Agent => Role::Agent,
+            ParticipantRole::Supervisor => Role::Supervisor,
+        }
+    }
+}
+
+/// A session participant's role, as stored (memberships loaded at start).
+impl From<schemas::db::entities::participant::ParticipantRole> for Role {
+    fn from(role: schemas::db::entities::participant::ParticipantRole) -> Self {
+        Role::from(schemas::wire::ParticipantRole::from(role))
+    }
+}
+
 /// An authenticated connection's principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -537,6 +556,21 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn participant_roles_are_roles_of_the_same_name() {
+        use schemas::db::entities::participant::ParticipantRole as Row;
+        use schemas::wire::ParticipantRole as Wire;
+        let table = [
+            (Wire::Applicant, Row::Applicant, Role::Applicant),
+            (Wire::Agent, Row::Agent, Role::Agent),
+            (Wire::Supervisor, Row::Supervisor, Role::Supervisor),
+        ];
+        for (wire, row, role) in table {
+            assert_eq!(Role::from(wire), role);
+            assert_eq!(Role::from(row), role);
         }
     }
 

@@ -7,7 +7,7 @@
 //! first subscription). Going through MQTT keeps this the same whether the bridge runs in this
 //! process or in another one.
 
-use schemas::wire::{MembershipOp, MembershipUpdate, ParticipantRole};
+use schemas::wire::{MembershipOp, MembershipUpdate};
 
 use crate::acl::Memberships;
 use crate::auth::Role;
@@ -29,11 +29,7 @@ pub(crate) fn is_feed(topic: &str) -> bool {
 pub(crate) fn apply(memberships: &Memberships, payload: &[u8]) {
     match serde_json::from_slice::<MembershipUpdate>(payload) {
         Ok(update) => {
-            let role = match update.role {
-                ParticipantRole::Applicant => Role::Applicant,
-                ParticipantRole::Agent => Role::Agent,
-                ParticipantRole::Supervisor => Role::Supervisor,
-            };
+            let role = Role::from(update.role);
             match update.op {
                 MembershipOp::Join => memberships.join(&update.session_id, &update.subject, role),
                 MembershipOp::Leave => memberships.leave(&update.session_id, &update.subject),
