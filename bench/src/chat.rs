@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use rumqttc::QoS;
 use schemas::db::entities::{agent::StaffRole, message::MessageKind};
-use schemas::wire::{Action, Channel, LockOp};
+use schemas::wire::{Action, Channel, LockOp, ParticipantRole};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::peer::{
-    ChatRole, ChatTarget, Counters, Observed, Peer, ReplyPlan, ack_topic, measured_id,
-    messages_topic, submission, submit_topic,
+    ChatTarget, Counters, Observed, Peer, ReplyPlan, ack_topic, measured_id, messages_topic,
+    submission, submit_topic,
 };
 use crate::stats::Percentiles;
 use crate::{BenchError, MemoryProbe};
@@ -292,7 +292,7 @@ async fn set_up(
     let mut applicant = Peer::connect(
         target,
         &subject,
-        ChatRole::Applicant,
+        ParticipantRole::Applicant,
         epoch,
         Arc::clone(&counters),
     )
@@ -308,7 +308,7 @@ async fn set_up(
         let mut agent = Peer::connect(
             target,
             &subject,
-            ChatRole::Agent,
+            ParticipantRole::Agent,
             epoch,
             Arc::clone(&counters),
         )

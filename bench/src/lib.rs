@@ -13,7 +13,7 @@ mod stats;
 
 pub use chat::{ChatConfig, ChatReport, chat};
 pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
-pub use peer::{ChatRole, ChatTarget, TokenMinter};
+pub use peer::{ChatTarget, TokenMinter};
 pub use relay::{RelayConfig, RelayReport, relay};
 pub use soak::{SoakConfig, SoakReport, soak};
 pub use stats::Percentiles;

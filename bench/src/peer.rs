@@ -15,22 +15,17 @@ use rumqttc::{
 };
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{
-    Ack, Action, Channel, OpenSession, Outcome, StreamContent, StreamEntry, Submission,
+    Ack, Action, Channel, OpenSession, Outcome, ParticipantRole, StreamContent, StreamEntry,
+    Submission,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::BenchError;
 
-/// Who a participant is, for the token it connects with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChatRole {
-    Applicant,
-    Agent,
-}
-
-/// Mints the token (the CONNECT password) for a subject in a role.
-pub type TokenMinter = Box<dyn Fn(&str, ChatRole) -> String + Send + Sync>;
+/// Mints the token (the CONNECT password) for a subject in its role in the sessions it takes
+/// part in (the scenarios use applicants and agents).
+pub type TokenMinter = Box<dyn Fn(&str, ParticipantRole) -> String + Send + Sync>;
 
 /// A server that speaks the courtchat protocol.
 pub struct ChatTarget {
@@ -110,7 +105,7 @@ impl Peer {
     pub async fn connect(
         target: &ChatTarget,
         subject: &str,
-        role: ChatRole,
+        role: ParticipantRole,
         epoch: Instant,
         counters: Arc<Counters>,
     ) -> Result<Self, BenchError> {

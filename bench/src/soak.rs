@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use schemas::db::entities::agent::StaffRole;
-use schemas::wire::{Action, Channel, LockOp};
+use schemas::wire::{Action, Channel, LockOp, ParticipantRole};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::peer::{ChatRole, ChatTarget, Counters, Peer, ack_topic, messages_topic};
+use crate::peer::{ChatTarget, Counters, Peer, ack_topic, messages_topic};
 use crate::{BenchError, MemoryProbe};
 
 #[derive(Clone, Debug)]
@@ -87,7 +87,7 @@ pub async fn soak(
         let mut agent = Peer::connect(
             target,
             subject,
-            ChatRole::Agent,
+            ParticipantRole::Agent,
             epoch,
             Arc::clone(&counters),
         )
@@ -195,7 +195,7 @@ async fn one_session(
     let mut applicant = Peer::connect(
         target,
         &subject,
-        ChatRole::Applicant,
+        ParticipantRole::Applicant,
         epoch,
         Arc::clone(counters),
     )

@@ -28,7 +28,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{Claim, Difference, RecordCheck, RecordCounts};
 
-/// The `[audit]` section of the configuration.
+/// The `[audit]` section of the configuration. The process that serves reads the key (inline,
+/// or from `key_file`, which it creates on first start) and hands it to [`AuditKey::from_secret`];
+/// this crate reads no files.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
@@ -65,9 +67,9 @@ impl Default for AuditConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error(transparent)]
-    Key(#[from] broker::KeyError),
-    #[error("`audit.key` must be at least 32 bytes")]
+    #[error(
+        "the audit key (`audit.key` or the file `audit.key_file` names) must be at least 32 bytes"
+    )]
     ShortKey,
     #[error("the audit trail could not be written or read: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -80,16 +82,25 @@ pub enum AuditError {
 pub struct AuditKey(hmac::Key);
 
 impl AuditKey {
-    pub fn load(config: &AuditConfig) -> Result<Self, AuditError> {
-        let secret = if config.key.is_empty() {
-            broker::load_or_create_secret(&config.key_file, "audit.key_file")?
-        } else {
-            config.key.as_bytes().to_vec()
-        };
+    /// The key from its secret bytes: at least 32 of them (HMAC-SHA-256's output size, below
+    /// which a key is weaker than the MAC).
+    pub fn from_secret(secret: &[u8]) -> Result<Self, AuditError> {
         if secret.len() < 32 {
             return Err(AuditError::ShortKey);
         }
-        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+    }
+
+    /// The inline key of `config`, or else a fixed one, for tests that need a chain but no
+    /// particular key. Reading `key_file` is the serving process's job, so this ignores it; it
+    /// remains until the pipeline's tests call [`AuditKey::from_secret`] themselves.
+    #[cfg(test)]
+    pub(crate) fn load(config: &AuditConfig) -> Result<Self, AuditError> {
+        if config.key.is_empty() {
+            Self::from_secret(&[0x5a; 32])
+        } else {
+            Self::from_secret(config.key.as_bytes())
+        }
     }
 
     /// The MAC of one entry given the previous entry's MAC. Fields are length-prefixed so that
@@ -414,11 +425,7 @@ mod tests {
             ..store::DatabaseConfig::default()
         };
         let store = store::Store::open(&config).await.unwrap();
-        let key = AuditKey::load(&AuditConfig {
-            key_file: dir.path().join("audit-key"),
-            ..AuditConfig::default()
-        })
-        .unwrap();
+        let key = AuditKey::from_secret(&[1; 32]).unwrap();
         let trail = AuditTrail::open(&store, key.clone()).await.unwrap();
         for n in 0..entries {
             trail
@@ -534,14 +541,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn keys_shorter_than_the_mac_are_refused() {
+        for (bytes, accepted) in [(0, false), (31, false), (32, true), (64, true)] {
+            assert_eq!(
+                AuditKey::from_secret(&vec![7; bytes]).is_ok(),
+                accepted,
+                "{bytes} bytes"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn another_key_does_not_verify() {
-        let (dir, store, _key, _trail) = trail_with(2).await;
-        let other = AuditKey::load(&AuditConfig {
-            key_file: dir.path().join("other-key"),
-            ..AuditConfig::default()
-        })
-        .unwrap();
+        let (_dir, store, _key, _trail) = trail_with(2).await;
+        let other = AuditKey::from_secret(&[2; 32]).unwrap();
         assert_eq!(
             AuditTrail::verify(&store, &other)
                 .await

@@ -710,7 +710,7 @@ mod digest_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuditConfig, AuditEntry, AuditKey, AuditTrail, Verification};
+    use crate::{AuditEntry, AuditKey, AuditTrail, Verification};
     use chrono::{SubsecRound, Utc};
     use schemas::db::entities::session;
     use sea_orm::{ActiveModelTrait, Set};
@@ -727,11 +727,7 @@ mod tests {
             ..store::DatabaseConfig::default()
         };
         let store = store::Store::open(&config).await.unwrap();
-        let key = AuditKey::load(&AuditConfig {
-            key_file: dir.path().join("audit-key"),
-            ..AuditConfig::default()
-        })
-        .unwrap();
+        let key = AuditKey::from_secret(&[1; 32]).unwrap();
         let trail = AuditTrail::open(&store, key.clone()).await.unwrap();
         let db = store.connection();
         let now = Utc::now().trunc_subsecs(6);

@@ -201,13 +201,9 @@ fn chat_target(server: &ChildServer, store: store::Store) -> anyhow::Result<benc
         name: "courtchat".to_owned(),
         addr: server.mqtt,
         token: Box::new(move |subject, role| {
-            let role = match role {
-                bench::ChatRole::Applicant => Role::Applicant,
-                bench::ChatRole::Agent => Role::Agent,
-            };
             keys.mint(
                 subject,
-                role,
+                Role::from(role),
                 Duration::from_secs(6 * 3600),
                 std::time::SystemTime::now(),
             )

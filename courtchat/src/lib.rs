@@ -2,9 +2,11 @@
 //! `courtchat serve`. The `courtchat` binary (main.rs) is a thin command-line shell over this, and
 //! `testkit` starts the very same [`Server`] in-process.
 
+mod audit;
 mod config;
 mod server;
 
+pub use audit::{AuditError, audit_key};
 pub use broker::{Access, DeniedPublish, Effect, Memberships, Role, StaticRule, Stats};
 pub use config::{Config, ConfigError, LogConfig};
 pub use server::{Addresses, Listeners, ServeError, Server};
@@ -19,18 +21,16 @@ pub use bridge::{AuditConfig, Difference, Discrepancy, RecordCounts, RecordKey, 
 pub async fn verify_audit(
     config: &Config,
     store: &store::Store,
-) -> Result<Verification, bridge::AuditError> {
-    bridge::AuditTrail::verify(store, &bridge::AuditKey::load(&config.audit)?).await
+) -> Result<Verification, AuditError> {
+    Ok(bridge::AuditTrail::verify(store, &audit_key(&config.audit)?).await?)
 }
 
 /// The chat pipeline over `store`, configured by `config`, as `serve` and `bridge` run it.
 pub async fn pipeline(
     config: &Config,
     store: &store::Store,
-) -> Result<bridge::Pipeline, bridge::AuditError> {
-    let audit = std::sync::Arc::new(
-        bridge::AuditTrail::open(store, bridge::AuditKey::load(&config.audit)?).await?,
-    );
+) -> Result<bridge::Pipeline, AuditError> {
+    let audit = std::sync::Arc::new(audit::open_trail(store, &config.audit).await?);
     Ok(bridge::Pipeline::new(
         store.clone(),
         audit,

@@ -73,7 +73,7 @@ pub enum ServeError {
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
     #[error(transparent)]
-    Audit(#[from] bridge::AuditError),
+    Audit(#[from] crate::AuditError),
     #[error("the {what} listener failed: {source}")]
     Listener {
         what: &'static str,
@@ -201,16 +201,14 @@ impl Server {
             memberships.join(
                 &participant.session_id,
                 &participant.subject,
-                participant_role(participant.role),
+                participant.role.into(),
             );
         }
         // Denials go into the tamper-evident audit trail, through a hook and one writer task.
-        let audit = Arc::new(
-            bridge::AuditTrail::open(&store, bridge::AuditKey::load(&config.audit)?).await?,
-        );
+        let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
         let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
         let audit_writer = tokio::spawn(writer);
-        let hooks: Vec<Arc<dyn broker::Hook>> = vec![recorder];
+        let hooks: Vec<Arc<dyn broker::Hook>> = vec![Arc::new(crate::audit::DenialHook(recorder))];
         let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), hooks)?;
 
         let stop = CancellationToken::new();
@@ -357,14 +355,5 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
-    }
-}
-
-fn participant_role(role: schemas::db::entities::participant::ParticipantRole) -> broker::Role {
-    use schemas::db::entities::participant::ParticipantRole;
-    match role {
-        ParticipantRole::Applicant => broker::Role::Applicant,
-        ParticipantRole::Agent => broker::Role::Agent,
-        ParticipantRole::Supervisor => broker::Role::Supervisor,
     }
 }

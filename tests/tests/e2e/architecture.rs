@@ -112,3 +112,43 @@ fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The layering ARCHITECTURE.md states: each crate's `[dependencies]` name only workspace crates
+/// below it (so, for one, the pipeline in `bridge` never links the gateway in `broker`).
+#[test]
+fn crates_depend_only_on_the_layers_below() -> anyhow::Result<()> {
+    let members = workspace_members()?;
+    let below: &[(&str, &[&str])] = &[
+        ("schemas", &[]),
+        ("store", &["schemas"]),
+        ("broker", &["schemas"]),
+        ("bridge", &["schemas", "store"]),
+        ("admin-api", &["schemas", "store"]),
+        ("bench", &["schemas", "store"]),
+        (
+            "courtchat",
+            &["schemas", "store", "broker", "bridge", "admin-api", "bench"],
+        ),
+    ];
+    for member in &members {
+        let Some((_, allowed)) = below.iter().find(|(crate_, _)| crate_ == member) else {
+            // `tests` may use anything; a new member must be placed in this table.
+            assert_eq!(member, "tests", "{member} has no place in the layering");
+            continue;
+        };
+        let manifest: toml::Table =
+            std::fs::read_to_string(root().join(member).join("Cargo.toml"))?.parse()?;
+        let deps = manifest
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .cloned()
+            .unwrap_or_default();
+        for dependency in deps.keys().filter(|d| members.contains(*d)) {
+            assert!(
+                allowed.contains(&dependency.as_str()),
+                "{member} depends on {dependency}; ARCHITECTURE.md allows it only {allowed:?}"
+            );
+        }
+    }
+    Ok(())
+}

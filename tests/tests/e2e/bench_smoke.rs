@@ -55,11 +55,7 @@ fn chat_target(stack: &TestStack) -> bench::ChatTarget {
         name: "courtchat".to_owned(),
         addr: stack.mqtt_tcp_addr(),
         token: Box::new(move |subject, role| {
-            let role = match role {
-                bench::ChatRole::Applicant => Role::Applicant,
-                bench::ChatRole::Agent => Role::Agent,
-            };
-            courtchat::mint_token(&config, subject, role, Duration::from_secs(600))
+            courtchat::mint_token(&config, subject, Role::from(role), Duration::from_secs(600))
                 .unwrap_or_default()
         }),
         store: stack.store().clone(),
