@@ -20,7 +20,7 @@ pub use audit::{
 };
 pub use link::BrokerLink;
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
-pub use pipeline::{BridgeConfig, Pipeline, PipelineError};
+pub use pipeline::{BridgeConfig, CommandError, Commands, Pipeline, PipelineError, Reply};
 pub use rate::{RateLimit, RateLimiter, TokenBucket};
 pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;

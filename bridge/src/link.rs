@@ -44,13 +44,22 @@ pub(crate) struct LinkSettings {
     pub keep_alive: Duration,
 }
 
-/// A submission as it arrived, with what acknowledging it to the gateway needs.
+/// A submission as it arrived: its topic and payload as a client would publish them, and
+/// where its answer goes besides the sender's ack topic.
 pub(crate) struct Incoming {
     pub topic: String,
     pub payload: bytes::Bytes,
-    /// The delivery to acknowledge once decided; none for submissions that did not come over
-    /// MQTT (tests).
-    pub delivery: Option<Publish>,
+    pub origin: Origin,
+}
+
+pub(crate) enum Origin {
+    /// Over MQTT: the delivery to acknowledge to the gateway once decided.
+    Mqtt(Box<Publish>),
+    /// From inside the process (see `Commands`): the caller waiting for the answer.
+    Command(tokio::sync::oneshot::Sender<bytes::Bytes>),
+    /// From a test.
+    #[cfg(test)]
+    Local,
 }
 
 impl Incoming {
@@ -59,7 +68,7 @@ impl Incoming {
         Self {
             topic: topic.to_owned(),
             payload: payload.into(),
-            delivery: None,
+            origin: Origin::Local,
         }
     }
 }
@@ -167,7 +176,7 @@ impl Link {
     /// Acknowledges decided submissions to the gateway, after their answers were queued.
     pub async fn ack(&self, decided: &[Incoming]) -> Result<(), ClientError> {
         for incoming in decided {
-            let Some(delivery) = &incoming.delivery else {
+            let Origin::Mqtt(delivery) = &incoming.origin else {
                 continue;
             };
             if let Some(seen) = lock(&self.seen).get_mut(&delivery.pkid)
@@ -259,7 +268,7 @@ impl Driver {
                     let incoming = Incoming {
                         topic,
                         payload: publish.payload.clone(),
-                        delivery: Some(publish),
+                        origin: Origin::Mqtt(Box::new(publish)),
                     };
                     if self.tx.send(incoming).is_err() {
                         return;

@@ -1,0 +1,110 @@
+//! Commands: submissions from inside the process (the admin API), decided by the same single
+//! writer as what arrives over MQTT, ordered together with it, with the same effects, audit
+//! entries and acknowledgements. A command is what the actor would publish, so there is one
+//! path to get right.
+
+use std::sync::Arc;
+
+use schemas::topics::{SessionTopic, Topic};
+use schemas::wire::{Ack, OpenSession, Resync, Submission};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::link::{Incoming, Origin};
+
+/// How many commands may wait for the pipeline; callers wait beyond that.
+const QUEUE: usize = 1024;
+
+/// The queue between callers and the pipeline's workers, which outlives any one worker.
+pub(crate) struct Intake {
+    pub sender: mpsc::Sender<Incoming>,
+    pub receiver: Arc<Mutex<mpsc::Receiver<Incoming>>>,
+}
+
+impl Intake {
+    pub fn new() -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        Self {
+            sender,
+            receiver: Arc::new(Mutex::new(receiver)),
+        }
+    }
+}
+
+/// Submits actions to the pipeline from inside the process; cheap to clone.
+#[derive(Clone)]
+pub struct Commands {
+    sender: mpsc::Sender<Incoming>,
+}
+
+/// The pipeline's answer to a command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Ack(Ack),
+    /// The answer to a resync.
+    Page(Resync),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The pipeline has stopped (the server is shutting down).
+    #[error("the chat pipeline is not running")]
+    Stopped,
+    #[error("the pipeline's answer could not be read: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+impl Commands {
+    pub(crate) fn new(intake: &Intake) -> Self {
+        Self {
+            sender: intake.sender.clone(),
+        }
+    }
+
+    /// Submits `submission` to `session_id` as `actor`, as if `actor` had published it, and
+    /// waits for the answer.
+    pub async fn submit(
+        &self,
+        session_id: &str,
+        actor: &str,
+        submission: &Submission,
+    ) -> Result<Reply, CommandError> {
+        let topic = Topic::Session {
+            session: session_id,
+            kind: SessionTopic::Submit,
+            subject: Some(actor),
+        };
+        self.send(topic.to_string(), serde_json::to_vec(submission)?)
+            .await
+    }
+
+    /// Opens a session for `applicant`, as if the applicant had asked.
+    pub async fn open(
+        &self,
+        applicant: &str,
+        request: &OpenSession,
+    ) -> Result<Reply, CommandError> {
+        let topic = Topic::Open { subject: applicant };
+        self.send(topic.to_string(), serde_json::to_vec(request)?)
+            .await
+    }
+
+    async fn send(&self, topic: String, payload: Vec<u8>) -> Result<Reply, CommandError> {
+        let (caller, answer) = oneshot::channel();
+        let incoming = Incoming {
+            topic,
+            payload: payload.into(),
+            origin: Origin::Command(caller),
+        };
+        self.sender
+            .send(incoming)
+            .await
+            .map_err(|_| CommandError::Stopped)?;
+        let payload = answer.await.map_err(|_| CommandError::Stopped)?;
+        let value: serde_json::Value = serde_json::from_slice(&payload)?;
+        Ok(if value.get("entries").is_some() {
+            Reply::Page(serde_json::from_value(value)?)
+        } else {
+            Reply::Ack(serde_json::from_value(value)?)
+        })
+    }
+}

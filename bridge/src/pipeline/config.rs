@@ -1,0 +1,59 @@
+//! The `[bridge]` section of the configuration.
+
+use schemas::wire::LockMode;
+use serde::{Deserialize, Serialize};
+
+/// The `[bridge]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BridgeConfig {
+    /// Run the pipeline inside `courtchat serve`. Turn off when it runs as `courtchat bridge`.
+    pub in_process: bool,
+    /// Longest message body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Submissions per second each sender may make, sustained.
+    pub rate_per_second: f64,
+    /// Submissions a sender may make in a burst.
+    pub rate_burst: f64,
+    /// Most submissions decided and committed together.
+    pub batch_max: usize,
+    /// `exclusive`: only the reply-lock holder's replies are accepted; `advisory`: any joined
+    /// agent may reply, and the lock only shows who is answering.
+    pub lock_mode: LockMode,
+    /// How long a reply lock lasts without renewal, in seconds.
+    pub lock_lease_secs: u64,
+    /// Most submissions in the pipeline's hands at once (its MQTT receive maximum); the rest
+    /// wait in the gateway. Each is acknowledged to the gateway only once decided.
+    pub intake_window: u16,
+    /// How long the gateway keeps the pipeline's session (and collects submissions for it)
+    /// while the pipeline is disconnected, in seconds. The gateway caps it at
+    /// `mqtt.max_session_expiry`.
+    pub link_session_expiry_secs: u64,
+    /// Most entries in one resync reply; the reply says where the next page starts.
+    pub resync_page_entries: usize,
+    /// Most bytes of entries in one resync reply (and never more than the gateway's maximum
+    /// packet size allows). Clients need a maximum packet size above this.
+    pub resync_page_bytes: usize,
+    /// Keep-alive of the pipeline's MQTT connection to the gateway, in seconds: how soon a
+    /// silently dead connection is noticed and replaced.
+    pub link_keep_alive_secs: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            in_process: true,
+            max_body_bytes: 4096,
+            rate_per_second: 5.0,
+            rate_burst: 20.0,
+            batch_max: 256,
+            lock_mode: LockMode::Exclusive,
+            lock_lease_secs: 60,
+            intake_window: 512,
+            link_session_expiry_secs: 3600,
+            resync_page_entries: 200,
+            resync_page_bytes: 64 * 1024,
+            link_keep_alive_secs: 30,
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! A session's life: opening, status changes, transfer, escalation, closing, the survey.
+
+use schemas::db::entities::{participant, session, survey_response};
+use schemas::topics::Topic;
+use schemas::wire::{self, MembershipOp, OpenSession, RejectReason, SessionEvent, StreamContent};
+use sea_orm::Set;
+
+use super::{Context, Effects, Subject, Verdict, is_staff, lock, membership, refuse};
+use crate::audit::AuditEntry;
+use crate::pipeline::view::{SessionView, Views};
+
+/// An open request this applicant made before under the same id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OpenedBefore {
+    pub session_id: String,
+    /// Whether that request was this one (channel and first message).
+    pub same: bool,
+}
+
+/// Opens a session with id `session_id` for `applicant`, or answers a repeated request with the
+/// session it opened. Returns the verdict and the session it is about.
+pub(crate) fn open(
+    views: &mut Views,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    applicant: &str,
+    request: OpenSession,
+    before: Option<OpenedBefore>,
+    session_id: String,
+) -> (Verdict, Option<String>) {
+    let cmid = request.client_msg_id.as_str();
+    if let Some(before) = before {
+        let verdict = if before.same {
+            // The opening entry is always the session's first.
+            Verdict::Accepted { seq: Some(1) }
+        } else {
+            refuse(
+                RejectReason::DuplicateId,
+                "this client_msg_id opened a session with a different request",
+            )
+        };
+        return (verdict, Some(before.session_id));
+    }
+    if let Err(retry) = ctx.limiter.check(applicant, ctx.instant) {
+        let message = format!("too many requests; retry in {} ms", retry.as_millis());
+        return (refuse(RejectReason::RateLimited, message), None);
+    }
+    let channel = channel_name(request.channel);
+    let now = ctx.now;
+    fx.opened.push((
+        session::ActiveModel {
+            id: Set(session_id.clone()),
+            status: Set(session::SessionStatus::Queued),
+            applicant: Set(applicant.to_owned()),
+            channel: Set(channel.clone()),
+            team: Set(request.topic.clone()),
+            assigned_agent: Set(None),
+            last_seq: Set(0),
+            lock_holder: Set(None),
+            lock_epoch: Set(0),
+            lock_expires_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            closed_at: Set(None),
+        },
+        participant::ActiveModel {
+            session_id: Set(session_id.clone()),
+            subject: Set(applicant.to_owned()),
+            role: Set(participant::ParticipantRole::Applicant),
+            joined_at: Set(now),
+            left_at: Set(None),
+        },
+    ));
+    let mut view = SessionView::opened(applicant, channel, request.topic.clone());
+    fx.audit.push(AuditEntry {
+        actor: applicant.to_owned(),
+        action: "session.opened".to_owned(),
+        session_id: Some(session_id.clone()),
+        detail: serde_json::json!({ "channel": request.channel, "topic": request.topic }),
+    });
+    let opened = StreamContent::Event {
+        event: SessionEvent::Opened {
+            channel: request.channel,
+        },
+    };
+    let seq = fx.append(&mut view, now, &session_id, applicant, cmid, opened, None);
+    if let Some(first) = request.first_message {
+        let content = StreamContent::Message { body: first };
+        let first_id = format!("{cmid}#first");
+        fx.append(
+            &mut view,
+            now,
+            &session_id,
+            applicant,
+            &first_id,
+            content,
+            None,
+        );
+    }
+    fx.membership(
+        &session_id,
+        applicant,
+        participant::ParticipantRole::Applicant,
+        MembershipOp::Join,
+    );
+    // Staff watching the queue see the new session waiting.
+    fx.outbox.entry(
+        Topic::Queue.to_string(),
+        &wire::QueueUpdate {
+            v: wire::VERSION,
+            session_id: session_id.clone(),
+            status: wire::SessionStatus::Queued,
+            channel: request.channel,
+            team: request.topic,
+            waiting_since: now,
+        },
+    );
+    views.insert(session_id.clone(), view);
+    (Verdict::Accepted { seq: Some(seq) }, Some(session_id))
+}
+
+/// How a channel is stored (the wire name).
+pub(crate) fn channel_name(channel: wire::Channel) -> String {
+    serde_json::to_value(channel)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Records a status change: the row, a `status_changed` entry and, for sessions that wait
+/// (queued, escalated), a queue update for staff.
+pub(crate) fn set_status(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    session_id: &str,
+    actor: &str,
+    cmid: &str,
+    status: session::SessionStatus,
+) {
+    view.status = status;
+    fx.changed.insert(session_id.to_owned());
+    let wire_status = match status {
+        session::SessionStatus::Queued => wire::SessionStatus::Queued,
+        session::SessionStatus::Active => wire::SessionStatus::Active,
+        session::SessionStatus::Escalated => wire::SessionStatus::Escalated,
+        session::SessionStatus::Closed => wire::SessionStatus::Closed,
+    };
+    let changed = StreamContent::Event {
+        event: SessionEvent::StatusChanged {
+            status: wire_status,
+        },
+    };
+    let status_id = format!("{cmid}#status");
+    fx.append(view, ctx.now, session_id, actor, &status_id, changed, None);
+    if matches!(
+        status,
+        session::SessionStatus::Queued | session::SessionStatus::Escalated
+    ) {
+        let update = wire::QueueUpdate {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            status: wire_status,
+            channel: serde_json::from_value(serde_json::Value::String(view.channel.clone()))
+                .unwrap_or(wire::Channel::Kiosk),
+            team: view.team.clone(),
+            waiting_since: ctx.now,
+        };
+        fx.outbox.entry(Topic::Queue.to_string(), &update);
+    }
+}
+
+/// Hands the session to another agent (with the reply lock, under a new epoch) or back to a
+/// team's queue, in one step; the sender leaves.
+pub(crate) fn transfer(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    to_agent: Option<String>,
+    to_team: Option<String>,
+) -> Verdict {
+    if !is_staff(s.role) {
+        return refuse(RejectReason::NotAllowed, "only staff transfer a session");
+    }
+    let (session_id, from, cmid) = (s.session_id, s.sender, s.cmid);
+    let seq = match (to_agent, to_team) {
+        (Some(to), None) => {
+            let Some(to_role) = ctx.staff_role(&to) else {
+                return refuse(
+                    RejectReason::NotAllowed,
+                    "the target is not registered, active staff",
+                );
+            };
+            if to == from {
+                return refuse(
+                    RejectReason::Invalid,
+                    "a session cannot be transferred to its sender",
+                );
+            }
+            if !view.members.contains_key(&to) {
+                let join_id = format!("{cmid}#join");
+                membership::add(view, ctx, fx, session_id, &to, &join_id, to_role);
+            }
+            lock::hand_to(view, ctx, fx, session_id, from, &to);
+            view.assigned_agent = Some(to.clone());
+            fx.changed.insert(session_id.to_owned());
+            let transferred = StreamContent::Event {
+                event: SessionEvent::Transferred {
+                    from: Some(from.to_owned()),
+                    to_agent: Some(to),
+                    to_team: None,
+                },
+            };
+            let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
+            membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+            seq
+        }
+        (None, Some(team)) => {
+            view.team = Some(team.clone());
+            view.assigned_agent = None;
+            fx.changed.insert(session_id.to_owned());
+            let transferred = StreamContent::Event {
+                event: SessionEvent::Transferred {
+                    from: Some(from.to_owned()),
+                    to_agent: None,
+                    to_team: Some(team),
+                },
+            };
+            let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
+            membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+            let queued = session::SessionStatus::Queued;
+            set_status(view, ctx, fx, session_id, from, cmid, queued);
+            seq
+        }
+        _ => {
+            return refuse(
+                RejectReason::Invalid,
+                "name exactly one of to_agent and to_team",
+            );
+        }
+    };
+    Verdict::Accepted { seq: Some(seq) }
+}
+
+/// Asks a supervisor to step in.
+pub(crate) fn escalate(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    reason: Option<String>,
+) -> Verdict {
+    if !is_staff(s.role) {
+        return refuse(RejectReason::NotAllowed, "only staff escalate a session");
+    }
+    let escalated = session::SessionStatus::Escalated;
+    set_status(view, ctx, fx, s.session_id, s.sender, s.cmid, escalated);
+    let event = StreamContent::Event {
+        event: SessionEvent::Escalated { reason },
+    };
+    let seq = fx.append(view, ctx.now, s.session_id, s.sender, s.cmid, event, None);
+    Verdict::Accepted { seq: Some(seq) }
+}
+
+/// Ends the session: whoever holds the lock loses it, the applicant is offered the survey, and
+/// the participants keep access for it (and for resync) for a while.
+pub(crate) fn close(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    reason: Option<String>,
+) -> Verdict {
+    if let Some(holder) = view.lock.holder.clone() {
+        lock::release_by(view, ctx, fx, s.session_id, s.sender, &holder);
+    }
+    view.closed_at = Some(ctx.now);
+    let closed = session::SessionStatus::Closed;
+    set_status(view, ctx, fx, s.session_id, s.sender, s.cmid, closed);
+    let event = StreamContent::Event {
+        event: SessionEvent::Closed {
+            reason,
+            survey_offered: true,
+        },
+    };
+    let seq = fx.append(view, ctx.now, s.session_id, s.sender, s.cmid, event, None);
+    // The gateway keeps the participants' access for the survey and resync while the session
+    // is among the most recently closed, then forgets it.
+    let role = s.role.unwrap_or(participant::ParticipantRole::Supervisor);
+    fx.membership(s.session_id, s.sender, role, MembershipOp::Close);
+    fx.closed.push(s.session_id.to_owned());
+    Verdict::Accepted { seq: Some(seq) }
+}
+
+/// The applicant's answer to the post-chat survey, once, after closing.
+pub(crate) fn survey(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    rating: u8,
+    comment: Option<String>,
+) -> Verdict {
+    if s.role != Some(participant::ParticipantRole::Applicant) {
+        return refuse(
+            RejectReason::NotAllowed,
+            "only the applicant answers the survey",
+        );
+    }
+    if view.status != session::SessionStatus::Closed {
+        return refuse(
+            RejectReason::NotAllowed,
+            "the survey opens when the session closes",
+        );
+    }
+    if view.survey_answered == Some(true) {
+        return refuse(RejectReason::NotAllowed, "the survey was already answered");
+    }
+    view.survey_answered = Some(true);
+    let digest = crate::record::SurveyRecord {
+        session_id: s.session_id,
+        rating: i16::from(rating),
+        comment: comment.as_deref(),
+        submitted_at: &ctx.now,
+    }
+    .digest();
+    fx.surveys.push(survey_response::ActiveModel {
+        session_id: Set(s.session_id.to_owned()),
+        rating: Set(i16::from(rating)),
+        comment: Set(comment),
+        submitted_at: Set(ctx.now),
+    });
+    fx.audit.push(AuditEntry {
+        actor: s.sender.to_owned(),
+        action: "survey.answered".to_owned(),
+        session_id: Some(s.session_id.to_owned()),
+        detail: serde_json::json!({ "rating": rating, "client_msg_id": s.cmid, "digest": digest }),
+    });
+    Verdict::Accepted { seq: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use schemas::db::entities::participant::ParticipantRole;
+    use schemas::wire::{Action, LockOp};
+
+    use super::*;
+    use crate::pipeline::decide::testing::{decide, views};
+
+    fn event_types(fx: &Effects) -> Vec<String> {
+        fx.audit.iter().map(|a| a.action.clone()).collect()
+    }
+
+    #[test]
+    fn a_transfer_to_an_agent_moves_session_and_lock_in_one_step() {
+        let staff = HashMap::from([("bob".to_owned(), Some(ParticipantRole::Agent))]);
+        let mut views = views(&[("ann", ParticipantRole::Agent)]);
+        decide(
+            &mut views,
+            &staff,
+            "ann",
+            "l",
+            Action::Lock {
+                op: LockOp::Acquire,
+            },
+            0,
+        );
+        let transfer = Action::Transfer {
+            to_agent: Some("bob".into()),
+            to_team: None,
+        };
+        let (verdict, fx) = decide(&mut views, &staff, "ann", "t", transfer, 1);
+        let Verdict::Accepted { seq: Some(seq) } = verdict else {
+            panic!("{verdict:?}")
+        };
+        assert_eq!(
+            event_types(&fx),
+            [
+                "session.joined",
+                "lock.taken_over",
+                "session.transferred",
+                "session.left"
+            ]
+        );
+        assert_eq!(fx.audit[2].detail["seq"], seq);
+        let view = views.get("s-1").unwrap();
+        assert_eq!(view.lock.holder.as_deref(), Some("bob"));
+        assert_eq!(view.lock.epoch, 2);
+        assert_eq!(view.assigned_agent.as_deref(), Some("bob"));
+        assert!(!view.members.contains_key("ann"));
+    }
+
+    #[test]
+    fn transfers_that_make_no_sense_are_refused() {
+        let staff = HashMap::from([
+            ("ann".to_owned(), Some(ParticipantRole::Agent)),
+            ("eve".to_owned(), None),
+        ]);
+        let rows: &[(&str, Option<&str>, Option<&str>, RejectReason)] = &[
+            ("kiosk", None, Some("renewals"), RejectReason::NotAllowed),
+            ("ann", Some("eve"), None, RejectReason::NotAllowed),
+            ("ann", Some("ann"), None, RejectReason::Invalid),
+            ("ann", None, None, RejectReason::Invalid),
+            ("ann", Some("ann"), Some("renewals"), RejectReason::Invalid),
+        ];
+        for (sender, agent, team, reason) in rows {
+            let mut views = views(&[("ann", ParticipantRole::Agent)]);
+            let transfer = Action::Transfer {
+                to_agent: agent.map(str::to_owned),
+                to_team: team.map(str::to_owned),
+            };
+            let (verdict, fx) = decide(&mut views, &staff, sender, "t", transfer, 0);
+            assert!(
+                matches!(&verdict, Verdict::Refused(r, _) if r == reason),
+                "{sender} {agent:?} {team:?}: {verdict:?}"
+            );
+            assert!(fx.entries.is_empty());
+        }
+    }
+
+    #[test]
+    fn closing_frees_the_lock_and_opens_the_survey_once() {
+        let staff = HashMap::new();
+        let mut views = views(&[("ann", ParticipantRole::Agent)]);
+        decide(
+            &mut views,
+            &staff,
+            "ann",
+            "l",
+            Action::Lock {
+                op: LockOp::Acquire,
+            },
+            0,
+        );
+        let survey = Action::Survey {
+            rating: 5,
+            comment: None,
+        };
+        let (early, _) = decide(&mut views, &staff, "kiosk", "s", survey.clone(), 1);
+        assert!(matches!(
+            early,
+            Verdict::Refused(RejectReason::NotAllowed, _)
+        ));
+        let (closed, fx) = decide(
+            &mut views,
+            &staff,
+            "kiosk",
+            "c",
+            Action::Close { reason: None },
+            2,
+        );
+        assert!(matches!(closed, Verdict::Accepted { seq: Some(_) }));
+        assert_eq!(
+            event_types(&fx),
+            ["lock.released", "session.status_changed", "session.closed"]
+        );
+        assert_eq!(fx.closed, ["s-1"]);
+        let (note, _) = decide(
+            &mut views,
+            &staff,
+            "ann",
+            "n",
+            Action::Note { body: "x".into() },
+            3,
+        );
+        assert!(matches!(
+            note,
+            Verdict::Refused(RejectReason::SessionClosed, _)
+        ));
+        views.get_mut("s-1").unwrap().survey_answered = Some(false);
+        let (answered, fx) = decide(&mut views, &staff, "kiosk", "s", survey.clone(), 3);
+        assert_eq!(answered, Verdict::Accepted { seq: None });
+        assert_eq!(fx.surveys.len(), 1);
+        assert!(fx.audit[0].detail["digest"].is_string());
+        let (again, _) = decide(&mut views, &staff, "kiosk", "s2", survey, 4);
+        assert!(
+            matches!(again, Verdict::Refused(RejectReason::NotAllowed, m) if m.contains("already"))
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Joining and leaving a session.
+
+use chrono::{DateTime, Utc};
+use schemas::db::entities::{participant, session};
+use schemas::wire::{MembershipOp, RejectReason, SessionEvent, StreamContent};
+
+use super::{Context, Effects, ParticipantChange, Subject, Verdict, lifecycle, lock, refuse};
+use crate::pipeline::view::SessionView;
+
+/// A member of staff asks to join. Only registered, active staff may; a member joining again
+/// changes nothing.
+pub(crate) fn join(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+) -> Verdict {
+    if s.role.is_some() {
+        return Verdict::Accepted { seq: None };
+    }
+    let Some(role) = ctx.staff_role(s.sender) else {
+        return refuse(
+            RejectReason::NotAllowed,
+            "only registered, active staff may join a session",
+        );
+    };
+    let seq = add(view, ctx, fx, s.session_id, s.sender, s.cmid, role);
+    Verdict::Accepted { seq: Some(seq) }
+}
+
+/// A member of staff leaves (the applicant closes the session instead).
+pub(crate) fn leave(
+    view: &mut SessionView,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+) -> Verdict {
+    if s.role == Some(participant::ParticipantRole::Applicant) {
+        return refuse(
+            RejectReason::NotAllowed,
+            "the applicant closes the session instead of leaving it",
+        );
+    }
+    let seq = remove(view, ctx, fx, s.session_id, s.sender, s.cmid);
+    Verdict::Accepted { seq: Some(seq) }
+}
+
+/// Makes `subject` a participant: their row, the `joined` entry (returned), an active status
+/// for a session that was waiting, and the membership for the gateway.
+pub(crate) fn add(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    session_id: &str,
+    subject: &str,
+    cmid: &str,
+    role: participant::ParticipantRole,
+) -> u64 {
+    let now: DateTime<Utc> = ctx.now;
+    fx.participants.push(ParticipantChange::Joined {
+        session_id: session_id.to_owned(),
+        subject: subject.to_owned(),
+        role,
+        at: now,
+    });
+    view.members.insert(subject.to_owned(), role);
+    let joined = StreamContent::Event {
+        event: SessionEvent::Joined {
+            subject: subject.to_owned(),
+        },
+    };
+    let seq = fx.append(view, now, session_id, subject, cmid, joined, None);
+    if view.status == session::SessionStatus::Queued {
+        let status = session::SessionStatus::Active;
+        lifecycle::set_status(view, ctx, fx, session_id, "system", cmid, status);
+    }
+    fx.membership(session_id, subject, role, MembershipOp::Join);
+    seq
+}
+
+/// Ends `subject`'s participation: their row, the lock if they held it, the `left` entry
+/// (returned) and the membership for the gateway, which revokes their subscriptions.
+pub(crate) fn remove(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    session_id: &str,
+    subject: &str,
+    cmid: &str,
+) -> u64 {
+    fx.participants.push(ParticipantChange::Left {
+        session_id: session_id.to_owned(),
+        subject: subject.to_owned(),
+        at: ctx.now,
+    });
+    let role = view
+        .members
+        .remove(subject)
+        .unwrap_or(participant::ParticipantRole::Agent);
+    // Whoever leaves lets go of the reply lock.
+    lock::release_by(view, ctx, fx, session_id, subject, subject);
+    let left = StreamContent::Event {
+        event: SessionEvent::Left {
+            subject: subject.to_owned(),
+        },
+    };
+    let seq = fx.append(view, ctx.now, session_id, subject, cmid, left, None);
+    fx.membership(session_id, subject, role, MembershipOp::Leave);
+    seq
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use schemas::db::entities::participant::ParticipantRole;
+    use schemas::wire::{Action, LockOp};
+
+    use super::*;
+    use crate::pipeline::decide::testing::{decide, views};
+
+    #[test]
+    fn registered_staff_join_and_the_session_becomes_active() {
+        let mut views = views(&[]);
+        let staff = HashMap::from([
+            ("ann".to_owned(), Some(ParticipantRole::Agent)),
+            ("eve".to_owned(), None),
+        ]);
+        let (eve, _) = decide(&mut views, &staff, "eve", "j", Action::Join, 0);
+        assert!(matches!(eve, Verdict::Refused(RejectReason::NotAllowed, _)));
+        let (ann, fx) = decide(&mut views, &staff, "ann", "j", Action::Join, 0);
+        assert_eq!(ann, Verdict::Accepted { seq: Some(2) });
+        // joined, then the status change it caused.
+        assert_eq!(fx.entries.len(), 2);
+        assert_eq!(fx.outbox.memberships.len(), 1);
+        assert_eq!(fx.outbox.entries.len(), 2, "joined, status_changed");
+        let view = views.get("s-1").unwrap();
+        assert_eq!(view.status, session::SessionStatus::Active);
+        assert_eq!(view.members.get("ann"), Some(&ParticipantRole::Agent));
+        let (again, fx) = decide(&mut views, &staff, "ann", "j2", Action::Join, 0);
+        assert_eq!(again, Verdict::Accepted { seq: None });
+        assert!(fx.entries.is_empty());
+    }
+
+    #[test]
+    fn leaving_lets_go_of_the_lock() {
+        let staff = HashMap::new();
+        let mut views = views(&[("ann", ParticipantRole::Agent)]);
+        let acquire = Action::Lock {
+            op: LockOp::Acquire,
+        };
+        decide(&mut views, &staff, "ann", "l", acquire, 0);
+        let (left, fx) = decide(&mut views, &staff, "ann", "x", Action::Leave, 1);
+        assert_eq!(left, Verdict::Accepted { seq: Some(2) });
+        let actions: Vec<&str> = fx.audit.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, ["lock.released", "session.left"]);
+        let view = views.get("s-1").unwrap();
+        assert!(view.lock.holder.is_none());
+        assert!(!view.members.contains_key("ann"));
+        let (kiosk, _) = decide(&mut views, &staff, "kiosk", "x", Action::Leave, 1);
+        assert!(matches!(
+            kiosk,
+            Verdict::Refused(RejectReason::NotAllowed, _)
+        ));
+    }
+}

@@ -1,0 +1,386 @@
+//! Decisions: what one submission does to its session, as a function of the session's view, the
+//! submission and the batch's clock, with no database or broker in reach. A decision updates the
+//! view (the pipeline is the session's only writer) and records what must be stored, audited
+//! and published in [`Effects`]; the writer and the outbox carry that out after the batch.
+//!
+//! One module per family of actions: [`entries`] (messages, notes), [`membership`] (join,
+//! leave), [`lock`] (the reply lock and its expiry), [`receipts`], [`lifecycle`] (open,
+//! transfer, escalate, close, the survey).
+
+pub(crate) mod entries;
+pub(crate) mod lifecycle;
+pub(crate) mod lock;
+pub(crate) mod membership;
+pub(crate) mod receipts;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use schemas::db::entities::{message, participant, session, submission_ack, survey_response};
+use schemas::topics::{SessionTopic, Topic};
+use schemas::wire::{
+    self, Action, MembershipOp, MembershipUpdate, RejectReason, StreamContent, StreamEntry,
+};
+
+use super::BridgeConfig;
+use super::outbox::Outbox;
+use super::view::{SessionView, Views};
+use crate::audit::AuditEntry;
+use crate::rate::RateLimiter;
+
+/// What deciding a submission came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Stored; the sequence number of the stream entry it left under the sender's id, if any.
+    Accepted { seq: Option<u64> },
+    /// A read: the entries from `from_seq` to `to_seq` the sender may read (notes for staff),
+    /// answered once the batch's own entries are written.
+    Resync {
+        from_seq: u64,
+        to_seq: u64,
+        staff: bool,
+    },
+    /// Refused: nothing was stored.
+    Refused(RejectReason, String),
+}
+
+pub(crate) fn refuse(reason: RejectReason, message: impl Into<String>) -> Verdict {
+    Verdict::Refused(reason, message.into())
+}
+
+/// What a decision may consult besides the view: the batch's clock, the configuration, the
+/// senders' rate limits and the staff the batch names.
+pub(crate) struct Context<'a> {
+    pub now: DateTime<Utc>,
+    pub instant: Instant,
+    pub config: &'a BridgeConfig,
+    pub limiter: &'a mut RateLimiter,
+    /// The staff role of each subject the batch names (joiners, transfer targets): `None` when
+    /// the subject is not registered, active staff who may take part in sessions.
+    pub staff: &'a HashMap<String, Option<participant::ParticipantRole>>,
+}
+
+impl Context<'_> {
+    pub fn staff_role(&self, subject: &str) -> Option<participant::ParticipantRole> {
+        self.staff.get(subject).copied().flatten()
+    }
+}
+
+/// A participant row to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ParticipantChange {
+    /// (Re)joined: any earlier row of the subject is replaced.
+    Joined {
+        session_id: String,
+        subject: String,
+        role: participant::ParticipantRole,
+        at: DateTime<Utc>,
+    },
+    Left {
+        session_id: String,
+        subject: String,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A participant's read horizons to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReceiptWrite {
+    pub session_id: String,
+    pub subject: String,
+    pub delivered_seq: i64,
+    pub read_seq: i64,
+    /// No row was stored before: insert, not update.
+    pub new: bool,
+    pub at: DateTime<Utc>,
+}
+
+/// Everything a batch's decisions change, in the order they were decided.
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// Sessions opened in this batch, with their applicant's participant row (inserted first:
+    /// every other row refers to its session).
+    pub opened: Vec<(session::ActiveModel, participant::ActiveModel)>,
+    pub participants: Vec<ParticipantChange>,
+    pub entries: Vec<message::ActiveModel>,
+    /// Each touched session's new last sequence number.
+    pub last_seqs: HashMap<String, i64>,
+    /// Sessions whose row changed beyond `last_seq` (status, team, agent, lock, closing): the
+    /// writer stores their view's state.
+    pub changed: BTreeSet<String>,
+    pub receipts: Vec<ReceiptWrite>,
+    pub surveys: Vec<survey_response::ActiveModel>,
+    /// Acknowledgements kept for submissions that leave no stream entry.
+    pub kept_acks: Vec<submission_ack::ActiveModel>,
+    pub audit: Vec<AuditEntry>,
+    /// Sessions closed in this batch: their views leave the cache once it commits.
+    pub closed: Vec<String>,
+    pub outbox: Outbox,
+}
+
+impl Effects {
+    /// Gives `content` the session's next sequence number and records it: its row, its audit
+    /// entry (with the row's digest, so the chain covers what was said) and its stream entry.
+    /// Returns the sequence number.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        view: &mut SessionView,
+        now: DateTime<Utc>,
+        session_id: &str,
+        sender: &str,
+        client_msg_id: &str,
+        content: StreamContent,
+        lock_epoch: Option<u64>,
+    ) -> u64 {
+        let is_note = matches!(content, StreamContent::Note { .. });
+        let seq = view.last_seq + 1;
+        view.last_seq = seq;
+        // Each topic's entries name their predecessor on that topic.
+        let prev_seq = if is_note {
+            std::mem::replace(&mut view.last_note_seq, seq)
+        } else {
+            std::mem::replace(&mut view.last_public_seq, seq)
+        };
+        let (kind, body) = match &content {
+            StreamContent::Message { body } => (message::MessageKind::Text, body.clone()),
+            StreamContent::Note { body } => (message::MessageKind::Note, body.clone()),
+            StreamContent::Event { event } => (
+                message::MessageKind::Event,
+                serde_json::to_string(event).unwrap_or_default(),
+            ),
+        };
+        let digest = crate::record::MessageRecord {
+            session_id,
+            seq,
+            sender,
+            kind,
+            body: &body,
+            client_msg_id,
+            created_at: &now,
+        }
+        .digest();
+        self.entries.push(message::ActiveModel {
+            session_id: sea_orm::Set(session_id.to_owned()),
+            seq: sea_orm::Set(seq),
+            client_msg_id: sea_orm::Set(client_msg_id.to_owned()),
+            sender: sea_orm::Set(sender.to_owned()),
+            kind: sea_orm::Set(kind),
+            body: sea_orm::Set(body),
+            created_at: sea_orm::Set(now),
+            ..Default::default()
+        });
+        self.last_seqs.insert(session_id.to_owned(), seq);
+        let event = match &content {
+            StreamContent::Event { event } => serde_json::to_value(event).unwrap_or_default(),
+            _ => serde_json::Value::Null,
+        };
+        self.audit.push(AuditEntry {
+            actor: sender.to_owned(),
+            action: audit_action(&content),
+            session_id: Some(session_id.to_owned()),
+            detail: serde_json::json!({
+                "seq": seq,
+                "client_msg_id": client_msg_id,
+                "lock_epoch": lock_epoch,
+                "event": event,
+                "digest": digest,
+            }),
+        });
+        let entry = StreamEntry {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            seq: seq as u64,
+            prev_seq: prev_seq as u64,
+            at: now,
+            sender: sender.to_owned(),
+            content,
+        };
+        let topic = Topic::Session {
+            session: session_id,
+            kind: if is_note {
+                SessionTopic::Notes
+            } else {
+                SessionTopic::Messages
+            },
+            subject: None,
+        };
+        self.outbox.entry(topic.to_string(), &entry);
+        seq as u64
+    }
+
+    /// Tells the gateway's authorizer about a membership change.
+    pub fn membership(
+        &mut self,
+        session_id: &str,
+        subject: &str,
+        role: participant::ParticipantRole,
+        op: MembershipOp,
+    ) {
+        self.outbox.memberships.push(MembershipUpdate {
+            v: wire::VERSION,
+            session_id: session_id.to_owned(),
+            subject: subject.to_owned(),
+            role: match role {
+                participant::ParticipantRole::Applicant => wire::ParticipantRole::Applicant,
+                participant::ParticipantRole::Agent => wire::ParticipantRole::Agent,
+                participant::ParticipantRole::Supervisor => wire::ParticipantRole::Supervisor,
+            },
+            op,
+        });
+    }
+}
+
+/// What an entry is, for the audit trail: `message.accepted`, `note.accepted`, or the session
+/// event (`session.joined`, `session.transferred`, `session.closed`, ...).
+fn audit_action(content: &StreamContent) -> String {
+    match content {
+        StreamContent::Message { .. } => "message.accepted".to_owned(),
+        StreamContent::Note { .. } => "note.accepted".to_owned(),
+        StreamContent::Event { event } => {
+            let kind = serde_json::to_value(event)
+                .ok()
+                .and_then(|value| value["type"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "event".to_owned());
+            format!("session.{kind}")
+        }
+    }
+}
+
+/// Decides a submission to an existing session. `views` holds the session's view if it exists
+/// (loaded by the batch).
+pub(crate) fn submission(
+    views: &mut Views,
+    ctx: &mut Context<'_>,
+    fx: &mut Effects,
+    session_id: &str,
+    sender: &str,
+    cmid: &str,
+    action: Action,
+) -> Verdict {
+    let Some(view) = views.get_mut(session_id) else {
+        return refuse(RejectReason::UnknownSession, "no such session");
+    };
+    // After closing, only the applicant's survey answer (and reading) is taken.
+    if view.status == session::SessionStatus::Closed
+        && !matches!(action, Action::Survey { .. } | Action::Resync { .. })
+    {
+        return refuse(RejectReason::SessionClosed, "the session is closed");
+    }
+    let role = view.members.get(sender).copied();
+    if role.is_none() && !matches!(action, Action::Join) {
+        return refuse(
+            RejectReason::NotAllowed,
+            "you are not a participant of this session",
+        );
+    }
+    let staff = is_staff(role);
+    let s = Subject {
+        session_id,
+        sender,
+        cmid,
+        role,
+    };
+    match action {
+        Action::Resync { from_seq, to_seq } => Verdict::Resync {
+            from_seq,
+            to_seq: to_seq
+                .unwrap_or(view.last_seq as u64)
+                .min(view.last_seq as u64),
+            staff,
+        },
+        Action::Message { body } => entries::message(view, ctx, fx, &s, body),
+        Action::Note { body } => entries::note(view, ctx, fx, &s, body),
+        Action::Join => membership::join(view, ctx, fx, &s),
+        Action::Leave => membership::leave(view, ctx, fx, &s),
+        Action::Lock { op } => lock::request(view, ctx, fx, &s, op),
+        Action::Receipt {
+            delivered_seq,
+            read_seq,
+        } => receipts::receipt(view, ctx, fx, &s, delivered_seq, read_seq),
+        Action::Transfer { to_agent, to_team } => {
+            lifecycle::transfer(view, ctx, fx, &s, to_agent, to_team)
+        }
+        Action::Escalate { reason } => lifecycle::escalate(view, ctx, fx, &s, reason),
+        Action::Close { reason } => lifecycle::close(view, ctx, fx, &s, reason),
+        Action::Survey { rating, comment } => lifecycle::survey(view, ctx, fx, &s, rating, comment),
+    }
+}
+
+/// Who submitted, where, under which id, in which role.
+pub(crate) struct Subject<'a> {
+    pub session_id: &'a str,
+    pub sender: &'a str,
+    pub cmid: &'a str,
+    pub role: Option<participant::ParticipantRole>,
+}
+
+fn is_staff(role: Option<participant::ParticipantRole>) -> bool {
+    matches!(
+        role,
+        Some(participant::ParticipantRole::Agent | participant::ParticipantRole::Supervisor)
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A session and a context for deciding without a database.
+
+    use super::*;
+    use crate::rate::RateLimit;
+
+    pub fn config() -> BridgeConfig {
+        BridgeConfig::default()
+    }
+
+    pub fn limiter() -> RateLimiter {
+        RateLimiter::new(RateLimit {
+            per_second: 1000.0,
+            burst: 1000.0,
+        })
+    }
+
+    pub fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
+    }
+
+    /// An active session `s-1` of applicant `kiosk` with the given staff as members.
+    pub fn views(staff: &[(&str, participant::ParticipantRole)]) -> Views {
+        let mut view = SessionView::opened("kiosk", "kiosk".to_owned(), None);
+        view.last_seq = 1;
+        view.last_public_seq = 1;
+        for (subject, role) in staff {
+            view.members.insert((*subject).to_owned(), *role);
+        }
+        if !staff.is_empty() {
+            view.status = session::SessionStatus::Active;
+        }
+        let mut views = Views::default();
+        views.insert("s-1".to_owned(), view);
+        views
+    }
+
+    /// Decides `action` from `sender` at `now` (seconds after a fixed instant).
+    pub fn decide(
+        views: &mut Views,
+        staff: &HashMap<String, Option<participant::ParticipantRole>>,
+        sender: &str,
+        cmid: &str,
+        action: Action,
+        now: i64,
+    ) -> (Verdict, Effects) {
+        let config = config();
+        let mut limiter = limiter();
+        let mut ctx = Context {
+            now: at(now),
+            instant: Instant::now(),
+            config: &config,
+            limiter: &mut limiter,
+            staff,
+        };
+        let mut fx = Effects::default();
+        let verdict = submission(views, &mut ctx, &mut fx, "s-1", sender, cmid, action);
+        (verdict, fx)
+    }
+}

@@ -1,0 +1,141 @@
+//! What deciding a batch needs from the database beyond the sessions' views, loaded for the
+//! whole batch before anything is decided: earlier answers to the same ids, earlier opens, and
+//! the staff the batch names.
+
+use std::collections::HashMap;
+
+use schemas::db::entities::{agent, message, participant, submission_ack};
+use schemas::wire::{OpenSession, SessionEvent, StreamContent};
+use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter};
+
+use super::PipelineError;
+use super::decide::lifecycle::OpenedBefore;
+use super::input::stored_content;
+use crate::audit::{in_statement_sizes, padded};
+
+/// The original answer to a submission already stored.
+#[derive(Clone)]
+pub(super) enum Answered {
+    /// It left a stream entry with this sequence number and content.
+    Entry {
+        seq: u64,
+        content: Option<StreamContent>,
+    },
+    /// Its kept acknowledgement (lock operations, receipts, the survey), and the digest of the
+    /// request it answered (none when kept before digests were).
+    Ack {
+        ack: Vec<u8>,
+        digest: Option<String>,
+    },
+}
+
+pub(super) type Key = (String, String, String);
+
+/// What the batch's submissions already stored answer with (resubmissions), in two queries.
+pub(super) async fn answered(
+    txn: &DatabaseTransaction,
+    wanted: std::collections::HashSet<Key>,
+) -> Result<HashMap<Key, Answered>, PipelineError> {
+    let mut answered = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(answered);
+    }
+    // Exact triples, OR-ed (each one an index lookup), padded so that the statement has few
+    // shapes (see `in_statement_sizes`).
+    let wanted: Vec<Key> = padded(wanted.into_iter().collect());
+    for run in in_statement_sizes(&wanted) {
+        let mut entries = Condition::any();
+        let mut kept = Condition::any();
+        for (session_id, sender, cmid) in run {
+            entries = entries.add(
+                Condition::all()
+                    .add(message::Column::SessionId.eq(session_id.as_str()))
+                    .add(message::Column::Sender.eq(sender.as_str()))
+                    .add(message::Column::ClientMsgId.eq(cmid.as_str())),
+            );
+            kept = kept.add(
+                Condition::all()
+                    .add(submission_ack::Column::SessionId.eq(session_id.as_str()))
+                    .add(submission_ack::Column::Sender.eq(sender.as_str()))
+                    .add(submission_ack::Column::ClientMsgId.eq(cmid.as_str())),
+            );
+        }
+        for row in message::Entity::find().filter(entries).all(txn).await? {
+            let answer = Answered::Entry {
+                seq: row.seq as u64,
+                content: stored_content(&row),
+            };
+            answered.insert((row.session_id, row.sender, row.client_msg_id), answer);
+        }
+        for row in submission_ack::Entity::find().filter(kept).all(txn).await? {
+            let key = (row.session_id, row.sender, row.client_msg_id);
+            answered.entry(key).or_insert(Answered::Ack {
+                ack: row.ack.into_bytes(),
+                digest: row.request_digest,
+            });
+        }
+    }
+    Ok(answered)
+}
+
+/// The session an earlier open request of `applicant` with this id opened, and whether it was
+/// the same request (channel and first message).
+pub(super) async fn opened_before(
+    txn: &DatabaseTransaction,
+    applicant: &str,
+    request: &OpenSession,
+) -> Result<Option<OpenedBefore>, PipelineError> {
+    let cmid = &request.client_msg_id;
+    let Some(opening) = message::Entity::find()
+        .filter(message::Column::Sender.eq(applicant))
+        .filter(message::Column::ClientMsgId.eq(cmid))
+        .filter(message::Column::Seq.eq(1))
+        .one(txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let first = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&opening.session_id))
+        .filter(message::Column::ClientMsgId.eq(format!("{cmid}#first")))
+        .one(txn)
+        .await?;
+    let opened = StreamContent::Event {
+        event: SessionEvent::Opened {
+            channel: request.channel,
+        },
+    };
+    let same = stored_content(&opening) == Some(opened)
+        && first.map(|row| row.body) == request.first_message;
+    Ok(Some(OpenedBefore {
+        session_id: opening.session_id,
+        same,
+    }))
+}
+
+/// The participant role of each named subject that is registered, active staff (admins take
+/// part in no session); `None` for the others.
+pub(super) async fn staff_roles(
+    txn: &DatabaseTransaction,
+    subjects: Vec<String>,
+) -> Result<HashMap<String, Option<participant::ParticipantRole>>, PipelineError> {
+    let mut roles: HashMap<String, Option<participant::ParticipantRole>> =
+        subjects.iter().map(|s| (s.clone(), None)).collect();
+    if subjects.is_empty() {
+        return Ok(roles);
+    }
+    let rows = agent::Entity::find()
+        .filter(agent::Column::Subject.is_in(subjects))
+        .filter(agent::Column::Active.eq(true))
+        .all(txn)
+        .await?;
+    for row in rows {
+        let role = match row.role {
+            agent::StaffRole::Agent => Some(participant::ParticipantRole::Agent),
+            agent::StaffRole::Supervisor => Some(participant::ParticipantRole::Supervisor),
+            agent::StaffRole::Admin => None,
+        };
+        roles.insert(row.subject, role);
+    }
+    Ok(roles)
+}

@@ -1,0 +1,54 @@
+//! The chat pipeline: takes what participants submit, decides, stores, orders, audits, and only
+//! then publishes.
+//!
+//! It is an MQTT 5 client of the gateway with a `service` token, so it runs the same in-process
+//! (`courtchat serve`) and as its own process (`courtchat bridge`). Submissions are handled in
+//! batches: everything that has arrived is decided, written in one transaction (one commit, one
+//! fsync) with its audit entries, and published after the commit: membership changes first,
+//! then stream entries, then acknowledgements. A client therefore never sees an acknowledgement
+//! or an entry for something that is not stored. Only then is each submission acknowledged to
+//! the gateway (see `link`), so a dropped connection loses nothing the gateway acknowledged.
+//!
+//! Every value a client wrote is checked before anything is written; a batch that still fails
+//! is decided again one submission at a time, so one bad submission costs only itself. A
+//! supervisor restarts a worker that ends or panics.
+
+mod batch;
+mod commands;
+mod config;
+mod decide;
+mod input;
+mod load;
+mod outbox;
+mod resync;
+mod supervisor;
+mod view;
+mod worker;
+mod writer;
+
+pub use commands::{CommandError, Commands, Reply};
+pub use config::BridgeConfig;
+pub use supervisor::Pipeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("the database failed: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error(transparent)]
+    Audit(#[from] crate::AuditError),
+    /// A state the pipeline's own bookkeeping should rule out; the batch is abandoned.
+    #[error("internal inconsistency: {0}")]
+    Inconsistent(&'static str),
+    /// Deciding panicked; the batch is abandoned and its submissions decided one by one.
+    #[error("deciding panicked: {0}")]
+    Panicked(String),
+}
+
+/// What a panic said, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
