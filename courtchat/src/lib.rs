@@ -13,7 +13,10 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 
 use std::time::{Duration, SystemTime};
 
-pub use bridge::{AuditConfig, Difference, Discrepancy, RecordCounts, RecordKey, Verification};
+pub use bridge::{
+    AuditConfig, CommandError, Commands, Difference, Discrepancy, RecordCounts, RecordKey, Reply,
+    Verification,
+};
 
 /// Walks the audit trail in `store` with the key `config` names and reports the first entry
 /// that does not verify, and the first stored message or survey answer that differs from what

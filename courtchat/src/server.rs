@@ -183,6 +183,8 @@ pub struct Server {
     memberships: broker::Memberships,
     audit_writer: Option<tokio::task::JoinHandle<()>>,
     pipeline_ready: Option<tokio::sync::watch::Receiver<bool>>,
+    /// In-process submissions to the pipeline, when it runs inside this server.
+    commands: Option<bridge::Commands>,
     failure: tokio::sync::mpsc::Receiver<ServeError>,
 }
 
@@ -196,7 +198,14 @@ impl Server {
                 source,
             })?;
         let store = store::Store::open(&config.database).await?;
-        let memberships = broker::Memberships::default();
+        // Denials go into the tamper-evident audit trail, through a hook and one writer task.
+        let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
+        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
+        let audit_writer = tokio::spawn(writer);
+        let hooks: Vec<Arc<dyn broker::Hook>> = vec![Arc::new(crate::audit::DenialHook(recorder))];
+        let broker = broker::Broker::start(config.mqtt.clone(), hooks)?;
+        // Who belongs to which open session, before the first client can connect.
+        let memberships = broker.memberships().clone();
         for participant in store.active_participants().await? {
             memberships.join(
                 &participant.session_id,
@@ -204,12 +213,6 @@ impl Server {
                 participant.role.into(),
             );
         }
-        // Denials go into the tamper-evident audit trail, through a hook and one writer task.
-        let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
-        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
-        let audit_writer = tokio::spawn(writer);
-        let hooks: Vec<Arc<dyn broker::Hook>> = vec![Arc::new(crate::audit::DenialHook(recorder))];
-        let broker = broker::Broker::start(config.mqtt.clone(), memberships.clone(), hooks)?;
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -253,12 +256,14 @@ impl Server {
             });
         }
         let mut pipeline_ready = None;
+        let mut commands = None;
         if config.bridge.in_process {
             // The pipeline is a client of this gateway, as it is when it runs on its own.
             let link = crate::pipeline_link(&config, addresses.mqtt_tcp);
             let pipeline =
                 bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone());
             pipeline_ready = Some(pipeline.readiness());
+            commands = Some(pipeline.commands());
             let stop = stop.clone();
             tasks.spawn(async move { pipeline.run(link, stop.cancelled_owned()).await });
         }
@@ -294,12 +299,19 @@ impl Server {
             memberships,
             audit_writer: Some(audit_writer),
             pipeline_ready,
+            commands,
             failure,
         })
     }
 
     pub fn addresses(&self) -> Addresses {
         self.addresses
+    }
+
+    /// Submits actions to the chat pipeline from inside the process (the admin API); none when
+    /// the pipeline runs as its own process.
+    pub fn commands(&self) -> Option<bridge::Commands> {
+        self.commands.clone()
     }
 
     pub fn store(&self) -> &store::Store {

@@ -253,6 +253,8 @@ pub struct TestStack {
         tokio::task::JoinHandle<()>,
     )>,
     server: Option<Server>,
+    /// In-process submissions to the pipeline, wherever it runs.
+    commands: Option<courtchat::Commands>,
     addresses: Addresses,
     config: Config,
     // Declared last: dropped after the server has released the database.
@@ -304,8 +306,10 @@ impl TestStack {
         }
         let listeners = Listeners::bind(&config).await?;
         let server = Server::start(config.clone(), listeners).await?;
+        let mut commands = server.commands();
         let pipeline = if separate {
             let pipeline = courtchat::pipeline(&config, server.store()).await?;
+            commands = Some(pipeline.commands());
             let mut ready = pipeline.readiness();
             let link = courtchat::pipeline_link(&config, server.addresses().mqtt_tcp);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -326,6 +330,7 @@ impl TestStack {
             .context("the chat pipeline did not become ready")?;
         Ok(Self {
             addresses: server.addresses(),
+            commands,
             pipeline,
             server: Some(server),
             config,
@@ -392,6 +397,12 @@ impl TestStack {
     /// `http://127.0.0.1:PORT{path}` on the admin API.
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addresses.admin)
+    }
+
+    /// Submits actions to the stack's chat pipeline as an in-process caller (the admin API)
+    /// does; none when the test configured the pipeline out of the stack.
+    pub fn commands(&self) -> Option<courtchat::Commands> {
+        self.commands.clone()
     }
 
     /// The stack's database.

@@ -12,6 +12,8 @@ use serde_json::json;
 use testkit::TestStack;
 use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
+#[path = "pipeline_commands.rs"]
+mod commands;
 #[path = "pipeline_hardening.rs"]
 mod hardening;
 
