@@ -50,6 +50,9 @@ pub(crate) struct Incoming {
     pub topic: String,
     pub payload: bytes::Bytes,
     pub origin: Origin,
+    /// When the pipeline received it: how long it has waited decides whether it is still
+    /// worth deciding (see `bridge.max_queue_delay_ms`).
+    pub arrived: std::time::Instant,
 }
 
 pub(crate) enum Origin {
@@ -69,6 +72,7 @@ impl Incoming {
             topic: topic.to_owned(),
             payload: payload.into(),
             origin: Origin::Local,
+            arrived: std::time::Instant::now(),
         }
     }
 }
@@ -269,6 +273,7 @@ impl Driver {
                         topic,
                         payload: publish.payload.clone(),
                         origin: Origin::Mqtt(Box::new(publish)),
+                        arrived: std::time::Instant::now(),
                     };
                     if self.tx.send(incoming).is_err() {
                         return;

@@ -190,6 +190,10 @@ pub enum RejectReason {
     /// The server could not store it now; nothing was stored. Resubmit with the same
     /// `client_msg_id` later.
     Unavailable,
+    /// The server is taking more than it can store: this submission waited too long and was
+    /// not decided; nothing was stored. Resubmit with the same `client_msg_id` after the delay
+    /// the message names.
+    Busy,
 }
 
 /// One entry of a session's canonical stream (`cc/v1/sessions/{session}/messages`; internal

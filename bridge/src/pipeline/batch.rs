@@ -444,6 +444,19 @@ fn resubmitted(
 /// The answer to a submission that could not be stored: `unavailable`, not audited (the
 /// database that failed holds the trail), so that the sender knows to resubmit.
 pub(crate) fn unavailable(incoming: &Incoming, index: usize) -> Outbox {
+    let message = "it could not be stored now; nothing was stored; resubmit it";
+    undecided(incoming, index, RejectReason::Unavailable, message)
+}
+
+/// The answer to a submission that waited too long to be worth deciding: `busy`, with when to
+/// come back. Not audited: nothing was decided, and shedding load must stay cheap.
+pub(crate) fn busy(incoming: &Incoming, index: usize, retry_ms: u64) -> Outbox {
+    let message = format!("the server is busy; nothing was stored; retry in {retry_ms} ms");
+    undecided(incoming, index, RejectReason::Busy, &message)
+}
+
+/// A refusal of a submission that was not decided.
+fn undecided(incoming: &Incoming, index: usize, reason: RejectReason, message: &str) -> Outbox {
     let mut outbox = Outbox::default();
     let cmid = client_msg_id_of(&incoming.payload);
     let (sender, session_id) = match Topic::parse(&incoming.topic) {
@@ -460,8 +473,8 @@ pub(crate) fn unavailable(incoming: &Incoming, index: usize) -> Outbox {
         client_msg_id: cmid,
         session_id: session_id.map(str::to_owned),
         outcome: Outcome::Rejected {
-            reason: RejectReason::Unavailable,
-            message: "it could not be stored now; nothing was stored; resubmit it".to_owned(),
+            reason,
+            message: message.to_owned(),
         },
     };
     outbox.answer(Some(index), sender, &ack);

@@ -94,6 +94,7 @@ impl Commands {
             topic,
             payload: payload.into(),
             origin: Origin::Command(caller),
+            arrived: std::time::Instant::now(),
         };
         self.sender
             .send(incoming)

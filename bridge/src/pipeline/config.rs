@@ -37,6 +37,11 @@ pub struct BridgeConfig {
     /// Keep-alive of the pipeline's MQTT connection to the gateway, in seconds: how soon a
     /// silently dead connection is noticed and replaced.
     pub link_keep_alive_secs: u64,
+    /// Longest a submission may wait in the pipeline before its batch starts, in milliseconds.
+    /// One that waited longer is refused as `busy` (cheaply: nothing is decided or stored), so
+    /// that when more is offered than can be stored, what is accepted stays fast and the excess
+    /// is told at once to come back later, instead of queueing seconds of work. 0 turns this off.
+    pub max_queue_delay_ms: u64,
 }
 
 impl Default for BridgeConfig {
@@ -54,6 +59,7 @@ impl Default for BridgeConfig {
             resync_page_entries: 200,
             resync_page_bytes: 64 * 1024,
             link_keep_alive_secs: 30,
+            max_queue_delay_ms: 250,
         }
     }
 }

@@ -12,7 +12,7 @@ use schemas::db::entities::session;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use tokio::sync::{mpsc, watch};
 
-use super::batch::unavailable;
+use super::batch::{busy, unavailable};
 use super::commands::Intake;
 use super::decide::{self, Context, Effects};
 use super::outbox::Outbox;
@@ -97,7 +97,7 @@ impl Worker {
                     None => break,
                 }
             }
-            let outbox = self.decide_batch(&batch).await;
+            let (batch, outbox) = self.shed_and_decide(batch).await;
             // Answers first, then the gateway's acknowledgements: a submission is let go of
             // only once its answer is on its way. Commands get theirs back directly.
             let mut replies = Vec::new();
@@ -127,6 +127,31 @@ impl Worker {
 
     async fn publish(&self, link: &Link, outbox: Outbox) -> Result<(), rumqttc::v5::ClientError> {
         outbox.publish(link, self.limit(), |_| false).await
+    }
+
+    /// Refuses as `busy` what waited longer than `bridge.max_queue_delay_ms`, and decides the
+    /// rest. Returns the batch in the order its answers' places refer to.
+    async fn shed_and_decide(&mut self, batch: Vec<Incoming>) -> (Vec<Incoming>, Outbox) {
+        let limit = Duration::from_millis(self.config.max_queue_delay_ms);
+        let shedding = !limit.is_zero();
+        let (mut fresh, stale): (Vec<Incoming>, Vec<Incoming>) = batch
+            .into_iter()
+            .partition(|incoming| !shedding || incoming.arrived.elapsed() <= limit);
+        let mut outbox = if fresh.is_empty() {
+            Outbox::default()
+        } else {
+            self.decide_batch(&fresh).await
+        };
+        if !stale.is_empty() {
+            tracing::debug!(refused = stale.len(), "busy: submissions waited too long");
+            // A sender told to come back in twice the delay finds the backlog gone or shed.
+            let retry_ms = self.config.max_queue_delay_ms.saturating_mul(2);
+            for (n, incoming) in stale.iter().enumerate() {
+                outbox.extend(busy(incoming, fresh.len() + n, retry_ms));
+            }
+        }
+        fresh.extend(stale);
+        (fresh, outbox)
     }
 
     /// Decides and stores a batch. If that fails (a statement the database refuses, a panic),

@@ -629,3 +629,86 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
     stack.shutdown().await;
     Ok(())
 }
+
+/// When the store falls behind, what waited too long is refused at once as `busy` with a retry
+/// hint (and not stored), while what is accepted is stored as usual; every submission is
+/// answered.
+#[tokio::test]
+async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Result<()> {
+    use sea_orm::TransactionTrait;
+    const MESSAGES: usize = 20;
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        config.bridge.rate_per_second = 1000.0;
+        config.bridge.rate_burst = 1000.0;
+        config.bridge.max_queue_delay_ms = 50;
+    })
+    .await?;
+    let mut kiosk = Staff::connect(&stack, "kiosk-busy", Role::Applicant).await?;
+    let session = open(
+        &mut kiosk,
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?
+    .session_id
+    .expect("a session");
+    // Another writer holds the database for a while: the pipeline's next commit waits.
+    let blocker = stack.store().connection().begin().await?;
+    blocker
+        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
+        .await?;
+    for n in 0..MESSAGES {
+        kiosk
+            .client
+            .client
+            .publish(
+                format!("cc/v1/sessions/{session}/submit/kiosk-busy"),
+                QoS::AtLeastOnce,
+                false,
+                json!({"client_msg_id": format!("m{n}"), "type": "message", "body": format!("{n}")})
+                    .to_string(),
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await?;
+
+    while kiosk.acks.len() < MESSAGES + 1 {
+        let publish = kiosk.client.next_publish().await?;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
+            kiosk.acks.push(serde_json::from_slice(&publish.payload)?);
+        }
+    }
+    let stored_ids: Vec<String> = stored(&stack, &session)
+        .await?
+        .into_iter()
+        .map(|m| m.client_msg_id)
+        .collect();
+    let mut busy = 0;
+    for answer in &kiosk.acks[1..] {
+        match rejected(answer) {
+            Some((RejectReason::Busy, message)) => {
+                busy += 1;
+                assert!(message.contains("retry in 100 ms"), "{message}");
+                assert!(
+                    !stored_ids.contains(&answer.client_msg_id),
+                    "busy, yet stored"
+                );
+            }
+            Some(other) => panic!("unexpected refusal {other:?}"),
+            None => assert!(stored_ids.contains(&answer.client_msg_id)),
+        }
+    }
+    assert!(busy > 0, "some submissions waited past the limit");
+    assert!(busy < MESSAGES, "the first was already being decided");
+    // Once the store keeps up, the same ids are taken again.
+    let retried = kiosk
+        .accept(
+            &session,
+            json!({"client_msg_id": "m19", "type": "message", "body": "19"}),
+        )
+        .await?;
+    assert!(accepted_seq(&retried).is_some());
+    stack.shutdown().await;
+    Ok(())
+}
