@@ -13,9 +13,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use schemas::topics::{PREFIX, SessionTopic, Topic};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
 use crate::auth::{Identity, Role};
 
@@ -88,14 +90,15 @@ impl AclChain {
     }
 }
 
-/// Which sessions each subject belongs to, as the chat pipeline records joins and leaves.
-/// Shared between the gateway (which reads it on every check) and the bridge (which writes it).
-#[derive(Clone, Default)]
+/// Which sessions each subject belongs to, as the chat pipeline announces joins, leaves and
+/// closes (`broker::feed`). The gateway reads it on every check; a broker owns one
+/// ([`crate::Broker::memberships`]), and clones share it.
+#[derive(Clone)]
 pub struct Memberships {
     // session id -> subject -> role in that session
     sessions: Arc<RwLock<HashMap<String, HashMap<String, Role>>>>,
     /// Closed sessions whose memberships are still kept, oldest first.
-    closed: Arc<Mutex<VecDeque<String>>>,
+    closed: Arc<Mutex<ClosedQueue>>,
     /// Told about every removal, so that the gateway can revoke live subscriptions at once.
     on_leave: Arc<RwLock<Vec<LeaveListener>>>,
     /// Told when a closed session is forgotten altogether.
@@ -108,11 +111,79 @@ pub type LeaveListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
 /// Called with a session id once a closed session's memberships have been dropped.
 pub type ForgetListener = Arc<dyn Fn(&str) + Send + Sync>;
 
-/// Closed sessions whose participants keep access (for the survey and resync). Beyond this,
-/// the oldest closed session is forgotten: a bound on memory however many sessions come and go.
-pub const CLOSED_SESSIONS_KEPT: usize = 2_000;
+/// How long a closed session's participants keep their access (for the survey and resync):
+/// while it is among the `kept` most recently closed sessions and, if `access` is set, no
+/// longer than that after it closed, whichever ends first. Then the session is forgotten: a
+/// bound on memory however many sessions come and go (`mqtt.closed_sessions_kept`,
+/// `mqtt.closed_session_access_secs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClosedSessions {
+    pub kept: usize,
+    pub access: Option<Duration>,
+}
+
+impl Default for ClosedSessions {
+    /// Room for the sessions a busy help desk closes in a day or two, at a few kilobytes each;
+    /// no time limit.
+    fn default() -> Self {
+        Self {
+            kept: 2_000,
+            access: None,
+        }
+    }
+}
+
+/// The closed sessions still kept, oldest first, with when each closed.
+struct ClosedQueue {
+    window: ClosedSessions,
+    sessions: VecDeque<(String, Instant)>,
+}
+
+impl ClosedQueue {
+    /// Removes and returns the sessions outside the window at `now`.
+    fn evict(&mut self, now: Instant) -> Vec<String> {
+        let mut evicted = Vec::new();
+        while let Some((_, closed_at)) = self.sessions.front() {
+            let expired = self
+                .window
+                .access
+                .is_some_and(|access| now.saturating_duration_since(*closed_at) >= access);
+            if self.sessions.len() <= self.window.kept && !expired {
+                break;
+            }
+            if let Some((session, _)) = self.sessions.pop_front() {
+                evicted.push(session);
+            }
+        }
+        evicted
+    }
+}
+
+impl Default for Memberships {
+    fn default() -> Self {
+        Self::new(ClosedSessions::default())
+    }
+}
 
 impl Memberships {
+    /// No memberships yet; closed sessions are kept as `window` says.
+    pub fn new(window: ClosedSessions) -> Self {
+        Self {
+            sessions: Arc::default(),
+            closed: Arc::new(Mutex::new(ClosedQueue {
+                window,
+                sessions: VecDeque::new(),
+            })),
+            on_leave: Arc::default(),
+            on_forget: Arc::default(),
+        }
+    }
+
+    /// How long closed sessions are kept.
+    pub fn closed_window(&self) -> ClosedSessions {
+        self.closed_queue().window
+    }
+
     /// Registers `listener` for every later [`Memberships::leave`]. It runs on the caller's
     /// thread and must not block.
     pub fn on_leave(&self, listener: LeaveListener) {
@@ -130,23 +201,41 @@ impl Memberships {
             .push(listener);
     }
 
-    /// Records that `session` closed. Its members keep access until [`CLOSED_SESSIONS_KEPT`]
-    /// later closes push it out; then every one of them leaves it and it is forgotten.
+    /// Records that `session` closed now. Its members keep access while the window of
+    /// [`ClosedSessions`] holds it; then every one of them leaves it and it is forgotten.
     pub fn close(&self, session: &str) {
+        self.close_at(session, Instant::now());
+    }
+
+    /// [`Memberships::close`] at a given time.
+    pub fn close_at(&self, session: &str, now: Instant) {
         let evicted = {
             // The pipeline announces a close once: a resubmitted close gets the original
             // acknowledgement and publishes nothing.
-            let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
-            closed.push_back(session.to_owned());
-            if closed.len() > CLOSED_SESSIONS_KEPT {
-                closed.pop_front()
-            } else {
-                None
-            }
+            let mut closed = self.closed_queue();
+            closed.sessions.push_back((session.to_owned(), now));
+            closed.evict(now)
         };
-        if let Some(session) = evicted {
+        for session in evicted {
             self.forget(&session);
         }
+    }
+
+    /// Forgets the closed sessions whose access has run out by `now`; the broker calls this
+    /// regularly when `access` is set, since no close may come to push them out.
+    pub fn forget_expired(&self, now: Instant) {
+        let evicted = self.closed_queue().evict(now);
+        for session in evicted {
+            self.forget(&session);
+        }
+    }
+
+    fn closed_queue(&self) -> std::sync::MutexGuard<'_, ClosedQueue> {
+        // Each change is a push or pops from the front, so a poisoned lock still holds a
+        // consistent queue.
+        self.closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn forget(&self, session: &str) {

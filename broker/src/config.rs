@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::acl::AclConfig;
+use crate::acl::{AclConfig, ClosedSessions};
 use crate::auth::AuthConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,20 @@ pub struct BrokerConfig {
     /// reason 0x97, rather than let its queues grow without bound; it reconnects and resumes or
     /// resyncs.
     pub max_pending_per_client: usize,
+    /// How many of the most recently closed sessions keep their participants' access (for the
+    /// survey and resync). Beyond it the oldest is forgotten: its memberships and retained
+    /// lock state leave memory. At least 1.
+    pub closed_sessions_kept: usize,
+    /// Longest a closed session keeps its participants' access, in seconds, if it is not
+    /// pushed out by `closed_sessions_kept` first; 0: no time limit.
+    pub closed_session_access_secs: u64,
+    /// Longest a publish for the chat pipeline waits for room in its queue once its sender has
+    /// disconnected, in seconds; then it is dropped (and logged), and the sender, which never got
+    /// the pipeline's acknowledgement (a PUBACK is not one), resubmits. While the sender is
+    /// connected it waits as long as it takes.
+    pub pipeline_queue_wait_secs: u64,
+    /// rumqttd's router, which carries every topic outside `cc/`.
+    pub router: RouterConfig,
     /// How clients prove who they are.
     pub auth: AuthConfig,
     /// Static authorization rules and the policy for denied publishes.
@@ -72,8 +86,47 @@ impl Default for BrokerConfig {
             max_client_id_len: 128,
             max_session_expiry: Duration::from_secs(24 * 3600),
             max_pending_per_client: 10_000,
+            closed_sessions_kept: ClosedSessions::default().kept,
+            closed_session_access_secs: ClosedSessions::default()
+                .access
+                .map_or(0, |access| access.as_secs()),
+            pipeline_queue_wait_secs: 60,
+            router: RouterConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The closed-session window these settings describe.
+    pub fn closed_sessions(&self) -> ClosedSessions {
+        ClosedSessions {
+            kept: self.closed_sessions_kept,
+            access: (self.closed_session_access_secs > 0)
+                .then(|| Duration::from_secs(self.closed_session_access_secs)),
+        }
+    }
+}
+
+/// The sizes of rumqttd's in-memory log, kept per subscribed filter outside `cc/` (topics that
+/// static rules open). A subscriber further behind than the log reaches skips ahead to what is
+/// kept, and publishers are never slowed, so these trade memory for how large a backlog a slow
+/// or disconnected persistent subscriber gets back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterConfig {
+    /// Bytes of one segment of a filter's log (at least 1024: rumqttd refuses less).
+    pub max_segment_size: usize,
+    /// Segments kept per filter; the oldest is dropped when a new one starts.
+    pub max_segment_count: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 10,
         }
     }
 }
@@ -138,5 +191,40 @@ mod secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closed_session_window_follows_its_two_keys() {
+        // (closed_sessions_kept, closed_session_access_secs) -> the window
+        let table = [
+            ((2_000, 0), (2_000, None)),
+            ((5, 0), (5, None)),
+            ((5, 3600), (5, Some(Duration::from_secs(3600)))),
+        ];
+        for ((kept, secs), (expected_kept, expected_access)) in table {
+            let config = BrokerConfig {
+                closed_sessions_kept: kept,
+                closed_session_access_secs: secs,
+                ..BrokerConfig::default()
+            };
+            assert_eq!(
+                config.closed_sessions(),
+                ClosedSessions {
+                    kept: expected_kept,
+                    access: expected_access
+                },
+                "{kept}, {secs}"
+            );
+        }
+        assert_eq!(
+            BrokerConfig::default().closed_sessions(),
+            ClosedSessions::default(),
+            "the documented default is the window's default"
+        );
     }
 }

@@ -169,7 +169,8 @@ impl ClientRegistry {
             tracing::info!(client_id, "client id taken over by a new connection");
             previous.kick.cancel();
             // The old connection detaches promptly once kicked; the bound only guards against a
-            // wedged task holding the id forever.
+            // wedged task holding the id forever (a bug, not a condition to tune for, so it is not
+            // configuration).
             let _ = timeout(Duration::from_secs(5), previous.gone).await;
         }
     }
@@ -1402,17 +1403,15 @@ impl Session<'_> {
             let _ = self.route(will).await;
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
-        // after the connection is gone; the bound only guards against a pipeline that never
-        // reads again.
+        // after the connection is gone; the bound (`mqtt.pipeline_queue_wait_secs`) only guards
+        // against a pipeline that never reads again.
         let waiting = std::mem::take(&mut self.waiting);
         if !waiting.is_empty() {
+            let patience = Duration::from_secs(self.shared.config.pipeline_queue_wait_secs);
             tokio::spawn(async move {
                 for (inbox, message) in waiting {
                     let room = inbox.deliveries.send(message);
-                    if tokio::time::timeout(Duration::from_secs(60), room)
-                        .await
-                        .is_err()
-                    {
+                    if tokio::time::timeout(patience, room).await.is_err() {
                         tracing::warn!(
                             "a publish for the pipeline was dropped: its queue stayed full"
                         );
@@ -1528,10 +1527,15 @@ pub(crate) enum Forwarded {
 }
 
 /// Deliveries handled between two reads from the client, at most (see `Session::drain_some`).
+/// Not configuration: it only interleaves a connection's reading and writing fairly; how much
+/// may wait for a client is `mqtt.max_pending_per_client`.
 const FAIR_SHARE: usize = 64;
 
 /// Packets held from a client whose publish waits for room in the pipeline's queue (see
-/// `Session::relay`); beyond this the server stops reading from it.
+/// `Session::relay`); beyond this the server stops reading from it. Not configuration: the
+/// client's own window of unacknowledged publishes already bounds what it can send meanwhile,
+/// and TCP's flow control takes over once the server stops reading, so this only caps the
+/// memory of a client that sends other packets (pings, subscribes) without end.
 const HELD_PACKETS: usize = 1024;
 
 /// Moves router notifications onto a tokio channel, which the relay loop can `select!` on

@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), broker::BrokerError> {
-//! let broker = broker::Broker::start(broker::BrokerConfig::default(), Default::default(), Vec::new())?;
+//! let broker = broker::Broker::start(broker::BrokerConfig::default(), Vec::new())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! broker.serve_tcp(listener, std::future::pending()).await;
 //! # Ok(()) }
@@ -42,15 +42,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use acl::{
-    Access, AclChain, AclConfig, Authorizer, Decision, DeniedPublish, Effect, Memberships,
-    ProtocolRules, StaticRule, StaticRules,
+    Access, AclChain, AclConfig, Authorizer, ClosedSessions, Decision, DeniedPublish, Effect,
+    Memberships, ProtocolRules, StaticRule, StaticRules,
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
     Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenKeys,
     load_or_create_secret,
 };
-pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
+pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};
 pub use reference::start_plain_rumqttd;
 pub use tls::TlsError;
@@ -85,15 +85,17 @@ pub struct Broker {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+/// How often closed sessions are checked for having run out of access, when they can
+/// (`mqtt.closed_session_access_secs`); the limit is in whole seconds, so a session is
+/// forgotten at most this late.
+const CLOSED_SESSION_SWEEP: Duration = Duration::from_secs(1);
+
 impl Broker {
     /// Starts the router with the standard plugin chains: JWT authentication (then anonymous
-    /// access, if enabled), and the authorization chain of [`AclChain::standard`] over
-    /// `memberships`. No socket is opened until a listener is served.
-    pub fn start(
-        config: BrokerConfig,
-        memberships: Memberships,
-        hooks: Vec<Arc<dyn Hook>>,
-    ) -> Result<Self, BrokerError> {
+    /// access, if enabled), and the authorization chain of [`AclChain::standard`] over the
+    /// broker's session memberships ([`Broker::memberships`], empty until someone joins). No
+    /// socket is opened until a listener is served.
+    pub fn start(config: BrokerConfig, hooks: Vec<Arc<dyn Hook>>) -> Result<Self, BrokerError> {
         for rule in &config.acl.rules {
             rule.validate().map_err(BrokerError::Rule)?;
         }
@@ -106,10 +108,11 @@ impl Broker {
             }));
         }
         let tls = tls::acceptor(&config.tls)?;
+        let memberships = Memberships::new(config.closed_sessions());
         let acl = AclChain::standard(&config.acl, memberships.clone());
         // Connections and session-expiry timers are tokio tasks.
         tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
-        let router = RouterFeeder::start(config.max_connections)?;
+        let router = RouterFeeder::start(&config)?;
         let shared = Arc::new(Shared::new(
             config,
             router,
@@ -133,7 +136,28 @@ impl Broker {
                 shared.forget_session(session);
             }
         }));
+        // Closed sessions whose time is up are forgotten even when no later close pushes them
+        // out; the task ends with the broker.
+        if memberships.closed_window().access.is_some() {
+            let weak = Arc::downgrade(&shared);
+            tokio::spawn(async move {
+                let mut sweep = tokio::time::interval(CLOSED_SESSION_SWEEP);
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    let now = sweep.tick().await;
+                    let Some(shared) = weak.upgrade() else { return };
+                    shared.memberships.forget_expired(now);
+                }
+            });
+        }
         Ok(Self { shared, tls })
+    }
+
+    /// Who belongs to which session, as the authorizer sees it: kept current by the chat
+    /// pipeline's announcements, and filled from the database at start by whoever starts the
+    /// broker.
+    pub fn memberships(&self) -> &Memberships {
+        &self.shared.memberships
     }
 
     /// Counters of refusals and denials since start.

@@ -8,8 +8,13 @@ use std::net::SocketAddr;
 use rumqttd::{ConnectionSettings, ServerSettings};
 
 /// Starts rumqttd on `listen` (MQTT 3.1.1, anonymous, no TLS) on its own threads, with the
-/// router settings the gateway uses. rumqttd cannot be stopped; it lives until the process ends.
-pub fn start_plain_rumqttd(listen: SocketAddr, max_connections: usize) -> std::io::Result<()> {
+/// router settings the gateway uses (`router`, as in `mqtt.router`). rumqttd cannot be stopped;
+/// it lives until the process ends.
+pub fn start_plain_rumqttd(
+    listen: SocketAddr,
+    max_connections: usize,
+    router: &crate::RouterConfig,
+) -> std::io::Result<()> {
     let server = ServerSettings {
         name: "plain-rumqttd".to_owned(),
         listen,
@@ -25,7 +30,7 @@ pub fn start_plain_rumqttd(listen: SocketAddr, max_connections: usize) -> std::i
         },
     };
     let config = rumqttd::Config {
-        router: crate::router::router_config(max_connections),
+        router: crate::router::router_config(max_connections, router),
         v4: Some(HashMap::from([("plain".to_owned(), server)])),
         ..rumqttd::Config::default()
     };

@@ -54,14 +54,18 @@ pub(crate) enum Command {
     },
 }
 
-/// The router's settings, shared with the plain rumqttd that benchmarks compare against.
-pub(crate) fn router_config(max_connections: usize) -> RouterConfig {
+/// The router's settings, shared with the plain rumqttd that benchmarks compare against: the
+/// log sizes an operator sets (`mqtt.router`), and the rest derived or fixed.
+pub(crate) fn router_config(max_connections: usize, sizes: &crate::RouterConfig) -> RouterConfig {
     RouterConfig {
         // Head-room above the gateway's own limit, which is enforced first with a CONNACK.
         max_connections: max_connections + 16,
+        // How many QoS 0 messages the router moves to one link per pass over its log: a
+        // batching choice inside the router, which bounds neither memory nor what is delivered,
+        // so not configuration.
         max_outgoing_packet_count: 200,
-        max_segment_size: 1024 * 1024,
-        max_segment_count: 10,
+        max_segment_size: sizes.max_segment_size,
+        max_segment_count: sizes.max_segment_count,
         ..RouterConfig::default()
     }
 }
@@ -73,13 +77,15 @@ pub(crate) struct RouterFeeder {
 }
 
 /// The feeder's queue is bounded so that a flood of publishes slows its publishers down instead
-/// of growing memory; 4096 commands is a few milliseconds of router work.
+/// of growing memory; 4096 commands is a few milliseconds of router work. Not configuration:
+/// nothing waits on its size but the publishers it slows, so no deployment needs another.
 const COMMAND_QUEUE: usize = 4096;
 
 impl RouterFeeder {
     /// Starts rumqttd's router and the feeder thread.
-    pub(crate) fn start(max_connections: usize) -> std::io::Result<Self> {
-        let router_tx = Router::new(0, router_config(max_connections)).spawn();
+    pub(crate) fn start(config: &crate::BrokerConfig) -> std::io::Result<Self> {
+        let router_tx =
+            Router::new(0, router_config(config.max_connections, &config.router)).spawn();
         let (commands, mut queue) = mpsc::channel::<Command>(COMMAND_QUEUE);
         thread::Builder::new()
             .name("courtchat-router-feeder".to_owned())

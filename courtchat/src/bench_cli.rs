@@ -665,7 +665,7 @@ async fn relay_cmd(
     }];
     if with_rumqttd {
         let addr = free_port()?;
-        broker::start_plain_rumqttd(addr, 1000)?;
+        broker::start_plain_rumqttd(addr, 1000, &config.mqtt.router)?;
         // Its listener binds on its own thread.
         tokio::time::sleep(Duration::from_millis(300)).await;
         targets.push(bench::Target {

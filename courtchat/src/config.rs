@@ -152,6 +152,29 @@ impl Config {
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
+        // Zero would forget a session as it closes, before its applicant can answer the survey.
+        if self.mqtt.closed_sessions_kept == 0 {
+            return Err(invalid("mqtt.closed_sessions_kept", "must be at least 1"));
+        }
+        if self.mqtt.pipeline_queue_wait_secs == 0 {
+            return Err(invalid(
+                "mqtt.pipeline_queue_wait_secs",
+                "must be at least 1 second",
+            ));
+        }
+        // rumqttd's router panics on smaller segments.
+        if self.mqtt.router.max_segment_size < 1024 {
+            return Err(invalid(
+                "mqtt.router.max_segment_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        if self.mqtt.router.max_segment_count == 0 {
+            return Err(invalid(
+                "mqtt.router.max_segment_count",
+                "must be at least 1",
+            ));
+        }
         let tls = &self.mqtt.tls;
         if tls.enabled() && tls.key_file.as_os_str().is_empty() {
             return Err(invalid(
@@ -279,6 +302,31 @@ mod tests {
             ),
             ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:99999", "admin.listen"),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
+            (
+                "COURTCHAT_MQTT__CLOSED_SESSIONS_KEPT",
+                "0",
+                "mqtt.closed_sessions_kept",
+            ),
+            (
+                "COURTCHAT_MQTT__CLOSED_SESSION_ACCESS_SECS",
+                "-1",
+                "mqtt.closed_session_access_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__PIPELINE_QUEUE_WAIT_SECS",
+                "0",
+                "mqtt.pipeline_queue_wait_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_SIZE",
+                "512",
+                "mqtt.router.max_segment_size",
+            ),
+            (
+                "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_COUNT",
+                "0",
+                "mqtt.router.max_segment_count",
+            ),
             (
                 "COURTCHAT_MQTT__TLS__CERT_FILE",
                 "/etc/cc/cert.pem",

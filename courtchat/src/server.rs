@@ -198,6 +198,7 @@ impl Server {
                 source,
             })?;
         let store = store::Store::open(&config.database).await?;
+        let participants = store.active_participants().await?;
         // Denials go into the tamper-evident audit trail, through a hook and one writer task.
         let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
         let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
@@ -206,7 +207,7 @@ impl Server {
         let broker = broker::Broker::start(config.mqtt.clone(), hooks)?;
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
-        for participant in store.active_participants().await? {
+        for participant in participants {
             memberships.join(
                 &participant.session_id,
                 &participant.subject,

@@ -6,6 +6,7 @@ mod architecture;
 mod audit_record;
 mod auth;
 mod bench_smoke;
+mod closed_sessions;
 mod config_example;
 mod framing;
 mod http;
