@@ -6,7 +6,8 @@
 //! - [`wire`]: the JSON payloads (serde types; JSON Schemas generated into `schemas/json/`).
 //! - [`convert`]: every conversion between a wire type and a table row, written once.
 //!
-//! `PROTOCOL.md` is the reference for the topics and the payloads. Wire types and table rows stay separate types.
+//! `PROTOCOL.md` is the reference for the topics and the payloads. Wire types and table rows
+//! stay separate types, joined only by the conversions in [`convert`].
 
 pub mod convert;
 pub mod db;

@@ -353,8 +353,9 @@ impl TestStack {
             .expect("the test stack's secret signs tokens")
     }
 
-    /// Who belongs to which session, as the gateway sees it; tests join and remove members
-    /// directly until the chat pipeline does.
+    /// Who belongs to which session, as the gateway sees it. The chat pipeline keeps it
+    /// current through the protocol; tests of the gateway alone join and remove members
+    /// directly.
     pub fn memberships(&self) -> &courtchat::Memberships {
         self.server
             .as_ref()
