@@ -152,3 +152,287 @@ fn crates_depend_only_on_the_layers_below() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The public surface ARCHITECTURE.md lists for each crate (its table's third column) is what
+/// the crate exports, both ways: every name its `lib.rs` exports at the top level is listed, and
+/// every listed name exists. A listed path (`schemas::db::{entities, Migrator}`,
+/// `mqtt::TestClient`) must resolve through the crate's public modules.
+#[test]
+fn the_public_surface_table_matches_each_crates_exports() -> anyhow::Result<()> {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md"))?;
+    let surfaces = documented_surfaces(&doc);
+    let mut problems = Vec::new();
+    for member in workspace_members()? {
+        let src = root().join(&member).join("src");
+        let exported = exports(&std::fs::read_to_string(src.join("lib.rs"))?)?;
+        let Some(listed) = surfaces.get(&member) else {
+            problems.push(format!("{member}: no public surface in the crate table"));
+            continue;
+        };
+        let lib = lib_name(&member)?;
+        let mut listed_top = BTreeSet::new();
+        for path in listed {
+            let mut segments: Vec<&str> = path.split("::").collect();
+            if segments.len() > 1 && segments[0] == lib {
+                segments.remove(0);
+            }
+            listed_top.insert(segments[0].to_owned());
+            if let Err(problem) = resolve(&src, &exported, &segments) {
+                problems.push(format!("{member}: `{path}` {problem}"));
+            }
+        }
+        for name in exported.difference(&listed_top) {
+            problems.push(format!(
+                "{member}: exports `{name}`, which its public surface in ARCHITECTURE.md omits"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    Ok(())
+}
+
+/// The crate's library name, as its paths start (`tests` is `testkit`).
+fn lib_name(member: &str) -> anyhow::Result<String> {
+    let manifest: toml::Table =
+        std::fs::read_to_string(root().join(member).join("Cargo.toml"))?.parse()?;
+    let named = manifest
+        .get("lib")
+        .and_then(|lib| lib.get("name"))
+        .or_else(|| manifest.get("package").and_then(|p| p.get("name")))
+        .and_then(|name| name.as_str())
+        .ok_or_else(|| anyhow::anyhow!("{member}/Cargo.toml names no package"))?;
+    Ok(named.replace('-', "_"))
+}
+
+/// Whether `segments` names something the module whose exports are `exported` (in the directory
+/// `dir`) offers: its first segment directly, the rest through the public module it names.
+fn resolve(
+    dir: &std::path::Path,
+    exported: &BTreeSet<String>,
+    segments: &[&str],
+) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else {
+        return Err("is empty".to_owned());
+    };
+    if !exported.contains(*first) {
+        return Err(format!("names `{first}`, which is not exported"));
+    }
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let file = [
+        dir.join(format!("{first}.rs")),
+        dir.join(first).join("mod.rs"),
+    ]
+    .into_iter()
+    .find(|file| file.is_file())
+    .ok_or_else(|| format!("goes through `{first}`, which is not a module of the crate"))?;
+    let source = std::fs::read_to_string(&file).map_err(|err| err.to_string())?;
+    let inner = exports(&source).map_err(|err| err.to_string())?;
+    resolve(&dir.join(first), &inner, rest)
+}
+
+/// The paths in the third column of the crate table, by crate directory; a `{a, b}` group
+/// stands for each of its names.
+fn documented_surfaces(doc: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut surfaces = std::collections::BTreeMap::new();
+    let rows = doc
+        .lines()
+        .skip_while(|line| line.trim() != "## Crates")
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "));
+    for row in rows {
+        let Some(dir) = row
+            .strip_prefix("| `")
+            .and_then(|rest| rest.split_once("/`"))
+            .map(|(dir, _)| dir.to_owned())
+        else {
+            continue;
+        };
+        let cells: Vec<&str> = row.split('|').collect();
+        let surface = cells.get(3).copied().unwrap_or_default();
+        let mut paths = Vec::new();
+        for span in surface.split('`').skip(1).step_by(2) {
+            let tokens = tokenize(span);
+            let mut at = 0;
+            paths.extend(use_tree(&tokens, &mut at, "", ""));
+        }
+        surfaces.insert(dir, paths);
+    }
+    surfaces
+}
+
+/// What a module's source exports at its top level: the names its `pub use` items bring in
+/// (or their `as` aliases) and the names of its `pub` items (modules, types, traits, functions,
+/// constants, statics), except those marked `#[doc(hidden)]`. Glob re-exports cannot be checked
+/// and are refused.
+fn exports(source: &str) -> anyhow::Result<BTreeSet<String>> {
+    const KINDS: [&str; 9] = [
+        "mod", "struct", "enum", "trait", "type", "fn", "const", "static", "union",
+    ];
+    let mut names = BTreeSet::new();
+    let mut hidden = false;
+    let mut lines = source.lines();
+    while let Some(line) = lines.next() {
+        if line.starts_with("#[doc(hidden)]") {
+            hidden = true;
+            continue;
+        }
+        // Attributes and comments between `#[doc(hidden)]` and its item keep it hidden.
+        if line.starts_with("#[") || line.trim_start().starts_with("//") || line.trim().is_empty() {
+            continue;
+        }
+        let is_hidden = std::mem::take(&mut hidden);
+        let Some(item) = line.strip_prefix("pub ") else {
+            continue;
+        };
+        if let Some(tree) = item.strip_prefix("use ") {
+            let mut statement = tree.to_owned();
+            while !statement.contains(';') {
+                let next = lines
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("unterminated `pub use {tree}`"))?;
+                statement.push(' ');
+                statement.push_str(next);
+            }
+            let statement = statement.split(';').next().unwrap_or_default();
+            let mut at = 0;
+            for path in use_tree(&tokenize(statement), &mut at, "", "") {
+                let name = path.rsplit("::").next().unwrap_or_default().to_owned();
+                anyhow::ensure!(name != "*", "glob re-export `pub use {statement}`");
+                if !is_hidden {
+                    names.insert(name);
+                }
+            }
+            continue;
+        }
+        let words: Vec<&str> = item
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|word| !word.is_empty())
+            .collect();
+        // `pub const fn f` is a function; `pub const N` a constant.
+        let name = words
+            .windows(2)
+            .find(|pair| KINDS.contains(&pair[0]) && !KINDS.contains(&pair[1]))
+            .map(|pair| pair[1].to_owned());
+        if let (Some(name), false) = (name, is_hidden) {
+            names.insert(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Splits a use tree into identifiers and `::`, `{`, `}`, `,`, `*`.
+fn tokenize(tree: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut word = String::new();
+    let mut chars = tree.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            tokens.push(std::mem::take(&mut word));
+        }
+        match c {
+            ':' if chars.peek() == Some(&':') => {
+                chars.next();
+                tokens.push("::".to_owned());
+            }
+            '{' | '}' | ',' | '*' => tokens.push(c.to_string()),
+            _ => {}
+        }
+    }
+    if !word.is_empty() {
+        tokens.push(word);
+    }
+    tokens
+}
+
+/// The full paths (or, for `as`, the alias in the place of the last segment) that a use tree
+/// names, read from `tokens` at `at`; `prefix` is the path above it, `parent` its last segment
+/// (what `self` stands for).
+fn use_tree(tokens: &[String], at: &mut usize, prefix: &str, parent: &str) -> Vec<String> {
+    let join = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}::{name}")
+        }
+    };
+    match tokens.get(*at).map(String::as_str) {
+        Some("{") => {
+            *at += 1;
+            let mut paths = Vec::new();
+            while let Some(token) = tokens.get(*at) {
+                match token.as_str() {
+                    "}" => {
+                        *at += 1;
+                        break;
+                    }
+                    "," => *at += 1,
+                    _ => paths.extend(use_tree(tokens, at, prefix, parent)),
+                }
+            }
+            paths
+        }
+        Some("*") => {
+            *at += 1;
+            vec![join("*")]
+        }
+        Some(segment) => {
+            *at += 1;
+            let segment = if segment == "self" { parent } else { segment };
+            match tokens.get(*at).map(String::as_str) {
+                Some("::") => {
+                    *at += 1;
+                    use_tree(tokens, at, &join(segment), segment)
+                }
+                Some("as") => {
+                    *at += 2;
+                    vec![join(tokens.get(*at - 1).map_or("", String::as_str))]
+                }
+                _ => vec![join(segment)],
+            }
+        }
+        None => Vec::new(),
+    }
+}
+
+#[test]
+fn the_export_parser_reads_use_trees_and_items() -> anyhow::Result<()> {
+    let source = "\
+//! A module.
+mod private;
+pub mod open;
+pub use a::{B, c::{D, E as F}, self};
+pub use g::H;
+pub use i::{
+    J,
+    K,
+};
+#[doc(hidden)]
+pub mod hidden;
+pub(crate) fn internal() {}
+pub struct L;
+pub async fn m() {}
+pub const fn n() {}
+pub const O: u8 = 1;
+impl L {
+    pub fn not_top_level() {}
+}
+";
+    let found: Vec<String> = exports(source)?.into_iter().collect();
+    assert_eq!(
+        found,
+        [
+            "B", "D", "F", "H", "J", "K", "L", "O", "a", "m", "n", "open"
+        ]
+    );
+    assert!(exports("pub use a::*;").is_err(), "globs are refused");
+    let doc = "## Crates\n| crate | owns | surface |\n|---|---|---|\n| `x/` | y | `x::{a, b::C}`, `D` |\n## Next\n";
+    let surfaces = documented_surfaces(doc);
+    assert_eq!(surfaces["x"], ["x::a", "x::b::C", "D"]);
+    Ok(())
+}
