@@ -343,14 +343,11 @@ fn filter_relations() {
     }
 }
 
-/// Memberships that record who left and which sessions were forgotten.
-fn observed(
-    window: ClosedSessions,
-) -> (
-    Memberships,
-    Arc<Mutex<Vec<String>>>,
-    Arc<Mutex<Vec<String>>>,
-) {
+/// What a listener saw, in order.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Memberships that record who left ("session:subject") and which sessions were forgotten.
+fn observed(window: ClosedSessions) -> (Memberships, Seen, Seen) {
     let memberships = Memberships::new(window);
     let left = Arc::new(Mutex::new(Vec::new()));
     let forgotten = Arc::new(Mutex::new(Vec::new()));
