@@ -92,7 +92,7 @@ const UNLIMITED_PACKET: usize = 268_435_455;
 /// The client side of the link; the event loop runs in a task of its own.
 pub(crate) struct Link {
     client: AsyncClient,
-    intake: mpsc::UnboundedReceiver<Incoming>,
+    intake: Option<mpsc::UnboundedReceiver<Incoming>>,
     seen: Arc<Mutex<HashMap<u16, Seen>>>,
     max_packet: Arc<AtomicUsize>,
     driver: tokio::task::JoinHandle<()>,
@@ -144,21 +144,19 @@ impl Link {
         );
         Self {
             client,
-            intake,
+            intake: Some(intake),
             seen,
             max_packet,
             driver,
         }
     }
 
-    /// The next submission; none once the link has ended.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.intake.recv().await
-    }
-
-    /// Another submission if one is already waiting.
-    pub fn try_recv(&mut self) -> Option<Incoming> {
-        self.intake.try_recv().ok()
+    /// The submissions the gateway delivers, for the one who decides them (taken once; the
+    /// link itself is then shared by those who publish and acknowledge). It ends with the link.
+    pub fn intake(&mut self) -> mpsc::UnboundedReceiver<Incoming> {
+        self.intake
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1)
     }
 
     /// The largest packet the gateway accepts from the pipeline, in bytes.
@@ -194,7 +192,7 @@ impl Link {
     }
 
     /// Ends the connection (the gateway keeps the session for the next start).
-    pub async fn close(self) {
+    pub async fn close(&self) {
         let _ = self.client.try_disconnect();
         // Give the event loop a moment to send the DISCONNECT before it is stopped.
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,7 +21,7 @@ use super::outbox::Outbox;
 use super::resync::{self, PageLimits, PageRequest};
 use super::worker::Worker;
 use super::{PipelineError, writer};
-use crate::audit::AuditEntry;
+use crate::audit::{AuditEntry, AuditTrail};
 use crate::link::Incoming;
 
 /// A submission after parsing and checking, before deciding.
@@ -121,9 +121,29 @@ impl Worker {
         &mut self,
         batch: &[Incoming],
     ) -> Result<Outbox, PipelineError> {
-        let txn = self.store.connection().begin().await?;
-        let trail = self.audit.clone();
-        let mut audit = trail.batch(&txn).await?;
+        let decided = self.decide(batch).await?;
+        let limits = self.page_limits();
+        let (outbox, closed) = store(&self.store, &self.audit, limits, decided).await?;
+        for session_id in &closed {
+            self.views.remove(session_id);
+        }
+        Ok(outbox)
+    }
+
+    pub(super) fn page_limits(&self) -> PageLimits {
+        PageLimits::new(
+            self.config.resync_page_entries,
+            self.config.resync_page_bytes,
+            self.packet_limit.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Decides every submission of `batch`, reading what it needs from the database but
+    /// writing nothing: the views move on, and what is to be stored, audited and published is
+    /// returned. Answers of a batch decided earlier and not yet committed (`self.pending`) count
+    /// as stored.
+    pub(super) async fn decide(&mut self, batch: &[Incoming]) -> Result<Decided, PipelineError> {
+        let txn = self.store.connection();
         let now = Utc::now().trunc_subsecs(6);
         let parsed: Vec<Parsed> = batch
             .iter()
@@ -146,7 +166,14 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let mut answered = answered(&txn, wanted).await?;
+        let wanted: std::collections::HashSet<Key> = wanted;
+        let mut answered = answered(txn, wanted.clone()).await?;
+        for key in &wanted {
+            if let Some(pending) = self.pending.answers.get(key) {
+                answered.insert(key.clone(), pending.clone());
+            }
+        }
+        let mut new_answers = HashMap::new();
         let mut named_staff = Vec::new();
         let mut opens = HashMap::new();
         for p in &parsed {
@@ -156,7 +183,7 @@ impl Worker {
                     sender,
                     submission,
                 } => {
-                    if !self.views.load(&txn, session_id).await? {
+                    if !self.views.load(txn, session_id).await? {
                         continue;
                     }
                     match &submission.action {
@@ -165,25 +192,30 @@ impl Worker {
                             to_agent: Some(to), ..
                         } => named_staff.push(to.clone()),
                         Action::Receipt { .. } => {
-                            self.views.load_receipt(&txn, session_id, sender).await?;
+                            self.views.load_receipt(txn, session_id, sender).await?;
                         }
-                        Action::Survey { .. } => self.views.load_survey(&txn, session_id).await?,
+                        Action::Survey { .. } => self.views.load_survey(txn, session_id).await?,
                         _ => {}
                     }
                 }
                 Parsed::Open { applicant, request } => {
                     let key = (applicant.clone(), request.client_msg_id.clone());
-                    if let Some(before) = opened_before(&txn, applicant, request).await? {
+                    // The batch being stored opened it: not in the database yet.
+                    if self.pending.opens.contains_key(&key) {
+                        continue;
+                    }
+                    if let Some(before) = opened_before(txn, applicant, request).await? {
                         opens.insert(key, before);
                     }
                 }
                 Parsed::Refused { .. } | Parsed::Ignored => {}
             }
         }
-        let staff = staff_roles(&txn, named_staff).await?;
+        let staff = staff_roles(txn, named_staff).await?;
 
         let mut fx = Effects::default();
         let mut resyncs = Vec::new();
+        let mut new_opens = HashMap::new();
         let mut ctx = Context {
             now,
             instant: Instant::now(),
@@ -213,7 +245,14 @@ impl Worker {
                 Parsed::Open { applicant, request } => {
                     let cmid = request.client_msg_id.clone();
                     let key = (applicant.clone(), cmid.clone());
-                    let before = opens.get(&key).cloned();
+                    // Opened earlier in this batch, in the one being stored, or before.
+                    let before = new_opens
+                        .get(&key)
+                        .or_else(|| self.pending.opens.get(&key))
+                        .map(|earlier: &OpenedRequest| earlier.compared_with(&request))
+                        .or_else(|| opens.get(&key).cloned());
+                    let new = before.is_none();
+                    let (channel, first) = (request.channel, request.first_message.clone());
                     let (verdict, session_id) = lifecycle::open(
                         &mut self.views,
                         &mut ctx,
@@ -223,12 +262,15 @@ impl Worker {
                         before,
                         new_session_id(),
                     );
-                    if let (Verdict::Accepted { .. }, Some(session_id)) = (&verdict, &session_id) {
-                        // The same request again in this batch finds this session.
-                        opens.entry(key).or_insert_with(|| OpenedBefore {
+                    if let (true, Verdict::Accepted { .. }, Some(session_id)) =
+                        (new, &verdict, &session_id)
+                    {
+                        let opened = OpenedRequest {
                             session_id: session_id.clone(),
-                            same: true,
-                        });
+                            channel,
+                            first_message: first,
+                        };
+                        new_opens.insert(key, opened);
                     }
                     answer(
                         &mut fx,
@@ -263,7 +305,9 @@ impl Worker {
                     );
                     match &verdict {
                         Verdict::Accepted { seq: Some(seq) } => {
-                            answered.insert(key, Answered::Entry { seq: *seq, content });
+                            let answer = Answered::Entry { seq: *seq, content };
+                            new_answers.insert(key.clone(), answer.clone());
+                            answered.insert(key, answer);
                         }
                         Verdict::Accepted { seq: None } => {
                             // Entries answer resubmissions through the messages table; the
@@ -278,13 +322,12 @@ impl Worker {
                                 request_digest: Set(Some(digest.clone())),
                                 created_at: Set(now),
                             });
-                            answered.insert(
-                                key,
-                                Answered::Ack {
-                                    ack,
-                                    digest: Some(digest),
-                                },
-                            );
+                            let answer = Answered::Ack {
+                                ack,
+                                digest: Some(digest),
+                            };
+                            new_answers.insert(key.clone(), answer.clone());
+                            answered.insert(key, answer);
                         }
                         Verdict::Resync {
                             from_seq,
@@ -296,12 +339,15 @@ impl Worker {
                                 .views
                                 .get(&session_id)
                                 .map_or(0, |view| view.last_seq as u64);
-                            resyncs.push((
-                                fx.outbox.answers.len(),
-                                session_id.clone(),
-                                cmid.clone(),
-                                (*staff, *from_seq, *to_seq, last_seq),
-                            ));
+                            resyncs.push(ResyncJob {
+                                position: fx.outbox.answers.len(),
+                                session_id: session_id.clone(),
+                                cmid: cmid.clone(),
+                                staff: *staff,
+                                from_seq: *from_seq,
+                                to_seq: *to_seq,
+                                last_seq,
+                            });
                             fx.outbox.answer(index, &sender, &serde_json::Value::Null);
                             continue;
                         }
@@ -312,31 +358,106 @@ impl Worker {
             }
         }
 
-        writer::write(&txn, &mut audit, &mut fx, &self.views, now).await?;
-        let limits = PageLimits::new(
-            self.config.resync_page_entries,
-            self.config.resync_page_bytes,
-            self.packet_limit.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        for (position, session_id, cmid, (staff, from_seq, to_seq, last_seq)) in resyncs {
-            let request = PageRequest {
-                session_id: &session_id,
-                cmid: &cmid,
-                staff,
-                from_seq,
-                to_seq,
-                last_seq,
-            };
-            let page = resync::page(&txn, &request, limits).await?;
-            fx.outbox.answers[position].payload = serde_json::to_vec(&page).unwrap_or_default();
-        }
-        txn.commit().await?;
-        drop(audit);
-        for session_id in &fx.closed {
-            self.views.remove(session_id);
-        }
-        Ok(fx.outbox)
+        fx.seal(&self.views);
+        Ok(Decided {
+            fx,
+            resyncs,
+            now,
+            pending: Pending {
+                answers: new_answers,
+                opens: new_opens,
+            },
+        })
     }
+}
+
+/// What a decided batch answers resubmissions and repeated opens with, until it is stored.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub answers: HashMap<Key, Answered>,
+    pub opens: HashMap<(String, String), OpenedRequest>,
+}
+
+/// An open request decided and not yet stored, for telling a repetition from a reuse of its id.
+pub(crate) struct OpenedRequest {
+    session_id: String,
+    channel: wire::Channel,
+    first_message: Option<String>,
+}
+
+impl OpenedRequest {
+    fn compared_with(&self, request: &OpenSession) -> OpenedBefore {
+        OpenedBefore {
+            session_id: self.session_id.clone(),
+            same: self.channel == request.channel && self.first_message == request.first_message,
+        }
+    }
+}
+
+/// A resync decided in a batch: where its answer goes and what it asks for.
+pub(crate) struct ResyncJob {
+    position: usize,
+    session_id: String,
+    cmid: String,
+    staff: bool,
+    from_seq: u64,
+    to_seq: u64,
+    last_seq: u64,
+}
+
+/// A batch decided and not yet stored.
+pub(crate) struct Decided {
+    pub fx: Effects,
+    resyncs: Vec<ResyncJob>,
+    now: chrono::DateTime<Utc>,
+    pub pending: Pending,
+}
+
+impl Decided {
+    /// A batch of effects decided without submissions (the lock sweep).
+    pub fn effects(fx: Effects, now: chrono::DateTime<Utc>) -> Self {
+        Self {
+            fx,
+            resyncs: Vec::new(),
+            now,
+            pending: Pending::default(),
+        }
+    }
+}
+
+/// Stores a decided batch in one transaction (with its audit entries, chained in turn with
+/// every other writer), answers its resyncs from what is then stored, and commits. Returns
+/// what to publish and the sessions it closed.
+pub(crate) async fn store(
+    store: &store::Store,
+    audit: &AuditTrail,
+    limits: PageLimits,
+    decided: Decided,
+) -> Result<(Outbox, Vec<String>), PipelineError> {
+    let Decided {
+        mut fx,
+        resyncs,
+        now,
+        ..
+    } = decided;
+    let txn = store.connection().begin().await?;
+    let mut trail = audit.batch(&txn).await?;
+    writer::write(&txn, &mut trail, &mut fx, now).await?;
+    for job in resyncs {
+        let request = PageRequest {
+            session_id: &job.session_id,
+            cmid: &job.cmid,
+            staff: job.staff,
+            from_seq: job.from_seq,
+            to_seq: job.to_seq,
+            last_seq: job.last_seq,
+        };
+        let page = resync::page(&txn, &request, limits).await?;
+        fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
+    }
+    txn.commit().await?;
+    drop(trail);
+    Ok((fx.outbox, fx.closed))
 }
 
 fn accepted(cmid: &str, session_id: Option<&str>, seq: Option<u64>) -> Ack {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use schemas::db::entities::{agent, message, participant, submission_ack};
 use schemas::wire::{OpenSession, SessionEvent, StreamContent};
-use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::PipelineError;
 use super::decide::lifecycle::OpenedBefore;
@@ -15,7 +15,7 @@ use crate::audit::{in_statement_sizes, padded};
 
 /// The original answer to a submission already stored.
 #[derive(Clone)]
-pub(super) enum Answered {
+pub(crate) enum Answered {
     /// It left a stream entry with this sequence number and content.
     Entry {
         seq: u64,
@@ -29,11 +29,11 @@ pub(super) enum Answered {
     },
 }
 
-pub(super) type Key = (String, String, String);
+pub(crate) type Key = (String, String, String);
 
 /// What the batch's submissions already stored answer with (resubmissions), in two queries.
 pub(super) async fn answered(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     wanted: std::collections::HashSet<Key>,
 ) -> Result<HashMap<Key, Answered>, PipelineError> {
     let mut answered = HashMap::new();
@@ -81,7 +81,7 @@ pub(super) async fn answered(
 /// The session an earlier open request of `applicant` with this id opened, and whether it was
 /// the same request (channel and first message).
 pub(super) async fn opened_before(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     applicant: &str,
     request: &OpenSession,
 ) -> Result<Option<OpenedBefore>, PipelineError> {
@@ -116,7 +116,7 @@ pub(super) async fn opened_before(
 /// The participant role of each named subject that is registered, active staff (admins take
 /// part in no session); `None` for the others.
 pub(super) async fn staff_roles(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     subjects: Vec<String>,
 ) -> Result<HashMap<String, Option<participant::ParticipantRole>>, PipelineError> {
     let mut roles: HashMap<String, Option<participant::ParticipantRole>> =

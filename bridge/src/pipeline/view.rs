@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::{message, participant, receipt, session, survey_response};
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::PipelineError;
 use crate::lock::ReplyLock;
@@ -88,7 +88,7 @@ impl Views {
     /// Loads the session's view if it is not cached; false when there is no such session.
     pub async fn load(
         &mut self,
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         session_id: &str,
     ) -> Result<bool, PipelineError> {
         if self.sessions.contains_key(session_id) {
@@ -144,7 +144,7 @@ impl Views {
     /// Loads `subject`'s stored read horizons into a loaded view, if not known yet.
     pub async fn load_receipt(
         &mut self,
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         session_id: &str,
         subject: &str,
     ) -> Result<(), PipelineError> {
@@ -165,7 +165,7 @@ impl Views {
     /// Loads whether the survey of a loaded view was answered, if not known yet.
     pub async fn load_survey(
         &mut self,
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         session_id: &str,
     ) -> Result<(), PipelineError> {
         let Some(view) = self.sessions.get_mut(session_id) else {

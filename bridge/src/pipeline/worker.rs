@@ -1,6 +1,16 @@
-//! One life of the pipeline: its link, its caches, and the loop that takes submissions (from
-//! the gateway and from in-process commands, in arrival order) in batches, decides and stores
-//! each batch, publishes what it produced, then lets the gateway know it is done with them.
+//! One life of the pipeline: its link, its caches, and two stages that overlap.
+//!
+//! The decider (this task) takes submissions (from the gateway and from in-process commands,
+//! in arrival order) in batches and decides each batch against the sessions' views; the
+//! committer (a task of its own) stores a decided batch in one transaction, then publishes what
+//! it produced and lets the gateway know it is done with its submissions. While the committer
+//! stores batch N, the decider decides batch N+1; it hands N+1 over only once N is stored, so
+//! at most one batch is decided and not yet stored, and what it answered counts as stored for
+//! the next (`Pending`). Persist-before-deliver holds (only the committer publishes, after the
+//! commit) and each session keeps one order (batches are stored in the order decided).
+//!
+//! If storing a batch fails, the views (which already include that batch's decisions and the
+//! next one's) are dropped, and both batches are decided again one submission at a time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,15 +19,16 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use futures_util::FutureExt;
 use schemas::db::entities::session;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
-use tokio::sync::{mpsc, watch};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::batch::{busy, unavailable};
+use super::batch::{Decided, Pending, busy, unavailable};
 use super::commands::Intake;
 use super::decide::{self, Context, Effects};
 use super::outbox::Outbox;
+use super::resync::PageLimits;
 use super::view::Views;
-use super::{BridgeConfig, PipelineError, writer};
+use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
 use crate::link::{BrokerLink, Incoming, Link, LinkSettings, Origin};
 use crate::rate::{RateLimit, RateLimiter};
@@ -31,6 +42,35 @@ pub(crate) struct Worker {
     pub(super) limiter: RateLimiter,
     /// The largest packet the gateway takes from the pipeline (from its CONNACK).
     pub(super) packet_limit: Arc<AtomicUsize>,
+    /// What the batch being stored answered, until it is.
+    pub(super) pending: Pending,
+    /// Sessions closed by the batch stored last, whose views leave the cache once the batch
+    /// decided meanwhile is stored too (it may have changed them: a survey answer).
+    closing: Vec<String>,
+}
+
+/// A batch for the committer: its submissions (those decided first, then those refused as
+/// busy), what was decided, and the answers already made without deciding.
+struct Job {
+    batch: Vec<Incoming>,
+    decided: Option<Decided>,
+    undecided: Outbox,
+    limits: PageLimits,
+    done: oneshot::Sender<Stored>,
+}
+
+/// What became of a job.
+enum Stored {
+    /// Stored, published and acknowledged; the sessions it closed.
+    Committed(Vec<String>),
+    /// Not stored: the job's submissions, to be decided again.
+    Failed {
+        batch: Vec<Incoming>,
+        undecided: Outbox,
+        error: PipelineError,
+    },
+    /// The link ended.
+    LinkLost,
 }
 
 impl Worker {
@@ -52,6 +92,8 @@ impl Worker {
             views: Views::default(),
             limiter,
             packet_limit: Arc::new(AtomicUsize::new(256 * 1024)),
+            pending: Pending::default(),
+            closing: Vec::new(),
         }
     }
 
@@ -65,93 +107,170 @@ impl Worker {
     ) {
         let mut link = Link::start(&broker, settings, self.ready.clone());
         self.packet_limit = link.max_packet();
+        let mut intake = link.intake();
+        let link = Arc::new(link);
         // One worker at a time takes the commands; a restarted one takes over the queue.
         let mut commands = commands.receiver.clone().lock_owned().await;
+        let (jobs, queued) = mpsc::channel::<Job>(1);
+        let committer = tokio::spawn(commit(
+            self.store.clone(),
+            self.audit.clone(),
+            link.clone(),
+            self.packet_limit.clone(),
+            queued,
+        ));
+        let mut in_flight: Option<oneshot::Receiver<Stored>> = None;
         // Lapsed reply locks are freed, recorded and announced even when nobody writes.
         let mut lock_sweep = tokio::time::interval(Duration::from_secs(1));
         loop {
             let first = tokio::select! {
                 _ = stop.changed() => break,
-                _ = lock_sweep.tick() => {
-                    let outbox = match self.expire_locks().await {
-                        Ok(outbox) => outbox,
-                        Err(err) => {
-                            tracing::error!(error = %err, "lapsed locks could not be released");
-                            self.views.clear();
-                            continue;
-                        }
-                    };
-                    if self.publish(&link, outbox).await.is_err() {
-                        break;
-                    }
-                    continue;
-                }
-                first = link.recv() => first,
+                _ = lock_sweep.tick() => None,
+                first = intake.recv() => match first {
+                    Some(first) => Some(first),
+                    None => break,
+                },
                 Some(command) = commands.recv() => Some(command),
             };
-            let Some(first) = first else { break };
-            let mut batch = vec![first];
-            while batch.len() < self.config.batch_max {
-                match link.try_recv().or_else(|| take(&mut commands)) {
+            let sweep = first.is_none();
+            let mut batch: Vec<Incoming> = first.into_iter().collect();
+            while !sweep && batch.len() < self.config.batch_max {
+                match intake.try_recv().ok().or_else(|| commands.try_recv().ok()) {
                     Some(next) => batch.push(next),
                     None => break,
                 }
             }
-            let (batch, outbox) = self.shed_and_decide(batch).await;
-            // Answers first, then the gateway's acknowledgements: a submission is let go of
-            // only once its answer is on its way. Commands get theirs back directly.
-            let mut replies = Vec::new();
-            let published = outbox
-                .publish(&link, self.limit(), |answer| {
-                    let command = answer
-                        .incoming
-                        .is_some_and(|i| matches!(batch[i].origin, Origin::Command(_)));
-                    if command {
-                        replies.push((answer.incoming, answer.payload.clone()));
+            let (batch, fresh, undecided) = self.shed(batch);
+            let decided = if sweep {
+                self.decide_sweep().await
+            } else if fresh > 0 {
+                self.decide_guarded(&batch[..fresh]).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            // Wait for the batch being stored before handing this one over.
+            let previous_stored = match in_flight.take() {
+                None => true,
+                Some(done) => match done.await {
+                    Ok(Stored::Committed(closed)) => {
+                        for session_id in std::mem::replace(&mut self.closing, closed) {
+                            self.views.remove(&session_id);
+                        }
+                        true
                     }
-                    command
-                })
-                .await;
-            if published.is_err() || link.ack(&batch).await.is_err() {
+                    Ok(Stored::Failed {
+                        batch: failed,
+                        undecided: failed_undecided,
+                        error,
+                    }) => {
+                        tracing::error!(error = %error, size = failed.len(), "a batch could not be stored; deciding its submissions one by one");
+                        self.forget();
+                        let decided_part = failed.len() - failed_undecided.answers.len();
+                        if self
+                            .now(&link, failed, decided_part, failed_undecided)
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        false
+                    }
+                    Ok(Stored::LinkLost) | Err(_) => break,
+                },
+            };
+            let mut decided = match (previous_stored, decided) {
+                (true, Ok(decided)) => decided,
+                // Decided on views that held a batch that was not stored, or not decided at
+                // all: one submission at a time, now.
+                (_, failure) => {
+                    if let Err(error) = failure {
+                        tracing::error!(error = %error, size = batch.len(), "a batch could not be decided; deciding its submissions one by one");
+                    }
+                    self.forget();
+                    if !sweep && self.now(&link, batch, fresh, undecided).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.pending = decided
+                .as_mut()
+                .map(|d| std::mem::take(&mut d.pending))
+                .unwrap_or_default();
+            let (done, finished) = oneshot::channel();
+            let job = Job {
+                batch,
+                decided,
+                undecided,
+                limits: self.page_limits(),
+                done,
+            };
+            if jobs.send(job).await.is_err() {
                 break;
             }
-            reply(batch, replies);
+            in_flight = Some(finished);
         }
+        // What was handed over is stored (or not) before the worker ends.
+        if let Some(done) = in_flight {
+            let _ = done.await;
+        }
+        drop(jobs);
+        let _ = committer.await;
         self.ready.send_replace(false);
         link.close().await;
     }
 
-    fn limit(&self) -> usize {
-        self.packet_limit.load(Ordering::Relaxed)
+    /// Drops everything the views and the pending answers say beyond what is stored.
+    fn forget(&mut self) {
+        self.views.clear();
+        self.pending = Pending::default();
+        self.closing.clear();
     }
 
-    async fn publish(&self, link: &Link, outbox: Outbox) -> Result<(), rumqttc::v5::ClientError> {
-        outbox.publish(link, self.limit(), |_| false).await
-    }
-
-    /// Refuses as `busy` what waited longer than `bridge.max_queue_delay_ms`, and decides the
-    /// rest. Returns the batch in the order its answers' places refer to.
-    async fn shed_and_decide(&mut self, batch: Vec<Incoming>) -> (Vec<Incoming>, Outbox) {
+    /// Puts first what may still be decided and refuses as `busy` what waited longer than
+    /// `bridge.max_queue_delay_ms`. Returns the batch in that order, how many come first, and
+    /// the refusals (tagged with their places).
+    fn shed(&self, batch: Vec<Incoming>) -> (Vec<Incoming>, usize, Outbox) {
         let limit = Duration::from_millis(self.config.max_queue_delay_ms);
         let shedding = !limit.is_zero();
         let (mut fresh, stale): (Vec<Incoming>, Vec<Incoming>) = batch
             .into_iter()
             .partition(|incoming| !shedding || incoming.arrived.elapsed() <= limit);
-        let mut outbox = if fresh.is_empty() {
-            Outbox::default()
-        } else {
-            self.decide_batch(&fresh).await
-        };
+        let mut refusals = Outbox::default();
         if !stale.is_empty() {
             tracing::debug!(refused = stale.len(), "busy: submissions waited too long");
             // A sender told to come back in twice the delay finds the backlog gone or shed.
             let retry_ms = self.config.max_queue_delay_ms.saturating_mul(2);
             for (n, incoming) in stale.iter().enumerate() {
-                outbox.extend(busy(incoming, fresh.len() + n, retry_ms));
+                refusals.extend(busy(incoming, fresh.len() + n, retry_ms));
             }
         }
+        let decided = fresh.len();
         fresh.extend(stale);
-        (fresh, outbox)
+        (fresh, decided, refusals)
+    }
+
+    /// Decides, stores, publishes and acknowledges `batch` now, without overlap, its first
+    /// `fresh` submissions one by one if the batch as a whole fails.
+    async fn now(
+        &mut self,
+        link: &Link,
+        batch: Vec<Incoming>,
+        fresh: usize,
+        undecided: Outbox,
+    ) -> Result<(), rumqttc::v5::ClientError> {
+        let mut outbox = self.decide_batch(&batch[..fresh]).await;
+        outbox.extend(undecided);
+        let limit = self.packet_limit.load(Ordering::Relaxed);
+        deliver(link, limit, batch, outbox).await
+    }
+
+    /// [`Worker::decide`] with a panic turned into an error.
+    async fn decide_guarded(&mut self, batch: &[Incoming]) -> Result<Decided, PipelineError> {
+        std::panic::AssertUnwindSafe(self.decide(batch))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))))
     }
 
     /// Decides and stores a batch. If that fails (a statement the database refuses, a panic),
@@ -159,6 +278,9 @@ impl Worker {
     /// bad submission does not take the others down; one that fails alone is refused as
     /// `unavailable`. Every submission of the batch gets an answer, tagged with its place.
     pub(super) async fn decide_batch(&mut self, batch: &[Incoming]) -> Outbox {
+        if batch.is_empty() {
+            return Outbox::default();
+        }
         let failure = match self.guarded(batch).await {
             Ok(outbox) => return outbox,
             Err(failure) => failure,
@@ -193,31 +315,26 @@ impl Worker {
         let result = std::panic::AssertUnwindSafe(self.decide_and_store(batch))
             .catch_unwind()
             .await
-            .unwrap_or_else(|panic| Err(PipelineError::Panicked(super::panic_message(&*panic))));
+            .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))));
         if result.is_err() {
-            self.views.clear();
+            self.forget();
         }
         result
     }
 
-    /// Frees every reply lock whose lease has lapsed: persisted, audited (`lock.expired`) and
-    /// published, in one transaction.
-    async fn expire_locks(&mut self) -> Result<Outbox, PipelineError> {
+    /// Frees every reply lock whose lease has lapsed (`lock.expired`), as a batch of its own.
+    /// The database says which leases may have lapsed; the views decide.
+    async fn decide_sweep(&mut self) -> Result<Option<Decided>, PipelineError> {
         let now = Utc::now().trunc_subsecs(6);
+        let db = self.store.connection();
         let lapsed: Vec<String> = session::Entity::find()
             .filter(session::Column::LockHolder.is_not_null())
             .filter(session::Column::LockExpiresAt.lte(now))
-            .all(self.store.connection())
+            .all(db)
             .await?
             .into_iter()
             .map(|row| row.id)
             .collect();
-        if lapsed.is_empty() {
-            return Ok(Outbox::default());
-        }
-        let txn = self.store.connection().begin().await?;
-        let trail = self.audit.clone();
-        let mut audit = trail.batch(&txn).await?;
         let mut fx = Effects::default();
         let no_staff = Default::default();
         let ctx = Context {
@@ -228,31 +345,93 @@ impl Worker {
             staff: &no_staff,
         };
         for session_id in &lapsed {
-            if !self.views.load(&txn, session_id).await? {
+            if !self.views.load(db, session_id).await? {
                 continue;
             }
             if let Some(view) = self.views.get_mut(session_id) {
                 decide::lock::expire(view, &ctx, &mut fx, session_id);
             }
         }
-        let written = async {
-            writer::write(&txn, &mut audit, &mut fx, &self.views, now).await?;
-            txn.commit().await?;
-            Ok::<_, PipelineError>(())
+        if fx.audit.is_empty() {
+            return Ok(None);
         }
-        .await;
-        if let Err(err) = written {
-            self.views.clear();
-            return Err(err);
-        }
-        drop(audit);
-        Ok(fx.outbox)
+        fx.seal(&self.views);
+        Ok(Some(Decided::effects(fx, now)))
     }
 }
 
-/// A command waiting in the queue, if any.
-fn take(commands: &mut mpsc::Receiver<Incoming>) -> Option<Incoming> {
-    commands.try_recv().ok()
+/// The committer: stores each job in turn, then publishes and acknowledges it.
+async fn commit(
+    store: store::Store,
+    audit: Arc<AuditTrail>,
+    link: Arc<Link>,
+    packet_limit: Arc<AtomicUsize>,
+    mut jobs: mpsc::Receiver<Job>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let Job {
+            batch,
+            decided,
+            undecided,
+            limits,
+            done,
+        } = job;
+        let stored = match decided {
+            None => Ok((Outbox::default(), Vec::new())),
+            Some(decided) => {
+                std::panic::AssertUnwindSafe(super::batch::store(&store, &audit, limits, decided))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))))
+            }
+        };
+        let outcome = match stored {
+            Ok((mut outbox, closed)) => {
+                outbox.extend(undecided);
+                let limit = packet_limit.load(Ordering::Relaxed);
+                match deliver(&link, limit, batch, outbox).await {
+                    Ok(()) => Stored::Committed(closed),
+                    Err(_) => Stored::LinkLost,
+                }
+            }
+            Err(error) => Stored::Failed {
+                batch,
+                undecided,
+                error,
+            },
+        };
+        let lost = matches!(outcome, Stored::LinkLost);
+        let _ = done.send(outcome);
+        if lost {
+            return;
+        }
+    }
+}
+
+/// Publishes a stored batch's outbox, then acknowledges its submissions to the gateway (a
+/// submission is let go of only once its answer is on its way), and gives commands their
+/// answers directly.
+async fn deliver(
+    link: &Link,
+    limit: usize,
+    batch: Vec<Incoming>,
+    outbox: Outbox,
+) -> Result<(), rumqttc::v5::ClientError> {
+    let mut replies = Vec::new();
+    outbox
+        .publish(link, limit, |answer| {
+            let command = answer.incoming.is_some_and(|i| {
+                matches!(batch.get(i).map(|b| &b.origin), Some(Origin::Command(_)))
+            });
+            if command {
+                replies.push((answer.incoming, answer.payload.clone()));
+            }
+            command
+        })
+        .await?;
+    link.ack(&batch).await?;
+    reply(batch, replies);
+    Ok(())
 }
 
 /// Gives each command of the batch its answer.

@@ -12,7 +12,6 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, Q
 
 use super::PipelineError;
 use super::decide::{Effects, ParticipantChange};
-use super::view::Views;
 use crate::audit::{AuditBatch, in_statement_sizes};
 
 /// Writes `fx` (everything but its outbox, which is published after the commit).
@@ -20,7 +19,6 @@ pub(crate) async fn write(
     txn: &DatabaseTransaction,
     audit: &mut AuditBatch<'_>,
     fx: &mut Effects,
-    views: &Views,
     now: DateTime<Utc>,
 ) -> Result<(), PipelineError> {
     // Sessions first: every other row refers to its session.
@@ -74,11 +72,8 @@ pub(crate) async fn write(
     }
     write_last_seqs(txn, std::mem::take(&mut fx.last_seqs), now).await?;
     // Sessions whose state changed beyond their sequence: rarer (joins, locks, transfers,
-    // closing), one statement each, from the view the decisions left.
-    for session_id in std::mem::take(&mut fx.changed) {
-        let Some(view) = views.get(&session_id) else {
-            continue;
-        };
+    // closing), one statement each, as the decisions left them.
+    for (session_id, view) in std::mem::take(&mut fx.states) {
         session::Entity::update_many()
             .col_expr(session::Column::Status, Expr::value(view.status))
             .col_expr(session::Column::Team, Expr::value(view.team.clone()))

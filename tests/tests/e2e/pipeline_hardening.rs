@@ -712,3 +712,65 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
     stack.shutdown().await;
     Ok(())
 }
+
+/// While one batch is being stored the next is decided; a resubmission decided then (its
+/// original not yet committed) still gets the original's answer, and nothing is stored twice.
+#[tokio::test]
+async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice()
+-> anyhow::Result<()> {
+    use sea_orm::TransactionTrait;
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        config.bridge.max_queue_delay_ms = 0;
+    })
+    .await?;
+    let mut kiosk = Staff::connect(&stack, "kiosk-overlap", Role::Applicant).await?;
+    let session = open(
+        &mut kiosk,
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?
+    .session_id
+    .expect("a session");
+    let blocker = stack.store().connection().begin().await?;
+    blocker
+        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
+        .await?;
+    let topic = format!("cc/v1/sessions/{session}/submit/kiosk-overlap");
+    let message = json!({"client_msg_id": "m1", "type": "message", "body": "once"}).to_string();
+    let reopen = json!({"client_msg_id": "o", "channel": "kiosk"}).to_string();
+    for (topic, payload) in [
+        (topic.as_str(), &message),
+        ("cc/v1/open/kiosk-overlap", &reopen),
+        (topic.as_str(), &message),
+    ] {
+        kiosk
+            .client
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
+            .await?;
+        // Each in a batch of its own: the first is then stored while the others are decided.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    blocker.rollback().await?;
+    while kiosk.acks.len() < 4 {
+        let publish = kiosk.client.next_publish().await?;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
+            kiosk.acks.push(serde_json::from_slice(&publish.payload)?);
+        }
+    }
+    let first = accepted_seq(&kiosk.acks[1]).expect("accepted");
+    assert_eq!(kiosk.acks[2].session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(
+        accepted_seq(&kiosk.acks[3]),
+        Some(first),
+        "the original's answer"
+    );
+    let ids: Vec<String> = stored(&stack, &session)
+        .await?
+        .into_iter()
+        .map(|m| m.client_msg_id)
+        .collect();
+    assert_eq!(ids.iter().filter(|id| *id == "m1").count(), 1, "{ids:?}");
+    stack.shutdown().await;
+    Ok(())
+}

@@ -106,9 +106,11 @@ pub(crate) struct Effects {
     pub entries: Vec<message::ActiveModel>,
     /// Each touched session's new last sequence number.
     pub last_seqs: HashMap<String, i64>,
-    /// Sessions whose row changed beyond `last_seq` (status, team, agent, lock, closing): the
-    /// writer stores their view's state.
+    /// Sessions whose row changed beyond `last_seq` (status, team, agent, lock, closing); their
+    /// state is taken from the views by [`Effects::seal`] for the writer.
     pub changed: BTreeSet<String>,
+    /// The changed sessions' state as the batch left it.
+    pub states: Vec<(String, SessionState)>,
     pub receipts: Vec<ReceiptWrite>,
     pub surveys: Vec<survey_response::ActiveModel>,
     /// Acknowledgements kept for submissions that leave no stream entry.
@@ -119,7 +121,33 @@ pub(crate) struct Effects {
     pub outbox: Outbox,
 }
 
+/// The columns of a session row that decisions change (besides `last_seq`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SessionState {
+    pub status: session::SessionStatus,
+    pub team: Option<String>,
+    pub assigned_agent: Option<String>,
+    pub lock: crate::lock::ReplyLock,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
 impl Effects {
+    /// Takes the state of every changed session from `views`, once the batch is decided, so
+    /// that it can be written while the views move on with the next batch.
+    pub fn seal(&mut self, views: &Views) {
+        for session_id in std::mem::take(&mut self.changed) {
+            if let Some(view) = views.get(&session_id) {
+                let state = SessionState {
+                    status: view.status,
+                    team: view.team.clone(),
+                    assigned_agent: view.assigned_agent.clone(),
+                    lock: view.lock.clone(),
+                    closed_at: view.closed_at,
+                };
+                self.states.push((session_id, state));
+            }
+        }
+    }
     /// Gives `content` the session's next sequence number and records it: its row, its audit
     /// entry (with the row's digest, so the chain covers what was said) and its stream entry.
     /// Returns the sequence number.
