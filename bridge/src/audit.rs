@@ -91,18 +91,6 @@ impl AuditKey {
         Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret)))
     }
 
-    /// The inline key of `config`, or else a fixed one, for tests that need a chain but no
-    /// particular key. Reading `key_file` is the serving process's job, so this ignores it; it
-    /// remains until the pipeline's tests call [`AuditKey::from_secret`] themselves.
-    #[cfg(test)]
-    pub(crate) fn load(config: &AuditConfig) -> Result<Self, AuditError> {
-        if config.key.is_empty() {
-            Self::from_secret(&[0x5a; 32])
-        } else {
-            Self::from_secret(config.key.as_bytes())
-        }
-    }
-
     /// The MAC of one entry given the previous entry's MAC. Fields are length-prefixed so that
     /// no two different entries have the same input.
     fn mac(

@@ -622,11 +622,7 @@ mod tests {
             ..store::DatabaseConfig::default()
         };
         let store = store::Store::open(&config).await.unwrap();
-        let key = crate::AuditKey::load(&crate::AuditConfig {
-            key_file: dir.path().join("audit-key"),
-            ..crate::AuditConfig::default()
-        })
-        .unwrap();
+        let key = crate::AuditKey::from_secret(&[1; 32]).unwrap();
         let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
         let mut pipeline = Worker::new(
             store.clone(),

@@ -94,17 +94,7 @@ pub(crate) fn primary_content(action: &Action, sender: &str) -> Option<StreamCon
 
 /// A stored entry's content, as it was published.
 pub(crate) fn stored_content(row: &message::Model) -> Option<StreamContent> {
-    match row.kind {
-        message::MessageKind::Text => Some(StreamContent::Message {
-            body: row.body.clone(),
-        }),
-        message::MessageKind::Note => Some(StreamContent::Note {
-            body: row.body.clone(),
-        }),
-        message::MessageKind::Event => serde_json::from_str(&row.body)
-            .ok()
-            .map(|event| StreamContent::Event { event }),
-    }
+    StreamContent::from_stored(row.kind, &row.body)
 }
 
 /// SHA-256 (hex) of an action as the server parsed it: the same request gives the same digest

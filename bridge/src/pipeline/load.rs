@@ -130,11 +130,7 @@ pub(super) async fn staff_roles(
         .all(txn)
         .await?;
     for row in rows {
-        let role = match row.role {
-            agent::StaffRole::Agent => Some(participant::ParticipantRole::Agent),
-            agent::StaffRole::Supervisor => Some(participant::ParticipantRole::Supervisor),
-            agent::StaffRole::Admin => None,
-        };
+        let role = participant::ParticipantRole::try_from(row.role).ok();
         roles.insert(row.subject, role);
     }
     Ok(roles)

@@ -45,7 +45,7 @@ pub(crate) fn open(
         let message = format!("too many requests; retry in {} ms", retry.as_millis());
         return (refuse(RejectReason::RateLimited, message), None);
     }
-    let channel = channel_name(request.channel);
+    let channel = request.channel.to_string();
     let now = ctx.now;
     fx.opened.push((
         session::ActiveModel {
@@ -119,14 +119,6 @@ pub(crate) fn open(
     (Verdict::Accepted { seq: Some(seq) }, Some(session_id))
 }
 
-/// How a channel is stored (the wire name).
-pub(crate) fn channel_name(channel: wire::Channel) -> String {
-    serde_json::to_value(channel)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Records a status change: the row, a `status_changed` entry and, for sessions that wait
 /// (queued, escalated), a queue update for staff.
 pub(crate) fn set_status(
@@ -140,12 +132,7 @@ pub(crate) fn set_status(
 ) {
     view.status = status;
     fx.changed.insert(session_id.to_owned());
-    let wire_status = match status {
-        session::SessionStatus::Queued => wire::SessionStatus::Queued,
-        session::SessionStatus::Active => wire::SessionStatus::Active,
-        session::SessionStatus::Escalated => wire::SessionStatus::Escalated,
-        session::SessionStatus::Closed => wire::SessionStatus::Closed,
-    };
+    let wire_status = wire::SessionStatus::from(status);
     let changed = StreamContent::Event {
         event: SessionEvent::StatusChanged {
             status: wire_status,
@@ -161,8 +148,7 @@ pub(crate) fn set_status(
             v: wire::VERSION,
             session_id: session_id.to_owned(),
             status: wire_status,
-            channel: serde_json::from_value(serde_json::Value::String(view.channel.clone()))
-                .unwrap_or(wire::Channel::Kiosk),
+            channel: view.channel.parse().unwrap_or(wire::Channel::Kiosk),
             team: view.team.clone(),
             waiting_since: ctx.now,
         };

@@ -171,14 +171,7 @@ impl Effects {
         } else {
             std::mem::replace(&mut view.last_public_seq, seq)
         };
-        let (kind, body) = match &content {
-            StreamContent::Message { body } => (message::MessageKind::Text, body.clone()),
-            StreamContent::Note { body } => (message::MessageKind::Note, body.clone()),
-            StreamContent::Event { event } => (
-                message::MessageKind::Event,
-                serde_json::to_string(event).unwrap_or_default(),
-            ),
-        };
+        let (kind, body) = content.to_stored();
         let digest = crate::record::MessageRecord {
             session_id,
             seq,
@@ -250,11 +243,7 @@ impl Effects {
             v: wire::VERSION,
             session_id: session_id.to_owned(),
             subject: subject.to_owned(),
-            role: match role {
-                participant::ParticipantRole::Applicant => wire::ParticipantRole::Applicant,
-                participant::ParticipantRole::Agent => wire::ParticipantRole::Agent,
-                participant::ParticipantRole::Supervisor => wire::ParticipantRole::Supervisor,
-            },
+            role: role.into(),
             op,
         });
     }
@@ -266,13 +255,7 @@ fn audit_action(content: &StreamContent) -> String {
     match content {
         StreamContent::Message { .. } => "message.accepted".to_owned(),
         StreamContent::Note { .. } => "note.accepted".to_owned(),
-        StreamContent::Event { event } => {
-            let kind = serde_json::to_value(event)
-                .ok()
-                .and_then(|value| value["type"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "event".to_owned());
-            format!("session.{kind}")
-        }
+        StreamContent::Event { event } => format!("session.{}", event.name()),
     }
 }
 
