@@ -214,6 +214,28 @@ fn lock(seen: &Mutex<HashMap<u16, Seen>>) -> std::sync::MutexGuard<'_, HashMap<u
 
 type TokenSource = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// When the gateway received a submission (its `RECEIVED_AT_PROPERTY`), as an instant of
+/// this process; now if it does not say.
+fn received_at(publish: &Publish) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    let received = publish.properties.as_ref().and_then(|properties| {
+        properties
+            .user_properties
+            .iter()
+            .find(|(key, _)| key == schemas::wire::RECEIVED_AT_PROPERTY)
+            .and_then(|(_, value)| value.parse::<u128>().ok())
+    });
+    let Some(received) = received else {
+        return now;
+    };
+    let epoch_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis());
+    let waited = u64::try_from(epoch_now.saturating_sub(received)).unwrap_or(u64::MAX);
+    now.checked_sub(Duration::from_millis(waited))
+        .unwrap_or(now)
+}
+
 struct Driver {
     eventloop: EventLoop,
     client: AsyncClient,
@@ -267,11 +289,12 @@ impl Driver {
                         continue;
                     }
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    let arrived = received_at(&publish);
                     let incoming = Incoming {
                         topic,
                         payload: publish.payload.clone(),
                         origin: Origin::Mqtt(Box::new(publish)),
-                        arrived: std::time::Instant::now(),
+                        arrived,
                     };
                     if self.tx.send(incoming).is_err() {
                         return;

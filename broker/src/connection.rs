@@ -1208,6 +1208,17 @@ impl Session<'_> {
         properties
             .user_properties
             .push((PROVENANCE_KEY.to_owned(), provenance.encode()));
+        if fanout::routes(&topic) && is_submission(&topic) {
+            // The pipeline counts a submission's wait from here, queueing in the gateway
+            // included, to refuse what waited too long instead of deciding it late.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            properties.user_properties.push((
+                schemas::wire::RECEIVED_AT_PROPERTY.to_owned(),
+                now.to_string(),
+            ));
+        }
         if fanout::routes(&topic) {
             let properties = Box::new(properties);
             let forwarded = || Forwarded::Publish {
@@ -1622,6 +1633,22 @@ async fn read_connect(
             return Ok(None);
         }
     }
+}
+
+/// Whether `topic` carries something for the chat pipeline to decide (an open request or a
+/// submission).
+fn is_submission(topic: &str) -> bool {
+    use schemas::topics::{SessionTopic, Topic};
+    matches!(
+        Topic::parse(topic),
+        Some(
+            Topic::Open { .. }
+                | Topic::Session {
+                    kind: SessionTopic::Submit,
+                    ..
+                }
+        )
+    )
 }
 
 #[cfg(test)]

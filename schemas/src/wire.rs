@@ -23,6 +23,12 @@ pub use input::{
 /// The protocol version these types describe.
 pub const VERSION: u8 = 1;
 
+/// The MQTT 5 user property the gateway sets on every submission and open request it hands to
+/// the chat pipeline: when it received it, in milliseconds since the Unix epoch. The pipeline
+/// counts a submission's wait from then, so that time spent queued in the gateway counts too
+/// (see `bridge.max_queue_delay_ms`). Clients' own user properties never reach the pipeline.
+pub const RECEIVED_AT_PROPERTY: &str = "courtchat-received-at";
+
 fn version() -> u8 {
     VERSION
 }

@@ -359,6 +359,13 @@ impl Worker {
         }
 
         fx.seal(&self.views);
+        let touched = batch
+            .iter()
+            .filter_map(|incoming| match Topic::parse(&incoming.topic) {
+                Some(Topic::Session { session, .. }) => Some(session.to_owned()),
+                _ => None,
+            })
+            .collect();
         Ok(Decided {
             fx,
             resyncs,
@@ -367,6 +374,7 @@ impl Worker {
                 answers: new_answers,
                 opens: new_opens,
             },
+            touched,
         })
     }
 }
@@ -411,6 +419,9 @@ pub(crate) struct Decided {
     resyncs: Vec<ResyncJob>,
     now: chrono::DateTime<Utc>,
     pub pending: Pending,
+    /// The sessions its submissions were about: their views must stay cached until it is
+    /// stored (a view read back from the database before then would miss its changes).
+    pub touched: std::collections::HashSet<String>,
 }
 
 impl Decided {
@@ -421,6 +432,7 @@ impl Decided {
             resyncs: Vec::new(),
             now,
             pending: Pending::default(),
+            touched: Default::default(),
         }
     }
 }

@@ -44,8 +44,8 @@ pub(crate) struct Worker {
     pub(super) packet_limit: Arc<AtomicUsize>,
     /// What the batch being stored answered, until it is.
     pub(super) pending: Pending,
-    /// Sessions closed by the batch stored last, whose views leave the cache once the batch
-    /// decided meanwhile is stored too (it may have changed them: a survey answer).
+    /// Sessions closed by stored batches, whose views leave the cache once no batch that is not
+    /// stored yet is about them (it may have changed them: a survey answer).
     closing: Vec<String>,
 }
 
@@ -153,8 +153,18 @@ impl Worker {
                 None => true,
                 Some(done) => match done.await {
                     Ok(Stored::Committed(closed)) => {
-                        for session_id in std::mem::replace(&mut self.closing, closed) {
-                            self.views.remove(&session_id);
+                        // Every batch but the one just decided is stored now.
+                        let unstored = match &decided {
+                            Ok(Some(decided)) => Some(&decided.touched),
+                            _ => None,
+                        };
+                        let closing = std::mem::take(&mut self.closing);
+                        for session_id in closing.into_iter().chain(closed) {
+                            if unstored.is_some_and(|touched| touched.contains(&session_id)) {
+                                self.closing.push(session_id);
+                            } else {
+                                self.views.remove(&session_id);
+                            }
                         }
                         true
                     }
@@ -179,6 +189,8 @@ impl Worker {
                 },
             };
             let mut decided = match (previous_stored, decided) {
+                // A sweep that found nothing, with nothing waiting for its answer.
+                (true, Ok(None)) if batch.is_empty() => continue,
                 (true, Ok(decided)) => decided,
                 // Decided on views that held a batch that was not stored, or not decided at
                 // all: one submission at a time, now.
