@@ -34,6 +34,28 @@ async fn open(applicant: &mut Staff, payload: serde_json::Value) -> anyhow::Resu
     Ok(applicant.acks[before].clone())
 }
 
+/// Reads what arrives until `client` holds `count` acknowledgements.
+async fn acks_until(client: &mut Staff, count: usize) -> anyhow::Result<()> {
+    while client.acks.len() < count {
+        let publish = client.client.next_publish().await?;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
+            client.acks.push(serde_json::from_slice(&publish.payload)?);
+        }
+    }
+    Ok(())
+}
+
+/// Another writer takes the (SQLite) database's write lock and holds it until the returned
+/// transaction ends: the pipeline's next commit waits meanwhile.
+async fn hold_the_database(stack: &TestStack) -> anyhow::Result<sea_orm::DatabaseTransaction> {
+    use sea_orm::TransactionTrait;
+    let blocker = stack.store().connection().begin().await?;
+    blocker
+        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
+        .await?;
+    Ok(blocker)
+}
+
 async fn stored(stack: &TestStack, session: &str) -> anyhow::Result<Vec<message::Model>> {
     Ok(message::Entity::find()
         .filter(message::Column::SessionId.eq(session))
@@ -427,12 +449,7 @@ async fn one_refused_row_does_not_take_its_batch_down(
         }
     }
     for (n, (kiosk, session)) in applicants.iter_mut().enumerate() {
-        while kiosk.acks.len() < 6 {
-            let publish = kiosk.client.next_publish().await?;
-            if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
-                kiosk.acks.push(serde_json::from_slice(&publish.payload)?);
-            }
-        }
+        acks_until(kiosk, 6).await?;
         let outcomes: Vec<Option<RejectReason>> = kiosk.acks[1..]
             .iter()
             .map(|a| rejected(a).map(|r| r.0))
@@ -641,7 +658,6 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
 /// answered.
 #[tokio::test]
 async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Result<()> {
-    use sea_orm::TransactionTrait;
     const MESSAGES: usize = 20;
     let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
         config.bridge.rate_per_second = 1000.0;
@@ -658,10 +674,7 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
     .session_id
     .expect("a session");
     // Another writer holds the database for a while: the pipeline's next commit waits.
-    let blocker = stack.store().connection().begin().await?;
-    blocker
-        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
-        .await?;
+    let blocker = hold_the_database(&stack).await?;
     for n in 0..MESSAGES {
         kiosk
             .client
@@ -679,12 +692,7 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.rollback().await?;
 
-    while kiosk.acks.len() < MESSAGES + 1 {
-        let publish = kiosk.client.next_publish().await?;
-        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
-            kiosk.acks.push(serde_json::from_slice(&publish.payload)?);
-        }
-    }
+    acks_until(&mut kiosk, MESSAGES + 1).await?;
     let stored_ids: Vec<String> = stored(&stack, &session)
         .await?
         .into_iter()
@@ -724,7 +732,6 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
 #[tokio::test]
 async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice()
 -> anyhow::Result<()> {
-    use sea_orm::TransactionTrait;
     let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
         config.bridge.max_queue_delay_ms = 0;
     })
@@ -737,10 +744,7 @@ async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice
     .await?
     .session_id
     .expect("a session");
-    let blocker = stack.store().connection().begin().await?;
-    blocker
-        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
-        .await?;
+    let blocker = hold_the_database(&stack).await?;
     let topic = format!("cc/v1/sessions/{session}/submit/kiosk-overlap");
     let message = json!({"client_msg_id": "m1", "type": "message", "body": "once"}).to_string();
     let reopen = json!({"client_msg_id": "o", "channel": "kiosk"}).to_string();
@@ -758,12 +762,7 @@ async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     blocker.rollback().await?;
-    while kiosk.acks.len() < 4 {
-        let publish = kiosk.client.next_publish().await?;
-        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
-            kiosk.acks.push(serde_json::from_slice(&publish.payload)?);
-        }
-    }
+    acks_until(&mut kiosk, 4).await?;
     let first = accepted_seq(&kiosk.acks[1]).expect("accepted");
     assert_eq!(kiosk.acks[2].session_id.as_deref(), Some(session.as_str()));
     assert_eq!(
