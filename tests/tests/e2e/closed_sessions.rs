@@ -140,6 +140,9 @@ async fn a_closed_sessions_access_ends_after_the_configured_time() -> anyhow::Re
     })
     .await?;
     let mut kiosk = Applicant::connect(&stack, "kiosk-timed").await?;
+    // The gateway closes the session somewhere between these two instants; an answer that
+    // arrives late on a loaded machine must not make the session look forgotten early.
+    let before_close = tokio::time::Instant::now();
     let session = kiosk.open_and_close(0).await?;
     let closed_at = tokio::time::Instant::now();
     assert!(
@@ -155,9 +158,9 @@ async fn a_closed_sessions_access_ends_after_the_configured_time() -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        closed_at.elapsed() >= ACCESS - Duration::from_millis(500),
-        "forgotten after {:?}, before its time",
-        closed_at.elapsed()
+        before_close.elapsed() >= ACCESS,
+        "forgotten {:?} after the close was sent, before its time",
+        before_close.elapsed()
     );
     stack.shutdown().await;
     Ok(())
