@@ -292,8 +292,11 @@ impl Worker {
                         resubmitted(&mut fx, index, &key, &submission.action, original);
                         continue;
                     }
-                    let digest = request_digest(&submission.action);
                     let content = primary_content(&submission.action, &sender);
+                    // Only a kept acknowledgement needs the request's digest (entries are
+                    // compared by content): no hash per message on the hot path.
+                    let digest = (content.is_none() || submission.action == Action::Join)
+                        .then(|| request_digest(&submission.action));
                     let verdict = decide::submission(
                         &mut self.views,
                         &mut ctx,
@@ -319,13 +322,10 @@ impl Worker {
                                 sender: Set(sender.clone()),
                                 client_msg_id: Set(cmid.clone()),
                                 ack: Set(String::from_utf8_lossy(&ack).into_owned()),
-                                request_digest: Set(Some(digest.clone())),
+                                request_digest: Set(digest.clone()),
                                 created_at: Set(now),
                             });
-                            let answer = Answered::Ack {
-                                ack,
-                                digest: Some(digest),
-                            };
+                            let answer = Answered::Ack { ack, digest };
                             new_answers.insert(key.clone(), answer.clone());
                             answered.insert(key, answer);
                         }
