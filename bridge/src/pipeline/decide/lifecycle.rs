@@ -190,31 +190,12 @@ pub(crate) fn transfer(
             }
             lock::hand_to(view, ctx, fx, session_id, from, &to);
             view.assigned_agent = Some(to.clone());
-            fx.changed.insert(session_id.to_owned());
-            let transferred = StreamContent::Event {
-                event: SessionEvent::Transferred {
-                    from: Some(from.to_owned()),
-                    to_agent: Some(to),
-                    to_team: None,
-                },
-            };
-            let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
-            membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
-            seq
+            handed_over(view, ctx, fx, s, Some(to), None)
         }
         (None, Some(team)) => {
             view.team = Some(team.clone());
             view.assigned_agent = None;
-            fx.changed.insert(session_id.to_owned());
-            let transferred = StreamContent::Event {
-                event: SessionEvent::Transferred {
-                    from: Some(from.to_owned()),
-                    to_agent: None,
-                    to_team: Some(team),
-                },
-            };
-            let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
-            membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+            let seq = handed_over(view, ctx, fx, s, None, Some(team));
             let queued = session::SessionStatus::Queued;
             set_status(view, ctx, fx, session_id, from, cmid, queued);
             seq
@@ -227,6 +208,30 @@ pub(crate) fn transfer(
         }
     };
     Verdict::Accepted { seq: Some(seq) }
+}
+
+/// The end of a transfer: the changed row, the `transferred` entry (returned) and the
+/// sender's leaving.
+fn handed_over(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    to_agent: Option<String>,
+    to_team: Option<String>,
+) -> u64 {
+    let (session_id, from, cmid) = (s.session_id, s.sender, s.cmid);
+    fx.changed.insert(session_id.to_owned());
+    let transferred = StreamContent::Event {
+        event: SessionEvent::Transferred {
+            from: Some(from.to_owned()),
+            to_agent,
+            to_team,
+        },
+    };
+    let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
+    membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+    seq
 }
 
 /// Asks a supervisor to step in.
