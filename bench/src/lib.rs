@@ -6,6 +6,7 @@
 
 mod chat;
 mod connections;
+mod fanout;
 mod peer;
 mod relay;
 mod soak;
@@ -13,6 +14,7 @@ mod stats;
 
 pub use chat::{ChatConfig, ChatReport, chat};
 pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
+pub use fanout::{FanoutConfig, FanoutReport, fanout};
 pub use peer::{ChatTarget, TokenMinter};
 pub use relay::{RelayConfig, RelayReport, relay};
 pub use soak::{SoakConfig, SoakReport, soak};

@@ -82,8 +82,13 @@ fn options(target: &Target, client_id: &str) -> MqttOptions {
     options
 }
 
-async fn connect(target: &Target, client_id: &str) -> Result<(AsyncClient, EventLoop), BenchError> {
+pub(crate) async fn connect(
+    target: &Target,
+    client_id: &str,
+) -> Result<(AsyncClient, EventLoop), BenchError> {
     let (client, mut eventloop) = AsyncClient::new(options(target, client_id), 1000);
+    // Without it, a PUBACK followed by a PUBLISH waits for the broker's delayed ACK (~40 ms).
+    eventloop.network_options.set_tcp_nodelay(true);
     match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
         Ok(Ok(Event::Incoming(Packet::ConnAck(ack))))
             if ack.code == rumqttc::ConnectReturnCode::Success =>

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use courtchat::{Config, Listeners, Role, Server};
+use courtchat::{Config, Role};
+
+use crate::bench_brokers::{Which, fanout_cmd, relay_cmd};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -45,6 +47,41 @@ pub enum BenchCommand {
         #[arg(long)]
         no_rumqttd: bool,
         /// Also write the reports as JSON to this file.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+    /// Chat's traffic shape without chat's protocol: G groups of M clients on one topic each
+    /// (QoS 1, nothing stored); the first member publishes R messages a second and the second
+    /// answers each. Measures what the machine and this load generator carry at all for chat's
+    /// shape, through courtchat's gateway (in this process), plain rumqttd and --against brokers.
+    Fanout {
+        /// G: groups (chat's sessions).
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+        /// M: clients per group (chat's applicant and agents), at least 2.
+        #[arg(long, default_value_t = 3)]
+        members: usize,
+        /// R: messages per second from each group's first member.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// T: seconds of traffic.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Payload bytes per message (at least 17).
+        #[arg(long, default_value_t = 100)]
+        payload: usize,
+        #[arg(
+            long,
+            value_name = "NAME=HOST:PORT",
+            default_value = "mosquitto=127.0.0.1:1883"
+        )]
+        against: Vec<String>,
+        /// Leave plain rumqttd out.
+        #[arg(long)]
+        no_rumqttd: bool,
+        /// Leave courtchat's gateway out (measure only the other brokers).
+        #[arg(long)]
+        no_courtchat: bool,
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
@@ -144,7 +181,37 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
                 rate,
                 ..bench::RelayConfig::default()
             };
-            runtime.block_on(relay_cmd(config, relay, against, !no_rumqttd, json))
+            let which = Which {
+                courtchat: true,
+                rumqttd: !no_rumqttd,
+            };
+            runtime.block_on(relay_cmd(config, relay, against, which, json))
+        }
+        BenchCommand::Fanout {
+            groups,
+            members,
+            rate,
+            duration,
+            payload,
+            against,
+            no_rumqttd,
+            no_courtchat,
+            json,
+        } => {
+            anyhow::ensure!(rate > 0.0, "--rate must be positive");
+            let fanout = bench::FanoutConfig {
+                groups,
+                members,
+                rate,
+                duration: Duration::from_secs(duration),
+                payload,
+                ..bench::FanoutConfig::default()
+            };
+            let which = Which {
+                courtchat: !no_courtchat,
+                rumqttd: !no_rumqttd,
+            };
+            runtime.block_on(fanout_cmd(config, fanout, against, which, json))
         }
         BenchCommand::Chat {
             sessions,
@@ -395,7 +462,7 @@ impl ChildServer {
 
 /// A port free right now on loopback. Another process could take it before the child binds it;
 /// the child then fails to start with a message naming the port, and the run is repeated.
-fn free_port() -> anyhow::Result<SocketAddr> {
+pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?)
 }
@@ -427,7 +494,7 @@ fn resident_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+pub(crate) fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(path) = path {
         std::fs::write(path, serde_json::to_string_pretty(value)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -623,155 +690,5 @@ async fn connections_cmd(
     );
     write_json(json.as_deref(), &r)?;
     anyhow::ensure!(r.failed == 0, "{} connections failed", r.failed);
-    Ok(())
-}
-
-/// Runs the relay scenario against an in-process courtchat, plain rumqttd and each `--against`
-/// broker, and prints one table with the ratios.
-async fn relay_cmd(
-    mut config: Config,
-    relay: bench::RelayConfig,
-    against: Vec<String>,
-    with_rumqttd: bool,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    // A throwaway server: ephemeral ports, its own database and signing key, and a static rule
-    // that opens the benchmark's topic, which is outside the chat protocol.
-    let scratch = std::env::temp_dir().join(format!("courtchat-bench-{}", std::process::id()));
-    let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.mqtt.tcp.listen = ephemeral;
-    config.mqtt.websocket.listen = ephemeral;
-    config.mqtt.tls.cert_file = PathBuf::new();
-    config.admin.listen = ephemeral;
-    config.database.url = format!("sqlite://{}", scratch.join("bench.db").display());
-    config.mqtt.auth.secret = String::new();
-    config.mqtt.auth.secret_file = scratch.join("token-secret");
-    config.audit.key = String::new();
-    config.audit.key_file = scratch.join("audit-key");
-    config.mqtt.acl.rules.push(courtchat::StaticRule {
-        role: Some(Role::Agent),
-        username: None,
-        client: None,
-        access: courtchat::Access::Readwrite,
-        topic: "bench/#".to_owned(),
-        effect: courtchat::Effect::Allow,
-    });
-    let listeners = Listeners::bind(&config).await?;
-    let server = Server::start(config.clone(), listeners).await?;
-    let keys = Arc::new(broker::TokenKeys::load(&config.mqtt.auth)?);
-    let mut targets = vec![bench::Target {
-        name: "courtchat".to_owned(),
-        addr: server.addresses().mqtt_tcp,
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = keys
-                .mint(
-                    client_id,
-                    Role::Agent,
-                    Duration::from_secs(3600),
-                    std::time::SystemTime::now(),
-                )
-                .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-    }];
-    if with_rumqttd {
-        let addr = free_port()?;
-        broker::start_plain_rumqttd(addr, 1000, &config.mqtt.router)?;
-        // Its listener binds on its own thread.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        targets.push(bench::Target {
-            name: "rumqttd".to_owned(),
-            addr,
-            credentials: None,
-        });
-    }
-    for spec in &against {
-        let (name, url) = spec
-            .split_once('=')
-            .context("--against takes NAME=HOST:PORT or NAME=mqtt://HOST:PORT")?;
-        let addr = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .unwrap_or(url)
-            .trim_end_matches('/');
-        targets.push(bench::Target {
-            name: name.to_owned(),
-            addr: addr.parse().with_context(|| {
-                format!("--against {spec}: not an IP socket address (mqtt://HOST:PORT)")
-            })?,
-            credentials: None,
-        });
-    }
-
-    let mut reports = Vec::new();
-    for target in &targets {
-        eprintln!(
-            "relay: {} messages × {} subscribers via {} ...",
-            relay.messages, relay.subscribers, target.name
-        );
-        match bench::relay(target, &relay).await {
-            Ok(report) => reports.push(report),
-            Err(err) => eprintln!("relay: {err}"),
-        }
-    }
-    server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&scratch);
-
-    println!(
-        "{:<12} {:>19} {:>6} {:>5} {:>5} {:>9} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "target",
-        "delivered/expected",
-        "lost",
-        "dup",
-        "ooo",
-        "elapsed",
-        "deliveries/s",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs"
-    );
-    for r in &reports {
-        println!(
-            "{:<12} {:>19} {:>6} {:>5} {:>5} {:>7}ms {:>13.0} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            r.target,
-            format!("{}/{}", r.delivered, r.expected),
-            r.lost,
-            r.duplicates,
-            r.out_of_order,
-            r.elapsed_ms,
-            r.deliveries_per_sec,
-            r.latency.p50_us,
-            r.latency.p90_us,
-            r.latency.p99_us,
-            r.latency.p999_us,
-            r.latency.max_us
-        );
-    }
-    if let Some(ours) = reports.iter().find(|r| r.target == "courtchat") {
-        for other in reports.iter().filter(|r| r.target != "courtchat") {
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-            println!(
-                "courtchat / {}: throughput {:.2}×, p50 latency {:.2}×, p99 latency {:.2}×",
-                other.target,
-                ratio(ours.deliveries_per_sec, other.deliveries_per_sec),
-                ratio(ours.latency.p50_us as f64, other.latency.p50_us as f64),
-                ratio(ours.latency.p99_us as f64, other.latency.p99_us as f64),
-            );
-        }
-    }
-    write_json(json.as_deref(), &reports)?;
-    // Only courtchat's own losses fail the command: other brokers' are what they are, reported.
-    let ours: usize = reports
-        .iter()
-        .filter(|r| r.target == "courtchat")
-        .map(|r| r.lost + r.duplicates + r.out_of_order)
-        .sum();
-    anyhow::ensure!(
-        ours == 0,
-        "courtchat lost, duplicated or reordered {ours} deliveries"
-    );
-    anyhow::ensure!(!reports.is_empty(), "no target could be measured");
     Ok(())
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use courtchat::{Config, Listeners, Server};
 
+mod bench_brokers;
 mod bench_cli;
 
 /// courtchat: real-time help-desk chat for court licensing, on MQTT, with a durable record.

@@ -1,13 +1,14 @@
-//! A short run of the relay benchmark against the test stack: the load tool works, and nothing
-//! is lost, duplicated or reordered. Speed is never asserted here (see BENCHMARKS.md).
+//! Short runs of the benchmarks against the test stack: the load tools work, and nothing is
+//! lost, duplicated or reordered. Speed is never asserted here (see BENCHMARKS.md).
 
 use std::time::Duration;
 
 use courtchat::Role;
 use testkit::{TestDatabase, TestStack};
 
-#[tokio::test]
-async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
+/// The test stack with a static rule that opens the benchmarks' non-protocol topics to agents,
+/// and a target whose clients sign in as agents.
+async fn broker_target() -> anyhow::Result<(TestStack, bench::Target)> {
     let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
         config.mqtt.acl.rules.push(courtchat::StaticRule {
             role: Some(Role::Agent),
@@ -30,6 +31,12 @@ async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
             (client_id.to_owned(), token)
         })),
     };
+    Ok((stack, target))
+}
+
+#[tokio::test]
+async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
+    let (stack, target) = broker_target().await?;
     let relay = bench::RelayConfig {
         messages: 500,
         ..bench::RelayConfig::default()
@@ -43,6 +50,33 @@ async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
             report.out_of_order
         ),
         (1500, 0, 0, 0),
+        "{report:?}"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn fanout_smoke_answers_and_delivers_everything_in_order() -> anyhow::Result<()> {
+    let (stack, target) = broker_target().await?;
+    let fanout = bench::FanoutConfig {
+        groups: 5,
+        members: 3,
+        rate: 20.0,
+        duration: Duration::from_secs(1),
+        ..bench::FanoutConfig::default()
+    };
+    let report = bench::fanout(&target, &fanout).await?;
+    // 5 groups × 20 messages, each answered: 200 published, each delivered to 3 members.
+    assert_eq!(
+        (
+            report.published,
+            report.delivered,
+            report.lost,
+            report.duplicates,
+            report.out_of_order
+        ),
+        (200, 600, 0, 0, 0),
         "{report:?}"
     );
     stack.shutdown().await;
