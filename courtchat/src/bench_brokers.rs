@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use courtchat::{Config, Listeners, Role, Server};
 
-use crate::bench_cli::{free_port, write_json};
+use crate::bench_cli::{ChildServer, ServerArgs, free_port, write_json};
 
 /// The brokers one run measures, and the in-process courtchat to shut down afterwards.
 /// Which of the brokers started here to measure.
@@ -48,35 +48,13 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
     config.mqtt.auth.secret_file = scratch.join("token-secret");
     config.audit.key = String::new();
     config.audit.key_file = scratch.join("audit-key");
-    config.mqtt.acl.rules.push(courtchat::StaticRule {
-        role: Some(Role::Agent),
-        username: None,
-        client: None,
-        access: courtchat::Access::Readwrite,
-        topic: "bench/#".to_owned(),
-        effect: courtchat::Effect::Allow,
-    });
+    open_bench_topics(&mut config);
     let listeners = Listeners::bind(&config).await?;
     let server = Server::start(config.clone(), listeners).await?;
     let keys = Arc::new(broker::TokenKeys::load(&config.mqtt.auth)?);
     let mut targets = Vec::new();
-    targets.push(bench::Target {
-        name: "courtchat".to_owned(),
-        addr: server.addresses().mqtt_tcp,
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = keys
-                .mint(
-                    client_id,
-                    Role::Agent,
-                    Duration::from_secs(3600),
-                    std::time::SystemTime::now(),
-                )
-                .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-    });
-    if !which.courtchat {
-        targets.clear();
+    if which.courtchat {
+        targets.push(agents_of("courtchat", server.addresses().mqtt_tcp, keys));
     }
     if which.rumqttd {
         let addr = free_port()?;
@@ -112,6 +90,37 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
         scratch,
         targets,
     })
+}
+
+/// A static rule that opens the benchmarks' topics (outside the chat protocol) to agents.
+fn open_bench_topics(config: &mut Config) {
+    config.mqtt.acl.rules.push(courtchat::StaticRule {
+        role: Some(Role::Agent),
+        username: None,
+        client: None,
+        access: courtchat::Access::Readwrite,
+        topic: "bench/#".to_owned(),
+        effect: courtchat::Effect::Allow,
+    });
+}
+
+/// A courtchat target whose clients sign in as agents.
+fn agents_of(name: &str, addr: SocketAddr, keys: Arc<broker::TokenKeys>) -> bench::Target {
+    bench::Target {
+        name: name.to_owned(),
+        addr,
+        credentials: Some(Box::new(move |client_id: &str| {
+            let token = keys
+                .mint(
+                    client_id,
+                    Role::Agent,
+                    Duration::from_secs(3600),
+                    std::time::SystemTime::now(),
+                )
+                .unwrap_or_default();
+            (client_id.to_owned(), token)
+        })),
+    }
 }
 
 /// Runs the relay scenario against every broker and prints one table with the ratios.
@@ -197,6 +206,8 @@ pub async fn relay_cmd(
 }
 
 /// Runs the fanout scenario (chat's traffic shape, nothing stored) against every broker.
+/// courtchat runs as `courtchat serve` in a child process here, as in `chat`, so that the
+/// load generator does not share its runtime.
 pub async fn fanout_cmd(
     config: Config,
     fanout: bench::FanoutConfig,
@@ -204,9 +215,28 @@ pub async fn fanout_cmd(
     which: Which,
     json: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let brokers = brokers(config, &against, which).await?;
+    let child = if which.courtchat {
+        let args = ServerArgs { database_url: None };
+        Some(ChildServer::start(config.clone(), &args, open_bench_topics).await?)
+    } else {
+        None
+    };
+    let others = Which {
+        courtchat: false,
+        ..which
+    };
+    let brokers = brokers(config, &against, others).await?;
+    let mut targets = Vec::new();
+    if let Some(child) = &child {
+        targets.push(agents_of("courtchat", child.mqtt, child.tokens()?));
+    }
+    targets.extend(brokers.targets.iter().map(|t| bench::Target {
+        name: t.name.clone(),
+        addr: t.addr,
+        credentials: None,
+    }));
     let mut reports = Vec::new();
-    for target in &brokers.targets {
+    for target in &targets {
         eprintln!(
             "fanout: {} groups × {} members at {}/s for {} s via {} ...",
             fanout.groups,
@@ -221,6 +251,9 @@ pub async fn fanout_cmd(
         }
     }
     brokers.shutdown().await;
+    if let Some(child) = child {
+        child.stop().await;
+    }
 
     println!(
         "{:<12} {:>21} {:>6} {:>5} {:>5} {:>11} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",

@@ -156,7 +156,7 @@ pub struct ServerArgs {
     /// Database for the server under test; a fresh SQLite file in a scratch directory by
     /// default. With PostgreSQL, give an empty database.
     #[arg(long, value_name = "URL")]
-    database_url: Option<String>,
+    pub(crate) database_url: Option<String>,
 }
 
 pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
