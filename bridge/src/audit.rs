@@ -21,8 +21,8 @@ use ring::hmac;
 use schemas::db::entities::{audit_event, audit_head};
 use sea_orm::prelude::DateTimeUtc;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +223,13 @@ impl AuditBatch<'_> {
         Ok(())
     }
 
+    /// Takes the entries appended since the last flush, in chain order, with the head they
+    /// lead to, for a writer that stores them (and moves the stored head) itself, together
+    /// with other rows in one statement, before the transaction commits.
+    pub(crate) fn take_pending(&mut self) -> (Vec<audit_event::ActiveModel>, String) {
+        (std::mem::take(&mut self.pending), self.head.clone())
+    }
+
     /// Writes the entries appended since the last flush, in order, and moves the stored head.
     pub async fn flush<C: sea_orm::ConnectionTrait>(&mut self, db: &C) -> Result<(), AuditError> {
         if self.pending.is_empty() {
@@ -307,20 +314,34 @@ impl AuditTrail {
         db: &C,
     ) -> Result<AuditBatch<'_>, AuditError> {
         let turn = self.turn.lock().await;
-        // A no-op update takes SQLite's write lock and PostgreSQL's row lock before the read.
-        audit_head::Entity::update_many()
-            .col_expr(
-                audit_head::Column::Mac,
-                sea_orm::sea_query::Expr::col(audit_head::Column::Mac),
-            )
-            .filter(audit_head::Column::Id.eq(1))
-            .exec(db)
-            .await?;
-        let head = audit_head::Entity::find_by_id(1)
-            .one(db)
-            .await?
-            .map(|h| h.mac)
-            .unwrap_or_default();
+        let head = if db.get_database_backend() == DatabaseBackend::Postgres {
+            // Lock and read in one round trip: on PostgreSQL round trips bound the rate.
+            let locked = db
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    "UPDATE audit_head SET mac = mac WHERE id = 1 RETURNING mac",
+                ))
+                .await?;
+            match locked {
+                Some(row) => row.try_get::<String>("", "mac")?,
+                None => String::new(),
+            }
+        } else {
+            // A no-op update takes SQLite's write lock before the read.
+            audit_head::Entity::update_many()
+                .col_expr(
+                    audit_head::Column::Mac,
+                    sea_orm::sea_query::Expr::col(audit_head::Column::Mac),
+                )
+                .filter(audit_head::Column::Id.eq(1))
+                .exec(db)
+                .await?;
+            audit_head::Entity::find_by_id(1)
+                .one(db)
+                .await?
+                .map(|h| h.mac)
+                .unwrap_or_default()
+        };
         Ok(AuditBatch {
             _turn: turn,
             head,

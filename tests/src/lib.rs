@@ -175,6 +175,22 @@ impl TestDatabase {
         })
     }
 
+    /// The database this run of the tests is about: SQLite, or a new PostgreSQL database when
+    /// `COURTCHAT_TEST_DATABASE=postgres` (which needs `COURTCHAT_TEST_POSTGRES_URL`), so that
+    /// the same tests prove both stores (`scripts/test` runs the pipeline's tests both ways).
+    pub async fn chosen() -> anyhow::Result<Self> {
+        match std::env::var("COURTCHAT_TEST_DATABASE").as_deref() {
+            Ok("postgres") => {
+                let url = postgres_url().context(
+                    "COURTCHAT_TEST_DATABASE=postgres needs COURTCHAT_TEST_POSTGRES_URL",
+                )?;
+                Self::postgres(&url).await
+            }
+            Ok("sqlite") | Err(_) => Self::sqlite(),
+            Ok(other) => anyhow::bail!("COURTCHAT_TEST_DATABASE={other}: sqlite or postgres"),
+        }
+    }
+
     /// A new, empty database on the PostgreSQL server at `server_url`.
     pub async fn postgres(server_url: &str) -> anyhow::Result<Self> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -262,9 +278,10 @@ pub struct TestStack {
 }
 
 impl TestStack {
-    /// The whole stack on SQLite with the default configuration.
+    /// The whole stack on the chosen database ([`TestDatabase::chosen`], SQLite unless told
+    /// otherwise) with the default configuration.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(TestDatabase::sqlite()?, |_| {}).await
+        Self::start_with(TestDatabase::chosen().await?, |_| {}).await
     }
 
     /// The whole stack on `database`, after `configure` has adjusted the test configuration.

@@ -1055,7 +1055,7 @@ async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> a
 async fn a_lapsed_lock_is_freed_recorded_and_announced() -> anyhow::Result<()> {
     use schemas::db::entities::{agent::StaffRole, audit_event};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let stack = TestStack::start_with(testkit::TestDatabase::sqlite()?, |config| {
+    let stack = TestStack::start_with(testkit::TestDatabase::chosen().await?, |config| {
         config.bridge.lock_lease_secs = 1
     })
     .await?;

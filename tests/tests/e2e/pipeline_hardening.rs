@@ -45,13 +45,14 @@ async fn acks_until(client: &mut Staff, count: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Another writer takes the (SQLite) database's write lock and holds it until the returned
-/// transaction ends: the pipeline's next commit waits meanwhile.
+/// Another writer locks the audit head and holds it until the returned transaction ends: the
+/// pipeline's next batch waits meanwhile.
 async fn hold_the_database(stack: &TestStack) -> anyhow::Result<sea_orm::DatabaseTransaction> {
     use sea_orm::TransactionTrait;
     let blocker = stack.store().connection().begin().await?;
+    // Every batch locks the audit head first: SQLite's write lock, PostgreSQL's row lock.
     blocker
-        .execute_unprepared("UPDATE sessions SET updated_at = updated_at WHERE id = 'none'")
+        .execute_unprepared("UPDATE audit_head SET mac = mac WHERE id = 1")
         .await?;
     Ok(blocker)
 }
@@ -92,7 +93,7 @@ async fn resync_page(client: &mut Staff) -> anyhow::Result<Resync> {
 #[tokio::test]
 async fn a_long_session_resyncs_in_bounded_pages() -> anyhow::Result<()> {
     const MAX_PACKET: usize = 64 * 1024;
-    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.mqtt.max_packet_size = MAX_PACKET;
         config.bridge.rate_per_second = 1000.0;
         config.bridge.rate_burst = 1000.0;
@@ -532,7 +533,7 @@ impl Relay {
 async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> anyhow::Result<()> {
     const APPLICANTS: usize = 8;
     const MESSAGES: usize = 40;
-    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.bridge.in_process = false;
         config.bridge.rate_per_second = 1000.0;
         config.bridge.rate_burst = 1000.0;
@@ -659,7 +660,7 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
 #[tokio::test]
 async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Result<()> {
     const MESSAGES: usize = 20;
-    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.bridge.rate_per_second = 1000.0;
         config.bridge.rate_burst = 1000.0;
         config.bridge.max_queue_delay_ms = 150;
@@ -737,7 +738,7 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
 #[tokio::test]
 async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice()
 -> anyhow::Result<()> {
-    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.bridge.max_queue_delay_ms = 0;
     })
     .await?;

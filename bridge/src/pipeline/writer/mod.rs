@@ -1,14 +1,21 @@
 //! The batch writer: stores what a batch's decisions changed, in the batch's one transaction,
-//! with statements of a few fixed shapes (multi-row inserts and `CASE` updates in runs of
-//! powers of two, see `in_statement_sizes`), so that a batch costs a handful of round trips
-//! whatever its size.
+//! with statements of a few fixed shapes, so that a batch costs a handful of round trips
+//! whatever its size. The hot path (stream entries, sequence numbers and session state, kept
+//! acknowledgements, audit entries) is one statement on PostgreSQL (`postgres`); on SQLite,
+//! whose statements run in this process, multi-row inserts and `CASE` updates in runs of
+//! powers of two (see `in_statement_sizes`).
+
+mod postgres;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::{message, participant, receipt, session, submission_ack};
 use sea_orm::sea_query::{CaseStatement, Expr};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
+    EntityTrait, QueryFilter, Set,
+};
 
 use super::PipelineError;
 use super::decide::{Effects, ParticipantChange};
@@ -64,6 +71,30 @@ pub(crate) async fn write(
             }
         }
     }
+    for write in std::mem::take(&mut fx.receipts) {
+        let row = receipt::ActiveModel {
+            session_id: Set(write.session_id),
+            subject: Set(write.subject),
+            delivered_seq: Set(write.delivered_seq),
+            read_seq: Set(write.read_seq),
+            updated_at: Set(write.at),
+        };
+        if write.new {
+            row.insert(txn).await?;
+        } else {
+            row.update(txn).await?;
+        }
+    }
+    for survey in std::mem::take(&mut fx.surveys) {
+        survey.insert(txn).await?;
+    }
+    for entry in std::mem::take(&mut fx.audit) {
+        audit.append(entry)?;
+    }
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        let (entries, head) = audit.take_pending();
+        return postgres::write_hot_path(txn, fx, entries, head, now).await;
+    }
     let entries = std::mem::take(&mut fx.entries);
     for rows in in_statement_sizes(&entries) {
         message::Entity::insert_many(rows.to_vec())
@@ -99,31 +130,11 @@ pub(crate) async fn write(
             .exec(txn)
             .await?;
     }
-    for write in std::mem::take(&mut fx.receipts) {
-        let row = receipt::ActiveModel {
-            session_id: Set(write.session_id),
-            subject: Set(write.subject),
-            delivered_seq: Set(write.delivered_seq),
-            read_seq: Set(write.read_seq),
-            updated_at: Set(write.at),
-        };
-        if write.new {
-            row.insert(txn).await?;
-        } else {
-            row.update(txn).await?;
-        }
-    }
-    for survey in std::mem::take(&mut fx.surveys) {
-        survey.insert(txn).await?;
-    }
     let kept: Vec<submission_ack::ActiveModel> = std::mem::take(&mut fx.kept_acks);
     for rows in in_statement_sizes(&kept) {
         submission_ack::Entity::insert_many(rows.to_vec())
             .exec_without_returning(txn)
             .await?;
-    }
-    for entry in std::mem::take(&mut fx.audit) {
-        audit.append(entry)?;
     }
     audit.flush(txn).await?;
     Ok(())
