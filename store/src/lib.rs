@@ -112,6 +112,7 @@ pub enum StoreError {
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    config: DatabaseConfig,
 }
 
 impl Store {
@@ -148,7 +149,22 @@ impl Store {
         let db = Database::connect(options)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Self { db, backend })
+        Ok(Self {
+            db,
+            backend,
+            config: config.clone(),
+        })
+    }
+
+    /// A pool of its own on the same database, of at most `max_connections`, for work that
+    /// runs on a runtime of its own: a connection's socket belongs to the runtime that opened
+    /// it, and its replies wake tasks through that runtime.
+    pub async fn separate_pool(&self, max_connections: u32) -> Result<Self, StoreError> {
+        let config = DatabaseConfig {
+            max_connections,
+            ..self.config.clone()
+        };
+        Self::connect(&config).await
     }
 
     /// Connects and applies every pending migration.

@@ -2,7 +2,7 @@
 //!
 //! The decider (this task) takes submissions (from the gateway and from in-process commands,
 //! in arrival order) in batches and decides each batch against the sessions' views; the
-//! committer (a task of its own) stores a decided batch in one transaction, then publishes what
+//! committer (on a thread of its own, see `spawn_committer`) stores a decided batch in one transaction, then publishes what
 //! it produced and lets the gateway know it is done with its submissions. While the committer
 //! stores batch N, the decider decides batch N+1; it hands N+1 over only once N is stored, so
 //! at most one batch is decided and not yet stored, and what it answered counts as stored for
@@ -112,13 +112,13 @@ impl Worker {
         // One worker at a time takes the commands; a restarted one takes over the queue.
         let mut commands = commands.receiver.clone().lock_owned().await;
         let (jobs, queued) = mpsc::channel::<Job>(1);
-        let committer = tokio::spawn(commit(
+        let committer = spawn_committer(
             self.store.clone(),
             self.audit.clone(),
             link.clone(),
             self.packet_limit.clone(),
             queued,
-        ));
+        );
         let mut in_flight: Option<oneshot::Receiver<Stored>> = None;
         // Lapsed reply locks are freed, recorded and announced even when nobody writes.
         let mut lock_sweep = tokio::time::interval(Duration::from_secs(1));
@@ -372,9 +372,61 @@ impl Worker {
     }
 }
 
+/// Starts the committer on a thread and runtime of its own, with its own database pool, and
+/// returns what ends when it does.
+///
+/// A batch costs the committer several database round trips, and each reply has to wake it.
+/// On the server's runtime that wake-up waits its turn behind thousands of connection tasks
+/// (measured on PostgreSQL: the server idled "in transaction" between statements most of the
+/// time); on a thread of its own, whose connections belong to its own runtime, the operating
+/// system runs it as soon as the reply is there.
+fn spawn_committer(
+    store: store::Store,
+    audit: Arc<AuditTrail>,
+    link: Arc<Link>,
+    packet_limit: Arc<AtomicUsize>,
+    jobs: mpsc::Receiver<Job>,
+) -> oneshot::Receiver<()> {
+    let (finished, ended) = oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("pipeline-commit".to_owned())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(%error, "the committer's runtime could not start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                // Its own pool, opened here so that its connections are this runtime's; the
+                // shared one (whose replies wake tasks on the server's runtime) if that fails.
+                match store.separate_pool(1).await {
+                    Ok(own) => {
+                        commit(&own, audit, link, packet_limit, jobs).await;
+                        let _ = own.connection().clone().close().await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the committer shares the server's database pool");
+                        commit(&store, audit, link, packet_limit, jobs).await;
+                    }
+                }
+            });
+            let _ = finished.send(());
+        });
+    if let Err(error) = spawned {
+        // Without a committer the worker's first hand-over fails and the supervisor restarts it.
+        tracing::error!(%error, "the committer's thread could not start");
+    }
+    ended
+}
+
 /// The committer: stores each job in turn, then publishes and acknowledges it.
 async fn commit(
-    store: store::Store,
+    store: &store::Store,
     audit: Arc<AuditTrail>,
     link: Arc<Link>,
     packet_limit: Arc<AtomicUsize>,
@@ -391,7 +443,7 @@ async fn commit(
         let stored = match decided {
             None => Ok((Outbox::default(), Vec::new())),
             Some(decided) => {
-                std::panic::AssertUnwindSafe(super::batch::store(&store, &audit, limits, decided))
+                std::panic::AssertUnwindSafe(super::batch::store(store, &audit, limits, decided))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))))
