@@ -21,6 +21,9 @@ use sea_orm::{ConnectionTrait, Database};
 /// The variable that points the suite at a PostgreSQL server, e.g.
 /// `postgres://postgres@127.0.0.1:5432/test`.
 pub const POSTGRES_ENV: &str = "COURTCHAT_TEST_POSTGRES_URL";
+/// `postgres` runs the tests that take [`TestDatabase::chosen`] (and [`TestStack::start`]) on
+/// PostgreSQL instead of SQLite; needs [`POSTGRES_ENV`].
+pub const DATABASE_ENV: &str = "COURTCHAT_TEST_DATABASE";
 
 /// The PostgreSQL server to test against, or `None` (with a notice on stderr) when unset.
 pub fn postgres_url() -> Option<String> {
@@ -179,7 +182,7 @@ impl TestDatabase {
     /// `COURTCHAT_TEST_DATABASE=postgres` (which needs `COURTCHAT_TEST_POSTGRES_URL`), so that
     /// the same tests prove both stores (`scripts/test` runs the pipeline's tests both ways).
     pub async fn chosen() -> anyhow::Result<Self> {
-        match std::env::var("COURTCHAT_TEST_DATABASE").as_deref() {
+        match std::env::var(DATABASE_ENV).as_deref() {
             Ok("postgres") => {
                 let url = postgres_url().context(
                     "COURTCHAT_TEST_DATABASE=postgres needs COURTCHAT_TEST_POSTGRES_URL",
