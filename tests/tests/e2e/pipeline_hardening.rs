@@ -785,3 +785,71 @@ async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice
     stack.shutdown().await;
     Ok(())
 }
+
+/// A batch too large for one statement (on PostgreSQL its rows are split into statements of at
+/// most 12 KiB, see `bridge::pipeline::writer::postgres`) is stored whole, in order, in one
+/// transaction, and the audit record over it verifies.
+#[tokio::test]
+async fn a_batch_larger_than_one_statement_is_stored_whole_and_audited() -> anyhow::Result<()> {
+    const MESSAGES: usize = 60;
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
+        config.bridge.rate_per_second = 1000.0;
+        config.bridge.rate_burst = 1000.0;
+    })
+    .await?;
+    let mut kiosk = Staff::connect(&stack, "kiosk-large", Role::Applicant).await?;
+    let session = open(
+        &mut kiosk,
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?
+    .session_id
+    .expect("a session");
+    // Held behind another writer, the messages pile up and are decided as one batch: 60 rows
+    // of ~600 bytes of entry and audit record each, several statements' worth.
+    let blocker = hold_the_database(&stack).await?;
+    let body = "b".repeat(400);
+    for n in 0..MESSAGES {
+        kiosk
+            .client
+            .client
+            .publish(
+                format!("cc/v1/sessions/{session}/submit/kiosk-large"),
+                QoS::AtLeastOnce,
+                false,
+                json!({"client_msg_id": format!("m{n}"), "type": "message", "body": format!("{n} {body}")})
+                    .to_string(),
+            )
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.rollback().await?;
+
+    acks_until(&mut kiosk, MESSAGES + 1).await?;
+    for answer in &kiosk.acks[1..] {
+        assert!(accepted_seq(answer).is_some(), "{answer:?}");
+    }
+    let stored: Vec<(i64, String)> = stored(&stack, &session)
+        .await?
+        .into_iter()
+        .map(|m| (m.seq, m.client_msg_id))
+        .collect();
+    let expected: Vec<(i64, String)> = (0..MESSAGES)
+        .map(|n| (n as i64 + 1, format!("m{n}")))
+        .collect();
+    // The session's opening event may come first; the messages follow in the order sent.
+    let messages: Vec<(i64, String)> = stored
+        .into_iter()
+        .filter(|(_, id)| id.starts_with('m'))
+        .collect();
+    let first = messages.first().map(|m| m.0).unwrap_or_default();
+    let shifted: Vec<(i64, String)> = expected
+        .into_iter()
+        .map(|(seq, id)| (seq - 1 + first, id))
+        .collect();
+    assert_eq!(messages, shifted);
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert!(verification.is_intact(), "{verification:?}");
+    stack.shutdown().await;
+    Ok(())
+}
