@@ -16,7 +16,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::relay::connect;
+use crate::relay::{connect, subscribed};
 use crate::stats::Percentiles;
 use crate::{BenchError, Target};
 
@@ -146,17 +146,9 @@ pub async fn fanout(target: &Target, config: &FanoutConfig) -> Result<FanoutRepo
         let mut group = Vec::with_capacity(members);
         for m in 0..members {
             let (client, mut eventloop) = connect(target, &format!("bench-fan-{g}-{m}")).await?;
-            client
-                .subscribe(&topic, QoS::AtLeastOnce)
+            subscribed(&client, &mut eventloop, &topic)
                 .await
-                .map_err(|err| client_error(err.to_string()))?;
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::SubAck(_))) => break,
-                    Ok(_) => {}
-                    Err(err) => return Err(client_error(err.to_string())),
-                }
-            }
+                .map_err(client_error)?;
             let answers = m == 1;
             let (answerer, topic) = (client.clone(), topic.clone());
             let (counters, mut stop) = (Arc::clone(&counters), stop_rx.clone());

@@ -102,6 +102,26 @@ pub(crate) async fn connect(
     }
 }
 
+/// Subscribes to `topic` at QoS 1 and waits for the SUBACK, so that nothing is published
+/// before the subscription exists.
+pub(crate) async fn subscribed(
+    client: &AsyncClient,
+    eventloop: &mut EventLoop,
+    topic: &str,
+) -> Result<(), String> {
+    client
+        .subscribe(topic, QoS::AtLeastOnce)
+        .await
+        .map_err(|err| err.to_string())?;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => return Ok(()),
+            Ok(_) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
 /// Runs the scenario against `target`.
 pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport, BenchError> {
     let client_error = |reason: String| BenchError::Client {
@@ -115,18 +135,9 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
     let mut subscribers = Vec::new();
     for n in 0..config.subscribers {
         let (client, mut eventloop) = connect(target, &format!("bench-sub-{n}")).await?;
-        client
-            .subscribe(&config.topic, QoS::AtLeastOnce)
+        subscribed(&client, &mut eventloop, &config.topic)
             .await
-            .map_err(|err| client_error(err.to_string()))?;
-        // Wait for the SUBACK so that no message is published before every subscription exists.
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::SubAck(_))) => break,
-                Ok(_) => {}
-                Err(err) => return Err(client_error(err.to_string())),
-            }
-        }
+            .map_err(client_error)?;
         let (messages, done, mut stop) = (config.messages, done_tx.clone(), stop_rx.clone());
         subscribers.push((
             client,

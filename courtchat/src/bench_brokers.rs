@@ -12,22 +12,25 @@ use courtchat::{Config, Listeners, Role, Server};
 
 use crate::bench_cli::{ChildServer, ServerArgs, free_port, write_json};
 
-/// The brokers one run measures, and the in-process courtchat to shut down afterwards.
 /// Which of the brokers started here to measure.
 pub struct Which {
     pub courtchat: bool,
     pub rumqttd: bool,
 }
 
+/// The brokers one run measures, and the in-process courtchat (if it is one of them) to shut
+/// down afterwards.
 struct Brokers {
-    server: Server,
+    server: Option<Server>,
     scratch: PathBuf,
     targets: Vec<bench::Target>,
 }
 
 impl Brokers {
     async fn shutdown(self) {
-        self.server.shutdown().await;
+        if let Some(server) = self.server {
+            server.shutdown().await;
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
@@ -49,13 +52,16 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
     config.audit.key = String::new();
     config.audit.key_file = scratch.join("audit-key");
     open_bench_topics(&mut config);
-    let listeners = Listeners::bind(&config).await?;
-    let server = Server::start(config.clone(), listeners).await?;
-    let keys = Arc::new(broker::TokenKeys::load(&config.mqtt.auth)?);
     let mut targets = Vec::new();
-    if which.courtchat {
+    let server = if which.courtchat {
+        let listeners = Listeners::bind(&config).await?;
+        let server = Server::start(config.clone(), listeners).await?;
+        let keys = Arc::new(broker::TokenKeys::load(&config.mqtt.auth)?);
         targets.push(agents_of("courtchat", server.addresses().mqtt_tcp, keys));
-    }
+        Some(server)
+    } else {
+        None
+    };
     if which.rumqttd {
         let addr = free_port()?;
         broker::start_plain_rumqttd(addr, 1000, &config.mqtt.router)?;

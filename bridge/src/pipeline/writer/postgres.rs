@@ -91,6 +91,24 @@ struct SessionRow<'a> {
     closed_at: Option<DateTime<Utc>>,
 }
 
+impl<'a> SessionRow<'a> {
+    /// A row that changes nothing until its sequence number or state is set.
+    fn untouched(id: &'a str) -> Self {
+        Self {
+            id,
+            last_seq: None,
+            stated: false,
+            status: None,
+            team: None,
+            assigned_agent: None,
+            lock_holder: None,
+            lock_epoch: 0,
+            lock_expires_at: None,
+            closed_at: None,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct AckRow<'a> {
     session_id: &'a str,
@@ -234,34 +252,15 @@ fn session_rows<'a>(
     let mut rows: BTreeMap<&str, SessionRow<'a>> = last_seqs
         .iter()
         .map(|(id, seq)| {
-            let row = SessionRow {
-                id,
-                last_seq: Some(*seq),
-                stated: false,
-                status: None,
-                team: None,
-                assigned_agent: None,
-                lock_holder: None,
-                lock_epoch: 0,
-                lock_expires_at: None,
-                closed_at: None,
-            };
+            let mut row = SessionRow::untouched(id);
+            row.last_seq = Some(*seq);
             (id.as_str(), row)
         })
         .collect();
     for (id, state) in states {
-        let row = rows.entry(id.as_str()).or_insert_with(|| SessionRow {
-            id,
-            last_seq: None,
-            stated: false,
-            status: None,
-            team: None,
-            assigned_agent: None,
-            lock_holder: None,
-            lock_epoch: 0,
-            lock_expires_at: None,
-            closed_at: None,
-        });
+        let row = rows
+            .entry(id.as_str())
+            .or_insert_with(|| SessionRow::untouched(id));
         row.stated = true;
         row.status = Some(state.status.to_value());
         row.team = state.team.as_deref();
