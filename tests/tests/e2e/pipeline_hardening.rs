@@ -34,6 +34,34 @@ async fn open(applicant: &mut Staff, payload: serde_json::Value) -> anyhow::Resu
     Ok(applicant.acks[before].clone())
 }
 
+/// An applicant (a [`Staff`]-style client) with a kiosk session of its own open.
+async fn kiosk_with_session(stack: &TestStack, subject: &str) -> anyhow::Result<(Staff, String)> {
+    let mut kiosk = Staff::connect(stack, subject, Role::Applicant).await?;
+    let session = open(
+        &mut kiosk,
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?
+    .session_id
+    .expect("a session");
+    Ok((kiosk, session))
+}
+
+/// Publishes a message without waiting for its answer (read later with [`acks_until`]).
+async fn send_message(kiosk: &Staff, session: &str, cmid: &str, body: &str) -> anyhow::Result<()> {
+    kiosk
+        .client
+        .client
+        .publish(
+            format!("cc/v1/sessions/{session}/submit/{}", kiosk.subject),
+            QoS::AtLeastOnce,
+            false,
+            json!({"client_msg_id": cmid, "type": "message", "body": body}).to_string(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Reads what arrives until `client` holds `count` acknowledgements.
 async fn acks_until(client: &mut Staff, count: usize) -> anyhow::Result<()> {
     while client.acks.len() < count {
@@ -666,28 +694,11 @@ async fn submissions_that_waited_too_long_are_refused_as_busy() -> anyhow::Resul
         config.bridge.max_queue_delay_ms = 150;
     })
     .await?;
-    let mut kiosk = Staff::connect(&stack, "kiosk-busy", Role::Applicant).await?;
-    let session = open(
-        &mut kiosk,
-        json!({"client_msg_id": "o", "channel": "kiosk"}),
-    )
-    .await?
-    .session_id
-    .expect("a session");
+    let (mut kiosk, session) = kiosk_with_session(&stack, "kiosk-busy").await?;
     // Another writer holds the database for a while: the pipeline's next commit waits.
     let blocker = hold_the_database(&stack).await?;
     for n in 0..MESSAGES {
-        kiosk
-            .client
-            .client
-            .publish(
-                format!("cc/v1/sessions/{session}/submit/kiosk-busy"),
-                QoS::AtLeastOnce,
-                false,
-                json!({"client_msg_id": format!("m{n}"), "type": "message", "body": format!("{n}")})
-                    .to_string(),
-            )
-            .await?;
+        send_message(&kiosk, &session, &format!("m{n}"), &format!("{n}")).await?;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -742,14 +753,7 @@ async fn a_resubmission_decided_while_its_original_is_stored_is_not_stored_twice
         config.bridge.max_queue_delay_ms = 0;
     })
     .await?;
-    let mut kiosk = Staff::connect(&stack, "kiosk-overlap", Role::Applicant).await?;
-    let session = open(
-        &mut kiosk,
-        json!({"client_msg_id": "o", "channel": "kiosk"}),
-    )
-    .await?
-    .session_id
-    .expect("a session");
+    let (mut kiosk, session) = kiosk_with_session(&stack, "kiosk-overlap").await?;
     let blocker = hold_the_database(&stack).await?;
     let topic = format!("cc/v1/sessions/{session}/submit/kiosk-overlap");
     let message = json!({"client_msg_id": "m1", "type": "message", "body": "once"}).to_string();
@@ -797,30 +801,13 @@ async fn a_batch_larger_than_one_statement_is_stored_whole_and_audited() -> anyh
         config.bridge.rate_burst = 1000.0;
     })
     .await?;
-    let mut kiosk = Staff::connect(&stack, "kiosk-large", Role::Applicant).await?;
-    let session = open(
-        &mut kiosk,
-        json!({"client_msg_id": "o", "channel": "kiosk"}),
-    )
-    .await?
-    .session_id
-    .expect("a session");
+    let (mut kiosk, session) = kiosk_with_session(&stack, "kiosk-large").await?;
     // Held behind another writer, the messages pile up and are decided as one batch: 60 rows
     // of ~600 bytes of entry and audit record each, several statements' worth.
     let blocker = hold_the_database(&stack).await?;
     let body = "b".repeat(400);
     for n in 0..MESSAGES {
-        kiosk
-            .client
-            .client
-            .publish(
-                format!("cc/v1/sessions/{session}/submit/kiosk-large"),
-                QoS::AtLeastOnce,
-                false,
-                json!({"client_msg_id": format!("m{n}"), "type": "message", "body": format!("{n} {body}")})
-                    .to_string(),
-            )
-            .await?;
+        send_message(&kiosk, &session, &format!("m{n}"), &format!("{n} {body}")).await?;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.rollback().await?;
