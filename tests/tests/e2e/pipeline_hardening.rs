@@ -816,25 +816,19 @@ async fn a_batch_larger_than_one_statement_is_stored_whole_and_audited() -> anyh
     for answer in &kiosk.acks[1..] {
         assert!(accepted_seq(answer).is_some(), "{answer:?}");
     }
-    let stored: Vec<(i64, String)> = stored(&stack, &session)
+    // The session's opening event may come first; the messages follow in the order sent, with
+    // consecutive sequence numbers.
+    let messages: Vec<(i64, String)> = stored(&stack, &session)
         .await?
         .into_iter()
+        .filter(|m| m.client_msg_id.starts_with('m'))
         .map(|m| (m.seq, m.client_msg_id))
         .collect();
-    let expected: Vec<(i64, String)> = (0..MESSAGES)
-        .map(|n| (n as i64 + 1, format!("m{n}")))
-        .collect();
-    // The session's opening event may come first; the messages follow in the order sent.
-    let messages: Vec<(i64, String)> = stored
-        .into_iter()
-        .filter(|(_, id)| id.starts_with('m'))
-        .collect();
     let first = messages.first().map(|m| m.0).unwrap_or_default();
-    let shifted: Vec<(i64, String)> = expected
-        .into_iter()
-        .map(|(seq, id)| (seq - 1 + first, id))
+    let expected: Vec<(i64, String)> = (0..MESSAGES)
+        .map(|n| (first + n as i64, format!("m{n}")))
         .collect();
-    assert_eq!(messages, shifted);
+    assert_eq!(messages, expected);
     let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
     assert!(verification.is_intact(), "{verification:?}");
     stack.shutdown().await;
