@@ -10,6 +10,7 @@ use std::time::Duration;
 use schemas::db::Migrator;
 use schemas::db::entities::{agent, message, participant, session};
 use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
@@ -30,6 +31,48 @@ pub struct DatabaseConfig {
     /// How long to wait for a connection before an operation fails.
     #[serde(with = "secs")]
     pub connect_timeout: Duration,
+    /// PostgreSQL: the longest one statement may run before the server cancels it (whole
+    /// seconds, 0 for no limit), so that a stuck statement fails instead of holding the chat
+    /// pipeline's writer.
+    #[serde(with = "secs")]
+    pub statement_timeout: Duration,
+    /// PostgreSQL: the name courtchat's connections carry in `pg_stat_activity` and the
+    /// server's logs.
+    pub application_name: String,
+    /// PostgreSQL: whether the connection must be encrypted and how the server's certificate is
+    /// checked. When absent, the URL's `sslmode` applies (`prefer` if it has none).
+    pub ssl_mode: Option<SslMode>,
+    /// PostgreSQL: the CA certificate (PEM) the server's certificate must chain to, for
+    /// `verify-ca` and `verify-full`. When absent, the system's roots are used.
+    pub ssl_root_cert: Option<PathBuf>,
+}
+
+/// How a PostgreSQL connection is encrypted, as PostgreSQL's own `sslmode` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// Never encrypt.
+    Disable,
+    /// Encrypt when the server offers it.
+    Prefer,
+    /// Always encrypt; the certificate is not checked.
+    Require,
+    /// Always encrypt, with a certificate that chains to the trusted roots.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl From<SslMode> for PgSslMode {
+    fn from(mode: SslMode) -> Self {
+        match mode {
+            SslMode::Disable => PgSslMode::Disable,
+            SslMode::Prefer => PgSslMode::Prefer,
+            SslMode::Require => PgSslMode::Require,
+            SslMode::VerifyCa => PgSslMode::VerifyCa,
+            SslMode::VerifyFull => PgSslMode::VerifyFull,
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -38,6 +81,10 @@ impl Default for DatabaseConfig {
             url: "sqlite://data/courtchat.db".to_owned(),
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            application_name: "courtchat".to_owned(),
+            ssl_mode: None,
+            ssl_root_cert: None,
         }
     }
 }
@@ -107,6 +154,38 @@ pub enum StoreError {
     Query(#[source] DbErr),
 }
 
+/// Whether `error` says the database could not be reached (no connection, a connection lost,
+/// the server shutting down or starting up) rather than that it refused a statement: what
+/// failed this way may succeed unchanged once the database is back, and trying its parts one
+/// by one would only wait longer.
+pub fn is_unreachable(error: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+    match error {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout | ConnAcquireErr::ConnectionClosed) => {
+            true
+        }
+        DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(sqlx)) | DbErr::Query(RuntimeErr::SqlxError(sqlx)) => {
+            match sqlx.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::Protocol(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                // SQLSTATE class 08 (connection exception) and 57P01-57P03 (the server is
+                // shutting down, crashed or not accepting connections yet).
+                Sqlx::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
 /// An open database with an up-to-date schema. Cheap to clone: clones share one pool.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -145,6 +224,26 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
                     .busy_timeout(Duration::from_secs(5))
+            })
+            .map_sqlx_postgres_opts({
+                let config = config.clone();
+                move |opts| {
+                    let mut opts = opts
+                        .application_name(&config.application_name)
+                        // A startup parameter, so every connection of the pool has it from its
+                        // first statement on; PostgreSQL takes milliseconds.
+                        .options([(
+                            "statement_timeout",
+                            config.statement_timeout.as_millis().to_string(),
+                        )]);
+                    if let Some(mode) = config.ssl_mode {
+                        opts = opts.ssl_mode(mode.into());
+                    }
+                    if let Some(cert) = &config.ssl_root_cert {
+                        opts = opts.ssl_root_cert(cert);
+                    }
+                    opts
+                }
             });
         let db = Database::connect(options)
             .await
@@ -286,6 +385,38 @@ fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_is_told_from_refused() {
+        use sea_orm::sqlx::Error as Sqlx;
+        use sea_orm::{ConnAcquireErr, RuntimeErr};
+        use std::sync::Arc;
+        let sqlx = |error: Sqlx| DbErr::Exec(RuntimeErr::SqlxError(Arc::new(error)));
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let unreachable = [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(RuntimeErr::Internal("refused".to_owned())),
+            sqlx(Sqlx::Io(io())),
+            DbErr::Query(RuntimeErr::SqlxError(Arc::new(Sqlx::Io(io())))),
+            sqlx(Sqlx::PoolTimedOut),
+            sqlx(Sqlx::PoolClosed),
+            sqlx(Sqlx::Protocol("unexpected end".to_owned())),
+        ];
+        for error in &unreachable {
+            assert!(is_unreachable(error), "{error}");
+        }
+        let refused = [
+            DbErr::RecordNotFound("s-1".to_owned()),
+            DbErr::Custom("a statement the database refused".to_owned()),
+            sqlx(Sqlx::RowNotFound),
+            sqlx(Sqlx::ColumnNotFound("seq".to_owned())),
+            DbErr::Exec(RuntimeErr::Internal("constraint".to_owned())),
+        ];
+        for error in &refused {
+            assert!(!is_unreachable(error), "{error}");
+        }
+    }
 
     #[test]
     fn backend_is_chosen_by_scheme() {

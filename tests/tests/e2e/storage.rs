@@ -4,7 +4,7 @@
 
 use schemas::db::entities::{message, session};
 use sea_orm::prelude::ChronoUtc as Utc;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, DatabaseBackend, EntityTrait, Set, Statement};
 use testkit::{TestDatabase, TestStack};
 
 async fn check_schema(database: TestDatabase) -> anyhow::Result<()> {
@@ -108,5 +108,68 @@ async fn readyz_on_postgres() -> anyhow::Result<()> {
     let stack = TestStack::start_with(TestDatabase::postgres(&url).await?, |_| {}).await?;
     assert_eq!(reqwest::get(stack.http_url("/readyz")).await?.status(), 200);
     stack.shutdown().await;
+    Ok(())
+}
+
+/// The connection settings a deployment sets reach PostgreSQL: the name the connections carry,
+/// the statement timeout (which cancels a statement that runs too long) and TLS; a CA that did
+/// not sign the server's certificate is refused when the certificate must be verified.
+#[tokio::test]
+async fn postgres_connection_settings_take_effect() -> anyhow::Result<()> {
+    let Some(url) = testkit::postgres_url() else {
+        return Ok(());
+    };
+    let database = TestDatabase::postgres(&url).await?;
+    let config = store::DatabaseConfig {
+        url: database.url(),
+        application_name: "courtchat-settings-test".to_owned(),
+        statement_timeout: std::time::Duration::from_secs(1),
+        ssl_mode: Some(store::SslMode::Require),
+        ..store::DatabaseConfig::default()
+    };
+    let store = store::Store::connect(&config).await?;
+    let db = store.connection();
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT current_setting('application_name') AS name, \
+                    current_setting('statement_timeout') AS timeout, \
+                    (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS ssl",
+        ))
+        .await?
+        .expect("one row");
+    assert_eq!(
+        row.try_get::<String>("", "name")?,
+        "courtchat-settings-test"
+    );
+    assert_eq!(row.try_get::<String>("", "timeout")?, "1s");
+    assert!(
+        row.try_get::<bool>("", "ssl")?,
+        "the connection is encrypted"
+    );
+
+    let slow = db
+        .execute_unprepared("SELECT pg_sleep(5)")
+        .await
+        .expect_err("the statement timeout cancels it");
+    assert!(
+        slow.to_string().contains("statement timeout"),
+        "cancelled for its timeout: {slow}"
+    );
+    store.close().await;
+
+    // A CA of our own did not sign the server's certificate.
+    let stranger = testkit::TestCertificate::generate()?;
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &stranger.pem)?;
+    let refused = store::Store::connect(&store::DatabaseConfig {
+        ssl_mode: Some(store::SslMode::VerifyCa),
+        ssl_root_cert: Some(ca),
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..config
+    })
+    .await;
+    assert!(refused.is_err(), "an unverified server is refused");
     Ok(())
 }
