@@ -76,6 +76,9 @@ async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
+/// How long readiness waits for the database's answer.
+const READINESS_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Readiness: the database answers and, when it runs here, the chat pipeline is receiving.
 /// Load balancers stop routing here while either is not so.
 async fn readyz(State(state): State<AdminState>) -> Response {
@@ -86,12 +89,20 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             .detail("the pipeline is not connected to the gateway yet")
             .into_response();
     }
-    match state.store.ping().await {
-        Ok(()) => Json(Status { status: "ready" }).into_response(),
-        Err(err) => {
+    // A probe wants an answer within its own timeout, which is often a second or two; an
+    // unreachable database would otherwise hold it for the whole connect timeout.
+    match tokio::time::timeout(READINESS_PING, state.store.ping()).await {
+        Ok(Ok(())) => Json(Status { status: "ready" }).into_response(),
+        Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
                 .detail("the database did not answer a ping")
+                .into_response()
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+                .detail("the database did not answer a ping within a second")
                 .into_response()
         }
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod mqtt;
+pub mod relay;
 
 use anyhow::Context;
 use courtchat::{Addresses, Config, Listeners, Role, Server};

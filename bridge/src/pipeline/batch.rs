@@ -581,6 +581,13 @@ pub(crate) fn unavailable(incoming: &Incoming, index: usize) -> Outbox {
     undecided(incoming, index, RejectReason::Unavailable, message)
 }
 
+/// The answer to a submission that could not be stored because the database is unreachable:
+/// `unavailable`, saying so, not audited (the trail is in that database).
+pub(crate) fn unreachable(incoming: &Incoming, index: usize) -> Outbox {
+    let message = "the database is unreachable; nothing was stored; resubmit it";
+    undecided(incoming, index, RejectReason::Unavailable, message)
+}
+
 /// The answer to a submission that waited too long to be worth deciding: `busy`, with when to
 /// come back. Not audited: nothing was decided, and shedding load must stay cheap.
 pub(crate) fn busy(incoming: &Incoming, index: usize, retry_ms: u64) -> Outbox {

@@ -44,6 +44,19 @@ pub enum PipelineError {
     Panicked(String),
 }
 
+impl PipelineError {
+    /// Whether the database could not be reached, as opposed to refusing something: then
+    /// nothing in the batch can be stored now, whichever submission it is.
+    pub(crate) fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Database(error) | Self::Audit(crate::AuditError::Database(error)) => {
+                store::is_unreachable(error)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What a panic said, for the log.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

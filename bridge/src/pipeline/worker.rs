@@ -22,7 +22,7 @@ use schemas::db::entities::session;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::batch::{Decided, Pending, busy, unavailable};
+use super::batch::{Decided, Pending, busy, unavailable, unreachable};
 use super::commands::Intake;
 use super::decide::{self, Context, Effects};
 use super::outbox::Outbox;
@@ -177,7 +177,7 @@ impl Worker {
                         self.forget();
                         let decided_part = failed.len() - failed_undecided.answers.len();
                         if self
-                            .now(&link, failed, decided_part, failed_undecided)
+                            .now(&link, failed, decided_part, failed_undecided, Some(&error))
                             .await
                             .is_err()
                         {
@@ -195,11 +195,17 @@ impl Worker {
                 // Decided on views that held a batch that was not stored, or not decided at
                 // all: one submission at a time, now.
                 (_, failure) => {
-                    if let Err(error) = failure {
+                    let failure = failure.err();
+                    if let Some(error) = &failure {
                         tracing::error!(error = %error, size = batch.len(), "a batch could not be decided; deciding its submissions one by one");
                     }
                     self.forget();
-                    if !sweep && self.now(&link, batch, fresh, undecided).await.is_err() {
+                    if !sweep
+                        && self
+                            .now(&link, batch, fresh, undecided, failure.as_ref())
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                     continue;
@@ -263,15 +269,23 @@ impl Worker {
     }
 
     /// Decides, stores, publishes and acknowledges `batch` now, without overlap, its first
-    /// `fresh` submissions one by one if the batch as a whole fails.
+    /// `fresh` submissions one by one if the batch as a whole fails. After `failure` (of
+    /// deciding or storing it before), if that was the database being unreachable, they are
+    /// refused at once instead: trying again would wait as long and find the same.
     async fn now(
         &mut self,
         link: &Link,
         batch: Vec<Incoming>,
         fresh: usize,
         undecided: Outbox,
+        failure: Option<&PipelineError>,
     ) -> Result<(), rumqttc::v5::ClientError> {
-        let mut outbox = self.decide_batch(&batch[..fresh]).await;
+        let mut outbox = match failure {
+            Some(failure) if failure.is_unreachable() => {
+                refused_unreachable(failure, &batch[..fresh])
+            }
+            _ => self.decide_batch(&batch[..fresh]).await,
+        };
         outbox.extend(undecided);
         let limit = self.packet_limit.load(Ordering::Relaxed);
         deliver(link, limit, batch, outbox).await
@@ -288,7 +302,9 @@ impl Worker {
     /// Decides and stores a batch. If that fails (a statement the database refuses, a panic),
     /// nothing of it was stored, and its submissions are decided again one by one, so that one
     /// bad submission does not take the others down; one that fails alone is refused as
-    /// `unavailable`. Every submission of the batch gets an answer, tagged with its place.
+    /// `unavailable`. If the database cannot be reached at all, the whole batch is refused as
+    /// `unavailable` at once. Every submission of the batch gets an answer, tagged with its
+    /// place.
     pub(super) async fn decide_batch(&mut self, batch: &[Incoming]) -> Outbox {
         if batch.is_empty() {
             return Outbox::default();
@@ -297,6 +313,10 @@ impl Worker {
             Ok(outbox) => return outbox,
             Err(failure) => failure,
         };
+        if failure.is_unreachable() {
+            // Each submission alone would wait for the same absent database in turn.
+            return refused_unreachable(&failure, batch);
+        }
         if batch.len() == 1 {
             tracing::error!(error = %failure, topic = %batch[0].topic, "a submission could not be stored");
             return unavailable(&batch[0], 0);
@@ -370,6 +390,17 @@ impl Worker {
         fx.seal(&self.views);
         Ok(Some(Decided::effects(fx, now)))
     }
+}
+
+/// Every submission of `batch` refused as `unavailable` because the database could not be
+/// reached, tagged with its place.
+fn refused_unreachable(failure: &PipelineError, batch: &[Incoming]) -> Outbox {
+    tracing::error!(error = %failure, size = batch.len(), "the database is unreachable; submissions refused as unavailable");
+    let mut outbox = Outbox::default();
+    for (index, incoming) in batch.iter().enumerate() {
+        outbox.extend(unreachable(incoming, index));
+    }
+    outbox
 }
 
 /// Starts the committer on a thread and runtime of its own, with its own database pool, and

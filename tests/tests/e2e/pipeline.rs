@@ -16,6 +16,8 @@ use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 mod commands;
 #[path = "pipeline_hardening.rs"]
 mod hardening;
+#[path = "pipeline_outage.rs"]
+mod outage;
 
 /// An applicant's client, sorting what arrives into acknowledgements and stream entries.
 struct Applicant {

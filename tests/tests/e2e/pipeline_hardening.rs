@@ -3,14 +3,12 @@
 //! between the pipeline and the gateway loses nothing the gateway acknowledged.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::Arc;
 
 use schemas::db::entities::agent::StaffRole;
 use schemas::db::entities::message;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use testkit::TestDatabase;
-use tokio::net::{TcpListener, TcpStream};
+use testkit::relay::Relay;
 
 use super::*;
 
@@ -35,7 +33,10 @@ async fn open(applicant: &mut Staff, payload: serde_json::Value) -> anyhow::Resu
 }
 
 /// An applicant (a [`Staff`]-style client) with a kiosk session of its own open.
-async fn kiosk_with_session(stack: &TestStack, subject: &str) -> anyhow::Result<(Staff, String)> {
+pub(super) async fn kiosk_with_session(
+    stack: &TestStack,
+    subject: &str,
+) -> anyhow::Result<(Staff, String)> {
     let mut kiosk = Staff::connect(stack, subject, Role::Applicant).await?;
     let session = open(
         &mut kiosk,
@@ -48,7 +49,12 @@ async fn kiosk_with_session(stack: &TestStack, subject: &str) -> anyhow::Result<
 }
 
 /// Publishes a message without waiting for its answer (read later with [`acks_until`]).
-async fn send_message(kiosk: &Staff, session: &str, cmid: &str, body: &str) -> anyhow::Result<()> {
+pub(super) async fn send_message(
+    kiosk: &Staff,
+    session: &str,
+    cmid: &str,
+    body: &str,
+) -> anyhow::Result<()> {
     kiosk
         .client
         .client
@@ -63,7 +69,7 @@ async fn send_message(kiosk: &Staff, session: &str, cmid: &str, body: &str) -> a
 }
 
 /// Reads what arrives until `client` holds `count` acknowledgements.
-async fn acks_until(client: &mut Staff, count: usize) -> anyhow::Result<()> {
+pub(super) async fn acks_until(client: &mut Staff, count: usize) -> anyhow::Result<()> {
     while client.acks.len() < count {
         let publish = client.client.next_publish().await?;
         if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
@@ -85,7 +91,10 @@ async fn hold_the_database(stack: &TestStack) -> anyhow::Result<sea_orm::Databas
     Ok(blocker)
 }
 
-async fn stored(stack: &TestStack, session: &str) -> anyhow::Result<Vec<message::Model>> {
+pub(super) async fn stored(
+    stack: &TestStack,
+    session: &str,
+) -> anyhow::Result<Vec<message::Model>> {
     Ok(message::Entity::find()
         .filter(message::Column::SessionId.eq(session))
         .order_by_asc(message::Column::Seq)
@@ -93,7 +102,7 @@ async fn stored(stack: &TestStack, session: &str) -> anyhow::Result<Vec<message:
         .await?)
 }
 
-fn accepted_seq(ack: &Ack) -> Option<u64> {
+pub(super) fn accepted_seq(ack: &Ack) -> Option<u64> {
     match ack.outcome {
         Outcome::Accepted { seq } => seq,
         Outcome::Rejected { .. } => None,
@@ -517,44 +526,6 @@ async fn one_refused_row_does_not_take_its_batch_down_on_postgres() -> anyhow::R
     one_refused_row_does_not_take_its_batch_down(TestDatabase::postgres(&url).await?).await
 }
 
-/// A TCP relay between the pipeline and the gateway whose connections the test can cut.
-struct Relay {
-    addr: SocketAddr,
-    cut: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let cut = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn({
-            let cut = cut.clone();
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    let cut = cut.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut outbound) = TcpStream::connect(upstream).await else {
-                            return;
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            _ = cut.notified() => {}
-                        }
-                    });
-                }
-            }
-        });
-        Ok(Self { addr, cut, task })
-    }
-
-    /// Drops every connection through the relay at once, as a network failure would.
-    fn cut(&self) {
-        self.cut.notify_waiters();
-    }
-}
-
 /// Every submission the gateway acknowledged is decided, stored once and answered, even when
 /// the pipeline's connection to the gateway drops again and again under load.
 #[tokio::test]
@@ -575,7 +546,7 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
     let relay = Relay::start(stack.mqtt_tcp_addr()).await?;
     let pipeline = courtchat::pipeline(stack.config(), stack.store()).await?;
     let mut ready = pipeline.readiness();
-    let link = courtchat::pipeline_link(stack.config(), relay.addr);
+    let link = courtchat::pipeline_link(stack.config(), relay.addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(pipeline.run(link, async move {
         let _ = stopped.await;
@@ -677,7 +648,6 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
     }
     let _ = stop.send(());
     running.await?;
-    relay.task.abort();
     stack.shutdown().await;
     Ok(())
 }
