@@ -1,7 +1,8 @@
 //! courtchat as separate processes, with real clients:
 //! - durability: every message acknowledged as accepted survives `kill -9` of the server, taken
 //!   while an applicant is writing as fast as it can; the check reads the database the restarted
-//!   server uses;
+//!   server uses; on the embedded SQLite and, when `COURTCHAT_TEST_POSTGRES_URL` is set, on
+//!   PostgreSQL;
 //! - the chat pipeline as its own process (`courtchat bridge`) beside `courtchat serve`.
 
 use std::collections::BTreeMap;
@@ -37,9 +38,11 @@ fn courtchat(dir: &Path) -> Command {
     command
 }
 
-/// Starts `courtchat serve` and returns it with its MQTT address once the pipeline is ready.
-fn serve(dir: &Path) -> (Child, SocketAddr) {
+/// Starts `courtchat serve` on `database` and returns it with its MQTT address once the
+/// pipeline is ready.
+fn serve(dir: &Path, database: &str) -> (Child, SocketAddr) {
     let mut child = courtchat(dir)
+        .env("COURTCHAT_DATABASE__URL", database)
         .arg("serve")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -132,15 +135,82 @@ fn record(accepted: &mut BTreeMap<String, u64>, ack: &serde_json::Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_messages_survive_kill_9() -> anyhow::Result<()> {
+async fn acknowledged_messages_survive_kill_9_on_sqlite() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
+    let database = format!(
+        "sqlite://{}",
+        dir.path().join("data/courtchat.db").display()
+    );
+    acknowledged_messages_survive_kill_9(dir.path(), &database).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_kill_9_on_postgres() -> anyhow::Result<()> {
+    let Ok(server) = std::env::var("COURTCHAT_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "notice: skipping the PostgreSQL crash test: COURTCHAT_TEST_POSTGRES_URL is not set"
+        );
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let database = ScratchPostgres::create(&server).await?;
+    acknowledged_messages_survive_kill_9(dir.path(), &database.url).await?;
+    database.drop().await
+}
+
+/// A database of its own on the PostgreSQL server, for one test.
+struct ScratchPostgres {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchPostgres {
+    async fn create(server: &str) -> anyhow::Result<Self> {
+        use sea_orm::ConnectionTrait;
+        let name = format!("courtchat_crash_{}", std::process::id());
+        let admin = sea_orm::Database::connect(server).await?;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await?;
+        admin.close().await?;
+        let mut url = url::Url::parse(server)?;
+        url.set_path(&name);
+        Ok(Self {
+            server: server.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    async fn drop(self) -> anyhow::Result<()> {
+        use sea_orm::ConnectionTrait;
+        let admin = sea_orm::Database::connect(&self.server).await?;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .await?;
+        admin.close().await?;
+        Ok(())
+    }
+}
+
+/// Three `kill -9`s of `courtchat serve` on `database` while an applicant writes as fast as it
+/// can; then every message acknowledged as accepted is stored with its sequence number, with no
+/// gap, and the audit chain is intact.
+async fn acknowledged_messages_survive_kill_9(dir: &Path, database: &str) -> anyhow::Result<()> {
     let mut session = String::new();
     let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
     // Three crashes, each after a different number of acknowledgements, so the plug is pulled
     // at different points of the batching cycle.
     for (round, kill_after) in [50usize, 300, 1000].into_iter().enumerate() {
-        let (mut server, addr) = serve(dir.path());
-        let (client, mut acks, driver) = applicant(dir.path(), addr).await?;
+        let (mut server, addr) = serve(dir, database);
+        let (client, mut acks, driver) = applicant(dir, addr).await?;
         if session.is_empty() {
             let open = serde_json::json!({"client_msg_id": "open", "channel": "kiosk"});
             client
@@ -200,16 +270,15 @@ async fn acknowledged_messages_survive_kill_9() -> anyhow::Result<()> {
     }
 
     // Restart on the same data: every acknowledged message is there, with its sequence number.
-    let (mut restarted, _) = serve(dir.path());
-    let database = format!(
-        "sqlite://{}",
-        dir.path().join("data/courtchat.db").display()
-    );
-    let config = courtchat::Config::load(None, [("COURTCHAT_DATABASE__URL".to_owned(), database)])?;
+    let (mut restarted, _) = serve(dir, database);
+    let config = courtchat::Config::load(
+        None,
+        [("COURTCHAT_DATABASE__URL".to_owned(), database.to_owned())],
+    )?;
     let config = courtchat::Config {
         audit: courtchat::AuditConfig {
             key: String::new(),
-            key_file: dir.path().join("data/audit-key"),
+            key_file: dir.join("data/audit-key"),
         },
         ..config
     };
@@ -247,6 +316,7 @@ async fn acknowledged_messages_survive_kill_9() -> anyhow::Result<()> {
     );
     store.close().await;
     restarted.kill()?;
+    restarted.wait()?;
     Ok(())
 }
 
