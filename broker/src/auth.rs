@@ -12,6 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::staff::StaffRevocations;
+
 /// What a connected principal is allowed to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,6 +101,9 @@ pub struct Identity {
     pub anonymous: bool,
     /// When the credentials expire; the connection is closed then.
     pub expires_at: Option<SystemTime>,
+    /// The token's `iat` (seconds since the Unix epoch), if it has one: what a staff
+    /// revocation ([`crate::StaffRevocations`]) is compared with.
+    pub issued_at: Option<u64>,
 }
 
 /// What the CONNECT packet says about the client.
@@ -440,14 +445,29 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// Accepts a valid token whose subject equals the client id.
+/// Accepts a valid token whose subject equals the client id, unless the subject's tokens of
+/// that age have been revoked.
 pub struct JwtAuthenticator {
     keys: TokenKeys,
+    revocations: StaffRevocations,
 }
 
 impl JwtAuthenticator {
+    /// An authenticator that refuses no subject's tokens beyond their own claims.
     pub fn new(keys: TokenKeys) -> Self {
-        Self { keys }
+        Self {
+            keys,
+            revocations: StaffRevocations::default(),
+        }
+    }
+
+    /// Also refuses the tokens `revocations` has revoked (the broker's own, see
+    /// [`crate::Broker::staff_revocations`]).
+    pub fn with_revocations(self, revocations: StaffRevocations) -> Self {
+        Self {
+            revocations,
+            ..self
+        }
     }
 }
 
@@ -476,6 +496,11 @@ impl Authenticator for JwtAuthenticator {
                 "the client id must equal the token's subject".to_owned(),
             ));
         }
+        if self.revocations.refuses(&claims.sub, claims.iat) {
+            return AuthOutcome::Reject(Refusal::NotAuthorized(
+                "the subject's credentials were revoked".to_owned(),
+            ));
+        }
         AuthOutcome::Accept(Identity {
             subject: claims.sub,
             username: connect.username.map(str::to_owned),
@@ -484,6 +509,7 @@ impl Authenticator for JwtAuthenticator {
             expires_at: Some(
                 UNIX_EPOCH + Duration::from_secs(claims.exp + self.keys.validation.leeway),
             ),
+            issued_at: claims.iat,
         })
     }
 }
@@ -504,6 +530,7 @@ impl Authenticator for AnonymousAuthenticator {
             role: self.role,
             anonymous: true,
             expires_at: None,
+            issued_at: None,
         })
     }
 }
@@ -625,6 +652,56 @@ mod tests {
                 .unwrap_err();
             assert!(expected(&refusal), "{client_id} {password:?}: {refusal:?}");
         }
+    }
+
+    #[test]
+    fn minted_tokens_carry_their_issue_time() {
+        let (_dir, keys) = hs256();
+        let at = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        let token = keys
+            .mint("agent-1", Role::Agent, Duration::from_secs(60), at)
+            .unwrap();
+        // Verification checks `exp` against the real clock, so read the claims unverified.
+        let mut lenient = Validation::new(Algorithm::HS256);
+        lenient.insecure_disable_signature_validation();
+        lenient.validate_exp = false;
+        let claims =
+            jsonwebtoken::decode::<Claims>(&token, &DecodingKey::from_secret(&[]), &lenient)
+                .unwrap()
+                .claims;
+        assert_eq!(claims.iat, Some(4_000_000_000));
+    }
+
+    #[test]
+    fn revoked_tokens_are_refused() {
+        let (_dir, keys) = hs256();
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mint = |subject, at| {
+            keys.mint(subject, Role::Agent, Duration::from_secs(3600), at)
+                .unwrap()
+        };
+        let old = mint("agent-1", now - Duration::from_secs(10));
+        let fresh = mint("agent-1", now);
+        let other = mint("agent-2", now - Duration::from_secs(10));
+        let revocations = StaffRevocations::new();
+        revocations.revoke("agent-1", secs);
+        let chain = AuthChain::new(vec![Box::new(
+            JwtAuthenticator::new(keys).with_revocations(revocations),
+        )]);
+        assert!(matches!(
+            chain.authenticate(&connect("agent-1", Some(&old))),
+            Err(Refusal::NotAuthorized(_))
+        ));
+        let accepted = chain
+            .authenticate(&connect("agent-1", Some(&fresh)))
+            .unwrap();
+        assert_eq!(accepted.issued_at, Some(secs));
+        assert!(
+            chain
+                .authenticate(&connect("agent-2", Some(&other)))
+                .is_ok()
+        );
     }
 
     #[test]

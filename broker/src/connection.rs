@@ -41,6 +41,7 @@ use crate::session::{
     self, Outbound, PROVENANCE_KEY, Provenance, RetainedStore, SessionState, SessionStore,
     SubOptions,
 };
+use crate::staff::StaffRevocations;
 use crate::transport::Transport;
 
 /// State shared by every connection of one broker.
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub acl: AclChain,
     /// Session memberships, kept current from the pipeline's announcements (`feed`).
     pub memberships: Memberships,
+    /// Revoked credentials, which the JWT authenticator also checks (`staff`).
+    pub staff_revocations: StaffRevocations,
     pub fanout: Fanout,
     link_ids: LinkIds,
     pub hooks: HookSet,
@@ -68,6 +71,7 @@ impl Shared {
         auth: AuthChain,
         acl: AclChain,
         memberships: Memberships,
+        staff_revocations: StaffRevocations,
         hooks: Vec<Arc<dyn crate::hooks::Hook>>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_connections));
@@ -79,6 +83,7 @@ impl Shared {
             auth,
             acl,
             memberships,
+            staff_revocations,
             fanout: Fanout::default(),
             link_ids: LinkIds::default(),
             hooks: HookSet::new(hooks),
@@ -142,8 +147,8 @@ pub(crate) struct ClientRegistry {
 struct Registered {
     key: LinkKey,
     kick: CancellationToken,
-    /// Sessions the client has just lost access to.
-    revocations: mpsc::UnboundedSender<String>,
+    /// What the client has just lost access to.
+    revocations: mpsc::UnboundedSender<Revocation>,
     /// Resolves (with an error) once the old connection has detached from the router.
     gone: oneshot::Receiver<()>,
 }
@@ -155,7 +160,7 @@ impl ClientRegistry {
         client_id: &str,
         key: LinkKey,
         kick: CancellationToken,
-        revocations: mpsc::UnboundedSender<String>,
+        revocations: mpsc::UnboundedSender<Revocation>,
         gone: oneshot::Receiver<()>,
     ) {
         let registered = Registered {
@@ -179,7 +184,16 @@ impl ClientRegistry {
     pub(crate) fn revoke(&self, subject: &str, session: &str) {
         if let Some(registered) = self.lock().get(subject) {
             // Fails only if the connection is ending, which revokes everything anyway.
-            let _ = registered.revocations.send(session.to_owned());
+            let _ = registered
+                .revocations
+                .send(Revocation::Session(session.to_owned()));
+        }
+    }
+
+    /// Ends the connection of `subject`, if any: its credentials were revoked (`staff`).
+    pub(crate) fn end(&self, subject: &str) {
+        if let Some(registered) = self.lock().get(subject) {
+            let _ = registered.revocations.send(Revocation::Credentials);
         }
     }
 
@@ -197,6 +211,14 @@ impl ClientRegistry {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// What a live connection loses from outside it.
+enum Revocation {
+    /// Its subject left this session: its subscriptions there go.
+    Session(String),
+    /// Its credentials were revoked: the connection ends (MQTT 5: Administrative action).
+    Credentials,
 }
 
 /// Why a connection ended: decides the will, the DISCONNECT a v5 client is sent, and the log.
@@ -403,8 +425,12 @@ pub(crate) async fn serve(
     let (revoke_tx, mut revocations) = mpsc::unbounded_channel();
     shared
         .clients
-        .claim(&client_id, key, kick.clone(), revoke_tx, gone_rx)
+        .claim(&client_id, key, kick.clone(), revoke_tx.clone(), gone_rx)
         .await;
+    // A revocation between authenticating and registering found no connection to end.
+    if shared.staff_revocations.refuses_identity(&identity) {
+        let _ = revoke_tx.send(Revocation::Credentials);
+    }
 
     // Only now, after any previous connection with this id has stored its session.
     let resumed = if connect.clean_start {
@@ -566,7 +592,7 @@ struct Session<'a> {
 struct Control<'a> {
     kick: &'a CancellationToken,
     shutdown: &'a CancellationToken,
-    revocations: &'a mut mpsc::UnboundedReceiver<String>,
+    revocations: &'a mut mpsc::UnboundedReceiver<Revocation>,
 }
 
 impl Session<'_> {
@@ -838,11 +864,14 @@ impl Session<'_> {
                     tracing::warn!(client_id = %self.client_id, "its delivery queue is full: too slow a reader; disconnecting");
                     return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
                 }
-                Some(session) = revocations.recv() => {
-                    if let Err(ending) = self.drop_revoked_filters(&session).await {
-                        return ending;
+                Some(revocation) = revocations.recv() => match revocation {
+                    Revocation::Session(session) => {
+                        if let Err(ending) = self.drop_revoked_filters(&session).await {
+                            return ending;
+                        }
                     }
-                }
+                    Revocation::Credentials => return Ending::told("credentials revoked", DisconnectReasonCode::AdministrativeAction),
+                },
                 _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "credentials expired");
                     return Ending::told("credentials expired", DisconnectReasonCode::MaximumConnectTime);

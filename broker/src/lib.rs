@@ -28,6 +28,7 @@ mod inbound;
 mod reference;
 mod router;
 mod session;
+mod staff;
 mod tls;
 mod transport;
 
@@ -53,6 +54,7 @@ pub use auth::{
 pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};
 pub use reference::start_plain_rumqttd;
+pub use staff::StaffRevocations;
 pub use tls::TlsError;
 
 use connection::Shared;
@@ -91,7 +93,8 @@ pub struct Broker {
 const CLOSED_SESSION_SWEEP: Duration = Duration::from_secs(1);
 
 impl Broker {
-    /// Starts the router with the standard plugin chains: JWT authentication (then anonymous
+    /// Starts the router with the standard plugin chains: JWT authentication against the
+    /// broker's staff revocations ([`Broker::staff_revocations`], empty at first; then anonymous
     /// access, if enabled), and the authorization chain of [`AclChain::standard`] over the
     /// broker's session memberships ([`Broker::memberships`], empty until someone joins). No
     /// socket is opened until a listener is served.
@@ -99,8 +102,10 @@ impl Broker {
         for rule in &config.acl.rules {
             rule.validate().map_err(BrokerError::Rule)?;
         }
+        let staff_revocations = StaffRevocations::new();
         let mut authenticators: Vec<Box<dyn Authenticator>> = vec![Box::new(
-            JwtAuthenticator::new(TokenKeys::load(&config.auth)?),
+            JwtAuthenticator::new(TokenKeys::load(&config.auth)?)
+                .with_revocations(staff_revocations.clone()),
         )];
         if config.auth.allow_anonymous {
             authenticators.push(Box::new(AnonymousAuthenticator {
@@ -119,6 +124,7 @@ impl Broker {
             AuthChain::new(authenticators),
             acl,
             memberships.clone(),
+            staff_revocations.clone(),
             hooks,
         ));
         // A subject that leaves a session loses its live subscriptions to it at once. The
@@ -127,6 +133,13 @@ impl Broker {
         memberships.on_leave(Arc::new(move |session, subject| {
             if let Some(shared) = weak.upgrade() {
                 shared.clients.revoke(subject, session);
+            }
+        }));
+        // A subject whose credentials are revoked loses its live connection at once.
+        let weak = Arc::downgrade(&shared);
+        staff_revocations.on_revoke(Arc::new(move |subject| {
+            if let Some(shared) = weak.upgrade() {
+                shared.clients.end(subject);
             }
         }));
         // A forgotten session's retained messages (its lock state) go with it.
@@ -158,6 +171,13 @@ impl Broker {
     /// broker.
     pub fn memberships(&self) -> &Memberships {
         &self.shared.memberships
+    }
+
+    /// Subjects whose tokens issued before a given time are refused, and whose live
+    /// connections a revocation ends: filled from the database at start by whoever starts the
+    /// broker, then kept current by the admin API.
+    pub fn staff_revocations(&self) -> &StaffRevocations {
+        &self.shared.staff_revocations
     }
 
     /// Counters of refusals and denials since start.

@@ -7,7 +7,9 @@ mod config;
 mod server;
 
 pub use audit::{AuditError, audit_key};
-pub use broker::{Access, DeniedPublish, Effect, Memberships, Role, StaticRule, Stats};
+pub use broker::{
+    Access, DeniedPublish, Effect, Memberships, Role, StaffRevocations, StaticRule, Stats,
+};
 pub use config::{Config, ConfigError, LogConfig};
 pub use server::{Addresses, Listeners, ServeError, Server};
 
@@ -65,5 +67,17 @@ pub fn mint_token(
     role: broker::Role,
     ttl: Duration,
 ) -> Result<String, broker::KeyError> {
-    broker::TokenKeys::load(&config.mqtt.auth)?.mint(subject, role, ttl, SystemTime::now())
+    mint_token_at(config, subject, role, ttl, SystemTime::now())
+}
+
+/// [`mint_token`] as if minted at `issued_at` (its `iat`; it expires `ttl` after that): for
+/// tests of token age, such as staff revocations.
+pub fn mint_token_at(
+    config: &Config,
+    subject: &str,
+    role: broker::Role,
+    ttl: Duration,
+    issued_at: SystemTime,
+) -> Result<String, broker::KeyError> {
+    broker::TokenKeys::load(&config.mqtt.auth)?.mint(subject, role, ttl, issued_at)
 }

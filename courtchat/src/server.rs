@@ -181,6 +181,7 @@ pub struct Server {
     /// drain its queue and finish.
     broker: Option<broker::Broker>,
     memberships: broker::Memberships,
+    staff_revocations: broker::StaffRevocations,
     audit_writer: Option<tokio::task::JoinHandle<()>>,
     pipeline_ready: Option<tokio::sync::watch::Receiver<bool>>,
     /// In-process submissions to the pipeline, when it runs inside this server.
@@ -207,6 +208,7 @@ impl Server {
         let broker = broker::Broker::start(config.mqtt.clone(), hooks)?;
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
+        let staff_revocations = broker.staff_revocations().clone();
         for participant in participants {
             memberships.join(
                 &participant.session_id,
@@ -298,6 +300,7 @@ impl Server {
             store,
             broker: Some(broker),
             memberships,
+            staff_revocations,
             audit_writer: Some(audit_writer),
             pipeline_ready,
             commands,
@@ -330,6 +333,12 @@ impl Server {
     /// Who belongs to which session, as the gateway's authorizer sees it.
     pub fn memberships(&self) -> &broker::Memberships {
         &self.memberships
+    }
+
+    /// Staff whose tokens issued before a given time the gateway refuses; revoking a subject
+    /// also ends its live connections at once.
+    pub fn staff_revocations(&self) -> &broker::StaffRevocations {
+        &self.staff_revocations
     }
 
     /// The gateway's denial counters.

@@ -378,6 +378,18 @@ impl TestStack {
             .expect("the test stack's secret signs tokens")
     }
 
+    /// A token valid for an hour from `issued_at`, which it carries as its `iat`.
+    pub fn token_issued_at(&self, subject: &str, role: Role, issued_at: SystemTime) -> String {
+        courtchat::mint_token_at(
+            &self.config,
+            subject,
+            role,
+            Duration::from_secs(3600),
+            issued_at,
+        )
+        .expect("the test stack's secret signs tokens")
+    }
+
     /// Who belongs to which session, as the gateway sees it. The chat pipeline keeps it
     /// current through the protocol; tests of the gateway alone join and remove members
     /// directly.
@@ -386,6 +398,15 @@ impl TestStack {
             .as_ref()
             .expect("the stack is running until shutdown consumes it")
             .memberships()
+    }
+
+    /// Staff whose older tokens the gateway refuses; revoking a subject also ends its live
+    /// connections, as the admin API does when it disables staff or lowers their role.
+    pub fn staff_revocations(&self) -> &courtchat::StaffRevocations {
+        self.server
+            .as_ref()
+            .expect("the stack is running until shutdown consumes it")
+            .staff_revocations()
     }
 
     /// The gateway's denial counters.

@@ -15,6 +15,7 @@ fn identity(role: Role) -> Identity {
         role,
         anonymous: role == Role::Anonymous,
         expires_at: None,
+        issued_at: None,
     }
 }
 

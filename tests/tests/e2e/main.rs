@@ -16,5 +16,6 @@ mod mqttjs;
 mod pipeline;
 mod revocation;
 mod robustness;
+mod staff_revocation;
 mod storage;
 mod tls;
