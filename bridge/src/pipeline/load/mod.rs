@@ -2,6 +2,8 @@
 //! whole batch before anything is decided: earlier answers to the same ids, earlier opens, and
 //! the staff the batch names.
 
+mod postgres;
+
 use std::collections::HashMap;
 
 use schemas::db::entities::{agent, message, participant, submission_ack};
@@ -40,6 +42,12 @@ pub(super) async fn answered(
     if wanted.is_empty() {
         return Ok(answered);
     }
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let wanted: Vec<Key> = wanted.into_iter().collect();
+        let (entries, kept) = postgres::lookup(txn, &wanted).await?;
+        remember(&mut answered, entries, kept);
+        return Ok(answered);
+    }
     // Exact triples, OR-ed (each one an index lookup), padded so that the statement has few
     // shapes (see `in_statement_sizes`).
     let wanted: Vec<Key> = padded(wanted.into_iter().collect());
@@ -60,22 +68,34 @@ pub(super) async fn answered(
                     .add(submission_ack::Column::ClientMsgId.eq(cmid.as_str())),
             );
         }
-        for row in message::Entity::find().filter(entries).all(txn).await? {
-            let answer = Answered::Entry {
-                seq: row.seq as u64,
-                content: stored_content(&row),
-            };
-            answered.insert((row.session_id, row.sender, row.client_msg_id), answer);
-        }
-        for row in submission_ack::Entity::find().filter(kept).all(txn).await? {
-            let key = (row.session_id, row.sender, row.client_msg_id);
-            answered.entry(key).or_insert(Answered::Ack {
-                ack: row.ack.into_bytes(),
-                digest: row.request_digest,
-            });
-        }
+        let stored = message::Entity::find().filter(entries).all(txn).await?;
+        let kept = submission_ack::Entity::find().filter(kept).all(txn).await?;
+        remember(&mut answered, stored, kept);
     }
     Ok(answered)
+}
+
+/// Files stored entries and kept acknowledgements under their ids; an entry wins over an
+/// acknowledgement of the same id.
+fn remember(
+    answered: &mut HashMap<Key, Answered>,
+    entries: Vec<message::Model>,
+    kept: Vec<submission_ack::Model>,
+) {
+    for row in entries {
+        let answer = Answered::Entry {
+            seq: row.seq as u64,
+            content: stored_content(&row),
+        };
+        answered.insert((row.session_id, row.sender, row.client_msg_id), answer);
+    }
+    for row in kept {
+        let key = (row.session_id, row.sender, row.client_msg_id);
+        answered.entry(key).or_insert(Answered::Ack {
+            ack: row.ack.into_bytes(),
+            digest: row.request_digest,
+        });
+    }
 }
 
 /// The session an earlier open request of `applicant` with this id opened, and whether it was
