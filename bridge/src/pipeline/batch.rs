@@ -453,22 +453,28 @@ pub(crate) async fn store(
         ..
     } = decided;
     let txn = store.connection().begin().await?;
-    let mut trail = audit.batch(&txn).await?;
-    writer::write(&txn, &mut trail, &mut fx, now).await?;
-    for job in resyncs {
-        let request = PageRequest {
-            session_id: &job.session_id,
-            cmid: &job.cmid,
-            staff: job.staff,
-            from_seq: job.from_seq,
-            to_seq: job.to_seq,
-            last_seq: job.last_seq,
-        };
-        let page = resync::page(&txn, &request, limits).await?;
-        fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
+    let mut trail = audit.assuming_batch(&txn).await?;
+    let stored = async {
+        writer::write(&txn, &mut trail, &mut fx, now).await?;
+        for job in resyncs {
+            let request = PageRequest {
+                session_id: &job.session_id,
+                cmid: &job.cmid,
+                staff: job.staff,
+                from_seq: job.from_seq,
+                to_seq: job.to_seq,
+                last_seq: job.last_seq,
+            };
+            let page = resync::page(&txn, &request, limits).await?;
+            fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
+        }
+        txn.commit().await?;
+        Ok::<_, PipelineError>(())
     }
-    txn.commit().await?;
+    .await;
+    audit.settle(&trail, stored.is_ok());
     drop(trail);
+    stored?;
     Ok((fx.outbox, fx.closed))
 }
 

@@ -39,6 +39,10 @@ pub enum PipelineError {
     /// A state the pipeline's own bookkeeping should rule out; the batch is abandoned.
     #[error("internal inconsistency: {0}")]
     Inconsistent(&'static str),
+    /// Another process appended to the audit chain since this one last did, so the head this
+    /// batch was chained to is stale; nothing was stored, and the batch is decided again.
+    #[error("another writer moved the audit head")]
+    HeadMoved,
     /// Deciding panicked; the batch is abandoned and its submissions decided one by one.
     #[error("deciding panicked: {0}")]
     Panicked(String),

@@ -18,6 +18,8 @@ mod commands;
 mod hardening;
 #[path = "pipeline_outage.rs"]
 mod outage;
+#[path = "pipeline_shared_chain.rs"]
+mod shared_chain;
 
 /// An applicant's client, sorting what arrives into acknowledgements and stream entries.
 struct Applicant {

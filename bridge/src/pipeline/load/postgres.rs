@@ -41,7 +41,7 @@ pub(super) async fn lookup(
     let statement =
         |sql: &str| Statement::from_sql_and_values(DbBackend::Postgres, sql, [ids.clone().into()]);
     // Both at once, on two of the pool's connections: one round trip's wait instead of two.
-    let (entries, kept) = futures_util::try_join!(
+    let (entries, kept) = tokio::try_join!(
         message::Entity::find()
             .from_raw_sql(statement(ENTRIES))
             .all(txn),

@@ -92,8 +92,9 @@ pub(crate) async fn write(
         audit.append(entry)?;
     }
     if txn.get_database_backend() == DatabaseBackend::Postgres {
+        let assumed = audit.assumed().map(str::to_owned);
         let (entries, head) = audit.take_pending();
-        return postgres::write_hot_path(txn, fx, entries, head, now).await;
+        return postgres::write_hot_path(txn, fx, entries, head, assumed, now).await;
     }
     let entries = std::mem::take(&mut fx.entries);
     for rows in in_statement_sizes(&entries) {

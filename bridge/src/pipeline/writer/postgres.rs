@@ -22,8 +22,10 @@ use super::super::PipelineError;
 use super::super::decide::{Effects, SessionState};
 
 /// The whole statement: its parameters are the entries ($1), the session rows ($2), the kept
-/// acknowledgements ($3), the audit entries in chain order ($4), the chain's new head ($5) and
-/// the batch's time ($6).
+/// acknowledgements ($3), the audit entries in chain order ($4), the chain's new head ($5),
+/// the batch's time ($6) and, when the chain's head was not locked and read first, the head it
+/// must still be ($7; NULL otherwise): a head another process moved meanwhile is left alone,
+/// no row is updated, and the batch fails (its transaction rolls back).
 const STATEMENT: &str = r#"
 WITH entries AS (
     INSERT INTO messages (session_id, seq, client_msg_id, sender, kind, body, created_at)
@@ -61,7 +63,7 @@ WITH entries AS (
     FROM jsonb_array_elements($4::jsonb) WITH ORDINALITY AS a(r, n)
     ORDER BY n
 )
-UPDATE audit_head SET mac = $5 WHERE id = 1
+UPDATE audit_head SET mac = $5 WHERE id = 1 AND ($7::text IS NULL OR mac = $7)
 "#;
 
 #[derive(Serialize)]
@@ -148,6 +150,7 @@ pub(super) async fn write_hot_path(
     fx: &mut Effects,
     audit: Vec<audit_event::ActiveModel>,
     head: String,
+    mut assumed: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<(), PipelineError> {
     let entries = std::mem::take(&mut fx.entries);
@@ -168,7 +171,11 @@ pub(super) async fn write_hot_path(
         serialized(&audit_rows)?,
     ];
     // Every part moves the head to the batch's last entry: the transaction ends with it there.
+    // The first checks the assumed head; once it has moved it, the row is this transaction's
+    // until it ends.
     for [entries, sessions, acks, audit] in parts(tables, STATEMENT_BUDGET) {
+        let checked = assumed.take();
+        let moved_elsewhere = checked.is_some();
         let statement = Statement::from_sql_and_values(
             txn.get_database_backend(),
             STATEMENT,
@@ -179,11 +186,16 @@ pub(super) async fn write_hot_path(
                 Value::from(audit),
                 Value::from(head.clone()),
                 Value::from(now),
+                Value::from(checked),
             ],
         );
         let result = txn.execute_raw(statement).await?;
         if result.rows_affected() != 1 {
-            return Err(PipelineError::Inconsistent("the audit head row is missing"));
+            return Err(if moved_elsewhere {
+                PipelineError::HeadMoved
+            } else {
+                PipelineError::Inconsistent("the audit head row is missing")
+            });
         }
     }
     Ok(())
