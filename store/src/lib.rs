@@ -305,6 +305,20 @@ impl Store {
             .map_err(StoreError::Query)
     }
 
+    /// Every member of staff whose tokens issued before a time are refused (disabled or
+    /// demoted), with that time in Unix seconds. The gateway loads this at start; afterwards
+    /// the admin API keeps it current.
+    pub async fn staff_revocations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(agent::Entity::find()
+            .filter(agent::Column::TokensNotBefore.gt(0))
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)?
+            .into_iter()
+            .map(|row| (row.subject, row.tokens_not_before.max(0) as u64))
+            .collect())
+    }
+
     /// Registers members of staff (active, no team), leaving any subject already registered as
     /// it is. Until the admin API manages staff, this is how tools and benchmarks add them.
     pub async fn register_staff(

@@ -17,6 +17,12 @@ pub struct Model {
     /// Deactivated agents keep their row so that the record of what they wrote stays attributable.
     pub active: bool,
     pub created_at: DateTimeUtc,
+    /// The password's argon2id hash (PHC string); none: no password sign-in.
+    pub password_hash: Option<String>,
+    /// How many sessions the agent takes at once.
+    pub capacity: i32,
+    /// Unix seconds before which the agent's tokens are refused (0: never revoked).
+    pub tokens_not_before: i64,
 }
 
 /// What a member of staff may do; applicants and services are not staff and have no row here.
