@@ -1,24 +1,39 @@
-//! courtchat's HTTP API: health and readiness today; agents, sessions, retention, audit and
-//! statistics as the admin API issue lands.
+//! courtchat's HTTP API: health and readiness, staff sign-in, and (as the admin API issue
+//! lands) people, kiosks, sessions, retention, audit and statistics.
 //!
 //! [`router`] builds the routes over an [`AdminState`]; [`serve`] runs them on an already-bound
 //! listener until a shutdown future resolves. Every error is answered as RFC 9457 problem
-//! details (`application/problem+json`).
+//! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
+//! `/v1/openapi.json`.
 
+mod extract;
+mod login;
+mod openapi;
+pub mod password;
+pub mod people;
 mod problem;
+mod throttle;
+mod tokens;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use utoipa::ToSchema;
 
+pub use openapi::ApiDoc;
 pub use problem::Problem;
+pub use throttle::LoginThrottle;
+pub use tokens::{Tokens, Verified};
 
 /// The `[admin]` section of the configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,14 +41,23 @@ pub use problem::Problem;
 pub struct AdminConfig {
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
+    /// How long a token issued at sign-in stays valid, in seconds.
+    pub token_ttl_secs: u64,
+    /// Sign-in attempts allowed per account per minute (a burst of as many).
+    pub login_attempts_per_account: NonZeroU32,
+    /// Sign-in attempts allowed per client address per minute.
+    pub login_attempts_per_address: NonZeroU32,
 }
 
-// Loopback by default: the API has no authentication yet, and health probes usually run on the
-// same host or through a port mapping the operator configures.
+// Loopback by default: health probes usually run on the same host or through a port mapping
+// the operator configures.
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_ttl_secs: 8 * 3600,
+            login_attempts_per_account: NonZeroU32::new(5).expect("nonzero"),
+            login_attempts_per_address: NonZeroU32::new(30).expect("nonzero"),
         }
     }
 }
@@ -44,14 +68,94 @@ pub struct AdminState {
     pub store: store::Store,
     /// Whether the chat pipeline is receiving submissions; `None` when it runs elsewhere.
     pub pipeline_ready: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The audit chain: sign-ins and every administrative action are recorded on it.
+    pub audit: Arc<bridge::AuditTrail>,
+    /// The server's token keys.
+    pub tokens: Arc<dyn Tokens>,
+    pub login: Arc<LoginSettings>,
 }
 
-/// The API's routes.
+/// How sign-in behaves.
+pub struct LoginSettings {
+    pub throttle: LoginThrottle,
+    pub token_ttl: Duration,
+}
+
+impl LoginSettings {
+    pub fn new(config: &AdminConfig) -> Self {
+        Self {
+            throttle: LoginThrottle::new(
+                config.login_attempts_per_account,
+                config.login_attempts_per_address,
+            ),
+            token_ttl: Duration::from_secs(config.token_ttl_secs),
+        }
+    }
+}
+
+impl AdminState {
+    /// Appends an entry to the audit chain; a chain that cannot be written refuses the request
+    /// (an action the record does not show must not happen).
+    async fn record(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), Problem> {
+        self.audit
+            .append(bridge::AuditEntry {
+                actor: actor.to_owned(),
+                action: action.to_owned(),
+                session_id: None,
+                detail,
+            })
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, action, "an audit entry could not be written");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the audit record cannot be written",
+                )
+            })
+    }
+}
+
+/// The answer to a database error: the database being away is 503, anything else 500 (logged).
+fn database_problem(error: &sea_orm::DbErr) -> Problem {
+    if store::is_unreachable(error) {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "database unreachable",
+        )
+    } else {
+        tracing::error!(%error, "a query failed");
+        Problem::internal()
+    }
+}
+
+/// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
+    // Forget sign-in limits of keys idle long enough to be full again.
+    let login = state.login.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every.tick().await;
+            if Arc::strong_count(&login) == 1 {
+                return;
+            }
+            login.throttle.forget_idle();
+        }
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/login", post(login::login))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -61,33 +165,47 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Status {
+    #[schema(example = "ok")]
     status: &'static str,
 }
 
 /// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "the process is up", body = Status)))]
 async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
 /// How long readiness waits for the database's answer.
-const READINESS_PING: std::time::Duration = std::time::Duration::from_secs(1);
+const READINESS_PING: Duration = Duration::from_secs(1);
 
 /// Readiness: the database answers and, when it runs here, the chat pipeline is receiving.
 /// Load balancers stop routing here while either is not so.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "ready", body = Status),
+        (status = 503, description = "the database or the chat pipeline is not ready", body = Problem, content_type = "application/problem+json"),
+    ))]
 async fn readyz(State(state): State<AdminState>) -> Response {
+    let not_ready = |detail: &str| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready")
+            .detail(detail)
+            .into_response()
+    };
     if let Some(ready) = &state.pipeline_ready
         && !*ready.borrow()
     {
-        return Problem::new(StatusCode::SERVICE_UNAVAILABLE, "chat pipeline not ready")
-            .detail("the pipeline is not connected to the gateway yet")
-            .into_response();
+        return not_ready("the chat pipeline is not connected to the gateway yet");
     }
     // A probe wants an answer within its own timeout, which is often a second or two; an
     // unreachable database would otherwise hold it for the whole connect timeout.
@@ -95,19 +213,23 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Ok(Ok(())) => Json(Status { status: "ready" }).into_response(),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-                .detail("the database did not answer a ping")
-                .into_response()
+            not_ready("the database did not answer a ping")
         }
         Err(_) => {
             tracing::warn!("readiness check timed out");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-                .detail("the database did not answer a ping within a second")
-                .into_response()
+            not_ready("the database did not answer a ping within a second")
         }
     }
 }
 
 async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "no such resource")
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "method not allowed on this resource",
+    )
 }

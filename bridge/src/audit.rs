@@ -240,7 +240,7 @@ impl AuditBatch<'_> {
     }
 
     /// The head once this batch's entries are written.
-    pub(crate) fn head(&self) -> &str {
+    pub fn head(&self) -> &str {
         &self.head
     }
 
@@ -331,7 +331,7 @@ impl AuditTrail {
 
     /// Records how `batch` ended, before it ends this process's turn: committed, its head is
     /// the chain's head; otherwise the head is unknown until it is read again.
-    pub(crate) fn settle(&self, batch: &AuditBatch<'_>, committed: bool) {
+    pub fn settle(&self, batch: &AuditBatch<'_>, committed: bool) {
         *self.known() = committed.then(|| batch.head().to_owned());
     }
 

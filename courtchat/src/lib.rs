@@ -5,6 +5,7 @@
 mod audit;
 mod config;
 mod server;
+mod staff;
 
 pub use audit::{AuditError, audit_key};
 pub use broker::{
@@ -28,6 +29,33 @@ pub async fn verify_audit(
     store: &store::Store,
 ) -> Result<Verification, AuditError> {
     Ok(bridge::AuditTrail::verify(store, &audit_key(&config.audit)?).await?)
+}
+
+pub use admin_api::people::NewStaff;
+pub use schemas::db::entities::agent::StaffRole;
+
+/// Creates a member of staff on the configured database (migrating it first, so that this works
+/// on a fresh install before the first start), recorded on the audit chain as done from the
+/// command line.
+pub async fn add_staff(
+    config: &Config,
+    new: NewStaff,
+) -> Result<schemas::db::entities::agent::Model, AddStaffError> {
+    let store = store::Store::open(&config.database).await?;
+    let audit = audit::open_trail(&store, &config.audit).await?;
+    let created = admin_api::people::add_staff(&store, &audit, "cli", new).await;
+    store.close().await;
+    Ok(created?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AddStaffError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    People(#[from] admin_api::people::PeopleError),
 }
 
 /// The chat pipeline over `store`, configured by `config`, as `serve` and `bridge` run it.

@@ -52,6 +52,9 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Manage help-desk staff from the server (the first admin of a fresh install).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Measure courtchat against other MQTT brokers in one run (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench_cli::BenchCommand),
@@ -102,6 +105,35 @@ enum AuditCommand {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Create a member of staff who signs in with a password (`POST /v1/login`).
+    ///
+    /// The password is read from standard input (one line, at least 12 characters), never from
+    /// the command line, where other users could read it: e.g.
+    /// `courtchat user add ann --role admin < password-file`.
+    Add {
+        /// The sign-in name: letters, digits, '.', '_', '-', '@'; also the MQTT client id.
+        name: String,
+        /// agent, supervisor or admin.
+        #[arg(long, value_enum)]
+        role: StaffRoleArg,
+        /// The name others see; the sign-in name if not given.
+        #[arg(long)]
+        display_name: Option<String>,
+        /// The team the person works in.
+        #[arg(long)]
+        team: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StaffRoleArg {
+    Agent,
+    Supervisor,
+    Admin,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the effective configuration as TOML, with secrets redacted.
     Print,
@@ -140,12 +172,53 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => runtime()?.block_on(migrate(config)),
         Command::Bridge { broker } => runtime()?.block_on(run_bridge(config, broker)),
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(verify_audit(config)),
+        Command::User(UserCommand::Add {
+            name,
+            role,
+            display_name,
+            team,
+        }) => {
+            let password = read_password()?;
+            let role = match role {
+                StaffRoleArg::Agent => courtchat::StaffRole::Agent,
+                StaffRoleArg::Supervisor => courtchat::StaffRole::Supervisor,
+                StaffRoleArg::Admin => courtchat::StaffRole::Admin,
+            };
+            let new = courtchat::NewStaff {
+                display_name: display_name.unwrap_or_else(|| name.clone()),
+                username: name,
+                role,
+                team,
+                password,
+            };
+            let created = runtime()?.block_on(courtchat::add_staff(&config, new))?;
+            println!("created {} ({:?})", created.subject, created.role);
+            Ok(())
+        }
         Command::Bench(command) => {
             init_logging(&config);
             bench_cli::run(config, command)
         }
         Command::Serve => runtime()?.block_on(serve(config)),
     }
+}
+
+/// One line of standard input, without its line ending: the password of `user add`.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (it will show as you type; pipe it in to avoid that): ");
+        std::io::stderr().flush().ok();
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    Ok(password)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -73,6 +73,8 @@ pub enum ServeError {
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
     #[error(transparent)]
+    Keys(#[from] broker::KeyError),
+    #[error(transparent)]
     Audit(#[from] crate::AuditError),
     #[error("the {what} listener failed: {source}")]
     Listener {
@@ -209,6 +211,11 @@ impl Server {
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
         let staff_revocations = broker.staff_revocations().clone();
+        // Staff disabled or demoted earlier stay so across restarts.
+        staff_revocations.load(store.staff_revocations().await?);
+        let tokens: Arc<dyn admin_api::Tokens> = Arc::new(crate::staff::StaffTokens(
+            broker::TokenKeys::load(&config.mqtt.auth)?,
+        ));
         for participant in participants {
             memberships.join(
                 &participant.session_id,
@@ -275,6 +282,9 @@ impl Server {
             let state = admin_api::AdminState {
                 store: store.clone(),
                 pipeline_ready: pipeline_ready.clone(),
+                audit: audit.clone(),
+                tokens: tokens.clone(),
+                login: Arc::new(admin_api::LoginSettings::new(&config.admin)),
             };
             let stop = stop.clone();
             async move {

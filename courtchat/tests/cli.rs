@@ -126,7 +126,7 @@ fn migrate_creates_the_embedded_database_under_data() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("data/courtchat.db").is_file());
     assert!(
-        text(&out.stderr).contains("applied=5"),
+        text(&out.stderr).contains("applied=6"),
         "{}",
         text(&out.stderr)
     );
@@ -137,6 +137,70 @@ fn migrate_creates_the_embedded_database_under_data() {
         text(&again.stderr).contains("applied=0"),
         "{}",
         text(&again.stderr)
+    );
+}
+
+/// `user add` with the password on standard input, as README's quick start shows it.
+fn user_add(dir: &Path, args: &[&str], password: &str) -> Output {
+    let mut child = courtchat(dir, &[])
+        .args(["user", "add"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the courtchat binary runs");
+    let mut stdin = child.stdin.take().expect("piped");
+    writeln!(stdin, "{password}").unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn user_add_creates_the_first_admin_from_a_password_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = user_add(
+        dir.path(),
+        &["ann", "--role", "admin"],
+        "correct horse battery",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("created ann"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The password appears nowhere in what the command printed.
+    assert!(!text(&out.stdout).contains("horse") && !text(&out.stderr).contains("horse"));
+
+    let again = user_add(
+        dir.path(),
+        &["ann", "--role", "agent"],
+        "another long password",
+    );
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already"),
+        "{}",
+        text(&again.stderr)
+    );
+    let short = user_add(dir.path(), &["bob", "--role", "agent"], "short");
+    assert!(!short.status.success());
+    assert!(
+        text(&short.stderr).contains("12"),
+        "{}",
+        text(&short.stderr)
+    );
+    let bad = user_add(
+        dir.path(),
+        &["bob/x", "--role", "agent"],
+        "correct horse battery",
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("username"),
+        "{}",
+        text(&bad.stderr)
     );
 }
 

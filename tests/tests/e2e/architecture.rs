@@ -123,7 +123,7 @@ fn crates_depend_only_on_the_layers_below() -> anyhow::Result<()> {
         ("store", &["schemas"]),
         ("broker", &["schemas"]),
         ("bridge", &["schemas", "store"]),
-        ("admin-api", &["schemas", "store"]),
+        ("admin-api", &["schemas", "store", "bridge"]),
         ("bench", &["schemas", "store"]),
         (
             "courtchat",

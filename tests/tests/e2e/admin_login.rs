@@ -1,0 +1,247 @@
+//! Staff sign-in over HTTP (`POST /v1/login`) and the admin API's contract: the token it
+//! issues is the person's MQTT password; failures are refused alike, audited and rate-limited;
+//! bad requests get problem details; the OpenAPI document names exactly the routes served.
+
+use std::collections::BTreeSet;
+
+use courtchat::{NewStaff, StaffRole};
+use rumqttc::v5::mqttbytes::QoS;
+use schemas::db::entities::audit_event;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use testkit::TestStack;
+use testkit::mqtt::{TestClientV5, filter};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn stack_with_admin() -> anyhow::Result<TestStack> {
+    let stack = TestStack::start().await?;
+    courtchat::add_staff(
+        stack.config(),
+        NewStaff {
+            username: "ann".to_owned(),
+            display_name: "Ann Admin".to_owned(),
+            role: StaffRole::Admin,
+            team: None,
+            password: PASSWORD.to_owned(),
+        },
+    )
+    .await?;
+    Ok(stack)
+}
+
+async fn login(stack: &TestStack, body: Value) -> anyhow::Result<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .post(stack.http_url("/v1/login"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await?))
+}
+
+#[tokio::test]
+async fn staff_sign_in_and_the_token_is_their_mqtt_password() -> anyhow::Result<()> {
+    let stack = stack_with_admin().await?;
+    let (status, body) = login(&stack, json!({"username": "ann", "password": PASSWORD})).await?;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("a token").to_owned();
+    assert!(
+        sea_orm::prelude::ChronoDateTimeWithTimeZone::parse_from_rfc3339(
+            body["expires_at"].as_str().unwrap_or_default()
+        )
+        .is_ok(),
+        "{body}"
+    );
+
+    // The same token opens the person's MQTT connection.
+    let addr = stack.mqtt_tcp_addr();
+    let mut options = rumqttc::v5::MqttOptions::new("ann", addr.ip().to_string(), addr.port());
+    options.set_credentials("ann", token);
+    let mut mqtt = TestClientV5::connect(options).await?;
+    mqtt.subscribe(vec![filter("cc/v1/clients/ann/ack", QoS::AtLeastOnce)])
+        .await?;
+
+    let signed_in = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("admin.login"))
+        .filter(audit_event::Column::Actor.eq("ann"))
+        .all(stack.store().connection())
+        .await?;
+    assert_eq!(signed_in.len(), 1);
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn failures_look_alike_are_audited_and_rate_limited() -> anyhow::Result<()> {
+    let stack = stack_with_admin().await?;
+    // A wrong password and an unknown account get the same answer.
+    let (status, wrong) = login(
+        &stack,
+        json!({"username": "ann", "password": "not it at all"}),
+    )
+    .await?;
+    assert_eq!(status, 401);
+    let (status, unknown) =
+        login(&stack, json!({"username": "nobody", "password": PASSWORD})).await?;
+    assert_eq!(status, 401);
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong["type"], "urn:courtchat:problem:invalid-credentials");
+
+    let failed = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("admin.login.failed"))
+        .all(stack.store().connection())
+        .await?;
+    let actors: BTreeSet<&str> = failed.iter().map(|e| e.actor.as_str()).collect();
+    assert_eq!(actors, BTreeSet::from(["ann", "nobody"]));
+    assert!(
+        failed[0].detail.contains("127.0.0.1"),
+        "{}",
+        failed[0].detail
+    );
+    // The password is nowhere on the record.
+    assert!(failed.iter().all(|e| !e.detail.contains("not it at all")));
+
+    // Five attempts a minute per account (the default): four more are allowed, then 429,
+    // even with the right password.
+    for _ in 0..4 {
+        let (status, _) = login(
+            &stack,
+            json!({"username": "ann", "password": "still wrong!!"}),
+        )
+        .await?;
+        assert_eq!(status, 401);
+    }
+    let response = reqwest::Client::new()
+        .post(stack.http_url("/v1/login"))
+        .json(&json!({"username": "ann", "password": PASSWORD}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"].to_str()?.parse()?;
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body: Value = response.json().await?;
+    assert_eq!(body["type"], "urn:courtchat:problem:rate-limited");
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_details() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let http = reqwest::Client::new();
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            http.post(stack.http_url("/v1/login"))
+                .body("{not json")
+                .header("content-type", "application/json"),
+            400,
+            "invalid-request",
+        ),
+        (
+            http.post(stack.http_url("/v1/login"))
+                .body(r#"{"username":"a"}"#),
+            415,
+            "unsupported-media-type",
+        ),
+        (
+            http.post(stack.http_url("/v1/login"))
+                .json(&json!({"username": "a"})),
+            400,
+            "invalid-request",
+        ),
+        (
+            http.post(stack.http_url("/v1/login"))
+                .json(&json!({"username": "a", "password": "b", "extra": 1})),
+            400,
+            "invalid-request",
+        ),
+        (
+            http.post(stack.http_url("/v1/login"))
+                .json(&json!({"username": "", "password": "b"})),
+            400,
+            "invalid-request",
+        ),
+        (
+            http.get(stack.http_url("/v1/login")),
+            405,
+            "method-not-allowed",
+        ),
+        (http.get(stack.http_url("/v1/nothing")), 404, "not-found"),
+    ];
+    for (request, status, slug) in cases {
+        let response = request.send().await?;
+        assert_eq!(response.status().as_u16(), status, "{slug}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{slug}"
+        );
+        let body: Value = response.json().await?;
+        assert_eq!(
+            body["type"],
+            format!("urn:courtchat:problem:{slug}"),
+            "{body}"
+        );
+        assert_eq!(body["status"], status);
+    }
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Every operation the OpenAPI document names is served (none answers "no such resource"),
+/// and every route the router declares is in the document.
+#[tokio::test]
+async fn the_openapi_document_names_exactly_the_routes_served() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let http = reqwest::Client::new();
+    let doc: Value = http
+        .get(stack.http_url("/v1/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = BTreeSet::new();
+    for (path, operations) in paths {
+        for method in operations.as_object().expect("operations").keys() {
+            documented.insert(path.clone());
+            let request = http.request(method.to_uppercase().parse()?, stack.http_url(path));
+            let response = request.send().await?;
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            assert!(
+                body["type"] != "urn:courtchat:problem:not-found"
+                    && body["type"] != "urn:courtchat:problem:method-not-allowed",
+                "{method} {path} is documented but not served: {body}"
+            );
+        }
+    }
+    // The router's routes, read from its source: each is documented (the document itself
+    // aside).
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../admin-api/src/lib.rs"),
+    )?;
+    let routed: BTreeSet<String> = source
+        .split(".route(\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|path| *path != "/v1/openapi.json")
+        .map(str::to_owned)
+        .collect();
+    assert!(!routed.is_empty());
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
