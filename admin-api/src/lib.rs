@@ -6,11 +6,13 @@
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
+mod auth;
 mod extract;
 mod login;
 mod openapi;
 pub mod password;
 pub mod people;
+mod people_http;
 mod problem;
 mod throttle;
 mod tokens;
@@ -73,6 +75,8 @@ pub struct AdminState {
     /// The server's token keys.
     pub tokens: Arc<dyn Tokens>,
     pub login: Arc<LoginSettings>,
+    /// The gateway's revocations: disabling or demoting someone ends their connections.
+    pub gate: Arc<dyn people::Gate>,
 }
 
 /// How sign-in behaves.
@@ -154,6 +158,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/login", post(login::login))
+        .route(
+            "/v1/people",
+            get(people_http::list).post(people_http::create),
+        )
+        .route(
+            "/v1/people/{username}",
+            get(people_http::read).patch(people_http::update),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

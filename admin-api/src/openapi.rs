@@ -10,14 +10,44 @@ use utoipa::OpenApi;
         description = "Staff sign-in and the help desk's administration. Errors are RFC 9457 \
                        problem details whose `type` is stable.",
     ),
-    paths(crate::login::login, crate::healthz, crate::readyz),
+    paths(
+        crate::login::login,
+        crate::people_http::list,
+        crate::people_http::create,
+        crate::people_http::read,
+        crate::people_http::update,
+        crate::healthz,
+        crate::readyz,
+    ),
     components(schemas(crate::Problem, crate::login::LoginRequest, crate::login::LoginResponse, crate::Status)),
+    modifiers(&Bearer),
     tags(
         (name = "sign-in", description = "Tokens for staff"),
+        (name = "people", description = "Help-desk staff: agents, supervisors, admins"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]
 pub struct ApiDoc;
+
+/// The bearer scheme the `security` of each protected route names: the token from
+/// `/v1/login`.
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// `GET /v1/openapi.json`.
 pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {

@@ -14,6 +14,8 @@ pub struct NewStaff {
     pub display_name: String,
     pub role: StaffRole,
     pub team: Option<String>,
+    /// Sessions at once; the default (3) when absent.
+    pub capacity: Option<i32>,
     pub password: String,
 }
 
@@ -25,6 +27,10 @@ pub enum PeopleError {
     Username,
     #[error("a display name is 1 to 128 characters")]
     DisplayName,
+    #[error("a team name is 1 to 64 characters")]
+    Team,
+    #[error("a capacity is 1 to 100 sessions")]
+    Capacity,
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error("there is already a member of staff called {0}")]
@@ -58,6 +64,16 @@ pub async fn add_staff(
     if !(1..=128).contains(&display_name.chars().count()) {
         return Err(PeopleError::DisplayName);
     }
+    if let Some(team) = &new.team
+        && !(1..=64).contains(&team.chars().count())
+    {
+        return Err(PeopleError::Team);
+    }
+    if let Some(capacity) = new.capacity
+        && !(1..=100).contains(&capacity)
+    {
+        return Err(PeopleError::Capacity);
+    }
     let password = new.password;
     let hash = tokio::task::spawn_blocking(move || password::hash(&password))
         .await
@@ -80,6 +96,7 @@ pub async fn add_staff(
         active: Set(true),
         created_at: Set(chrono::Utc::now()),
         password_hash: Set(Some(hash)),
+        capacity: new.capacity.map_or(sea_orm::ActiveValue::NotSet, Set),
         ..Default::default()
     }
     .insert(&txn)
@@ -104,6 +121,207 @@ pub async fn add_staff(
     audit.settle(&chain, true);
     drop(chain);
     Ok(created)
+}
+
+/// Ends a member of staff's live connections and refuses their tokens issued before a time:
+/// the gateway's revocations, which the serving process passes in.
+pub trait Gate: Send + Sync {
+    fn revoke(&self, username: &str, not_before: u64);
+}
+
+/// Changes to a member of staff; absent fields stay as they are.
+#[derive(Default)]
+pub struct StaffChanges {
+    pub display_name: Option<String>,
+    pub role: Option<StaffRole>,
+    /// `Some(None)` clears the team.
+    pub team: Option<Option<String>>,
+    pub capacity: Option<i32>,
+    pub active: Option<bool>,
+    pub password: Option<String>,
+}
+
+/// Whether going from `before` to `after` takes away what the person's tokens allow: disabling,
+/// a lower role, or a new password. Their tokens are then revoked.
+pub fn revokes(before: &agent::Model, after: &agent::Model, password_changed: bool) -> bool {
+    (before.active && !after.active)
+        || crate::auth::rank(after.role) < crate::auth::rank(before.role)
+        || password_changed
+}
+
+/// What the audit chain records of a member of staff (never the password hash).
+pub fn recorded(account: &agent::Model) -> serde_json::Value {
+    serde_json::json!({
+        "display_name": account.display_name,
+        "role": role_name(account.role),
+        "team": account.team,
+        "capacity": account.capacity,
+        "active": account.active,
+    })
+}
+
+/// Applies `changes` to `username`, recording before and after on the audit chain in the same
+/// transaction, and, if they take rights away ([`revokes`]), refuses the person's older tokens
+/// from the next second on and ends their live connections. `None` if there is no such person.
+pub async fn update_staff(
+    store: &store::Store,
+    audit: &bridge::AuditTrail,
+    gate: &dyn Gate,
+    actor: &str,
+    username: &str,
+    changes: StaffChanges,
+) -> Result<Option<agent::Model>, PeopleError> {
+    if let Some(name) = &changes.display_name
+        && !(1..=128).contains(&name.trim().chars().count())
+    {
+        return Err(PeopleError::DisplayName);
+    }
+    if let Some(Some(team)) = &changes.team
+        && !(1..=64).contains(&team.chars().count())
+    {
+        return Err(PeopleError::Team);
+    }
+    if let Some(capacity) = changes.capacity
+        && !(1..=100).contains(&capacity)
+    {
+        return Err(PeopleError::Capacity);
+    }
+    let hash = match changes.password {
+        Some(password) => Some(
+            tokio::task::spawn_blocking(move || password::hash(&password))
+                .await
+                .map_err(|_| PasswordError::Hash("the hashing task failed".to_owned()))??,
+        ),
+        None => None,
+    };
+
+    let txn = store.connection().begin().await?;
+    let Some(before) = agent::Entity::find()
+        .filter(agent::Column::Subject.eq(username))
+        .one(&txn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut row: agent::ActiveModel = before.clone().into();
+    if let Some(name) = changes.display_name {
+        row.display_name = Set(name.trim().to_owned());
+    }
+    if let Some(role) = changes.role {
+        row.role = Set(role);
+    }
+    if let Some(team) = changes.team {
+        row.team = Set(team);
+    }
+    if let Some(capacity) = changes.capacity {
+        row.capacity = Set(capacity);
+    }
+    if let Some(active) = changes.active {
+        row.active = Set(active);
+    }
+    let password_changed = hash.is_some();
+    if let Some(hash) = hash {
+        row.password_hash = Set(Some(hash));
+    }
+    // Tokens issued in this very second are refused too: `iat` has whole seconds.
+    let not_before = unix_now() + 1;
+    let mut after_guess = before.clone();
+    apply_preview(&mut after_guess, &row);
+    let revoke = revokes(&before, &after_guess, password_changed);
+    if revoke {
+        row.tokens_not_before = Set(not_before as i64);
+    }
+    let mut chain = audit.batch(&txn).await?;
+    let after = row.update(&txn).await?;
+    chain.append(bridge::AuditEntry {
+        actor: actor.to_owned(),
+        action: "admin.staff.updated".to_owned(),
+        session_id: None,
+        detail: serde_json::json!({
+            "username": username,
+            "before": recorded(&before),
+            "after": recorded(&after),
+            "password_changed": password_changed,
+            "tokens_revoked": revoke,
+        }),
+    })?;
+    chain.flush(&txn).await?;
+    txn.commit().await?;
+    audit.settle(&chain, true);
+    drop(chain);
+    if revoke {
+        gate.revoke(username, not_before);
+    }
+    Ok(Some(after))
+}
+
+/// The values `row` sets, over `model`: what the row will be once updated.
+fn apply_preview(model: &mut agent::Model, row: &agent::ActiveModel) {
+    if let sea_orm::ActiveValue::Set(role) = &row.role {
+        model.role = *role;
+    }
+    if let sea_orm::ActiveValue::Set(active) = &row.active {
+        model.active = *active;
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Filters of a list of staff.
+#[derive(Default)]
+pub struct StaffFilter {
+    pub role: Option<StaffRole>,
+    pub team: Option<String>,
+    pub active: Option<bool>,
+}
+
+/// Up to `limit` members of staff matching `filter`, in creation order, after the one with id
+/// `after` (a cursor); and the cursor of the next page if there may be one.
+pub async fn list_staff(
+    store: &store::Store,
+    filter: StaffFilter,
+    after: i64,
+    limit: u64,
+) -> Result<(Vec<agent::Model>, Option<i64>), PeopleError> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let mut query = agent::Entity::find().filter(agent::Column::Id.gt(after));
+    if let Some(role) = filter.role {
+        query = query.filter(agent::Column::Role.eq(role));
+    }
+    if let Some(team) = filter.team {
+        query = query.filter(agent::Column::Team.eq(team));
+    }
+    if let Some(active) = filter.active {
+        query = query.filter(agent::Column::Active.eq(active));
+    }
+    let mut rows = query
+        .order_by_asc(agent::Column::Id)
+        .limit(limit + 1)
+        .all(store.connection())
+        .await?;
+    let next = if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|row| row.id)
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// One member of staff by username.
+pub async fn find_staff(
+    store: &store::Store,
+    username: &str,
+) -> Result<Option<agent::Model>, PeopleError> {
+    Ok(agent::Entity::find()
+        .filter(agent::Column::Subject.eq(username))
+        .one(store.connection())
+        .await?)
 }
 
 pub fn role_name(role: StaffRole) -> &'static str {

@@ -189,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 username: name,
                 role,
                 team,
+                capacity: None,
                 password,
             };
             let created = runtime()?.block_on(courtchat::add_staff(&config, new))?;

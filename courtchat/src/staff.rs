@@ -31,3 +31,12 @@ impl admin_api::Tokens for StaffTokens {
         })
     }
 }
+
+/// The gateway's revocations as the admin API uses them.
+pub(crate) struct StaffGate(pub(crate) broker::StaffRevocations);
+
+impl admin_api::people::Gate for StaffGate {
+    fn revoke(&self, username: &str, not_before: u64) {
+        self.0.revoke(username, not_before);
+    }
+}

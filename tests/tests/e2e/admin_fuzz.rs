@@ -15,6 +15,8 @@ const REQUIRE_ENV: &str = "COURTCHAT_TEST_REQUIRE_SCHEMATHESIS";
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "100";
 
+const PASSWORD: &str = "fuzzing passphrase, long enough";
+
 fn schemathesis() -> Command {
     let mut command = Command::new("python3");
     command.args(["-m", "schemathesis.cli"]);
@@ -36,7 +38,27 @@ async fn the_admin_api_survives_its_own_openapi_document() -> anyhow::Result<()>
         return Ok(());
     }
     let stack = TestStack::start().await?;
-    let token = stack.token("fuzz-admin", courtchat::Role::Admin);
+    // A real admin's token, so that the protected routes are fuzzed past sign-in.
+    courtchat::add_staff(
+        stack.config(),
+        courtchat::NewStaff {
+            username: "fuzz-admin".to_owned(),
+            display_name: "Fuzz".to_owned(),
+            role: courtchat::StaffRole::Admin,
+            team: None,
+            capacity: None,
+            password: PASSWORD.to_owned(),
+        },
+    )
+    .await?;
+    let signed_in: serde_json::Value = reqwest::Client::new()
+        .post(stack.http_url("/v1/login"))
+        .json(&serde_json::json!({"username": "fuzz-admin", "password": PASSWORD}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = signed_in["token"].as_str().unwrap_or_default().to_owned();
     let schema = stack.http_url("/v1/openapi.json");
     let output = tokio::task::spawn_blocking(move || {
         schemathesis()

@@ -23,6 +23,7 @@ async fn stack_with_admin() -> anyhow::Result<TestStack> {
             display_name: "Ann Admin".to_owned(),
             role: StaffRole::Admin,
             team: None,
+            capacity: None,
             password: PASSWORD.to_owned(),
         },
     )

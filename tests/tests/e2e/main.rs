@@ -4,6 +4,7 @@
 
 mod admin_fuzz;
 mod admin_login;
+mod admin_people;
 mod architecture;
 mod audit_record;
 mod auth;

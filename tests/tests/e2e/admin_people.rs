@@ -1,0 +1,369 @@
+//! `/v1/people` over real HTTP, with the MQTT effects: roles are checked on every route, lists
+//! page and filter, and disabling or demoting someone ends their live MQTT connection and makes
+//! the tokens they hold stop working, at the gateway and at the API alike.
+
+use std::time::Duration;
+
+use courtchat::{NewStaff, StaffRole};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
+use schemas::db::entities::audit_event;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use testkit::TestStack;
+use testkit::mqtt::{TestClientV5, try_connect_v5};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A stack with the admin `ann`, and her token.
+async fn stack_with_admin() -> anyhow::Result<(TestStack, String)> {
+    let stack = TestStack::start().await?;
+    courtchat::add_staff(
+        stack.config(),
+        NewStaff {
+            username: "ann".to_owned(),
+            display_name: "Ann Admin".to_owned(),
+            role: StaffRole::Admin,
+            team: None,
+            capacity: None,
+            password: PASSWORD.to_owned(),
+        },
+    )
+    .await?;
+    let token = login(&stack, "ann").await?;
+    Ok((stack, token))
+}
+
+async fn login(stack: &TestStack, username: &str) -> anyhow::Result<String> {
+    let response = reqwest::Client::new()
+        .post(stack.http_url("/v1/login"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "login {username}: {}",
+        response.status()
+    );
+    let body: Value = response.json().await?;
+    Ok(body["token"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Sends `method path` with `token` (if any) and `body` (if any); the status and JSON body.
+async fn call(
+    stack: &TestStack,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut request = reqwest::Client::new().request(method.parse()?, stack.http_url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+async fn create(stack: &TestStack, admin: &str, username: &str, role: &str) -> anyhow::Result<()> {
+    let (status, body) = call(
+        stack,
+        "POST",
+        "/v1/people",
+        Some(admin),
+        Some(json!({"username": username, "display_name": username.to_uppercase(), "role": role, "team": "licensing", "password": PASSWORD})),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "create {username}: {status} {body}");
+    Ok(())
+}
+
+/// A request (method, path, token, body) and the status it must get.
+type Case<'a> = (&'a str, String, Option<&'a str>, Option<Value>, u16);
+
+#[tokio::test]
+async fn roles_are_checked_on_every_route_and_lists_page_and_filter() -> anyhow::Result<()> {
+    let (stack, ann) = stack_with_admin().await?;
+    create(&stack, &ann, "bob", "agent").await?;
+    create(&stack, &ann, "sue", "supervisor").await?;
+    let bob = login(&stack, "bob").await?;
+    let sue = login(&stack, "sue").await?;
+    let kiosk = stack.token("kiosk-1", courtchat::Role::Applicant);
+
+    // Who may do what.
+    let new =
+        json!({"username": "zed", "display_name": "Zed", "role": "agent", "password": PASSWORD});
+    let cases: Vec<Case> = vec![
+        ("GET", "/v1/people".into(), None, None, 401),
+        ("GET", "/v1/people".into(), Some(kiosk.as_str()), None, 401),
+        ("GET", "/v1/people".into(), Some("not.a.token"), None, 401),
+        ("GET", "/v1/people".into(), Some(bob.as_str()), None, 403),
+        (
+            "GET",
+            "/v1/people/bob".into(),
+            Some(bob.as_str()),
+            None,
+            200,
+        ),
+        (
+            "GET",
+            "/v1/people/sue".into(),
+            Some(bob.as_str()),
+            None,
+            403,
+        ),
+        ("GET", "/v1/people".into(), Some(sue.as_str()), None, 200),
+        (
+            "GET",
+            "/v1/people/bob".into(),
+            Some(sue.as_str()),
+            None,
+            200,
+        ),
+        (
+            "POST",
+            "/v1/people".into(),
+            Some(sue.as_str()),
+            Some(new.clone()),
+            403,
+        ),
+        (
+            "PATCH",
+            "/v1/people/bob".into(),
+            Some(sue.as_str()),
+            Some(json!({"capacity": 5})),
+            403,
+        ),
+        (
+            "PATCH",
+            "/v1/people/bob".into(),
+            Some(bob.as_str()),
+            Some(json!({"role": "admin"})),
+            403,
+        ),
+        (
+            "GET",
+            "/v1/people/nobody".into(),
+            Some(ann.as_str()),
+            None,
+            404,
+        ),
+        (
+            "POST",
+            "/v1/people".into(),
+            Some(ann.as_str()),
+            Some(
+                json!({"username": "bob", "display_name": "Bob", "role": "agent", "password": PASSWORD}),
+            ),
+            409,
+        ),
+        (
+            "POST",
+            "/v1/people".into(),
+            Some(ann.as_str()),
+            Some(
+                json!({"username": "a/b", "display_name": "X", "role": "agent", "password": PASSWORD}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/people".into(),
+            Some(ann.as_str()),
+            Some(
+                json!({"username": "x", "display_name": "X", "role": "agent", "password": "short"}),
+            ),
+            400,
+        ),
+        (
+            "GET",
+            "/v1/people?cursor=nonsense".into(),
+            Some(ann.as_str()),
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/v1/people?limit=0".into(),
+            Some(ann.as_str()),
+            None,
+            400,
+        ),
+        (
+            "GET",
+            "/v1/people?role=king".into(),
+            Some(ann.as_str()),
+            None,
+            400,
+        ),
+    ];
+    for (method, path, token, body, expected) in cases {
+        let (status, answer) = call(&stack, method, &path, token, body).await?;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        if status >= 400 {
+            assert!(
+                answer["type"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("urn:courtchat:problem:")),
+                "{answer}"
+            );
+        }
+    }
+
+    // Pages of two, in creation order, chained by cursors; and filters.
+    let (_, first) = call(&stack, "GET", "/v1/people?limit=2", Some(&ann), None).await?;
+    let names = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["username"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&first), ["ann", "bob"]);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, second) = call(
+        &stack,
+        "GET",
+        &format!("/v1/people?limit=2&cursor={cursor}"),
+        Some(&ann),
+        None,
+    )
+    .await?;
+    assert_eq!(names(&second), ["sue"]);
+    assert!(second.get("next_cursor").is_none(), "{second}");
+    let (_, agents) = call(
+        &stack,
+        "GET",
+        "/v1/people?role=agent&team=licensing",
+        Some(&sue),
+        None,
+    )
+    .await?;
+    assert_eq!(names(&agents), ["bob"]);
+    assert_eq!(agents["items"][0]["capacity"], 3);
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn disabling_someone_ends_their_connection_and_their_tokens() -> anyhow::Result<()> {
+    let (stack, ann) = stack_with_admin().await?;
+    create(&stack, &ann, "bob", "agent").await?;
+    create(&stack, &ann, "sue", "supervisor").await?;
+    let bob = login(&stack, "bob").await?;
+    let sue = login(&stack, "sue").await?;
+    let options = |subject: &str, token: &str| {
+        let addr = stack.mqtt_tcp_addr();
+        let mut options =
+            rumqttc::v5::MqttOptions::new(subject, addr.ip().to_string(), addr.port());
+        options.set_credentials(subject, token);
+        options
+    };
+    let mut bob_mqtt = TestClientV5::connect(options("bob", &bob)).await?;
+    let mut sue_mqtt = TestClientV5::connect(options("sue", &sue)).await?;
+
+    // Bob is disabled: his connection ends at once, and his token stops working everywhere.
+    let (status, body) = call(
+        &stack,
+        "PATCH",
+        "/v1/people/bob",
+        Some(&ann),
+        Some(json!({"active": false})),
+    )
+    .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["active"], false);
+    let disconnect =
+        tokio::time::timeout(Duration::from_secs(5), bob_mqtt.next_disconnect()).await??;
+    assert_eq!(
+        disconnect.reason_code,
+        DisconnectReasonCode::AdministrativeAction
+    );
+    assert_eq!(
+        try_connect_v5(options("bob", &bob)).await?,
+        ConnectReturnCode::NotAuthorized
+    );
+    assert_eq!(
+        call(&stack, "GET", "/v1/people/bob", Some(&bob), None)
+            .await?
+            .0,
+        401
+    );
+    assert!(
+        login(&stack, "bob").await.is_err(),
+        "a disabled account cannot sign in"
+    );
+
+    // Sue is demoted: the same; her supervisor token no longer reads the staff list.
+    let (status, _) = call(
+        &stack,
+        "PATCH",
+        "/v1/people/sue",
+        Some(&ann),
+        Some(json!({"role": "agent"})),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let disconnect =
+        tokio::time::timeout(Duration::from_secs(5), sue_mqtt.next_disconnect()).await??;
+    assert_eq!(
+        disconnect.reason_code,
+        DisconnectReasonCode::AdministrativeAction
+    );
+    assert_eq!(
+        call(&stack, "GET", "/v1/people", Some(&sue), None).await?.0,
+        401
+    );
+
+    // A change that takes nothing away (a team) leaves tokens alone.
+    let (status, _) = call(
+        &stack,
+        "PATCH",
+        "/v1/people/ann",
+        Some(&ann),
+        Some(json!({"team": "front desk"})),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(&stack, "GET", "/v1/people", Some(&ann), None).await?.0,
+        200
+    );
+
+    // Bob enabled again signs in anew (tokens of the revocation's second are refused too).
+    let (status, _) = call(
+        &stack,
+        "PATCH",
+        "/v1/people/bob",
+        Some(&ann),
+        Some(json!({"active": true})),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let fresh = login(&stack, "bob").await?;
+    TestClientV5::connect(options("bob", &fresh)).await?;
+
+    // Every change is on the chain, with before and after, by whom.
+    let updates = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("admin.staff.updated"))
+        .all(stack.store().connection())
+        .await?;
+    assert_eq!(updates.len(), 4);
+    let first: Value = serde_json::from_str(&updates[0].detail)?;
+    assert_eq!(updates[0].actor, "ann");
+    assert_eq!(first["before"]["active"], true);
+    assert_eq!(first["after"]["active"], false);
+    assert_eq!(first["tokens_revoked"], true);
+    let verification = courtchat::verify_audit(stack.config(), stack.store()).await?;
+    assert_eq!(verification.first_broken, None);
+    stack.shutdown().await;
+    Ok(())
+}
