@@ -6,6 +6,7 @@
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
+mod audit_http;
 mod auth;
 mod extract;
 mod login;
@@ -125,6 +126,19 @@ impl AdminState {
     }
 }
 
+/// Whether `text` can be stored or looked up: PostgreSQL's text cannot hold NUL (a query with
+/// one fails), so a value with NUL names nothing that exists, on either store.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
+/// `text` as a record may show it: control characters (NUL among them) as U+FFFD.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
 /// The answer to a database error: the database being away is 503, anything else 500 (logged).
 fn database_problem(error: &sea_orm::DbErr) -> Problem {
     if store::is_unreachable(error) {
@@ -166,6 +180,9 @@ pub fn router(state: AdminState) -> Router {
             "/v1/people/{username}",
             get(people_http::read).patch(people_http::update),
         )
+        .route("/v1/audit", get(audit_http::query))
+        .route("/v1/audit/export", get(audit_http::export))
+        .route("/v1/audit/verify", get(audit_http::verify))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -85,11 +85,15 @@ pub async fn login(
         .retry_after(wait));
     }
 
-    let account = agent::Entity::find()
-        .filter(agent::Column::Subject.eq(&username))
-        .one(state.store.connection())
-        .await
-        .map_err(|err| crate::database_problem(&err))?;
+    let account = if crate::storable(&username) {
+        agent::Entity::find()
+            .filter(agent::Column::Subject.eq(&username))
+            .one(state.store.connection())
+            .await
+            .map_err(|err| crate::database_problem(&err))?
+    } else {
+        None
+    };
     let stored = account
         .as_ref()
         .filter(|account| account.active)
@@ -112,7 +116,7 @@ pub async fn login(
         _ => {
             state
                 .record(
-                    &username,
+                    &crate::printable(&username),
                     "admin.login.failed",
                     serde_json::json!({ "address": peer.ip().to_string() }),
                 )

@@ -16,6 +16,9 @@ use utoipa::OpenApi;
         crate::people_http::create,
         crate::people_http::read,
         crate::people_http::update,
+        crate::audit_http::query,
+        crate::audit_http::export,
+        crate::audit_http::verify,
         crate::healthz,
         crate::readyz,
     ),
@@ -24,6 +27,7 @@ use utoipa::OpenApi;
     tags(
         (name = "sign-in", description = "Tokens for staff"),
         (name = "people", description = "Help-desk staff: agents, supervisors, admins"),
+        (name = "audit", description = "The tamper-evident record: query, export, verify"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

@@ -25,9 +25,9 @@ pub enum PeopleError {
         "a username is 1 to 64 characters: letters, digits, '.', '_', '-' and '@' (it names MQTT topics)"
     )]
     Username,
-    #[error("a display name is 1 to 128 characters")]
+    #[error("a display name is 1 to 128 characters, not all spaces, without control characters")]
     DisplayName,
-    #[error("a team name is 1 to 64 characters")]
+    #[error("a team name is 1 to 64 characters, without control characters")]
     Team,
     #[error("a capacity is 1 to 100 sessions")]
     Capacity,
@@ -50,6 +50,19 @@ pub fn valid_username(username: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
+/// A display name: 1 to 128 characters, not only spaces, no control characters (the schema's
+/// pattern says the same).
+pub fn valid_display_name(name: &str) -> bool {
+    (1..=128).contains(&name.chars().count())
+        && name.chars().any(|c| c != ' ')
+        && !name.chars().any(char::is_control)
+}
+
+/// A team name: 1 to 64 characters, no control characters.
+pub fn valid_team(team: &str) -> bool {
+    (1..=64).contains(&team.chars().count()) && !team.chars().any(char::is_control)
+}
+
 /// Creates a member of staff, with `actor` (who did it) on the audit chain.
 pub async fn add_staff(
     store: &store::Store,
@@ -60,13 +73,11 @@ pub async fn add_staff(
     if !valid_username(&new.username) {
         return Err(PeopleError::Username);
     }
-    let display_name = new.display_name.trim().to_owned();
-    if !(1..=128).contains(&display_name.chars().count()) {
+    let display_name = new.display_name;
+    if !valid_display_name(&display_name) {
         return Err(PeopleError::DisplayName);
     }
-    if let Some(team) = &new.team
-        && !(1..=64).contains(&team.chars().count())
-    {
+    if new.team.as_deref().is_some_and(|team| !valid_team(team)) {
         return Err(PeopleError::Team);
     }
     if let Some(capacity) = new.capacity
@@ -171,13 +182,15 @@ pub async fn update_staff(
     username: &str,
     changes: StaffChanges,
 ) -> Result<Option<agent::Model>, PeopleError> {
-    if let Some(name) = &changes.display_name
-        && !(1..=128).contains(&name.trim().chars().count())
+    if changes
+        .display_name
+        .as_deref()
+        .is_some_and(|name| !valid_display_name(name))
     {
         return Err(PeopleError::DisplayName);
     }
     if let Some(Some(team)) = &changes.team
-        && !(1..=64).contains(&team.chars().count())
+        && !valid_team(team)
     {
         return Err(PeopleError::Team);
     }
@@ -205,7 +218,7 @@ pub async fn update_staff(
     };
     let mut row: agent::ActiveModel = before.clone().into();
     if let Some(name) = changes.display_name {
-        row.display_name = Set(name.trim().to_owned());
+        row.display_name = Set(name);
     }
     if let Some(role) = changes.role {
         row.role = Set(role);
@@ -351,6 +364,26 @@ mod tests {
             &"x".repeat(65),
         ] {
             assert!(!valid_username(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_teams_hold_no_control_characters() {
+        assert!(valid_display_name("Ann Lee-Smith"));
+        assert!(valid_display_name(" Ann "));
+        for bad in [
+            "",
+            "   ",
+            "Ann\0",
+            "Ann\nLee",
+            "Ann\u{85}",
+            &"x".repeat(129),
+        ] {
+            assert!(!valid_display_name(bad), "{bad:?}");
+        }
+        assert!(valid_team("front desk"));
+        for bad in ["", "a\u{7}", &"x".repeat(65)] {
+            assert!(!valid_team(bad), "{bad:?}");
         }
     }
 }

@@ -103,10 +103,18 @@ pub struct PeopleQuery {
 pub struct NewPerson {
     #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$", example = "bob")]
     pub username: String,
-    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^ \\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub display_name: String,
     pub role: RoleName,
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub team: Option<String>,
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 100)]
@@ -118,12 +126,21 @@ pub struct NewPerson {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PersonUpdate {
-    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^ \\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub display_name: Option<String>,
     pub role: Option<RoleName>,
     /// `null` clears the team.
     #[serde(default, deserialize_with = "present")]
-    #[schema(min_length = 1, max_length = 64, nullable)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        nullable
+    )]
     pub team: Option<Option<String>>,
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 100)]
@@ -160,6 +177,9 @@ fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
 }
+
+// The patterns of stored text in the schemas above: no control characters (PostgreSQL's text
+// cannot hold NUL), and display names with a character other than a space (people::valid_*).
 
 const READERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Supervisor];
 
@@ -216,6 +236,17 @@ pub async fn list(
         && !(1..=64).contains(&team.chars().count())
     {
         return Err(Problem::invalid("team is 1 to 64 characters"));
+    }
+    if query
+        .team
+        .as_deref()
+        .is_some_and(|team| !crate::storable(team))
+    {
+        // No team has such a name.
+        return Ok(Json(PersonPage {
+            items: Vec::new(),
+            next_cursor: None,
+        }));
     }
     let filter = StaffFilter {
         role: query.role.map(Into::into),
@@ -285,6 +316,9 @@ pub async fn read(
     if caller.username != username {
         caller.require(READERS)?;
     }
+    if !crate::storable(&username) {
+        return Err(not_found(&username));
+    }
     people::find_staff(&state.store, &username)
         .await
         .map_err(problem)?
@@ -313,6 +347,9 @@ pub async fn update(
     ApiJson(update): ApiJson<PersonUpdate>,
 ) -> Result<Json<Person>, Problem> {
     caller.require(&[StaffRole::Admin])?;
+    if !crate::storable(&username) {
+        return Err(not_found(&username));
+    }
     let changes = StaffChanges {
         display_name: update.display_name,
         role: update.role.map(Into::into),

@@ -412,6 +412,14 @@ impl AuditTrail {
         })
     }
 
+    /// [`AuditTrail::verify`] with this trail's key.
+    pub async fn verify_with_own_key(
+        &self,
+        store: &store::Store,
+    ) -> Result<Verification, AuditError> {
+        Self::verify(store, &self.key).await
+    }
+
     /// Walks the whole chain in id order and names the first entry that does not verify, and
     /// checks the conversation tables against what the verified entries recorded
     /// ([`crate::record`]).

@@ -2,6 +2,7 @@
 //!
 //! One test binary with a module per area, so the workspace links the stack once.
 
+mod admin_audit;
 mod admin_fuzz;
 mod admin_login;
 mod admin_people;

@@ -1,0 +1,213 @@
+//! `/v1/audit` over real HTTP, on a record made through MQTT: query with filters and pages,
+//! export as JSON Lines, verify (and find a tampered entry); agents read only the audit of
+//! their own sessions.
+
+use courtchat::{NewStaff, Role, StaffRole};
+use rumqttc::v5::mqttbytes::QoS;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+use testkit::TestStack;
+use testkit::mqtt::{PATIENCE, TestClientV5, filter};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+async fn add(stack: &TestStack, username: &str, role: StaffRole) -> anyhow::Result<String> {
+    courtchat::add_staff(
+        stack.config(),
+        NewStaff {
+            username: username.to_owned(),
+            display_name: username.to_owned(),
+            role,
+            team: None,
+            capacity: None,
+            password: PASSWORD.to_owned(),
+        },
+    )
+    .await?;
+    let body: Value = reqwest::Client::new()
+        .post(stack.http_url("/v1/login"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(body["token"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn get(
+    stack: &TestStack,
+    path: &str,
+    token: &str,
+) -> anyhow::Result<(u16, reqwest::Response)> {
+    let response = reqwest::Client::new()
+        .get(stack.http_url(path))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response))
+}
+
+/// Publishes `payload` to `topic` as `client` and waits for the answer on its ack topic.
+async fn submit(client: &mut TestClientV5, topic: String, payload: Value) -> anyhow::Result<Value> {
+    client
+        .client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+        .await?;
+    loop {
+        let publish = tokio::time::timeout(PATIENCE, client.next_publish()).await??;
+        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
+            return Ok(serde_json::from_slice(&publish.payload)?);
+        }
+    }
+}
+
+async fn connected(
+    stack: &TestStack,
+    subject: &str,
+    token: String,
+) -> anyhow::Result<TestClientV5> {
+    let addr = stack.mqtt_tcp_addr();
+    let mut options = rumqttc::v5::MqttOptions::new(subject, addr.ip().to_string(), addr.port());
+    options.set_credentials(subject, token);
+    let mut client = TestClientV5::connect(options).await?;
+    client
+        .subscribe(vec![filter(
+            &format!("cc/v1/clients/{subject}/ack"),
+            QoS::AtLeastOnce,
+        )])
+        .await?;
+    Ok(client)
+}
+
+#[tokio::test]
+async fn the_record_is_queried_exported_and_verified_by_those_allowed() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let ann = add(&stack, "ann", StaffRole::Admin).await?;
+    let bob = add(&stack, "bob", StaffRole::Agent).await?;
+    let cal = add(&stack, "cal", StaffRole::Agent).await?;
+
+    // A conversation on the record: a kiosk opens a session and writes; Bob joins.
+    let mut kiosk = connected(&stack, "kiosk-a", stack.token("kiosk-a", Role::Applicant)).await?;
+    let opened = submit(
+        &mut kiosk,
+        "cc/v1/open/kiosk-a".into(),
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?;
+    let session = opened["session_id"].as_str().expect("a session").to_owned();
+    for n in 0..3 {
+        let ack = submit(
+            &mut kiosk,
+            format!("cc/v1/sessions/{session}/submit/kiosk-a"),
+            json!({"client_msg_id": format!("m{n}"), "type": "message", "body": "hello"}),
+        )
+        .await?;
+        assert_eq!(ack["status"], "accepted", "{ack}");
+    }
+    let mut bob_mqtt = connected(&stack, "bob", bob.clone()).await?;
+    let joined = submit(
+        &mut bob_mqtt,
+        format!("cc/v1/sessions/{session}/submit/bob"),
+        json!({"client_msg_id": "j", "type": "join"}),
+    )
+    .await?;
+    assert_eq!(joined["status"], "accepted", "{joined}");
+
+    // Filters and pages.
+    let (status, response) = get(
+        &stack,
+        &format!("/v1/audit?session={session}&action=message.accepted&limit=2"),
+        &ann,
+    )
+    .await?;
+    assert_eq!(status, 200);
+    let first: Value = response.json().await?;
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    assert!(
+        first["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|e| e["action"] == "message.accepted" && e["session_id"] == session.as_str())
+    );
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("another page")
+        .to_owned();
+    let (_, response) = get(
+        &stack,
+        &format!("/v1/audit?session={session}&action=message.accepted&limit=2&cursor={cursor}"),
+        &ann,
+    )
+    .await?;
+    let second: Value = response.json().await?;
+    assert_eq!(second["items"].as_array().map(Vec::len), Some(1));
+    assert!(second["items"][0]["id"].as_i64() > first["items"][1]["id"].as_i64());
+    let (_, response) = get(&stack, "/v1/audit?actor=ann&action=admin.login", &ann).await?;
+    let logins: Value = response.json().await?;
+    assert_eq!(logins["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        logins["items"][0]["detail"]["address"], "127.0.0.1",
+        "detail is JSON"
+    );
+    let (_, response) = get(&stack, "/v1/audit?until=2000-01-01T00:00:00Z", &ann).await?;
+    assert_eq!(response.json::<Value>().await?["items"], json!([]));
+    assert_eq!(get(&stack, "/v1/audit?since=yesterday", &ann).await?.0, 400);
+
+    // Agents: only a session they took part in, and it must be named.
+    assert_eq!(get(&stack, "/v1/audit", &bob).await?.0, 403);
+    assert_eq!(
+        get(&stack, &format!("/v1/audit?session={session}"), &bob)
+            .await?
+            .0,
+        200
+    );
+    assert_eq!(
+        get(&stack, &format!("/v1/audit?session={session}"), &cal)
+            .await?
+            .0,
+        403
+    );
+    assert_eq!(get(&stack, "/v1/audit/export", &bob).await?.0, 403);
+    assert_eq!(get(&stack, "/v1/audit/verify", &bob).await?.0, 403);
+
+    // The export holds every entry once, in chain order, one JSON object a line.
+    let (status, response) = get(&stack, "/v1/audit/export", &ann).await?;
+    assert_eq!(status, 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await?;
+    let ids: Vec<i64> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).map(|v| v["id"].as_i64().unwrap_or(-1)))
+        .collect::<Result<_, _>>()?;
+    let db = stack.store().connection();
+    let count = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM audit_events",
+        ))
+        .await?
+        .expect("a count")
+        .try_get::<i64>("", "n")?;
+    assert_eq!(ids.len() as i64, count);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "chain order");
+
+    // Verification: intact, until an entry is changed behind the server's back.
+    let (_, response) = get(&stack, "/v1/audit/verify", &ann).await?;
+    let verdict: Value = response.json().await?;
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert_eq!(verdict["entries"].as_i64(), Some(count));
+    let tampered = ids[ids.len() / 2];
+    let sql = format!("UPDATE audit_events SET actor = 'mallory' WHERE id = {tampered}");
+    db.execute_unprepared(&sql).await?;
+    let (_, response) = get(&stack, "/v1/audit/verify", &ann).await?;
+    let verdict: Value = response.json().await?;
+    assert_eq!(verdict["intact"], false);
+    assert_eq!(
+        verdict["first_broken"]["id"].as_i64(),
+        Some(tampered),
+        "{verdict}"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
