@@ -11,6 +11,7 @@ mod auth;
 mod extract;
 mod login;
 mod openapi;
+mod page;
 pub mod password;
 pub mod people;
 mod people_http;
@@ -226,15 +227,25 @@ const READINESS_PING: Duration = Duration::from_secs(1);
         (status = 503, description = "the database or the chat pipeline is not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let not_ready = |detail: &str| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", "not ready")
-            .detail(detail)
-            .into_response()
+    let database = |detail: &str| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database-unreachable",
+            "database unreachable",
+        )
+        .detail(detail)
+        .into_response()
     };
     if let Some(ready) = &state.pipeline_ready
         && !*ready.borrow()
     {
-        return not_ready("the chat pipeline is not connected to the gateway yet");
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pipeline-not-ready",
+            "chat pipeline not ready",
+        )
+        .detail("the pipeline is not connected to the gateway yet")
+        .into_response();
     }
     // A probe wants an answer within its own timeout, which is often a second or two; an
     // unreachable database would otherwise hold it for the whole connect timeout.
@@ -242,11 +253,11 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         Ok(Ok(())) => Json(Status { status: "ready" }).into_response(),
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check failed");
-            not_ready("the database did not answer a ping")
+            database("the database did not answer a ping")
         }
         Err(_) => {
             tracing::warn!("readiness check timed out");
-            not_ready("the database did not answer a ping within a second")
+            database("the database did not answer a ping within a second")
         }
     }
 }

@@ -57,6 +57,10 @@ async fn readyz_follows_the_database() -> anyhow::Result<()> {
     assert_eq!(problem["status"], 503);
     assert_eq!(problem["title"], "database unreachable");
     assert_eq!(
+        problem["type"],
+        "urn:courtchat:problem:database-unreachable"
+    );
+    assert_eq!(
         reqwest::get(stack.http_url("/healthz")).await?.status(),
         200
     );
