@@ -178,14 +178,7 @@ fn filtered(
     if caller.role == StaffRole::Agent && query.session.is_none() {
         return Err(forbidden().detail("agents read the audit of one of their sessions: name it"));
     }
-    let after = match &query.cursor {
-        None => 0,
-        Some(cursor) => cursor
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id >= 0)
-            .ok_or_else(|| Problem::invalid("cursor is not one this API gave"))?,
-    };
+    let after = crate::page::after(query.cursor.as_deref())?;
     // Checked last, so that every other fault of the request is still reported.
     if [&query.session, &query.actor, &query.action]
         .into_iter()
@@ -259,24 +252,16 @@ pub async fn query(
     caller: Caller,
     ApiQuery(query): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, Problem> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(Problem::invalid("limit is 1 to 500"));
-    }
+    let limit = crate::page::size(query.limit, 100, 500)?;
     let (select, after) = filtered(&caller, &query)?;
     agent_may_read(&state, &caller, &query).await?;
-    let mut rows = select
+    let rows = select
         .filter(audit_event::Column::Id.gt(after))
         .limit(limit + 1)
         .all(state.store.connection())
         .await
         .map_err(|err| crate::database_problem(&err))?;
-    let next_cursor = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|row| row.id.to_string())
-    } else {
-        None
-    };
+    let (rows, next_cursor) = crate::page::cut(rows, limit, |row| row.id);
     Ok(Json(AuditPage {
         items: rows.into_iter().map(AuditRecord::from).collect(),
         next_cursor,

@@ -294,13 +294,13 @@ pub struct StaffFilter {
 }
 
 /// Up to `limit` members of staff matching `filter`, in creation order, after the one with id
-/// `after` (a cursor); and the cursor of the next page if there may be one.
+/// `after` (a cursor).
 pub async fn list_staff(
     store: &store::Store,
     filter: StaffFilter,
     after: i64,
     limit: u64,
-) -> Result<(Vec<agent::Model>, Option<i64>), PeopleError> {
+) -> Result<Vec<agent::Model>, PeopleError> {
     use sea_orm::{QueryOrder, QuerySelect};
     let mut query = agent::Entity::find().filter(agent::Column::Id.gt(after));
     if let Some(role) = filter.role {
@@ -312,18 +312,11 @@ pub async fn list_staff(
     if let Some(active) = filter.active {
         query = query.filter(agent::Column::Active.eq(active));
     }
-    let mut rows = query
+    Ok(query
         .order_by_asc(agent::Column::Id)
-        .limit(limit + 1)
+        .limit(limit)
         .all(store.connection())
-        .await?;
-    let next = if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|row| row.id)
-    } else {
-        None
-    };
-    Ok((rows, next))
+        .await?)
 }
 
 /// One member of staff by username.

@@ -220,18 +220,8 @@ pub async fn list(
     ApiQuery(query): ApiQuery<PeopleQuery>,
 ) -> Result<Json<PersonPage>, Problem> {
     caller.require(READERS)?;
-    let after = match &query.cursor {
-        None => 0,
-        Some(cursor) => cursor
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id >= 0)
-            .ok_or_else(|| Problem::invalid("cursor is not one this API gave"))?,
-    };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(Problem::invalid("limit is 1 to 200"));
-    }
+    let after = crate::page::after(query.cursor.as_deref())?;
+    let limit = crate::page::size(query.limit, 50, 200)?;
     if let Some(team) = &query.team
         && !(1..=64).contains(&team.chars().count())
     {
@@ -253,12 +243,13 @@ pub async fn list(
         team: query.team,
         active: query.active,
     };
-    let (rows, next) = people::list_staff(&state.store, filter, after, limit)
+    let rows = people::list_staff(&state.store, filter, after, limit + 1)
         .await
         .map_err(problem)?;
+    let (rows, next_cursor) = crate::page::cut(rows, limit, |row| row.id);
     Ok(Json(PersonPage {
         items: rows.into_iter().map(Person::from).collect(),
-        next_cursor: next.map(|id| id.to_string()),
+        next_cursor,
     }))
 }
 

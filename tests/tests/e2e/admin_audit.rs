@@ -2,37 +2,14 @@
 //! export as JSON Lines, verify (and find a tampered entry); agents read only the audit of
 //! their own sessions.
 
-use courtchat::{NewStaff, Role, StaffRole};
+use courtchat::{Role, StaffRole};
 use rumqttc::v5::mqttbytes::QoS;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use testkit::TestStack;
 use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-async fn add(stack: &TestStack, username: &str, role: StaffRole) -> anyhow::Result<String> {
-    courtchat::add_staff(
-        stack.config(),
-        NewStaff {
-            username: username.to_owned(),
-            display_name: username.to_owned(),
-            role,
-            team: None,
-            capacity: None,
-            password: PASSWORD.to_owned(),
-        },
-    )
-    .await?;
-    let body: Value = reqwest::Client::new()
-        .post(stack.http_url("/v1/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(body["token"].as_str().unwrap_or_default().to_owned())
-}
+use super::staff;
 
 async fn get(
     stack: &TestStack,
@@ -82,9 +59,9 @@ async fn connected(
 #[tokio::test]
 async fn the_record_is_queried_exported_and_verified_by_those_allowed() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let ann = add(&stack, "ann", StaffRole::Admin).await?;
-    let bob = add(&stack, "bob", StaffRole::Agent).await?;
-    let cal = add(&stack, "cal", StaffRole::Agent).await?;
+    let ann = staff::add_signed_in(&stack, "ann", StaffRole::Admin).await?;
+    let bob = staff::add_signed_in(&stack, "bob", StaffRole::Agent).await?;
+    let cal = staff::add_signed_in(&stack, "cal", StaffRole::Agent).await?;
 
     // A conversation on the record: a kiosk opens a session and writes; Bob joins.
     let mut kiosk = connected(&stack, "kiosk-a", stack.token("kiosk-a", Role::Applicant)).await?;

@@ -10,12 +10,12 @@ use std::process::Command;
 
 use testkit::TestStack;
 
+use super::staff;
+
 const REQUIRE_ENV: &str = "COURTCHAT_TEST_REQUIRE_SCHEMATHESIS";
 
 /// Examples per operation and phase.
 const MAX_EXAMPLES: &str = "100";
-
-const PASSWORD: &str = "fuzzing passphrase, long enough";
 
 fn schemathesis() -> Command {
     let mut command = Command::new("python3");
@@ -39,26 +39,7 @@ async fn the_admin_api_survives_its_own_openapi_document() -> anyhow::Result<()>
     }
     let stack = TestStack::start().await?;
     // A real admin's token, so that the protected routes are fuzzed past sign-in.
-    courtchat::add_staff(
-        stack.config(),
-        courtchat::NewStaff {
-            username: "fuzz-admin".to_owned(),
-            display_name: "Fuzz".to_owned(),
-            role: courtchat::StaffRole::Admin,
-            team: None,
-            capacity: None,
-            password: PASSWORD.to_owned(),
-        },
-    )
-    .await?;
-    let signed_in: serde_json::Value = reqwest::Client::new()
-        .post(stack.http_url("/v1/login"))
-        .json(&serde_json::json!({"username": "fuzz-admin", "password": PASSWORD}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let token = signed_in["token"].as_str().unwrap_or_default().to_owned();
+    let token = staff::add_signed_in(&stack, "fuzz-admin", courtchat::StaffRole::Admin).await?;
     let schema = stack.http_url("/v1/openapi.json");
     let output = tokio::task::spawn_blocking(move || {
         schemathesis()

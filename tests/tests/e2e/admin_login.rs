@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use courtchat::{NewStaff, StaffRole};
+use courtchat::StaffRole;
 use rumqttc::v5::mqttbytes::QoS;
 use schemas::db::entities::audit_event;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -12,22 +12,13 @@ use serde_json::{Value, json};
 use testkit::TestStack;
 use testkit::mqtt::{TestClientV5, filter};
 
-const PASSWORD: &str = "correct horse battery staple";
+use super::staff;
+
+const PASSWORD: &str = staff::PASSWORD;
 
 async fn stack_with_admin() -> anyhow::Result<TestStack> {
     let stack = TestStack::start().await?;
-    courtchat::add_staff(
-        stack.config(),
-        NewStaff {
-            username: "ann".to_owned(),
-            display_name: "Ann Admin".to_owned(),
-            role: StaffRole::Admin,
-            team: None,
-            capacity: None,
-            password: PASSWORD.to_owned(),
-        },
-    )
-    .await?;
+    staff::add(&stack, "ann", StaffRole::Admin).await?;
     Ok(stack)
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use courtchat::{NewStaff, StaffRole};
+use courtchat::StaffRole;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
 use schemas::db::entities::audit_event;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -12,40 +12,13 @@ use serde_json::{Value, json};
 use testkit::TestStack;
 use testkit::mqtt::{TestClientV5, try_connect_v5};
 
-const PASSWORD: &str = "correct horse battery staple";
+use super::staff;
 
 /// A stack with the admin `ann`, and her token.
 async fn stack_with_admin() -> anyhow::Result<(TestStack, String)> {
     let stack = TestStack::start().await?;
-    courtchat::add_staff(
-        stack.config(),
-        NewStaff {
-            username: "ann".to_owned(),
-            display_name: "Ann Admin".to_owned(),
-            role: StaffRole::Admin,
-            team: None,
-            capacity: None,
-            password: PASSWORD.to_owned(),
-        },
-    )
-    .await?;
-    let token = login(&stack, "ann").await?;
+    let token = staff::add_signed_in(&stack, "ann", StaffRole::Admin).await?;
     Ok((stack, token))
-}
-
-async fn login(stack: &TestStack, username: &str) -> anyhow::Result<String> {
-    let response = reqwest::Client::new()
-        .post(stack.http_url("/v1/login"))
-        .json(&json!({"username": username, "password": PASSWORD}))
-        .send()
-        .await?;
-    anyhow::ensure!(
-        response.status() == 200,
-        "login {username}: {}",
-        response.status()
-    );
-    let body: Value = response.json().await?;
-    Ok(body["token"].as_str().unwrap_or_default().to_owned())
 }
 
 /// Sends `method path` with `token` (if any) and `body` (if any); the status and JSON body.
@@ -74,7 +47,7 @@ async fn create(stack: &TestStack, admin: &str, username: &str, role: &str) -> a
         "POST",
         "/v1/people",
         Some(admin),
-        Some(json!({"username": username, "display_name": username.to_uppercase(), "role": role, "team": "licensing", "password": PASSWORD})),
+        Some(json!({"username": username, "display_name": username.to_uppercase(), "role": role, "team": "licensing", "password": staff::PASSWORD})),
     )
     .await?;
     anyhow::ensure!(status == 201, "create {username}: {status} {body}");
@@ -89,13 +62,12 @@ async fn roles_are_checked_on_every_route_and_lists_page_and_filter() -> anyhow:
     let (stack, ann) = stack_with_admin().await?;
     create(&stack, &ann, "bob", "agent").await?;
     create(&stack, &ann, "sue", "supervisor").await?;
-    let bob = login(&stack, "bob").await?;
-    let sue = login(&stack, "sue").await?;
+    let bob = staff::sign_in(&stack, "bob").await?;
+    let sue = staff::sign_in(&stack, "sue").await?;
     let kiosk = stack.token("kiosk-1", courtchat::Role::Applicant);
 
     // Who may do what.
-    let new =
-        json!({"username": "zed", "display_name": "Zed", "role": "agent", "password": PASSWORD});
+    let new = json!({"username": "zed", "display_name": "Zed", "role": "agent", "password": staff::PASSWORD});
     let cases: Vec<Case> = vec![
         ("GET", "/v1/people".into(), None, None, 401),
         ("GET", "/v1/people".into(), Some(kiosk.as_str()), None, 401),
@@ -156,7 +128,7 @@ async fn roles_are_checked_on_every_route_and_lists_page_and_filter() -> anyhow:
             "/v1/people".into(),
             Some(ann.as_str()),
             Some(
-                json!({"username": "bob", "display_name": "Bob", "role": "agent", "password": PASSWORD}),
+                json!({"username": "bob", "display_name": "Bob", "role": "agent", "password": staff::PASSWORD}),
             ),
             409,
         ),
@@ -165,7 +137,7 @@ async fn roles_are_checked_on_every_route_and_lists_page_and_filter() -> anyhow:
             "/v1/people".into(),
             Some(ann.as_str()),
             Some(
-                json!({"username": "a/b", "display_name": "X", "role": "agent", "password": PASSWORD}),
+                json!({"username": "a/b", "display_name": "X", "role": "agent", "password": staff::PASSWORD}),
             ),
             400,
         ),
@@ -257,8 +229,8 @@ async fn disabling_someone_ends_their_connection_and_their_tokens() -> anyhow::R
     let (stack, ann) = stack_with_admin().await?;
     create(&stack, &ann, "bob", "agent").await?;
     create(&stack, &ann, "sue", "supervisor").await?;
-    let bob = login(&stack, "bob").await?;
-    let sue = login(&stack, "sue").await?;
+    let bob = staff::sign_in(&stack, "bob").await?;
+    let sue = staff::sign_in(&stack, "sue").await?;
     let options = |subject: &str, token: &str| {
         let addr = stack.mqtt_tcp_addr();
         let mut options =
@@ -297,7 +269,7 @@ async fn disabling_someone_ends_their_connection_and_their_tokens() -> anyhow::R
         401
     );
     assert!(
-        login(&stack, "bob").await.is_err(),
+        staff::sign_in(&stack, "bob").await.is_err(),
         "a disabled account cannot sign in"
     );
 
@@ -348,7 +320,7 @@ async fn disabling_someone_ends_their_connection_and_their_tokens() -> anyhow::R
     .await?;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let fresh = login(&stack, "bob").await?;
+    let fresh = staff::sign_in(&stack, "bob").await?;
     TestClientV5::connect(options("bob", &fresh)).await?;
 
     // Every change is on the chain, with before and after, by whom.

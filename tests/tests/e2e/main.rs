@@ -20,6 +20,7 @@ mod mqttjs;
 mod pipeline;
 mod revocation;
 mod robustness;
+mod staff;
 mod staff_revocation;
 mod storage;
 mod tls;
