@@ -16,6 +16,7 @@ pub mod password;
 pub mod people;
 mod people_http;
 mod problem;
+mod sessions_http;
 mod throttle;
 mod tokens;
 
@@ -180,6 +181,11 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/v1/people/{username}",
             get(people_http::read).patch(people_http::update),
+        )
+        .route("/v1/sessions", get(sessions_http::list))
+        .route(
+            "/v1/sessions/{id}/transcript",
+            get(sessions_http::transcript),
         )
         .route("/v1/audit", get(audit_http::query))
         .route("/v1/audit/export", get(audit_http::export))

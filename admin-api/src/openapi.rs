@@ -16,6 +16,8 @@ use utoipa::OpenApi;
         crate::people_http::create,
         crate::people_http::read,
         crate::people_http::update,
+        crate::sessions_http::list,
+        crate::sessions_http::transcript,
         crate::audit_http::query,
         crate::audit_http::export,
         crate::audit_http::verify,
@@ -27,6 +29,7 @@ use utoipa::OpenApi;
     tags(
         (name = "sign-in", description = "Tokens for staff"),
         (name = "people", description = "Help-desk staff: agents, supervisors, admins"),
+        (name = "sessions", description = "Conversations: lists and transcripts"),
         (name = "audit", description = "The tamper-evident record: query, export, verify"),
         (name = "health", description = "Liveness and readiness probes"),
     )

@@ -25,7 +25,11 @@ async fn get(
 }
 
 /// Publishes `payload` to `topic` as `client` and waits for the answer on its ack topic.
-async fn submit(client: &mut TestClientV5, topic: String, payload: Value) -> anyhow::Result<Value> {
+pub(super) async fn submit(
+    client: &mut TestClientV5,
+    topic: String,
+    payload: Value,
+) -> anyhow::Result<Value> {
     client
         .client
         .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
@@ -38,7 +42,7 @@ async fn submit(client: &mut TestClientV5, topic: String, payload: Value) -> any
     }
 }
 
-async fn connected(
+pub(super) async fn connected(
     stack: &TestStack,
     subject: &str,
     token: String,

@@ -1,0 +1,198 @@
+//! `/v1/sessions` over real HTTP, on conversations held over MQTT: the list with filters and
+//! pages, and a transcript with notes, events, receipts, lock history and the survey answer;
+//! agents see only their own sessions.
+
+use courtchat::{Role, StaffRole};
+use serde_json::{Value, json};
+use testkit::TestStack;
+
+use super::admin_audit::{connected, submit};
+use super::staff;
+
+async fn get(stack: &TestStack, path: &str, token: &str) -> anyhow::Result<(u16, Value)> {
+    let response = reqwest::Client::new()
+        .get(stack.http_url(path))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    Ok((response.status().as_u16(), response.json().await?))
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn conversations_are_listed_and_read_by_those_allowed() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let ann = staff::add_signed_in(&stack, "ann", StaffRole::Admin).await?;
+    let bob = staff::add_signed_in(&stack, "bob", StaffRole::Agent).await?;
+    let cal = staff::add_signed_in(&stack, "cal", StaffRole::Agent).await?;
+
+    // Session one: a kiosk writes, Bob joins, answers under the lock, notes, closes; the kiosk
+    // reads and answers the survey.
+    let mut kiosk = connected(&stack, "kiosk-a", stack.token("kiosk-a", Role::Applicant)).await?;
+    let opened = submit(
+        &mut kiosk,
+        "cc/v1/open/kiosk-a".into(),
+        json!({"client_msg_id": "o", "channel": "kiosk"}),
+    )
+    .await?;
+    let one = opened["session_id"].as_str().expect("a session").to_owned();
+    let kiosk_submit = format!("cc/v1/sessions/{one}/submit/kiosk-a");
+    let bob_submit = format!("cc/v1/sessions/{one}/submit/bob");
+    submit(
+        &mut kiosk,
+        kiosk_submit.clone(),
+        json!({"client_msg_id": "m1", "type": "message", "body": "I need a licence"}),
+    )
+    .await?;
+    let mut bob_mqtt = connected(&stack, "bob", bob.clone()).await?;
+    for action in [
+        json!({"client_msg_id": "j", "type": "join"}),
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+        json!({"client_msg_id": "b1", "type": "message", "body": "Which one?"}),
+        json!({"client_msg_id": "n1", "type": "note", "body": "check the ID"}),
+        json!({"client_msg_id": "u", "type": "lock", "op": "release"}),
+    ] {
+        let ack = submit(&mut bob_mqtt, bob_submit.clone(), action.clone()).await?;
+        assert_eq!(ack["status"], "accepted", "{action}: {ack}");
+    }
+    let ack = submit(
+        &mut kiosk,
+        kiosk_submit.clone(),
+        json!({"client_msg_id": "r", "type": "receipt", "delivered_seq": 3, "read_seq": 3}),
+    )
+    .await?;
+    assert_eq!(ack["status"], "accepted", "{ack}");
+    let ack = submit(
+        &mut bob_mqtt,
+        bob_submit.clone(),
+        json!({"client_msg_id": "c", "type": "close"}),
+    )
+    .await?;
+    assert_eq!(ack["status"], "accepted", "{ack}");
+    let ack = submit(
+        &mut kiosk,
+        kiosk_submit,
+        json!({"client_msg_id": "s", "type": "survey", "rating": 5, "comment": "quick"}),
+    )
+    .await?;
+    assert_eq!(ack["status"], "accepted", "{ack}");
+
+    // Session two: another kiosk, nobody joins.
+    let mut other = connected(&stack, "kiosk-b", stack.token("kiosk-b", Role::Applicant)).await?;
+    let opened = submit(
+        &mut other,
+        "cc/v1/open/kiosk-b".into(),
+        json!({"client_msg_id": "o", "channel": "phone"}),
+    )
+    .await?;
+    let two = opened["session_id"].as_str().expect("a session").to_owned();
+
+    // The list: both for the admin, in the order opened, a page at a time; filters.
+    let (status, all) = get(&stack, "/v1/sessions", &ann).await?;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(ids(&all), [one.clone(), two.clone()]);
+    let (_, first) = get(&stack, "/v1/sessions?limit=1", &ann).await?;
+    assert_eq!(ids(&first), vec![one.clone()]);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, second) = get(
+        &stack,
+        &format!("/v1/sessions?limit=1&cursor={cursor}"),
+        &ann,
+    )
+    .await?;
+    assert_eq!(ids(&second), vec![two.clone()]);
+    assert!(second.get("next_cursor").is_none());
+    assert_eq!(
+        ids(&get(&stack, "/v1/sessions?state=closed", &ann).await?.1),
+        vec![one.clone()]
+    );
+    assert_eq!(
+        ids(&get(&stack, "/v1/sessions?state=queued", &ann).await?.1),
+        vec![two.clone()]
+    );
+    assert_eq!(
+        ids(
+            &get(&stack, "/v1/sessions?until=2000-01-01T00:00:00Z", &ann)
+                .await?
+                .1
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(get(&stack, "/v1/sessions?state=lost", &ann).await?.0, 400);
+
+    // Agents: only the sessions they took part in.
+    assert_eq!(
+        ids(&get(&stack, "/v1/sessions", &bob).await?.1),
+        vec![one.clone()]
+    );
+    assert_eq!(
+        ids(&get(&stack, "/v1/sessions", &cal).await?.1),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        get(&stack, &format!("/v1/sessions/{one}/transcript"), &cal)
+            .await?
+            .0,
+        403
+    );
+    assert_eq!(
+        get(&stack, "/v1/sessions/s-nope/transcript", &ann).await?.0,
+        404
+    );
+
+    // The transcript, as Bob may read it too.
+    let (status, transcript) = get(&stack, &format!("/v1/sessions/{one}/transcript"), &bob).await?;
+    assert_eq!(status, 200, "{transcript}");
+    assert_eq!(transcript["session"]["state"], "closed");
+    let entries = transcript["entries"].as_array().expect("entries");
+    let seqs: Vec<i64> = entries
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "the whole stream, in order"
+    );
+    let said = |kind: &str, body: &str| {
+        entries
+            .iter()
+            .any(|e| e["kind"] == kind && e["body"] == body)
+    };
+    assert!(
+        said("text", "I need a licence") && said("text", "Which one?"),
+        "{transcript}"
+    );
+    assert!(
+        said("note", "check the ID"),
+        "staff see notes: {transcript}"
+    );
+    assert!(
+        entries.iter().any(|e| e["kind"] == "event"),
+        "events: {transcript}"
+    );
+    let locks: Vec<&str> = transcript["lock_history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["action"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(locks, ["lock.acquired", "lock.released"]);
+    assert_eq!(transcript["receipts"][0]["subject"], "kiosk-a");
+    assert_eq!(transcript["receipts"][0]["read_seq"], 3);
+    assert_eq!(transcript["survey"]["rating"], 5);
+    assert_eq!(transcript["survey"]["comment"], "quick");
+    stack.shutdown().await;
+    Ok(())
+}
