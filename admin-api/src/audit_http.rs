@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use schemas::db::entities::agent::StaffRole;
 use schemas::db::entities::{audit_event, participant};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
@@ -152,18 +151,8 @@ fn filtered(
     caller: &Caller,
     query: &AuditQuery,
 ) -> Result<(Select<audit_event::Entity>, i64), Problem> {
-    let time = |name: &str, value: &Option<String>| -> Result<Option<DateTime<Utc>>, Problem> {
-        value
-            .as_deref()
-            .map(|text| {
-                DateTime::parse_from_rfc3339(text)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| Problem::invalid(format!("{name} is not an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let since = time("since", &query.since)?;
-    let until = time("until", &query.until)?;
+    let since = crate::filters::time("since", query.since.as_deref())?;
+    let until = crate::filters::time("until", query.until.as_deref())?;
     for (name, value, max) in [
         ("session", &query.session, 64),
         ("actor", &query.actor, 128),

@@ -9,6 +9,7 @@
 mod audit_http;
 mod auth;
 mod extract;
+mod filters;
 mod login;
 mod openapi;
 mod page;

@@ -192,18 +192,8 @@ pub async fn list(
 ) -> Result<Json<SessionPage>, Problem> {
     let limit = crate::page::size(query.limit, 50, 200)?;
     let after = crate::page::after(query.cursor.as_deref())?;
-    let parse = |name: &str, value: &Option<String>| {
-        value
-            .as_deref()
-            .map(|text| {
-                DateTime::parse_from_rfc3339(text)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| Problem::invalid(format!("{name} is not an RFC 3339 time")))
-            })
-            .transpose()
-    };
-    let since = parse("since", &query.since)?;
-    let until = parse("until", &query.until)?;
+    let since = crate::filters::time("since", query.since.as_deref())?;
+    let until = crate::filters::time("until", query.until.as_deref())?;
     for (name, value, max) in [("agent", &query.agent, 128), ("team", &query.team, 64)] {
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())

@@ -2,13 +2,12 @@
 //! export as JSON Lines, verify (and find a tampered entry); agents read only the audit of
 //! their own sessions.
 
-use courtchat::{Role, StaffRole};
-use rumqttc::v5::mqttbytes::QoS;
+use courtchat::StaffRole;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use testkit::TestStack;
-use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
+use super::chat::{self, connected, submit};
 use super::staff;
 
 async fn get(
@@ -24,42 +23,6 @@ async fn get(
     Ok((response.status().as_u16(), response))
 }
 
-/// Publishes `payload` to `topic` as `client` and waits for the answer on its ack topic.
-pub(super) async fn submit(
-    client: &mut TestClientV5,
-    topic: String,
-    payload: Value,
-) -> anyhow::Result<Value> {
-    client
-        .client
-        .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
-        .await?;
-    loop {
-        let publish = tokio::time::timeout(PATIENCE, client.next_publish()).await??;
-        if String::from_utf8_lossy(&publish.topic).ends_with("/ack") {
-            return Ok(serde_json::from_slice(&publish.payload)?);
-        }
-    }
-}
-
-pub(super) async fn connected(
-    stack: &TestStack,
-    subject: &str,
-    token: String,
-) -> anyhow::Result<TestClientV5> {
-    let addr = stack.mqtt_tcp_addr();
-    let mut options = rumqttc::v5::MqttOptions::new(subject, addr.ip().to_string(), addr.port());
-    options.set_credentials(subject, token);
-    let mut client = TestClientV5::connect(options).await?;
-    client
-        .subscribe(vec![filter(
-            &format!("cc/v1/clients/{subject}/ack"),
-            QoS::AtLeastOnce,
-        )])
-        .await?;
-    Ok(client)
-}
-
 #[tokio::test]
 async fn the_record_is_queried_exported_and_verified_by_those_allowed() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
@@ -68,14 +31,7 @@ async fn the_record_is_queried_exported_and_verified_by_those_allowed() -> anyho
     let cal = staff::add_signed_in(&stack, "cal", StaffRole::Agent).await?;
 
     // A conversation on the record: a kiosk opens a session and writes; Bob joins.
-    let mut kiosk = connected(&stack, "kiosk-a", stack.token("kiosk-a", Role::Applicant)).await?;
-    let opened = submit(
-        &mut kiosk,
-        "cc/v1/open/kiosk-a".into(),
-        json!({"client_msg_id": "o", "channel": "kiosk"}),
-    )
-    .await?;
-    let session = opened["session_id"].as_str().expect("a session").to_owned();
+    let (mut kiosk, session) = chat::kiosk_with_session(&stack, "kiosk-a", "kiosk").await?;
     for n in 0..3 {
         let ack = submit(
             &mut kiosk,

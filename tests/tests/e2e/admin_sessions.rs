@@ -2,11 +2,11 @@
 //! pages, and a transcript with notes, events, receipts, lock history and the survey answer;
 //! agents see only their own sessions.
 
-use courtchat::{Role, StaffRole};
+use courtchat::StaffRole;
 use serde_json::{Value, json};
 use testkit::TestStack;
 
-use super::admin_audit::{connected, submit};
+use super::chat::{self, connected, submit};
 use super::staff;
 
 async fn get(stack: &TestStack, path: &str, token: &str) -> anyhow::Result<(u16, Value)> {
@@ -36,14 +36,7 @@ async fn conversations_are_listed_and_read_by_those_allowed() -> anyhow::Result<
 
     // Session one: a kiosk writes, Bob joins, answers under the lock, notes, closes; the kiosk
     // reads and answers the survey.
-    let mut kiosk = connected(&stack, "kiosk-a", stack.token("kiosk-a", Role::Applicant)).await?;
-    let opened = submit(
-        &mut kiosk,
-        "cc/v1/open/kiosk-a".into(),
-        json!({"client_msg_id": "o", "channel": "kiosk"}),
-    )
-    .await?;
-    let one = opened["session_id"].as_str().expect("a session").to_owned();
+    let (mut kiosk, one) = chat::kiosk_with_session(&stack, "kiosk-a", "kiosk").await?;
     let kiosk_submit = format!("cc/v1/sessions/{one}/submit/kiosk-a");
     let bob_submit = format!("cc/v1/sessions/{one}/submit/bob");
     submit(
@@ -86,14 +79,7 @@ async fn conversations_are_listed_and_read_by_those_allowed() -> anyhow::Result<
     assert_eq!(ack["status"], "accepted", "{ack}");
 
     // Session two: another kiosk, nobody joins.
-    let mut other = connected(&stack, "kiosk-b", stack.token("kiosk-b", Role::Applicant)).await?;
-    let opened = submit(
-        &mut other,
-        "cc/v1/open/kiosk-b".into(),
-        json!({"client_msg_id": "o", "channel": "phone"}),
-    )
-    .await?;
-    let two = opened["session_id"].as_str().expect("a session").to_owned();
+    let (_other, two) = chat::kiosk_with_session(&stack, "kiosk-b", "phone").await?;
 
     // The list: both for the admin, in the order opened, a page at a time; filters.
     let (status, all) = get(&stack, "/v1/sessions", &ann).await?;

@@ -11,6 +11,7 @@ mod architecture;
 mod audit_record;
 mod auth;
 mod bench_smoke;
+mod chat;
 mod closed_sessions;
 mod config_example;
 mod framing;
