@@ -122,6 +122,10 @@ impl Worker {
         let mut in_flight: Option<oneshot::Receiver<Stored>> = None;
         // Lapsed reply locks are freed, recorded and announced even when nobody writes.
         let mut lock_sweep = tokio::time::interval(Duration::from_secs(1));
+        // A second after the last sweep, not as many sweeps as seconds were missed: while the
+        // database is unreachable each sweep waits out the connect timeout, and back-to-back
+        // sweeps would take turns from the submissions waiting to be refused.
+        lock_sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let first = tokio::select! {
                 _ = stop.changed() => break,
