@@ -113,6 +113,12 @@ pub enum Topic<'a> {
     Ack { subject: &'a str },
     /// `cc/v1/queue`: sessions waiting for an agent. Server-written; staff read it.
     Queue,
+    /// `cc/v1/staff/{subject}/submit`: what a member of staff submits about themselves rather
+    /// than a session (availability). Written by that subject; read by the service.
+    StaffSubmit { subject: &'a str },
+    /// `cc/v1/staff/{subject}/assignments`: sessions given to that member of staff.
+    /// Server-written; read by that subject and supervisors.
+    Assignments { subject: &'a str },
     /// `cc/v1/memberships`: who joined or left which session, from the chat pipeline to the
     /// gateway's authorizer. Service only, in both directions.
     Memberships,
@@ -149,6 +155,8 @@ impl<'a> Topic<'a> {
             ["open", subject] => Some(Topic::Open { subject }),
             ["clients", subject, "ack"] => Some(Topic::Ack { subject }),
             ["queue"] => Some(Topic::Queue),
+            ["staff", subject, "submit"] => Some(Topic::StaffSubmit { subject }),
+            ["staff", subject, "assignments"] => Some(Topic::Assignments { subject }),
             ["memberships"] => Some(Topic::Memberships),
             _ => None,
         }
@@ -175,6 +183,8 @@ impl fmt::Display for Topic<'_> {
             Topic::Open { subject } => write!(f, "{PREFIX}/open/{subject}"),
             Topic::Ack { subject } => write!(f, "{PREFIX}/clients/{subject}/ack"),
             Topic::Queue => write!(f, "{PREFIX}/queue"),
+            Topic::StaffSubmit { subject } => write!(f, "{PREFIX}/staff/{subject}/submit"),
+            Topic::Assignments { subject } => write!(f, "{PREFIX}/staff/{subject}/assignments"),
             Topic::Memberships => write!(f, "{PREFIX}/memberships"),
         }
     }
@@ -244,6 +254,15 @@ mod tests {
                 Some(Topic::Ack { subject: "kiosk-1" }),
             ),
             ("cc/v1/queue", Some(Topic::Queue)),
+            (
+                "cc/v1/staff/ann/submit",
+                Some(Topic::StaffSubmit { subject: "ann" }),
+            ),
+            (
+                "cc/v1/staff/ann/assignments",
+                Some(Topic::Assignments { subject: "ann" }),
+            ),
+            ("cc/v1/staff/ann", None),
             ("cc/v1/memberships", Some(Topic::Memberships)),
             // Kinds that carry a subject need one, and the others must not have one.
             ("cc/v1/sessions/s1/submit", None),

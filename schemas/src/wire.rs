@@ -94,7 +94,9 @@ pub enum Action {
     Join,
     /// A participant leaves the session.
     Leave,
-    /// Hand the session, with its reply lock, to another agent or team in one step.
+    /// Hand the session, with its reply lock, to another agent or team in one step. From a
+    /// participant, the sender leaves; from a supervisor or admin who is not one (an
+    /// assignment), the assigned agent, if any, leaves.
     Transfer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         to_agent: Option<String>,
@@ -126,6 +128,52 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
     },
+}
+
+/// What a member of staff submits about themselves rather than a session
+/// (`cc/v1/staff/{subject}/submit`); answered on their ack topic like a [`Submission`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StaffSubmission {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub client_msg_id: String,
+    #[serde(flatten)]
+    pub action: StaffAction,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StaffAction {
+    /// Whether the sender takes new sessions: waiting sessions are offered only to available
+    /// staff with spare capacity.
+    Availability { status: Availability },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    Available,
+    Away,
+}
+
+/// A session given to a member of staff (`cc/v1/staff/{subject}/assignments`), published once
+/// they are its participant: subscribe to its topics and resync from 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    #[serde(default = "version")]
+    pub v: u8,
+    pub session_id: String,
+    /// Who the session is given to (the topic's subject).
+    pub agent: String,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Who gave it: `router` for the queue's automatic offer, else the supervisor, admin or
+    /// agent who assigned or transferred it.
+    pub by: String,
+    /// The `seq` of the session's `joined` (or `transferred`) entry that records it.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -420,6 +468,8 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
     vec![
         ("open-session", schemars::schema_for!(OpenSession)),
         ("submission", schemars::schema_for!(Submission)),
+        ("staff-submission", schemars::schema_for!(StaffSubmission)),
+        ("assignment", schemars::schema_for!(Assignment)),
         ("ack", schemars::schema_for!(Ack)),
         ("stream-entry", schemars::schema_for!(StreamEntry)),
         ("resync", schemars::schema_for!(Resync)),

@@ -3,7 +3,7 @@
 //! hold. Each rule is a pure function, so the pipeline and its tests share one definition, and
 //! `PROTOCOL.md` documents the same limits.
 
-use super::{OpenSession, RejectReason, Submission};
+use super::{OpenSession, RejectReason, StaffSubmission, Submission};
 
 /// Longest `client_msg_id`, in characters. The server derives ids of its own from it (a suffix
 /// such as `#escalated` for the entries one action leaves), and the stored column holds 128.
@@ -53,6 +53,16 @@ impl Submission {
     pub fn from_json(payload: &[u8]) -> Result<Self, InputError> {
         let value = strict_value(payload)?;
         let submission: Submission = serde_json::from_value(value).map_err(malformed)?;
+        check_client_msg_id(&submission.client_msg_id)?;
+        Ok(submission)
+    }
+}
+
+impl StaffSubmission {
+    /// Parses a staff submission strictly (see [`Submission::from_json`]).
+    pub fn from_json(payload: &[u8]) -> Result<Self, InputError> {
+        let value = strict_value(payload)?;
+        let submission: StaffSubmission = serde_json::from_value(value).map_err(malformed)?;
         check_client_msg_id(&submission.client_msg_id)?;
         Ok(submission)
     }

@@ -23,6 +23,9 @@ pub struct Model {
     pub capacity: i32,
     /// Unix seconds before which the agent's tokens are refused (0: never revoked).
     pub tokens_not_before: i64,
+    /// Whether they take new sessions now; written only by the chat pipeline, which offers
+    /// waiting sessions to available staff.
+    pub available: bool,
 }
 
 /// What a member of staff may do; applicants and services are not staff and have no row here.
