@@ -386,7 +386,14 @@ impl ProtocolRules {
                 identity.role,
                 Role::Agent | Role::Supervisor | Role::Service
             ),
-            Template::Open | Template::Memberships => identity.role == Role::Service,
+            // A member of staff's own assignments; supervisors watch everyone's.
+            Template::Assignments => {
+                matches!(identity.role, Role::Service | Role::Supervisor)
+                    || (identity.role == Role::Agent && Self::own(identity, subject))
+            }
+            Template::Open | Template::StaffSubmit | Template::Memberships => {
+                identity.role == Role::Service
+            }
         }
     }
 }
@@ -411,9 +418,14 @@ impl Authorizer for ProtocolRules {
                 identity.role == Role::Service
                     || (identity.role == Role::Applicant && subject == identity.subject)
             }
-            Some(Topic::Ack { .. } | Topic::Queue | Topic::Memberships) => {
+            Some(Topic::StaffSubmit { subject }) => {
                 identity.role == Role::Service
+                    || (matches!(identity.role, Role::Agent | Role::Supervisor)
+                        && subject == identity.subject)
             }
+            Some(
+                Topic::Ack { .. } | Topic::Queue | Topic::Assignments { .. } | Topic::Memberships,
+            ) => identity.role == Role::Service,
             None => return Decision::Deny(format!("{topic} is not a topic of the protocol")),
         };
         if allowed {
@@ -472,11 +484,13 @@ enum Template {
     Open,
     Ack,
     Queue,
+    StaffSubmit,
+    Assignments,
     Memberships,
 }
 
 impl Template {
-    const ALL: [Template; 12] = [
+    const ALL: [Template; 14] = [
         Template::Session(SessionTopic::Messages),
         Template::Session(SessionTopic::Notes),
         Template::Session(SessionTopic::Lock),
@@ -488,6 +502,8 @@ impl Template {
         Template::Open,
         Template::Ack,
         Template::Queue,
+        Template::StaffSubmit,
+        Template::Assignments,
         Template::Memberships,
     ];
 
@@ -512,6 +528,10 @@ impl Template {
             Template::Open => &[Seg::Fixed("open"), Seg::Subject],
             Template::Ack => &[Seg::Fixed("clients"), Seg::Subject, Seg::Fixed("ack")],
             Template::Queue => &[Seg::Fixed("queue")],
+            Template::StaffSubmit => &[Seg::Fixed("staff"), Seg::Subject, Seg::Fixed("submit")],
+            Template::Assignments => {
+                &[Seg::Fixed("staff"), Seg::Subject, Seg::Fixed("assignments")]
+            }
             Template::Memberships => &[Seg::Fixed("memberships")],
         };
         for seg in prefix.chain(rest.iter().copied()) {

@@ -1664,14 +1664,15 @@ async fn read_connect(
     }
 }
 
-/// Whether `topic` carries something for the chat pipeline to decide (an open request or a
-/// submission).
+/// Whether `topic` carries something for the chat pipeline to decide (an open request, a
+/// submission or a staff submission).
 fn is_submission(topic: &str) -> bool {
     use schemas::topics::{SessionTopic, Topic};
     matches!(
         Topic::parse(topic),
         Some(
             Topic::Open { .. }
+                | Topic::StaffSubmit { .. }
                 | Topic::Session {
                     kind: SessionTopic::Submit,
                     ..
