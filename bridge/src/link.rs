@@ -273,13 +273,14 @@ impl Driver {
                                 [
                                     format!("{}/open/+", schemas::topics::PREFIX),
                                     format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
+                                    format!("{}/staff/+/submit", schemas::topics::PREFIX),
                                 ]
                                 .map(|path| Filter::new(path, QoS::AtLeastOnce)),
                                 None,
                             )));
                     }
                 }
-                // Both subscriptions are in place: from now on nothing submitted is missed.
+                // Every subscription is in place: from now on nothing submitted is missed.
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     tracing::info!("chat pipeline connected");
                     self.ready.send_replace(true);

@@ -8,15 +8,18 @@ use std::time::Instant;
 use chrono::{SubsecRound, Utc};
 use schemas::db::entities::submission_ack;
 use schemas::topics::{SessionTopic, Topic};
-use schemas::wire::{self, Ack, Action, OpenSession, Outcome, RejectReason, Submission};
+use schemas::wire::{
+    self, Ack, Action, OpenSession, Outcome, RejectReason, StaffAction, StaffSubmission, Submission,
+};
 use sea_orm::{Set, TransactionTrait};
 
 use super::decide::lifecycle::{self, OpenedBefore};
-use super::decide::{self, Context, Effects, Verdict};
+use super::decide::{self, Context, Effects, Verdict, routing};
+use super::dispatch;
 use super::input::{
     check_action, check_body, client_msg_id_of, new_session_id, primary_content, request_digest,
 };
-use super::load::{Answered, Key, answered, opened_before, staff_roles};
+use super::load::{Answered, Key, answered, opened_before, overseers, staff_roles};
 use super::outbox::Outbox;
 use super::resync::{self, PageLimits, PageRequest};
 use super::worker::Worker;
@@ -34,6 +37,11 @@ enum Parsed {
         session_id: String,
         sender: String,
         submission: Submission,
+    },
+    /// A member of staff's submission about themselves (availability).
+    Staff {
+        subject: String,
+        submission: StaffSubmission,
     },
     /// Refused before deciding (not valid, or a value the record does not take).
     Refused {
@@ -110,6 +118,22 @@ fn parse(incoming: &Incoming, max_body_bytes: usize) -> Parsed {
                 },
             },
         },
+        Some(Topic::StaffSubmit { subject }) => match StaffSubmission::from_json(&incoming.payload)
+        {
+            Err(err) => refused(
+                subject,
+                None,
+                client_msg_id_of(&incoming.payload),
+                (err.reason(), err.to_string()),
+            ),
+            Ok(submission) if submission.v != wire::VERSION => {
+                refused(subject, None, submission.client_msg_id, unsupported())
+            }
+            Ok(submission) => Parsed::Staff {
+                subject: subject.to_owned(),
+                submission,
+            },
+        },
         _ => Parsed::Ignored,
     }
 }
@@ -175,7 +199,13 @@ impl Worker {
         }
         let mut new_answers = HashMap::new();
         let mut named_staff = Vec::new();
+        let mut acting_from_outside = Vec::new();
         let mut opens = HashMap::new();
+        // Dropped with any failure below, and read again next time.
+        let mut roster = match self.roster.take() {
+            Some(roster) => roster,
+            None => dispatch::load(txn).await?,
+        };
         for p in &parsed {
             match p {
                 Parsed::Submit {
@@ -185,6 +215,16 @@ impl Worker {
                 } => {
                     if !self.views.load(txn, session_id).await? {
                         continue;
+                    }
+                    if matches!(
+                        submission.action,
+                        Action::Transfer { .. } | Action::Close { .. }
+                    ) && self
+                        .views
+                        .get(session_id)
+                        .is_some_and(|view| !view.members.contains_key(sender))
+                    {
+                        acting_from_outside.push(sender.clone());
                     }
                     match &submission.action {
                         Action::Join => named_staff.push(sender.clone()),
@@ -208,10 +248,18 @@ impl Worker {
                         opens.insert(key, before);
                     }
                 }
-                Parsed::Refused { .. } | Parsed::Ignored => {}
+                Parsed::Staff { .. } | Parsed::Refused { .. } | Parsed::Ignored => {}
             }
         }
         let staff = staff_roles(txn, named_staff).await?;
+        let overseers = overseers(txn, acting_from_outside).await?;
+        // Staff added since the roster was last read say they are available: read it again.
+        let unseated = parsed
+            .iter()
+            .any(|p| matches!(p, Parsed::Staff { subject, .. } if roster.seat(subject).is_none()));
+        if unseated {
+            roster.refresh(dispatch::stored_seats(txn).await?);
+        }
 
         let mut fx = Effects::default();
         let mut resyncs = Vec::new();
@@ -222,11 +270,29 @@ impl Worker {
             config: &self.config,
             limiter: &mut self.limiter,
             staff: &staff,
+            overseers: &overseers,
         };
         for (index, p) in parsed.into_iter().enumerate() {
             let index = Some(index);
             match p {
                 Parsed::Ignored => {}
+                Parsed::Staff {
+                    subject,
+                    submission,
+                } => {
+                    let cmid = submission.client_msg_id;
+                    let verdict = match submission.action {
+                        StaffAction::Availability { status } => routing::availability(
+                            &mut roster,
+                            &ctx,
+                            &mut fx,
+                            &subject,
+                            &cmid,
+                            status,
+                        ),
+                    };
+                    answer(&mut fx, index, &subject, None, &cmid, verdict);
+                }
                 Parsed::Refused {
                     sender,
                     session_id,
@@ -357,6 +423,11 @@ impl Worker {
                 }
             }
         }
+
+        // Waiting sessions (new, returned to the queue) go to whoever has room now.
+        dispatch::follow(&mut roster, &fx, &self.views, now);
+        dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx).await?;
+        self.roster = Some(roster);
 
         fx.seal(&self.views);
         let touched = batch
@@ -606,7 +677,7 @@ fn undecided(incoming: &Incoming, index: usize, reason: RejectReason, message: &
     let mut outbox = Outbox::default();
     let cmid = client_msg_id_of(&incoming.payload);
     let (sender, session_id) = match Topic::parse(&incoming.topic) {
-        Some(Topic::Open { subject }) => (subject, None),
+        Some(Topic::Open { subject } | Topic::StaffSubmit { subject }) => (subject, None),
         Some(Topic::Session {
             session,
             kind: SessionTopic::Submit,

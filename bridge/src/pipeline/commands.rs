@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use schemas::topics::{SessionTopic, Topic};
-use schemas::wire::{Ack, OpenSession, Resync, Submission};
+use schemas::wire::{Ack, OpenSession, Resync, StaffSubmission, Submission};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::link::{Incoming, Origin};
@@ -51,6 +51,10 @@ pub enum CommandError {
     Stopped,
     #[error("the pipeline's answer could not be read: {0}")]
     Answer(#[from] serde_json::Error),
+    /// A session id or subject that cannot be a topic segment (empty, or holding `/`, `+`,
+    /// `#`): the pipeline would never see it, so it is refused here.
+    #[error("not a session id or subject the protocol can name")]
+    Unnamable,
 }
 
 impl Commands {
@@ -88,7 +92,22 @@ impl Commands {
             .await
     }
 
+    /// Submits `submission` about `subject` themselves (availability), as if they had
+    /// published it.
+    pub async fn staff(
+        &self,
+        subject: &str,
+        submission: &StaffSubmission,
+    ) -> Result<Reply, CommandError> {
+        let topic = Topic::StaffSubmit { subject };
+        self.send(topic.to_string(), serde_json::to_vec(submission)?)
+            .await
+    }
+
     async fn send(&self, topic: String, payload: Vec<u8>) -> Result<Reply, CommandError> {
+        if Topic::parse(&topic).is_none() {
+            return Err(CommandError::Unnamable);
+        }
         let (caller, answer) = oneshot::channel();
         let incoming = Incoming {
             topic,

@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::batch::{Decided, Pending, busy, unavailable, unreachable};
 use super::commands::Intake;
 use super::decide::{self, Context, Effects};
+use super::dispatch;
 use super::outbox::Outbox;
 use super::resync::PageLimits;
+use super::roster::Roster;
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
@@ -39,6 +41,8 @@ pub(crate) struct Worker {
     pub(super) audit: Arc<AuditTrail>,
     pub(super) config: BridgeConfig,
     pub(super) views: Views,
+    /// Who takes waiting sessions; read from the database when absent.
+    pub(super) roster: Option<Roster>,
     pub(super) limiter: RateLimiter,
     /// The largest packet the gateway takes from the pipeline (from its CONNACK).
     pub(super) packet_limit: Arc<AtomicUsize>,
@@ -90,6 +94,7 @@ impl Worker {
             audit,
             config,
             views: Views::default(),
+            roster: None,
             limiter,
             packet_limit: Arc::new(AtomicUsize::new(256 * 1024)),
             pending: Pending::default(),
@@ -245,6 +250,7 @@ impl Worker {
     /// Drops everything the views and the pending answers say beyond what is stored.
     fn forget(&mut self) {
         self.views.clear();
+        self.roster = None;
         self.pending = Pending::default();
         self.closing.clear();
     }
@@ -372,13 +378,14 @@ impl Worker {
             .map(|row| row.id)
             .collect();
         let mut fx = Effects::default();
-        let no_staff = Default::default();
+        let (no_staff, no_overseers) = Default::default();
         let ctx = Context {
             now,
             instant: Instant::now(),
             config: &self.config,
             limiter: &mut self.limiter,
             staff: &no_staff,
+            overseers: &no_overseers,
         };
         for session_id in &lapsed {
             if !self.views.load(db, session_id).await? {
@@ -388,6 +395,15 @@ impl Worker {
                 decide::lock::expire(view, &ctx, &mut fx, session_id);
             }
         }
+        // An admin's changes to staff (team, capacity, disabling) reach the roster here, and
+        // sessions that waited for them are offered.
+        let mut roster = match self.roster.take() {
+            Some(roster) => roster,
+            None => dispatch::load(db).await?,
+        };
+        roster.refresh(dispatch::stored_seats(db).await?);
+        dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx).await?;
+        self.roster = Some(roster);
         if fx.audit.is_empty() {
             return Ok(None);
         }

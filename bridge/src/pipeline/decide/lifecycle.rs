@@ -5,7 +5,7 @@ use schemas::topics::Topic;
 use schemas::wire::{self, MembershipOp, OpenSession, RejectReason, SessionEvent, StreamContent};
 use sea_orm::Set;
 
-use super::{Context, Effects, Subject, Verdict, is_staff, lock, membership, refuse};
+use super::{Context, Effects, Subject, Verdict, is_staff, lock, membership, refuse, routing};
 use crate::audit::AuditEntry;
 use crate::pipeline::view::{SessionView, Views};
 
@@ -157,7 +157,8 @@ pub(crate) fn set_status(
 }
 
 /// Hands the session to another agent (with the reply lock, under a new epoch) or back to a
-/// team's queue, in one step; the sender leaves.
+/// team's queue, in one step. From a participant, the sender leaves; from a supervisor or admin
+/// acting from outside (an assignment), the assigned agent, if still a participant, leaves.
 pub(crate) fn transfer(
     view: &mut SessionView,
     ctx: &mut Context<'_>,
@@ -166,10 +167,15 @@ pub(crate) fn transfer(
     to_agent: Option<String>,
     to_team: Option<String>,
 ) -> Verdict {
-    if !is_staff(s.role) {
+    if !is_staff(s.role) && !s.overseer {
         return refuse(RejectReason::NotAllowed, "only staff transfer a session");
     }
-    let (session_id, from, cmid) = (s.session_id, s.sender, s.cmid);
+    let (session_id, sender) = (s.session_id, s.sender);
+    let from = if s.overseer {
+        (view.assigned_agent.clone()).filter(|agent| view.members.contains_key(agent))
+    } else {
+        Some(sender.to_owned())
+    };
     let seq = match (to_agent, to_team) {
         (Some(to), None) => {
             let Some(to_role) = ctx.staff_role(&to) else {
@@ -178,26 +184,30 @@ pub(crate) fn transfer(
                     "the target is not registered, active staff",
                 );
             };
-            if to == from {
-                return refuse(
-                    RejectReason::Invalid,
-                    "a session cannot be transferred to its sender",
-                );
+            if from.as_deref() == Some(to.as_str()) {
+                let message = if s.overseer {
+                    "the session is already assigned to this agent"
+                } else {
+                    "a session cannot be transferred to its sender"
+                };
+                return refuse(RejectReason::Invalid, message);
             }
             if !view.members.contains_key(&to) {
-                let join_id = format!("{cmid}#join");
+                let join_id = format!("{}#join", s.cmid);
                 membership::add(view, ctx, fx, session_id, &to, &join_id, to_role);
             }
-            lock::hand_to(view, ctx, fx, session_id, from, &to);
+            lock::hand_to(view, ctx, fx, session_id, sender, &to);
             view.assigned_agent = Some(to.clone());
-            handed_over(view, ctx, fx, s, Some(to), None)
+            let seq = handed_over(view, ctx, fx, s, from.as_deref(), Some(to.clone()), None);
+            routing::notify(view, ctx, fx, session_id, &to, sender, seq);
+            seq
         }
         (None, Some(team)) => {
             view.team = Some(team.clone());
             view.assigned_agent = None;
-            let seq = handed_over(view, ctx, fx, s, None, Some(team));
+            let seq = handed_over(view, ctx, fx, s, from.as_deref(), None, Some(team));
             let queued = session::SessionStatus::Queued;
-            set_status(view, ctx, fx, session_id, from, cmid, queued);
+            set_status(view, ctx, fx, session_id, sender, s.cmid, queued);
             seq
         }
         _ => {
@@ -210,27 +220,30 @@ pub(crate) fn transfer(
     Verdict::Accepted { seq: Some(seq) }
 }
 
-/// The end of a transfer: the changed row, the `transferred` entry (returned) and the
-/// sender's leaving.
+/// The end of a transfer: the changed row, the `transferred` entry (returned, under the
+/// sender's id) and the leaving of whoever handed the session over.
 fn handed_over(
     view: &mut SessionView,
     ctx: &Context<'_>,
     fx: &mut Effects,
     s: &Subject<'_>,
+    from: Option<&str>,
     to_agent: Option<String>,
     to_team: Option<String>,
 ) -> u64 {
-    let (session_id, from, cmid) = (s.session_id, s.sender, s.cmid);
+    let (session_id, sender, cmid) = (s.session_id, s.sender, s.cmid);
     fx.changed.insert(session_id.to_owned());
     let transferred = StreamContent::Event {
         event: SessionEvent::Transferred {
-            from: Some(from.to_owned()),
+            from: Some(sender.to_owned()),
             to_agent,
             to_team,
         },
     };
-    let seq = fx.append(view, ctx.now, session_id, from, cmid, transferred, None);
-    membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+    let seq = fx.append(view, ctx.now, session_id, sender, cmid, transferred, None);
+    if let Some(from) = from {
+        membership::remove(view, ctx, fx, session_id, from, &format!("{cmid}#leave"));
+    }
     seq
 }
 
@@ -382,6 +395,52 @@ mod tests {
         assert_eq!(view.lock.epoch, 2);
         assert_eq!(view.assigned_agent.as_deref(), Some("bob"));
         assert!(!view.members.contains_key("ann"));
+    }
+
+    #[test]
+    fn a_supervisor_from_outside_assigns_by_moving_the_assigned_agent_out() {
+        let staff = HashMap::from([
+            ("bob".to_owned(), Some(ParticipantRole::Agent)),
+            ("sue".to_owned(), Some(ParticipantRole::Supervisor)),
+        ]);
+        let mut views = views(&[("ann", ParticipantRole::Agent)]);
+        views.get_mut("s-1").unwrap().assigned_agent = Some("ann".into());
+        let to_bob = Action::Transfer {
+            to_agent: Some("bob".into()),
+            to_team: None,
+        };
+        let (verdict, fx) = decide(&mut views, &staff, "sue", "t", to_bob.clone(), 1);
+        assert!(matches!(verdict, Verdict::Accepted { seq: Some(_) }));
+        // The same entries as a transfer by ann herself, with sue named as who transferred.
+        assert_eq!(
+            event_types(&fx),
+            [
+                "session.joined",
+                "lock.taken_over",
+                "session.transferred",
+                "session.left"
+            ]
+        );
+        assert_eq!(fx.entries[1].sender, sea_orm::Set("sue".to_owned()));
+        assert_eq!(fx.entries[2].sender, sea_orm::Set("ann".to_owned()));
+        let view = views.get("s-1").unwrap();
+        assert_eq!(view.assigned_agent.as_deref(), Some("bob"));
+        assert!(!view.members.contains_key("ann") && !view.members.contains_key("sue"));
+        let notice = fx
+            .outbox
+            .entries
+            .iter()
+            .find(|(t, _)| t.ends_with("/assignments"));
+        assert_eq!(notice.unwrap().0, "cc/v1/staff/bob/assignments");
+        // Assigning to the agent who has it already is refused; a non-overseer from outside
+        // is not a participant at all.
+        let (again, _) = decide(&mut views, &staff, "sue", "t2", to_bob.clone(), 2);
+        assert!(matches!(again, Verdict::Refused(RejectReason::Invalid, _)));
+        let (stranger, _) = decide(&mut views, &staff, "bob2", "t3", to_bob, 3);
+        assert!(matches!(
+            stranger,
+            Verdict::Refused(RejectReason::NotAllowed, _)
+        ));
     }
 
     #[test]

@@ -177,12 +177,14 @@ mod tests {
         let config = config();
         let sweep = |views: &mut crate::pipeline::view::Views, seconds| {
             let mut limiter = limiter();
+            let overseers = Default::default();
             let ctx = Context {
                 now: at(seconds),
                 instant: std::time::Instant::now(),
                 config: &config,
                 limiter: &mut limiter,
                 staff: &staff,
+                overseers: &overseers,
             };
             let mut fx = Effects::default();
             let expired = expire(views.get_mut("s-1").unwrap(), &ctx, &mut fx, "s-1");

@@ -25,6 +25,11 @@ pub(crate) fn join(
         );
     };
     let seq = add(view, ctx, fx, s.session_id, s.sender, s.cmid, role);
+    // An agent who takes a session nobody has is its agent, as if it had been offered to them.
+    if view.assigned_agent.is_none() && role == participant::ParticipantRole::Agent {
+        view.assigned_agent = Some(s.sender.to_owned());
+        fx.changed.insert(s.session_id.to_owned());
+    }
     Verdict::Accepted { seq: Some(seq) }
 }
 

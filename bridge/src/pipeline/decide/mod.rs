@@ -5,15 +5,16 @@
 //!
 //! One module per family of actions: [`entries`] (messages, notes), [`membership`] (join,
 //! leave), [`lock`] (the reply lock and its expiry), [`receipts`], [`lifecycle`] (open,
-//! transfer, escalate, close, the survey).
+//! transfer, escalate, close, the survey), [`routing`] (availability, offers from the queue).
 
 pub(crate) mod entries;
 pub(crate) mod lifecycle;
 pub(crate) mod lock;
 pub(crate) mod membership;
 pub(crate) mod receipts;
+pub(crate) mod routing;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -59,6 +60,9 @@ pub(crate) struct Context<'a> {
     /// The staff role of each subject the batch names (joiners, transfer targets): `None` when
     /// the subject is not registered, active staff who may take part in sessions.
     pub staff: &'a HashMap<String, Option<participant::ParticipantRole>>,
+    /// Which of the senders the batch names are active supervisors or admins: they may assign,
+    /// transfer and close sessions they are not a participant of (the admin API's actions).
+    pub overseers: &'a HashSet<String>,
 }
 
 impl Context<'_> {
@@ -116,6 +120,8 @@ pub(crate) struct Effects {
     /// Acknowledgements kept for submissions that leave no stream entry.
     pub kept_acks: Vec<submission_ack::ActiveModel>,
     pub audit: Vec<AuditEntry>,
+    /// Staff whose availability changed, and to what.
+    pub availability: Vec<(String, bool)>,
     /// Sessions closed in this batch: their views leave the cache once it commits.
     pub closed: Vec<String>,
     pub outbox: Outbox,
@@ -280,7 +286,11 @@ pub(crate) fn submission(
         return refuse(RejectReason::SessionClosed, "the session is closed");
     }
     let role = view.members.get(sender).copied();
-    if role.is_none() && !matches!(action, Action::Join) {
+    // Supervisors and admins assign, transfer and close from outside a session.
+    let overseer = role.is_none()
+        && ctx.overseers.contains(sender)
+        && matches!(action, Action::Transfer { .. } | Action::Close { .. });
+    if role.is_none() && !overseer && !matches!(action, Action::Join) {
         return refuse(
             RejectReason::NotAllowed,
             "you are not a participant of this session",
@@ -292,6 +302,7 @@ pub(crate) fn submission(
         sender,
         cmid,
         role,
+        overseer,
     };
     match action {
         Action::Resync { from_seq, to_seq } => Verdict::Resync {
@@ -325,6 +336,8 @@ pub(crate) struct Subject<'a> {
     pub sender: &'a str,
     pub cmid: &'a str,
     pub role: Option<participant::ParticipantRole>,
+    /// A supervisor or admin acting on a session they are not a participant of.
+    pub overseer: bool,
 }
 
 fn is_staff(role: Option<participant::ParticipantRole>) -> bool {
@@ -383,12 +396,18 @@ pub(crate) mod testing {
     ) -> (Verdict, Effects) {
         let config = config();
         let mut limiter = limiter();
+        let overseers = staff
+            .iter()
+            .filter(|(_, role)| *role == &Some(participant::ParticipantRole::Supervisor))
+            .map(|(subject, _)| subject.clone())
+            .collect();
         let mut ctx = Context {
             now: at(now),
             instant: Instant::now(),
             config: &config,
             limiter: &mut limiter,
             staff,
+            overseers: &overseers,
         };
         let mut fx = Effects::default();
         let verdict = submission(views, &mut ctx, &mut fx, "s-1", sender, cmid, action);

@@ -4,7 +4,7 @@
 
 mod postgres;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use schemas::db::entities::{agent, message, participant, submission_ack};
 use schemas::wire::{OpenSession, SessionEvent, StreamContent};
@@ -154,4 +154,22 @@ pub(super) async fn staff_roles(
         roles.insert(row.subject, role);
     }
     Ok(roles)
+}
+
+/// Which of `subjects` are active supervisors or admins: they may assign, transfer and close
+/// sessions they do not take part in.
+pub(super) async fn overseers(
+    txn: &impl ConnectionTrait,
+    subjects: Vec<String>,
+) -> Result<HashSet<String>, PipelineError> {
+    if subjects.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = agent::Entity::find()
+        .filter(agent::Column::Subject.is_in(subjects))
+        .filter(agent::Column::Active.eq(true))
+        .filter(agent::Column::Role.is_in([agent::StaffRole::Supervisor, agent::StaffRole::Admin]))
+        .all(txn)
+        .await?;
+    Ok(rows.into_iter().map(|row| row.subject).collect())
 }

@@ -10,7 +10,7 @@ mod postgres;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use schemas::db::entities::{message, participant, receipt, session, submission_ack};
+use schemas::db::entities::{agent, message, participant, receipt, session, submission_ack};
 use sea_orm::sea_query::{CaseStatement, Expr};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction,
@@ -87,6 +87,13 @@ pub(crate) async fn write(
     }
     for survey in std::mem::take(&mut fx.surveys) {
         survey.insert(txn).await?;
+    }
+    for (subject, available) in std::mem::take(&mut fx.availability) {
+        agent::Entity::update_many()
+            .col_expr(agent::Column::Available, Expr::value(available))
+            .filter(agent::Column::Subject.eq(subject))
+            .exec(txn)
+            .await?;
     }
     for entry in std::mem::take(&mut fx.audit) {
         audit.append(entry)?;
