@@ -107,6 +107,7 @@ mod tests {
             password_hash: None,
             capacity: 3,
             tokens_not_before: not_before,
+            available: false,
         }
     }
 

@@ -16,7 +16,10 @@ mod page;
 pub mod password;
 pub mod people;
 mod people_http;
+mod pipeline;
 mod problem;
+mod queue_http;
+mod session_actions_http;
 mod sessions_http;
 mod throttle;
 mod tokens;
@@ -30,7 +33,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -81,6 +84,9 @@ pub struct AdminState {
     pub login: Arc<LoginSettings>,
     /// The gateway's revocations: disabling or demoting someone ends their connections.
     pub gate: Arc<dyn people::Gate>,
+    /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
+    /// availability go through it. `None` when it runs as its own process.
+    pub commands: Option<bridge::Commands>,
 }
 
 /// How sign-in behaves.
@@ -131,7 +137,7 @@ impl AdminState {
 
 /// Whether `text` can be stored or looked up: PostgreSQL's text cannot hold NUL (a query with
 /// one fails), so a value with NUL names nothing that exists, on either store.
-fn storable(text: &str) -> bool {
+pub(crate) fn storable(text: &str) -> bool {
     !text.contains('\0')
 }
 
@@ -188,6 +194,17 @@ pub fn router(state: AdminState) -> Router {
             "/v1/sessions/{id}/transcript",
             get(sessions_http::transcript),
         )
+        .route(
+            "/v1/sessions/{id}/assign",
+            post(session_actions_http::assign),
+        )
+        .route(
+            "/v1/sessions/{id}/transfer",
+            post(session_actions_http::transfer),
+        )
+        .route("/v1/sessions/{id}/close", post(session_actions_http::close))
+        .route("/v1/queue", get(queue_http::waiting))
+        .route("/v1/me/availability", put(queue_http::set_availability))
         .route("/v1/audit", get(audit_http::query))
         .route("/v1/audit/export", get(audit_http::export))
         .route("/v1/audit/verify", get(audit_http::verify))

@@ -53,6 +53,8 @@ pub struct Person {
     /// Sessions at once.
     pub capacity: i32,
     pub active: bool,
+    /// Whether they take new sessions now (they set it: `PUT /v1/me/availability`).
+    pub available: bool,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
@@ -66,6 +68,7 @@ impl From<agent::Model> for Person {
             team: row.team,
             capacity: row.capacity,
             active: row.active,
+            available: row.available,
             created_at: row
                 .created_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -286,6 +286,7 @@ impl Server {
                 tokens: tokens.clone(),
                 login: Arc::new(admin_api::LoginSettings::new(&config.admin)),
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
+                commands: commands.clone(),
             };
             let stop = stop.clone();
             async move {
