@@ -6,6 +6,7 @@ mod admin_audit;
 mod admin_fuzz;
 mod admin_login;
 mod admin_people;
+mod admin_queue;
 mod admin_sessions;
 mod architecture;
 mod audit_record;

@@ -10,14 +10,25 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Creates `username` with `role` (no team, default capacity).
 pub async fn add(stack: &TestStack, username: &str, role: StaffRole) -> anyhow::Result<()> {
+    add_to_team(stack, username, role, None, None).await
+}
+
+/// Creates `username` with `role` in `team`, taking `capacity` sessions at once.
+pub async fn add_to_team(
+    stack: &TestStack,
+    username: &str,
+    role: StaffRole,
+    team: Option<&str>,
+    capacity: Option<i32>,
+) -> anyhow::Result<()> {
     courtchat::add_staff(
         stack.config(),
         NewStaff {
             username: username.to_owned(),
             display_name: username.to_owned(),
             role,
-            team: None,
-            capacity: None,
+            team: team.map(str::to_owned),
+            capacity,
             password: PASSWORD.to_owned(),
         },
     )
