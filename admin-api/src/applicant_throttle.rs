@@ -27,7 +27,7 @@ impl ApplicantThrottle {
     }
 
     /// Takes one request from `address`'s allowance, or says how long to wait.
-    pub fn from_address(&self, address: IpAddr) -> Result<(), Duration> {
+    pub fn take_for_address(&self, address: IpAddr) -> Result<(), Duration> {
         let now = self.clock.now();
         self.per_address
             .check_key(&address)
@@ -35,7 +35,7 @@ impl ApplicantThrottle {
     }
 
     /// Takes one token from `kiosk_id`'s allowance, or says how long to wait.
-    pub fn from_kiosk(&self, kiosk_id: &str) -> Result<(), Duration> {
+    pub fn take_for_kiosk(&self, kiosk_id: &str) -> Result<(), Duration> {
         let now = self.clock.now();
         self.per_kiosk
             .check_key(&kiosk_id.to_owned())
@@ -61,15 +61,21 @@ mod tests {
     fn addresses_and_kiosks_have_their_own_allowances() {
         let throttle = ApplicantThrottle::new(nz(2), nz(3));
         let here: IpAddr = [192, 0, 2, 1].into();
-        assert!(throttle.from_address(here).is_ok());
-        assert!(throttle.from_address(here).is_ok());
-        let wait = throttle.from_address(here).expect_err("over the limit");
-        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}");
-        assert!(throttle.from_address([192, 0, 2, 2].into()).is_ok());
+        assert!(throttle.take_for_address(here).is_ok());
+        assert!(throttle.take_for_address(here).is_ok());
+        let wait = throttle.take_for_address(here).expect_err("over the limit");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(throttle.take_for_address([192, 0, 2, 2].into()).is_ok());
         for _ in 0..3 {
-            assert!(throttle.from_kiosk("k-1").is_ok());
+            assert!(throttle.take_for_kiosk("k-1").is_ok());
         }
-        assert!(throttle.from_kiosk("k-1").is_err());
-        assert!(throttle.from_kiosk("k-2").is_ok(), "kiosks do not share");
+        assert!(throttle.take_for_kiosk("k-1").is_err());
+        assert!(
+            throttle.take_for_kiosk("k-2").is_ok(),
+            "kiosks do not share"
+        );
     }
 }

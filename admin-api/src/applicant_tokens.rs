@@ -22,12 +22,19 @@ use crate::applicant_throttle::ApplicantThrottle;
 use crate::kiosks::{self, KioskError, Presentation};
 use crate::{AdminConfig, AdminState, Problem, kiosk_credential};
 
-/// How applicant tokens are issued.
+/// The per-address default: enough for the phones behind one office's address to start a
+/// conversation each within a minute, too few to script identities from it.
+pub const DEFAULT_PER_ADDRESS: NonZeroU32 = NonZeroU32::new(10).expect("nonzero");
+/// The per-kiosk default: a kiosk serves one person at a time, so sixty tokens in a minute mean
+/// something is wrong with it.
+pub const DEFAULT_PER_KIOSK: NonZeroU32 = NonZeroU32::new(60).expect("nonzero");
+
+/// How applicant tokens are issued, from the `[admin]` configuration.
 pub struct ApplicantSettings {
-    pub throttle: ApplicantThrottle,
-    pub token_ttl: Duration,
+    pub(crate) throttle: ApplicantThrottle,
+    token_ttl: Duration,
     /// Whether a request without a kiosk credential gets a token.
-    pub public: bool,
+    public: bool,
 }
 
 impl ApplicantSettings {
@@ -89,7 +96,9 @@ pub fn asked(headers: &HeaderMap) -> Asked<'_> {
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map_or(Asked::Malformed, |credential| Asked::Kiosk(credential.trim())),
+            .map_or(Asked::Malformed, |credential| {
+                Asked::Kiosk(credential.trim())
+            }),
     }
 }
 
@@ -167,7 +176,10 @@ pub async fn issue(
             .detail("this server issues applicant tokens to enrolled kiosks only"));
         }
         Asked::Public => {
-            settings.throttle.from_address(address).map_err(too_many)?;
+            settings
+                .throttle
+                .take_for_address(address)
+                .map_err(too_many)?;
             None
         }
         Asked::Kiosk(credential) => {
@@ -179,13 +191,19 @@ pub async fn issue(
             };
             match presentation {
                 Presentation::Valid(row) => {
-                    settings.throttle.from_kiosk(&row.id).map_err(too_many)?;
+                    settings
+                        .throttle
+                        .take_for_kiosk(&row.id)
+                        .map_err(too_many)?;
                     Some(row)
                 }
                 refusal => {
                     // A refused credential spends its address's allowance, so that guessing
                     // runs no faster than the public path.
-                    settings.throttle.from_address(address).map_err(too_many)?;
+                    settings
+                        .throttle
+                        .take_for_address(address)
+                        .map_err(too_many)?;
                     if let Presentation::Revoked(row) = refusal {
                         // The right secret of a revoked kiosk: the device is still out there.
                         tracing::warn!(kiosk = %row.id, %address, "a revoked kiosk asked for a token");
@@ -207,7 +225,10 @@ pub async fn issue(
             }
         }
         Asked::Malformed => {
-            settings.throttle.from_address(address).map_err(too_many)?;
+            settings
+                .throttle
+                .take_for_address(address)
+                .map_err(too_many)?;
             return Err(refused());
         }
     };
@@ -255,12 +276,6 @@ pub async fn issue(
     }))
 }
 
-/// The per-address default: enough for the phones behind one office's address to start a
-/// conversation each within a minute, too few to script identities from it.
-pub const DEFAULT_PER_ADDRESS: NonZeroU32 = NonZeroU32::new(10).expect("nonzero");
-/// The per-kiosk default: one kiosk serves one person at a time; a minute of sixty is a fault.
-pub const DEFAULT_PER_KIOSK: NonZeroU32 = NonZeroU32::new(60).expect("nonzero");
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,9 +285,15 @@ mod tests {
     fn the_authorization_header_says_which_path() {
         let mut headers = HeaderMap::new();
         assert_eq!(asked(&headers), Asked::Public);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer cck_x "));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer cck_x "),
+        );
         assert_eq!(asked(&headers), Asked::Kiosk("cck_x"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpi"),
+        );
         assert_eq!(asked(&headers), Asked::Malformed);
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static(""));
         assert_eq!(asked(&headers), Asked::Malformed);

@@ -103,7 +103,10 @@ impl Presented<'_> {
     /// Whether the secret is the one whose digest is `stored`; compared in constant time, so
     /// that the answer's timing says nothing about how much of it was right.
     pub fn matches(&self, stored: &str) -> bool {
-        digest(self.secret).as_bytes().ct_eq(stored.as_bytes()).into()
+        digest(self.secret)
+            .as_bytes()
+            .ct_eq(stored.as_bytes())
+            .into()
     }
 }
 
@@ -164,7 +167,10 @@ mod tests {
 
     #[test]
     fn applicant_subjects_are_client_ids_and_random() {
-        assert_eq!(applicant_subject_from([0; 12]), format!("ap-{}", "0".repeat(24)));
+        assert_eq!(
+            applicant_subject_from([0; 12]),
+            format!("ap-{}", "0".repeat(24))
+        );
         let (a, b) = (applicant_subject().unwrap(), applicant_subject().unwrap());
         assert_ne!(a, b);
         assert!(a.len() == 27 && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));

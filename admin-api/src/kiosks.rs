@@ -163,7 +163,10 @@ pub async fn revoke(
 }
 
 /// One kiosk by id.
-pub async fn find(store: &store::Store, kiosk_id: &str) -> Result<Option<kiosk::Model>, KioskError> {
+pub async fn find(
+    store: &store::Store,
+    kiosk_id: &str,
+) -> Result<Option<kiosk::Model>, KioskError> {
     if !kiosk_credential::valid_kiosk_id(kiosk_id) {
         return Ok(None);
     }

@@ -123,10 +123,8 @@ fn problem(error: KioskError) -> Problem {
 }
 
 fn not_found(id: &str) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such kiosk").detail(format!(
-        "no kiosk has the id {}",
-        crate::printable(id)
-    ))
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such kiosk")
+        .detail(format!("no kiosk has the id {}", crate::printable(id)))
 }
 
 /// Lists kiosks, in the order they were enrolled.

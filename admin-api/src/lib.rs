@@ -207,7 +207,10 @@ pub fn router(state: AdminState) -> Router {
             "/v1/people/{username}",
             get(people_http::read).patch(people_http::update),
         )
-        .route("/v1/kiosks", get(kiosks_http::list).post(kiosks_http::enrol))
+        .route(
+            "/v1/kiosks",
+            get(kiosks_http::list).post(kiosks_http::enrol),
+        )
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))

@@ -13,8 +13,12 @@ pub trait Tokens: Send + Sync {
     fn mint(&self, subject: &str, role: StaffRole, ttl: Duration) -> Result<String, String>;
     /// A token for `subject` in the `applicant` role, issued at `now` and valid for `ttl` from
     /// then (so that the caller knows its expiry to the second).
-    fn mint_applicant(&self, subject: &str, ttl: Duration, now: SystemTime)
-    -> Result<String, String>;
+    fn mint_applicant(
+        &self,
+        subject: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, String>;
     /// The claims of a token with a valid signature, issuer, audience and expiry.
     fn verify(&self, token: &str) -> Result<Verified, String>;
 }
