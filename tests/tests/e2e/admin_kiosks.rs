@@ -347,7 +347,8 @@ async fn a_revoked_kiosk_gets_nothing() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn the_public_path_is_limited_per_address_and_can_be_turned_off() -> anyhow::Result<()> {
+async fn tokens_are_limited_per_address_and_per_kiosk_and_the_public_path_can_be_off()
+-> anyhow::Result<()> {
     let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.admin.applicant_tokens_per_address = std::num::NonZeroU32::new(3).unwrap();
         config.admin.applicant_token_ttl_secs = 600;
@@ -403,6 +404,7 @@ async fn the_public_path_is_limited_per_address_and_can_be_turned_off() -> anyho
 
     let closed = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         config.admin.public_applicant_tokens = false;
+        config.admin.applicant_tokens_per_kiosk = std::num::NonZeroU32::new(1).unwrap();
     })
     .await?;
     let (status, _, problem) = exchange(&closed, None).await?;
@@ -411,10 +413,19 @@ async fn the_public_path_is_limited_per_address_and_can_be_turned_off() -> anyho
         problem["type"],
         "urn:courtchat:problem:kiosk-credential-required"
     );
-    // Kiosks still get theirs.
+    // Kiosks still get theirs, within their own limit (one a minute here).
     let admin = staff::add_signed_in(&closed, "ann", StaffRole::Admin).await?;
     let (_, credential) = enrol(&closed, &admin, json!({"name": "Hall B"})).await?;
+    let (_, other) = enrol(&closed, &admin, json!({"name": "Hall C"})).await?;
     assert_eq!(exchange(&closed, Some(&credential)).await?.0, 200);
+    let (status, retry_after, problem) = exchange(&closed, Some(&credential)).await?;
+    assert_eq!(status, 429, "{problem}");
+    assert!(retry_after.is_some_and(|wait| (1..=60).contains(&wait)));
+    assert_eq!(
+        exchange(&closed, Some(&other)).await?.0,
+        200,
+        "kiosks do not share"
+    );
     closed.shutdown().await;
     Ok(())
 }
