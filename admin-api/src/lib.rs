@@ -1,15 +1,21 @@
-//! courtchat's HTTP API: health and readiness, staff sign-in, and (as the admin API issue
-//! lands) people, kiosks, sessions, retention, audit and statistics.
+//! courtchat's HTTP API: health and readiness, staff sign-in, people, kiosks and the applicant
+//! tokens they obtain, sessions, the audit chain, and (as the admin API issue lands) retention
+//! and statistics.
 //!
 //! [`router`] builds the routes over an [`AdminState`]; [`serve`] runs them on an already-bound
 //! listener until a shutdown future resolves. Every error is answered as RFC 9457 problem
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
+mod applicant_throttle;
+mod applicant_tokens;
 mod audit_http;
 mod auth;
 mod extract;
 mod filters;
+mod kiosk_credential;
+mod kiosks;
+mod kiosks_http;
 mod login;
 mod openapi;
 mod page;
@@ -39,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use utoipa::ToSchema;
 
+pub use applicant_tokens::ApplicantSettings;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use throttle::LoginThrottle;
@@ -56,6 +63,17 @@ pub struct AdminConfig {
     pub login_attempts_per_account: NonZeroU32,
     /// Sign-in attempts allowed per client address per minute.
     pub login_attempts_per_address: NonZeroU32,
+    /// How long an applicant token (`POST /v1/applicant-tokens`) stays valid, in seconds; the
+    /// gateway ends the applicant's connection when it expires.
+    pub applicant_token_ttl_secs: u64,
+    /// Whether a request without a kiosk credential (the public phone page) gets an applicant
+    /// token; `false` issues them to enrolled kiosks only.
+    pub public_applicant_tokens: bool,
+    /// Applicant tokens per client address per minute without a kiosk credential (refused
+    /// credentials count too).
+    pub applicant_tokens_per_address: NonZeroU32,
+    /// Applicant tokens per kiosk per minute.
+    pub applicant_tokens_per_kiosk: NonZeroU32,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -67,6 +85,10 @@ impl Default for AdminConfig {
             token_ttl_secs: 8 * 3600,
             login_attempts_per_account: NonZeroU32::new(5).expect("nonzero"),
             login_attempts_per_address: NonZeroU32::new(30).expect("nonzero"),
+            applicant_token_ttl_secs: 3600,
+            public_applicant_tokens: true,
+            applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
+            applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
         }
     }
 }
@@ -82,6 +104,7 @@ pub struct AdminState {
     /// The server's token keys.
     pub tokens: Arc<dyn Tokens>,
     pub login: Arc<LoginSettings>,
+    pub applicants: Arc<ApplicantSettings>,
     /// The gateway's revocations: disabling or demoting someone ends their connections.
     pub gate: Arc<dyn people::Gate>,
     /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
@@ -164,8 +187,8 @@ fn database_problem(error: &sea_orm::DbErr) -> Problem {
 
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
-    // Forget sign-in limits of keys idle long enough to be full again.
-    let login = state.login.clone();
+    // Forget the limits of keys idle long enough to be full again.
+    let (login, applicants) = (state.login.clone(), state.applicants.clone());
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -174,6 +197,7 @@ pub fn router(state: AdminState) -> Router {
                 return;
             }
             login.throttle.forget_idle();
+            applicants.throttle.forget_idle();
         }
     });
     Router::new()
@@ -189,6 +213,13 @@ pub fn router(state: AdminState) -> Router {
             "/v1/people/{username}",
             get(people_http::read).patch(people_http::update),
         )
+        .route(
+            "/v1/kiosks",
+            get(kiosks_http::list).post(kiosks_http::enrol),
+        )
+        .route("/v1/kiosks/{id}", get(kiosks_http::read))
+        .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
+        .route("/v1/applicant-tokens", post(applicant_tokens::issue))
         .route("/v1/sessions", get(sessions_http::list))
         .route(
             "/v1/sessions/{id}/transcript",

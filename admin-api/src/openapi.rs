@@ -7,8 +7,9 @@ use utoipa::OpenApi;
 #[openapi(
     info(
         title = "courtchat admin API",
-        description = "Staff sign-in and the help desk's administration. Errors are RFC 9457 \
-                       problem details whose `type` is stable.",
+        description = "Staff sign-in, applicant tokens for kiosks and phones, and the help \
+                       desk's administration. Errors are RFC 9457 problem details whose `type` \
+                       is stable.",
     ),
     paths(
         crate::login::login,
@@ -16,6 +17,11 @@ use utoipa::OpenApi;
         crate::people_http::create,
         crate::people_http::read,
         crate::people_http::update,
+        crate::kiosks_http::list,
+        crate::kiosks_http::enrol,
+        crate::kiosks_http::read,
+        crate::kiosks_http::revoke,
+        crate::applicant_tokens::issue,
         crate::sessions_http::list,
         crate::sessions_http::transcript,
         crate::session_actions_http::assign,
@@ -34,6 +40,8 @@ use utoipa::OpenApi;
     tags(
         (name = "sign-in", description = "Tokens for staff"),
         (name = "people", description = "Help-desk staff: agents, supervisors, admins"),
+        (name = "kiosks", description = "Kiosks: enrolment, credentials, revocation"),
+        (name = "applicants", description = "Applicant tokens for kiosks and the public phone page"),
         (name = "sessions", description = "Conversations: lists and transcripts"),
         (name = "queue", description = "Waiting sessions, availability, assign, transfer, close"),
         (name = "audit", description = "The tamper-evident record: query, export, verify"),
@@ -42,8 +50,9 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
-/// The bearer scheme the `security` of each protected route names: the token from
-/// `/v1/login`.
+/// The bearer schemes the `security` of each protected route names: `bearer`, the token from
+/// `/v1/login`; `kiosk`, a kiosk's credential (`cck_…`), which only `/v1/applicant-tokens`
+/// takes.
 struct Bearer;
 
 impl utoipa::Modify for Bearer {
@@ -56,6 +65,15 @@ impl utoipa::Modify for Bearer {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "kiosk",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("cck_<kiosk id>_<secret>")
                     .build(),
             ),
         );

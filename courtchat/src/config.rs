@@ -149,6 +149,14 @@ impl Config {
         if self.bridge.batch_max == 0 {
             return Err(invalid("bridge.batch_max", "must be at least 1"));
         }
+        // Applicant tokens are handed to anyone who asks (within the limits): they are meant
+        // to run out, and a day is already long for a kiosk's conversation.
+        if !(1..=86_400).contains(&self.admin.applicant_token_ttl_secs) {
+            return Err(invalid(
+                "admin.applicant_token_ttl_secs",
+                "must be between 1 and 86400 seconds",
+            ));
+        }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
@@ -301,6 +309,16 @@ mod tests {
                 "mqtt.max_packet_size",
             ),
             ("COURTCHAT_ADMIN__LISTEN", "127.0.0.1:99999", "admin.listen"),
+            (
+                "COURTCHAT_ADMIN__APPLICANT_TOKEN_TTL_SECS",
+                "0",
+                "admin.applicant_token_ttl_secs",
+            ),
+            (
+                "COURTCHAT_ADMIN__APPLICANT_TOKENS_PER_ADDRESS",
+                "0",
+                "applicant_tokens_per_address",
+            ),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
             (
                 "COURTCHAT_MQTT__CLOSED_SESSIONS_KEPT",

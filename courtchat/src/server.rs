@@ -285,6 +285,7 @@ impl Server {
                 audit: audit.clone(),
                 tokens: tokens.clone(),
                 login: Arc::new(admin_api::LoginSettings::new(&config.admin)),
+                applicants: Arc::new(admin_api::ApplicantSettings::new(&config.admin)),
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
             };

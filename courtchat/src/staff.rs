@@ -1,4 +1,5 @@
-//! Staff sign-in, wired: the admin API's tokens are the gateway's (`broker::TokenKeys`).
+//! Staff sign-in and applicant tokens, wired: the admin API's tokens are the gateway's
+//! (`broker::TokenKeys`).
 
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +20,17 @@ impl admin_api::Tokens for StaffTokens {
     fn mint(&self, subject: &str, role: StaffRole, ttl: Duration) -> Result<String, String> {
         self.0
             .mint(subject, broker_role(role), ttl, SystemTime::now())
+            .map_err(|err| err.to_string())
+    }
+
+    fn mint_applicant(
+        &self,
+        subject: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<String, String> {
+        self.0
+            .mint(subject, broker::Role::Applicant, ttl, now)
             .map_err(|err| err.to_string())
     }
 

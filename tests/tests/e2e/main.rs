@@ -4,6 +4,7 @@
 
 mod admin_audit;
 mod admin_fuzz;
+mod admin_kiosks;
 mod admin_login;
 mod admin_people;
 mod admin_queue;

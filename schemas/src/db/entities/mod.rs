@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod audit_event;
 pub mod audit_head;
+pub mod kiosk;
 pub mod message;
 pub mod participant;
 pub mod receipt;

@@ -8,6 +8,7 @@ mod m20261125_000003_audit_head;
 mod m20261125_000004_submission_acks;
 mod m20261130_000005_submission_request_digest;
 mod m20261130_000006_staff_sign_in;
+mod m20261201_000007_kiosks;
 mod m20261201_000008_staff_availability;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_submission_acks::Migration),
             Box::new(m20261130_000005_submission_request_digest::Migration),
             Box::new(m20261130_000006_staff_sign_in::Migration),
+            Box::new(m20261201_000007_kiosks::Migration),
             Box::new(m20261201_000008_staff_availability::Migration),
         ]
     }

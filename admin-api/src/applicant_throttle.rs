@@ -1,0 +1,81 @@
+//! How fast applicant tokens are handed out: per client address for requests without a proven
+//! kiosk (the public phone page, and kiosk credentials that were refused), and per kiosk for
+//! kiosks, so that neither a script on the internet nor a stolen kiosk credential can mint
+//! identities at the speed of the network. Token buckets (governor's GCRA), as sign-in's.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+pub struct ApplicantThrottle {
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_kiosk: DefaultKeyedRateLimiter<String>,
+    clock: DefaultClock,
+}
+
+impl ApplicantThrottle {
+    /// `per_address` and `per_kiosk` tokens a minute, each allowed as a burst.
+    pub fn new(per_address: NonZeroU32, per_kiosk: NonZeroU32) -> Self {
+        Self {
+            per_address: RateLimiter::keyed(Quota::per_minute(per_address)),
+            per_kiosk: RateLimiter::keyed(Quota::per_minute(per_kiosk)),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Takes one request from `address`'s allowance, or says how long to wait.
+    pub fn take_for_address(&self, address: IpAddr) -> Result<(), Duration> {
+        let now = self.clock.now();
+        self.per_address
+            .check_key(&address)
+            .map_err(|not_until| not_until.wait_time_from(now))
+    }
+
+    /// Takes one token from `kiosk_id`'s allowance, or says how long to wait.
+    pub fn take_for_kiosk(&self, kiosk_id: &str) -> Result<(), Duration> {
+        let now = self.clock.now();
+        self.per_kiosk
+            .check_key(&kiosk_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(now))
+    }
+
+    /// Forgets keys whose buckets are full again.
+    pub fn forget_idle(&self) {
+        self.per_address.retain_recent();
+        self.per_kiosk.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    #[test]
+    fn addresses_and_kiosks_have_their_own_allowances() {
+        let throttle = ApplicantThrottle::new(nz(2), nz(3));
+        let here: IpAddr = [192, 0, 2, 1].into();
+        assert!(throttle.take_for_address(here).is_ok());
+        assert!(throttle.take_for_address(here).is_ok());
+        let wait = throttle.take_for_address(here).expect_err("over the limit");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert!(throttle.take_for_address([192, 0, 2, 2].into()).is_ok());
+        for _ in 0..3 {
+            assert!(throttle.take_for_kiosk("k-1").is_ok());
+        }
+        assert!(throttle.take_for_kiosk("k-1").is_err());
+        assert!(
+            throttle.take_for_kiosk("k-2").is_ok(),
+            "kiosks do not share"
+        );
+    }
+}
