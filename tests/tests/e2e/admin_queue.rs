@@ -479,3 +479,40 @@ async fn assign_transfer_and_close_over_http_leave_the_record_of_the_mqtt_action
     stack.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_dashboard_that_drops_goes_away_through_its_will() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let dan = staff::add_signed_in(&stack, "dan", StaffRole::Agent).await?;
+    // The desk's will says "away": if its connection drops, the queue stops offering to it.
+    let addr = stack.mqtt_tcp_addr();
+    let mut options = rumqttc::v5::MqttOptions::new("dan", addr.ip().to_string(), addr.port());
+    options.set_credentials("dan", dan.clone());
+    let away = json!({"client_msg_id": "will-1", "type": "availability", "status": "away"});
+    options.set_last_will(rumqttc::v5::mqttbytes::v5::LastWill::new(
+        "cc/v1/staff/dan/submit",
+        away.to_string(),
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let desk = TestClientV5::connect(options).await?;
+    set_availability(&stack, &dan, "available").await?;
+    desk.kill();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, person) = call(&stack, reqwest::Method::GET, "/v1/people/dan", &dan, None).await?;
+        if person["available"] == false {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "still available after the desk dropped: {person}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_kiosk, session) = open_for(&stack, "kiosk-w", "renewals").await?;
+    assert_eq!(waiting(&stack, &dan).await?, [session.as_str()]);
+    stack.shutdown().await;
+    Ok(())
+}
