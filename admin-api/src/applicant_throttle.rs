@@ -7,45 +7,36 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use crate::allowance::Allowance;
 
 pub struct ApplicantThrottle {
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    per_kiosk: DefaultKeyedRateLimiter<String>,
-    clock: DefaultClock,
+    per_address: Allowance<IpAddr>,
+    per_kiosk: Allowance<String>,
 }
 
 impl ApplicantThrottle {
     /// `per_address` and `per_kiosk` tokens a minute, each allowed as a burst.
     pub fn new(per_address: NonZeroU32, per_kiosk: NonZeroU32) -> Self {
         Self {
-            per_address: RateLimiter::keyed(Quota::per_minute(per_address)),
-            per_kiosk: RateLimiter::keyed(Quota::per_minute(per_kiosk)),
-            clock: DefaultClock::default(),
+            per_address: Allowance::per_minute(per_address),
+            per_kiosk: Allowance::per_minute(per_kiosk),
         }
     }
 
     /// Takes one request from `address`'s allowance, or says how long to wait.
     pub fn take_for_address(&self, address: IpAddr) -> Result<(), Duration> {
-        let now = self.clock.now();
-        self.per_address
-            .check_key(&address)
-            .map_err(|not_until| not_until.wait_time_from(now))
+        self.per_address.take(&address)
     }
 
     /// Takes one token from `kiosk_id`'s allowance, or says how long to wait.
     pub fn take_for_kiosk(&self, kiosk_id: &str) -> Result<(), Duration> {
-        let now = self.clock.now();
-        self.per_kiosk
-            .check_key(&kiosk_id.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(now))
+        self.per_kiosk.take(&kiosk_id.to_owned())
     }
 
     /// Forgets keys whose buckets are full again.
     pub fn forget_idle(&self) {
-        self.per_address.retain_recent();
-        self.per_kiosk.retain_recent();
+        self.per_address.forget_idle();
+        self.per_kiosk.forget_idle();
     }
 }
 

@@ -150,15 +150,10 @@ pub async fn list(
     let rows = kiosks::list(&state.store, query.revoked, skip as u64, limit + 1)
         .await
         .map_err(problem)?;
-    let more = rows.len() as u64 > limit;
-    let items: Vec<Kiosk> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(Kiosk::from)
-        .collect();
+    let (rows, next_cursor) = crate::page::counted(rows, limit, skip);
     Ok(Json(KioskPage {
-        next_cursor: more.then(|| (skip + items.len() as i64).to_string()),
-        items,
+        items: rows.into_iter().map(Kiosk::from).collect(),
+        next_cursor,
     }))
 }
 

@@ -41,6 +41,18 @@ pub(crate) fn cut<T>(
     }
 }
 
+/// [`cut`] for lists whose cursor counts the items already listed (`after`): for lists in an
+/// order where new items sort last, so that a page already read does not shift.
+pub(crate) fn counted<T>(mut rows: Vec<T>, limit: u64, after: i64) -> (Vec<T>, Option<String>) {
+    if rows.len() as u64 > limit {
+        rows.truncate(limit as usize);
+        let next = (after + rows.len() as i64).to_string();
+        (rows, Some(next))
+    } else {
+        (rows, None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +72,10 @@ mod tests {
             (vec![1, 2], Some("2".to_owned()))
         );
         assert_eq!(cut(vec![1, 2], 2, |n| *n), (vec![1, 2], None));
+        assert_eq!(
+            counted(vec![7, 8, 9], 2, 10),
+            (vec![7, 8], Some("12".to_owned()))
+        );
+        assert_eq!(counted(vec![7], 2, 10), (vec![7], None));
     }
 }

@@ -9,13 +9,13 @@ use axum::http::HeaderMap;
 use schemas::db::entities::agent::StaffRole;
 use schemas::db::entities::session::{self, SessionStatus};
 use schemas::wire::{self, StaffAction, StaffSubmission};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::extract::{ApiJson, ApiQuery};
-use crate::sessions_http::{SessionPage, SessionSummary};
+use crate::sessions_http::SessionPage;
 use crate::{AdminState, Problem, pipeline};
 
 /// Whether a member of staff takes new sessions.
@@ -114,23 +114,7 @@ pub async fn waiting(
         }
         select = select.filter(session::Column::Team.eq(team));
     }
-    // As in the session list: the cursor counts the sessions already listed.
-    let rows = select
-        .order_by_asc(session::Column::CreatedAt)
-        .order_by_asc(session::Column::Id)
-        .offset(after as u64)
-        .limit(limit + 1)
-        .all(state.store.connection())
+    crate::sessions_http::page(&state, select, after, limit)
         .await
-        .map_err(|err| crate::database_problem(&err))?;
-    let more = rows.len() as u64 > limit;
-    let items: Vec<SessionSummary> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(SessionSummary::from)
-        .collect();
-    Ok(Json(SessionPage {
-        next_cursor: more.then(|| (after + items.len() as i64).to_string()),
-        items,
-    }))
+        .map(Json)
 }

@@ -211,9 +211,6 @@ pub async fn list(
             next_cursor: None,
         }));
     }
-    // Sessions have random ids, so pages follow the order they were opened in (then id), and
-    // the cursor counts the sessions already listed: new sessions sort last, so a page
-    // already read does not shift.
     let mut select = session::Entity::find();
     if let Some(status) = query.state {
         select = select.filter(session::Column::Status.eq(SessionStatus::from(status)));
@@ -237,6 +234,18 @@ pub async fn list(
                 .add(session::Column::AssignedAgent.eq(&caller.username)),
         );
     }
+    page(&state, select, after, limit).await.map(Json)
+}
+
+/// The page of `select` after the first `after` sessions. Sessions have random ids, so pages
+/// follow the order they were opened in (then id), and the cursor counts the sessions already
+/// listed: new sessions sort last, so a page already read does not shift.
+pub(crate) async fn page(
+    state: &AdminState,
+    select: sea_orm::Select<session::Entity>,
+    after: i64,
+    limit: u64,
+) -> Result<SessionPage, Problem> {
     let rows = select
         .order_by_asc(session::Column::CreatedAt)
         .order_by_asc(session::Column::Id)
@@ -245,16 +254,11 @@ pub async fn list(
         .all(state.store.connection())
         .await
         .map_err(|err| crate::database_problem(&err))?;
-    let more = rows.len() as u64 > limit;
-    let items: Vec<SessionSummary> = rows
-        .into_iter()
-        .take(limit as usize)
-        .map(SessionSummary::from)
-        .collect();
-    Ok(Json(SessionPage {
-        next_cursor: more.then(|| (after + items.len() as i64).to_string()),
-        items,
-    }))
+    let (rows, next_cursor) = crate::page::counted(rows, limit, after);
+    Ok(SessionPage {
+        items: rows.into_iter().map(SessionSummary::from).collect(),
+        next_cursor,
+    })
 }
 
 /// A session's transcript.

@@ -6,23 +6,20 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use crate::allowance::Allowance;
 
 /// The two limits a sign-in attempt must pass.
 pub struct LoginThrottle {
-    per_account: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    clock: DefaultClock,
+    per_account: Allowance<String>,
+    per_address: Allowance<IpAddr>,
 }
 
 impl LoginThrottle {
     /// `per_account` and `per_address` attempts a minute, each allowed as a burst.
     pub fn new(per_account: NonZeroU32, per_address: NonZeroU32) -> Self {
         Self {
-            per_account: RateLimiter::keyed(Quota::per_minute(per_account)),
-            per_address: RateLimiter::keyed(Quota::per_minute(per_address)),
-            clock: DefaultClock::default(),
+            per_account: Allowance::per_minute(per_account),
+            per_address: Allowance::per_minute(per_address),
         }
     }
 
@@ -30,19 +27,14 @@ impl LoginThrottle {
     /// is checked first, so that guesses against many accounts from one place spend only its
     /// allowance.
     pub fn attempt(&self, username: &str, address: IpAddr) -> Result<(), Duration> {
-        let now = self.clock.now();
-        self.per_address
-            .check_key(&address)
-            .map_err(|not_until| not_until.wait_time_from(now))?;
-        self.per_account
-            .check_key(&username.to_lowercase())
-            .map_err(|not_until| not_until.wait_time_from(now))
+        self.per_address.take(&address)?;
+        self.per_account.take(&username.to_lowercase())
     }
 
     /// Forgets keys whose buckets are full again, so that memory follows recent attempts only.
     pub fn forget_idle(&self) {
-        self.per_account.retain_recent();
-        self.per_address.retain_recent();
+        self.per_account.forget_idle();
+        self.per_address.forget_idle();
     }
 }
 

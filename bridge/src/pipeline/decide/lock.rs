@@ -153,7 +153,7 @@ mod tests {
     use schemas::wire::Action;
 
     use super::*;
-    use crate::pipeline::decide::testing::{at, config, decide, limiter, views};
+    use crate::pipeline::decide::testing::{Fixture, decide, views};
 
     fn lock(op: LockOp) -> Action {
         Action::Lock { op }
@@ -174,18 +174,9 @@ mod tests {
         let (busy, _) = decide(&mut views, &staff, "bob", "l", lock(LockOp::Acquire), 59);
         assert!(matches!(busy, Verdict::Refused(RejectReason::LockHeld, m) if m.contains("ann")));
 
-        let config = config();
-        let sweep = |views: &mut crate::pipeline::view::Views, seconds| {
-            let mut limiter = limiter();
-            let overseers = Default::default();
-            let ctx = Context {
-                now: at(seconds),
-                instant: std::time::Instant::now(),
-                config: &config,
-                limiter: &mut limiter,
-                staff: &staff,
-                overseers: &overseers,
-            };
+        let mut fixture = Fixture::new(staff.clone());
+        let mut sweep = |views: &mut crate::pipeline::view::Views, seconds| {
+            let ctx = fixture.at(seconds);
             let mut fx = Effects::default();
             let expired = expire(views.get_mut("s-1").unwrap(), &ctx, &mut fx, "s-1");
             (expired, fx)

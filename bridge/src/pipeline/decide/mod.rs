@@ -369,6 +369,37 @@ pub(crate) mod testing {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a valid time")
     }
 
+    /// What a [`Context`] borrows, owned, for tests that decide outside [`decide`].
+    pub struct Fixture {
+        pub config: BridgeConfig,
+        pub limiter: RateLimiter,
+        pub staff: HashMap<String, Option<participant::ParticipantRole>>,
+        pub overseers: HashSet<String>,
+    }
+
+    impl Fixture {
+        pub fn new(staff: HashMap<String, Option<participant::ParticipantRole>>) -> Self {
+            Self {
+                config: config(),
+                limiter: limiter(),
+                staff,
+                overseers: HashSet::new(),
+            }
+        }
+
+        /// The context of a batch at `now` (seconds after a fixed instant).
+        pub fn at(&mut self, now: i64) -> Context<'_> {
+            Context {
+                now: at(now),
+                instant: Instant::now(),
+                config: &self.config,
+                limiter: &mut self.limiter,
+                staff: &self.staff,
+                overseers: &self.overseers,
+            }
+        }
+    }
+
     /// An active session `s-1` of applicant `kiosk` with the given staff as members.
     pub fn views(staff: &[(&str, participant::ParticipantRole)]) -> Views {
         let mut view = SessionView::opened("kiosk", "kiosk".to_owned(), None);

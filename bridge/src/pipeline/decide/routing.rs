@@ -115,13 +115,12 @@ pub(crate) fn notify(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{HashMap, HashSet};
-    use std::time::Instant;
+    use std::collections::HashMap;
 
     use schemas::db::entities::session::SessionStatus;
 
     use super::*;
-    use crate::pipeline::decide::testing::{at, config, limiter, views};
+    use crate::pipeline::decide::testing::{Fixture, views};
     use crate::pipeline::roster::Seat;
 
     #[test]
@@ -134,17 +133,9 @@ mod tests {
             "ann".into(),
             Seat::new(ParticipantRole::Agent, None, 2, true),
         );
-        let (config, mut limiter) = (config(), limiter());
         let staff = HashMap::from([("ann".to_owned(), Some(ParticipantRole::Agent))]);
-        let overseers = HashSet::new();
-        let ctx = Context {
-            now: at(0),
-            instant: Instant::now(),
-            config: &config,
-            limiter: &mut limiter,
-            staff: &staff,
-            overseers: &overseers,
-        };
+        let mut fixture = Fixture::new(staff);
+        let ctx = fixture.at(0);
         let mut fx = Effects::default();
         let seq = offer(view, &roster, &ctx, &mut fx, "s-1", "ann");
         assert_eq!(seq, 2);
@@ -170,16 +161,8 @@ mod tests {
             "ann".into(),
             Seat::new(ParticipantRole::Agent, None, 2, false),
         );
-        let (config, mut limiter) = (config(), limiter());
-        let (staff, overseers) = (HashMap::new(), HashSet::new());
-        let ctx = Context {
-            now: at(0),
-            instant: Instant::now(),
-            config: &config,
-            limiter: &mut limiter,
-            staff: &staff,
-            overseers: &overseers,
-        };
+        let mut fixture = Fixture::new(HashMap::new());
+        let ctx = fixture.at(0);
         let mut fx = Effects::default();
         let on = Availability::Available;
         assert!(matches!(
