@@ -30,6 +30,7 @@ mod session_actions_http;
 mod sessions_http;
 mod throttle;
 mod tokens;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,6 +76,13 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
+    /// The URL browsers use for MQTT over WebSocket (`wss://chat.example.org/mqtt` behind a
+    /// proxy); unset: the page's own host with the WebSocket listener's port and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_websocket_url: Option<String>,
+    /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
+    /// itself for the next person.
+    pub kiosk_reset_secs: u64,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -90,6 +98,8 @@ impl Default for AdminConfig {
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
+            mqtt_websocket_url: None,
+            kiosk_reset_secs: 120,
         }
     }
 }
@@ -108,6 +118,8 @@ pub struct AdminState {
     pub applicants: Arc<ApplicantSettings>,
     /// The gateway's revocations: disabling or demoting someone ends their connections.
     pub gate: Arc<dyn people::Gate>,
+    /// What the browser pages are told about the server.
+    pub web: Arc<web::WebSettings>,
     /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
     /// availability go through it. `None` when it runs as its own process.
     pub commands: Option<bridge::Commands>,
@@ -240,6 +252,14 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit_http::query))
         .route("/v1/audit/export", get(audit_http::export))
         .route("/v1/audit/verify", get(audit_http::verify))
+        .route("/desk", get(web::to_desk))
+        .route("/desk/", get(web::desk))
+        .route("/desk/{file}", get(web::desk_file))
+        .route("/kiosk", get(web::to_kiosk))
+        .route("/kiosk/", get(web::kiosk))
+        .route("/kiosk/{file}", get(web::kiosk_file))
+        .route("/web/config.json", get(web::config))
+        .route("/web/{*path}", get(web::shared))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

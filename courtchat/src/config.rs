@@ -157,6 +157,16 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        // The pages hand it to MQTT.js as is; anything but a WebSocket URL would fail in every
+        // browser, long after the operator could have been told.
+        if let Some(url) = &self.admin.mqtt_websocket_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(invalid(
+                "admin.mqtt_websocket_url",
+                "must be a ws:// or wss:// URL",
+            ));
+        }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
@@ -318,6 +328,11 @@ mod tests {
                 "COURTCHAT_ADMIN__APPLICANT_TOKENS_PER_ADDRESS",
                 "0",
                 "applicant_tokens_per_address",
+            ),
+            (
+                "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",
+                "https://chat.example.org/mqtt",
+                "admin.mqtt_websocket_url",
             ),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
             (

@@ -29,6 +29,18 @@ pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The origins of the pages the admin listener at `admin` serves (the desk, the kiosk page),
+/// as a browser on this machine sends them: by address, and as `localhost` for loopback.
+/// Behind a proxy the public origin is the operator's to list.
+pub(crate) fn page_origins(admin: SocketAddr) -> Vec<String> {
+    let here = loopback(admin);
+    let mut origins = vec![format!("http://{here}")];
+    if here.ip().is_loopback() {
+        origins.push(format!("http://localhost:{}", here.port()));
+    }
+    origins
+}
+
 /// The sockets a server listens on, bound but not yet served.
 pub struct Listeners {
     mqtt_tcp: TcpListener,
@@ -207,7 +219,15 @@ impl Server {
         let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
         let audit_writer = tokio::spawn(writer);
         let hooks: Vec<Arc<dyn broker::Hook>> = vec![Arc::new(crate::audit::DenialHook(recorder))];
-        let broker = broker::Broker::start(config.mqtt.clone(), hooks)?;
+        let mut mqtt = config.mqtt.clone();
+        // The desk and kiosk pages this server serves may always open MQTT over WebSocket.
+        for origin in page_origins(addresses.admin) {
+            let allowed = &mut mqtt.websocket.allowed_origins;
+            if !allowed.is_empty() && !allowed.contains(&origin) {
+                allowed.push(origin);
+            }
+        }
+        let broker = broker::Broker::start(mqtt, hooks)?;
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
         let staff_revocations = broker.staff_revocations().clone();
@@ -288,6 +308,12 @@ impl Server {
                 applicants: Arc::new(admin_api::ApplicantSettings::new(&config.admin)),
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
+                web: Arc::new(admin_api::web::WebSettings {
+                    mqtt_url: config.admin.mqtt_websocket_url.clone(),
+                    mqtt_port: addresses.mqtt_ws.port(),
+                    mqtt_path: config.mqtt.websocket.path.clone(),
+                    kiosk_reset_secs: config.admin.kiosk_reset_secs,
+                }),
             };
             let stop = stop.clone();
             async move {
@@ -390,5 +416,26 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pages_origins_follow_the_admin_listener() {
+        let local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            page_origins(local),
+            ["http://127.0.0.1:8080", "http://localhost:8080"]
+        );
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(
+            page_origins(any),
+            ["http://127.0.0.1:9000", "http://localhost:9000"]
+        );
+        let lan: SocketAddr = "192.0.2.7:8080".parse().unwrap();
+        assert_eq!(page_origins(lan), ["http://192.0.2.7:8080"]);
     }
 }
