@@ -73,7 +73,10 @@ fn hardened(mut response: Response) -> Response {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
         (
             HeaderName::from_static("permissions-policy"),
             "camera=(), microphone=(), geolocation=()",
@@ -90,11 +93,7 @@ fn hardened(mut response: Response) -> Response {
 fn serve(path: &str) -> Response {
     let found = ASSETS.iter().find(|asset| asset.path == path);
     let response = match found {
-        Some(asset) => (
-            [(header::CONTENT_TYPE, asset.content_type)],
-            asset.body,
-        )
-            .into_response(),
+        Some(asset) => ([(header::CONTENT_TYPE, asset.content_type)], asset.body).into_response(),
         None => crate::problem::Problem::new(StatusCode::NOT_FOUND, "not-found", "no such page")
             .into_response(),
     };

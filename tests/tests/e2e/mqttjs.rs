@@ -13,24 +13,9 @@ async fn run_script(
     script: &str,
     config: Value,
 ) -> anyhow::Result<Vec<Value>> {
-    let dir = js.dir.clone();
-    let script_name = script.to_owned();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script_name)
-            .arg(config.to_string())
-            .current_dir(dir)
-            .output()
-    })
-    .await??;
-    anyhow::ensure!(
-        output.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout)?;
-    let last = stdout.lines().last().unwrap_or_default();
-    Ok(serde_json::from_str(last)?)
+    Ok(serde_json::from_value(
+        super::node::run(js, script, config).await?,
+    )?)
 }
 
 fn tokens(stack: &TestStack, prefix: &str, kinds: &[&str]) -> BTreeMap<String, String> {

@@ -1,0 +1,1 @@
+//! Placeholder: filled in by the browser-page work (issue 14).
