@@ -1,1 +1,336 @@
-//! Placeholder: filled in by the browser-page work (issue 14).
+//! The agent desk (`/desk/`) in real Chromium against the real server: two agents and a
+//! supervisor work one applicant's session through the page, the applicant being a Rust MQTT
+//! client. Sign-in, the offer on becoming available, the reply lock and its refusal, replies and
+//! notes (which never reach the applicant), the same stream on every desk, catching up after a
+//! network drop with no gap and no duplicate, a supervisor's takeover, read receipts, close,
+//! accessibility and screenshots. The browser side is tests/js/web-desk.mjs; it stops at the
+//! points where the applicant acts and waits for this side (see [`Script`]).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use courtchat::StaffRole;
+use rumqttc::v5::mqttbytes::QoS;
+use serde_json::{Value, json};
+use testkit::TestStack;
+use testkit::mqtt::{TestClientV5, filter};
+use tokio::sync::mpsc;
+
+use super::chat::{kiosk_with_session, submit};
+use super::staff;
+
+/// How long the browser may take between two steps (sign-ins, reconnects and axe runs).
+const STEP_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The Node script, running: its output lines arrive on a channel (read by a thread, as the
+/// test crate's tokio has no process support), and each answer goes to its stdin as a line.
+struct Script {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Script {
+    fn start(js: &testkit::JsClients, script: &str, config: &Value) -> anyhow::Result<Self> {
+        let mut child = Command::new("node")
+            .arg(script)
+            .arg(config.to_string())
+            .current_dir(&js.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+            stderr,
+        })
+    }
+
+    /// The next JSON line the script prints (a step, or its result).
+    async fn next(&mut self) -> anyhow::Result<Value> {
+        loop {
+            let line = tokio::time::timeout(STEP_PATIENCE, self.lines.recv())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!("the desk script said nothing for {STEP_PATIENCE:?}")
+                })?;
+            let Some(line) = line else {
+                anyhow::bail!("the desk script ended early");
+            };
+            // Only JSON lines are the script's; anything else is a library's chatter.
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                return Ok(value);
+            }
+            eprintln!("web-desk.mjs: {line}");
+        }
+    }
+
+    fn answer(&mut self, answer: Value) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{answer}")?;
+        Ok(self.stdin.flush()?)
+    }
+
+    fn finish(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.join().unwrap_or_default()
+    }
+}
+
+async fn get(stack: &TestStack, token: &str, path: &str) -> anyhow::Result<Value> {
+    let response = reqwest::Client::new()
+        .get(stack.http_url(path))
+        .bearer_auth(token)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status() == 200, "{path}: {}", response.status());
+    Ok(response.json().await?)
+}
+
+/// The seqs of the session's transcript, as the API has them.
+async fn transcript_seqs(
+    stack: &TestStack,
+    token: &str,
+    session: &str,
+) -> anyhow::Result<Vec<u64>> {
+    let transcript = get(stack, token, &format!("/v1/sessions/{session}/transcript")).await?;
+    Ok(transcript["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry["seq"].as_u64())
+        .collect())
+}
+
+/// The message bodies the applicant has received on its messages topic since last asked.
+async fn applicant_messages(kiosk: &mut TestClientV5) -> Vec<Value> {
+    kiosk
+        .publishes_within(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .filter(|publish| String::from_utf8_lossy(&publish.topic).ends_with("/messages"))
+        .filter_map(|publish| serde_json::from_slice(&publish.payload).ok())
+        .collect()
+}
+
+fn seq_list(value: &Value) -> Vec<u64> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect()
+}
+
+#[tokio::test]
+async fn agents_and_a_supervisor_work_a_session_at_the_desk() -> anyhow::Result<()> {
+    let Some(js) = testkit::js_clients() else {
+        return Ok(());
+    };
+    let stack = TestStack::start().await?;
+    for (name, role) in [
+        ("ann", StaffRole::Agent),
+        ("bob", StaffRole::Agent),
+        ("sue", StaffRole::Supervisor),
+    ] {
+        staff::add_to_team(&stack, name, role, Some("licensing"), Some(3)).await?;
+    }
+    let sue = staff::sign_in(&stack, "sue").await?;
+
+    // The applicant opens a session (nobody is available yet, so it waits), reads its messages
+    // topic and writes.
+    let applicant = "kiosk-desk-1";
+    let (mut kiosk, session) = kiosk_with_session(&stack, applicant, "kiosk").await?;
+    kiosk
+        .subscribe(vec![filter(
+            &format!("cc/v1/sessions/{session}/messages"),
+            QoS::AtLeastOnce,
+        )])
+        .await?;
+    let ack = submit(
+        &mut kiosk,
+        format!("cc/v1/sessions/{session}/submit/{applicant}"),
+        json!({"client_msg_id": "m1", "type": "message", "body": "My licence expired last week."}),
+    )
+    .await?;
+    assert_eq!(ack["status"], "accepted", "{ack}");
+
+    let artifacts = super::node::artifacts_dir();
+    let config = json!({
+        "chromium": js.chromium,
+        "base": stack.http_url(""),
+        "password": staff::PASSWORD,
+        "session": session,
+        "applicant": applicant,
+        "mqttPath": stack.config().mqtt.websocket.path,
+        "artifacts": artifacts,
+    });
+    let mut script = Script::start(&js, "web-desk.mjs", &config)?;
+    let outcome = drive(&stack, &mut script, &mut kiosk, &session, &sue, applicant).await;
+    let stderr = script.finish();
+    let result =
+        outcome.map_err(|error| anyhow::anyhow!("{error:#}\nweb-desk.mjs stderr:\n{stderr}"))?;
+
+    assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
+    assert_eq!(
+        result["unexpectedErrors"],
+        json!([]),
+        "page or console errors: {result:#}"
+    );
+    for screen in ["signIn", "desk", "phone"] {
+        assert_eq!(
+            result["violations"][screen],
+            json!([]),
+            "axe, {screen}: {result:#}"
+        );
+    }
+    assert!(
+        result["signInError"]
+            .as_str()
+            .is_some_and(|e| e.contains("wrong password")),
+        "{result:#}"
+    );
+    assert!(
+        result["lockRefusal"]
+            .as_str()
+            .is_some_and(|e| e.contains("ann")),
+        "{result:#}"
+    );
+    assert!(
+        result["leaseShown"]
+            .as_str()
+            .is_some_and(|e| e.contains("s left")),
+        "{result:#}"
+    );
+    assert!(
+        result["typingSeen"]
+            .as_str()
+            .is_some_and(|e| e.contains("bob is writing an internal note")),
+        "{result:#}"
+    );
+    assert_ne!(result["offlineState"], "online", "{result:#}");
+    // After the drop, both desks hold exactly the transcript: nothing missing, nothing twice.
+    let transcript = seq_list(&result["transcriptSeqs"]);
+    assert_eq!(seq_list(&result["annSeqsAfter"]), transcript, "{result:#}");
+    assert_eq!(seq_list(&result["bobSeqsAfter"]), transcript, "{result:#}");
+    assert_eq!(
+        seq_list(&result["annFinal"]),
+        transcript_seqs(&stack, &sue, &session).await?,
+        "{result:#}"
+    );
+    assert_eq!(result["bobSignedOut"], true, "{result:#}");
+    for name in ["desk-sign-in", "desk-conversation", "desk-phone"] {
+        assert!(
+            artifacts.join(format!("{name}.png")).is_file(),
+            "{name}.png"
+        );
+    }
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Answers the script's steps as the applicant and checks the server's side of each; returns
+/// the script's result.
+async fn drive(
+    stack: &TestStack,
+    script: &mut Script,
+    kiosk: &mut TestClientV5,
+    session: &str,
+    sue: &str,
+    applicant: &str,
+) -> anyhow::Result<Value> {
+    let topic = format!("cc/v1/sessions/{session}/submit/{applicant}");
+    loop {
+        let line = script.next().await?;
+        let Some(step) = line["step"].as_str() else {
+            return Ok(line);
+        };
+        match step {
+            "replies_sent" => {
+                // The applicant has both agents' replies and not the note.
+                let received = applicant_messages(kiosk).await;
+                let bodies: Vec<&str> = received
+                    .iter()
+                    .filter_map(|entry| entry["body"].as_str())
+                    .collect();
+                anyhow::ensure!(
+                    bodies.contains(&"Hello, this is Ann.")
+                        && bodies.contains(&"Bob here, taking over."),
+                    "the applicant's messages: {received:?}"
+                );
+                anyhow::ensure!(
+                    received.iter().all(|entry| entry["kind"] != "note"
+                        && entry["body"] != "Check the renewal backlog."),
+                    "a note reached the applicant: {received:?}"
+                );
+                script.answer(json!({}))?;
+            }
+            "offline" => {
+                // While Ann's desk is away, the applicant writes three times.
+                for (id, body) in [
+                    ("m2", "Are you still there?"),
+                    ("m3", "I have my receipt number."),
+                    ("m4", "It is 4471."),
+                ] {
+                    let ack = submit(
+                        kiosk,
+                        topic.clone(),
+                        json!({"client_msg_id": id, "type": "message", "body": body}),
+                    )
+                    .await?;
+                    anyhow::ensure!(ack["status"] == "accepted", "{ack}");
+                }
+                let transcript = transcript_seqs(stack, sue, session).await?;
+                script.answer(json!({ "transcript": transcript }))?;
+            }
+            "read" => {
+                let last = transcript_seqs(stack, sue, session)
+                    .await?
+                    .last()
+                    .copied()
+                    .unwrap_or_default();
+                let seq = line["seq"].as_u64().unwrap_or_default();
+                anyhow::ensure!(seq <= last, "{seq} past {last}");
+                let ack = submit(
+                    kiosk,
+                    topic.clone(),
+                    json!({"client_msg_id": "r1", "type": "receipt", "delivered_seq": last, "read_seq": last}),
+                )
+                .await?;
+                anyhow::ensure!(ack["status"] == "accepted", "{ack}");
+                script.answer(json!({}))?;
+            }
+            "closed" => {
+                let closed = get(stack, sue, "/v1/sessions?state=closed").await?;
+                let found = closed["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["id"] == session);
+                anyhow::ensure!(found, "the session is not closed: {closed}");
+                script.answer(json!({}))?;
+            }
+            other => anyhow::bail!("unknown step {other}: {line}"),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+// The agent desk (/desk/) in real Chromium against a running courtchat: two agents and a
+// supervisor, each in a browser context of their own, work one applicant's session. Driven by
+// tests/tests/e2e/web_desk.rs: configuration as JSON in argv[2]; where the applicant (the Rust
+// side) must act, this script prints `{"step": ...}` as a line and waits for the answer, one
+// JSON line on stdin; the last line it prints is the result.
+import { createInterface } from "node:readline";
+import { DESKTOP, PHONE, accessibility, launch, openPage, screenshot } from "./web-harness.mjs";
+
+const config = JSON.parse(process.argv[2]);
+const session = config.session;
+const WAIT = 20_000;
+
+// ---- Talking to the Rust side ----------------------------------------------------------------
+
+const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function step(name, data = {}) {
+  console.log(JSON.stringify({ step: name, ...data }));
+  const { value, done } = await stdinLines.next();
+  if (done) throw new Error(`no answer to step ${name}`);
+  return JSON.parse(value);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+// ---- Desks -----------------------------------------------------------------------------------
+
+/** Console errors a step expects (a refused sign-in's 401, a WebSocket refused while offline)
+    are allowed while it runs; every other error fails the test. */
+const allowed = [];
+const unexpected = [];
+async function desk(browser, name, size = DESKTOP) {
+  const opened = await openPage(browser, `${config.base}/desk/`, size);
+  opened.name = name;
+  // openPage collects errors into an array; watch it so each is judged when it happens.
+  for (const error of opened.errors) unexpected.push(`${name} (loading): ${error}`);
+  const push = opened.errors.push.bind(opened.errors);
+  opened.errors.push = (error) => {
+    if (!allowed.some((pattern) => pattern.test(error))) unexpected.push(`${name}: ${error}`);
+    return push(error);
+  };
+  return opened;
+}
+
+/** A network between a desk and the MQTT listener that the test can cut: Chromium's offline
+    emulation stops new requests but leaves an open WebSocket alone, so the desk's MQTT sockets
+    are routed through Playwright, closed when the network goes down, and refused until it is
+    back. */
+async function cuttable(desk) {
+  const sockets = new Set();
+  let down = false;
+  await desk.context.routeWebSocket((url) => url.pathname === config.mqttPath, (ws) => {
+    if (down) return ws.close();
+    // No onClose handlers: closing either side then closes the other, as a real drop would.
+    sockets.add([ws, ws.connectToServer()]);
+  });
+  return {
+    async cut() {
+      down = true;
+      await desk.context.setOffline(true);
+      for (const pair of sockets) for (const side of pair) await side.close().catch(() => {});
+      sockets.clear();
+    },
+    async restore() {
+      down = false;
+      await desk.context.setOffline(false);
+    },
+  };
+}
+
+async function signIn({ page }, username, password = config.password) {
+  await page.fill("#username", username);
+  await page.fill("#password", password);
+  await page.click("#sign-in");
+}
+
+async function signedIn(desk, username) {
+  await signIn(desk, username);
+  await desk.page.waitForSelector("#desk-view:not([hidden])", { timeout: WAIT });
+  await desk.page.waitForSelector('#connection[data-state="online"]', { timeout: WAIT });
+}
+
+const text = (page, selector) => page.locator(selector).innerText();
+const seqs = (page) => page.$$eval("#entries > li", (lis) => lis.map((li) => Number(li.dataset.seq)));
+
+async function waitForText(page, selector, expected) {
+  await page.waitForFunction(([selector, expected]) => {
+    const node = document.querySelector(selector);
+    return node && node.textContent.trim() === expected;
+  }, [selector, expected], { timeout: WAIT });
+}
+
+async function entryFrom(page, kind, sender, body) {
+  const locator = page.locator(`#entries > li[data-kind="${kind}"][data-sender="${sender}"]`, { hasText: body });
+  await locator.first().waitFor({ timeout: WAIT });
+  return locator.first();
+}
+
+async function openSession(page, list) {
+  await page.locator(`#${list} li[data-session="${session}"] button`).click({ timeout: WAIT });
+  await page.waitForSelector(`#conversation[data-session="${session}"]`, { timeout: WAIT });
+}
+
+async function reply(page, body) {
+  await page.fill("#reply", body);
+  await page.click("#send-reply");
+}
+
+// ---- The scenario ----------------------------------------------------------------------------
+
+const browser = await launch(config.chromium);
+const result = { violations: {}, screenshots: [] };
+try {
+  const ann = await desk(browser, "ann");
+  const bob = await desk(browser, "bob");
+  const annNetwork = await cuttable(ann);
+
+  // The sign-in screen: accessible; a wrong password is refused with the problem's detail.
+  result.violations.signIn = await accessibility(ann.page);
+  result.screenshots.push(await screenshot(ann.page, config.artifacts, "desk-sign-in"));
+  allowed.push(/status of 401/);
+  await signIn(ann, "ann", "not the password");
+  await ann.page.waitForSelector("#sign-in-error:not([hidden])", { timeout: WAIT });
+  result.signInError = await text(ann.page, "#sign-in-error");
+  allowed.pop();
+
+  // Ann signs in and becomes available: the waiting session is offered to her.
+  await signedIn(ann, "ann");
+  const stored = await ann.page.evaluate(() => [sessionStorage.length, localStorage.length]);
+  check(stored[0] === 1 && stored[1] === 0, `the token belongs in sessionStorage only: ${stored}`);
+  await ann.page.click("#availability");
+  await ann.page.waitForSelector('#availability[data-state="available"]', { timeout: WAIT });
+  await openSession(ann.page, "my-sessions");
+  await entryFrom(ann.page, "message", config.applicant, "My licence expired");
+
+  // She takes the reply lock, answers and writes a note.
+  await ann.page.click("#lock-acquire");
+  await waitForText(ann.page, "#lock-holder", "ann");
+  result.leaseShown = await text(ann.page, "#lock-expires");
+  await reply(ann.page, "Hello, this is Ann.");
+  await entryFrom(ann.page, "message", "ann", "Hello, this is Ann.");
+  await ann.page.fill("#note", "Check the renewal backlog.");
+  await ann.page.click("#send-note");
+  await entryFrom(ann.page, "note", "ann", "Check the renewal backlog.");
+
+  // Bob opens the session by its id and joins; the lock is Ann's, and the refusal says so.
+  await signedIn(bob, "bob");
+  await bob.page.fill("#open-session-id", session);
+  await bob.page.click("#open-session");
+  await bob.page.waitForSelector(`#conversation[data-session="${session}"]`, { timeout: WAIT });
+  await bob.page.click("#join");
+  await entryFrom(bob.page, "note", "ann", "Check the renewal backlog.");
+  await waitForText(bob.page, "#lock-holder", "ann");
+  // Bob types a note: Ann sees note typing, told apart from conversation typing.
+  await bob.page.fill("#note", "Looking");
+  await bob.page.locator("#note").press("g");
+  await ann.page.waitForFunction(() => /bob is writing an internal note/.test(document.querySelector("#typing").textContent), null, { timeout: WAIT });
+  result.typingSeen = await text(ann.page, "#typing");
+  await bob.page.fill("#note", "");
+  await bob.page.click("#lock-acquire");
+  await bob.page.waitForSelector("#lock-error:not([hidden])", { timeout: WAIT });
+  result.lockRefusal = await text(bob.page, "#lock-error");
+  check(/ann/.test(result.lockRefusal), `the refusal names ann: ${result.lockRefusal}`);
+
+  // Ann lets go; Bob takes it and answers.
+  await ann.page.click("#lock-release");
+  await waitForText(ann.page, "#lock-holder", "free");
+  await waitForText(bob.page, "#lock-holder", "free");
+  await bob.page.click("#lock-acquire");
+  await waitForText(bob.page, "#lock-holder", "bob");
+  await waitForText(ann.page, "#lock-holder", "bob");
+  await reply(bob.page, "Bob here, taking over.");
+  const bobReply = await entryFrom(ann.page, "message", "bob", "Bob here, taking over.");
+  const bobReplySeq = Number(await bobReply.getAttribute("data-seq"));
+  await entryFrom(bob.page, "message", "bob", "Bob here, taking over.");
+  await step("replies_sent");
+
+  // Both desks show the same entries in the same order.
+  result.annSeqs = await seqs(ann.page);
+  result.bobSeqs = await seqs(bob.page);
+  check(JSON.stringify(result.annSeqs) === JSON.stringify(result.bobSeqs), `desks differ: ${result.annSeqs} / ${result.bobSeqs}`);
+
+  // Ann's desk drops off the network while the applicant writes; back online, it catches up.
+  allowed.push(/WebSocket/i, /ERR_INTERNET_DISCONNECTED/);
+  await annNetwork.cut();
+  await ann.page.waitForSelector('#connection:not([data-state="online"])', { timeout: 60_000 });
+  result.offlineState = await ann.page.getAttribute("#connection", "data-state");
+  const { transcript } = await step("offline");
+  await annNetwork.restore();
+  await ann.page.waitForSelector('#connection[data-state="online"]', { timeout: 30_000 });
+  await ann.page.waitForFunction((n) => document.querySelectorAll("#entries > li").length >= n, transcript.length, { timeout: WAIT });
+  allowed.splice(-2);
+  result.transcriptSeqs = transcript;
+  result.annSeqsAfter = await seqs(ann.page);
+  result.bobSeqsAfter = await seqs(bob.page);
+  await ann.page.waitForSelector('#availability[data-state="available"]', { timeout: WAIT });
+
+  // Sue, a supervisor, sees every open session and takes the lock over.
+  const sue = await desk(browser, "sue");
+  await signedIn(sue, "sue");
+  await openSession(sue.page, "all-sessions");
+  await waitForText(sue.page, "#lock-holder", "bob");
+  await sue.page.click("#lock-takeover");
+  await waitForText(sue.page, "#lock-holder", "sue");
+  await waitForText(ann.page, "#lock-holder", "sue");
+  await waitForText(bob.page, "#lock-holder", "sue");
+
+  // The applicant reads: Bob's reply shows as read on the desks.
+  await step("read", { seq: bobReplySeq });
+  await ann.page.waitForSelector(`#entries > li[data-seq="${bobReplySeq}"][data-receipt="read"]`, { timeout: WAIT });
+  await bob.page.waitForSelector(`#entries > li[data-seq="${bobReplySeq}"][data-receipt="read"]`, { timeout: WAIT });
+
+  // The desk with a conversation open: accessible, at desktop and phone sizes.
+  result.violations.desk = await accessibility(ann.page);
+  result.screenshots.push(await screenshot(ann.page, config.artifacts, "desk-conversation"));
+  const phone = await desk(browser, "sue-phone", PHONE);
+  await signedIn(phone, "sue");
+  await openSession(phone.page, "all-sessions");
+  await entryFrom(phone.page, "message", "bob", "Bob here, taking over.");
+  result.violations.phone = await accessibility(phone.page);
+  result.screenshots.push(await screenshot(phone.page, config.artifacts, "desk-phone"));
+
+  // Ann closes the session; every desk sees it closed.
+  await ann.page.fill("#close-reason", "Renewal explained");
+  await ann.page.click("#close");
+  for (const page of [ann.page, bob.page, sue.page]) {
+    await page.locator('#entries > li[data-kind="event"]', { hasText: "Conversation closed" }).first().waitFor({ timeout: WAIT });
+  }
+  await step("closed");
+  result.annFinal = await seqs(ann.page);
+
+  // Sign-out ends the connection and forgets the token.
+  await bob.page.click("#sign-out");
+  await bob.page.waitForSelector("#sign-in-view:not([hidden])", { timeout: WAIT });
+  result.bobSignedOut = await bob.page.evaluate(() => sessionStorage.length === 0);
+  await bob.page.waitForSelector('#connection[data-state="offline"]', { timeout: WAIT });
+
+  result.unexpectedErrors = unexpected;
+  result.ok = true;
+} catch (error) {
+  result.ok = false;
+  result.error = String(error && error.stack ? error.stack : error);
+  result.unexpectedErrors = unexpected;
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(0);
