@@ -61,10 +61,12 @@ static ASSETS: &[Asset] = &[
 
 /// Scripts and styles from this origin only (no inline code, no eval), MQTT over WebSocket to
 /// any host (the listener is another port, or another host behind a proxy, so not `'self'`),
-/// no framing, no plugins.
+/// no framing, no plugins. Workers may come from `blob:` URLs: MQTT.js runs its keepalive
+/// timer in one, because a background tab throttles the page's own timers (to once a minute
+/// after a while) and the gateway would drop a desk whose pings come late.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
-                   form-action 'self'; frame-ancestors 'none'";
+                   connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; \
+                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 fn hardened(mut response: Response) -> Response {
     let headers = response.headers_mut();

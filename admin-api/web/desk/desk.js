@@ -246,10 +246,6 @@ function connect() {
       closed: onClosed,
     },
   });
-  // MQTT.js's default keepalive timers run in a worker made from a blob: URL, which the page's
-  // CSP (script-src 'self', no worker-src) refuses: no pings, so the gateway would drop the
-  // desk after 1.5 keepalives. The CONNACK, which starts the keepalive, comes after this line.
-  participant.client.options.timerVariant = "native";
   state.participant = participant;
   participant.ready.catch((error) => {
     if (state.participant === participant) showConnection("offline", `Cannot connect: ${error.message}`);

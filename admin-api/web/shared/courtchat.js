@@ -77,7 +77,8 @@ class Stream {
  * a function in `handlers`: `entry(sessionId, entry)` for every new entry in order (after a
  * resync too), `lock(state)`, `receipts(state)`, `typing(sessionId, subject, typing, kind)`,
  * `presence(sessionId, subject, status)`, `queue(update)`, `assignment(notice)`,
- * `connection(state)` ("online", "offline", "reconnecting"), `closed(sessionId)`.
+ * `connection(state)` ("online", "offline", "reconnecting"), `closed(sessionId)`,
+ * `error(error, sessionId?)` (a session that could not be followed again after a reconnect).
  */
 export class Participant {
   constructor({ url, subject, token, staff = false, will, handlers = {} }) {
@@ -101,7 +102,9 @@ export class Participant {
       this.client.once("connect", resolve);
       this.client.once("error", reject);
     });
-    this.client.on("connect", () => this.#connected());
+    this.client.on("connect", () => {
+      this.#connected().catch((error) => this.#emit("error", error));
+    });
     this.client.on("reconnect", () => this.#emit("connection", "reconnecting"));
     this.client.on("offline", () => this.#emit("connection", "offline"));
     this.client.on("close", () => this.#emit("connection", "offline"));
@@ -123,9 +126,15 @@ export class Participant {
     await this.client.subscribeAsync(topics, { qos: 1 });
     const reconnect = this.connectedOnce;
     this.connectedOnce = true;
-    for (const sessionId of this.streams.keys()) {
-      await this.#subscribeSession(sessionId);
-      if (reconnect) await this.resync(sessionId);
+    for (const sessionId of [...this.streams.keys()]) {
+      // One session the gateway no longer lets us follow (left, or long closed) must not keep
+      // the others from being followed again.
+      try {
+        await this.#subscribeSession(sessionId);
+        if (reconnect) await this.resync(sessionId);
+      } catch (error) {
+        this.#emit("error", error, sessionId);
+      }
     }
     // Submissions that were never answered go again, under their own ids.
     for (const pending of this.pending.values()) pending.send();
@@ -184,8 +193,14 @@ export class Participant {
       return;
     }
     stream.last[topic] = Math.max(stream.last[topic], entry.seq);
-    if (stream.add(entry)) this.#emit("entry", sessionId, entry);
-    if (entry.kind === "event" && entry.event && entry.event.type === "closed") this.#emit("closed", sessionId);
+    this.#take(stream, entry);
+  }
+
+  /** Takes a new entry: announced once, and the session's end with it. */
+  #take(stream, entry) {
+    if (!stream.add(entry)) return;
+    this.#emit("entry", stream.sessionId, entry);
+    if (entry.kind === "event" && entry.event && entry.event.type === "closed") this.#emit("closed", stream.sessionId);
   }
 
   async #subscribeSession(sessionId) {
@@ -235,8 +250,7 @@ export class Participant {
       for (const entry of page.entries) {
         const topic = entry.kind === "note" ? "notes" : "messages";
         stream.last[topic] = Math.max(stream.last[topic], entry.seq);
-        if (stream.add(entry)) this.#emit("entry", sessionId, entry);
-        if (entry.kind === "event" && entry.event && entry.event.type === "closed") this.#emit("closed", sessionId);
+        this.#take(stream, entry);
       }
     }
   }
