@@ -391,7 +391,9 @@ async function start() {
     view.chatView.hidden = false;
     view.composerForm.hidden = false;
     view.composer.focus();
-    await current.participant.follow(ack.session_id);
+    // Refused only if the gateway forgot the session meanwhile: say so on the connection
+    // line rather than leave an unhandled rejection.
+    await current.participant.follow(ack.session_id).catch(() => showConnection("offline"));
   } finally {
     starting = false;
     view.start.disabled = false;
