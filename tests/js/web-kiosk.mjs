@@ -162,6 +162,15 @@ async function phonePath(browser, desk) {
   await checkScreen(page, "chat", sizes);
   await page.setViewportSize({ width: PHONE.width, height: PHONE.height });
 
+  // A refusal is told next to the message it concerns: a bidirectional control is refused.
+  await page.fill("#composer", "Hidden \u202e text");
+  await page.press("#composer", "Enter");
+  const failed = page.locator("#messages li[data-kind=message][data-status=failed]");
+  await failed.waitFor(WAIT);
+  const refusal = await failed.textContent();
+  expect(refusal.includes("Not sent:") && refusal.includes("U+202E"), `the refusal is shown: ${refusal}`);
+  expect(await failed.getAttribute("data-seq") === null, "a refused message has no seq");
+
   // The agent closes: the survey, with focus on its first choice.
   await desk.submit(id, { type: "close" });
   await page.waitForSelector("#survey:not([hidden])", WAIT);
