@@ -111,8 +111,8 @@ class Conversation {
       },
     });
     // MQTT.js times its keepalive in a Web Worker made from a blob: URL, which the page's
-    // Content-Security-Policy (script-src 'self') refuses; the pings would then not be
-    // scheduled. The keepalive starts at CONNACK, so plain timers chosen now take its place.
+    // Content-Security-Policy (script-src 'self') refuses, with a violation on the console.
+    // The keepalive starts at CONNACK, so plain timers chosen now take its place.
     // (Belongs in the shared module's connect options; see the report of issue 14.)
     this.participant.client.options.timerVariant = "native";
   }
@@ -356,7 +356,11 @@ async function start() {
   showStartError("");
   disarmReset();
   try {
-    const config = await settings;
+    const config = await settings.catch(() => null);
+    if (!config) {
+      showStartError("The help desk cannot be reached. Try again later.");
+      return;
+    }
     let identity;
     try {
       identity = await api("/v1/applicant-tokens", { method: "POST", token: credential || undefined });
