@@ -1,1 +1,536 @@
-// placeholder
+// The applicant page (`/kiosk/`): someone without an account starts a conversation with the
+// help desk, chats, answers the survey when the agent closes, and starts over. On an enrolled
+// kiosk (a credential in localStorage) the page resets itself for the next person; on a phone
+// it takes the public path. What one conversation holds lives in a `Conversation` object and
+// in the DOM, never in storage, so that a reset forgets it completely.
+
+import { serverConfig, api, Participant, describeEvent } from "/web/shared/courtchat.js";
+
+/** Where an enrolled kiosk keeps its credential (the only thing this page stores). */
+const KIOSK_KEY = "courtchat.kiosk";
+/** An agent's typing indicator is dropped after this long without news from it. */
+const TYPING_SHOWN_MS = 6000;
+/** Our own typing: "false" after this long without a keystroke... */
+const TYPING_IDLE_MS = 3000;
+/** ...and "true" again at most this often while typing goes on. */
+const TYPING_REPEAT_MS = 2000;
+/** Receipts wait for the stream to settle, so a burst of entries costs one submission. */
+const RECEIPT_DELAY_MS = 700;
+
+const $ = (id) => document.getElementById(id);
+const view = {
+  startView: $("start-view"),
+  chatView: $("chat-view"),
+  firstMessage: $("first-message"),
+  start: $("start"),
+  startError: $("start-error"),
+  messages: $("messages"),
+  agentTyping: $("agent-typing"),
+  composerForm: $("composer-form"),
+  composer: $("composer"),
+  survey: $("survey"),
+  surveyComment: $("survey-comment"),
+  surveyError: $("survey-error"),
+  surveyThanks: $("survey-thanks"),
+  startOver: $("start-over"),
+  connection: $("connection"),
+  mode: $("mode"),
+};
+
+const CONNECTION_TEXT = { online: "Connected", offline: "Not connected", reconnecting: "Reconnecting…" };
+const STATUS_TEXT = { sending: "Sending…", sent: "Sent", delivered: "Delivered", read: "Read" };
+
+/**
+ * The kiosk credential, installed once by an admin who opens `/kiosk/#enrol=<credential>`:
+ * kept in localStorage and taken out of the address at once, so that it is neither in the
+ * history nor on the screen.
+ */
+function kioskCredential() {
+  const match = /^#enrol=(.+)$/.exec(location.hash);
+  if (match) {
+    localStorage.setItem(KIOSK_KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return localStorage.getItem(KIOSK_KEY);
+}
+
+const credential = kioskCredential();
+const mode = credential ? "kiosk" : "phone";
+document.body.dataset.mode = mode;
+view.mode.textContent = mode === "kiosk" ? "Kiosk" : "Phone";
+
+/** The server's settings; `?reset=SECONDS` overrides the kiosk's reset delay (for tests). */
+const settings = serverConfig().then((config) => {
+  const override = Number(new URLSearchParams(location.search).get("reset"));
+  const resetSecs = Number.isFinite(override) && override > 0 ? override : config.kiosk_reset_secs;
+  return { ...config, resetSecs };
+});
+settings.catch(() => showStartError("The help desk cannot be reached. Try again later."));
+
+/** Text for an event, in the applicant's words where the shared wording is meant for staff. */
+function eventText(entry) {
+  const event = entry.event || {};
+  if (event.type === "status_changed" && event.status === "queued") return "Waiting for the next available agent";
+  if (event.type === "status_changed" && event.status === "active") return "An agent is with you";
+  if (event.type === "status_changed" && event.status === "escalated") return "Passed to a supervisor";
+  // The `closed` event that follows says it in words.
+  if (event.type === "status_changed" && event.status === "closed") return null;
+  return describeEvent(entry);
+}
+
+/** One conversation: its connection, what it shows, and its timers. */
+class Conversation {
+  constructor(identity, participantOptions) {
+    this.subject = identity.subject;
+    this.sessionId = null;
+    this.closed = false;
+    /** seq -> li, for every entry shown. */
+    this.shown = new Map();
+    /** Own messages not yet matched to an entry: {body, li}. */
+    this.unplaced = [];
+    /** Other participants' horizons: subject -> {delivered, read}. */
+    this.horizons = new Map();
+    /** subject -> timer, for agents shown typing. */
+    this.typers = new Map();
+    this.shownSeq = 0;
+    this.receiptSent = { delivered: 0, read: 0 };
+    this.receiptTimer = null;
+    this.typingOn = false;
+    this.typingSentAt = 0;
+    this.typingIdle = null;
+    this.participant = new Participant({
+      ...participantOptions,
+      subject: identity.subject,
+      token: identity.token,
+      handlers: {
+        entry: (sessionId, entry) => sessionId === this.sessionId && this.place(entry),
+        receipts: (state) => this.receipts(state),
+        typing: (sessionId, subject, typing, kind) => sessionId === this.sessionId && kind === "typing" && this.agentTyping(subject, typing),
+        connection: (state) => showConnection(state),
+        closed: (sessionId) => sessionId === this.sessionId && this.close(),
+      },
+    });
+    // MQTT.js times its keepalive in a Web Worker made from a blob: URL, which the page's
+    // Content-Security-Policy (script-src 'self') refuses, with a violation on the console.
+    // The keepalive starts at CONNACK, so plain timers chosen now take its place.
+    // (Belongs in the shared module's connect options; see the report of issue 14.)
+    this.participant.client.options.timerVariant = "native";
+  }
+
+  /** Shows an entry of the stream in `seq` order (entries may arrive out of order). */
+  place(entry) {
+    if (this.shown.has(entry.seq)) return;
+    let li;
+    if (entry.kind === "message" && entry.sender === this.subject) {
+      // Our own message, perhaps before its acknowledgement: take over the bubble shown
+      // since it was sent rather than showing it twice.
+      const index = this.unplaced.findIndex((own) => own.body === entry.body);
+      li = index >= 0 ? this.unplaced.splice(index, 1)[0].li : ownBubble(entry.body);
+      li.dataset.seq = String(entry.seq);
+    } else if (entry.kind === "message") {
+      li = theirBubble(entry);
+      this.agentTyping(entry.sender, false);
+    } else if (entry.kind === "event") {
+      const text = eventText(entry);
+      if (text === null) {
+        this.shownSeq = Math.max(this.shownSeq, entry.seq);
+        return;
+      }
+      li = streamItem();
+      li.dataset.seq = String(entry.seq);
+      li.dataset.kind = "event";
+      li.dataset.sender = entry.sender;
+      li.textContent = text;
+    } else {
+      return; // Nothing else is for applicants (notes never reach them).
+    }
+    this.shown.set(entry.seq, li);
+    insertBySeq(li, entry.seq);
+    if (li.classList.contains("own")) this.refreshStatus(li);
+    this.shownSeq = Math.max(this.shownSeq, entry.seq);
+    this.scheduleReceipt();
+  }
+
+  /** Sends a message; its bubble says "sending" until the acknowledgement. */
+  async send(body) {
+    const li = ownBubble(body);
+    const own = { body, li };
+    this.unplaced.push(own);
+    view.messages.append(li);
+    this.typing(false);
+    const ack = await this.participant.submit(this.sessionId, { type: "message", body });
+    if (conversation !== this) return; // Reset meanwhile: nothing left to show it on.
+    if (ack.status !== "accepted") {
+      this.unplaced.splice(this.unplaced.indexOf(own), 1);
+      setStatus(li, "failed", `Not sent: ${ack.message || ack.reason}`);
+      return;
+    }
+    const index = this.unplaced.indexOf(own);
+    if (index < 0) return; // Its entry arrived first and took the bubble over.
+    this.unplaced.splice(index, 1);
+    if (this.shown.has(ack.seq)) {
+      li.remove();
+      return;
+    }
+    li.dataset.seq = String(ack.seq);
+    this.shown.set(ack.seq, li);
+    insertBySeq(li, ack.seq);
+    this.refreshStatus(li);
+  }
+
+  /** Another participant's horizon moved: our messages it covers are delivered or read. */
+  receipts(state) {
+    if (state.session_id !== this.sessionId || state.subject === this.subject) return;
+    const before = this.horizons.get(state.subject) || { delivered: 0, read: 0 };
+    this.horizons.set(state.subject, {
+      delivered: Math.max(before.delivered, state.delivered_seq),
+      read: Math.max(before.read, state.read_seq),
+    });
+    for (const li of view.messages.querySelectorAll("li.own[data-seq]")) this.refreshStatus(li);
+  }
+
+  refreshStatus(li) {
+    const seq = Number(li.dataset.seq);
+    let status = "sent";
+    for (const horizon of this.horizons.values()) {
+      if (horizon.read >= seq) status = "read";
+      else if (horizon.delivered >= seq && status !== "read") status = "delivered";
+    }
+    if (li.dataset.status !== status) setStatus(li, status);
+  }
+
+  /** Tells the others what this page has shown, once the stream is quiet for a moment. */
+  scheduleReceipt() {
+    if (this.closed || this.receiptTimer) return;
+    this.receiptTimer = setTimeout(() => {
+      this.receiptTimer = null;
+      // Shown is delivered; it is read only if someone can see the page.
+      const read = document.visibilityState === "visible" ? this.shownSeq : this.receiptSent.read;
+      if (this.closed || (this.shownSeq <= this.receiptSent.delivered && read <= this.receiptSent.read)) return;
+      this.receiptSent = { delivered: this.shownSeq, read };
+      this.participant.submit(this.sessionId, { type: "receipt", delivered_seq: this.shownSeq, read_seq: read });
+    }, RECEIPT_DELAY_MS);
+  }
+
+  agentTyping(subject, typing) {
+    clearTimeout(this.typers.get(subject));
+    this.typers.delete(subject);
+    if (typing && !this.closed) {
+      this.typers.set(subject, setTimeout(() => this.agentTyping(subject, false), TYPING_SHOWN_MS));
+    }
+    view.agentTyping.hidden = this.typers.size === 0;
+  }
+
+  /** Our own typing indicator: on while keys are pressed, off after a pause or a send. */
+  typing(on) {
+    clearTimeout(this.typingIdle);
+    if (!this.sessionId || this.closed) return;
+    if (!on) {
+      if (this.typingOn) this.participant.typing(this.sessionId, false);
+      this.typingOn = false;
+      return;
+    }
+    const now = Date.now();
+    if (!this.typingOn || now - this.typingSentAt >= TYPING_REPEAT_MS) {
+      this.participant.typing(this.sessionId, true);
+      this.typingSentAt = now;
+    }
+    this.typingOn = true;
+    this.typingIdle = setTimeout(() => this.typing(false), TYPING_IDLE_MS);
+  }
+
+  /** The session closed (the shared module may say so more than once). */
+  close() {
+    if (this.closed) return;
+    this.typing(false);
+    this.closed = true;
+    for (const subject of [...this.typers.keys()]) this.agentTyping(subject, false);
+    const closedEntry = this.participant.entries(this.sessionId)
+      .find((entry) => entry.kind === "event" && entry.event && entry.event.type === "closed");
+    showClosed(!closedEntry || closedEntry.event.survey_offered !== false);
+  }
+
+  /** Ends the connection and every timer; the object is dropped after this. */
+  dispose() {
+    clearTimeout(this.receiptTimer);
+    clearTimeout(this.typingIdle);
+    for (const timer of this.typers.values()) clearTimeout(timer);
+    // No more events from it: a closing connection would otherwise show "offline".
+    this.participant.handlers = {};
+    this.participant.end();
+  }
+}
+
+/**
+ * An item of the stream. The stream is a log (role="log"), which takes away the list's
+ * semantics from its items: they say so (role="none"), or they would be list items outside a
+ * list for assistive technology.
+ */
+function streamItem() {
+  const li = document.createElement("li");
+  li.setAttribute("role", "none");
+  return li;
+}
+
+/** The conversation on screen, if any. */
+let conversation = null;
+let starting = false;
+
+function ownBubble(body) {
+  const li = streamItem();
+  li.className = "own";
+  li.dataset.kind = "message";
+  li.dataset.sender = conversation ? conversation.subject : "";
+  const label = document.createElement("span");
+  label.className = "visually-hidden";
+  label.textContent = "You: ";
+  const text = document.createElement("span");
+  text.className = "body";
+  text.textContent = body;
+  const status = document.createElement("span");
+  status.className = "status";
+  li.append(label, text, status);
+  setStatus(li, "sending");
+  return li;
+}
+
+function theirBubble(entry) {
+  const li = streamItem();
+  li.className = "theirs";
+  li.dataset.seq = String(entry.seq);
+  li.dataset.kind = "message";
+  li.dataset.sender = entry.sender;
+  const sender = document.createElement("span");
+  sender.className = "sender";
+  sender.textContent = `${entry.sender}:`;
+  const text = document.createElement("span");
+  text.className = "body";
+  text.textContent = entry.body;
+  li.append(sender, text);
+  return li;
+}
+
+function setStatus(li, status, text) {
+  li.dataset.status = status;
+  li.querySelector(".status").textContent = text || STATUS_TEXT[status];
+}
+
+/** Inserts `li` before the first entry with a higher seq; unacknowledged bubbles stay last. */
+function insertBySeq(li, seq) {
+  for (const other of view.messages.children) {
+    if (other === li) continue;
+    if (!other.dataset.seq || Number(other.dataset.seq) > seq) {
+      view.messages.insertBefore(li, other);
+      return;
+    }
+  }
+  view.messages.append(li);
+}
+
+/** The connection's state, shown while there is a conversation (the start screen has none). */
+function showConnection(state, { shown = true } = {}) {
+  view.connection.hidden = !shown;
+  view.connection.dataset.state = state;
+  view.connection.textContent = CONNECTION_TEXT[state] || state;
+}
+
+function showStartError(text) {
+  view.startError.textContent = text;
+}
+
+/** Why an applicant token was refused, in words for the person at the screen. */
+function tokenRefusal(error) {
+  if (error.status === 429) {
+    const wait = (error.problem && error.problem.retry_after) || 60;
+    return `Too many requests, try again in ${wait} s`;
+  }
+  if (error.status === 401 && credential) return "This kiosk is not enrolled any more. Please ask a member of staff.";
+  if (error.status === 401) return "Chat from a phone is not available. Please visit the help desk.";
+  return "The help desk cannot be reached. Try again later.";
+}
+
+async function start() {
+  if (starting || conversation) return;
+  starting = true;
+  view.start.disabled = true;
+  showStartError("");
+  disarmReset();
+  try {
+    const config = await settings.catch(() => null);
+    if (!config) {
+      showStartError("The help desk cannot be reached. Try again later.");
+      return;
+    }
+    let identity;
+    try {
+      identity = await api("/v1/applicant-tokens", { method: "POST", token: credential || undefined });
+    } catch (error) {
+      showStartError(tokenRefusal(error));
+      return;
+    }
+    const current = new Conversation(identity, { url: config.mqtt_url });
+    conversation = current;
+    try {
+      await current.participant.ready;
+    } catch {
+      showStartError("The help desk cannot be reached. Try again later.");
+      resetConversation();
+      return;
+    }
+    const firstMessage = view.firstMessage.value.trim();
+    const ack = await current.participant.open({
+      channel: identity.channel,
+      ...(identity.team ? { topic: identity.team } : {}),
+      ...(firstMessage ? { first_message: firstMessage } : {}),
+    });
+    if (conversation !== current) return;
+    if (ack.status !== "accepted") {
+      showStartError(`The conversation could not start: ${ack.message || ack.reason}`);
+      resetConversation();
+      return;
+    }
+    current.sessionId = ack.session_id;
+    document.body.dataset.session = ack.session_id;
+    view.startView.hidden = true;
+    view.chatView.hidden = false;
+    view.composerForm.hidden = false;
+    view.composer.focus();
+    // Refused only if the gateway forgot the session meanwhile: say so on the connection
+    // line rather than leave an unhandled rejection.
+    await current.participant.follow(ack.session_id).catch(() => showConnection("offline"));
+  } finally {
+    starting = false;
+    view.start.disabled = false;
+  }
+}
+
+function showClosed(surveyOffered) {
+  const hadFocus = view.composerForm.contains(document.activeElement);
+  view.composerForm.hidden = true;
+  view.agentTyping.hidden = true;
+  view.startOver.hidden = false;
+  if (surveyOffered) {
+    view.survey.hidden = false;
+    view.survey.querySelector("input[name=rating]").focus();
+  } else {
+    view.surveyThanks.textContent = "The conversation has ended. Thank you.";
+    view.surveyThanks.hidden = false;
+    if (hadFocus || document.activeElement === document.body) view.surveyThanks.focus();
+  }
+  armReset();
+}
+
+async function submitSurvey(event) {
+  event.preventDefault();
+  const current = conversation;
+  if (!current) return;
+  const chosen = view.survey.querySelector("input[name=rating]:checked");
+  if (!chosen) {
+    view.surveyError.textContent = "Choose a rating from 1 to 5.";
+    view.survey.querySelector("input[name=rating]").focus();
+    return;
+  }
+  view.surveyError.textContent = "";
+  const comment = view.surveyComment.value.trim();
+  const submit = $("survey-submit");
+  submit.disabled = true;
+  const ack = await current.participant.submit(current.sessionId, {
+    type: "survey",
+    rating: Number(chosen.value),
+    ...(comment ? { comment } : {}),
+  });
+  submit.disabled = false;
+  if (conversation !== current) return;
+  if (ack.status !== "accepted") {
+    view.surveyError.textContent = `Your answer was not saved: ${ack.message || ack.reason}`;
+    return;
+  }
+  view.survey.hidden = true;
+  view.surveyThanks.textContent = "Thank you for your answer. The conversation has ended.";
+  view.surveyThanks.hidden = false;
+  view.surveyThanks.focus();
+}
+
+/** Ends the conversation, if any, and clears everything it showed. */
+function resetConversation() {
+  if (conversation) conversation.dispose();
+  conversation = null;
+  document.body.dataset.session = "";
+  showConnection("offline", { shown: false });
+  view.messages.replaceChildren();
+  view.agentTyping.hidden = true;
+  view.composer.value = "";
+  view.composerForm.hidden = false;
+  view.survey.reset();
+  view.survey.hidden = true;
+  view.surveyError.textContent = "";
+  view.surveyThanks.hidden = true;
+  view.surveyThanks.textContent = "";
+  view.startOver.hidden = true;
+  view.chatView.hidden = true;
+  view.startView.hidden = false;
+}
+
+/** The start screen, empty, for the next person. */
+function startOver({ focus }) {
+  resetConversation();
+  view.firstMessage.value = "";
+  showStartError("");
+  if (focus) view.firstMessage.focus();
+}
+
+// A kiosk left alone after a finished conversation (on its closed screen, or on the start
+// screen someone went back to) resets itself, so the next person sees nothing of it. Any
+// activity on the page restarts the wait.
+let resetTimer = null;
+let resetArmed = false;
+
+async function armReset() {
+  if (mode !== "kiosk") return;
+  resetArmed = true;
+  const { resetSecs } = await settings;
+  if (!resetArmed) return;
+  clearTimeout(resetTimer);
+  resetTimer = setTimeout(() => {
+    disarmReset();
+    startOver({ focus: false });
+  }, resetSecs * 1000);
+}
+
+function disarmReset() {
+  resetArmed = false;
+  clearTimeout(resetTimer);
+  resetTimer = null;
+}
+
+for (const type of ["keydown", "pointerdown", "input"]) {
+  document.addEventListener(type, () => resetArmed && armReset(), { capture: true, passive: true });
+}
+
+view.start.addEventListener("click", () => start());
+view.composerForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = view.composer.value.trim();
+  if (!body || !conversation || !conversation.sessionId || conversation.closed) return;
+  view.composer.value = "";
+  conversation.send(body);
+});
+view.composer.addEventListener("keydown", (event) => {
+  // Enter sends, Shift+Enter is a new line; an input method composing text keeps its Enter.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    view.composerForm.requestSubmit();
+  }
+});
+view.composer.addEventListener("input", () => {
+  if (conversation) conversation.typing(view.composer.value.trim() !== "");
+});
+view.survey.addEventListener("submit", submitSurvey);
+view.startOver.addEventListener("click", () => {
+  startOver({ focus: true });
+  // On a kiosk the start screen still waits for the next person: reset it if left alone.
+  if (mode === "kiosk") armReset();
+});
+document.addEventListener("visibilitychange", () => {
+  if (conversation && conversation.sessionId) conversation.scheduleReceipt();
+});
