@@ -4,7 +4,7 @@
 // side) must act, this script prints `{"step": ...}` as a line and waits for the answer, one
 // JSON line on stdin; the last line it prints is the result.
 import { createInterface } from "node:readline";
-import { DESKTOP, PHONE, accessibility, launch, openPage, screenshot } from "./web-harness.mjs";
+import { DESKTOP, PHONE, accessibility, cuttable, launch, openPage, screenshot } from "./web-harness.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const session = config.session;
@@ -41,32 +41,6 @@ async function desk(browser, name, size = DESKTOP) {
     return push(error);
   };
   return opened;
-}
-
-/** A network between a desk and the MQTT listener that the test can cut: Chromium's offline
-    emulation stops new requests but leaves an open WebSocket alone, so the desk's MQTT sockets
-    are routed through Playwright, closed when the network goes down, and refused until it is
-    back. */
-async function cuttable(desk) {
-  const sockets = new Set();
-  let down = false;
-  await desk.context.routeWebSocket((url) => url.pathname === config.mqttPath, (ws) => {
-    if (down) return ws.close();
-    // No onClose handlers: closing either side then closes the other, as a real drop would.
-    sockets.add([ws, ws.connectToServer()]);
-  });
-  return {
-    async cut() {
-      down = true;
-      await desk.context.setOffline(true);
-      for (const pair of sockets) for (const side of pair) await side.close().catch(() => {});
-      sockets.clear();
-    },
-    async restore() {
-      down = false;
-      await desk.context.setOffline(false);
-    },
-  };
 }
 
 async function signIn({ page }, username, password = config.password) {
@@ -114,7 +88,7 @@ const result = { violations: {}, screenshots: [] };
 try {
   const ann = await desk(browser, "ann");
   const bob = await desk(browser, "bob");
-  const annNetwork = await cuttable(ann);
+  const annNetwork = await cuttable(ann, config.mqttPath);
 
   // The sign-in screen: accessible; a wrong password is refused with the problem's detail.
   result.violations.signIn = await accessibility(ann.page);

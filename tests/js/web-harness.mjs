@@ -54,3 +54,29 @@ export async function accessibility(page) {
     .filter((v) => v.impact === "serious" || v.impact === "critical")
     .map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
 }
+
+/** A network between a page and the MQTT listener (WebSocket upgrades on `path`) that the test
+    can cut: Chromium's offline emulation stops new requests but leaves an open WebSocket alone,
+    so the page's MQTT sockets are routed through Playwright, closed when the network goes down,
+    and refused until it is back. Set it up before the page connects. */
+export async function cuttable(opened, path) {
+  const sockets = new Set();
+  let down = false;
+  await opened.context.routeWebSocket((url) => url.pathname === path, (ws) => {
+    if (down) return ws.close();
+    // No onClose handlers: closing either side then closes the other, as a real drop would.
+    sockets.add([ws, ws.connectToServer()]);
+  });
+  return {
+    async cut() {
+      down = true;
+      await opened.context.setOffline(true);
+      for (const pair of sockets) for (const side of pair) await side.close().catch(() => {});
+      sockets.clear();
+    },
+    async restore() {
+      down = false;
+      await opened.context.setOffline(false);
+    },
+  };
+}

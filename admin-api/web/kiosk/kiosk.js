@@ -110,11 +110,6 @@ class Conversation {
         closed: (sessionId) => sessionId === this.sessionId && this.close(),
       },
     });
-    // MQTT.js times its keepalive in a Web Worker made from a blob: URL, which the page's
-    // Content-Security-Policy (script-src 'self') refuses, with a violation on the console.
-    // The keepalive starts at CONNACK, so plain timers chosen now take its place.
-    // (Belongs in the shared module's connect options; see the report of issue 14.)
-    this.participant.client.options.timerVariant = "native";
   }
 
   /** Shows an entry of the stream in `seq` order (entries may arrive out of order). */

@@ -258,7 +258,8 @@ export class Participant {
   #submitRaw(sessionId, action, pages) {
     const id = newId(action.type);
     const topic = sessionId === null ? `${TOPIC}/staff/${this.subject}/submit` : `${TOPIC}/sessions/${sessionId}/submit/${this.subject}`;
-    return this.#send(id, topic, { v: 1, client_msg_id: id, ...action }, { sessionId, pages, toSeq: action.to_seq });
+    // The tracked id last: an action that names one of its own must not take the answer's key.
+    return this.#send(id, topic, { v: 1, ...action, client_msg_id: id }, { sessionId, pages, toSeq: action.to_seq });
   }
 
   #send(id, topic, payload, extra = {}) {
@@ -288,7 +289,7 @@ export class Participant {
   /** Asks for a new session (applicants); resolves with the acknowledgement. */
   open(request) {
     const id = newId("open");
-    return this.#send(id, `${TOPIC}/open/${this.subject}`, { v: 1, client_msg_id: id, ...request });
+    return this.#send(id, `${TOPIC}/open/${this.subject}`, { v: 1, ...request, client_msg_id: id });
   }
 
   /** Says whether this member of staff takes sessions. */
