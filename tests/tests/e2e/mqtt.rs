@@ -518,9 +518,16 @@ async fn websocket_handshakes_check_path_subprotocol_and_origin() -> anyhow::Res
         config.mqtt.websocket.allowed_origins = vec!["https://desk.example.org".to_owned()];
     })
     .await?;
+    // The desk and kiosk pages this server serves are allowed besides the configured origins.
+    let pages = stack.http_url("").trim_end_matches('/').to_owned();
+    let port = pages.rsplit(':').next().unwrap_or_default();
+    let pages_by_name = format!("http://localhost:{port}");
     let rows = [
         ("/mqtt", Some("mqtt"), None, 101),
         ("/mqtt", Some("mqtt"), Some("https://desk.example.org"), 101),
+        ("/mqtt", Some("mqtt"), Some(pages.as_str()), 101),
+        ("/mqtt", Some("mqtt"), Some(pages_by_name.as_str()), 101),
+        ("/mqtt", Some("mqtt"), Some("http://127.0.0.1:1"), 403),
         ("/mqtt", Some("mqtt"), Some("https://evil.example"), 403),
         ("/mqtt", None, None, 400),
         ("/other", Some("mqtt"), None, 404),
