@@ -98,3 +98,50 @@ async fn shutdown_closes_every_listener() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_pages_are_served_with_their_security_headers() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    for path in [
+        "/desk/",
+        "/kiosk/",
+        "/desk/desk.js",
+        "/web/shared/courtchat.js",
+    ] {
+        let response = client.get(stack.http_url(path)).send().await?;
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers();
+        let csp = headers["content-security-policy"].to_str()?;
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    }
+    let moved = client.get(stack.http_url("/desk")).send().await?;
+    assert_eq!(moved.status(), 308);
+    assert_eq!(moved.headers()["location"], "/desk/");
+    // The pages learn where MQTT over WebSocket is from the server that served them.
+    let config: serde_json::Value = client
+        .get(stack.http_url("/web/config.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ws = stack.mqtt_ws_url();
+    let port = ws.rsplit(':').next().and_then(|p| p.split('/').next());
+    assert_eq!(config["mqtt_port"].to_string(), port.unwrap_or_default());
+    assert_eq!(config["mqtt_path"], "/mqtt");
+    assert_eq!(config["kiosk_reset_secs"], 120);
+    let missing = client
+        .get(stack.http_url("/desk/secrets.txt"))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), 404);
+    stack.shutdown().await;
+    Ok(())
+}
