@@ -291,6 +291,7 @@ struct ClientLimits {
 pub(crate) async fn serve(
     transport: Transport,
     peer: SocketAddr,
+    listener: crate::Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     mut buf: BytesMut,
@@ -450,6 +451,7 @@ pub(crate) async fn serve(
         client_id,
         identity,
         peer,
+        listener,
         will: will.map(|will| Outbound {
             topic: will.topic,
             payload: will.message,
@@ -564,6 +566,7 @@ struct Session<'a> {
     client_id: String,
     identity: Identity,
     peer: SocketAddr,
+    listener: crate::Listener,
     will: Option<Outbound>,
     state: SessionState,
     /// Seconds the session outlives the connection (0: it ends with it).
@@ -639,7 +642,7 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
         tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
-        self.shared.hooks.connected(&self.identity);
+        self.shared.hooks.connected(&self.identity, self.listener);
 
         // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
         let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
@@ -1492,7 +1495,9 @@ impl Session<'_> {
             self.shared.link_ids.give_back(id);
         }
         self.shared.clients.release(&self.client_id, self.key);
-        self.shared.hooks.disconnected(&self.identity);
+        self.shared
+            .hooks
+            .disconnected(&self.identity, self.listener);
         (self.expiry > 0).then(|| {
             self.shared
                 .sessions

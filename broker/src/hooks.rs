@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::Listener;
 use crate::auth::Identity;
 
 /// A refused connection or a denied publish or subscribe.
@@ -29,8 +30,10 @@ pub enum Denial {
 /// Observes the gateway. Every method has an empty default, so a hook implements what it needs.
 /// Hooks run on the connection's task: they must be quick and must not block.
 pub trait Hook: Send + Sync {
-    fn on_connect(&self, _identity: &Identity) {}
-    fn on_disconnect(&self, _identity: &Identity) {}
+    /// A client is connected (after CONNACK) on `listener`.
+    fn on_connect(&self, _identity: &Identity, _listener: Listener) {}
+    /// A connection that [`Hook::on_connect`] announced has ended.
+    fn on_disconnect(&self, _identity: &Identity, _listener: Listener) {}
     fn on_message(&self, _identity: &Identity, _topic: &str) {}
     fn on_denied(&self, _denial: &Denial) {}
 }
@@ -61,14 +64,16 @@ impl HookSet {
         }
     }
 
-    pub(crate) fn connected(&self, identity: &Identity) {
-        self.hooks.iter().for_each(|hook| hook.on_connect(identity));
-    }
-
-    pub(crate) fn disconnected(&self, identity: &Identity) {
+    pub(crate) fn connected(&self, identity: &Identity, listener: Listener) {
         self.hooks
             .iter()
-            .for_each(|hook| hook.on_disconnect(identity));
+            .for_each(|hook| hook.on_connect(identity, listener));
+    }
+
+    pub(crate) fn disconnected(&self, identity: &Identity, listener: Listener) {
+        self.hooks
+            .iter()
+            .for_each(|hook| hook.on_disconnect(identity, listener));
     }
 
     pub(crate) fn message(&self, identity: &Identity, topic: &str) {

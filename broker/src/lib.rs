@@ -188,17 +188,17 @@ impl Broker {
     /// Serves MQTT over plain TCP on an already-bound listener until `shutdown` resolves, then
     /// closes every connection it accepted and returns.
     pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.serve(listener, shutdown, Kind::Tcp).await
+        self.serve(listener, shutdown, Listener::Tcp).await
     }
 
     /// Serves MQTT over WebSocket (path and limits from the configuration) until `shutdown`.
     pub async fn serve_websocket(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.serve(listener, shutdown, Kind::WebSocket).await
+        self.serve(listener, shutdown, Listener::WebSocket).await
     }
 
     /// Serves MQTT over TLS with the configured certificate until `shutdown`.
     pub async fn serve_tls(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        self.serve(listener, shutdown, Kind::Tls).await
+        self.serve(listener, shutdown, Listener::Tls).await
     }
 
     /// Serves MQTT over secure WebSocket (TLS, then the WebSocket upgrade) until `shutdown`.
@@ -207,7 +207,8 @@ impl Broker {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) {
-        self.serve(listener, shutdown, Kind::SecureWebSocket).await
+        self.serve(listener, shutdown, Listener::SecureWebSocket)
+            .await
     }
 
     /// Whether a certificate is configured, i.e. whether the TLS listeners can be served.
@@ -215,7 +216,12 @@ impl Broker {
         self.tls.is_some()
     }
 
-    async fn serve(&self, listener: TcpListener, shutdown: impl Future<Output = ()>, kind: Kind) {
+    async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        kind: Listener,
+    ) {
         let tls = match (kind.uses_tls(), &self.tls) {
             (false, _) => None,
             (true, Some(acceptor)) => Some(acceptor.clone()),
@@ -266,7 +272,7 @@ impl Broker {
                         return;
                     }
                 };
-                connection::serve(transport, peer, shared, stop, BytesMut::with_capacity(4096)).await;
+                connection::serve(transport, peer, kind, shared, stop, BytesMut::with_capacity(4096)).await;
             });
         }
         stop.cancel();
@@ -278,7 +284,7 @@ impl Broker {
 /// Runs the handshakes below MQTT for one accepted socket: TLS, then the WebSocket upgrade, as
 /// the listener's kind requires.
 async fn handshake(
-    kind: Kind,
+    kind: Listener,
     stream: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: &BrokerConfig,
@@ -293,8 +299,8 @@ async fn handshake(
         None => Box::new(stream),
     };
     match kind {
-        Kind::Tcp | Kind::Tls => Ok(Transport::Stream(io)),
-        Kind::WebSocket | Kind::SecureWebSocket => {
+        Listener::Tcp | Listener::Tls => Ok(Transport::Stream(io)),
+        Listener::WebSocket | Listener::SecureWebSocket => {
             let websocket = &config.websocket;
             transport::accept_websocket(
                 io,
@@ -308,16 +314,34 @@ async fn handshake(
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// Which listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Listener {
     Tcp,
     Tls,
     WebSocket,
     SecureWebSocket,
 }
 
-impl Kind {
+impl Listener {
+    pub const ALL: [Listener; 4] = [
+        Listener::Tcp,
+        Listener::Tls,
+        Listener::WebSocket,
+        Listener::SecureWebSocket,
+    ];
+
     fn uses_tls(self) -> bool {
-        matches!(self, Kind::Tls | Kind::SecureWebSocket)
+        matches!(self, Listener::Tls | Listener::SecureWebSocket)
+    }
+
+    /// Its name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Tcp => "tcp",
+            Listener::Tls => "tls",
+            Listener::WebSocket => "websocket",
+            Listener::SecureWebSocket => "secure_websocket",
+        }
     }
 }
