@@ -38,6 +38,9 @@ pub struct AuditConfig {
     pub key: String,
     /// A file holding the key; created with 32 random bytes on first start if missing.
     pub key_file: PathBuf,
+    /// Seconds between the server's own verifications of the whole chain (and the tables
+    /// against it), whose outcome `/metrics` reports; 0: only when asked.
+    pub verify_every_secs: u64,
 }
 
 impl std::fmt::Debug for AuditConfig {
@@ -52,6 +55,7 @@ impl std::fmt::Debug for AuditConfig {
                 },
             )
             .field("key_file", &self.key_file)
+            .field("verify_every_secs", &self.verify_every_secs)
             .finish()
     }
 }
@@ -61,6 +65,7 @@ impl Default for AuditConfig {
         Self {
             key: String::new(),
             key_file: PathBuf::from("data/audit-key"),
+            verify_every_secs: 3600,
         }
     }
 }

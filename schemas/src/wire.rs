@@ -216,7 +216,9 @@ pub enum Outcome {
 }
 
 /// Why a submission was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// Not valid JSON, or a field has the wrong type or value.
@@ -248,6 +250,13 @@ pub enum RejectReason {
     /// not decided; nothing was stored. Resubmit with the same `client_msg_id` after the delay
     /// the message names.
     Busy,
+}
+
+impl RejectReason {
+    /// Every reason there is.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
 }
 
 /// One entry of a session's canonical stream (`cc/v1/sessions/{session}/messages`; internal

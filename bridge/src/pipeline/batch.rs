@@ -426,7 +426,8 @@ impl Worker {
 
         // Waiting sessions (new, returned to the queue) go to whoever has room now.
         dispatch::follow(&mut roster, &fx, &self.views, now);
-        dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx).await?;
+        let metrics = self.metrics.as_deref();
+        dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
 
         fx.seal(&self.views);

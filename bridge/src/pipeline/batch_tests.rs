@@ -25,6 +25,7 @@ async fn a_batch_recognises_its_own_resubmissions() {
         audit,
         BridgeConfig::default(),
         watch::Sender::new(false),
+        None,
     );
     let incoming =
         |topic: &str, payload: serde_json::Value| Incoming::local(topic, payload.to_string());

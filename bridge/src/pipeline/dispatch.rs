@@ -105,13 +105,15 @@ pub(super) fn follow(roster: &mut Roster, fx: &Effects, views: &Views, now: Date
     }
 }
 
-/// Makes every offer the roster allows, loading the sessions' views as needed.
+/// Makes every offer the roster allows, loading the sessions' views as needed, and tells
+/// `metrics` how long each offered session waited and how many still wait.
 pub(super) async fn route(
     views: &mut Views,
     roster: &mut Roster,
     db: &impl ConnectionTrait,
     ctx: &Context<'_>,
     fx: &mut Effects,
+    metrics: Option<&telemetry::Metrics>,
 ) -> Result<(), PipelineError> {
     while let Some((session_id, agent)) = roster.next_offer() {
         if !views.load(db, &session_id).await? {
@@ -127,7 +129,18 @@ pub(super) async fn route(
             continue;
         }
         routing::offer(view, roster, ctx, fx, &session_id, &agent);
+        if let (Some(metrics), Some(since)) = (metrics, roster.waiting_since(&session_id)) {
+            let waited = (ctx.now - since).to_std().unwrap_or_default();
+            let router = metrics.queue_wait.with_label_values(&[routing::ROUTER]);
+            router.observe(waited.as_secs_f64());
+        }
         roster.offered(&session_id, &agent, ctx.now);
+    }
+    if let Some(metrics) = metrics {
+        metrics.queue_waiting.set(roster.waiting() as i64);
+        let (available, in_chats) = roster.staffing();
+        metrics.staff_available.set(available as i64);
+        metrics.staff_in_chats.set(in_chats as i64);
     }
     Ok(())
 }

@@ -149,7 +149,6 @@ impl Roster {
         }
     }
 
-    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }
@@ -189,6 +188,25 @@ impl Roster {
             }
         }
         None
+    }
+
+    /// How many seats are available, and how many of those are in at least one open session.
+    pub fn staffing(&self) -> (usize, usize) {
+        let available = self.seats.values().filter(|seat| seat.available);
+        let (mut free, mut busy) = (0, 0);
+        for seat in available {
+            if seat.sessions.is_empty() {
+                free += 1;
+            } else {
+                busy += 1;
+            }
+        }
+        (free + busy, busy)
+    }
+
+    /// Since when the session has been waiting, if it is.
+    pub fn waiting_since(&self, session_id: &str) -> Option<DateTime<Utc>> {
+        self.waiting_index.get(session_id).map(|(since, _)| *since)
     }
 
     /// Records an offer made: the session stops waiting and counts against `subject`.

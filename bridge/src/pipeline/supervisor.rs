@@ -22,6 +22,7 @@ pub struct Pipeline {
     config: BridgeConfig,
     /// In-process submissions, kept across worker restarts.
     intake: Arc<Intake>,
+    metrics: Option<Arc<telemetry::Metrics>>,
 }
 
 impl Pipeline {
@@ -32,7 +33,25 @@ impl Pipeline {
             audit,
             config,
             intake: Arc::new(Intake::new()),
+            metrics: None,
         }
+    }
+
+    /// Records what the pipeline does in `metrics` (submissions, latencies, batches, the queue).
+    pub fn with_metrics(mut self, metrics: Arc<telemetry::Metrics>) -> Self {
+        // Every refusal reason at 0, so that dashboards and alerts find the series before the
+        // first refusal of its kind.
+        for reason in schemas::wire::RejectReason::all() {
+            let name = serde_json::to_value(reason).unwrap_or_default();
+            if let Some(name) = name.as_str() {
+                metrics.submissions_rejected.with_label_values(&[name]);
+            }
+        }
+        metrics
+            .queue_wait
+            .with_label_values(&[super::decide::routing::ROUTER]);
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A handle for submitting actions from inside the process (the admin API), decided with
@@ -65,6 +84,7 @@ impl Pipeline {
                 self.audit.clone(),
                 self.config.clone(),
                 self.ready.clone(),
+                self.metrics.clone(),
             );
             worker.serve(link.clone(), settings, self.intake.clone(), stop)
         })

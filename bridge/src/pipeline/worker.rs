@@ -51,6 +51,7 @@ pub(crate) struct Worker {
     /// Sessions closed by stored batches, whose views leave the cache once no batch that is not
     /// stored yet is about them (it may have changed them: a survey answer).
     closing: Vec<String>,
+    pub(super) metrics: Option<Arc<telemetry::Metrics>>,
 }
 
 /// A batch for the committer: its submissions (those decided first, then those refused as
@@ -83,6 +84,7 @@ impl Worker {
         audit: Arc<AuditTrail>,
         config: BridgeConfig,
         ready: watch::Sender<bool>,
+        metrics: Option<Arc<telemetry::Metrics>>,
     ) -> Self {
         let limiter = RateLimiter::new(RateLimit {
             per_second: config.rate_per_second,
@@ -99,6 +101,7 @@ impl Worker {
             packet_limit: Arc::new(AtomicUsize::new(256 * 1024)),
             pending: Pending::default(),
             closing: Vec::new(),
+            metrics,
         }
     }
 
@@ -123,6 +126,7 @@ impl Worker {
             link.clone(),
             self.packet_limit.clone(),
             queued,
+            self.metrics.clone(),
         );
         let mut in_flight: Option<oneshot::Receiver<Stored>> = None;
         // Lapsed reply locks are freed, recorded and announced even when nobody writes.
@@ -148,6 +152,10 @@ impl Worker {
                     Some(next) => batch.push(next),
                     None => break,
                 }
+            }
+            if let Some(metrics) = &self.metrics {
+                let waiting = intake.len() + commands.len();
+                metrics.pipeline_queue_depth.set(waiting as i64);
             }
             let (batch, fresh, undecided) = self.shed(batch);
             let decided = if sweep {
@@ -298,7 +306,7 @@ impl Worker {
         };
         outbox.extend(undecided);
         let limit = self.packet_limit.load(Ordering::Relaxed);
-        deliver(link, limit, batch, outbox).await
+        deliver(link, limit, batch, outbox, self.metrics.as_deref()).await
     }
 
     /// [`Worker::decide`] with a panic turned into an error.
@@ -402,7 +410,8 @@ impl Worker {
             None => dispatch::load(db).await?,
         };
         roster.refresh(dispatch::stored_seats(db).await?);
-        dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx).await?;
+        let metrics = self.metrics.as_deref();
+        dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
         if fx.audit.is_empty() {
             return Ok(None);
@@ -437,6 +446,7 @@ fn spawn_committer(
     link: Arc<Link>,
     packet_limit: Arc<AtomicUsize>,
     jobs: mpsc::Receiver<Job>,
+    metrics: Option<Arc<telemetry::Metrics>>,
 ) -> oneshot::Receiver<()> {
     let (finished, ended) = oneshot::channel();
     let spawned = std::thread::Builder::new()
@@ -457,12 +467,12 @@ fn spawn_committer(
                 // shared one (whose replies wake tasks on the server's runtime) if that fails.
                 match store.separate_pool(1).await {
                     Ok(own) => {
-                        commit(&own, audit, link, packet_limit, jobs).await;
+                        commit(&own, audit, link, packet_limit, jobs, metrics).await;
                         let _ = own.connection().clone().close().await;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the committer shares the server's database pool");
-                        commit(&store, audit, link, packet_limit, jobs).await;
+                        commit(&store, audit, link, packet_limit, jobs, metrics).await;
                     }
                 }
             });
@@ -482,7 +492,9 @@ async fn commit(
     link: Arc<Link>,
     packet_limit: Arc<AtomicUsize>,
     mut jobs: mpsc::Receiver<Job>,
+    metrics: Option<Arc<telemetry::Metrics>>,
 ) {
+    let metrics = metrics.as_deref();
     while let Some(job) = jobs.recv().await {
         let Job {
             batch,
@@ -491,6 +503,15 @@ async fn commit(
             limits,
             done,
         } = job;
+        let started = Instant::now();
+        let ratings: Vec<f64> = decided
+            .iter()
+            .flat_map(|decided| &decided.fx.surveys)
+            .filter_map(|survey| match &survey.rating {
+                sea_orm::ActiveValue::Set(rating) => Some(f64::from(*rating)),
+                _ => None,
+            })
+            .collect();
         let stored = match decided {
             None => Ok((Outbox::default(), Vec::new())),
             Some(decided) => {
@@ -502,9 +523,22 @@ async fn commit(
         };
         let outcome = match stored {
             Ok((mut outbox, closed)) => {
+                if let Some(metrics) = metrics {
+                    ratings
+                        .iter()
+                        .for_each(|r| metrics.survey_rating.observe(*r));
+                    metrics
+                        .commit_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    metrics.batch_size.observe(batch.len() as f64);
+                    for incoming in &batch {
+                        let waited = incoming.arrived.elapsed().as_secs_f64();
+                        metrics.submission_to_commit.observe(waited);
+                    }
+                }
                 outbox.extend(undecided);
                 let limit = packet_limit.load(Ordering::Relaxed);
-                match deliver(&link, limit, batch, outbox).await {
+                match deliver(&link, limit, batch, outbox, metrics).await {
                     Ok(()) => Stored::Committed(closed),
                     Err(_) => Stored::LinkLost,
                 }
@@ -531,7 +565,12 @@ async fn deliver(
     limit: usize,
     batch: Vec<Incoming>,
     outbox: Outbox,
+    metrics: Option<&telemetry::Metrics>,
 ) -> Result<(), rumqttc::v5::ClientError> {
+    let committed = Instant::now();
+    if let Some(metrics) = metrics {
+        count_answers(metrics, &outbox);
+    }
     let mut replies = Vec::new();
     outbox
         .publish(link, limit, |answer| {
@@ -546,7 +585,41 @@ async fn deliver(
         .await?;
     link.ack(&batch).await?;
     reply(batch, replies);
+    if let Some(metrics) = metrics {
+        let delivered = committed.elapsed().as_secs_f64();
+        metrics.commit_to_delivery.observe(delivered);
+    }
     Ok(())
+}
+
+/// Counts a stored batch's answers by outcome: what the clients are told.
+fn count_answers(metrics: &telemetry::Metrics, outbox: &Outbox) {
+    #[derive(serde::Deserialize)]
+    struct Told<'a> {
+        #[serde(borrow)]
+        status: Option<&'a str>,
+        #[serde(borrow)]
+        reason: Option<&'a str>,
+    }
+    for answer in &outbox.answers {
+        // Resync pages carry no status; they are reads, not submissions decided.
+        let Ok(told) = serde_json::from_slice::<Told<'_>>(&answer.payload) else {
+            continue;
+        };
+        match (told.status, told.reason) {
+            (Some("accepted"), _) => metrics.submissions_accepted.inc(),
+            (Some("rejected"), Some(reason)) => {
+                metrics
+                    .submissions_rejected
+                    .with_label_values(&[reason])
+                    .inc();
+                if reason == "lock_held" {
+                    metrics.lock_contention.inc();
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Gives each command of the batch its answer.
