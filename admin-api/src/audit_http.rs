@@ -340,6 +340,9 @@ pub async fn verify(
                 "the audit record cannot be read",
             )
         })?;
+    if let Some(metrics) = &state.metrics {
+        crate::metrics::verified(metrics, verification.is_intact());
+    }
     Ok(Json(AuditVerification {
         intact: verification.is_intact(),
         entries: verification.entries,

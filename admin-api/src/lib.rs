@@ -18,6 +18,7 @@ mod kiosk_credential;
 mod kiosks;
 mod kiosks_http;
 mod login;
+pub mod metrics;
 mod openapi;
 mod page;
 pub mod password;
@@ -120,6 +121,8 @@ pub struct AdminState {
     pub gate: Arc<dyn people::Gate>,
     /// What the browser pages are told about the server.
     pub web: Arc<web::WebSettings>,
+    /// The server's metrics, served at `/metrics`; none: 404 there.
+    pub metrics: Option<Arc<telemetry::Metrics>>,
     /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
     /// availability go through it. `None` when it runs as its own process.
     pub commands: Option<bridge::Commands>,
@@ -252,6 +255,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit_http::query))
         .route("/v1/audit/export", get(audit_http::export))
         .route("/v1/audit/verify", get(audit_http::verify))
+        .route("/metrics", get(metrics::serve))
         .route("/desk", get(web::to_desk))
         .route("/desk/", get(web::desk))
         .route("/desk/{file}", get(web::desk_file))

@@ -71,6 +71,7 @@ mod tests {
         let from_file = bridge::AuditConfig {
             key: String::new(),
             key_file: file.clone(),
+            ..Default::default()
         };
         audit_key(&from_file).expect("created on first use");
         let created = std::fs::read(&file).unwrap();
@@ -81,6 +82,7 @@ mod tests {
         let inline = bridge::AuditConfig {
             key: "an-inline-audit-key-of-32-bytes-or-more".to_owned(),
             key_file: dir.path().join("unused"),
+            ..Default::default()
         };
         audit_key(&inline).expect("an inline key");
         assert!(

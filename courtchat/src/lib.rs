@@ -4,6 +4,7 @@
 
 mod audit;
 mod config;
+mod metrics;
 mod server;
 mod staff;
 

@@ -29,6 +29,31 @@ pub(crate) fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Verifies the audit chain, and the conversation tables against it, now and then every
+/// `every`, and reports the outcome in `metrics` (an alert watches it).
+async fn verify_periodically(
+    audit: Arc<bridge::AuditTrail>,
+    store: store::Store,
+    metrics: Arc<telemetry::Metrics>,
+    every: std::time::Duration,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match audit.verify_with_own_key(&store).await {
+            Ok(verification) => {
+                let intact = verification.is_intact();
+                if !intact {
+                    tracing::error!(first_broken = ?verification.first_broken, first_difference = ?verification.first_difference, "the audit chain does not verify");
+                }
+                admin_api::metrics::verified(&metrics, intact);
+            }
+            Err(error) => tracing::warn!(%error, "the audit chain could not be verified now"),
+        }
+    }
+}
+
 /// The origins of the pages the admin listener at `admin` serves (the desk, the kiosk page),
 /// as a browser on this machine sends them: by address, and as `localhost` for loopback.
 /// Behind a proxy the public origin is the operator's to list.
@@ -88,6 +113,8 @@ pub enum ServeError {
     Keys(#[from] broker::KeyError),
     #[error(transparent)]
     Audit(#[from] crate::AuditError),
+    #[error(transparent)]
+    Metrics(#[from] telemetry::MetricsError),
     #[error("the {what} listener failed: {source}")]
     Listener {
         what: &'static str,
@@ -218,7 +245,11 @@ impl Server {
         let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
         let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
         let audit_writer = tokio::spawn(writer);
-        let hooks: Vec<Arc<dyn broker::Hook>> = vec![Arc::new(crate::audit::DenialHook(recorder))];
+        let metrics = Arc::new(telemetry::Metrics::new()?);
+        let hooks: Vec<Arc<dyn broker::Hook>> = vec![
+            Arc::new(crate::audit::DenialHook(recorder)),
+            Arc::new(crate::metrics::MetricsHook::new(metrics.clone())),
+        ];
         let mut mqtt = config.mqtt.clone();
         // The desk and kiosk pages this server serves may always open MQTT over WebSocket.
         for origin in page_origins(addresses.admin) {
@@ -285,13 +316,25 @@ impl Server {
                 }
             });
         }
+        if config.audit.verify_every_secs > 0 {
+            let every = std::time::Duration::from_secs(config.audit.verify_every_secs);
+            let (audit, store, metrics) = (audit.clone(), store.clone(), metrics.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = verify_periodically(audit, store, metrics, every) => {}
+                }
+            });
+        }
         let mut pipeline_ready = None;
         let mut commands = None;
         if config.bridge.in_process {
             // The pipeline is a client of this gateway, as it is when it runs on its own.
             let link = crate::pipeline_link(&config, addresses.mqtt_tcp);
             let pipeline =
-                bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone());
+                bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone())
+                    .with_metrics(metrics.clone());
             pipeline_ready = Some(pipeline.readiness());
             commands = Some(pipeline.commands());
             let stop = stop.clone();
@@ -308,6 +351,7 @@ impl Server {
                 applicants: Arc::new(admin_api::ApplicantSettings::new(&config.admin)),
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
+                metrics: Some(metrics.clone()),
                 web: Arc::new(admin_api::web::WebSettings {
                     mqtt_url: config.admin.mqtt_websocket_url.clone(),
                     mqtt_port: addresses.mqtt_ws.port(),

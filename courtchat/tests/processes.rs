@@ -279,6 +279,7 @@ async fn acknowledged_messages_survive_kill_9(dir: &Path, database: &str) -> any
         audit: courtchat::AuditConfig {
             key: String::new(),
             key_file: dir.join("data/audit-key"),
+            ..Default::default()
         },
         ..config
     };
