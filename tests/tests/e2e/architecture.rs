@@ -74,6 +74,7 @@ fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
         ("config", &["courtchat"]),
         ("clap", &["courtchat"]),
         ("sea-orm-migration", &["schemas", "store"]),
+        ("prometheus", &["telemetry"]),
     ];
     for member in workspace_members()? {
         let manifest: toml::Table =
@@ -120,14 +121,23 @@ fn crates_depend_only_on_the_layers_below() -> anyhow::Result<()> {
     let members = workspace_members()?;
     let below: &[(&str, &[&str])] = &[
         ("schemas", &[]),
+        ("telemetry", &[]),
         ("store", &["schemas"]),
         ("broker", &["schemas"]),
-        ("bridge", &["schemas", "store"]),
-        ("admin-api", &["schemas", "store", "bridge"]),
+        ("bridge", &["schemas", "store", "telemetry"]),
+        ("admin-api", &["schemas", "store", "bridge", "telemetry"]),
         ("bench", &["schemas", "store"]),
         (
             "courtchat",
-            &["schemas", "store", "broker", "bridge", "admin-api", "bench"],
+            &[
+                "schemas",
+                "telemetry",
+                "store",
+                "broker",
+                "bridge",
+                "admin-api",
+                "bench",
+            ],
         ),
     ];
     for member in &members {

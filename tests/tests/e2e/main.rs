@@ -18,6 +18,7 @@ mod closed_sessions;
 mod config_example;
 mod framing;
 mod http;
+mod metrics;
 mod mqtt;
 mod mqtt5;
 mod mqttjs;
