@@ -3,11 +3,15 @@
 // tests/tests/e2e/web_desk.rs: configuration as JSON in argv[2]; where the applicant (the Rust
 // side) must act, this script prints `{"step": ...}` as a line and waits for the answer, one
 // JSON line on stdin; the last line it prints is the result.
+//
+// Scenarios are chosen by `config.scenario`: "supervised" (sign-in, the lock, replies and notes,
+// a network drop, a takeover, receipts, close, accessibility).
 import { createInterface } from "node:readline";
 import { DESKTOP, PHONE, accessibility, cuttable, launch, openPage, screenshot } from "./web-harness.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const session = config.session;
+/** The session the scenario works: given in the configuration, or opened by the Rust side. */
+let session = config.session;
 const WAIT = 20_000;
 
 // ---- Talking to the Rust side ----------------------------------------------------------------
@@ -30,9 +34,17 @@ function check(condition, message) {
     are allowed while it runs; every other error fails the test. */
 const allowed = [];
 const unexpected = [];
-async function desk(browser, name, size = DESKTOP) {
+/** Every desk opened, so that a failure can say what each one showed. */
+const desks = [];
+async function desk(browser, name, size = DESKTOP, init = null) {
   const opened = await openPage(browser, `${config.base}/desk/`, size);
   opened.name = name;
+  desks.push(opened);
+  if (init) {
+    // openPage has loaded the page already; an init script applies from the next load on.
+    await opened.context.addInitScript(init);
+    await opened.page.reload();
+  }
   // openPage collects errors into an array; watch it so each is judged when it happens.
   for (const error of opened.errors) unexpected.push(`${name} (loading): ${error}`);
   const push = opened.errors.push.bind(opened.errors);
@@ -81,11 +93,12 @@ async function reply(page, body) {
   await page.click("#send-reply");
 }
 
-// ---- The scenario ----------------------------------------------------------------------------
+// ---- Scenario "supervised" --------------------------------------------------------------------
 
-const browser = await launch(config.chromium);
-const result = { violations: {}, screenshots: [] };
-try {
+/** Ann and Bob answer a waiting session under the reply lock, Ann's desk drops off the network
+    and catches up, Sue (a supervisor) takes the lock over, the applicant reads, Ann closes. */
+async function supervised(browser, result) {
+  Object.assign(result, { violations: {}, screenshots: [] });
   const ann = await desk(browser, "ann");
   const bob = await desk(browser, "bob");
   const annNetwork = await cuttable(ann, config.mqttPath);
@@ -209,13 +222,32 @@ try {
   await bob.page.waitForSelector("#sign-in-view:not([hidden])", { timeout: WAIT });
   result.bobSignedOut = await bob.page.evaluate(() => sessionStorage.length === 0);
   await bob.page.waitForSelector('#connection[data-state="offline"]', { timeout: WAIT });
+}
 
+// ---- Running one ------------------------------------------------------------------------------
+
+const scenarios = { supervised };
+const browser = await launch(config.chromium);
+const result = {};
+try {
+  const scenario = scenarios[config.scenario || "supervised"];
+  check(scenario, `no scenario ${config.scenario}`);
+  await scenario(browser, result);
   result.unexpectedErrors = unexpected;
   result.ok = true;
 } catch (error) {
   result.ok = false;
   result.error = String(error && error.stack ? error.stack : error);
   result.unexpectedErrors = unexpected;
+  // What each desk showed when the scenario stopped: its connection and its stream.
+  result.desksAtFailure = {};
+  for (const { name, page } of desks) {
+    result.desksAtFailure[name] = await page.evaluate(() => ({
+      connection: document.querySelector("#connection").textContent,
+      session: document.querySelector("#conversation").dataset.session,
+      entries: [...document.querySelectorAll("#entries > li")].map((li) => `${li.dataset.seq} ${li.textContent.replace(/\s+/g, " ").trim()}`),
+    })).catch((error) => String(error));
+  }
 } finally {
   await browser.close();
 }

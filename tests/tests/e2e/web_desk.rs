@@ -180,6 +180,7 @@ async fn agents_and_a_supervisor_work_a_session_at_the_desk() -> anyhow::Result<
         "chromium": js.chromium,
         "base": stack.http_url(""),
         "password": staff::PASSWORD,
+        "scenario": "supervised",
         "session": session,
         "applicant": applicant,
         "mqttPath": stack.config().mqtt.websocket.path,
