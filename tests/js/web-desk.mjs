@@ -4,8 +4,10 @@
 // side) must act, this script prints `{"step": ...}` as a line and waits for the answer, one
 // JSON line on stdin; the last line it prints is the result.
 //
-// Scenarios are chosen by `config.scenario`: "supervised" (sign-in, the lock, replies and notes,
-// a network drop, a takeover, receipts, close, accessibility).
+// Two scenarios, one per Rust test (`config.scenario`): "supervised" (sign-in, the lock, replies
+// and notes, a network drop, a takeover, receipts, close, accessibility) and "handed-on"
+// (desktop notifications in the background, renew, escalate, a reload, a transfer to a team,
+// leave).
 import { createInterface } from "node:readline";
 import { DESKTOP, PHONE, accessibility, cuttable, launch, openPage, screenshot } from "./web-harness.mjs";
 
@@ -224,9 +226,176 @@ async function supervised(browser, result) {
   await bob.page.waitForSelector('#connection[data-state="offline"]', { timeout: WAIT });
 }
 
+// ---- Scenario "handed-on" ---------------------------------------------------------------------
+
+/** Installed in Ann's context before the desk's own script (through the DevTools protocol, which
+    the page's CSP does not govern): a tab whose visibility the test sets with `__setHidden`, and
+    a Notification that records what the desk shows instead of asking the system. Permission
+    starts "default", as in a fresh profile, so that the desk's own button is what grants it. */
+function backgroundable() {
+  let hidden = false;
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => (hidden ? "hidden" : "visible") });
+  window.__setHidden = (value) => {
+    hidden = value;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+  const shown = [];
+  window.__notifications = shown;
+  class RecordingNotification extends EventTarget {
+    static permission = "default";
+    static async requestPermission() {
+      RecordingNotification.permission = "granted";
+      return "granted";
+    }
+    constructor(title, options = {}) {
+      super();
+      Object.assign(this, { title, body: options.body, tag: options.tag, whileHidden: hidden });
+      shown.push(this);
+    }
+    close() {}
+  }
+  window.Notification = RecordingNotification;
+}
+
+const notifications = (page) => page.evaluate(() => window.__notifications.map(({ title, body, tag, whileHidden }) => ({ title, body, tag, whileHidden })));
+
+async function eventShown(page, description) {
+  await page.locator('#entries > li[data-kind="event"]', { hasText: description }).first().waitFor({ timeout: WAIT });
+}
+
+/** The seconds the lock's lease has left, as the desk shows them ("(57 s left)"), or null. */
+const LEFT = /\((\d+) s left\)/;
+const leaseLeft = (page) => page.$eval("#lock-expires", (node, pattern) => {
+  const match = new RegExp(pattern).exec(node.textContent);
+  return match ? Number(match[1]) : null;
+}, LEFT.source);
+
+/** Ann is told of a new session and of a message while her tab is in the background (and of
+    nothing while she looks), renews her lease, escalates, reloads her desk, and hands the session
+    back to another team's queue; Bob, who joined, leaves it; Sue, a supervisor, follows it all. */
+async function handedOn(browser, result) {
+  const applicant = config.applicant;
+  const ann = await desk(browser, "ann", DESKTOP, backgroundable);
+  const bob = await desk(browser, "bob");
+  const sue = await desk(browser, "sue");
+
+  // Ann signs in; notifications are not allowed yet, so the desk offers its button.
+  await signedIn(ann, "ann");
+  await ann.page.waitForSelector("#notify:not([hidden])", { timeout: WAIT });
+  await ann.page.click("#notify");
+  await ann.page.waitForSelector("#notify[hidden]", { state: "attached", timeout: WAIT });
+  result.permission = await ann.page.evaluate(() => Notification.permission);
+  await ann.page.click("#availability");
+  await ann.page.waitForSelector('#availability[data-state="available"]', { timeout: WAIT });
+
+  // Her tab goes to the background; the applicant opens a session, which is offered to her.
+  await ann.page.evaluate(() => window.__setHidden(true));
+  ({ session } = await step("open"));
+  await ann.page.waitForSelector(`#my-sessions li[data-session="${session}"]`, { timeout: WAIT });
+  await ann.page.waitForFunction(() => window.__notifications.length >= 1, null, { timeout: WAIT });
+  result.assigned = { notifications: await notifications(ann.page), title: await ann.page.title() };
+
+  // Clicking the notification opens that session (the tab is still in the background).
+  await ann.page.evaluate(() => window.__notifications[0].dispatchEvent(new Event("click")));
+  await ann.page.waitForSelector(`#conversation[data-session="${session}"]`, { timeout: WAIT });
+  await eventShown(ann.page, "ann joined");
+  await ann.page.waitForSelector("#leave:not([hidden])", { timeout: WAIT });
+
+  // The applicant writes while the tab is in the background: a notification with the message.
+  const hiddenBody = "Is anyone there?";
+  await step("write", { body: hiddenBody });
+  await ann.page.waitForFunction(() => window.__notifications.length >= 2, null, { timeout: WAIT });
+  result.messaged = { body: hiddenBody, notifications: await notifications(ann.page), title: await ann.page.title() };
+
+  // Back in the foreground, the count leaves the title, and a message is shown, not notified.
+  await ann.page.evaluate(() => window.__setHidden(false));
+  await ann.page.waitForFunction(() => !/^\(\d+\)/.test(document.title), null, { timeout: WAIT });
+  const visibleBody = "My case number is 88-1203.";
+  await step("write", { body: visibleBody });
+  // notify() runs in the same handler that draws the entry: once it is drawn, it has run.
+  await entryFrom(ann.page, "message", applicant, visibleBody);
+  result.visible = { notifications: await notifications(ann.page), title: await ann.page.title() };
+
+  // Bob joins by the session's id; Sue, a supervisor, opens it from "All open sessions" and
+  // joins too. (Only joined does her desk show the stream: the pipeline refuses a resync from a
+  // supervisor outside the session, and without one the desk drops every live entry as a gap.)
+  await signedIn(bob, "bob");
+  await bob.page.fill("#open-session-id", session);
+  await bob.page.click("#open-session");
+  await bob.page.waitForSelector(`#conversation[data-session="${session}"]`, { timeout: WAIT });
+  await bob.page.click("#join");
+  await bob.page.waitForSelector("#leave:not([hidden])", { timeout: WAIT });
+  await signedIn(sue, "sue");
+  await openSession(sue.page, "all-sessions");
+  await sue.page.click("#join");
+  await eventShown(sue.page, "bob joined");
+  await eventShown(sue.page, "sue joined");
+
+  // Ann takes the lock; a few seconds on, Renew moves its expiry forward again, on her desk and
+  // on Bob's (both count down from the expiry the server publishes).
+  await ann.page.click("#lock-acquire");
+  await waitForText(ann.page, "#lock-holder", "ann");
+  await waitForText(bob.page, "#lock-holder", "ann");
+  const acquired = await leaseLeft(ann.page);
+  check(acquired !== null, "no lease shown after acquiring");
+  await ann.page.waitForFunction(([pattern, n]) => {
+    const match = new RegExp(pattern).exec(document.querySelector("#lock-expires").textContent);
+    return match && Number(match[1]) <= n;
+  }, [LEFT.source, acquired - 3], { timeout: WAIT });
+  const beforeRenew = await leaseLeft(ann.page);
+  await ann.page.click("#lock-renew");
+  for (const page of [ann.page, bob.page]) {
+    await page.waitForFunction(([pattern, n]) => {
+      const match = new RegExp(pattern).exec(document.querySelector("#lock-expires").textContent);
+      return match && Number(match[1]) > n;
+    }, [LEFT.source, beforeRenew], { timeout: WAIT });
+  }
+  result.lease = { acquired, beforeRenew, annAfter: await leaseLeft(ann.page), bobAfter: await leaseLeft(bob.page) };
+  await step("renewed");
+
+  // Ann escalates with a reason: every desk that follows the session shows it.
+  const reason = "A fee waiver needs a supervisor";
+  await ann.page.fill("#escalate-reason", reason);
+  await ann.page.click("#escalate");
+  for (const page of [ann.page, bob.page, sue.page]) await eventShown(page, `Escalated: ${reason}`);
+  await step("escalated");
+
+  // Ann reloads her desk: signed in still (the token is in sessionStorage), online, her session
+  // listed, her lock hers; reopened, the conversation holds exactly the transcript.
+  await ann.page.reload();
+  await ann.page.waitForSelector("#desk-view:not([hidden])", { timeout: WAIT });
+  await ann.page.waitForSelector('#connection[data-state="online"]', { timeout: WAIT });
+  await ann.page.waitForSelector(`#my-sessions li[data-session="${session}"]`, { timeout: WAIT });
+  await openSession(ann.page, "my-sessions");
+  await waitForText(ann.page, "#lock-holder", "ann");
+  const { transcript } = await step("reloaded");
+  await ann.page.waitForFunction((n) => document.querySelectorAll("#entries > li").length >= n, transcript.length, { timeout: WAIT });
+  result.reloaded = { seqs: await seqs(ann.page), signInShown: await ann.page.isVisible("#sign-in-view") };
+
+  // Ann transfers the session to the renewals team: Bob's and Sue's desks show the transfer and
+  // her leaving; hers no longer lists it, and says she is not in it.
+  await ann.page.selectOption("#transfer-kind", "team");
+  await ann.page.fill("#transfer-to", "renewals");
+  await ann.page.click("#transfer");
+  for (const page of [bob.page, sue.page]) {
+    await eventShown(page, "Returned to the renewals queue");
+    await eventShown(page, "ann left");
+  }
+  await ann.page.locator(`#my-sessions li[data-session="${session}"]`).waitFor({ state: "detached", timeout: WAIT });
+  await ann.page.waitForSelector("#not-member", { timeout: WAIT });
+  await step("transferred");
+
+  // Bob leaves: his desk offers to join again, Sue's shows him gone, the applicant is told.
+  await bob.page.click("#leave");
+  await bob.page.waitForSelector("#join:not([hidden])", { timeout: WAIT });
+  await eventShown(sue.page, "bob left");
+  await step("left");
+}
+
 // ---- Running one ------------------------------------------------------------------------------
 
-const scenarios = { supervised };
+const scenarios = { supervised, "handed-on": handedOn };
 const browser = await launch(config.chromium);
 const result = {};
 try {
