@@ -218,7 +218,7 @@ impl Worker {
                     }
                     if matches!(
                         submission.action,
-                        Action::Transfer { .. } | Action::Close { .. }
+                        Action::Transfer { .. } | Action::Close { .. } | Action::Resync { .. }
                     ) && self
                         .views
                         .get(session_id)

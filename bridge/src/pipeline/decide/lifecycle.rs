@@ -441,6 +441,21 @@ mod tests {
             stranger,
             Verdict::Refused(RejectReason::NotAllowed, _)
         ));
+        // A supervisor reads a session from outside, notes included; others may not.
+        let resync = Action::Resync {
+            from_seq: 1,
+            to_seq: None,
+        };
+        let (read, _) = decide(&mut views, &staff, "sue", "r", resync.clone(), 4);
+        assert!(
+            matches!(read, Verdict::Resync { staff: true, .. }),
+            "{read:?}"
+        );
+        let (refused, _) = decide(&mut views, &staff, "bob2", "r", resync, 4);
+        assert!(matches!(
+            refused,
+            Verdict::Refused(RejectReason::NotAllowed, _)
+        ));
     }
 
     #[test]

@@ -286,17 +286,22 @@ pub(crate) fn submission(
         return refuse(RejectReason::SessionClosed, "the session is closed");
     }
     let role = view.members.get(sender).copied();
-    // Supervisors and admins assign, transfer and close from outside a session.
+    // Supervisors and admins assign, transfer and close from outside a session, and read it
+    // (the gateway lets supervisors follow every session's topics; a resync is how they catch
+    // up on what came before).
     let overseer = role.is_none()
         && ctx.overseers.contains(sender)
-        && matches!(action, Action::Transfer { .. } | Action::Close { .. });
+        && matches!(
+            action,
+            Action::Transfer { .. } | Action::Close { .. } | Action::Resync { .. }
+        );
     if role.is_none() && !overseer && !matches!(action, Action::Join) {
         return refuse(
             RejectReason::NotAllowed,
             "you are not a participant of this session",
         );
     }
-    let staff = is_staff(role);
+    let staff = is_staff(role) || overseer;
     let s = Subject {
         session_id,
         sender,
