@@ -10,6 +10,12 @@ use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
 
 use crate::{AdminState, Problem};
 
+/// The server's metrics, in Prometheus's text exposition format (version 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses(
+        (status = 200, description = "every metric, `courtchat_`-prefixed", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 404, description = "this server keeps no metrics", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn serve(State(state): State<AdminState>) -> Response {
     let Some(metrics) = state.metrics.as_ref() else {
         return Problem::new(StatusCode::NOT_FOUND, "not-found", "no metrics here").into_response();

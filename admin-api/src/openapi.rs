@@ -33,6 +33,7 @@ use utoipa::OpenApi;
         crate::audit_http::export,
         crate::audit_http::verify,
         crate::healthz,
+        crate::metrics::serve,
         crate::readyz,
     ),
     components(schemas(crate::Problem, crate::login::LoginRequest, crate::login::LoginResponse, crate::Status)),

@@ -4,6 +4,7 @@
 
 mod audit;
 mod config;
+pub mod health;
 mod metrics;
 mod server;
 mod staff;

@@ -58,6 +58,19 @@ enum Command {
     /// Measure courtchat against other MQTT brokers in one run (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench_cli::BenchCommand),
+    /// Write a consistent copy of the embedded SQLite database to PATH while the server runs.
+    ///
+    /// The keys are not in the database: back up audit.key_file (the audit chain's HMAC key)
+    /// and mqtt.auth.secret_file (the token key) apart from it, and keep the audit key out of
+    /// the database backups (whoever holds both could forge the record). For PostgreSQL, use
+    /// its own tools (pg_dump, or base backups with WAL archiving).
+    Backup {
+        /// Where to write the copy; it must not exist.
+        path: std::path::PathBuf,
+    },
+    /// Exit 0 if the server's admin listener answers /readyz with 200 (database and chat
+    /// pipeline ready), 1 otherwise: a container health check.
+    Health,
     /// Print a token (JWT) for an MQTT client, signed with the configured key.
     ///
     /// The client connects with its client id equal to SUBJECT and the token as its password.
@@ -201,6 +214,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bench_cli::run(config, command)
         }
         Command::Serve => runtime()?.block_on(serve(config)),
+        Command::Backup { path } => runtime()?.block_on(backup(config, path)),
+        Command::Health => {
+            let patience = std::time::Duration::from_secs(3);
+            match runtime()?.block_on(courtchat::health::ready(config.admin.listen, patience)) {
+                Ok(()) => Ok(()),
+                Err(why) => {
+                    eprintln!("not ready: {why}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
 }
 
@@ -249,6 +273,23 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let applied = store.migrate().await?;
     store.close().await;
     tracing::info!(applied, "database schema is up to date");
+    Ok(())
+}
+
+async fn backup(config: Config, path: std::path::PathBuf) -> anyhow::Result<()> {
+    init_logging(&config);
+    // Said before connecting: a PostgreSQL server need not be reachable to learn this.
+    if !matches!(
+        store::Backend::of(&config.database.url)?,
+        store::Backend::Sqlite(_)
+    ) {
+        return Err(store::StoreError::BackupNotSqlite.into());
+    }
+    let store = store::Store::connect(&config.database).await?;
+    let copied = store.backup_to(&path).await;
+    store.close().await;
+    copied?;
+    tracing::info!(path = %path.display(), "database copied; back up the audit and token keys apart from it");
     Ok(())
 }
 

@@ -553,3 +553,78 @@ fn token_mints_what_serve_accepts() {
         );
     }
 }
+
+#[test]
+fn backup_copies_a_running_server_and_health_follows_readyz() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serving::start(dir.path());
+    let admin = server.address_of("admin-http").to_string();
+    let health =
+        || run(courtchat(dir.path(), &[("COURTCHAT_ADMIN__LISTEN", &admin)]).arg("health"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !health().status.success() {
+        assert!(std::time::Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Something to copy, written while the server runs; then the copy, taken while it runs.
+    assert!(
+        user_add(
+            dir.path(),
+            &["ann", "--role", "admin"],
+            "a long passphrase here"
+        )
+        .status
+        .success()
+    );
+    let copy = dir.path().join("backups/courtchat-copy.db");
+    let out = run(courtchat(dir.path(), &[]).arg("backup").arg(&copy));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(copy.is_file());
+    let again = run(courtchat(dir.path(), &[]).arg("backup").arg(&copy));
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("exists already"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // The copy is a database of its own: the staff member is there and the audit chain (the
+    // key file is the server's) verifies.
+    let url = format!("sqlite://{}", copy.display());
+    let verified =
+        run(courtchat(dir.path(), &[("COURTCHAT_DATABASE__URL", &url)]).args(["audit", "verify"]));
+    assert!(verified.status.success(), "{}", text(&verified.stderr));
+    let report = text(&verified.stdout);
+    assert!(
+        report.starts_with("audit trail intact: 1 entries verified"),
+        "{report}"
+    );
+
+    server.signal("TERM");
+    server.wait();
+    let down = health();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(
+        text(&down.stderr).contains("not ready"),
+        "{}",
+        text(&down.stderr)
+    );
+
+    // PostgreSQL is backed up with its own tools; nothing is connected to to say so.
+    let postgres = run(courtchat(
+        dir.path(),
+        &[(
+            "COURTCHAT_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )],
+    )
+    .arg("backup")
+    .arg(dir.path().join("pg.db")));
+    assert!(!postgres.status.success());
+    assert!(
+        text(&postgres.stderr).contains("pg_dump"),
+        "{}",
+        text(&postgres.stderr)
+    );
+}

@@ -13,8 +13,8 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Set,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, Set,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -152,6 +152,12 @@ pub enum StoreError {
     Unreachable(#[source] DbErr),
     #[error("database query failed: {0}")]
     Query(#[source] DbErr),
+    #[error(
+        "courtchat copies only its embedded SQLite database; back PostgreSQL up with its own tools (pg_dump, or base backups with WAL archiving)"
+    )]
+    BackupNotSqlite,
+    #[error("{0} exists already; a backup never overwrites a file")]
+    BackupExists(PathBuf),
 }
 
 /// Whether `error` says the database could not be reached (no connection, a connection lost,
@@ -364,6 +370,35 @@ impl Store {
     }
 
     /// The connection pool, for the crates that read and write rows.
+    /// Writes a consistent copy of the embedded SQLite database to `path` while the server runs:
+    /// SQLite's `VACUUM INTO` reads one snapshot (writers go on meanwhile) and writes a new,
+    /// compacted database file, which opens like the original. Refuses a path that exists, and
+    /// PostgreSQL, whose own tools do this better.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if !matches!(self.backend, Backend::Sqlite(_)) {
+            return Err(StoreError::BackupNotSqlite);
+        }
+        if path.exists() {
+            return Err(StoreError::BackupExists(path.to_owned()));
+        }
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let statement = sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Sqlite,
+            "VACUUM INTO ?",
+            [path.to_string_lossy().into_owned().into()],
+        );
+        self.db
+            .execute_raw(statement)
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(())
+    }
+
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
