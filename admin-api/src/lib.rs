@@ -1,6 +1,6 @@
 //! courtchat's HTTP API: health and readiness, staff sign-in, people, kiosks and the applicant
-//! tokens they obtain, sessions, the audit chain, and (as the admin API issue lands) retention
-//! and statistics.
+//! tokens they obtain, sessions, the audit chain, statistics, and (as the admin API issue lands)
+//! retention.
 //!
 //! [`router`] builds the routes over an [`AdminState`]; [`serve`] runs them on an already-bound
 //! listener until a shutdown future resolves. Every error is answered as RFC 9457 problem
@@ -29,6 +29,9 @@ mod problem;
 mod queue_http;
 mod session_actions_http;
 mod sessions_http;
+mod stats;
+mod stats_http;
+mod stats_load;
 mod throttle;
 mod tokens;
 pub mod web;
@@ -255,6 +258,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/audit", get(audit_http::query))
         .route("/v1/audit/export", get(audit_http::export))
         .route("/v1/audit/verify", get(audit_http::verify))
+        .route("/v1/stats", get(stats_http::stats))
+        .route("/v1/stats/export.csv", get(stats_http::export_csv))
+        .route("/v1/surveys/export", get(stats_http::export_surveys))
         .route("/metrics", get(metrics::serve))
         .route("/desk", get(web::to_desk))
         .route("/desk/", get(web::desk))

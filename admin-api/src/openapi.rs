@@ -32,11 +32,14 @@ use utoipa::OpenApi;
         crate::audit_http::query,
         crate::audit_http::export,
         crate::audit_http::verify,
+        crate::stats_http::stats,
+        crate::stats_http::export_csv,
+        crate::stats_http::export_surveys,
         crate::healthz,
         crate::metrics::serve,
         crate::readyz,
     ),
-    components(schemas(crate::Problem, crate::login::LoginRequest, crate::login::LoginResponse, crate::Status)),
+    components(schemas(crate::Problem, crate::login::LoginRequest, crate::login::LoginResponse, crate::Status, crate::stats_http::SurveyLine)),
     modifiers(&Bearer),
     tags(
         (name = "sign-in", description = "Tokens for staff"),
@@ -46,6 +49,7 @@ use utoipa::OpenApi;
         (name = "sessions", description = "Conversations: lists and transcripts"),
         (name = "queue", description = "Waiting sessions, availability, assign, transfer, close"),
         (name = "audit", description = "The tamper-evident record: query, export, verify"),
+        (name = "statistics", description = "Figures over a time range (JSON, CSV) and the survey answers' export"),
         (name = "health", description = "Liveness and readiness probes"),
     )
 )]

@@ -9,6 +9,7 @@ mod admin_login;
 mod admin_people;
 mod admin_queue;
 mod admin_sessions;
+mod admin_stats;
 mod architecture;
 mod audit_record;
 mod auth;

@@ -1,0 +1,1154 @@
+//! The help desk's figures over a time range, computed from the stored record: first-response
+//! and resolution times, satisfaction, message delivery latency, sessions by state and outcome,
+//! and agent utilization, overall, per team and per agent.
+//!
+//! [`compute`] is a pure function of the range and rows already read (`stats_load` reads them):
+//! nothing here asks a clock or a database, so the definitions below are tested on hand-made
+//! rows. The definitions, which the API documentation repeats:
+//!
+//! - **Scope.** Session figures are over the sessions *opened* in the range; a session counts
+//!   for its team (`sessions.team`) and for its assigned agent (the one holding it last).
+//! - **First response**: from the session's `opened` entry to the first `text` entry whose
+//!   sender is not the applicant (nor `system`); a session without one is unanswered.
+//! - **Resolution**: from the `opened` entry to the `closed` entry, for closed sessions; the
+//!   share within [`RESOLUTION_TARGET_MS`] (inclusive) is reported too.
+//! - **Outcome** of a closed session, the first that applies: escalated (an `escalated` entry),
+//!   transferred (a `transferred` entry), answered (a staff text), unanswered.
+//! - **Satisfaction**: the average rating, the count of each rating, and the response rate
+//!   (survey answers over closed sessions).
+//! - **Delivery latency, upper bound.** The record keeps only each participant's latest
+//!   receipt, so one sample per receipt row: its `updated_at` minus the creation of the last
+//!   text from someone else at or below its `delivered_seq`. That text was delivered at or
+//!   before `updated_at` (the row may have moved later, for a read), so the sample bounds its
+//!   latency from above.
+//! - **Utilization** of a member of staff: time in at least one active chat (a staff
+//!   participation, from `joined_at` to the first of `left_at`, the session's close and the
+//!   range's end) while signed in, over time signed in; signed in means available according to
+//!   the `staff.availability` entries, clipped to the range. Nobody signed in: no figure.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use schemas::db::entities::session::{self, SessionStatus};
+use schemas::db::entities::{receipt, survey_response};
+use schemas::wire::SessionEvent;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The field's target for resolution: within five minutes.
+pub(crate) const RESOLUTION_TARGET_MS: i64 = 5 * 60 * 1000;
+/// The field's target band for utilization: 70 to 85 % of signed-in time in chats.
+pub(crate) const UTILIZATION_BAND: (f64, f64) = (0.70, 0.85);
+/// The field's target for the average rating: 4 of 5 or better.
+pub(crate) const SATISFACTION_TARGET: f64 = 4.0;
+
+/// Who `system` entries come from; not a reply.
+const SYSTEM: &str = "system";
+
+/// The range the figures are over: from `since` (inclusive) to `until` (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Range {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+/// One entry of a session's stream as the figures need it: a text (its body is not needed) or
+/// an event.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub session_id: String,
+    pub seq: i64,
+    pub sender: String,
+    pub at: DateTime<Utc>,
+    pub kind: EntryKind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum EntryKind {
+    Text,
+    Event(SessionEvent),
+}
+
+/// A member of staff's participation in a session.
+#[derive(Clone, Debug)]
+pub(crate) struct Stint {
+    pub subject: String,
+    pub joined_at: DateTime<Utc>,
+    pub left_at: Option<DateTime<Utc>>,
+    /// When the session closed, if it has.
+    pub session_closed_at: Option<DateTime<Utc>>,
+}
+
+/// A `staff.availability` entry: whether the person was available before and after `at`.
+#[derive(Clone, Debug)]
+pub(crate) struct AvailabilityChange {
+    pub subject: String,
+    pub at: DateTime<Utc>,
+    pub before: bool,
+    pub after: bool,
+}
+
+/// A member of staff the figures may list.
+#[derive(Clone, Debug)]
+pub(crate) struct StaffMember {
+    pub subject: String,
+    pub team: Option<String>,
+}
+
+/// The rows the figures are computed from.
+#[derive(Debug, Default)]
+pub(crate) struct Record {
+    /// The sessions opened in the range (within the filters).
+    pub sessions: Vec<session::Model>,
+    /// Their texts and events.
+    pub entries: Vec<Entry>,
+    pub receipts: Vec<receipt::Model>,
+    pub surveys: Vec<survey_response::Model>,
+    /// The staff who may be listed (within the filters).
+    pub staff: Vec<StaffMember>,
+    /// Their participations that overlap the range, in any session.
+    pub stints: Vec<Stint>,
+    /// Their availability changes in the range, and the last one before it.
+    pub availability: Vec<AvailabilityChange>,
+}
+
+/// The figures over a range.
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+pub struct Stats {
+    /// Start of the range (inclusive).
+    #[schema(format = DateTime)]
+    pub since: String,
+    /// End of the range (exclusive).
+    #[schema(format = DateTime)]
+    pub until: String,
+    pub targets: Targets,
+    /// Every session and member of staff in the filters.
+    pub overall: Overall,
+    /// Per team: sessions by the session's team, utilization by the staff member's team.
+    pub teams: Vec<TeamStats>,
+    /// Per member of staff who had a session, a chat or signed-in time in the range.
+    pub agents: Vec<AgentStats>,
+}
+
+/// The field's targets the figures are compared with.
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+pub struct Targets {
+    /// Resolution within this many milliseconds (5 minutes).
+    pub resolution_ms: i64,
+    /// The utilization band's lower end (0.70).
+    pub utilization_low: f64,
+    /// The utilization band's upper end (0.85).
+    pub utilization_high: f64,
+    /// The average rating to reach (4 of 5).
+    pub satisfaction_average: f64,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+pub struct Overall {
+    pub sessions: SessionFigures,
+    pub utilization: Utilization,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+pub struct TeamStats {
+    /// The team; null for sessions and staff without one.
+    pub team: Option<String>,
+    pub sessions: SessionFigures,
+    pub utilization: Utilization,
+}
+
+#[derive(Debug, PartialEq, Serialize, ToSchema)]
+pub struct AgentStats {
+    /// The member of staff's username.
+    pub agent: String,
+    pub team: Option<String>,
+    /// The sessions assigned to them.
+    pub sessions: SessionFigures,
+    pub utilization: Utilization,
+}
+
+/// What happened to a set of sessions.
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct SessionFigures {
+    pub by_state: StateCounts,
+    /// Closed sessions by outcome.
+    pub outcomes: Outcomes,
+    pub first_response: FirstResponse,
+    pub resolution: Resolution,
+    pub satisfaction: Satisfaction,
+    /// An upper bound of the time from a text's creation to its delivery to the other side, one
+    /// sample per stored receipt (see the route's description).
+    pub delivery_latency_upper_bound_ms: Durations,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct StateCounts {
+    pub total: u64,
+    pub queued: u64,
+    pub active: u64,
+    pub escalated: u64,
+    pub closed: u64,
+}
+
+/// Closed sessions by outcome; each counts once, under the first that applies.
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct Outcomes {
+    /// Escalated at some point.
+    pub escalated: u64,
+    /// Transferred at some point (and not escalated).
+    pub transferred: u64,
+    /// Staff replied (and it was neither escalated nor transferred).
+    pub answered: u64,
+    /// Closed without a staff reply.
+    pub unanswered: u64,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct FirstResponse {
+    /// Sessions with a staff reply.
+    pub answered: u64,
+    /// Sessions without one (yet).
+    pub unanswered: u64,
+    /// From `opened` to the first staff text, over the answered sessions.
+    pub time: Durations,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct Resolution {
+    /// From `opened` to `closed`, over the closed sessions.
+    pub time: Durations,
+    /// Closed sessions resolved within the target.
+    pub within_target: u64,
+    /// Their share of the closed sessions; null without closed sessions.
+    pub within_target_share: Option<f64>,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct Satisfaction {
+    /// Survey answers.
+    pub responses: u64,
+    /// Their average rating, 1 to 5; null without answers.
+    pub average: Option<f64>,
+    /// Answers per rating.
+    pub ratings: RatingCounts,
+    /// Answers over closed sessions; null without closed sessions.
+    pub response_rate: Option<f64>,
+    /// Whether the average reaches the target; null without answers.
+    pub meets_target: Option<bool>,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct RatingCounts {
+    #[serde(rename = "1")]
+    pub one: u64,
+    #[serde(rename = "2")]
+    pub two: u64,
+    #[serde(rename = "3")]
+    pub three: u64,
+    #[serde(rename = "4")]
+    pub four: u64,
+    #[serde(rename = "5")]
+    pub five: u64,
+}
+
+/// A distribution of durations in milliseconds; percentiles by nearest rank. Null figures
+/// when there are no samples.
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct Durations {
+    pub count: u64,
+    pub mean_ms: Option<i64>,
+    pub p50_ms: Option<i64>,
+    pub p90_ms: Option<i64>,
+    pub p95_ms: Option<i64>,
+    pub p99_ms: Option<i64>,
+    pub max_ms: Option<i64>,
+}
+
+/// Signed-in time and the part of it spent in chats.
+#[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct Utilization {
+    /// Time available (signed in) within the range.
+    pub signed_in_ms: i64,
+    /// Time in at least one active chat while signed in.
+    pub in_chat_ms: i64,
+    /// Time in chats while not signed in (away): not part of the share, shown so it is not lost.
+    pub in_chat_while_away_ms: i64,
+    /// `in_chat_ms / signed_in_ms`; null when never signed in.
+    pub share: Option<f64>,
+    /// Whether the share is within the target band; null when there is no share.
+    pub in_target_band: Option<bool>,
+}
+
+/// The figures of `record` over `range`.
+pub(crate) fn compute(range: Range, record: &Record) -> Stats {
+    let facts = session_facts(record);
+    let utilization = staff_utilization(range, record);
+    let team_of: HashMap<&str, Option<&str>> = record
+        .staff
+        .iter()
+        .map(|m| (m.subject.as_str(), m.team.as_deref()))
+        .collect();
+    // Listed: staff with a session, a chat or an availability change in the range.
+    let assigned: BTreeSet<&str> = facts
+        .iter()
+        .filter_map(|f| f.row.assigned_agent.as_deref())
+        .collect();
+    let listed: Vec<&StaffMember> = record
+        .staff
+        .iter()
+        .filter(|m| {
+            assigned.contains(m.subject.as_str())
+                || utilization
+                    .get(m.subject.as_str())
+                    .is_some_and(|u| u.active)
+        })
+        .collect();
+    let agents = {
+        let mut agents: Vec<AgentStats> = listed
+            .iter()
+            .map(|m| AgentStats {
+                agent: m.subject.clone(),
+                team: m.team.clone(),
+                sessions: figures(
+                    facts
+                        .iter()
+                        .filter(|f| f.row.assigned_agent.as_deref() == Some(&m.subject)),
+                ),
+                utilization: summed(utilization.get(m.subject.as_str()).into_iter()),
+            })
+            .collect();
+        agents.sort_by(|a, b| a.agent.cmp(&b.agent));
+        agents
+    };
+    let teams: BTreeSet<Option<&str>> = facts
+        .iter()
+        .map(|f| f.row.team.as_deref())
+        .chain(listed.iter().map(|m| m.team.as_deref()))
+        .collect();
+    let teams = teams
+        .into_iter()
+        .map(|team| TeamStats {
+            team: team.map(str::to_owned),
+            sessions: figures(facts.iter().filter(|f| f.row.team.as_deref() == team)),
+            utilization: summed(
+                listed
+                    .iter()
+                    .filter(|m| team_of.get(m.subject.as_str()).copied().flatten() == team)
+                    .filter_map(|m| utilization.get(m.subject.as_str())),
+            ),
+        })
+        .collect();
+    Stats {
+        since: time(range.since),
+        until: time(range.until),
+        targets: Targets {
+            resolution_ms: RESOLUTION_TARGET_MS,
+            utilization_low: UTILIZATION_BAND.0,
+            utilization_high: UTILIZATION_BAND.1,
+            satisfaction_average: SATISFACTION_TARGET,
+        },
+        overall: Overall {
+            sessions: figures(facts.iter()),
+            utilization: summed(
+                listed
+                    .iter()
+                    .filter_map(|m| utilization.get(m.subject.as_str())),
+            ),
+        },
+        teams,
+        agents,
+    }
+}
+
+pub(crate) fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// How a closed session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Escalated,
+    Transferred,
+    Answered,
+    Unanswered,
+}
+
+/// What one session contributes to the figures.
+struct SessionFacts<'a> {
+    row: &'a session::Model,
+    first_response_ms: Option<i64>,
+    /// For closed sessions.
+    resolution_ms: Option<i64>,
+    outcome: Option<Outcome>,
+    rating: Option<i16>,
+    delivery_samples: Vec<i64>,
+}
+
+fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
+    (to - from).num_milliseconds()
+}
+
+fn session_facts(record: &Record) -> Vec<SessionFacts<'_>> {
+    let mut streams: HashMap<&str, Vec<&Entry>> = HashMap::new();
+    for entry in &record.entries {
+        streams.entry(&entry.session_id).or_default().push(entry);
+    }
+    for stream in streams.values_mut() {
+        stream.sort_by_key(|e| e.seq);
+    }
+    let ratings: HashMap<&str, i16> = record
+        .surveys
+        .iter()
+        .map(|s| (s.session_id.as_str(), s.rating))
+        .collect();
+    let mut receipts: HashMap<&str, Vec<&receipt::Model>> = HashMap::new();
+    for row in &record.receipts {
+        receipts.entry(&row.session_id).or_default().push(row);
+    }
+    record
+        .sessions
+        .iter()
+        .map(|row| {
+            let stream = streams.get(row.id.as_str()).map_or(&[][..], Vec::as_slice);
+            let event = |wanted: fn(&SessionEvent) -> bool| {
+                stream.iter().find(|e| match &e.kind {
+                    EntryKind::Event(event) => wanted(event),
+                    EntryKind::Text => false,
+                })
+            };
+            let opened_at = event(|e| matches!(e, SessionEvent::Opened { .. }))
+                .map_or(row.created_at, |e| e.at);
+            let first_reply = stream.iter().find(|e| {
+                matches!(e.kind, EntryKind::Text) && e.sender != row.applicant && e.sender != SYSTEM
+            });
+            let closed = row.status == SessionStatus::Closed;
+            let closed_at = event(|e| matches!(e, SessionEvent::Closed { .. }))
+                .map(|e| e.at)
+                .or(row.closed_at);
+            let outcome = closed.then(|| {
+                if event(|e| matches!(e, SessionEvent::Escalated { .. })).is_some() {
+                    Outcome::Escalated
+                } else if event(|e| matches!(e, SessionEvent::Transferred { .. })).is_some() {
+                    Outcome::Transferred
+                } else if first_reply.is_some() {
+                    Outcome::Answered
+                } else {
+                    Outcome::Unanswered
+                }
+            });
+            let delivery_samples = receipts
+                .get(row.id.as_str())
+                .into_iter()
+                .flatten()
+                .filter_map(|receipt| {
+                    let last_delivered = stream.iter().rev().find(|e| {
+                        matches!(e.kind, EntryKind::Text)
+                            && e.seq <= receipt.delivered_seq
+                            && e.sender != receipt.subject
+                    })?;
+                    // A receipt older than its text is a clock out of step; it bounds nothing.
+                    let sample = millis(last_delivered.at, receipt.updated_at);
+                    (sample >= 0).then_some(sample)
+                })
+                .collect();
+            SessionFacts {
+                row,
+                first_response_ms: first_reply.map(|e| millis(opened_at, e.at).max(0)),
+                resolution_ms: closed
+                    .then_some(closed_at)
+                    .flatten()
+                    .map(|at| millis(opened_at, at).max(0)),
+                outcome,
+                rating: ratings.get(row.id.as_str()).copied(),
+                delivery_samples,
+            }
+        })
+        .collect()
+}
+
+/// `numerator / denominator` to four decimals; none over nothing.
+fn share(numerator: u64, denominator: u64) -> Option<f64> {
+    (denominator > 0).then(|| round4(numerator as f64 / denominator as f64))
+}
+
+fn round4(value: f64) -> f64 {
+    (value * 10_000.0).round() / 10_000.0
+}
+
+fn figures<'a, 'r: 'a>(facts: impl Iterator<Item = &'a SessionFacts<'r>>) -> SessionFigures {
+    let mut figures = SessionFigures::default();
+    let (mut first_responses, mut resolutions, mut deliveries) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let mut rating_sum = 0u64;
+    for fact in facts {
+        let states = &mut figures.by_state;
+        states.total += 1;
+        match fact.row.status {
+            SessionStatus::Queued => states.queued += 1,
+            SessionStatus::Active => states.active += 1,
+            SessionStatus::Escalated => states.escalated += 1,
+            SessionStatus::Closed => states.closed += 1,
+        }
+        let outcomes = &mut figures.outcomes;
+        match fact.outcome {
+            Some(Outcome::Escalated) => outcomes.escalated += 1,
+            Some(Outcome::Transferred) => outcomes.transferred += 1,
+            Some(Outcome::Answered) => outcomes.answered += 1,
+            Some(Outcome::Unanswered) => outcomes.unanswered += 1,
+            None => {}
+        }
+        match fact.first_response_ms {
+            Some(ms) => {
+                figures.first_response.answered += 1;
+                first_responses.push(ms);
+            }
+            None => figures.first_response.unanswered += 1,
+        }
+        if let Some(ms) = fact.resolution_ms {
+            resolutions.push(ms);
+            if ms <= RESOLUTION_TARGET_MS {
+                figures.resolution.within_target += 1;
+            }
+        }
+        let ratings = &mut figures.satisfaction.ratings;
+        // The pipeline refuses other ratings before writing; a row that has one anyway is not
+        // an answer the scale can hold.
+        let count = match fact.rating {
+            Some(1) => Some(&mut ratings.one),
+            Some(2) => Some(&mut ratings.two),
+            Some(3) => Some(&mut ratings.three),
+            Some(4) => Some(&mut ratings.four),
+            Some(5) => Some(&mut ratings.five),
+            _ => None,
+        };
+        if let (Some(count), Some(rating)) = (count, fact.rating) {
+            *count += 1;
+            figures.satisfaction.responses += 1;
+            rating_sum += rating as u64;
+        }
+        deliveries.extend_from_slice(&fact.delivery_samples);
+    }
+    let closed = figures.by_state.closed;
+    figures.first_response.time = durations(first_responses);
+    figures.resolution.time = durations(resolutions);
+    figures.resolution.within_target_share = share(figures.resolution.within_target, closed);
+    let satisfaction = &mut figures.satisfaction;
+    satisfaction.average = share(rating_sum, satisfaction.responses);
+    satisfaction.response_rate = share(satisfaction.responses, closed);
+    satisfaction.meets_target = satisfaction.average.map(|a| a >= SATISFACTION_TARGET);
+    figures.delivery_latency_upper_bound_ms = durations(deliveries);
+    figures
+}
+
+/// Count, mean and nearest-rank percentiles of `samples`.
+fn durations(mut samples: Vec<i64>) -> Durations {
+    if samples.is_empty() {
+        return Durations::default();
+    }
+    samples.sort_unstable();
+    let n = samples.len();
+    // Nearest rank: the smallest sample with at least p % of the samples at or below it.
+    let rank = |p: usize| Some(samples[(p * n).div_ceil(100).max(1) - 1]);
+    let sum: i128 = samples.iter().map(|&s| i128::from(s)).sum();
+    let count = n as i128;
+    Durations {
+        count: n as u64,
+        // Rounded half up; samples are never negative.
+        mean_ms: Some(((sum + count / 2) / count) as i64),
+        p50_ms: rank(50),
+        p90_ms: rank(90),
+        p95_ms: rank(95),
+        p99_ms: rank(99),
+        max_ms: samples.last().copied(),
+    }
+}
+
+/// One member of staff's time, before it is summed into a share.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct StaffTime {
+    signed_in_ms: i64,
+    in_chat_ms: i64,
+    in_chat_while_away_ms: i64,
+    /// Whether any of it happened in the range (a chat, or availability changed).
+    active: bool,
+}
+
+/// Half-open intervals in milliseconds since the epoch.
+type Spans = Vec<(i64, i64)>;
+
+fn staff_utilization(range: Range, record: &Record) -> HashMap<&str, StaffTime> {
+    let (since, until) = (
+        range.since.timestamp_millis(),
+        range.until.timestamp_millis(),
+    );
+    let mut chats: HashMap<&str, Spans> = HashMap::new();
+    for stint in &record.stints {
+        let end = [stint.left_at, stint.session_closed_at]
+            .into_iter()
+            .flatten()
+            .map(|t| t.timestamp_millis())
+            .fold(until, i64::min);
+        let start = stint.joined_at.timestamp_millis().max(since);
+        if start < end {
+            chats.entry(&stint.subject).or_default().push((start, end));
+        }
+    }
+    let mut changes: HashMap<&str, Vec<&AvailabilityChange>> = HashMap::new();
+    for change in &record.availability {
+        changes.entry(&change.subject).or_default().push(change);
+    }
+    record
+        .staff
+        .iter()
+        .map(|member| {
+            let subject = member.subject.as_str();
+            let changes = changes.get(subject).map_or(&[][..], Vec::as_slice);
+            let signed_in = signed_in(since, until, changes);
+            let chat = union(chats.remove(subject).unwrap_or_default());
+            let in_chat = measure(&intersection(&chat, &signed_in));
+            let time = StaffTime {
+                signed_in_ms: measure(&signed_in),
+                in_chat_ms: in_chat,
+                in_chat_while_away_ms: measure(&chat) - in_chat,
+                active: !chat.is_empty()
+                    || changes
+                        .iter()
+                        .any(|c| (since..until).contains(&c.at.timestamp_millis()))
+                    || !signed_in.is_empty(),
+            };
+            (subject, time)
+        })
+        .collect()
+}
+
+/// The periods within `[since, until)` someone was available, from their availability changes
+/// (any order). Before the first change in the range they were as the last change before it
+/// left them, or, without one, as the first change in the range says they were before it;
+/// with no change at all, away.
+fn signed_in(since: i64, until: i64, changes: &[&AvailabilityChange]) -> Spans {
+    let mut changes: Vec<(i64, bool, bool)> = changes
+        .iter()
+        .map(|c| (c.at.timestamp_millis(), c.before, c.after))
+        .collect();
+    changes.sort_by_key(|&(at, ..)| at);
+    let earlier = changes.iter().rev().find(|&&(at, ..)| at < since);
+    let first_inside = changes.iter().find(|&&(at, ..)| at >= since);
+    let mut available = match (earlier, first_inside) {
+        (Some(&(_, _, after)), _) => after,
+        (None, Some(&(_, before, _))) => before,
+        (None, None) => false,
+    };
+    let mut spans = Vec::new();
+    let mut from = since;
+    for &(at, _, after) in changes
+        .iter()
+        .filter(|&&(at, ..)| at >= since && at < until)
+    {
+        if available && !after {
+            spans.push((from, at));
+        } else if !available && after {
+            from = at;
+        }
+        available = after;
+    }
+    if available {
+        spans.push((from, until));
+    }
+    spans.retain(|&(start, end)| start < end);
+    spans
+}
+
+/// `spans` merged into disjoint, ordered spans.
+fn union(mut spans: Spans) -> Spans {
+    spans.sort_unstable();
+    let mut merged: Spans = Vec::with_capacity(spans.len());
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// The overlap of two sets of disjoint, ordered spans.
+fn intersection(a: &[(i64, i64)], b: &[(i64, i64)]) -> Spans {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        let (start, end) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if start < end {
+            out.push((start, end));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+fn measure(spans: &[(i64, i64)]) -> i64 {
+    spans.iter().map(|(start, end)| end - start).sum()
+}
+
+/// The staff times summed, and their share.
+fn summed<'a>(times: impl Iterator<Item = &'a StaffTime>) -> Utilization {
+    let mut total = Utilization::default();
+    for time in times {
+        total.signed_in_ms += time.signed_in_ms;
+        total.in_chat_ms += time.in_chat_ms;
+        total.in_chat_while_away_ms += time.in_chat_while_away_ms;
+    }
+    if total.signed_in_ms > 0 {
+        let share = total.in_chat_ms as f64 / total.signed_in_ms as f64;
+        total.share = Some(round4(share));
+        total.in_target_band = Some((UTILIZATION_BAND.0..=UTILIZATION_BAND.1).contains(&share));
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use schemas::wire::Channel;
+
+    use super::*;
+
+    /// `minutes` and `seconds` after 08:00 on the test day.
+    fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 8, 0, 0).unwrap()
+            + chrono::Duration::seconds(minutes * 60 + seconds)
+    }
+
+    fn day() -> Range {
+        Range {
+            since: at(0, 0),
+            until: at(8 * 60, 0),
+        }
+    }
+
+    fn session(
+        id: &str,
+        status: SessionStatus,
+        team: &str,
+        agent: Option<&str>,
+        opened: DateTime<Utc>,
+        closed: Option<DateTime<Utc>>,
+    ) -> session::Model {
+        session::Model {
+            id: id.into(),
+            status,
+            applicant: format!("ap-{id}"),
+            channel: "kiosk".into(),
+            team: Some(team.into()),
+            assigned_agent: agent.map(str::to_owned),
+            last_seq: 0,
+            lock_holder: None,
+            lock_epoch: 0,
+            lock_expires_at: None,
+            created_at: opened,
+            updated_at: opened,
+            closed_at: closed,
+        }
+    }
+
+    fn text(session: &str, seq: i64, sender: &str, at: DateTime<Utc>) -> Entry {
+        Entry {
+            session_id: session.into(),
+            seq,
+            sender: sender.into(),
+            at,
+            kind: EntryKind::Text,
+        }
+    }
+
+    fn event(session: &str, seq: i64, at: DateTime<Utc>, event: SessionEvent) -> Entry {
+        Entry {
+            session_id: session.into(),
+            seq,
+            sender: SYSTEM.into(),
+            at,
+            kind: EntryKind::Event(event),
+        }
+    }
+
+    fn opened(session: &str, at: DateTime<Utc>) -> Entry {
+        let opened = SessionEvent::Opened {
+            channel: Channel::Kiosk,
+        };
+        Entry {
+            sender: format!("ap-{session}"),
+            ..event(session, 1, at, opened)
+        }
+    }
+
+    fn closed(session: &str, seq: i64, at: DateTime<Utc>) -> Entry {
+        let closed = SessionEvent::Closed {
+            reason: None,
+            survey_offered: true,
+        };
+        event(session, seq, at, closed)
+    }
+
+    fn change(subject: &str, at: DateTime<Utc>, before: bool, after: bool) -> AvailabilityChange {
+        AvailabilityChange {
+            subject: subject.into(),
+            at,
+            before,
+            after,
+        }
+    }
+
+    fn stint(subject: &str, joined: DateTime<Utc>, left: Option<DateTime<Utc>>) -> Stint {
+        Stint {
+            subject: subject.into(),
+            joined_at: joined,
+            left_at: left,
+            session_closed_at: None,
+        }
+    }
+
+    fn member(subject: &str, team: &str) -> StaffMember {
+        StaffMember {
+            subject: subject.into(),
+            team: Some(team.into()),
+        }
+    }
+
+    const MINUTE: i64 = 60_000;
+
+    #[test]
+    fn durations_are_counted_averaged_and_ranked() {
+        assert_eq!(durations(Vec::new()), Durations::default());
+        let expected = Durations {
+            count: 10,
+            // 55 / 10 = 5.5, rounded half up.
+            mean_ms: Some(6),
+            p50_ms: Some(5),
+            p90_ms: Some(9),
+            p95_ms: Some(10),
+            p99_ms: Some(10),
+            max_ms: Some(10),
+        };
+        assert_eq!(durations((1..=10).rev().collect()), expected);
+        let one = durations(vec![7]);
+        assert_eq!(
+            (one.p50_ms, one.p99_ms, one.mean_ms),
+            (Some(7), Some(7), Some(7))
+        );
+    }
+
+    #[test]
+    fn signed_in_periods_follow_the_availability_changes_clipped_to_the_range() {
+        let (since, until) = (
+            day().since.timestamp_millis(),
+            day().until.timestamp_millis(),
+        );
+        let ms = |minutes: i64| at(minutes, 0).timestamp_millis();
+        // (changes as (minute, before, after), periods as minutes from 08:00)
+        type Row = (&'static [(i64, bool, bool)], &'static [(i64, i64)]);
+        let rows: &[Row] = &[
+            // Never a change: away.
+            (&[], &[]),
+            // Available before the range and never changed: the whole range.
+            (&[(-30, false, true)], &[(0, 480)]),
+            // No change before the range: the first one inside says how it began.
+            (&[(60, true, false)], &[(0, 60)]),
+            (&[(60, false, true), (120, true, false)], &[(60, 120)]),
+            // Two periods; the change after the range does not count.
+            (
+                &[
+                    (10, false, true),
+                    (70, true, false),
+                    (400, false, true),
+                    (500, true, false),
+                ],
+                &[(10, 70), (400, 480)],
+            ),
+            // The last change before the range wins over an earlier one.
+            (&[(-90, false, true), (-20, true, false)], &[]),
+        ];
+        for (changes, expected) in rows {
+            let changes: Vec<AvailabilityChange> = changes
+                .iter()
+                .map(|&(minute, before, after)| change("ann", at(minute, 0), before, after))
+                .collect();
+            let refs: Vec<&AvailabilityChange> = changes.iter().rev().collect();
+            let expected: Spans = expected.iter().map(|&(a, b)| (ms(a), ms(b))).collect();
+            assert_eq!(signed_in(since, until, &refs), expected, "{changes:?}");
+        }
+    }
+
+    #[test]
+    fn spans_merge_and_intersect() {
+        assert_eq!(
+            union(vec![(5, 8), (1, 3), (2, 4), (8, 9)]),
+            [(1, 4), (5, 9)]
+        );
+        assert_eq!(
+            intersection(&[(0, 10), (20, 30)], &[(5, 25), (28, 40)]),
+            [(5, 10), (20, 25), (28, 30)]
+        );
+        assert_eq!(measure(&[(0, 10), (20, 25)]), 15);
+    }
+
+    /// Four sessions of team `fees` and one of `permits`, two agents.
+    fn scripted() -> Record {
+        use SessionStatus::*;
+        let transferred = SessionEvent::Transferred {
+            from: Some("ann".into()),
+            to_agent: Some("bob".into()),
+            to_team: None,
+        };
+        Record {
+            sessions: vec![
+                session(
+                    "s1",
+                    Closed,
+                    "fees",
+                    Some("ann"),
+                    at(10, 0),
+                    Some(at(14, 0)),
+                ),
+                session(
+                    "s2",
+                    Closed,
+                    "fees",
+                    Some("bob"),
+                    at(20, 0),
+                    Some(at(32, 0)),
+                ),
+                session("s3", Queued, "fees", None, at(40, 0), None),
+                session(
+                    "s4",
+                    Closed,
+                    "permits",
+                    Some("ann"),
+                    at(50, 0),
+                    Some(at(51, 0)),
+                ),
+                session("s5", Active, "fees", Some("ann"), at(60, 0), None),
+            ],
+            entries: vec![
+                // s1: the applicant writes, Ann answers 90 s after the opening, closed at 4 min.
+                opened("s1", at(10, 0)),
+                text("s1", 2, "ap-s1", at(10, 5)),
+                text("s1", 3, "ann", at(11, 30)),
+                text("s1", 4, "ap-s1", at(12, 0)),
+                closed("s1", 5, at(14, 0)),
+                // s2: Ann answers after 3 min, transfers to Bob, closed at 12 min.
+                opened("s2", at(20, 0)),
+                text("s2", 2, "ann", at(23, 0)),
+                event("s2", 3, at(25, 0), transferred),
+                closed("s2", 4, at(32, 0)),
+                // s3: waiting; only the applicant and the system speak.
+                opened("s3", at(40, 0)),
+                text("s3", 2, "ap-s3", at(40, 10)),
+                text("s3", 3, SYSTEM, at(41, 0)),
+                // s4: closed after a minute without a reply.
+                opened("s4", at(50, 0)),
+                closed("s4", 2, at(51, 0)),
+                // s5: Ann answers after 30 s.
+                opened("s5", at(60, 0)),
+                text("s5", 2, "ann", at(60, 30)),
+            ],
+            receipts: vec![
+                // The applicant's horizon covers their own text (10:05) and Ann's (11:30), the
+                // last from someone else; the row moved last at 11:32: 2 s.
+                receipt::Model {
+                    session_id: "s1".into(),
+                    subject: "ap-s1".into(),
+                    delivered_seq: 3,
+                    read_seq: 3,
+                    updated_at: at(11, 32),
+                },
+                // Ann's horizon covers the applicant's 12:00 text; moved at 13:00: 60 s.
+                receipt::Model {
+                    session_id: "s1".into(),
+                    subject: "ann".into(),
+                    delivered_seq: 5,
+                    read_seq: 3,
+                    updated_at: at(13, 0),
+                },
+                // Nothing from others at or below seq 1: no sample.
+                receipt::Model {
+                    session_id: "s2".into(),
+                    subject: "ann".into(),
+                    delivered_seq: 1,
+                    read_seq: 1,
+                    updated_at: at(21, 0),
+                },
+            ],
+            surveys: vec![
+                survey_response::Model {
+                    session_id: "s1".into(),
+                    rating: 5,
+                    comment: Some("quick".into()),
+                    submitted_at: at(15, 0),
+                },
+                survey_response::Model {
+                    session_id: "s2".into(),
+                    rating: 2,
+                    comment: None,
+                    submitted_at: at(33, 0),
+                },
+            ],
+            staff: vec![
+                member("ann", "fees"),
+                member("bob", "fees"),
+                member("cy", "permits"),
+            ],
+            stints: vec![
+                // Ann: 00:10-00:14 and 00:20-00:25, overlapping 00:12-01:12: 00:10-01:12 = 62 min.
+                stint("ann", at(10, 0), Some(at(14, 0))),
+                stint("ann", at(20, 0), Some(at(25, 0))),
+                stint("ann", at(12, 0), Some(at(72, 0))),
+                // Bob: from before the range to when the session closed (00:32).
+                Stint {
+                    session_closed_at: Some(at(32, 0)),
+                    ..stint("bob", at(-30, 0), None)
+                },
+            ],
+            availability: vec![
+                // Ann: available 00:00-01:40 (100 min) with a break 00:30-00:40, so 90 min.
+                change("ann", at(-5, 0), false, true),
+                change("ann", at(30, 0), true, false),
+                change("ann", at(40, 0), false, true),
+                change("ann", at(100, 0), true, false),
+                // Bob never signs in; Cy neither, and does nothing.
+            ],
+        }
+    }
+
+    #[test]
+    fn a_scripted_hour_gives_the_figures_worked_out_by_hand() {
+        let stats = compute(day(), &scripted());
+        let all = &stats.overall.sessions;
+        assert_eq!(
+            all.by_state,
+            StateCounts {
+                total: 5,
+                queued: 1,
+                active: 1,
+                escalated: 0,
+                closed: 3,
+            }
+        );
+        // s1 answered, s2 transferred, s4 unanswered.
+        assert_eq!(
+            all.outcomes,
+            Outcomes {
+                escalated: 0,
+                transferred: 1,
+                answered: 1,
+                unanswered: 1,
+            }
+        );
+        // First responses: s5 30 s, s1 90 s, s2 180 s; s3 and s4 unanswered.
+        assert_eq!(
+            (all.first_response.answered, all.first_response.unanswered),
+            (3, 2)
+        );
+        assert_eq!(
+            all.first_response.time,
+            Durations {
+                count: 3,
+                mean_ms: Some(100_000),
+                p50_ms: Some(90_000),
+                p90_ms: Some(180_000),
+                p95_ms: Some(180_000),
+                p99_ms: Some(180_000),
+                max_ms: Some(180_000),
+            }
+        );
+        // Resolutions: s4 1 min, s1 4 min (within 5), s2 12 min; mean 17/3 min.
+        let resolution = &all.resolution;
+        assert_eq!(resolution.time.count, 3);
+        assert_eq!(resolution.time.mean_ms, Some(340_000));
+        assert_eq!(resolution.time.p50_ms, Some(4 * MINUTE));
+        assert_eq!(resolution.time.max_ms, Some(12 * MINUTE));
+        assert_eq!(resolution.within_target, 2);
+        assert_eq!(resolution.within_target_share, Some(0.6667));
+        // Ratings 5 and 2 over 3 closed sessions.
+        let satisfaction = &all.satisfaction;
+        assert_eq!(satisfaction.responses, 2);
+        assert_eq!(satisfaction.average, Some(3.5));
+        assert_eq!(satisfaction.response_rate, Some(0.6667));
+        assert_eq!(satisfaction.meets_target, Some(false));
+        assert_eq!(
+            (
+                satisfaction.ratings.two,
+                satisfaction.ratings.five,
+                satisfaction.ratings.one
+            ),
+            (1, 1, 0)
+        );
+        // Delivery bounds: 2 s and 60 s.
+        let delivery = &all.delivery_latency_upper_bound_ms;
+        assert_eq!(
+            (delivery.count, delivery.p50_ms, delivery.max_ms),
+            (2, Some(2_000), Some(60_000))
+        );
+
+        // Ann: chats 00:10-01:12 (62 min); signed in 00:00-00:30 and 00:40-01:40 (90 min);
+        // chatting while signed in 00:10-00:30 and 00:40-01:12 = 20 + 32 = 52 min, while away
+        // 00:30-00:40 = 10 min; share 52/90 = 0.5778, below the band.
+        let ann = stats.agents.iter().find(|a| a.agent == "ann").unwrap();
+        assert_eq!(
+            ann.utilization,
+            Utilization {
+                signed_in_ms: 90 * MINUTE,
+                in_chat_ms: 52 * MINUTE,
+                in_chat_while_away_ms: 10 * MINUTE,
+                share: Some(0.5778),
+                in_target_band: Some(false),
+            }
+        );
+        assert_eq!(ann.sessions.by_state.total, 3, "s1, s4, s5");
+        // Bob never signed in: no share, and his 32 minutes in a chat are shown as while away.
+        let bob = stats.agents.iter().find(|a| a.agent == "bob").unwrap();
+        assert_eq!(bob.utilization.share, None);
+        assert_eq!(bob.utilization.in_target_band, None);
+        assert_eq!(bob.utilization.in_chat_while_away_ms, 32 * MINUTE);
+        assert_eq!(bob.sessions.satisfaction.average, Some(2.0));
+        // Cy did nothing: not listed, so `permits` has its session but no staff time.
+        assert_eq!(stats.agents.len(), 2);
+        let teams: Vec<_> = stats.teams.iter().map(|t| t.team.as_deref()).collect();
+        assert_eq!(teams, [Some("fees"), Some("permits")]);
+        let fees = &stats.teams[0];
+        assert_eq!(fees.sessions.by_state.total, 4);
+        assert_eq!(fees.utilization.signed_in_ms, 90 * MINUTE);
+        assert_eq!(fees.utilization.in_chat_while_away_ms, 42 * MINUTE);
+        let permits = &stats.teams[1];
+        assert_eq!(permits.sessions.outcomes.unanswered, 1);
+        assert_eq!(permits.utilization.share, None);
+        assert_eq!(stats.overall.utilization.share, Some(0.5778));
+    }
+
+    #[test]
+    fn utilization_within_the_band_is_reported_as_such() {
+        let record = Record {
+            staff: vec![member("ann", "fees")],
+            // 48 of 60 minutes: 0.8.
+            stints: vec![stint("ann", at(0, 0), Some(at(48, 0)))],
+            availability: vec![
+                change("ann", at(0, 0), false, true),
+                change("ann", at(60, 0), true, false),
+            ],
+            ..Record::default()
+        };
+        let stats = compute(day(), &record);
+        assert_eq!(stats.agents[0].utilization.share, Some(0.8));
+        assert_eq!(stats.agents[0].utilization.in_target_band, Some(true));
+    }
+
+    #[test]
+    fn nothing_gives_empty_figures_not_zero_shares() {
+        let stats = compute(day(), &Record::default());
+        assert_eq!(stats.overall.sessions, SessionFigures::default());
+        assert_eq!(stats.overall.utilization, Utilization::default());
+        assert!(stats.teams.is_empty() && stats.agents.is_empty());
+        assert_eq!(stats.since, "2026-12-01T08:00:00.000000Z");
+    }
+}
