@@ -124,6 +124,15 @@ pub struct HoldRequest {
     pub reason: String,
 }
 
+/// The body as `T`, from a JSON object only: serde's derived structs also take a JSON array of
+/// their fields in order, which the schema does not allow.
+fn object<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, Problem> {
+    if !body.is_object() {
+        return Err(Problem::invalid("the body must be a JSON object"));
+    }
+    serde_json::from_value(body).map_err(|error| Problem::invalid(error.to_string()))
+}
+
 fn problem(error: RetentionError) -> Problem {
     match error {
         RetentionError::Conflict(detail) => {
@@ -183,9 +192,10 @@ pub async fn list(
 pub async fn create(
     State(state): State<AdminState>,
     caller: Caller,
-    ApiJson(new): ApiJson<NewPolicy>,
+    ApiJson(new): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Policy>), Problem> {
     caller.require(&[StaffRole::Admin])?;
+    let new: NewPolicy = object(new)?;
     let row = retention::create_policy(
         &state.store,
         &state.audit,
@@ -218,9 +228,10 @@ pub async fn update(
     State(state): State<AdminState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
-    ApiJson(update): ApiJson<PolicyUpdate>,
+    ApiJson(update): ApiJson<serde_json::Value>,
 ) -> Result<Json<Policy>, Problem> {
     caller.require(&[StaffRole::Admin])?;
+    let update: PolicyUpdate = object(update)?;
     retention::update_policy(
         &state.store,
         &state.audit,
@@ -281,9 +292,10 @@ pub async fn hold(
     State(state): State<AdminState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-    ApiJson(request): ApiJson<HoldRequest>,
+    ApiJson(request): ApiJson<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Hold>), Problem> {
     caller.require(READERS)?;
+    let request: HoldRequest = object(request)?;
     let outcome = retention::hold(
         &state.store,
         &state.audit,
