@@ -138,6 +138,9 @@ pub struct AuditVerification {
     pub first_broken: Option<BrokenEntry>,
     /// The first stored row that differs from what the chain recorded, described.
     pub first_difference: Option<String>,
+    /// Rows whose content a retention policy purged, as the chain's `retention.purged`
+    /// entries recorded it (not tampering).
+    pub purged: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -350,5 +353,6 @@ pub async fn verify(
             .first_broken
             .map(|(id, reason)| BrokenEntry { id, reason }),
         first_difference: verification.first_difference.map(|d| d.to_string()),
+        purged: verification.records.purged,
     }))
 }

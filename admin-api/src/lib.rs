@@ -27,6 +27,8 @@ mod people_http;
 mod pipeline;
 mod problem;
 mod queue_http;
+mod retention;
+mod retention_http;
 mod session_actions_http;
 mod sessions_http;
 mod stats;
@@ -253,6 +255,18 @@ pub fn router(state: AdminState) -> Router {
             post(session_actions_http::transfer),
         )
         .route("/v1/sessions/{id}/close", post(session_actions_http::close))
+        .route(
+            "/v1/sessions/{id}/hold",
+            post(retention_http::hold).delete(retention_http::release),
+        )
+        .route(
+            "/v1/retention/policies",
+            get(retention_http::list).post(retention_http::create),
+        )
+        .route(
+            "/v1/retention/policies/{name}",
+            axum::routing::patch(retention_http::update).delete(retention_http::delete),
+        )
         .route("/v1/queue", get(queue_http::waiting))
         .route("/v1/me/availability", put(queue_http::set_availability))
         .route("/v1/audit", get(audit_http::query))

@@ -157,7 +157,7 @@ pub struct PersonUpdate {
 
 /// An integer as JSON Schema counts them: `65.0` is the integer 65, as JSON Schema's integer
 /// type has it (serde's integers refuse it).
-fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+pub(crate) fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
     use serde::de::Error;
     let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);

@@ -1,6 +1,7 @@
 //! `/v1/sessions`: conversations, read. A list with filters (state, agent, team, time) and
 //! cursor pages, and a session's transcript: its stream (messages, notes, events), read
-//! receipts, reply-lock history and survey answer.
+//! receipts, reply-lock history and survey answer, and whether a legal hold keeps it or
+//! retention purged its content.
 //!
 //! Admins and supervisors read every session; an agent reads the sessions they took part in.
 
@@ -10,7 +11,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use schemas::db::entities::agent::StaffRole;
 use schemas::db::entities::session::{self, SessionStatus};
-use schemas::db::entities::{audit_event, message, participant, receipt, survey_response};
+use schemas::db::entities::{
+    audit_event, legal_hold, message, participant, receipt, session_purge, survey_response,
+};
 use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
@@ -62,6 +65,8 @@ pub struct SessionsQuery {
     pub agent: Option<String>,
     #[param(min_length = 1, max_length = 64)]
     pub team: Option<String>,
+    /// Only sessions under a legal hold (`true`) or only those not held (`false`).
+    pub held: Option<bool>,
     /// Sessions opened at or after this time (RFC 3339).
     #[param(format = DateTime)]
     pub since: Option<String>,
@@ -89,6 +94,10 @@ pub struct SessionSummary {
     pub opened_at: String,
     #[schema(format = DateTime)]
     pub closed_at: Option<String>,
+    /// Under a legal hold: no retention policy purges it.
+    pub held: bool,
+    /// Its content was purged by a retention policy.
+    pub purged: bool,
 }
 
 fn time(at: DateTime<Utc>) -> String {
@@ -107,6 +116,8 @@ impl From<session::Model> for SessionSummary {
             entries: row.last_seq,
             opened_at: time(row.created_at),
             closed_at: row.closed_at.map(time),
+            held: false,
+            purged: false,
         }
     }
 }
@@ -157,9 +168,33 @@ pub struct SurveyAnswer {
     pub submitted_at: String,
 }
 
+/// A session's legal hold.
+#[derive(Serialize, ToSchema)]
+pub struct HoldInfo {
+    pub reason: String,
+    pub held_by: String,
+    #[schema(format = DateTime)]
+    pub held_at: String,
+}
+
+/// When and why a session's content was purged: message and note bodies, the reasons given
+/// for escalating or closing, and the survey comment are blank from then on.
+#[derive(Serialize, ToSchema)]
+pub struct PurgeInfo {
+    #[schema(format = DateTime)]
+    pub purged_at: String,
+    /// The retention policy that purged it, and its days then.
+    pub policy: String,
+    pub keep_days: i32,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Transcript {
     pub session: SessionSummary,
+    /// Present while the session is under a legal hold.
+    pub hold: Option<HoldInfo>,
+    /// Present once retention purged the session's content.
+    pub purged: Option<PurgeInfo>,
     /// The stream in order, notes included (this is for staff).
     pub entries: Vec<TranscriptEntry>,
     pub receipts: Vec<ReadReceipt>,
@@ -221,6 +256,17 @@ pub async fn list(
     if let Some(team) = &query.team {
         select = select.filter(session::Column::Team.eq(team));
     }
+    if let Some(held) = query.held {
+        let holds = Query::select()
+            .column(legal_hold::Column::SessionId)
+            .from(legal_hold::Entity)
+            .to_owned();
+        select = select.filter(if held {
+            session::Column::Id.in_subquery(holds)
+        } else {
+            session::Column::Id.not_in_subquery(holds)
+        });
+    }
     if let Some(since) = since {
         select = select.filter(session::Column::CreatedAt.gte(since));
     }
@@ -255,8 +301,22 @@ pub(crate) async fn page(
         .await
         .map_err(|err| crate::database_problem(&err))?;
     let (rows, next_cursor) = crate::page::counted(rows, limit, after);
+    let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
+    let (held, purged) = crate::retention::marks(state.store.connection(), &ids)
+        .await
+        .map_err(|err| crate::database_problem(&err))?;
     Ok(SessionPage {
-        items: rows.into_iter().map(SessionSummary::from).collect(),
+        items: rows
+            .into_iter()
+            .map(|row| {
+                let (is_held, is_purged) = (held.contains(&row.id), purged.contains(&row.id));
+                SessionSummary {
+                    held: is_held,
+                    purged: is_purged,
+                    ..row.into()
+                }
+            })
+            .collect(),
         next_cursor,
     })
 }
@@ -360,8 +420,30 @@ pub async fn transcript(
             comment: s.comment,
             submitted_at: time(s.submitted_at),
         });
+    let hold = legal_hold::Entity::find_by_id(id.clone())
+        .one(db)
+        .await
+        .map_err(failed)?;
+    let purged = session_purge::Entity::find_by_id(id.clone())
+        .one(db)
+        .await
+        .map_err(failed)?;
     Ok(Json(Transcript {
-        session: row.into(),
+        session: SessionSummary {
+            held: hold.is_some(),
+            purged: purged.is_some(),
+            ..row.into()
+        },
+        hold: hold.map(|h| HoldInfo {
+            reason: h.reason,
+            held_by: h.held_by,
+            held_at: time(h.held_at),
+        }),
+        purged: purged.map(|p| PurgeInfo {
+            purged_at: time(p.purged_at),
+            policy: p.policy,
+            keep_days: p.keep_days,
+        }),
         entries,
         receipts,
         lock_history,

@@ -123,6 +123,12 @@ impl AuditKey {
         hex(context.sign().as_ref())
     }
 
+    /// Whether `entry`'s MAC matches its content and the link it claims (its `prev_mac`): it
+    /// was written with this key, whether or not it still sits in the chain where it claims.
+    pub(crate) fn authentic(&self, entry: &audit_event::Model) -> bool {
+        self.chain_break(&entry.prev_mac, entry).is_none()
+    }
+
     /// Why `entry` does not follow `prev_mac` in the chain, if it does not.
     fn chain_break(&self, prev_mac: &str, entry: &audit_event::Model) -> Option<&'static str> {
         if entry.prev_mac != prev_mac {
@@ -466,7 +472,7 @@ impl AuditTrail {
                 claims.extend(Claim::of(entry));
             }
             if verification.first_difference.is_none() {
-                verification.first_difference = records.check(db, &claims).await?;
+                verification.first_difference = records.check(db, key, &claims).await?;
             }
         }
         if verification.is_intact() {

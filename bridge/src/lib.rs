@@ -14,6 +14,7 @@ mod pipeline;
 mod rate;
 mod record;
 mod recorder;
+mod retention;
 
 pub use audit::{
     AuditBatch, AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification,
@@ -24,3 +25,6 @@ pub use pipeline::{BridgeConfig, CommandError, Commands, Pipeline, PipelineError
 pub use rate::{RateLimit, RateLimiter, TokenBucket};
 pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;
+pub use retention::{
+    PurgeReport, PurgedSession, Retention, RetentionConfig, RetentionError, Scope, ScopeError,
+};

@@ -28,6 +28,8 @@ pub struct Config {
     pub audit: bridge::AuditConfig,
     /// The chat pipeline.
     pub bridge: bridge::BridgeConfig,
+    /// The purge of closed sessions' content past their retention policy.
+    pub retention: bridge::RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -145,6 +147,9 @@ impl Config {
         }
         if self.bridge.lock_lease_secs == 0 {
             return Err(invalid("bridge.lock_lease_secs", "must be at least 1"));
+        }
+        if self.retention.batch_sessions == 0 {
+            return Err(invalid("retention.batch_sessions", "must be at least 1"));
         }
         if self.bridge.batch_max == 0 {
             return Err(invalid("bridge.batch_max", "must be at least 1"));

@@ -19,8 +19,8 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 use std::time::{Duration, SystemTime};
 
 pub use bridge::{
-    AuditConfig, CommandError, Commands, Difference, Discrepancy, RecordCounts, RecordKey, Reply,
-    Verification,
+    AuditConfig, CommandError, Commands, Difference, Discrepancy, PurgeReport, PurgedSession,
+    RecordCounts, RecordKey, Reply, RetentionConfig, Verification,
 };
 
 /// Walks the audit trail in `store` with the key `config` names and reports the first entry
@@ -31,6 +31,34 @@ pub async fn verify_audit(
     store: &store::Store,
 ) -> Result<Verification, AuditError> {
     Ok(bridge::AuditTrail::verify(store, &audit_key(&config.audit)?).await?)
+}
+
+/// Runs retention once on the configured database, as the server does on its schedule: every
+/// closed session whose policy's days are past at `now` (and that no legal hold keeps) has its
+/// content purged, recorded on the audit chain as done by `retention`; with `dry_run`, only
+/// reports what would go.
+pub async fn run_retention(
+    config: &Config,
+    now: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+) -> Result<PurgeReport, RunRetentionError> {
+    let store = store::Store::open(&config.database).await?;
+    let audit = std::sync::Arc::new(audit::open_trail(&store, &config.audit).await?);
+    let report = bridge::Retention::new(store.clone(), audit, config.retention.clone())
+        .run(now, dry_run)
+        .await;
+    store.close().await;
+    Ok(report?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunRetentionError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Retention(#[from] bridge::RetentionError),
 }
 
 pub use admin_api::people::NewStaff;

@@ -52,6 +52,10 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Purge closed sessions' content past their retention policy, as the server does on its
+    /// schedule.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Manage help-desk staff from the server (the first admin of a fresh install).
     #[command(subcommand)]
     User(UserCommand),
@@ -115,6 +119,27 @@ enum AuditCommand {
     /// answers against the entries that recorded them (changed, deleted, added). Exit code 1 if
     /// anything differs.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// Purge now every closed session whose policy's days are past and that no legal hold
+    /// keeps: message and note bodies, reasons, survey comments go; each purge is recorded on
+    /// the audit chain. Prints each session with its policy and what went.
+    Run {
+        /// Only print what would go; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Decide as if it were this time (RFC 3339), e.g. to preview what goes next month.
+        #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{text:?} is not an RFC 3339 time like 2027-06-01T00:00:00Z"))
 }
 
 #[derive(Subcommand)]
@@ -185,6 +210,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => runtime()?.block_on(migrate(config)),
         Command::Bridge { broker } => runtime()?.block_on(run_bridge(config, broker)),
         Command::Audit(AuditCommand::Verify) => runtime()?.block_on(verify_audit(config)),
+        Command::Retention(RetentionCommand::Run { dry_run, now }) => {
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            let report = runtime()?.block_on(courtchat::run_retention(&config, now, dry_run))?;
+            print_purge(&report);
+            Ok(())
+        }
         Command::User(UserCommand::Add {
             name,
             role,
@@ -308,6 +339,13 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
         counted(records.messages, "message", "messages"),
         counted(records.surveys, "survey answer", "survey answers"),
     );
+    let purged = match records.purged {
+        0 => String::new(),
+        n => format!(
+            "; {} whose content a retention policy purged, as the chain recorded",
+            counted(n, "row", "rows")
+        ),
+    };
     let unverifiable = match records.unverifiable {
         0 => String::new(),
         n => format!(
@@ -322,7 +360,7 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
             println!("audit trail intact: {entries} entries verified");
             println!(
                 "conversation matches the audit trail: {rows} checked against their entries\
-                 {unverifiable}"
+                 {purged}{unverifiable}"
             );
             Ok(())
         }
@@ -339,6 +377,51 @@ async fn verify_audit(config: Config) -> anyhow::Result<()> {
             "audit trail broken at entry {id}: {reason} ({entries} entries before it verified)"
         ),
     }
+}
+
+/// One line per session that went (or would go), then a summary.
+fn print_purge(report: &courtchat::PurgeReport) {
+    let verb = if report.dry_run {
+        "would purge"
+    } else {
+        "purged"
+    };
+    for session in &report.purged {
+        let seqs = match (session.first_seq, session.last_seq) {
+            (Some(first), Some(last)) => format!("seq {first}-{last}"),
+            _ => "no entries".to_owned(),
+        };
+        println!(
+            "{verb} {} (policy {}, {} days; closed {}; {seqs}): {}, {}, {}{}",
+            session.session_id,
+            session.policy,
+            session.keep_days,
+            session
+                .closed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            counted(session.messages, "message", "messages"),
+            counted(session.notes, "note", "notes"),
+            counted(session.events, "event reason", "event reasons"),
+            if session.survey_comment {
+                ", the survey comment"
+            } else {
+                ""
+            },
+        );
+    }
+    for held in &report.held {
+        println!("kept {held}: due, but under a legal hold");
+    }
+    println!(
+        "{}: {} {verb}, {} kept by a legal hold",
+        if report.dry_run {
+            "dry run, nothing changed"
+        } else {
+            "done"
+        },
+        counted(report.purged.len() as u64, "session", "sessions"),
+        report.held.len(),
+    );
 }
 
 fn counted(n: u64, one: &str, many: &str) -> String {

@@ -54,6 +54,28 @@ async fn verify_periodically(
     }
 }
 
+/// Purges, every `every`, the content of closed sessions past their retention policy (the
+/// first run one period after start, so that a restart loop does not purge at each start).
+/// A failed run is logged and tried again at the next tick.
+async fn purge_periodically(retention: bridge::Retention, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match retention.run(chrono::Utc::now(), false).await {
+            Ok(report) if !report.purged.is_empty() || !report.held.is_empty() => {
+                tracing::info!(
+                    purged = report.purged.len(),
+                    held = report.held.len(),
+                    "retention ran"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "retention could not run now"),
+        }
+    }
+}
+
 /// The origins of the pages the admin listener at `admin` serves (the desk, the kiosk page),
 /// as a browser on this machine sends them: by address, and as `localhost` for loopback.
 /// Behind a proxy the public origin is the operator's to list.
@@ -324,6 +346,20 @@ impl Server {
                 tokio::select! {
                     _ = stop.cancelled() => {}
                     _ = verify_periodically(audit, store, metrics, every) => {}
+                }
+            });
+        }
+        if config.retention.run_every_secs > 0 {
+            let every = std::time::Duration::from_secs(config.retention.run_every_secs);
+            // The same trail as the pipeline's, so that their appends take turns in memory.
+            let retention =
+                bridge::Retention::new(store.clone(), audit.clone(), config.retention.clone())
+                    .with_metrics(metrics.clone());
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = purge_periodically(retention, every) => {}
                 }
             });
         }

@@ -50,6 +50,7 @@ fn help_lists_the_subcommands() {
         "migrate",
         "config",
         "token",
+        "retention",
         "--config",
         "COURTCHAT_",
     ] {
@@ -126,7 +127,7 @@ fn migrate_creates_the_embedded_database_under_data() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("data/courtchat.db").is_file());
     assert!(
-        text(&out.stderr).contains("applied=8"),
+        text(&out.stderr).contains("applied=9"),
         "{}",
         text(&out.stderr)
     );
@@ -285,6 +286,128 @@ fn audit_verify_names_a_message_the_trail_never_recorded() {
         "{said}"
     );
     assert_eq!(said.lines().count(), 1, "one line: {said}");
+}
+
+#[test]
+fn retention_run_dry_run_shows_what_would_go_and_changes_nothing() {
+    use schemas::db::entities::{message, retention_policy, session};
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        run(courtchat(dir.path(), &[]).arg("migrate"))
+            .status
+            .success()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = store::DatabaseConfig {
+        url: format!(
+            "sqlite://{}",
+            dir.path().join("data/courtchat.db").display()
+        ),
+        ..store::DatabaseConfig::default()
+    };
+    let body = |store: &store::Store| {
+        let db = store.connection().clone();
+        async move {
+            message::Entity::find()
+                .one(&db)
+                .await
+                .unwrap()
+                .map(|row| row.body)
+        }
+    };
+    // A session closed on 1 January 2027 and a policy that keeps content 30 days.
+    runtime.block_on(async {
+        let store = store::Store::connect(&config).await.unwrap();
+        let db = store.connection();
+        let closed: sea_orm::prelude::DateTimeUtc = "2027-01-01T10:00:00Z".parse().unwrap();
+        session::ActiveModel {
+            id: Set("s-old".into()),
+            status: Set(session::SessionStatus::Closed),
+            applicant: Set("kiosk-1".into()),
+            channel: Set("kiosk".into()),
+            team: Set(None),
+            assigned_agent: Set(None),
+            last_seq: Set(1),
+            lock_holder: Set(None),
+            lock_epoch: Set(0),
+            lock_expires_at: Set(None),
+            created_at: Set(closed),
+            updated_at: Set(closed),
+            closed_at: Set(Some(closed)),
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        message::ActiveModel {
+            session_id: Set("s-old".into()),
+            seq: Set(1),
+            client_msg_id: Set("m-1".into()),
+            sender: Set("kiosk-1".into()),
+            kind: Set(message::MessageKind::Text),
+            body: Set("My licence number is 12345".into()),
+            created_at: Set(closed),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        retention_policy::ActiveModel {
+            name: Set("default".into()),
+            scope: Set("all".into()),
+            keep_days: Set(30),
+            created_at: Set(closed),
+            updated_at: Set(closed),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
+        store.close().await;
+    });
+    let retention = |args: &[&str]| {
+        let mut command = courtchat(dir.path(), &[]);
+        command.args(["retention", "run"]).args(args);
+        run(&mut command)
+    };
+
+    // Not due on 15 January.
+    let out = retention(&["--dry-run", "--now", "2027-01-15T00:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "dry run, nothing changed: 0 sessions would purge, 0 kept by a legal hold\n"
+    );
+    let out = retention(&["--dry-run", "--now", "2027-06-01T00:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "would purge s-old (policy default, 30 days; closed 2027-01-01T10:00:00Z; seq 1-1): \
+         1 message, 0 notes, 0 event reasons\n\
+         dry run, nothing changed: 1 session would purge, 0 kept by a legal hold\n"
+    );
+    let store = runtime.block_on(store::Store::connect(&config)).unwrap();
+    assert_eq!(
+        runtime.block_on(body(&store)).as_deref(),
+        Some("My licence number is 12345")
+    );
+
+    let out = retention(&["--now", "2027-06-01T00:00:00Z"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("purged s-old (policy default"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(runtime.block_on(body(&store)).as_deref(), Some(""));
+    runtime.block_on(store.close());
+
+    let out = retention(&["--now", "next tuesday"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
 #[test]

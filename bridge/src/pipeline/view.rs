@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use schemas::db::entities::{message, participant, receipt, session, survey_response};
+use schemas::db::entities::{
+    message, participant, receipt, session, session_purge, survey_response,
+};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::PipelineError;
@@ -29,7 +31,8 @@ pub(crate) struct SessionView {
     /// Read horizons (delivered, read) of participants whose receipts were loaded; absent:
     /// not loaded yet. `None` inside: loaded, and the participant has none stored.
     pub receipts: HashMap<String, Option<(i64, i64)>>,
-    /// Whether the survey was answered, once loaded.
+    /// Whether the survey was answered (or can no longer be: the session was purged), once
+    /// loaded.
     pub survey_answered: Option<bool>,
 }
 
@@ -176,7 +179,14 @@ impl Views {
                 .one(txn)
                 .await?
                 .is_some();
-            view.survey_answered = Some(answered);
+            // A session whose content retention purged takes no answer any more: a comment
+            // written now would be content that no purge removes.
+            let purged = !answered
+                && session_purge::Entity::find_by_id(session_id)
+                    .one(txn)
+                    .await?
+                    .is_some();
+            view.survey_answered = Some(answered || purged);
         }
         Ok(())
     }

@@ -10,14 +10,23 @@ use sea_orm::{
 };
 use serde::Deserialize;
 
-use crate::audit::in_statement_sizes;
+use crate::audit::{AuditKey, in_statement_sizes};
 
+use super::purged::Purges;
 use super::{MessageRecord, SURVEY_ANSWERED, SurveyRecord};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RecordKey {
     Message { session_id: String, seq: i64 },
     Survey { session_id: String },
+}
+
+impl RecordKey {
+    pub fn session_id(&self) -> &str {
+        match self {
+            Self::Message { session_id, .. } | Self::Survey { session_id } => session_id,
+        }
+    }
 }
 
 impl fmt::Display for RecordKey {
@@ -80,6 +89,9 @@ pub struct RecordCounts {
     /// Rows recorded before entries carried digests: present, but their content cannot be
     /// checked.
     pub unverifiable: u64,
+    /// Rows (messages and survey answers) whose content a retention policy removed, found as
+    /// the purge's `retention.purged` entry recorded it. Not tampering.
+    pub purged: u64,
 }
 
 /// A row one audit entry says was stored, with the digest of its content if the entry has one.
@@ -130,32 +142,55 @@ pub(crate) struct RecordCheck {
 
 impl RecordCheck {
     /// Looks up the rows `claims` (consecutive, in chain order) name and returns the first that
-    /// is missing or differs.
+    /// is missing or differs. A row whose content differs because a later purge of its session
+    /// blanked it, as that purge's entry (authentic under `key`) recorded, counts as purged.
     pub(crate) async fn check<C: ConnectionTrait>(
         &mut self,
         db: &C,
+        key: &AuditKey,
         claims: &[Claim],
     ) -> Result<Option<Difference>, DbErr> {
         let (messages, surveys) = rows_named(db, claims).await?;
-        for claim in claims {
-            let stored = match &claim.record {
+        let stored: Vec<Option<String>> = claims
+            .iter()
+            .map(|claim| match &claim.record {
                 RecordKey::Message { session_id, seq } => messages
                     .get(&(session_id.clone(), *seq))
                     .map(|row| MessageRecord::from(row).digest()),
                 RecordKey::Survey { session_id } => surveys
                     .get(session_id)
                     .map(|row| SurveyRecord::from(row).digest()),
-            };
+            })
+            .collect();
+        // Purge entries are read only for the sessions that have a row to explain.
+        let differing: HashSet<&str> = claims
+            .iter()
+            .zip(&stored)
+            .filter(
+                |(claim, stored)| matches!((stored, &claim.digest), (Some(s), Some(r)) if s != r),
+            )
+            .map(|(claim, _)| claim.record.session_id())
+            .collect();
+        let purges = if differing.is_empty() {
+            Purges::default()
+        } else {
+            Purges::load(db, key, &differing).await?
+        };
+        for (claim, stored) in claims.iter().zip(stored) {
             let discrepancy = match (stored, &claim.digest) {
                 (None, _) => Some(Discrepancy::Deleted),
-                (Some(stored), Some(recorded)) if stored != *recorded => Some(Discrepancy::Changed),
-                (Some(_), recorded) => {
-                    let is_message = matches!(claim.record, RecordKey::Message { .. });
-                    if is_message {
-                        self.messages_named += 1;
+                (Some(stored), Some(recorded)) if stored != *recorded => {
+                    if purges.redacted(claim.entry, &claim.record, recorded, &stored) {
+                        self.named(&claim.record);
+                        self.counts.purged += 1;
+                        None
                     } else {
-                        self.surveys_named += 1;
+                        Some(Discrepancy::Changed)
                     }
+                }
+                (Some(_), recorded) => {
+                    self.named(&claim.record);
+                    let is_message = matches!(claim.record, RecordKey::Message { .. });
                     match (recorded, is_message) {
                         (None, _) => self.counts.unverifiable += 1,
                         (Some(_), true) => self.counts.messages += 1,
@@ -173,6 +208,14 @@ impl RecordCheck {
             }
         }
         Ok(None)
+    }
+
+    /// Counts a row found for a claim, for [`RecordCheck::unrecorded`].
+    fn named(&mut self, record: &RecordKey) {
+        match record {
+            RecordKey::Message { .. } => self.messages_named += 1,
+            RecordKey::Survey { .. } => self.surveys_named += 1,
+        }
     }
 
     /// After the whole chain has verified and every row it names matched: a row that no entry

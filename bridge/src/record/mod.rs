@@ -13,6 +13,10 @@
 //! chain names, to say which one is extra. Entries written before digests existed still name
 //! their row (its presence is checked) but not its content: they are counted as unverifiable,
 //! not as tampering.
+//!
+//! Retention blanks the content of old sessions in place; the `retention.purged` entry it
+//! appends names each row it changed with its digest before and after ([`purged`]), so such a
+//! row is counted as purged by policy, and any other difference is still tampering.
 
 use chrono::SecondsFormat;
 use ring::digest;
@@ -152,9 +156,11 @@ impl Fields {
 
 /// A stored row, as a difference names it.
 mod check;
+mod purged;
 
 pub(crate) use check::{Claim, RecordCheck};
 pub use check::{Difference, Discrepancy, RecordCounts, RecordKey};
+pub(crate) use purged::{RETENTION_PURGED, Redactions};
 
 #[cfg(test)]
 mod digest_tests;

@@ -139,6 +139,7 @@ async fn an_untouched_conversation_verifies_in_pages_of_any_size() {
                     messages: 6,
                     surveys: 1,
                     unverifiable: 1,
+                    purged: 0,
                 },
                 first_difference: None,
             },

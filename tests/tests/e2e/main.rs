@@ -25,6 +25,7 @@ mod mqtt5;
 mod mqttjs;
 mod node;
 mod pipeline;
+mod retention;
 mod revocation;
 mod robustness;
 mod staff;

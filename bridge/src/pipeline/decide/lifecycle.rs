@@ -319,7 +319,10 @@ pub(crate) fn survey(
         );
     }
     if view.survey_answered == Some(true) {
-        return refuse(RejectReason::NotAllowed, "the survey was already answered");
+        return refuse(
+            RejectReason::NotAllowed,
+            "the survey was already answered, or is closed",
+        );
     }
     view.survey_answered = Some(true);
     let digest = crate::record::SurveyRecord {
