@@ -1,6 +1,7 @@
 //! courtchat's HTTP API: health and readiness, staff sign-in, people, kiosks and the applicant
-//! tokens they obtain, sessions, the audit chain, statistics, and (as the admin API issue lands)
-//! retention.
+//! tokens they obtain, sessions (lists, transcripts, the queue, assign, transfer, close, legal
+//! holds), the audit chain, statistics, retention policies, `/metrics`, and the browser pages
+//! (the agent desk and the applicant page).
 //!
 //! [`router`] builds the routes over an [`AdminState`]; [`serve`] runs them on an already-bound
 //! listener until a shutdown future resolves. Every error is answered as RFC 9457 problem
