@@ -5,10 +5,10 @@
 use chrono::{DateTime, Utc};
 use schemas::db::entities::kiosk;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use crate::audited::audited;
 use crate::kiosk_credential::{self, Issued, Presented, RandomError};
 
 /// A kiosk to enrol.
@@ -54,30 +54,6 @@ pub fn recorded(row: &kiosk::Model) -> serde_json::Value {
     })
 }
 
-/// Runs `work` in a transaction holding the audit chain, appending what it returns to the
-/// chain before committing; the chain's head is settled either way.
-async fn audited<T>(
-    store: &store::Store,
-    audit: &bridge::AuditTrail,
-    work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<(T, Option<bridge::AuditEntry>), KioskError>,
-) -> Result<T, KioskError> {
-    let txn = store.connection().begin().await?;
-    let mut chain = audit.batch(&txn).await?;
-    let done = async {
-        let (value, entry) = work(&txn).await?;
-        if let Some(entry) = entry {
-            chain.append(entry)?;
-            chain.flush(&txn).await?;
-        }
-        txn.commit().await?;
-        Ok::<_, KioskError>(value)
-    }
-    .await;
-    audit.settle(&chain, done.is_ok());
-    drop(chain);
-    done
-}
-
 /// Enrols a kiosk, with `actor` (the admin) on the audit chain. Returns the row and its
 /// credential, which is not kept anywhere: this is the only time it is seen.
 pub async fn enrol(
@@ -99,7 +75,7 @@ pub async fn enrol(
         credential,
         hash,
     } = issued;
-    let row = audited(store, audit, async |txn| {
+    let row = audited::<_, KioskError>(store, audit, async |txn| {
         let row = kiosk::ActiveModel {
             id: Set(kiosk_id),
             name: Set(new.name),
@@ -137,7 +113,7 @@ pub async fn revoke(
     if !kiosk_credential::valid_kiosk_id(kiosk_id) {
         return Ok(None);
     }
-    audited(store, audit, async |txn| {
+    audited::<_, KioskError>(store, audit, async |txn| {
         let Some(before) = kiosk::Entity::find_by_id(kiosk_id).one(txn).await? else {
             return Ok((None, None));
         };
@@ -243,7 +219,7 @@ pub async fn record_use(
     detail: serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<(), KioskError> {
-    audited(store, audit, async |txn| {
+    audited::<_, KioskError>(store, audit, async |txn| {
         let actor = row.id.clone();
         let mut active: kiosk::ActiveModel = row.into();
         active.last_used_at = Set(Some(now));

@@ -12,6 +12,7 @@ mod allowance;
 mod applicant_throttle;
 mod applicant_tokens;
 mod audit_http;
+mod audited;
 mod auth;
 mod extract;
 mod filters;

@@ -12,9 +12,11 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use schemas::db::entities::{legal_hold, retention_policy, session, session_purge};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ModelTrait,
-    QueryFilter, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, Set,
 };
+
+use crate::audited::audited;
 
 /// The longest policy name, in characters.
 pub const NAME_MAX: usize = 64;
@@ -68,32 +70,6 @@ fn recorded(row: &retention_policy::Model) -> serde_json::Value {
     serde_json::json!({ "scope": row.scope, "keep_days": row.keep_days })
 }
 
-/// Runs `work` in a transaction holding the audit chain, appending what it returns before
-/// committing; the chain's head is settled either way.
-async fn audited<T>(
-    store: &store::Store,
-    audit: &bridge::AuditTrail,
-    work: impl AsyncFnOnce(
-        &DatabaseTransaction,
-    ) -> Result<(T, Option<bridge::AuditEntry>), RetentionError>,
-) -> Result<T, RetentionError> {
-    let txn = store.connection().begin().await?;
-    let mut chain = audit.batch(&txn).await?;
-    let done = async {
-        let (value, entry) = work(&txn).await?;
-        if let Some(entry) = entry {
-            chain.append(entry)?;
-            chain.flush(&txn).await?;
-        }
-        txn.commit().await?;
-        Ok::<_, RetentionError>(value)
-    }
-    .await;
-    audit.settle(&chain, done.is_ok());
-    drop(chain);
-    done
-}
-
 /// Every policy, by name.
 pub async fn policies(
     store: &store::Store,
@@ -133,7 +109,7 @@ pub async fn create_policy(
     // Stored as it prints, so that one scope has one spelling.
     let scope = scope.parse::<bridge::Scope>()?.to_string();
     check_keep_days(keep_days)?;
-    audited(store, audit, async |txn| {
+    audited::<_, RetentionError>(store, audit, async |txn| {
         if retention_policy::Entity::find()
             .filter(retention_policy::Column::Name.eq(name))
             .one(txn)
@@ -190,7 +166,7 @@ pub async fn update_policy(
     if !valid_name(name) {
         return Ok(None);
     }
-    audited(store, audit, async |txn| {
+    audited::<_, RetentionError>(store, audit, async |txn| {
         let Some(before) = retention_policy::Entity::find()
             .filter(retention_policy::Column::Name.eq(name))
             .one(txn)
@@ -238,7 +214,7 @@ pub async fn delete_policy(
     if !valid_name(name) {
         return Ok(false);
     }
-    audited(store, audit, async |txn| {
+    audited::<_, RetentionError>(store, audit, async |txn| {
         let Some(before) = retention_policy::Entity::find()
             .filter(retention_policy::Column::Name.eq(name))
             .one(txn)
@@ -283,7 +259,7 @@ pub async fn hold(
     if !crate::storable(session_id) {
         return Ok(HoldOutcome::NoSession);
     }
-    audited(store, audit, async |txn| {
+    audited::<_, RetentionError>(store, audit, async |txn| {
         if session::Entity::find_by_id(session_id)
             .one(txn)
             .await?
@@ -334,7 +310,7 @@ pub async fn release(
     if !crate::storable(session_id) {
         return Ok(HoldOutcome::NoSession);
     }
-    audited(store, audit, async |txn| {
+    audited::<_, RetentionError>(store, audit, async |txn| {
         if session::Entity::find_by_id(session_id)
             .one(txn)
             .await?

@@ -12,25 +12,9 @@ use serde_json::{Value, json};
 use testkit::TestStack;
 use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
+use super::api::call;
 use super::chat::{connected, submit};
 use super::staff;
-
-async fn call(
-    stack: &TestStack,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
-        .request(method, stack.http_url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    Ok((response.status().as_u16(), response.json().await?))
-}
 
 async fn set_availability(stack: &TestStack, token: &str, status: &str) -> anyhow::Result<()> {
     let body = json!({"status": status});

@@ -10,6 +10,7 @@ mod admin_people;
 mod admin_queue;
 mod admin_sessions;
 mod admin_stats;
+mod api;
 mod architecture;
 mod audit_record;
 mod auth;

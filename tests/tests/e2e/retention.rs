@@ -15,32 +15,9 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use serde_json::{Value, json};
 use testkit::{TestDatabase, TestStack};
 
+use super::api::call;
 use super::chat::{self, connected, submit};
 use super::staff;
-
-async fn call(
-    stack: &TestStack,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    let mut request = reqwest::Client::new()
-        .request(method, stack.http_url(path))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status().as_u16();
-    let text = response.text().await?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    };
-    Ok((status, body))
-}
 
 /// A closed conversation on `channel`: the kiosk writes, `agent` joins, answers, writes a
 /// note and closes with a reason; with a survey answer if `survey`.
