@@ -11,6 +11,7 @@ mod m20261130_000006_staff_sign_in;
 mod m20261201_000007_kiosks;
 mod m20261201_000008_staff_availability;
 mod m20261201_000009_legal_hold;
+mod m20261201_000010_range_indexes;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_kiosks::Migration),
             Box::new(m20261201_000008_staff_availability::Migration),
             Box::new(m20261201_000009_legal_hold::Migration),
+            Box::new(m20261201_000010_range_indexes::Migration),
         ]
     }
 }
