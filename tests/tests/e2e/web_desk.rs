@@ -148,19 +148,54 @@ fn seq_list(value: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// The desk tests' staff, all in "licensing" with room for three sessions: agents Ann and Bob,
+/// supervisor Sue.
+async fn desk_team(stack: &TestStack) -> anyhow::Result<()> {
+    for (name, role) in [
+        ("ann", StaffRole::Agent),
+        ("bob", StaffRole::Agent),
+        ("sue", StaffRole::Supervisor),
+    ] {
+        staff::add_to_team(stack, name, role, Some("licensing"), Some(3)).await?;
+    }
+    Ok(())
+}
+
+/// What web-desk.mjs needs to run `scenario` against `stack`.
+fn script_config(
+    js: &testkit::JsClients,
+    stack: &TestStack,
+    scenario: &str,
+    applicant: &str,
+) -> Value {
+    json!({
+        "chromium": js.chromium,
+        "base": stack.http_url(""),
+        "password": staff::PASSWORD,
+        "scenario": scenario,
+        "applicant": applicant,
+        "mqttPath": stack.config().mqtt.websocket.path,
+        "artifacts": super::node::artifacts_dir(),
+    })
+}
+
+/// The script finished its scenario, and no page logged an error it did not expect.
+fn assert_clean(result: &Value, stderr: &str) {
+    assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
+    assert_eq!(
+        result["unexpectedErrors"],
+        json!([]),
+        "page or console errors: {result:#}"
+    );
+}
+
 #[tokio::test]
 async fn agents_and_a_supervisor_work_a_session_at_the_desk() -> anyhow::Result<()> {
     let Some(js) = testkit::js_clients() else {
         return Ok(());
     };
     let stack = TestStack::start().await?;
-    for (name, role) in [
-        ("ann", StaffRole::Agent),
-        ("bob", StaffRole::Agent),
-        ("sue", StaffRole::Supervisor),
-    ] {
-        staff::add_to_team(&stack, name, role, Some("licensing"), Some(3)).await?;
-    }
+    desk_team(&stack).await?;
     let sue = staff::sign_in(&stack, "sue").await?;
 
     // The applicant opens a session (nobody is available yet, so it waits), reads its messages
@@ -182,28 +217,15 @@ async fn agents_and_a_supervisor_work_a_session_at_the_desk() -> anyhow::Result<
     assert_eq!(ack["status"], "accepted", "{ack}");
 
     let artifacts = super::node::artifacts_dir();
-    let config = json!({
-        "chromium": js.chromium,
-        "base": stack.http_url(""),
-        "password": staff::PASSWORD,
-        "scenario": "supervised",
-        "session": session,
-        "applicant": applicant,
-        "mqttPath": stack.config().mqtt.websocket.path,
-        "artifacts": artifacts,
-    });
+    let mut config = script_config(&js, &stack, "supervised", applicant);
+    config["session"] = json!(session);
     let mut script = Script::start(&js, "web-desk.mjs", &config)?;
     let outcome = drive(&stack, &mut script, &mut kiosk, &session, &sue, applicant).await;
     let stderr = script.finish();
     let result =
         outcome.map_err(|error| anyhow::anyhow!("{error:#}\nweb-desk.mjs stderr:\n{stderr}"))?;
 
-    assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
-    assert_eq!(
-        result["unexpectedErrors"],
-        json!([]),
-        "page or console errors: {result:#}"
-    );
+    assert_clean(&result, &stderr);
     for screen in ["signIn", "desk", "phone"] {
         assert_eq!(
             result["violations"][screen],
@@ -328,13 +350,8 @@ async fn drive(
                 script.answer(json!({}))?;
             }
             "closed" => {
-                let closed = get(stack, sue, "/v1/sessions?state=closed").await?;
-                let found = closed["items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s["id"] == session);
-                anyhow::ensure!(found, "the session is not closed: {closed}");
+                let closed = listed(stack, sue, "/v1/sessions?state=closed", session).await?;
+                anyhow::ensure!(!closed.is_null(), "the session is not listed as closed");
                 script.answer(json!({}))?;
             }
             other => anyhow::bail!("unknown step {other}: {line}"),
@@ -348,38 +365,19 @@ async fn an_agent_is_notified_in_the_background_and_hands_a_session_on() -> anyh
         return Ok(());
     };
     let stack = TestStack::start().await?;
-    for (name, role) in [
-        ("ann", StaffRole::Agent),
-        ("bob", StaffRole::Agent),
-        ("sue", StaffRole::Supervisor),
-    ] {
-        staff::add_to_team(&stack, name, role, Some("licensing"), Some(3)).await?;
-    }
+    desk_team(&stack).await?;
     // Nobody is in "renewals": a session transferred there stays in the queue.
     let sue = staff::sign_in(&stack, "sue").await?;
 
     let applicant = "kiosk-desk-2";
-    let config = json!({
-        "chromium": js.chromium,
-        "base": stack.http_url(""),
-        "password": staff::PASSWORD,
-        "scenario": "handed-on",
-        "applicant": applicant,
-        "mqttPath": stack.config().mqtt.websocket.path,
-        "artifacts": super::node::artifacts_dir(),
-    });
+    let config = script_config(&js, &stack, "handed-on", applicant);
     let mut script = Script::start(&js, "web-desk.mjs", &config)?;
     let outcome = drive_handed_on(&stack, &mut script, &sue, applicant).await;
     let stderr = script.finish();
     let (result, seen) =
         outcome.map_err(|error| anyhow::anyhow!("{error:#}\nweb-desk.mjs stderr:\n{stderr}"))?;
 
-    assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
-    assert_eq!(
-        result["unexpectedErrors"],
-        json!([]),
-        "page or console errors: {result:#}"
-    );
+    assert_clean(&result, &stderr);
     let session = seen.session.as_str();
     let tag = format!("courtchat-{session}");
     // The desk's own button asked, and the (recording) browser granted.
