@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::allowance::Allowance;
+use limits::Allowance;
 
 pub struct ApplicantThrottle {
     per_address: Allowance<IpAddr>,

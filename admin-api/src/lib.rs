@@ -8,7 +8,6 @@
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
-mod allowance;
 mod applicant_throttle;
 mod applicant_tokens;
 mod audit_http;

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::allowance::Allowance;
+use limits::Allowance;
 
 /// The two limits a sign-in attempt must pass.
 pub struct LoginThrottle {

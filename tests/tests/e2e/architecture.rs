@@ -75,6 +75,7 @@ fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
         ("clap", &["courtchat"]),
         ("sea-orm-migration", &["schemas", "store"]),
         ("prometheus", &["telemetry"]),
+        ("governor", &["limits"]),
     ];
     for member in workspace_members()? {
         let manifest: toml::Table =
@@ -122,16 +123,21 @@ fn crates_depend_only_on_the_layers_below() -> anyhow::Result<()> {
     let below: &[(&str, &[&str])] = &[
         ("schemas", &[]),
         ("telemetry", &[]),
+        ("limits", &[]),
         ("store", &["schemas"]),
-        ("broker", &["schemas"]),
-        ("bridge", &["schemas", "store", "telemetry"]),
-        ("admin-api", &["schemas", "store", "bridge", "telemetry"]),
+        ("broker", &["schemas", "limits"]),
+        ("bridge", &["schemas", "store", "telemetry", "limits"]),
+        (
+            "admin-api",
+            &["schemas", "store", "bridge", "telemetry", "limits"],
+        ),
         ("bench", &["schemas", "store"]),
         (
             "courtchat",
             &[
                 "schemas",
                 "telemetry",
+                "limits",
                 "store",
                 "broker",
                 "bridge",
