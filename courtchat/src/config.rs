@@ -145,6 +145,43 @@ impl Config {
                 "the rate must be positive and the burst at least 1",
             ));
         }
+        for (key, per_second, burst) in [
+            (
+                "bridge.receipt_rate_per_second",
+                self.bridge.receipt_rate_per_second,
+                self.bridge.receipt_rate_burst,
+            ),
+            (
+                "bridge.resync_rate_per_second",
+                self.bridge.resync_rate_per_second,
+                self.bridge.resync_rate_burst,
+            ),
+        ] {
+            if !(per_second > 0.0 && per_second <= 1e9 && burst >= 1.0) {
+                return Err(invalid(
+                    key,
+                    "the rate must be positive and the burst at least 1",
+                ));
+            }
+        }
+        if self.bridge.resync_bytes_per_second == 0 {
+            return Err(invalid("bridge.resync_bytes_per_second", "must be at least 1"));
+        }
+        // A budget smaller than a page would refuse every full page for good.
+        if self.bridge.resync_bytes_burst < self.bridge.resync_page_bytes as u64
+            || self.bridge.resync_bytes_burst > u64::from(u32::MAX)
+        {
+            return Err(invalid(
+                "bridge.resync_bytes_burst",
+                "must be between bridge.resync_page_bytes and 4294967295",
+            ));
+        }
+        if self.bridge.max_open_sessions_per_applicant == 0 {
+            return Err(invalid(
+                "bridge.max_open_sessions_per_applicant",
+                "must be at least 1",
+            ));
+        }
         if self.bridge.lock_lease_secs == 0 {
             return Err(invalid("bridge.lock_lease_secs", "must be at least 1"));
         }

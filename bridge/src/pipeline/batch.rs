@@ -15,9 +15,11 @@ use sea_orm::{Set, TransactionTrait};
 
 use super::decide::lifecycle::{self, OpenedBefore};
 use super::decide::{self, Context, Effects, Verdict, routing};
+use super::disclosure::reason_id;
 use super::dispatch;
 use super::input::{
-    check_action, check_body, client_msg_id_of, new_session_id, primary_content, request_digest,
+    check_action, check_body, client_msg_id_of, given_reason, new_session_id, primary_content,
+    request_digest, same_entry,
 };
 use super::load::{Answered, Key, answered, opened_before, overseers, staff_roles};
 use super::outbox::Outbox;
@@ -26,6 +28,7 @@ use super::worker::Worker;
 use super::{PipelineError, writer};
 use crate::audit::{AuditEntry, AuditTrail};
 use crate::link::Incoming;
+use crate::rate::{Charge, SenderLimits};
 
 /// A submission after parsing and checking, before deciding.
 enum Parsed {
@@ -51,8 +54,84 @@ enum Parsed {
         reason: RejectReason,
         message: String,
     },
+    /// Over the sender's limit: refused before anything is loaded or decided, and not audited
+    /// (a flood of refusals must cost the record nothing; they are counted in the metrics).
+    Limited {
+        sender: String,
+        session_id: Option<String>,
+        cmid: String,
+        message: String,
+    },
     /// Not a topic the pipeline answers (its subscriptions rule this out).
     Ignored,
+}
+
+impl Parsed {
+    /// The sender, the session (if any) and the client message id.
+    fn names(&self) -> Option<(&str, Option<&str>, &str)> {
+        match self {
+            Parsed::Open { applicant, request } => {
+                Some((applicant, None, &request.client_msg_id))
+            }
+            Parsed::Submit {
+                session_id,
+                sender,
+                submission,
+            } => Some((sender, Some(session_id), &submission.client_msg_id)),
+            Parsed::Staff {
+                subject,
+                submission,
+            } => Some((subject, None, &submission.client_msg_id)),
+            Parsed::Refused {
+                sender,
+                session_id,
+                cmid,
+                ..
+            }
+            | Parsed::Limited {
+                sender,
+                session_id,
+                cmid,
+                ..
+            } => Some((sender, session_id.as_deref(), cmid)),
+            Parsed::Ignored => None,
+        }
+    }
+}
+
+/// Charges a submission to its sender's allowance (`rate`), or refuses it as `rate_limited`.
+fn limit(limits: &SenderLimits, parsed: Parsed, now: Instant) -> Parsed {
+    let charge = match &parsed {
+        Parsed::Submit { submission, .. } => match submission.action {
+            Action::Receipt { .. } => Charge::Receipt,
+            Action::Resync { .. } => Charge::Resync,
+            _ => Charge::Action,
+        },
+        Parsed::Ignored | Parsed::Limited { .. } => return parsed,
+        _ => Charge::Action,
+    };
+    let Some((sender, session_id, cmid)) = parsed.names() else {
+        return parsed;
+    };
+    match limits.take(charge, sender, now) {
+        Ok(()) => parsed,
+        Err(wait) => {
+            let what = match charge {
+                Charge::Action => "submissions",
+                Charge::Receipt => "receipts",
+                Charge::Resync => "resyncs",
+            };
+            Parsed::Limited {
+                sender: sender.to_owned(),
+                session_id: session_id.map(str::to_owned),
+                cmid: cmid.to_owned(),
+                message: format!(
+                    "too many {what}; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+            }
+        }
+    }
 }
 
 fn parse(incoming: &Incoming, max_body_bytes: usize) -> Parsed {
@@ -169,28 +248,42 @@ impl Worker {
     pub(super) async fn decide(&mut self, batch: &[Incoming]) -> Result<Decided, PipelineError> {
         let txn = self.store.connection();
         let now = Utc::now().trunc_subsecs(6);
+        let instant = Instant::now();
         let parsed: Vec<Parsed> = batch
             .iter()
             .map(|incoming| parse(incoming, self.config.max_body_bytes))
+            .map(|parsed| limit(&self.limits, parsed, instant))
             .collect();
+        if !self.attendance.is_loaded() {
+            self.attendance.load(txn, now).await?;
+        }
+        // Whatever an applicant submits says they are there.
+        for p in &parsed {
+            if let Some((sender, Some(session_id), _)) = p.names() {
+                self.attendance.heard(session_id, sender, None, now);
+            }
+        }
 
         // What deciding needs, loaded for the whole batch.
-        let wanted = parsed
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Submit {
-                    session_id,
-                    sender,
-                    submission,
-                } => Some((
-                    session_id.clone(),
-                    sender.clone(),
-                    submission.client_msg_id.clone(),
-                )),
-                _ => None,
-            })
-            .collect();
-        let wanted: std::collections::HashSet<Key> = wanted;
+        let mut wanted = std::collections::HashSet::<Key>::new();
+        for p in &parsed {
+            if let Parsed::Submit {
+                session_id,
+                sender,
+                submission,
+            } = p
+            {
+                let cmid = &submission.client_msg_id;
+                wanted.insert((session_id.clone(), sender.clone(), cmid.clone()));
+                // The note that holds the reason of an earlier escalate or close, to compare.
+                if matches!(
+                    submission.action,
+                    Action::Escalate { .. } | Action::Close { .. }
+                ) {
+                    wanted.insert((session_id.clone(), sender.clone(), reason_id(cmid)));
+                }
+            }
+        }
         let mut answered = answered(txn, wanted.clone()).await?;
         for key in &wanted {
             if let Some(pending) = self.pending.answers.get(key) {
@@ -248,10 +341,13 @@ impl Worker {
                         opens.insert(key, before);
                     }
                 }
-                Parsed::Staff { .. } | Parsed::Refused { .. } | Parsed::Ignored => {}
+                Parsed::Staff { .. }
+                | Parsed::Refused { .. }
+                | Parsed::Limited { .. }
+                | Parsed::Ignored => {}
             }
         }
-        let staff = staff_roles(txn, named_staff).await?;
+        let (staff, teams) = staff_roles(txn, named_staff).await?;
         let overseers = overseers(txn, acting_from_outside).await?;
         // Staff added since the roster was last read say they are available: read it again.
         let unseated = parsed
@@ -266,11 +362,13 @@ impl Worker {
         let mut new_opens = HashMap::new();
         let mut ctx = Context {
             now,
-            instant: Instant::now(),
+            instant,
             config: &self.config,
-            limiter: &mut self.limiter,
+            limits: &self.limits,
             staff: &staff,
+            teams: &teams,
             overseers: &overseers,
+            attendance: &self.attendance,
         };
         for (index, p) in parsed.into_iter().enumerate() {
             let index = Some(index);
@@ -308,6 +406,16 @@ impl Worker {
                     reason,
                     &message,
                 ),
+                Parsed::Limited {
+                    sender,
+                    session_id,
+                    cmid,
+                    message,
+                } => {
+                    let reason = RejectReason::RateLimited;
+                    let ack = rejection(&cmid, session_id.as_deref(), reason, &message);
+                    fx.outbox.answer(index, &sender, &ack);
+                }
                 Parsed::Open { applicant, request } => {
                     let cmid = request.client_msg_id.clone();
                     let key = (applicant.clone(), cmid.clone());
@@ -354,10 +462,21 @@ impl Worker {
                 } => {
                     let cmid = submission.client_msg_id.clone();
                     let key = (session_id.clone(), sender.clone(), cmid.clone());
+                    let reason_key = (session_id.clone(), sender.clone(), reason_id(&cmid));
                     if let Some(original) = answered.get(&key).cloned() {
-                        resubmitted(&mut fx, index, &key, &submission.action, original);
+                        let reason = answered.get(&reason_key);
+                        resubmitted(&mut fx, index, &key, &submission.action, original, reason);
                         continue;
                     }
+                    // Kept, should it be accepted, to compare a resubmission with.
+                    let reason_note = given_reason(&submission.action).map(|body| {
+                        Answered::Entry {
+                            seq: 0,
+                            content: Some(wire::StreamContent::Note {
+                                body: body.to_owned(),
+                            }),
+                        }
+                    });
                     let content = primary_content(&submission.action, &sender);
                     // Only a kept acknowledgement needs the request's digest (entries are
                     // compared by content): no hash per message on the hot path.
@@ -377,6 +496,10 @@ impl Worker {
                             let answer = Answered::Entry { seq: *seq, content };
                             new_answers.insert(key.clone(), answer.clone());
                             answered.insert(key, answer);
+                            if let Some(note) = reason_note {
+                                new_answers.insert(reason_key.clone(), note.clone());
+                                answered.insert(reason_key, note);
+                            }
                         }
                         Verdict::Accepted { seq: None } => {
                             // Entries answer resubmissions through the messages table; the
@@ -399,6 +522,7 @@ impl Worker {
                             from_seq,
                             to_seq,
                             staff,
+                            max_bytes,
                         } => {
                             // Answered once this batch's own entries are written.
                             let last_seq = self
@@ -413,6 +537,7 @@ impl Worker {
                                 from_seq: *from_seq,
                                 to_seq: *to_seq,
                                 last_seq,
+                                max_bytes: *max_bytes,
                             });
                             fx.outbox.answer(index, &sender, &serde_json::Value::Null);
                             continue;
@@ -429,6 +554,7 @@ impl Worker {
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
+        self.attendance.follow(&fx);
 
         fx.seal(&self.views);
         let touched = batch
@@ -483,6 +609,7 @@ pub(crate) struct ResyncJob {
     from_seq: u64,
     to_seq: u64,
     last_seq: u64,
+    max_bytes: usize,
 }
 
 /// A batch decided and not yet stored.
@@ -536,6 +663,7 @@ pub(crate) async fn store(
                 from_seq: job.from_seq,
                 to_seq: job.to_seq,
                 last_seq: job.last_seq,
+                max_bytes: job.max_bytes,
             };
             let page = resync::page(&txn, &request, limits).await?;
             fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
@@ -598,7 +726,12 @@ pub(crate) fn reject(
         session_id: session_id.map(str::to_owned),
         detail: serde_json::json!({ "client_msg_id": cmid, "reason": reason, "message": message }),
     });
-    let ack = Ack {
+    let ack = rejection(cmid, session_id, reason, message);
+    fx.outbox.answer(index, sender, &ack);
+}
+
+fn rejection(cmid: &str, session_id: Option<&str>, reason: RejectReason, message: &str) -> Ack {
+    Ack {
         v: wire::VERSION,
         client_msg_id: cmid.to_owned(),
         session_id: session_id.map(str::to_owned),
@@ -606,22 +739,27 @@ pub(crate) fn reject(
             reason,
             message: message.to_owned(),
         },
-    };
-    fx.outbox.answer(index, sender, &ack);
+    }
 }
 
 /// A submission with an id already answered: the original answer if it is the same
-/// submission, `duplicate_id` if the id was reused for another.
+/// submission, `duplicate_id` if the id was reused for another. `reason` is the note that holds
+/// the reason the original gave, if it was an escalate or close with one.
 fn resubmitted(
     fx: &mut Effects,
     index: Option<usize>,
     (session_id, sender, cmid): &Key,
     action: &Action,
     original: Answered,
+    reason: Option<&Answered>,
 ) {
     let same = match &original {
         Answered::Entry { content, .. } => {
-            primary_content(action, sender).as_ref() == content.as_ref()
+            let reason = match reason {
+                Some(Answered::Entry { content, .. }) => content.as_ref(),
+                _ => None,
+            };
+            same_entry(action, sender, content.as_ref(), reason)
         }
         Answered::Ack { digest, .. } => digest
             .as_ref()

@@ -13,10 +13,12 @@
 //! is decided again one submission at a time, so one bad submission costs only itself. A
 //! supervisor restarts a worker that ends or panics.
 
+mod attendance;
 mod batch;
 mod commands;
 mod config;
 mod decide;
+mod disclosure;
 mod dispatch;
 mod input;
 mod load;

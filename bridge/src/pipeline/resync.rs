@@ -1,4 +1,5 @@
-//! Resync: a page of a session's stored stream, for a client that missed entries.
+//! Resync: a page of a session's stored stream, for a client that missed entries. An applicant's
+//! page holds the applicant's form of each entry (`disclosure`), whatever the row holds.
 
 use schemas::db::entities::message;
 use schemas::wire::{self, Resync, StreamEntry};
@@ -7,6 +8,7 @@ use sea_orm::{
 };
 
 use super::PipelineError;
+use super::disclosure::for_applicant;
 use super::input::stored_content;
 
 /// What a resync asks for, once decided.
@@ -19,6 +21,9 @@ pub(crate) struct PageRequest<'a> {
     pub to_seq: u64,
     /// The session's last entry when the request was decided.
     pub last_seq: u64,
+    /// Most bytes of entries the sender's budget granted this page (at least one entry is
+    /// always sent).
+    pub max_bytes: usize,
 }
 
 /// How large a page may be.
@@ -82,6 +87,7 @@ pub(crate) async fn page(
         .limit(limits.entries as u64 + 1)
         .all(txn)
         .await?;
+    let max_bytes = limits.bytes.min(request.max_bytes);
     let (mut entries, mut used, mut next_from_seq) = (Vec::new(), 0, None);
     for (n, row) in rows.into_iter().enumerate() {
         if n == limits.entries {
@@ -92,6 +98,11 @@ pub(crate) async fn page(
         let seq = row.seq as u64;
         let prev = if is_note { prev_note } else { prev_public };
         if let Some(content) = stored_content(&row) {
+            let content = if request.staff {
+                content
+            } else {
+                for_applicant(content)
+            };
             let entry = StreamEntry {
                 v: wire::VERSION,
                 session_id: session_id.to_owned(),
@@ -102,7 +113,7 @@ pub(crate) async fn page(
                 content,
             };
             let size = serde_json::to_vec(&entry).map_or(0, |bytes| bytes.len()) + 1;
-            if !entries.is_empty() && used + size > limits.bytes {
+            if !entries.is_empty() && used + size > max_bytes {
                 next_from_seq = Some(seq);
                 break;
             }

@@ -59,6 +59,19 @@ pub(crate) struct StoredSeat {
     pub available: bool,
 }
 
+/// A member of staff whose seat went or changed while they took part in sessions: the sweep
+/// decides whether they may still hold each (`decide::staffing`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Departure {
+    pub subject: String,
+    /// Their role and team now; `None`: no longer active staff who take part in sessions.
+    pub now: Option<(ParticipantRole, Option<String>)>,
+    /// Whether their role changed (otherwise their team did, or their seat went).
+    pub role_changed: bool,
+    /// The open sessions they take part in.
+    pub sessions: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Roster {
     seats: HashMap<String, Seat>,
@@ -66,6 +79,8 @@ pub(crate) struct Roster {
     waiting: BTreeSet<(DateTime<Utc>, String)>,
     /// Each waiting session's place in `waiting` and team.
     waiting_index: HashMap<String, (DateTime<Utc>, Option<String>)>,
+    /// Seats that went or changed since the sweep last took them.
+    departures: Vec<Departure>,
 }
 
 impl Roster {
@@ -82,13 +97,41 @@ impl Roster {
     /// team and capacity follow the table. Availability stays as decided here, because the
     /// pipeline is its only writer and the table may not show a decision that is not stored
     /// yet.
+    ///
+    /// Staff who lose their seat, or whose role or team changes, while taking part in sessions
+    /// are kept as departures for the sweep ([`Roster::take_departures`]).
     pub fn refresh(&mut self, stored: Vec<StoredSeat>) {
         let present: HashSet<&str> = stored.iter().map(|s| s.subject.as_str()).collect();
-        self.seats
-            .retain(|subject, _| present.contains(subject.as_str()));
+        let gone: Vec<String> = self
+            .seats
+            .keys()
+            .filter(|subject| !present.contains(subject.as_str()))
+            .cloned()
+            .collect();
+        for subject in gone {
+            if let Some(seat) = self.seats.remove(&subject)
+                && !seat.sessions.is_empty()
+            {
+                self.departures.push(Departure {
+                    subject,
+                    now: None,
+                    role_changed: false,
+                    sessions: sorted(&seat.sessions),
+                });
+            }
+        }
         for row in stored {
             match self.seats.get_mut(&row.subject) {
                 Some(seat) => {
+                    let role_changed = seat.role != row.role;
+                    if (role_changed || seat.team != row.team) && !seat.sessions.is_empty() {
+                        self.departures.push(Departure {
+                            subject: row.subject.clone(),
+                            now: Some((row.role, row.team.clone())),
+                            role_changed,
+                            sessions: sorted(&seat.sessions),
+                        });
+                    }
                     seat.role = row.role;
                     seat.team = row.team;
                     seat.capacity = row.capacity;
@@ -98,6 +141,33 @@ impl Roster {
                     self.seats.insert(row.subject, seat);
                 }
             }
+        }
+    }
+
+    /// Takes the departures recorded since the last call.
+    pub fn take_departures(&mut self) -> Vec<Departure> {
+        std::mem::take(&mut self.departures)
+    }
+
+    /// Records that `subject`, who has no seat (no longer active staff), still takes part in
+    /// `session_id` as the roster is read from the database: a departure the pipeline did not
+    /// see happen (it was not running, or its roster was dropped).
+    pub fn seatless(&mut self, session_id: &str, subject: &str) {
+        if self.seats.contains_key(subject) {
+            return;
+        }
+        match self
+            .departures
+            .iter_mut()
+            .find(|d| d.subject == subject && d.now.is_none())
+        {
+            Some(departure) => departure.sessions.push(session_id.to_owned()),
+            None => self.departures.push(Departure {
+                subject: subject.to_owned(),
+                now: None,
+                role_changed: false,
+                sessions: vec![session_id.to_owned()],
+            }),
         }
     }
 
@@ -219,6 +289,13 @@ impl Roster {
     }
 }
 
+/// A seat's sessions in a stable order.
+fn sorted(sessions: &HashSet<String>) -> Vec<String> {
+    let mut sessions: Vec<String> = sessions.iter().cloned().collect();
+    sessions.sort();
+    sessions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +397,62 @@ mod tests {
         // Disabled staff (no longer in the table) lose their seat.
         roster.refresh(Vec::new());
         assert!(roster.seat("cat").is_none());
+    }
+
+    #[test]
+    fn staff_who_lose_their_seat_or_change_while_in_sessions_depart() {
+        let mut roster = roster(&[
+            ("ann", Some("fines"), 2, true),
+            ("bob", Some("fines"), 2, true),
+            ("cat", Some("fines"), 2, true),
+            ("dan", Some("fines"), 2, true),
+        ]);
+        for (session, agent) in [("s-1", "ann"), ("s-2", "bob"), ("s-3", "cat"), ("s-4", "cat")] {
+            roster.joined(session, agent);
+        }
+        let stored = |subject: &str, role, team: Option<&str>, capacity| StoredSeat {
+            subject: subject.into(),
+            role,
+            team: team.map(str::to_owned),
+            capacity,
+            available: true,
+        };
+        // ann is disabled (gone from the table); bob moves team; cat becomes a supervisor;
+        // dan, in no session, moves team; a capacity change is no departure.
+        roster.refresh(vec![
+            stored("bob", ParticipantRole::Agent, Some("renewals"), 2),
+            stored("cat", ParticipantRole::Supervisor, Some("fines"), 1),
+            stored("dan", ParticipantRole::Agent, Some("renewals"), 2),
+        ]);
+        let mut departures = roster.take_departures();
+        departures.sort_by(|a, b| a.subject.cmp(&b.subject));
+        let summary: Vec<(&str, Option<ParticipantRole>, bool, Vec<&str>)> = departures
+            .iter()
+            .map(|d| {
+                (
+                    d.subject.as_str(),
+                    d.now.as_ref().map(|(role, _)| *role),
+                    d.role_changed,
+                    d.sessions.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ann", None, false, vec!["s-1"]),
+                ("bob", Some(ParticipantRole::Agent), false, vec!["s-2"]),
+                ("cat", Some(ParticipantRole::Supervisor), true, vec!["s-3", "s-4"]),
+            ]
+        );
+        assert!(roster.take_departures().is_empty(), "taken once");
+        // Read from the database: a participant with no seat is a departure too.
+        roster.seatless("s-9", "eve");
+        roster.seatless("s-8", "eve");
+        roster.seatless("s-7", "bob");
+        let departures = roster.take_departures();
+        assert_eq!(departures.len(), 1);
+        assert_eq!(departures[0].sessions, ["s-9", "s-8"]);
     }
 
     #[test]
