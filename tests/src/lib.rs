@@ -460,6 +460,24 @@ impl TestStack {
             .store()
     }
 
+    /// Stops the stack and starts a new one on the same database and configuration (on new
+    /// ports), as a server restart does: the new stack knows only what the record holds.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        let mut config = self.config.clone();
+        // A pipeline started outside the server (COURTCHAT_TEST_BRIDGE=separate) is again.
+        if self.pipeline.is_some() {
+            config.bridge.in_process = true;
+        }
+        if let Some((stop, task)) = self.pipeline.take() {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        Self::start_with(self._database, move |restarted| *restarted = config).await
+    }
+
     /// Stops the stack and waits until every listener, connection and the database are closed.
     pub async fn shutdown(mut self) {
         if let Some((stop, task)) = self.pipeline.take() {
