@@ -317,33 +317,34 @@ impl Driver {
                         .and_then(|p| p.max_packet_size)
                         .map_or(UNLIMITED_PACKET, |size| size as usize);
                     self.max_packet.store(limit, Ordering::Relaxed);
-                    // Presence on every connection, even a resumed session: subscribing makes
-                    // the gateway send every subject's latest presence again.
-                    self.eventloop
-                        .pending
-                        .push_front(Request::Subscribe(Subscribe::new(
-                            Filter::new(
-                                format!("{}/sessions/+/presence/+", schemas::topics::PREFIX),
-                                QoS::AtMostOnce,
-                            ),
-                            None,
-                        )));
+                    // Presence is subscribed on every connection, even a resumed session:
+                    // subscribing makes the gateway send every subject's latest presence again.
+                    let presence = Filter::new(
+                        format!("{}/sessions/+/presence/+", schemas::topics::PREFIX),
+                        QoS::AtMostOnce,
+                    );
                     if connack.session_present {
                         // The gateway kept our subscriptions: submissions flow already.
                         tracing::info!("chat pipeline connected (session resumed)");
                         self.ready.send_replace(true);
+                        self.eventloop
+                            .pending
+                            .push_front(Request::Subscribe(Subscribe::new(presence, None)));
                     } else {
-                        // A new session: what we had been given is gone with the old one.
+                        // A new session: what we had been given is gone with the old one. One
+                        // SUBSCRIBE, so that when it is acknowledged (ready) presence is heard
+                        // too.
                         lock(&self.seen).clear();
+                        let submissions = [
+                            format!("{}/open/+", schemas::topics::PREFIX),
+                            format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
+                            format!("{}/staff/+/submit", schemas::topics::PREFIX),
+                        ]
+                        .map(|path| Filter::new(path, QoS::AtLeastOnce));
                         self.eventloop
                             .pending
                             .push_front(Request::Subscribe(Subscribe::new_many(
-                                [
-                                    format!("{}/open/+", schemas::topics::PREFIX),
-                                    format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
-                                    format!("{}/staff/+/submit", schemas::topics::PREFIX),
-                                ]
-                                .map(|path| Filter::new(path, QoS::AtLeastOnce)),
+                                submissions.into_iter().chain([presence]),
                                 None,
                             )));
                     }

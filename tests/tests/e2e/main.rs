@@ -2,6 +2,7 @@
 //!
 //! One test binary with a module per area, so the workspace links the stack once.
 
+mod abandoned;
 mod admin_audit;
 mod admin_fuzz;
 mod admin_kiosks;
@@ -27,6 +28,7 @@ mod mqttjs;
 mod node;
 mod participants;
 mod pipeline;
+mod restart;
 mod retention;
 mod revocation;
 mod robustness;
