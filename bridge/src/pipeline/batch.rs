@@ -349,10 +349,15 @@ impl Worker {
         }
         let (staff, teams) = staff_roles(txn, named_staff).await?;
         let overseers = overseers(txn, acting_from_outside).await?;
-        // Staff added since the roster was last read say they are available: read it again.
+        // Staff added since the roster was last read say they are available, join or are
+        // handed a session: read it again, so that their seat counts what they take (and a
+        // later change of their role or team finds their sessions).
         let unseated = parsed
             .iter()
-            .any(|p| matches!(p, Parsed::Staff { subject, .. } if roster.seat(subject).is_none()));
+            .any(|p| matches!(p, Parsed::Staff { subject, .. } if roster.seat(subject).is_none()))
+            || staff
+                .iter()
+                .any(|(subject, role)| role.is_some() && roster.seat(subject).is_none());
         if unseated {
             roster.refresh(dispatch::stored_seats(txn).await?);
         }

@@ -33,6 +33,7 @@ mod retention;
 mod revocation;
 mod robustness;
 mod staff;
+mod staff_departures;
 mod staff_only;
 mod staff_revocation;
 mod storage;
