@@ -55,7 +55,10 @@ impl SenderLimits {
                 "bridge.receipt_rate_per_second",
                 config.receipt_rate_per_second,
                 config.receipt_rate_burst,
-                (defaults.receipt_rate_per_second, defaults.receipt_rate_burst),
+                (
+                    defaults.receipt_rate_per_second,
+                    defaults.receipt_rate_burst,
+                ),
             )),
             resyncs: Allowance::new(rate(
                 "bridge.resync_rate_per_second",
@@ -86,7 +89,12 @@ impl SenderLimits {
     }
 
     /// Charges `bytes` of resync entries to `sender`'s budget at `now` (all or nothing).
-    pub fn take_resync_bytes(&self, sender: &str, bytes: usize, now: Instant) -> Result<(), Refused> {
+    pub fn take_resync_bytes(
+        &self,
+        sender: &str,
+        bytes: usize,
+        now: Instant,
+    ) -> Result<(), Refused> {
         let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
         self.resync_bytes.take_n_at(&sender.to_owned(), bytes, now)
     }
@@ -160,7 +168,11 @@ mod tests {
         ];
         for (sender, kind, at, allowed) in rows {
             let taken = limits.take(kind, sender, ms(at));
-            assert_eq!(taken.is_ok(), allowed, "{sender} {kind:?} at {at} ms: {taken:?}");
+            assert_eq!(
+                taken.is_ok(),
+                allowed,
+                "{sender} {kind:?} at {at} ms: {taken:?}"
+            );
         }
     }
 

@@ -165,7 +165,10 @@ impl Config {
             }
         }
         if self.bridge.resync_bytes_per_second == 0 {
-            return Err(invalid("bridge.resync_bytes_per_second", "must be at least 1"));
+            return Err(invalid(
+                "bridge.resync_bytes_per_second",
+                "must be at least 1",
+            ));
         }
         // A budget smaller than a page would refuse every full page for good.
         if self.bridge.resync_bytes_burst < self.bridge.resync_page_bytes as u64

@@ -164,7 +164,11 @@ mod tests {
     fn attendance(sessions: &[(&str, &str)]) -> Attendance {
         let mut attendance = Attendance::default();
         for (id, applicant) in sessions {
-            attendance.watch((*id).to_owned(), (*applicant).to_owned(), Seen::GoneSince(at(0)));
+            attendance.watch(
+                (*id).to_owned(),
+                (*applicant).to_owned(),
+                Seen::GoneSince(at(0)),
+            );
         }
         attendance.loaded = true;
         attendance
@@ -195,7 +199,11 @@ mod tests {
         ];
         for (status, subject, t, expected) in rows {
             attendance.heard("s-1", subject, status, at(t));
-            assert_eq!(seen(&attendance, "s-1"), expected, "{status:?} from {subject} at {t}");
+            assert_eq!(
+                seen(&attendance, "s-1"),
+                expected,
+                "{status:?} from {subject} at {t}"
+            );
         }
         // A session not watched is not learnt from presence.
         attendance.heard("s-9", "kiosk-9", Some(Online), at(1));
@@ -204,7 +212,8 @@ mod tests {
 
     #[test]
     fn open_sessions_are_counted_per_applicant() {
-        let mut attendance = attendance(&[("s-1", "kiosk-1"), ("s-2", "kiosk-1"), ("s-3", "kiosk-2")]);
+        let mut attendance =
+            attendance(&[("s-1", "kiosk-1"), ("s-2", "kiosk-1"), ("s-3", "kiosk-2")]);
         assert_eq!(attendance.open_sessions_of("kiosk-1"), 2);
         assert_eq!(attendance.applicant_of("s-3"), Some("kiosk-2"));
         let mut fx = Effects::default();

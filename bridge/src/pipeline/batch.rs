@@ -70,9 +70,7 @@ impl Parsed {
     /// The sender, the session (if any) and the client message id.
     fn names(&self) -> Option<(&str, Option<&str>, &str)> {
         match self {
-            Parsed::Open { applicant, request } => {
-                Some((applicant, None, &request.client_msg_id))
-            }
+            Parsed::Open { applicant, request } => Some((applicant, None, &request.client_msg_id)),
             Parsed::Submit {
                 session_id,
                 sender,
@@ -125,10 +123,7 @@ fn limit(limits: &SenderLimits, parsed: Parsed, now: Instant) -> Parsed {
                 sender: sender.to_owned(),
                 session_id: session_id.map(str::to_owned),
                 cmid: cmid.to_owned(),
-                message: format!(
-                    "too many {what}; retry in {} ms",
-                    wait.as_millis().max(1)
-                ),
+                message: format!("too many {what}; retry in {} ms", wait.as_millis().max(1)),
             }
         }
     }
@@ -474,14 +469,13 @@ impl Worker {
                         continue;
                     }
                     // Kept, should it be accepted, to compare a resubmission with.
-                    let reason_note = given_reason(&submission.action).map(|body| {
-                        Answered::Entry {
+                    let reason_note =
+                        given_reason(&submission.action).map(|body| Answered::Entry {
                             seq: 0,
                             content: Some(wire::StreamContent::Note {
                                 body: body.to_owned(),
                             }),
-                        }
-                    });
+                        });
                     let content = primary_content(&submission.action, &sender);
                     // Only a kept acknowledgement needs the request's digest (entries are
                     // compared by content): no hash per message on the hot path.

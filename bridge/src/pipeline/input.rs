@@ -284,8 +284,18 @@ mod tests {
         };
         // (action, stored event, stored reason note, same?)
         let rows = [
-            (close(Some("done")), stored.clone(), Some(note("done")), true),
-            (close(Some("spam")), stored.clone(), Some(note("done")), false),
+            (
+                close(Some("done")),
+                stored.clone(),
+                Some(note("done")),
+                true,
+            ),
+            (
+                close(Some("spam")),
+                stored.clone(),
+                Some(note("done")),
+                false,
+            ),
             (close(None), stored.clone(), Some(note("done")), false),
             (close(None), stored.clone(), None, true),
             (close(Some("  ")), stored.clone(), None, true),

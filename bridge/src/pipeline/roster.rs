@@ -407,7 +407,12 @@ mod tests {
             ("cat", Some("fines"), 2, true),
             ("dan", Some("fines"), 2, true),
         ]);
-        for (session, agent) in [("s-1", "ann"), ("s-2", "bob"), ("s-3", "cat"), ("s-4", "cat")] {
+        for (session, agent) in [
+            ("s-1", "ann"),
+            ("s-2", "bob"),
+            ("s-3", "cat"),
+            ("s-4", "cat"),
+        ] {
             roster.joined(session, agent);
         }
         let stored = |subject: &str, role, team: Option<&str>, capacity| StoredSeat {
@@ -442,7 +447,12 @@ mod tests {
             [
                 ("ann", None, false, vec!["s-1"]),
                 ("bob", Some(ParticipantRole::Agent), false, vec!["s-2"]),
-                ("cat", Some(ParticipantRole::Supervisor), true, vec!["s-3", "s-4"]),
+                (
+                    "cat",
+                    Some(ParticipantRole::Supervisor),
+                    true,
+                    vec!["s-3", "s-4"]
+                ),
             ]
         );
         assert!(roster.take_departures().is_empty(), "taken once");

@@ -35,7 +35,8 @@ async fn desk(stack: &TestStack, name: &str) -> anyhow::Result<Participant> {
         )])
         .await?;
     anyhow::ensure!(codes.len() == 1, "{codes:?}");
-    let available = json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"});
+    let available =
+        json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"});
     let ack = desk
         .submit(format!("cc/v1/staff/{name}/submit"), available)
         .await?;
@@ -82,8 +83,11 @@ async fn a_session_whose_applicant_went_offline_is_closed_and_the_agent_gets_the
     ann.until("the first session", |seen| assigned(seen, &s1))
         .await?;
     ann.follow(&s1, &["messages", "notes", "lock"]).await?;
-    ann.accepted(&s1, json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}))
-        .await?;
+    ann.accepted(
+        &s1,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     let mut second = Participant::applicant(&stack, "kiosk-2").await?;
     let s2 = second.open(None).await?;
     second.presence(&s2, "online").await?;
@@ -109,7 +113,11 @@ async fn a_session_whose_applicant_went_offline_is_closed_and_the_agent_gets_the
         "{notes:?}"
     );
     let locks: Vec<&Value> = ann.entries("lock");
-    assert_eq!(locks.last().map(|l| l["holder"].clone()), Some(Value::Null), "{locks:?}");
+    assert_eq!(
+        locks.last().map(|l| l["holder"].clone()),
+        Some(Value::Null),
+        "{locks:?}"
+    );
     assert_eq!(status(&stack, &s1).await?, session::SessionStatus::Closed);
     let abandoned = audited(&stack, &s1, "session.abandoned").await?;
     assert_eq!(abandoned.len(), 1, "{abandoned:?}");
@@ -137,18 +145,30 @@ async fn after_a_restart_an_applicant_not_heard_of_is_gone_and_one_who_speaks_is
     // After the restart one applicant says it is there; nothing is heard of the other.
     let mut talker = Participant::applicant(&stack, "kiosk-talker").await?;
     talker.presence(&there, "online").await?;
-    eventually(Duration::from_secs(15), "the silent applicant's session closes", || async {
-        Ok(status(&stack, &gone).await? == session::SessionStatus::Closed)
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the silent applicant's session closes",
+        || async { Ok(status(&stack, &gone).await? == session::SessionStatus::Closed) },
+    )
     .await?;
     let abandoned = audited(&stack, &gone, "session.abandoned").await?;
     assert_eq!(abandoned.len(), 1, "{abandoned:?}");
     // The present one is open, well past the time.
     talker
-        .accepted(&there, json!({"client_msg_id": "m", "type": "message", "body": "Still here"}))
+        .accepted(
+            &there,
+            json!({"client_msg_id": "m", "type": "message", "body": "Still here"}),
+        )
         .await?;
-    assert_eq!(status(&stack, &there).await?, session::SessionStatus::Queued);
-    assert!(audited(&stack, &there, "session.abandoned").await?.is_empty());
+    assert_eq!(
+        status(&stack, &there).await?,
+        session::SessionStatus::Queued
+    );
+    assert!(
+        audited(&stack, &there, "session.abandoned")
+            .await?
+            .is_empty()
+    );
     stack.shutdown().await;
     Ok(())
 }

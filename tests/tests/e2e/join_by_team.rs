@@ -36,7 +36,11 @@ async fn only_the_sessions_team_and_supervisors_join_it() -> anyhow::Result<()> 
         ("cat", &anyone, true),
     ];
     for (name, session, allowed) in rows {
-        let role = if name == "sue" { Role::Supervisor } else { Role::Agent };
+        let role = if name == "sue" {
+            Role::Supervisor
+        } else {
+            Role::Agent
+        };
         let mut desk = Participant::connect(&stack, name, stack.token(name, role)).await?;
         let ack = desk
             .act(session, json!({"client_msg_id": "j", "type": "join"}))

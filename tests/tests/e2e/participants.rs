@@ -12,7 +12,11 @@ use testkit::TestStack;
 use testkit::mqtt::{PATIENCE, TestClientV5, filter};
 
 /// Waits until `condition` holds, checking every 20 ms, for at most `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F) -> anyhow::Result<()>
+pub async fn eventually<F, Fut>(
+    within: Duration,
+    what: &str,
+    mut condition: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
@@ -74,7 +78,12 @@ impl Participant {
 
     /// An applicant of `stack`, connected.
     pub async fn applicant(stack: &TestStack, subject: &str) -> anyhow::Result<Self> {
-        Self::connect(stack, subject, stack.token(subject, courtchat::Role::Applicant)).await
+        Self::connect(
+            stack,
+            subject,
+            stack.token(subject, courtchat::Role::Applicant),
+        )
+        .await
     }
 
     /// Publishes `payload` to `topic` at QoS 1 without waiting for an answer.
@@ -112,12 +121,21 @@ impl Participant {
             seen.iter().any(mine)
         })
         .await?;
-        Ok(self.seen.iter().rev().find(|s| mine(s)).map(|(_, p)| p.clone()).unwrap_or_default())
+        Ok(self
+            .seen
+            .iter()
+            .rev()
+            .find(|s| mine(s))
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default())
     }
 
     /// Publishes `payload` to `topic` and waits for its answer.
     pub async fn submit(&mut self, topic: String, payload: Value) -> anyhow::Result<Value> {
-        let cmid = payload["client_msg_id"].as_str().unwrap_or_default().to_owned();
+        let cmid = payload["client_msg_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         self.publish(topic, &payload).await?;
         self.answer(&cmid).await
     }

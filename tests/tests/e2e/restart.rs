@@ -44,14 +44,16 @@ async fn a_desk_loaded_after_a_restart_sees_who_holds_the_lock() -> anyhow::Resu
     let mut ann = Participant::connect(&stack, "ann", stack.token("ann", Role::Agent)).await?;
     ann.accepted(&session, json!({"client_msg_id": "j", "type": "join"}))
         .await?;
-    ann.accepted(&session, json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}))
-        .await?;
+    ann.accepted(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     drop((kiosk, ann));
 
     let stack = stack.restart().await?;
     // A supervisor's desk loads: the retained lock state says Ann holds the lock.
-    let mut sue =
-        Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
+    let mut sue = Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
     sue.follow(&session, &["lock"]).await?;
     sue.until("the lock state", |seen| {
         seen.iter().any(|(t, _)| t.ends_with("/lock"))
@@ -65,8 +67,8 @@ async fn a_desk_loaded_after_a_restart_sees_who_holds_the_lock() -> anyhow::Resu
 }
 
 #[tokio::test]
-async fn the_queue_and_the_agents_loads_come_from_the_record_after_a_restart()
--> anyhow::Result<()> {
+async fn the_queue_and_the_agents_loads_come_from_the_record_after_a_restart() -> anyhow::Result<()>
+{
     let stack = TestStack::start().await?;
     for name in ["ann", "bob"] {
         staff::add_to_team(&stack, name, StaffRole::Agent, None, Some(1)).await?;

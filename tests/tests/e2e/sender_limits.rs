@@ -26,14 +26,21 @@ fn retry_ms(ack: &Value) -> Option<u64> {
 }
 
 /// Fires `actions` at `session` as `who` without waiting, then collects their answers in order.
-async fn fire(who: &mut Participant, session: &str, actions: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+async fn fire(
+    who: &mut Participant,
+    session: &str,
+    actions: Vec<Value>,
+) -> anyhow::Result<Vec<Value>> {
     let topic = format!("cc/v1/sessions/{session}/submit/{}", who.subject);
     for action in &actions {
         who.publish(topic.clone(), action).await?;
     }
     let mut answers = Vec::new();
     for action in &actions {
-        answers.push(who.answer(action["client_msg_id"].as_str().unwrap_or_default()).await?);
+        answers.push(
+            who.answer(action["client_msg_id"].as_str().unwrap_or_default())
+                .await?,
+        );
     }
     Ok(answers)
 }
@@ -85,13 +92,19 @@ async fn each_kind_of_submission_has_its_own_allowance_per_sender() -> anyhow::R
         actions.push(json!({"client_msg_id": format!("l{i}"), "type": "lock", "op": op}));
     }
     let answers = fire(&mut ann, &session, actions).await?;
-    let limited = answers.iter().filter(|a| rejected_as(a, "rate_limited")).count();
+    let limited = answers
+        .iter()
+        .filter(|a| rejected_as(a, "rate_limited"))
+        .count();
     assert_eq!(limited, 2, "{answers:?}");
     // Another applicant is not held back by the first one's limits.
     let mut other = Participant::applicant(&stack, "kiosk-2").await?;
     let theirs = other.open(None).await?;
     other
-        .accepted(&theirs, json!({"client_msg_id": "m", "type": "message", "body": "Hello"}))
+        .accepted(
+            &theirs,
+            json!({"client_msg_id": "m", "type": "message", "body": "Hello"}),
+        )
         .await?;
     // Refusals past a limit cost the record nothing.
     let audited = audit_event::Entity::find()
@@ -123,13 +136,19 @@ async fn resyncs_are_limited_by_the_bytes_they_send_back() -> anyhow::Result<()>
 
     // A full page spends the budget; the next is refused, saying when to retry.
     let first = kiosk
-        .act(&session, json!({"client_msg_id": "r1", "type": "resync", "from_seq": 1}))
+        .act(
+            &session,
+            json!({"client_msg_id": "r1", "type": "resync", "from_seq": 1}),
+        )
         .await?;
     let sent = serde_json::to_vec(&first["entries"])?.len();
     assert!(first["next_from_seq"].is_u64(), "a full page: {first}");
     assert!(sent <= PAGE, "{sent} bytes");
     let second = kiosk
-        .act(&session, json!({"client_msg_id": "r2", "type": "resync", "from_seq": 1}))
+        .act(
+            &session,
+            json!({"client_msg_id": "r2", "type": "resync", "from_seq": 1}),
+        )
         .await?;
     assert!(rejected_as(&second, "rate_limited"), "{second}");
     let wait = retry_ms(&second).ok_or_else(|| anyhow::anyhow!("no retry time: {second}"))?;
@@ -137,7 +156,10 @@ async fn resyncs_are_limited_by_the_bytes_they_send_back() -> anyhow::Result<()>
     // Once that time has passed, as the refusal said, a page is sent again.
     tokio::time::sleep(Duration::from_millis(wait)).await;
     let third = kiosk
-        .act(&session, json!({"client_msg_id": "r3", "type": "resync", "from_seq": 1}))
+        .act(
+            &session,
+            json!({"client_msg_id": "r3", "type": "resync", "from_seq": 1}),
+        )
         .await?;
     assert!(
         third["entries"].as_array().is_some_and(|e| !e.is_empty()),
@@ -164,7 +186,11 @@ async fn an_applicant_has_at_most_the_configured_sessions_open() -> anyhow::Resu
     );
     // Asking again for the session it has is no new session: the same answer.
     let again = kiosk.submit(topic.clone(), open("open-1")).await?;
-    assert_eq!(again["session_id"].as_str(), Some(first.as_str()), "{again}");
+    assert_eq!(
+        again["session_id"].as_str(),
+        Some(first.as_str()),
+        "{again}"
+    );
     // Once it is closed, another may open; and the count is rebuilt from the record.
     kiosk
         .accepted(&first, json!({"client_msg_id": "c", "type": "close"}))
@@ -175,14 +201,16 @@ async fn an_applicant_has_at_most_the_configured_sessions_open() -> anyhow::Resu
     let stack = stack.restart().await?;
     let mut kiosk = Participant::applicant(&stack, "kiosk-1").await?;
     let fourth = kiosk.submit(topic, open("open-4")).await?;
-    assert!(rejected_as(&fourth, "not_allowed"), "after a restart: {fourth}");
+    assert!(
+        rejected_as(&fourth, "not_allowed"),
+        "after a restart: {fourth}"
+    );
     stack.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
-async fn one_applicants_resync_flood_does_not_make_anothers_messages_busy() -> anyhow::Result<()>
-{
+async fn one_applicants_resync_flood_does_not_make_anothers_messages_busy() -> anyhow::Result<()> {
     const FLOOD: usize = 3000;
     let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         // Busy after 2 s: the production default (250 ms) scaled for an unoptimized build on
@@ -213,13 +241,21 @@ async fn one_applicants_resync_flood_does_not_make_anothers_messages_busy() -> a
         let message = json!({"client_msg_id": format!("w{i}"), "type": "message", "body": format!("line {i}")});
         answers.push(writer.act(&mine, message).await?);
     }
-    let busy: Vec<&Value> = answers.iter().filter(|a| a["status"] != "accepted").collect();
+    let busy: Vec<&Value> = answers
+        .iter()
+        .filter(|a| a["status"] != "accepted")
+        .collect();
     assert!(busy.is_empty(), "the writer was refused: {busy:?}");
     // The flood itself was mostly refused, cheaply.
     flooder
         .until("every answer to the flood", |seen| {
             seen.iter()
-                .filter(|(t, p)| t.ends_with("/ack") && p["client_msg_id"].as_str().is_some_and(|c| c.starts_with('f')))
+                .filter(|(t, p)| {
+                    t.ends_with("/ack")
+                        && p["client_msg_id"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with('f'))
+                })
                 .count()
                 >= FLOOD
         })

@@ -56,8 +56,14 @@ async fn removals(stack: &TestStack, session: &str) -> anyhow::Result<Vec<Value>
 async fn change(stack: &TestStack, admin: &str, name: &str, body: Value) -> anyhow::Result<()> {
     let path = format!("/v1/people/{name}");
     for _ in 0..5 {
-        let (code, answer) =
-            call(stack, reqwest::Method::PATCH, &path, admin, Some(body.clone())).await?;
+        let (code, answer) = call(
+            stack,
+            reqwest::Method::PATCH,
+            &path,
+            admin,
+            Some(body.clone()),
+        )
+        .await?;
         match code {
             200 => return Ok(()),
             503 => continue,
@@ -80,16 +86,21 @@ async fn a_disabled_agents_session_returns_to_the_queue_and_goes_to_another() ->
     let session = kiosk.open(Some("renewals")).await?;
     ann.until("the session", |seen| assigned(seen, &session))
         .await?;
-    ann.accepted(&session, json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}))
-        .await?;
+    ann.accepted(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     let mut bob = available(&stack, "bob").await?;
     kiosk.follow(&session, &["messages"]).await?;
 
     change(&stack, &root, "ann", json!({"active": false})).await?;
 
     // Bob is offered the session; the applicant sees Ann leave and Bob join.
-    bob.until("the session, offered again", |seen| assigned(seen, &session))
-        .await?;
+    bob.until("the session, offered again", |seen| {
+        assigned(seen, &session)
+    })
+    .await?;
     let notice = bob
         .seen
         .iter()
@@ -128,13 +139,20 @@ async fn a_disabled_agents_session_returns_to_the_queue_and_goes_to_another() ->
     let removed = removals(&stack, &session).await?;
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert_eq!(
-        (&removed[0]["subject"], &removed[0]["cause"], &removed[0]["requeued"]),
+        (
+            &removed[0]["subject"],
+            &removed[0]["cause"],
+            &removed[0]["requeued"]
+        ),
         (&json!("ann"), &json!("disabled"), &json!(true))
     );
     // The lock went with Ann: Bob may take it.
     bob.follow(&session, &["messages"]).await?;
-    bob.accepted(&session, json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}))
-        .await?;
+    bob.accepted(
+        &session,
+        json!({"client_msg_id": "l", "type": "lock", "op": "acquire"}),
+    )
+    .await?;
     stack.shutdown().await;
     Ok(())
 }
@@ -151,8 +169,7 @@ async fn a_supervisor_demoted_into_another_team_leaves_that_teams_session() -> a
     let mut other = Participant::applicant(&stack, "kiosk-2").await?;
     let open_to_all = other.open(None).await?;
     // Sue, a supervisor, joins a renewals session and one for no team.
-    let mut sue =
-        Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
+    let mut sue = Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
     for session in [&renewals, &open_to_all] {
         sue.accepted(session, json!({"client_msg_id": "j", "type": "join"}))
             .await?;
@@ -173,10 +190,16 @@ async fn a_supervisor_demoted_into_another_team_leaves_that_teams_session() -> a
     // available and full, has her capacity raised after that change: the sweep that offers her
     // the waiting session has seen the change too, and nothing was returned to the queue.
     let mut cat = available(&stack, "cat").await?;
-    let busy = Participant::applicant(&stack, "kiosk-4").await?.open(None).await?;
+    let busy = Participant::applicant(&stack, "kiosk-4")
+        .await?
+        .open(None)
+        .await?;
     cat.until("a first session", |seen| assigned(seen, &busy))
         .await?;
-    let third = Participant::applicant(&stack, "kiosk-3").await?.open(None).await?;
+    let third = Participant::applicant(&stack, "kiosk-3")
+        .await?
+        .open(None)
+        .await?;
     change(&stack, &root, "sue", json!({"team": "appeals"})).await?;
     change(&stack, &root, "cat", json!({"capacity": 2})).await?;
     cat.until("the waiting session", |seen| assigned(seen, &third))

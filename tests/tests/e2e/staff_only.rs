@@ -23,7 +23,10 @@ async fn resync(who: &mut Participant, session: &str) -> anyhow::Result<Vec<Valu
         n += 1;
         let cmid = format!("rs-{n}-{}", who.seen.len());
         let page = who
-            .act(session, json!({"client_msg_id": cmid, "type": "resync", "from_seq": from}))
+            .act(
+                session,
+                json!({"client_msg_id": cmid, "type": "resync", "from_seq": from}),
+            )
             .await?;
         let got = page["entries"]
             .as_array()
@@ -57,8 +60,7 @@ async fn reasons_and_routing_reach_staff_and_never_the_applicant() -> anyhow::Re
         .await?;
     ann.follow(&session, &["messages", "notes"]).await?;
     // A supervisor follows the session from outside, as a desk does.
-    let mut sue =
-        Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
+    let mut sue = Participant::connect(&stack, "sue", stack.token("sue", Role::Supervisor)).await?;
     sue.follow(&session, &["messages", "notes"]).await?;
 
     // Ann escalates with a reason and sends the session to another team's queue; Sue closes it
@@ -99,11 +101,17 @@ async fn reasons_and_routing_reach_staff_and_never_the_applicant() -> anyhow::Re
     .await?;
     let live = kiosk.everything();
     for secret in [ESCALATE_REASON, CLOSE_REASON, TEAM, "\"reason\""] {
-        assert!(!live.contains(secret), "the applicant saw {secret:?} live:\n{live}");
+        assert!(
+            !live.contains(secret),
+            "the applicant saw {secret:?} live:\n{live}"
+        );
     }
     let shapes: Vec<String> = kiosk.entries("messages").into_iter().map(shape).collect();
     for event in ["escalated", "transferred", "closed"] {
-        assert!(shapes.iter().any(|s| s == event), "{event} missing: {shapes:?}");
+        assert!(
+            shapes.iter().any(|s| s == event),
+            "{event} missing: {shapes:?}"
+        );
     }
     assert!(chained(&kiosk.entries("messages")), "{shapes:?}");
     let notes: Vec<&Value> = sue.entries("notes");
@@ -115,12 +123,18 @@ async fn reasons_and_routing_reach_staff_and_never_the_applicant() -> anyhow::Re
     let page = resync(&mut kiosk, &session).await?;
     let read = serde_json::to_string(&page)?;
     for secret in [ESCALATE_REASON, CLOSE_REASON, TEAM] {
-        assert!(!read.contains(secret), "the applicant read {secret:?}: {read}");
+        assert!(
+            !read.contains(secret),
+            "the applicant read {secret:?}: {read}"
+        );
     }
     assert!(page.iter().all(|e| e["kind"] != "note"), "{read}");
     let staff_page = serde_json::to_string(&resync(&mut sue, &session).await?)?;
     for secret in [ESCALATE_REASON, CLOSE_REASON, TEAM] {
-        assert!(staff_page.contains(secret), "staff miss {secret:?}: {staff_page}");
+        assert!(
+            staff_page.contains(secret),
+            "staff miss {secret:?}: {staff_page}"
+        );
     }
 
     // An entry stored before reasons became notes holds its reason in the event: the
@@ -133,12 +147,19 @@ async fn reasons_and_routing_reach_staff_and_never_the_applicant() -> anyhow::Re
         .await?
         .ok_or_else(|| anyhow::anyhow!("no escalated event"))?;
     let mut old: message::ActiveModel = escalated.into();
-    old.body = Set(json!({"type": "escalated", "reason": "legacy: applicant is lying"}).to_string());
+    old.body =
+        Set(json!({"type": "escalated", "reason": "legacy: applicant is lying"}).to_string());
     old.update(db).await?;
     let read = serde_json::to_string(&resync(&mut kiosk, &session).await?)?;
-    assert!(!read.contains("legacy"), "the applicant read an old reason: {read}");
+    assert!(
+        !read.contains("legacy"),
+        "the applicant read an old reason: {read}"
+    );
     let staff_page = serde_json::to_string(&resync(&mut sue, &session).await?)?;
-    assert!(staff_page.contains("legacy: applicant is lying"), "{staff_page}");
+    assert!(
+        staff_page.contains("legacy: applicant is lying"),
+        "{staff_page}"
+    );
     stack.shutdown().await;
     Ok(())
 }

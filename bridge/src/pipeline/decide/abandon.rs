@@ -65,9 +65,7 @@ pub(crate) fn close(
     let applicant = view
         .members
         .iter()
-        .find(|(_, role)| {
-            **role == schemas::db::entities::participant::ParticipantRole::Applicant
-        })
+        .find(|(_, role)| **role == schemas::db::entities::participant::ParticipantRole::Applicant)
         .map(|(subject, _)| subject.clone());
     fx.audit.push(AuditEntry {
         actor: "system".to_owned(),
@@ -115,7 +113,11 @@ mod tests {
             (Seen::GoneSince(at(50)), 0, after, false),
         ];
         for (seen, now, after, expected) in rows {
-            assert_eq!(is_abandoned(seen, at(now), after), expected, "{seen:?} at {now}");
+            assert_eq!(
+                is_abandoned(seen, at(now), after),
+                expected,
+                "{seen:?} at {now}"
+            );
         }
     }
 

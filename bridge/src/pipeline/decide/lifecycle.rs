@@ -137,7 +137,8 @@ fn too_many_open(ctx: &Context<'_>, fx: &Effects, applicant: &str) -> Option<Ver
         .iter()
         .filter(|id| ctx.attendance.applicant_of(id) == Some(applicant))
         .count();
-    let open = (ctx.attendance.open_sessions_of(applicant) + opened_here).saturating_sub(closed_here);
+    let open =
+        (ctx.attendance.open_sessions_of(applicant) + opened_here).saturating_sub(closed_here);
     (open >= most).then(|| {
         refuse(
             RejectReason::NotAllowed,

@@ -162,11 +162,29 @@ mod tests {
         use crate::pipeline::decide::testing::Fixture;
         // (joiner, their role, their team, the session's team, allowed?)
         let rows = [
-            ("ann", ParticipantRole::Agent, Some("fines"), Some("fines"), true),
-            ("bob", ParticipantRole::Agent, Some("renewals"), Some("fines"), false),
+            (
+                "ann",
+                ParticipantRole::Agent,
+                Some("fines"),
+                Some("fines"),
+                true,
+            ),
+            (
+                "bob",
+                ParticipantRole::Agent,
+                Some("renewals"),
+                Some("fines"),
+                false,
+            ),
             ("cat", ParticipantRole::Agent, None, Some("fines"), false),
             ("dan", ParticipantRole::Agent, Some("renewals"), None, true),
-            ("sue", ParticipantRole::Supervisor, Some("renewals"), Some("fines"), true),
+            (
+                "sue",
+                ParticipantRole::Supervisor,
+                Some("renewals"),
+                Some("fines"),
+                true,
+            ),
         ];
         for (joiner, role, team, session_team, allowed) in rows {
             let mut views = views(&[]);

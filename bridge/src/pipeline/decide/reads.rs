@@ -121,10 +121,7 @@ mod tests {
             }
         }
         // Another sender has a budget of its own.
-        assert_eq!(
-            granted(&resync(&ctx, "other", 1, 100, false)),
-            Some(1_000)
-        );
+        assert_eq!(granted(&resync(&ctx, "other", 1, 100, false)), Some(1_000));
     }
 
     #[test]

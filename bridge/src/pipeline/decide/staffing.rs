@@ -54,7 +54,10 @@ impl Cause {
 
 /// Whether a member of staff who is now `now` (their role and team; `None`: no longer active
 /// staff who take part in sessions) must leave a session of `session_team`.
-pub(crate) fn must_leave(now: Option<(ParticipantRole, Option<&str>)>, session_team: Option<&str>) -> bool {
+pub(crate) fn must_leave(
+    now: Option<(ParticipantRole, Option<&str>)>,
+    session_team: Option<&str>,
+) -> bool {
     match now {
         None => true,
         Some((role, team)) => !may_take_part(role, team, session_team),
@@ -186,7 +189,14 @@ mod tests {
         let ctx = fixture.at(1);
         let mut fx = Effects::default();
         let view = views.get_mut("s-1").unwrap();
-        assert!(!unseat(view, &ctx, &mut fx, "s-1", "ann", Cause::TeamChanged));
+        assert!(!unseat(
+            view,
+            &ctx,
+            &mut fx,
+            "s-1",
+            "ann",
+            Cause::TeamChanged
+        ));
         assert_eq!(view.status, SessionStatus::Active);
         assert_eq!(fx.audit.last().unwrap().detail["cause"], "team_changed");
     }
