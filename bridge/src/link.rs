@@ -350,9 +350,12 @@ impl Driver {
                     }
                 }
                 // Every subscription is in place: from now on nothing submitted is missed.
+                // (A resumed session is ready at its CONNACK; the SUBACK is presence's.)
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    tracing::info!("chat pipeline connected");
-                    self.ready.send_replace(true);
+                    if !*self.ready.borrow() {
+                        tracing::info!("chat pipeline connected");
+                        self.ready.send_replace(true);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     let topic = String::from_utf8_lossy(&publish.topic).into_owned();

@@ -87,6 +87,14 @@ impl Attendance {
             .insert(session_id, Watched { applicant, seen });
     }
 
+    /// Watches an open session of `applicant`, present (for tests that decide without a
+    /// database).
+    #[cfg(test)]
+    pub fn insert_open(&mut self, session_id: &str, applicant: &str) {
+        self.watch(session_id.to_owned(), applicant.to_owned(), Seen::Present);
+        self.loaded = true;
+    }
+
     /// How many sessions `applicant` has open.
     pub fn open_sessions_of(&self, applicant: &str) -> usize {
         self.open_by_applicant.get(applicant).copied().unwrap_or(0)

@@ -18,19 +18,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use futures_util::FutureExt;
-use schemas::db::entities::session;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::answers::{busy, unavailable, unreachable};
 use super::attendance::Attendance;
-use super::batch::{Decided, Pending, busy, unavailable, unreachable};
+use super::batch::{Decided, Pending};
 use super::commands::Intake;
-use super::decide::{self, Context, Effects, staffing};
-use super::dispatch;
-use super::load::absence_cause;
 use super::outbox::Outbox;
 use super::resync::PageLimits;
-use super::roster::{Departure, Roster};
+use super::roster::Roster;
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
@@ -50,7 +46,7 @@ pub(crate) struct Worker {
     /// The open sessions' applicants and whether they are there.
     pub(super) attendance: Attendance,
     /// Sweeps since idle senders' allowances were last forgotten.
-    sweeps: u32,
+    pub(super) sweeps: u32,
     /// The largest packet the gateway takes from the pipeline (from its CONNACK).
     pub(super) packet_limit: Arc<AtomicUsize>,
     /// What the batch being stored answered, until it is.
@@ -284,42 +280,6 @@ impl Worker {
             .heard(&heard.session_id, &heard.subject, Some(heard.status), now);
     }
 
-    /// Publishes, retained, the lock state of every open session as stored (the gateway keeps
-    /// retained state in memory only: after a restart a dashboard would see every lock free),
-    /// and reads the open sessions' applicants. A failure is logged: the locks are published
-    /// again with their next change, and the applicants are read with the next batch.
-    async fn restore(&mut self, link: &Link) {
-        let db = self.store.connection();
-        let now = Utc::now().trunc_subsecs(6);
-        if let Err(error) = self.attendance.load(db, now).await {
-            tracing::warn!(%error, "the open sessions could not be read at start");
-        }
-        let open = match session::Entity::find()
-            .filter(session::Column::Status.ne(session::SessionStatus::Closed))
-            .all(db)
-            .await
-        {
-            Ok(open) => open,
-            Err(error) => {
-                tracing::warn!(%error, "the lock states could not be read at start");
-                return;
-            }
-        };
-        let mut outbox = Outbox::default();
-        for row in open {
-            let lock = crate::lock::ReplyLock {
-                holder: row.lock_holder,
-                epoch: row.lock_epoch as u64,
-                expires_at: row.lock_expires_at,
-            };
-            decide::lock::announce(&mut outbox, &row.id, &lock, self.config.lock_mode);
-        }
-        let limit = self.packet_limit.load(Ordering::Relaxed);
-        if let Err(error) = outbox.publish(link, limit, |_| false).await {
-            tracing::warn!(%error, "the lock states could not be published at start");
-        }
-    }
-
     /// Puts first what may still be decided and refuses as `busy` what waited longer than
     /// `bridge.max_queue_delay_ms`. Returns the batch in that order, how many come first, and
     /// the refusals (tagged with their places).
@@ -428,120 +388,6 @@ impl Worker {
         }
         result
     }
-
-    /// Frees every reply lock whose lease has lapsed (`lock.expired`), closes sessions whose
-    /// applicant has gone (`decide::abandon`), takes staff's changes (team, capacity, role,
-    /// disabling) and the sessions of staff who may no longer hold them back to the queue
-    /// (`decide::staffing`), and makes the offers the queue then allows, as a batch of its own.
-    /// The database says which leases may have lapsed; the views decide.
-    async fn decide_sweep(&mut self) -> Result<Option<Decided>, PipelineError> {
-        let now = Utc::now().trunc_subsecs(6);
-        let db = self.store.connection();
-        self.sweeps += 1;
-        if self.sweeps >= 60 {
-            self.sweeps = 0;
-            self.limits.forget_idle();
-        }
-        if !self.attendance.is_loaded() {
-            self.attendance.load(db, now).await?;
-        }
-        let lapsed: Vec<String> = session::Entity::find()
-            .filter(session::Column::LockHolder.is_not_null())
-            .filter(session::Column::LockExpiresAt.lte(now))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|row| row.id)
-            .collect();
-        let mut fx = Effects::default();
-        let (no_staff, no_teams, no_overseers) = Default::default();
-        let mut ctx = Context {
-            now,
-            instant: Instant::now(),
-            config: &self.config,
-            limits: &self.limits,
-            staff: &no_staff,
-            teams: &no_teams,
-            overseers: &no_overseers,
-            attendance: &self.attendance,
-        };
-        for session_id in &lapsed {
-            if !self.views.load(db, session_id).await? {
-                continue;
-            }
-            if let Some(view) = self.views.get_mut(session_id) {
-                decide::lock::expire(view, &ctx, &mut fx, session_id);
-            }
-        }
-        let after = Duration::from_secs(self.config.abandon_after_secs);
-        for (session_id, gone_since) in decide::abandon::due(ctx.attendance, now, after) {
-            if !self.views.load(db, &session_id).await? {
-                continue;
-            }
-            if let Some(view) = self.views.get_mut(&session_id) {
-                decide::abandon::close(view, &mut ctx, &mut fx, &session_id, gone_since);
-            }
-        }
-        // An admin's changes to staff (team, capacity, role, disabling) reach the roster here;
-        // whoever may no longer hold a session leaves it, and sessions that waited for any of
-        // this are offered.
-        let mut roster = match self.roster.take() {
-            Some(roster) => roster,
-            None => dispatch::load(db).await?,
-        };
-        roster.refresh(dispatch::stored_seats(db).await?);
-        for departure in roster.take_departures() {
-            unseat(&mut self.views, db, &ctx, &mut fx, departure).await?;
-        }
-        dispatch::follow(&mut roster, &fx, &self.views, now);
-        let metrics = self.metrics.as_deref();
-        dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
-        self.roster = Some(roster);
-        self.attendance.follow(&fx);
-        if fx.audit.is_empty() {
-            return Ok(None);
-        }
-        fx.seal(&self.views);
-        Ok(Some(Decided::effects(fx, now)))
-    }
-}
-
-/// Takes a member of staff whose seat went or changed out of each session they may no longer
-/// hold (`decide::staffing`).
-async fn unseat(
-    views: &mut Views,
-    db: &impl sea_orm::ConnectionTrait,
-    ctx: &Context<'_>,
-    fx: &mut Effects,
-    departure: Departure,
-) -> Result<(), PipelineError> {
-    let cause = match &departure.now {
-        None => absence_cause(db, &departure.subject).await?,
-        Some(_) if departure.role_changed => staffing::Cause::RoleChanged,
-        Some(_) => staffing::Cause::TeamChanged,
-    };
-    let now = departure
-        .now
-        .as_ref()
-        .map(|(role, team)| (*role, team.as_deref()));
-    for session_id in &departure.sessions {
-        if !views.load(db, session_id).await? {
-            continue;
-        }
-        let Some(view) = views.get_mut(session_id) else {
-            continue;
-        };
-        let member = view.members.contains_key(&departure.subject);
-        if view.status == session::SessionStatus::Closed
-            || !member
-            || !staffing::must_leave(now, view.team.as_deref())
-        {
-            continue;
-        }
-        tracing::info!(subject = %departure.subject, session = %session_id, cause = cause.as_str(), "a member of staff leaves a session they may no longer hold");
-        staffing::unseat(view, ctx, fx, session_id, &departure.subject, cause);
-    }
-    Ok(())
 }
 
 /// Every submission of `batch` refused as `unavailable` because the database could not be

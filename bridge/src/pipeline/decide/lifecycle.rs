@@ -599,3 +599,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "lifecycle_reasons_tests.rs"]
+mod reasons_tests;
