@@ -464,6 +464,11 @@ pub(crate) async fn store(
         now,
         ..
     } = decided;
+    // Nothing to write or read (a batch of refusals: a flood over its limits): no transaction,
+    // so that refusing stays cheap.
+    if resyncs.is_empty() && fx.writes_nothing() {
+        return Ok((fx.outbox, fx.closed));
+    }
     let txn = store.connection().begin().await?;
     let mut trail = audit.assuming_batch(&txn).await?;
     let stored = async {

