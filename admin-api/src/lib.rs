@@ -13,6 +13,7 @@ mod applicant_tokens;
 mod audit_http;
 mod audited;
 mod auth;
+mod enrolment_check;
 mod extract;
 mod filters;
 mod kiosk_credential;
@@ -242,6 +243,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))
+        .route("/v1/kiosk-credential", get(enrolment_check::check))
         .route("/v1/sessions", get(sessions_http::list))
         .route(
             "/v1/sessions/{id}/transcript",
