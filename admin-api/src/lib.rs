@@ -88,9 +88,15 @@ pub struct AdminConfig {
     /// proxy); unset: the page's own host with the WebSocket listener's port and path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_websocket_url: Option<String>,
-    /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
-    /// itself for the next person.
+    /// Seconds the kiosk page keeps a finished conversation on screen before it clears itself
+    /// for the next person.
     pub kiosk_reset_secs: u64,
+    /// Seconds without input (a key, a touch, a click) after which a kiosk with a conversation
+    /// or a draft on screen asks "Are you still there?".
+    pub kiosk_idle_secs: u64,
+    /// Seconds the kiosk's question waits for an answer before it clears everything (screen,
+    /// storage, connection) for the next person.
+    pub kiosk_idle_warning_secs: u64,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -108,6 +114,8 @@ impl Default for AdminConfig {
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
             mqtt_websocket_url: None,
             kiosk_reset_secs: 120,
+            kiosk_idle_secs: 120,
+            kiosk_idle_warning_secs: 30,
         }
     }
 }

@@ -21,9 +21,13 @@ pub struct WebSettings {
     pub mqtt_url: Option<String>,
     pub mqtt_port: u16,
     pub mqtt_path: String,
-    /// Seconds a kiosk's finished or idle conversation stays on screen before it resets for
-    /// the next person.
+    /// Seconds a kiosk's finished conversation stays on screen before it resets for the next
+    /// person.
     pub kiosk_reset_secs: u64,
+    /// Seconds without input before a kiosk asks "Are you still there?".
+    pub kiosk_idle_secs: u64,
+    /// Seconds the question waits for an answer before the kiosk clears everything.
+    pub kiosk_idle_warning_secs: u64,
 }
 
 /// One embedded file.
