@@ -33,6 +33,8 @@ mod staff;
 mod staff_revocation;
 mod storage;
 mod tls;
+mod web_applicant;
 mod web_conversation;
 mod web_desk;
+mod web_enrolment;
 mod web_kiosk;
