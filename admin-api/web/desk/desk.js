@@ -32,6 +32,10 @@ const PRESENCE_REPEAT_MS = 30_000;
 const PRESENCE_STALE_MS = 75_000;
 /** Receipts go at most once a second per session (the pipeline's rate limit is 5/s). */
 const RECEIPT_DELAY_MS = 1_000;
+/** How long Sign out waits for the server to end the token before the page forgets it anyway. */
+const LOGOUT_WAIT_MS = 5_000;
+/** Presence as the desk says it: fixed words for the protocol's values, nothing else. */
+const PRESENCE_TEXT = { online: "online", away: "away", offline: "offline" };
 
 const state = {
   config: null,
@@ -141,10 +145,30 @@ async function signIn(event) {
   }
 }
 
+/** Sign out asked for: the connection ends, the server ends the token (`POST /v1/logout`, so
+    that a copy of it is worth nothing), then the page forgets it. A server without the route
+    (404) or out of reach still leaves the page signed out. */
+async function signOutAsked() {
+  const auth = state.auth;
+  endConnection();
+  if (auth) {
+    const asked = api("/v1/logout", { method: "POST", token: auth.token }).catch(() => {});
+    await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, LOGOUT_WAIT_MS))]);
+  }
+  signOut();
+}
+
+/** Ends the MQTT connection, saying "offline" where this desk said it was there. */
+function endConnection() {
+  if (!state.participant) return;
+  for (const sessionId of state.followed.keys()) if (mayAnnounce(sessionId) && !isClosed(sessionId)) state.participant.presence(sessionId, "offline");
+  state.participant.end();
+  state.participant = null;
+}
+
 function signOut(reason) {
   if (state.participant) {
-    for (const sessionId of state.followed.keys()) if (mayAnnounce(sessionId)) state.participant.presence(sessionId, "offline");
-    state.participant.end();
+    endConnection();
   }
   for (const timer of state.timers) clearInterval(timer);
   clearTimeout(state.expiryTimer);
@@ -265,7 +289,8 @@ function onConnection(connection) {
   if (state.wantAvailability === "available") setAvailability("available");
   setTimeout(confirmAvailability, 3000);
   refreshLists();
-  for (const sessionId of state.followed.keys()) loadReceipts(sessionId);
+  // A closed session's receipts moved no more: nothing to fetch again.
+  for (const sessionId of state.followed.keys()) if (!isClosed(sessionId)) loadReceipts(sessionId);
   announcePresence();
 }
 
@@ -427,7 +452,10 @@ async function unfollow(sessionId) {
 }
 
 async function openConversation(sessionId) {
+  const previous = state.open;
   state.open = sessionId;
+  // A closed conversation left behind is not kept (it is never subscribed again anyway).
+  if (previous && previous !== sessionId && state.participant && isClosed(previous)) unfollow(previous);
   const seen = state.sentReceipts.get(sessionId);
   if (seen) seen.unseen = 0;
   say("lock-error", "");
@@ -478,7 +506,8 @@ function participantsOf(sessionId) {
 const isMember = (sessionId) => state.followed.has(sessionId) && participantsOf(sessionId).has(me());
 /** Supervisors may publish typing and presence anywhere; others only as members. */
 const mayAnnounce = (sessionId) => isSupervisor() || isMember(sessionId);
-const isClosed = (sessionId) => state.participant.entries(sessionId).some((e) => e.kind === "event" && e.event && e.event.type === "closed");
+/** Told "closed": such a session is never subscribed again (Participant), nor announced to. */
+const isClosed = (sessionId) => Boolean(state.participant && state.participant.isClosed(sessionId));
 
 function onEntry(sessionId, entry) {
   const followed = state.followed.get(sessionId);
@@ -498,6 +527,8 @@ function onClosed(sessionId) {
   if (state.mine.delete(sessionId)) renderLists();
   refreshSoon();
   if (sessionId === state.open) renderConversation();
+  // Closed and not on screen: nothing more will come, and it is not kept.
+  else unfollow(sessionId);
 }
 
 function renderConversation() {
@@ -671,6 +702,8 @@ function renderTyping() {
 }
 
 function onPresence(sessionId, subject, status) {
+  // Only the protocol's values are kept; a payload's own text is never shown.
+  if (!Object.hasOwn(PRESENCE_TEXT, status)) return;
   if (!state.presence.has(sessionId)) state.presence.set(sessionId, new Map());
   state.presence.get(sessionId).set(subject, { status, at: Date.now() });
   if (sessionId === state.open) renderPresence();
@@ -691,7 +724,7 @@ function renderPresence() {
     const last = heard.get(subject);
     // Staff say "online" again every PRESENCE_REPEAT_MS; silence past that is not presence.
     const stale = last && subject !== applicant && Date.now() - last.at > PRESENCE_STALE_MS;
-    const status = !last || stale ? "not seen" : last.status;
+    const status = !last || stale ? "not seen" : PRESENCE_TEXT[last.status];
     return `${subject}${subject === applicant ? " (applicant)" : ""}: ${status}`;
   });
   const text = people.length ? `In this conversation: ${people.join(", ")}` : "";
@@ -943,7 +976,7 @@ function guarded(fn) {
 
 async function start() {
   $("sign-in-form").addEventListener("submit", signIn);
-  $("sign-out").addEventListener("click", () => signOut());
+  $("sign-out").addEventListener("click", guarded(signOutAsked));
   $("notify").addEventListener("click", guarded(askNotifications));
   $("availability").addEventListener("click", guarded(() => setAvailability($("availability").dataset.state === "available" ? "away" : "available")));
   $("open-form").addEventListener("submit", (event) => {

@@ -36,5 +36,6 @@ mod tls;
 mod web_applicant;
 mod web_conversation;
 mod web_desk;
+mod web_desk_trust;
 mod web_enrolment;
 mod web_kiosk;
