@@ -41,7 +41,9 @@ fn refused() -> Problem {
         "invalid-credentials",
         "kiosk credential refused",
     )
-    .detail("the credential is malformed, unknown or revoked; ask an admin for a new enrolment link")
+    .detail(
+        "the credential is malformed, unknown or revoked; ask an admin for a new enrolment link",
+    )
 }
 
 fn too_many(wait: Duration) -> Problem {
@@ -85,15 +87,16 @@ pub async fn check(
     let Some(presented) = kiosk_credential::parse(credential) else {
         return Err(refused());
     };
-    let presentation = kiosks::present(&state.store, &presented)
-        .await
-        .map_err(|error| match error {
-            kiosks::KioskError::Database(ref db) => crate::database_problem(db),
-            other => {
-                tracing::error!(error = %other, "a kiosk credential could not be checked");
-                Problem::internal()
-            }
-        })?;
+    let presentation =
+        kiosks::present(&state.store, &presented)
+            .await
+            .map_err(|error| match error {
+                kiosks::KioskError::Database(ref db) => crate::database_problem(db),
+                other => {
+                    tracing::error!(error = %other, "a kiosk credential could not be checked");
+                    Problem::internal()
+                }
+            })?;
     match presentation {
         Presentation::Valid(row) => Ok(Json(KioskIdentity {
             id: row.id,

@@ -166,7 +166,10 @@ impl Config {
         // browser's timer cannot wait much beyond 24 days (a day is plenty).
         for (key, secs) in [
             ("admin.kiosk_idle_secs", self.admin.kiosk_idle_secs),
-            ("admin.kiosk_idle_warning_secs", self.admin.kiosk_idle_warning_secs),
+            (
+                "admin.kiosk_idle_warning_secs",
+                self.admin.kiosk_idle_warning_secs,
+            ),
         ] {
             if !(1..=86_400).contains(&secs) {
                 return Err(invalid(key, "must be between 1 and 86400 seconds"));

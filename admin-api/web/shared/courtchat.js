@@ -418,7 +418,9 @@ export function describeEvent(entry) {
     case "opened": return "Conversation started";
     case "joined": return `${event.subject} joined`;
     case "left": return `${event.subject} left`;
-    case "transferred": return event.to_agent ? `Transferred to ${event.to_agent}` : `Returned to the ${event.to_team} queue`;
+    // The live event may leave the team out (routing is not for the applicant, who reads the
+    // same topic); a resync or the transcript has it.
+    case "transferred": return event.to_agent ? `Transferred to ${event.to_agent}` : event.to_team ? `Returned to the ${event.to_team} queue` : "Returned to the queue";
     case "escalated": return event.reason ? `Escalated: ${event.reason}` : "Escalated to a supervisor";
     case "status_changed": return `Status: ${event.status}`;
     case "closed": return event.reason ? `Conversation closed: ${event.reason}` : "Conversation closed";

@@ -54,7 +54,8 @@ pub(super) async fn run(
     }
     .await;
     let stderr = running.finish();
-    let result = outcome.map_err(|error| anyhow::anyhow!("{error:#}\n{script} stderr:\n{stderr}"))?;
+    let result =
+        outcome.map_err(|error| anyhow::anyhow!("{error:#}\n{script} stderr:\n{stderr}"))?;
     anyhow::ensure!(result["ok"] == true, "{result:#}\n{stderr}");
     anyhow::ensure!(
         result["unexpectedErrors"] == json!([]),
@@ -170,7 +171,12 @@ async fn an_idle_kiosk_asks_then_forgets_everything_for_the_next_person() -> any
     };
     assert_ne!(first, next);
     let applicant = async |session: &str| -> anyhow::Result<Value> {
-        let transcript = get(&stack, &admin, &format!("/v1/sessions/{session}/transcript")).await?;
+        let transcript = get(
+            &stack,
+            &admin,
+            &format!("/v1/sessions/{session}/transcript"),
+        )
+        .await?;
         Ok(transcript["session"]["applicant"].clone())
     };
     let (first_subject, next_subject) = (applicant(first).await?, applicant(next).await?);
@@ -201,8 +207,12 @@ async fn a_forgotten_conversation_is_not_followed_again_and_a_refused_survey_is_
         match line["step"].as_str() {
             Some("forgotten") => {
                 let session = line["session"].as_str().unwrap_or_default();
-                let transcript =
-                    get(&stack, &admin, &format!("/v1/sessions/{session}/transcript")).await?;
+                let transcript = get(
+                    &stack,
+                    &admin,
+                    &format!("/v1/sessions/{session}/transcript"),
+                )
+                .await?;
                 subject = transcript["session"]["applicant"]
                     .as_str()
                     .unwrap_or_default()

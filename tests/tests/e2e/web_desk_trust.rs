@@ -100,10 +100,18 @@ async fn a_desk_does_not_ask_again_for_a_closed_conversation_the_gateway_forgot(
     .await?;
 
     // The closed conversation stayed on screen through the reconnect.
-    assert_eq!(result["shown"]["before"], result["shown"]["after"], "{result:#}");
+    assert_eq!(
+        result["shown"]["before"], result["shown"]["after"],
+        "{result:#}"
+    );
     // And the record holds no denial of Ann's.
     for action in ["mqtt.subscribe.denied", "mqtt.publish.denied"] {
-        let denied = get(&stack, &sue, &format!("/v1/audit?actor=ann&action={action}")).await?;
+        let denied = get(
+            &stack,
+            &sue,
+            &format!("/v1/audit?actor=ann&action={action}"),
+        )
+        .await?;
         assert_eq!(denied["items"], json!([]), "{action}: {denied:#}");
     }
     stack.shutdown().await;
@@ -142,7 +150,11 @@ async fn sign_out_ends_the_token_on_the_server_then_forgets_it() -> anyhow::Resu
             .bearer_auth(token)
             .send()
             .await?;
-        assert_eq!(response.status(), 401, "the token still works after sign-out");
+        assert_eq!(
+            response.status(),
+            401,
+            "the token still works after sign-out"
+        );
     } else {
         eprintln!("POST /v1/logout is not served yet: only the page's side is checked");
     }

@@ -49,7 +49,11 @@ async fn check(
         .get("retry-after")
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
-    Ok((status, retry_after, response.json().await.unwrap_or_default()))
+    Ok((
+        status,
+        retry_after,
+        response.json().await.unwrap_or_default(),
+    ))
 }
 
 /// A credential of the right shape that names no kiosk.
@@ -160,7 +164,10 @@ async fn enrolment_links_are_checked_and_confirmed_before_a_device_becomes_a_kio
     }
     let notice = |outcome: &str| result[outcome]["notice"].as_str().unwrap_or_default();
     assert!(notice("broken").contains("not valid"), "{result:#}");
-    assert!(notice("unknown").contains("unknown or was revoked"), "{result:#}");
+    assert!(
+        notice("unknown").contains("unknown or was revoked"),
+        "{result:#}"
+    );
     assert!(notice("cancelled").contains("Not enrolled"), "{result:#}");
     assert_eq!(
         result["question"],
@@ -176,7 +183,12 @@ async fn enrolment_links_are_checked_and_confirmed_before_a_device_becomes_a_kio
 
     // Its first conversation came through the kiosk's credential.
     let session = result["session"].as_str().unwrap_or_default();
-    let transcript = get(&stack, &admin, &format!("/v1/sessions/{session}/transcript")).await?;
+    let transcript = get(
+        &stack,
+        &admin,
+        &format!("/v1/sessions/{session}/transcript"),
+    )
+    .await?;
     assert_eq!(transcript["session"]["channel"], "kiosk", "{transcript}");
     assert_eq!(transcript["session"]["team"], "licensing", "{transcript}");
     stack.shutdown().await;
