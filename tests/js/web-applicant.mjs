@@ -138,9 +138,13 @@ async function idleKiosk(browser, result) {
   // Nobody touches the screen: the question, with a countdown. Someone answers it.
   await page.waitForSelector("#idle-dialog[open]", WAIT);
   result.question = (await page.locator("#idle-heading").textContent()).trim();
-  result.countdown = Number(await page.locator("#idle-countdown").textContent());
+  result.countdown = parseInt(await page.locator("#idle-countdown").textContent(), 10);
   result.violations = { question: await accessibility(page) };
   await screenshot(page, config.artifacts, "kiosk-idle-question");
+  await page.setViewportSize({ width: PHONE.width, height: PHONE.height });
+  result.violations.questionPhone = await accessibility(page);
+  await screenshot(page, config.artifacts, "kiosk-idle-question-phone");
+  await page.setViewportSize({ width: DESKTOP.width, height: DESKTOP.height });
   await page.click("#idle-stay");
   await page.waitForSelector("#idle-dialog:not([open])", { ...WAIT, state: "attached" });
   expect(await sessionOf(page) === first, "answering keeps the conversation");
@@ -250,6 +254,7 @@ async function enrolment(browser, result) {
   // A broken link: the page works, says so, and stays a phone.
   await withLink(opened, "#enrol=%");
   result.broken = await pageState(device);
+  result.violations = { notice: await accessibility(device) };
   // A well-formed credential the server does not know: refused (a 401, which Chromium logs).
   allowed.push(/status of 401/);
   await withLink(opened, `#enrol=${config.unknown_credential}`);
@@ -260,7 +265,7 @@ async function enrolment(browser, result) {
   await withLink(opened, `#enrol=${encodeURIComponent(config.kiosk_credential)}`);
   result.question = (await device.locator("#enrol-question").textContent()).trim();
   result.asking = await pageState(device);
-  result.violations = { question: await accessibility(device) };
+  result.violations.question = await accessibility(device);
   await device.setViewportSize({ width: DESKTOP.width, height: DESKTOP.height });
   result.violations.questionDesktop = await accessibility(device);
   await screenshot(device, config.artifacts, "kiosk-enrolment-question");

@@ -64,7 +64,8 @@ export class IdleWatch {
   }
 
   #showLeft() {
-    const left = String(Math.max(0, Math.ceil((this.deadline - Date.now()) / 1000)));
+    const seconds = Math.max(0, Math.ceil((this.deadline - Date.now()) / 1000));
+    const left = `${seconds} ${seconds === 1 ? "second" : "seconds"}`;
     if (this.countdown.textContent !== left) this.countdown.textContent = left;
   }
 
