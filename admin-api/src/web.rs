@@ -54,6 +54,13 @@ const CSS: &str = "text/css; charset=utf-8";
 static ASSETS: &[Asset] = &[
     asset!("desk/index.html", HTML),
     asset!("desk/desk.js", JS),
+    asset!("desk/state.js", JS),
+    asset!("desk/availability.js", JS),
+    asset!("desk/entries.js", JS),
+    asset!("desk/lock.js", JS),
+    asset!("desk/typing-presence.js", JS),
+    asset!("desk/receipts.js", JS),
+    asset!("desk/notifications.js", JS),
     asset!("desk/desk.css", CSS),
     asset!("kiosk/index.html", HTML),
     asset!("kiosk/kiosk.js", JS),
