@@ -84,19 +84,20 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
-    /// The URL browsers use for MQTT over WebSocket (`wss://chat.example.org/mqtt` behind a
-    /// proxy); unset: the page's own host with the WebSocket listener's port and path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt_websocket_url: Option<String>,
-    /// Seconds the kiosk page keeps a finished conversation on screen before it clears itself
-    /// for the next person.
-    pub kiosk_reset_secs: u64,
-    /// Seconds without input (a key, a touch, a click) after which a kiosk with a conversation
-    /// or a draft on screen asks "Are you still there?".
+    /// Seconds without input (a key, a touch, a click) after which a kiosk with an open
+    /// conversation or a draft on screen asks "Are you still there?" (a finished one is cleared
+    /// after `kiosk_reset_secs`).
     pub kiosk_idle_secs: u64,
     /// Seconds the kiosk's question waits for an answer before it clears everything (screen,
     /// storage, connection) for the next person.
     pub kiosk_idle_warning_secs: u64,
+    /// The URL browsers use for MQTT over WebSocket (`wss://chat.example.org/mqtt` behind a
+    /// proxy); unset: the page's own host with the WebSocket listener's port and path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_websocket_url: Option<String>,
+    /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
+    /// itself for the next person.
+    pub kiosk_reset_secs: u64,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -112,10 +113,10 @@ impl Default for AdminConfig {
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
-            mqtt_websocket_url: None,
-            kiosk_reset_secs: 120,
             kiosk_idle_secs: 120,
             kiosk_idle_warning_secs: 30,
+            mqtt_websocket_url: None,
+            kiosk_reset_secs: 120,
         }
     }
 }
