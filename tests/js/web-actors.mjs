@@ -69,7 +69,13 @@ export async function connect(mqttUrl, subject, token) {
       return answer;
     },
     async publish(topic, payload, qos = 1) {
-      return client.publishAsync(topic, typeof payload === "string" ? payload : JSON.stringify(payload), { qos }).then(() => true, () => false);
+      // A gateway may answer a refused publish by ending the connection: that is false too.
+      const closed = new Promise((resolve) => client.once("close", () => resolve(false)));
+      const sent = client.publishAsync(topic, typeof payload === "string" ? payload : JSON.stringify(payload), { qos });
+      return Promise.race([sent.then(() => true, () => false), closed]);
+    },
+    isConnected() {
+      return client.connected;
     },
     subscribe(topics) {
       return client.subscribeAsync(topics, { qos: 1 });
@@ -118,6 +124,8 @@ export async function applicant(base, mqttUrl, firstMessage) {
   });
   expect(ack.status === "accepted", `the session opens: ${JSON.stringify(ack)}`);
   const session = ack.session_id;
+  // There, as the applicant page says it (the server ends a session whose applicant is gone).
+  await connection.publish(`cc/v1/sessions/${session}/presence/${body.subject}`, { v: 1, status: "online" });
   return {
     ...connection,
     session,

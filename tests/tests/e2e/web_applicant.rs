@@ -64,6 +64,12 @@ pub(super) async fn run(
     Ok(result)
 }
 
+/// Bob, an agent of "licensing" (the kiosks' team: an agent joins only sessions of their team
+/// or of none).
+async fn agent_bob(stack: &TestStack) -> anyhow::Result<()> {
+    staff::add_to_team(stack, "bob", StaffRole::Agent, Some("licensing"), None).await
+}
+
 async fn no_steps(line: &Value) -> anyhow::Result<Value> {
     anyhow::bail!("unexpected step: {line}")
 }
@@ -90,7 +96,7 @@ async fn the_applicant_page_never_shows_what_staff_wrote_for_staff() -> anyhow::
         return Ok(());
     };
     let stack = TestStack::start().await?;
-    staff::add(&stack, "bob", StaffRole::Agent).await?;
+    agent_bob(&stack).await?;
     let mut config = script_config(&js, &stack, "staff-text").await?;
     config["service"] = json!({
         "name": "svc-web-test",
@@ -139,7 +145,7 @@ async fn an_idle_kiosk_asks_then_forgets_everything_for_the_next_person() -> any
     })
     .await?;
     let admin = staff::add_signed_in(&stack, "root", StaffRole::Admin).await?;
-    staff::add(&stack, "bob", StaffRole::Agent).await?;
+    agent_bob(&stack).await?;
     let mut config = script_config(&js, &stack, "idle-kiosk").await?;
     config["kiosk_credential"] = json!(super::web_enrolment::enrol(&stack, &admin).await?);
     let result = run(&js, "web-applicant.mjs", &config, no_steps).await?;
@@ -199,7 +205,7 @@ async fn a_forgotten_conversation_is_not_followed_again_and_a_refused_survey_is_
     })
     .await?;
     let admin = staff::add_signed_in(&stack, "root", StaffRole::Admin).await?;
-    staff::add(&stack, "bob", StaffRole::Agent).await?;
+    agent_bob(&stack).await?;
     let config = script_config(&js, &stack, "survey-refused").await?;
     let mut before = None;
     let mut subject = String::new();
