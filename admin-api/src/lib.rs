@@ -13,6 +13,7 @@ mod applicant_tokens;
 mod audit_http;
 mod audited;
 mod auth;
+mod enrolment_check;
 mod extract;
 mod filters;
 mod kiosk_credential;
@@ -83,6 +84,13 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
+    /// Seconds without input (a key, a touch, a click) after which a kiosk with an open
+    /// conversation or a draft on screen asks "Are you still there?" (a finished one is cleared
+    /// after `kiosk_reset_secs`).
+    pub kiosk_idle_secs: u64,
+    /// Seconds the kiosk's question waits for an answer before it clears everything (screen,
+    /// storage, connection) for the next person.
+    pub kiosk_idle_warning_secs: u64,
     /// The URL browsers use for MQTT over WebSocket (`wss://chat.example.org/mqtt` behind a
     /// proxy); unset: the page's own host with the WebSocket listener's port and path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +113,8 @@ impl Default for AdminConfig {
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
+            kiosk_idle_secs: 120,
+            kiosk_idle_warning_secs: 30,
             mqtt_websocket_url: None,
             kiosk_reset_secs: 120,
         }
@@ -242,6 +252,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))
+        .route("/v1/kiosk-credential", get(enrolment_check::check))
         .route("/v1/sessions", get(sessions_http::list))
         .route(
             "/v1/sessions/{id}/transcript",

@@ -22,6 +22,7 @@ use utoipa::OpenApi;
         crate::kiosks_http::read,
         crate::kiosks_http::revoke,
         crate::applicant_tokens::issue,
+        crate::enrolment_check::check,
         crate::sessions_http::list,
         crate::sessions_http::transcript,
         crate::session_actions_http::assign,

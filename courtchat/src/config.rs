@@ -162,6 +162,19 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        // The kiosk page's timers: zero would clear a conversation as it starts, and a
+        // browser's timer cannot wait much beyond 24 days (a day is plenty).
+        for (key, secs) in [
+            ("admin.kiosk_idle_secs", self.admin.kiosk_idle_secs),
+            (
+                "admin.kiosk_idle_warning_secs",
+                self.admin.kiosk_idle_warning_secs,
+            ),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(invalid(key, "must be between 1 and 86400 seconds"));
+            }
+        }
         // The pages hand it to MQTT.js as is; anything but a WebSocket URL would fail in every
         // browser, long after the operator could have been told.
         if let Some(url) = &self.admin.mqtt_websocket_url
@@ -333,6 +346,16 @@ mod tests {
                 "COURTCHAT_ADMIN__APPLICANT_TOKENS_PER_ADDRESS",
                 "0",
                 "applicant_tokens_per_address",
+            ),
+            (
+                "COURTCHAT_ADMIN__KIOSK_IDLE_SECS",
+                "0",
+                "admin.kiosk_idle_secs",
+            ),
+            (
+                "COURTCHAT_ADMIN__KIOSK_IDLE_WARNING_SECS",
+                "86401",
+                "admin.kiosk_idle_warning_secs",
             ),
             (
                 "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",

@@ -393,6 +393,8 @@ impl Server {
                     mqtt_port: addresses.mqtt_ws.port(),
                     mqtt_path: config.mqtt.websocket.path.clone(),
                     kiosk_reset_secs: config.admin.kiosk_reset_secs,
+                    kiosk_idle_secs: config.admin.kiosk_idle_secs,
+                    kiosk_idle_warning_secs: config.admin.kiosk_idle_warning_secs,
                 }),
             };
             let stop = stop.clone();
