@@ -172,6 +172,13 @@ impl Config {
                 "must be a ws:// or wss:// URL",
             ));
         }
+        // A token from further ahead than this is no clock skew, and would outlive revocations.
+        if self.mqtt.auth.iat_leeway > 3600 {
+            return Err(invalid(
+                "mqtt.auth.iat_leeway",
+                "must be at most 3600 seconds",
+            ));
+        }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
@@ -333,6 +340,16 @@ mod tests {
                 "COURTCHAT_ADMIN__APPLICANT_TOKENS_PER_ADDRESS",
                 "0",
                 "applicant_tokens_per_address",
+            ),
+            (
+                "COURTCHAT_MQTT__AUTH__IAT_LEEWAY",
+                "3601",
+                "mqtt.auth.iat_leeway",
+            ),
+            (
+                "COURTCHAT_ADMIN__LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS",
+                "0",
+                "login_attempts_per_account_and_address",
             ),
             (
                 "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",
