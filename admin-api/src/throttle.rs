@@ -32,12 +32,12 @@ use limits::Allowance;
 
 /// The limits sign-in enforces, from the `[admin]` configuration.
 #[derive(Clone, Copy, Debug)]
-pub struct LoginLimits {
-    pub per_address: NonZeroU32,
-    pub per_account_and_address: NonZeroU32,
-    pub per_account: NonZeroU32,
+pub(crate) struct LoginLimits {
+    pub(crate) per_address: NonZeroU32,
+    pub(crate) per_account_and_address: NonZeroU32,
+    pub(crate) per_account: NonZeroU32,
     /// How long an address the account signed in from stays known to it.
-    pub known_address_for: Duration,
+    pub(crate) known_address_for: Duration,
 }
 
 /// The sign-in limits and the addresses each account is known at.
@@ -51,7 +51,7 @@ pub struct LoginThrottle {
 }
 
 impl LoginThrottle {
-    pub fn new(limits: LoginLimits) -> Self {
+    pub(crate) fn new(limits: LoginLimits) -> Self {
         Self {
             per_address: Allowance::per_minute(limits.per_address),
             per_account_and_address: Allowance::per_minute(limits.per_account_and_address),
