@@ -20,6 +20,7 @@ mod kiosk_credential;
 mod kiosks;
 mod kiosks_http;
 mod login;
+mod logout;
 pub mod metrics;
 mod openapi;
 mod page;
@@ -69,10 +70,16 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// How long a token issued at sign-in stays valid, in seconds.
     pub token_ttl_secs: u64,
-    /// Sign-in attempts allowed per account per minute (a burst of as many).
+    /// Sign-in attempts allowed at one account per minute from all of its unknown addresses
+    /// together (a burst of as many); see `throttle`.
     pub login_attempts_per_account: NonZeroU32,
-    /// Sign-in attempts allowed per client address per minute.
+    /// Sign-in attempts allowed per client address per minute, whatever the account.
     pub login_attempts_per_address: NonZeroU32,
+    /// Sign-in attempts allowed at one account from one client address per minute.
+    pub login_attempts_per_account_and_address: NonZeroU32,
+    /// Days an address an account signed in from stays known to it (exempt from
+    /// `login_attempts_per_account`).
+    pub login_known_address_days: NonZeroU32,
     /// How long an applicant token (`POST /v1/applicant-tokens`) stays valid, in seconds; the
     /// gateway ends the applicant's connection when it expires.
     pub applicant_token_ttl_secs: u64,
@@ -107,8 +114,10 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_ttl_secs: 8 * 3600,
-            login_attempts_per_account: NonZeroU32::new(5).expect("nonzero"),
+            login_attempts_per_account: NonZeroU32::new(20).expect("nonzero"),
             login_attempts_per_address: NonZeroU32::new(30).expect("nonzero"),
+            login_attempts_per_account_and_address: NonZeroU32::new(5).expect("nonzero"),
+            login_known_address_days: NonZeroU32::new(30).expect("nonzero"),
             applicant_token_ttl_secs: 3600,
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
@@ -153,10 +162,14 @@ pub struct LoginSettings {
 impl LoginSettings {
     pub fn new(config: &AdminConfig) -> Self {
         Self {
-            throttle: LoginThrottle::new(
-                config.login_attempts_per_account,
-                config.login_attempts_per_address,
-            ),
+            throttle: LoginThrottle::new(throttle::LoginLimits {
+                per_address: config.login_attempts_per_address,
+                per_account_and_address: config.login_attempts_per_account_and_address,
+                per_account: config.login_attempts_per_account,
+                known_address_for: Duration::from_secs(
+                    u64::from(config.login_known_address_days.get()) * 86_400,
+                ),
+            }),
             token_ttl: Duration::from_secs(config.token_ttl_secs),
         }
     }
@@ -237,6 +250,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/login", post(login::login))
+        .route("/v1/logout", post(logout::logout))
         .route(
             "/v1/people",
             get(people_http::list).post(people_http::create),

@@ -13,6 +13,7 @@ use utoipa::OpenApi;
     ),
     paths(
         crate::login::login,
+        crate::logout::logout,
         crate::people_http::list,
         crate::people_http::create,
         crate::people_http::read,

@@ -185,6 +185,13 @@ impl Config {
                 "must be a ws:// or wss:// URL",
             ));
         }
+        // A token from further ahead than this is no clock skew, and would outlive revocations.
+        if self.mqtt.auth.iat_leeway > 3600 {
+            return Err(invalid(
+                "mqtt.auth.iat_leeway",
+                "must be at most 3600 seconds",
+            ));
+        }
         if self.mqtt.connect_timeout.is_zero() {
             return Err(invalid("mqtt.connect_timeout", "must be at least 1 second"));
         }
@@ -356,6 +363,16 @@ mod tests {
                 "COURTCHAT_ADMIN__KIOSK_IDLE_WARNING_SECS",
                 "86401",
                 "admin.kiosk_idle_warning_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__AUTH__IAT_LEEWAY",
+                "3601",
+                "mqtt.auth.iat_leeway",
+            ),
+            (
+                "COURTCHAT_ADMIN__LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS",
+                "0",
+                "login_attempts_per_account_and_address",
             ),
             (
                 "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",

@@ -127,7 +127,7 @@ fn migrate_creates_the_embedded_database_under_data() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("data/courtchat.db").is_file());
     assert!(
-        text(&out.stderr).contains("applied=10"),
+        text(&out.stderr).contains("applied=11"),
         "{}",
         text(&out.stderr)
     );

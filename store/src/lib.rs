@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemas::db::Migrator;
-use schemas::db::entities::{agent, message, participant, session};
+use schemas::db::entities::{agent, ended_token, message, participant, session};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -333,6 +333,21 @@ impl Store {
             .map_err(StoreError::Query)?
             .into_iter()
             .map(|row| (row.subject, row.tokens_not_before.max(0) as u64))
+            .collect())
+    }
+
+    /// Every staff token ended before its expiry (`POST /v1/logout`) that has not expired by
+    /// `now` (Unix seconds), as `(token id, expiry)`. The gateway loads this at start;
+    /// afterwards the admin API keeps it current.
+    pub async fn ended_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        Ok(ended_token::Entity::find()
+            .filter(ended_token::Column::ExpiresAt.gte(now))
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)?
+            .into_iter()
+            .map(|row| (row.token_id, row.expires_at.max(0) as u64))
             .collect())
     }
 
