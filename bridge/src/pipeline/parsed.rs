@@ -6,6 +6,7 @@ use std::time::Instant;
 use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{self, Action, OpenSession, RejectReason, StaffSubmission, Submission};
 
+use super::decide;
 use super::input::{check_action, check_body, client_msg_id_of};
 use crate::link::Incoming;
 use crate::rate::{Charge, SenderLimits};
@@ -141,7 +142,11 @@ pub(super) fn parse(incoming: &Incoming, max_body_bytes: usize) -> Parsed {
                     Some(Err(refusal)) => refused(subject, None, request.client_msg_id, refusal),
                     _ => Parsed::Open {
                         applicant: subject.to_owned(),
-                        request,
+                        request: decide::origin::as_issued(
+                            request,
+                            incoming.property(wire::CHANNEL_PROPERTY),
+                            incoming.property(wire::TEAM_PROPERTY),
+                        ),
                     },
                 }
             }

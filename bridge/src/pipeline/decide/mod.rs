@@ -5,15 +5,17 @@
 //!
 //! One module per family of actions: [`entries`] (messages, notes), [`membership`] (join,
 //! leave), [`lock`] (the reply lock and its expiry), [`receipts`], [`lifecycle`] (open,
-//! transfer, escalate, close, the survey), [`routing`] (availability, offers from the queue),
-//! [`staffing`] (who may take part in a session, and staff who no longer may), [`abandon`]
-//! (closing sessions whose applicant has gone), [`reads`] (what a resync may send back).
+//! transfer, escalate, close, the survey), [`origin`] (an open request's channel and team from
+//! the applicant's token), [`routing`] (availability, offers from the queue), [`staffing`] (who
+//! may take part in a session, and staff who no longer may), [`abandon`] (closing sessions whose
+//! applicant has gone), [`reads`] (what a resync may send back).
 
 pub(crate) mod abandon;
 pub(crate) mod entries;
 pub(crate) mod lifecycle;
 pub(crate) mod lock;
 pub(crate) mod membership;
+pub(crate) mod origin;
 pub(crate) mod reads;
 pub(crate) mod receipts;
 pub(crate) mod routing;
