@@ -168,7 +168,7 @@ impl Worker {
                 .iter()
                 .any(|(subject, role)| role.is_some() && roster.seat(subject).is_none());
         if unseated {
-            roster.refresh(dispatch::stored_seats(txn).await?);
+            roster.seat_newcomers(dispatch::stored_seats(txn).await?);
         }
 
         let mut fx = Effects::default();

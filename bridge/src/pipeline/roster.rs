@@ -59,6 +59,17 @@ pub(crate) struct StoredSeat {
     pub available: bool,
 }
 
+/// Each member of staff's role and team, as last read.
+pub(crate) type StaffSettings = HashMap<String, (ParticipantRole, Option<String>)>;
+
+/// `stored` as [`StaffSettings`].
+pub(crate) fn settings(stored: &[StoredSeat]) -> StaffSettings {
+    stored
+        .iter()
+        .map(|s| (s.subject.clone(), (s.role, s.team.clone())))
+        .collect()
+}
+
 /// A member of staff whose seat went or changed while they took part in sessions: the sweep
 /// decides whether they may still hold each (`decide::staffing`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,41 +108,13 @@ impl Roster {
     /// team and capacity follow the table. Availability stays as decided here, because the
     /// pipeline is its only writer and the table may not show a decision that is not stored
     /// yet.
-    ///
-    /// Staff who lose their seat, or whose role or team changes, while taking part in sessions
-    /// are kept as departures for the sweep ([`Roster::take_departures`]).
     pub fn refresh(&mut self, stored: Vec<StoredSeat>) {
         let present: HashSet<&str> = stored.iter().map(|s| s.subject.as_str()).collect();
-        let gone: Vec<String> = self
-            .seats
-            .keys()
-            .filter(|subject| !present.contains(subject.as_str()))
-            .cloned()
-            .collect();
-        for subject in gone {
-            if let Some(seat) = self.seats.remove(&subject)
-                && !seat.sessions.is_empty()
-            {
-                self.departures.push(Departure {
-                    subject,
-                    now: None,
-                    role_changed: false,
-                    sessions: sorted(&seat.sessions),
-                });
-            }
-        }
+        self.seats
+            .retain(|subject, _| present.contains(subject.as_str()));
         for row in stored {
             match self.seats.get_mut(&row.subject) {
                 Some(seat) => {
-                    let role_changed = seat.role != row.role;
-                    if (role_changed || seat.team != row.team) && !seat.sessions.is_empty() {
-                        self.departures.push(Departure {
-                            subject: row.subject.clone(),
-                            now: Some((row.role, row.team.clone())),
-                            role_changed,
-                            sessions: sorted(&seat.sessions),
-                        });
-                    }
                     seat.role = row.role;
                     seat.team = row.team;
                     seat.capacity = row.capacity;
@@ -144,7 +127,58 @@ impl Roster {
         }
     }
 
-    /// Takes the departures recorded since the last call.
+    /// Seats staff who have none yet, changing nothing else: between sweeps, so that whoever
+    /// joins or is handed a session is counted, while changes of the seated wait for the sweep,
+    /// which decides what they mean ([`Roster::departures`]).
+    pub fn seat_newcomers(&mut self, stored: Vec<StoredSeat>) {
+        for row in stored {
+            self.seats
+                .entry(row.subject)
+                .or_insert_with(|| Seat::new(row.role, row.team, row.capacity, row.available));
+        }
+    }
+
+    /// Each seated member of staff's role and team, as their seat has them.
+    pub fn settings(&self) -> StaffSettings {
+        self.seats
+            .iter()
+            .map(|(subject, seat)| (subject.clone(), (seat.role, seat.team.clone())))
+            .collect()
+    }
+
+    /// The staff who, between `known` (their role and team when last read) and `stored` (now),
+    /// lost their seat or changed role or team while taking part in sessions.
+    pub fn departures(&self, known: &StaffSettings, stored: &[StoredSeat]) -> Vec<Departure> {
+        let now: HashMap<&str, &StoredSeat> =
+            stored.iter().map(|s| (s.subject.as_str(), s)).collect();
+        let mut departures: Vec<Departure> = known
+            .iter()
+            .filter_map(|(subject, (role, team))| {
+                let sessions = self.seats.get(subject).map(|seat| sorted(&seat.sessions))?;
+                let departure = match now.get(subject.as_str()) {
+                    None => Departure {
+                        subject: subject.clone(),
+                        now: None,
+                        role_changed: false,
+                        sessions,
+                    },
+                    Some(seat) if seat.role != *role || seat.team != *team => Departure {
+                        subject: subject.clone(),
+                        now: Some((seat.role, seat.team.clone())),
+                        role_changed: seat.role != *role,
+                        sessions,
+                    },
+                    Some(_) => return None,
+                };
+                (!departure.sessions.is_empty()).then_some(departure)
+            })
+            .collect();
+        departures.sort_by(|a, b| a.subject.cmp(&b.subject));
+        departures
+    }
+
+    /// Takes the departures recorded since the last call (members without a seat, found when
+    /// the roster was read from the database).
     pub fn take_departures(&mut self) -> Vec<Departure> {
         std::mem::take(&mut self.departures)
     }
@@ -422,15 +456,16 @@ mod tests {
             capacity,
             available: true,
         };
+        let agent = |name| stored(name, ParticipantRole::Agent, Some("fines"), 2);
+        let known = settings(&[agent("ann"), agent("bob"), agent("cat"), agent("dan")]);
         // ann is disabled (gone from the table); bob moves team; cat becomes a supervisor;
         // dan, in no session, moves team; a capacity change is no departure.
-        roster.refresh(vec![
+        let now = vec![
             stored("bob", ParticipantRole::Agent, Some("renewals"), 2),
             stored("cat", ParticipantRole::Supervisor, Some("fines"), 1),
             stored("dan", ParticipantRole::Agent, Some("renewals"), 2),
-        ]);
-        let mut departures = roster.take_departures();
-        departures.sort_by(|a, b| a.subject.cmp(&b.subject));
+        ];
+        let departures = roster.departures(&known, &now);
         let summary: Vec<(&str, Option<ParticipantRole>, bool, Vec<&str>)> = departures
             .iter()
             .map(|d| {
@@ -455,14 +490,23 @@ mod tests {
                 ),
             ]
         );
-        assert!(roster.take_departures().is_empty(), "taken once");
+        // Between sweeps only newcomers are seated; changes wait for the sweep.
+        roster.seat_newcomers(vec![stored("eve", ParticipantRole::Agent, None, 1)]);
+        assert!(roster.seat("eve").is_some() && roster.seat("ann").is_some());
+        roster.refresh(now);
+        assert!(
+            roster.seat("ann").is_none(),
+            "a disabled member loses the seat"
+        );
+        assert_eq!(roster.departures(&settings(&[]), &[]), []);
         // Read from the database: a participant with no seat is a departure too.
-        roster.seatless("s-9", "eve");
-        roster.seatless("s-8", "eve");
+        roster.seatless("s-9", "zed");
+        roster.seatless("s-8", "zed");
         roster.seatless("s-7", "bob");
         let departures = roster.take_departures();
         assert_eq!(departures.len(), 1);
         assert_eq!(departures[0].sessions, ["s-9", "s-8"]);
+        assert!(roster.take_departures().is_empty(), "taken once");
     }
 
     #[test]

@@ -15,9 +15,13 @@ use super::batch::Decided;
 use super::decide::{self, Context, Effects, staffing};
 use super::dispatch;
 use super::load::absence_cause;
-use super::roster::Departure;
+use super::roster::{Departure, settings};
 use super::view::Views;
 use super::worker::Worker;
+
+/// How many sweeps look at a departure: enough that one whose decisions were not stored (a
+/// failed batch drops them) is acted on again.
+const DEPARTURE_SWEEPS: u8 = 5;
 
 impl Worker {
     /// Frees every reply lock whose lease has lapsed (`lock.expired`), closes sessions whose
@@ -80,10 +84,29 @@ impl Worker {
             Some(roster) => roster,
             None => dispatch::load(db).await?,
         };
-        roster.refresh(dispatch::stored_seats(db).await?);
-        for departure in roster.take_departures() {
+        let stored = dispatch::stored_seats(db).await?;
+        // What was known of each member of staff: as the last sweep read it, or for staff seated
+        // since (a batch seats newcomers), as their seat says.
+        let mut known = self.staff_known.take().unwrap_or_default();
+        for (subject, settings) in roster.settings() {
+            known.entry(subject).or_insert(settings);
+        }
+        let mut found = roster.take_departures();
+        found.extend(roster.departures(&known, &stored));
+        self.staff_known = Some(settings(&stored));
+        roster.refresh(stored);
+        self.departing.extend(
+            found
+                .into_iter()
+                .map(|departure| (departure, DEPARTURE_SWEEPS)),
+        );
+        for (departure, _) in &self.departing {
             unseat(&mut self.views, db, &ctx, &mut fx, departure).await?;
         }
+        self.departing.retain_mut(|(_, left)| {
+            *left -= 1;
+            *left > 0
+        });
         dispatch::follow(&mut roster, &fx, &self.views, now);
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
@@ -104,7 +127,7 @@ async fn unseat(
     db: &impl sea_orm::ConnectionTrait,
     ctx: &Context<'_>,
     fx: &mut Effects,
-    departure: Departure,
+    departure: &Departure,
 ) -> Result<(), PipelineError> {
     let cause = match &departure.now {
         None => absence_cause(db, &departure.subject).await?,

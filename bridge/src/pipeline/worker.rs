@@ -26,7 +26,7 @@ use super::batch::{Decided, Pending};
 use super::commands::Intake;
 use super::outbox::Outbox;
 use super::resync::PageLimits;
-use super::roster::Roster;
+use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
@@ -47,6 +47,13 @@ pub(crate) struct Worker {
     pub(super) attendance: Attendance,
     /// Sweeps since idle senders' allowances were last forgotten.
     pub(super) sweeps: u32,
+    /// Staff's role and team as the last sweep read them, to tell who changed (kept when the
+    /// roster is dropped: a roster read again after a change cannot tell; staff seated since by
+    /// a batch are known by their seat).
+    pub(super) staff_known: Option<StaffSettings>,
+    /// Staff who may no longer hold sessions, with the sweeps left to look at them again: a
+    /// sweep's decisions may fail to be stored, and looking again changes nothing once they are.
+    pub(super) departing: Vec<(Departure, u8)>,
     /// The largest packet the gateway takes from the pipeline (from its CONNACK).
     pub(super) packet_limit: Arc<AtomicUsize>,
     /// What the batch being stored answered, until it is.
@@ -96,6 +103,8 @@ impl Worker {
             limits: SenderLimits::new(&config),
             attendance: Attendance::default(),
             sweeps: 0,
+            staff_known: None,
+            departing: Vec::new(),
             config,
             views: Views::default(),
             roster: None,

@@ -112,22 +112,33 @@ impl Participant {
         Ok(())
     }
 
-    /// The answer to `client_msg_id`, once it arrived (waiting for it).
-    pub async fn answer(&mut self, client_msg_id: &str) -> anyhow::Result<Value> {
+    /// The answer to `client_msg_id` among what arrived from `since` on (an index into
+    /// [`Participant::seen`]), waiting for it: an id used again (in another session) is not
+    /// taken for its earlier answer.
+    pub async fn answer_since(
+        &mut self,
+        client_msg_id: &str,
+        since: usize,
+    ) -> anyhow::Result<Value> {
         let mine = |(topic, payload): &(String, Value)| {
             topic.ends_with("/ack") && payload["client_msg_id"] == client_msg_id
         };
         self.until(&format!("the answer to {client_msg_id}"), |seen| {
-            seen.iter().any(mine)
+            seen.iter().skip(since).any(mine)
         })
         .await?;
         Ok(self
             .seen
             .iter()
-            .rev()
+            .skip(since)
             .find(|s| mine(s))
             .map(|(_, p)| p.clone())
             .unwrap_or_default())
+    }
+
+    /// The answer to `client_msg_id`, the first that arrived (waiting for it).
+    pub async fn answer(&mut self, client_msg_id: &str) -> anyhow::Result<Value> {
+        self.answer_since(client_msg_id, 0).await
     }
 
     /// Publishes `payload` to `topic` and waits for its answer.
@@ -136,8 +147,9 @@ impl Participant {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        let since = self.seen.len();
         self.publish(topic, &payload).await?;
-        self.answer(&cmid).await
+        self.answer_since(&cmid, since).await
     }
 
     /// Submits `action` to `session` as this participant and waits for the answer.
