@@ -450,6 +450,26 @@ mod tests {
                 "/etc/cc/cert.pem",
                 "mqtt.tls.key_file",
             ),
+            (
+                "COURTCHAT_BRIDGE__RESYNC_RATE_PER_SECOND",
+                "0",
+                "bridge.resync_rate_per_second",
+            ),
+            (
+                "COURTCHAT_BRIDGE__RECEIPT_RATE_BURST",
+                "0.5",
+                "bridge.receipt_rate_per_second",
+            ),
+            (
+                "COURTCHAT_BRIDGE__RESYNC_BYTES_BURST",
+                "1024",
+                "bridge.resync_bytes_burst",
+            ),
+            (
+                "COURTCHAT_BRIDGE__MAX_OPEN_SESSIONS_PER_APPLICANT",
+                "0",
+                "bridge.max_open_sessions_per_applicant",
+            ),
         ];
         for (key, value, named) in rows {
             let err = Config::load(None, env(&[(key, value)]))
