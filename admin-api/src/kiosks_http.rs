@@ -109,11 +109,7 @@ const READERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Supervisor];
 fn problem(error: KioskError) -> Problem {
     match error {
         KioskError::Database(ref db) => crate::database_problem(db),
-        KioskError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
+        KioskError::Audit(ref error) => crate::audit_problem(error),
         KioskError::Random(_) => {
             tracing::error!(error = %error, "a kiosk credential could not be made");
             Problem::internal()

@@ -193,18 +193,34 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// The answer to a database error: the database being away is 503, anything else 500 (logged).
+/// The answer to a database error: the database being away is 503, anything else 500; logged
+/// with its cause either way (a change that did not happen must leave a trace for whoever is
+/// asked why).
 fn database_problem(error: &sea_orm::DbErr) -> Problem {
     if store::is_unreachable(error) {
+        tracing::warn!(%error, "the database is unreachable");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "database unreachable",
         )
+        .retry_after(Duration::from_secs(1))
     } else {
         tracing::error!(%error, "a query failed");
         Problem::internal()
     }
+}
+
+/// The answer to a change whose audit entry could not be written (so the change was not made
+/// either): 503, logged with its cause.
+fn audit_problem(error: &bridge::AuditError) -> Problem {
+    tracing::error!(%error, "an audited change failed: its audit entry could not be written");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the audit record cannot be written",
+    )
+    .retry_after(Duration::from_secs(1))
 }
 
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).

@@ -192,11 +192,7 @@ fn problem(error: PeopleError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "exists", "already exists").detail(error.to_string())
         }
         PeopleError::Database(ref db) => crate::database_problem(db),
-        PeopleError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
+        PeopleError::Audit(ref error) => crate::audit_problem(error),
         PeopleError::Password(crate::password::PasswordError::Hash(_)) => Problem::internal(),
         other => Problem::invalid(other.to_string()),
     }

@@ -139,11 +139,7 @@ fn problem(error: RetentionError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "exists", "already exists").detail(detail)
         }
         RetentionError::Database(ref db) => crate::database_problem(db),
-        RetentionError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
+        RetentionError::Audit(ref error) => crate::audit_problem(error),
         other => Problem::invalid(other.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 //! One test binary with a module per area, so the workspace links the stack once.
 
 mod admin_audit;
+mod admin_contention;
 mod admin_fuzz;
 mod admin_kiosks;
 mod admin_login;
