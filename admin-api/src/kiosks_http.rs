@@ -114,7 +114,8 @@ fn problem(error: KioskError) -> Problem {
             tracing::error!(error = %error, "a kiosk credential could not be made");
             Problem::internal()
         }
-        other => Problem::invalid(other.to_string()),
+        KioskError::Name => Problem::invalid_field("name", error),
+        KioskError::Team => Problem::invalid_field("team", error),
     }
 }
 
@@ -124,7 +125,7 @@ fn not_found(id: &str) -> Problem {
 }
 
 /// Lists kiosks, in the order they were enrolled.
-#[utoipa::path(get, path = "/v1/kiosks", tag = "kiosks",
+#[utoipa::path(get, path = "/v1/kiosks", operation_id = "listKiosks", tag = "kiosks",
     params(KiosksQuery),
     security(("bearer" = [])),
     responses(
@@ -154,7 +155,7 @@ pub async fn list(
 }
 
 /// Enrols a kiosk. The answer holds its credential, which is shown only this once.
-#[utoipa::path(post, path = "/v1/kiosks", tag = "kiosks",
+#[utoipa::path(post, path = "/v1/kiosks", operation_id = "enrolKiosk", tag = "kiosks",
     request_body = NewKioskRequest,
     security(("bearer" = [])),
     responses(
@@ -192,7 +193,7 @@ pub async fn enrol(
 }
 
 /// One kiosk.
-#[utoipa::path(get, path = "/v1/kiosks/{id}", tag = "kiosks",
+#[utoipa::path(get, path = "/v1/kiosks/{id}", operation_id = "readKiosk", tag = "kiosks",
     params(("id" = String, Path, description = "the kiosk's id")),
     security(("bearer" = [])),
     responses(
@@ -216,7 +217,7 @@ pub async fn read(
 
 /// Revokes a kiosk: its credential is refused from now on; tokens it already obtained run out
 /// within `admin.applicant_token_ttl_secs`. Revoking a revoked kiosk changes nothing.
-#[utoipa::path(post, path = "/v1/kiosks/{id}/revoke", tag = "kiosks",
+#[utoipa::path(post, path = "/v1/kiosks/{id}/revoke", operation_id = "revokeKiosk", tag = "kiosks",
     params(("id" = String, Path, description = "the kiosk's id")),
     security(("bearer" = [])),
     responses(

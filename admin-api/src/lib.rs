@@ -18,6 +18,7 @@ mod filters;
 mod kiosk_credential;
 mod kiosks;
 mod kiosks_http;
+mod listener;
 mod login;
 pub mod metrics;
 mod openapi;
@@ -30,6 +31,7 @@ mod problem;
 mod queue_http;
 mod retention;
 mod retention_http;
+mod sender_limits;
 mod session_actions_http;
 mod sessions_http;
 mod stats;
@@ -39,7 +41,6 @@ mod throttle;
 mod tokens;
 pub mod web;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -51,10 +52,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::ToSchema;
 
 pub use applicant_tokens::ApplicantSettings;
+pub use listener::serve;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use throttle::LoginThrottle;
@@ -90,6 +91,16 @@ pub struct AdminConfig {
     /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
     /// itself for the next person.
     pub kiosk_reset_secs: u64,
+    /// Requests per minute (a burst of as many) from one signed-in caller, by their token's
+    /// subject; every route counts. Beyond them: 429 with Retry-After.
+    pub requests_per_subject: NonZeroU32,
+    /// Requests per minute from one client address (an IPv6 /64) without a valid token.
+    pub requests_per_address: NonZeroU32,
+    /// Seconds a request's head (and a JSON body) may take to arrive; a kept-alive connection
+    /// idle for as long is closed too.
+    pub request_read_timeout_secs: u64,
+    /// Connections served at once; one beyond them is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -107,8 +118,19 @@ impl Default for AdminConfig {
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
             mqtt_websocket_url: None,
             kiosk_reset_secs: 120,
+            requests_per_subject: NonZeroU32::new(600).expect("nonzero"),
+            requests_per_address: NonZeroU32::new(600).expect("nonzero"),
+            request_read_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
+}
+
+impl AdminConfig {
+    /// The longest `request_read_timeout_secs`.
+    pub const READ_TIMEOUT_MAX_SECS: u64 = 3600;
+    /// The most `max_connections` (far beyond what one process's descriptors allow).
+    pub const MAX_CONNECTIONS_MAX: usize = 1 << 20;
 }
 
 /// What the handlers need; cloned per request.
@@ -132,6 +154,29 @@ pub struct AdminState {
     /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
     /// availability go through it. `None` when it runs as its own process.
     pub commands: Option<bridge::Commands>,
+    /// How the listener and every route bound their senders.
+    pub http: Arc<HttpSettings>,
+}
+
+/// The bounds of the listener and of every route: requests per sender, the time a request may
+/// take to arrive, connections at once.
+pub struct HttpSettings {
+    pub(crate) senders: sender_limits::SenderLimits,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+impl HttpSettings {
+    pub fn new(config: &AdminConfig) -> Self {
+        Self {
+            senders: sender_limits::SenderLimits::new(
+                config.requests_per_subject,
+                config.requests_per_address,
+            ),
+            read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
+            max_connections: config.max_connections.max(1),
+        }
+    }
 }
 
 /// How sign-in behaves.
@@ -226,7 +271,11 @@ fn audit_problem(error: &bridge::AuditError) -> Problem {
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
     // Forget the limits of keys idle long enough to be full again.
-    let (login, applicants) = (state.login.clone(), state.applicants.clone());
+    let (login, applicants, http) = (
+        state.login.clone(),
+        state.applicants.clone(),
+        state.http.clone(),
+    );
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -236,6 +285,7 @@ pub fn router(state: AdminState) -> Router {
             }
             login.throttle.forget_idle();
             applicants.throttle.forget_idle();
+            http.senders.forget_idle();
         }
     });
     Router::new()
@@ -303,21 +353,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/web/{*path}", get(web::shared))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sender_limits::limit,
+        ))
         .with_state(state)
-}
-
-/// Serves [`router`] on `listener` until `shutdown` resolves; in-flight requests finish first.
-pub async fn serve(
-    listener: TcpListener,
-    state: AdminState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -327,7 +367,7 @@ struct Status {
 }
 
 /// Liveness: the process is up and serving HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
     responses((status = 200, description = "the process is up", body = Status)))]
 async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
@@ -338,7 +378,7 @@ const READINESS_PING: Duration = Duration::from_secs(1);
 
 /// Readiness: the database answers and, when it runs here, the chat pipeline is receiving.
 /// Load balancers stop routing here while either is not so.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
     responses(
         (status = 200, description = "ready", body = Status),
         (status = 503, description = "the database or the chat pipeline is not ready", body = Problem, content_type = "application/problem+json"),

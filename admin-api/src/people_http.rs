@@ -194,7 +194,11 @@ fn problem(error: PeopleError) -> Problem {
         PeopleError::Database(ref db) => crate::database_problem(db),
         PeopleError::Audit(ref error) => crate::audit_problem(error),
         PeopleError::Password(crate::password::PasswordError::Hash(_)) => Problem::internal(),
-        other => Problem::invalid(other.to_string()),
+        PeopleError::Username => Problem::invalid_field("username", error),
+        PeopleError::DisplayName => Problem::invalid_field("display_name", error),
+        PeopleError::Team => Problem::invalid_field("team", error),
+        PeopleError::Capacity => Problem::invalid_field("capacity", error),
+        PeopleError::Password(_) => Problem::invalid_field("password", error),
     }
 }
 
@@ -204,7 +208,7 @@ fn not_found(username: &str) -> Problem {
 }
 
 /// Lists staff.
-#[utoipa::path(get, path = "/v1/people", tag = "people",
+#[utoipa::path(get, path = "/v1/people", operation_id = "listPeople", tag = "people",
     params(PeopleQuery),
     security(("bearer" = [])),
     responses(
@@ -224,7 +228,7 @@ pub async fn list(
     if let Some(team) = &query.team
         && !(1..=64).contains(&team.chars().count())
     {
-        return Err(Problem::invalid("team is 1 to 64 characters"));
+        return Err(Problem::invalid_field("team", "1 to 64 characters"));
     }
     if query
         .team
@@ -253,7 +257,7 @@ pub async fn list(
 }
 
 /// Creates a member of staff.
-#[utoipa::path(post, path = "/v1/people", tag = "people",
+#[utoipa::path(post, path = "/v1/people", operation_id = "createPerson", tag = "people",
     request_body = NewPerson,
     security(("bearer" = [])),
     responses(
@@ -289,7 +293,7 @@ pub async fn create(
 }
 
 /// One member of staff.
-#[utoipa::path(get, path = "/v1/people/{username}", tag = "people",
+#[utoipa::path(get, path = "/v1/people/{username}", operation_id = "readPerson", tag = "people",
     params(("username" = String, Path, description = "the person's username")),
     security(("bearer" = [])),
     responses(
@@ -318,7 +322,7 @@ pub async fn read(
 
 /// Changes a member of staff: name, role, team, capacity, enabled, password. Disabling, a
 /// lower role or a new password ends their live MQTT connections and revokes their tokens.
-#[utoipa::path(patch, path = "/v1/people/{username}", tag = "people",
+#[utoipa::path(patch, path = "/v1/people/{username}", operation_id = "updatePerson", tag = "people",
     params(("username" = String, Path, description = "the person's username")),
     request_body = PersonUpdate,
     security(("bearer" = [])),

@@ -20,6 +20,10 @@ pub struct Problem {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// The request's field the problem is about, by its path (`display_name`, `detail.reason`),
+    /// when it is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
     /// For a refusal that lifts with time: seconds until it does (also `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
@@ -33,6 +37,7 @@ impl Problem {
             title,
             status: status.as_u16(),
             detail: None,
+            field: None,
             retry_after: None,
         }
     }
@@ -40,6 +45,17 @@ impl Problem {
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// The problem is about the request's field `name`.
+    pub fn field(mut self, name: impl Into<String>) -> Self {
+        self.field = Some(name.into());
+        self
+    }
+
+    /// 400 about the field `name`: the detail says what is wrong with it, naming it first.
+    pub fn invalid_field(name: &str, what: impl std::fmt::Display) -> Self {
+        Self::invalid(format!("{name}: {what}")).field(name)
     }
 
     /// The request may be made again after `wait`.

@@ -130,7 +130,7 @@ fn object<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, 
     if !body.is_object() {
         return Err(Problem::invalid("the body must be a JSON object"));
     }
-    serde_json::from_value(body).map_err(|error| Problem::invalid(error.to_string()))
+    crate::extract::value_as(body)
 }
 
 fn problem(error: RetentionError) -> Problem {
@@ -140,7 +140,10 @@ fn problem(error: RetentionError) -> Problem {
         }
         RetentionError::Database(ref db) => crate::database_problem(db),
         RetentionError::Audit(ref error) => crate::audit_problem(error),
-        other => Problem::invalid(other.to_string()),
+        RetentionError::Name => Problem::invalid_field("name", error),
+        RetentionError::Scope(_) => Problem::invalid_field("scope", error),
+        RetentionError::KeepDays => Problem::invalid_field("keep_days", error),
+        RetentionError::Reason => Problem::invalid_field("reason", error),
     }
 }
 
@@ -155,7 +158,7 @@ fn no_session(id: &str) -> Problem {
 }
 
 /// Every retention policy.
-#[utoipa::path(get, path = "/v1/retention/policies", tag = "retention",
+#[utoipa::path(get, path = "/v1/retention/policies", operation_id = "listRetentionPolicies", tag = "retention",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the policies, by name", body = PolicyList),
@@ -174,7 +177,7 @@ pub async fn list(
 }
 
 /// Creates a policy (one per scope). Recorded on the audit chain.
-#[utoipa::path(post, path = "/v1/retention/policies", tag = "retention",
+#[utoipa::path(post, path = "/v1/retention/policies", operation_id = "createRetentionPolicy", tag = "retention",
     request_body = NewPolicy,
     security(("bearer" = [])),
     responses(
@@ -207,7 +210,7 @@ pub async fn create(
 }
 
 /// Changes a policy's scope or days. Recorded on the audit chain with before and after.
-#[utoipa::path(patch, path = "/v1/retention/policies/{name}", tag = "retention",
+#[utoipa::path(patch, path = "/v1/retention/policies/{name}", operation_id = "updateRetentionPolicy", tag = "retention",
     params(("name" = String, Path, description = "the policy's name")),
     request_body = PolicyUpdate,
     security(("bearer" = [])),
@@ -244,7 +247,7 @@ pub async fn update(
 }
 
 /// Deletes a policy. Recorded on the audit chain with what it was.
-#[utoipa::path(delete, path = "/v1/retention/policies/{name}", tag = "retention",
+#[utoipa::path(delete, path = "/v1/retention/policies/{name}", operation_id = "deleteRetentionPolicy", tag = "retention",
     params(("name" = String, Path, description = "the policy's name")),
     security(("bearer" = [])),
     responses(
@@ -271,7 +274,7 @@ pub async fn delete(
 
 /// Places a legal hold on a session: no retention policy purges it until the hold is
 /// released. Recorded on the audit chain with who and why.
-#[utoipa::path(post, path = "/v1/sessions/{id}/hold", tag = "retention",
+#[utoipa::path(post, path = "/v1/sessions/{id}/hold", operation_id = "placeLegalHold", tag = "retention",
     params(("id" = String, Path, description = "the session's id")),
     request_body = HoldRequest,
     security(("bearer" = [])),
@@ -319,7 +322,7 @@ pub async fn hold(
 }
 
 /// Releases a session's legal hold; its policy applies again. Recorded on the audit chain.
-#[utoipa::path(delete, path = "/v1/sessions/{id}/hold", tag = "retention",
+#[utoipa::path(delete, path = "/v1/sessions/{id}/hold", operation_id = "releaseLegalHold", tag = "retention",
     params(("id" = String, Path, description = "the session's id")),
     security(("bearer" = [])),
     responses(

@@ -212,7 +212,7 @@ fn took_part(username: &str) -> sea_orm::sea_query::SelectStatement {
 }
 
 /// Sessions, filtered, a page at a time, in the order they were opened.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
     params(SessionsQuery),
     security(("bearer" = [])),
     responses(
@@ -233,7 +233,10 @@ pub async fn list(
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())
         {
-            return Err(Problem::invalid(format!("{name} is 1 to {max} characters")));
+            return Err(Problem::invalid_field(
+                name,
+                format_args!("1 to {max} characters"),
+            ));
         }
     }
     if [&query.agent, &query.team]
@@ -322,7 +325,7 @@ pub(crate) async fn page(
 }
 
 /// A session's transcript.
-#[utoipa::path(get, path = "/v1/sessions/{id}/transcript", tag = "sessions",
+#[utoipa::path(get, path = "/v1/sessions/{id}/transcript", operation_id = "readTranscript", tag = "sessions",
     params(("id" = String, Path, description = "the session's id")),
     security(("bearer" = [])),
     responses(

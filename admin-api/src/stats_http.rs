@@ -81,7 +81,10 @@ fn names(team: Option<&str>, agent: Option<&str>) -> Result<bool, Problem> {
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())
         {
-            return Err(Problem::invalid(format!("{name} is 1 to {max} characters")));
+            return Err(Problem::invalid_field(
+                name,
+                format_args!("1 to {max} characters"),
+            ));
         }
     }
     Ok([team, agent].into_iter().flatten().all(crate::storable))
@@ -129,7 +132,7 @@ async fn figures(state: &AdminState, query: StatsQuery) -> Result<Stats, Problem
 /// close and the range's end) while signed in, over signed-in time; signed in = available
 /// according to the `staff.availability` audit entries, clipped to the range; null when
 /// never signed in; target band 70–85 %. Per team, utilization sums the team's staff.
-#[utoipa::path(get, path = "/v1/stats", tag = "statistics",
+#[utoipa::path(get, path = "/v1/stats", operation_id = "readStats", tag = "statistics",
     params(StatsQuery),
     security(("bearer" = [])),
     responses(
@@ -150,7 +153,7 @@ pub async fn stats(
 /// The figures of `/v1/stats` as CSV: a header line, then one row overall, one per team and
 /// one per member of staff (`scope` says which). Durations in milliseconds; empty cells where
 /// `/v1/stats` has null.
-#[utoipa::path(get, path = "/v1/stats/export.csv", tag = "statistics",
+#[utoipa::path(get, path = "/v1/stats/export.csv", operation_id = "exportStatsCsv", tag = "statistics",
     params(StatsQuery),
     security(("bearer" = [])),
     responses(
@@ -181,7 +184,7 @@ pub async fn export_csv(
 
 /// Survey answers as JSON Lines (session id, its team and agent, rating, comment, when),
 /// streamed in the order of the session ids, for the sessions opened in the range.
-#[utoipa::path(get, path = "/v1/surveys/export", tag = "statistics",
+#[utoipa::path(get, path = "/v1/surveys/export", operation_id = "exportSurveys", tag = "statistics",
     params(SurveyExportQuery),
     security(("bearer" = [])),
     responses(

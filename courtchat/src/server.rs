@@ -388,6 +388,7 @@ impl Server {
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
                 metrics: Some(metrics.clone()),
+                http: Arc::new(admin_api::HttpSettings::new(&config.admin)),
                 web: Arc::new(admin_api::web::WebSettings {
                     mqtt_url: config.admin.mqtt_websocket_url.clone(),
                     mqtt_port: addresses.mqtt_ws.port(),
