@@ -22,6 +22,7 @@ mod bench_smoke;
 mod chat;
 mod closed_sessions;
 mod config_example;
+mod duplicate_keys;
 mod framing;
 mod http;
 mod metrics;
