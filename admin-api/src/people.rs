@@ -26,15 +26,21 @@ pub enum PeopleError {
         "a username is 1 to 64 characters: letters, digits, '.', '_', '-' and '@' (it names MQTT topics)"
     )]
     Username,
-    #[error("a display name is 1 to 128 characters, not all spaces, without control characters")]
+    #[error(
+        "a display name is 1 to 128 characters, not all spaces, without control, bidirectional or invisible characters"
+    )]
     DisplayName,
-    #[error("a team name is 1 to 64 characters, without control characters")]
+    #[error(
+        "a team name is 1 to 64 characters, not all spaces, without control, bidirectional or invisible characters"
+    )]
     Team,
     #[error("a capacity is 1 to 100 sessions")]
     Capacity,
     #[error(transparent)]
     Password(#[from] PasswordError),
-    #[error("there is already a member of staff called {0}")]
+    #[error(
+        "there is already a member of staff called {0} (usernames differing only by case are one)"
+    )]
     Exists(String),
     #[error("the database failed: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -51,17 +57,23 @@ pub fn valid_username(username: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
-/// A display name: 1 to 128 characters, not only spaces, no control characters (the schema's
-/// pattern says the same).
+/// A display name: 1 to 128 characters, not only whitespace, of the characters every stored
+/// name may hold (`schemas::wire::check_name_characters`: no control, bidirectional or
+/// invisible characters, which would make it display as something it is not). The schema's
+/// pattern says the same.
 pub fn valid_display_name(name: &str) -> bool {
-    (1..=128).contains(&name.chars().count())
-        && name.chars().any(|c| c != ' ')
-        && !name.chars().any(char::is_control)
+    valid_name(name, 128)
 }
 
-/// A team name: 1 to 64 characters, no control characters.
+/// A team name: 1 to 64 characters, by the same rule as display names.
 pub fn valid_team(team: &str) -> bool {
-    (1..=64).contains(&team.chars().count()) && !team.chars().any(char::is_control)
+    valid_name(team, 64)
+}
+
+fn valid_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.chars().count())
+        && name.chars().any(|c| !c.is_whitespace())
+        && schemas::wire::check_name_characters("name", name).is_ok()
 }
 
 /// Creates a member of staff, with `actor` (who did it) on the audit chain.
@@ -370,22 +382,32 @@ mod tests {
     }
 
     #[test]
-    fn names_and_teams_hold_no_control_characters() {
-        assert!(valid_display_name("Ann Lee-Smith"));
-        assert!(valid_display_name(" Ann "));
-        for bad in [
-            "",
-            "   ",
-            "Ann\0",
-            "Ann\nLee",
-            "Ann\u{85}",
-            &"x".repeat(129),
-        ] {
-            assert!(!valid_display_name(bad), "{bad:?}");
-        }
-        assert!(valid_team("front desk"));
-        for bad in ["", "a\u{7}", &"x".repeat(65)] {
-            assert!(!valid_team(bad), "{bad:?}");
+    fn names_follow_the_one_rule_for_stored_names() {
+        // (name, a valid display name, a valid team)
+        let rows: &[(&str, bool, bool)] = &[
+            ("Ann Lee-Smith", true, true),
+            (" Ann ", true, true),
+            ("Zoë Åström 李", true, true),
+            ("family 👨\u{200D}👩", true, true),
+            ("", false, false),
+            ("   ", false, false),
+            ("\u{3000}", false, false),
+            ("Ann\0", false, false),
+            ("Ann\nLee", false, false),
+            ("Ann\tLee", false, false),
+            ("Ann\u{85}", false, false),
+            ("Ann\u{202E}eeL", false, false),
+            ("An\u{2066}n", false, false),
+            ("A\u{200B}nn", false, false),
+            ("Ann\u{FEFF}", false, false),
+            (&"x".repeat(64), true, true),
+            (&"x".repeat(65), true, false),
+            (&"é".repeat(128), true, false),
+            (&"x".repeat(129), false, false),
+        ];
+        for (name, display, team) in rows {
+            assert_eq!(valid_display_name(name), *display, "display name {name:?}");
+            assert_eq!(valid_team(name), *team, "team {name:?}");
         }
     }
 }

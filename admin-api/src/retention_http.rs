@@ -70,7 +70,7 @@ pub struct NewPolicy {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "default")]
     pub name: String,
     #[schema(
-        pattern = "^(all|(team|channel):[^\\u0000-\\u001f\\u007f-\\u009f]{1,128})$",
+        pattern = "^(all|channel:(kiosk|phone|web)|team:(?=[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb])[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]{1,128})$",
         example = "team:appeals"
     )]
     pub scope: String,
@@ -82,7 +82,9 @@ pub struct NewPolicy {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
-    #[schema(pattern = "^(all|(team|channel):[^\\u0000-\\u001f\\u007f-\\u009f]{1,128})$")]
+    #[schema(
+        pattern = "^(all|channel:(kiosk|phone|web)|team:(?=[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb])[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]{1,128})$"
+    )]
     pub scope: Option<String>,
     #[serde(default, deserialize_with = "crate::people_http::whole_number")]
     #[schema(minimum = 1, maximum = 36500)]

@@ -18,7 +18,7 @@ mod input;
 
 pub use input::{
     CLIENT_MSG_ID_MAX, InputError, JsonError, NAME_MAX, bounded, check_client_msg_id, check_name,
-    check_text, parse_json,
+    check_name_characters, check_text, parse_json,
 };
 
 /// The protocol version these types describe.

@@ -256,13 +256,28 @@ pub fn check_client_msg_id(id: &str) -> Result<(), InputError> {
     }
 }
 
-/// An identifier a client names (an agent, a team, a topic): text rules, at most
-/// [`NAME_MAX`] bytes.
+/// An identifier a client names (an agent, a team, a topic): at most [`NAME_MAX`] bytes of
+/// [`check_name_characters`].
 pub fn check_name(field: &'static str, name: &str) -> Result<(), InputError> {
     if name.len() > NAME_MAX {
         return Err(InputError::TooLong {
             field,
             max: NAME_MAX,
+        });
+    }
+    check_name_characters(field, name)
+}
+
+/// The characters every stored name may hold (usernames' own rule is narrower): those of
+/// [`check_text`], without newline or tab either, since a name is one line. Staff display
+/// names, teams, kiosk names and the names a client gives follow it, so that no name displays
+/// differently from what it holds.
+pub fn check_name_characters(field: &'static str, name: &str) -> Result<(), InputError> {
+    if let Some(c) = name.chars().find(|c| matches!(c, '\n' | '\t')) {
+        return Err(InputError::Character {
+            field,
+            what: "a control character",
+            code: u32::from(c),
         });
     }
     check_text(field, name)
@@ -389,6 +404,14 @@ mod tests {
         ];
         for (text, ok) in rows {
             assert_eq!(check_text("body", text).is_ok(), *ok, "{text:?}");
+        }
+        for (text, ok) in rows {
+            let one_line = !text.contains(['\n', '\t']);
+            assert_eq!(
+                check_name_characters("name", text).is_ok(),
+                *ok && one_line,
+                "{text:?}"
+            );
         }
         let refusal = check_text("body", "a\u{202E}b").unwrap_err();
         assert_eq!(refusal.reason(), RejectReason::ContentRefused);
