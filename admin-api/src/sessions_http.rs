@@ -3,7 +3,9 @@
 //! receipts, reply-lock history and survey answer, and whether a legal hold keeps it or
 //! retention purged its content.
 //!
-//! Admins and supervisors read every session; an agent reads the sessions they took part in.
+//! Admins and supervisors read every session; an agent reads the sessions they took part in,
+//! but only what they could see while a participant ([`Horizon`]). Every transcript read is
+//! recorded on the audit chain (`session.transcript.read`: who, which session, how far).
 
 use axum::Json;
 use axum::extract::State;
@@ -191,6 +193,11 @@ pub struct PurgeInfo {
 #[derive(Serialize, ToSchema)]
 pub struct Transcript {
     pub session: SessionSummary,
+    /// For an agent who has left the session: the last entry they could see (the one that
+    /// records their leaving); nothing written after it is shown, and receipts, lock history
+    /// and the hold go no further. Absent when the whole transcript is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_through_seq: Option<i64>,
     /// Present while the session is under a legal hold.
     pub hold: Option<HoldInfo>,
     /// Present once retention purged the session's content.
@@ -353,20 +360,29 @@ pub async fn transcript(
         .await
         .map_err(failed)?
         .ok_or_else(missing)?;
-    if caller.role == StaffRole::Agent && row.assigned_agent.as_deref() != Some(&caller.username) {
-        let took_part = participant::Entity::find()
-            .filter(participant::Column::SessionId.eq(&id))
-            .filter(participant::Column::Subject.eq(&caller.username))
-            .one(db)
-            .await
-            .map_err(failed)?
-            .is_some();
-        if !took_part {
-            return Err(forbidden().detail("not one of your sessions"));
-        }
+    let horizon = horizon(db, &caller, &row).await.map_err(failed)?;
+    let Some(horizon) = horizon else {
+        return Err(forbidden().detail("not one of your sessions"));
+    };
+    // Who read which session, and how far, is on the record before they see it.
+    state
+        .audit
+        .append(bridge::AuditEntry {
+            actor: caller.username.clone(),
+            action: "session.transcript.read".to_owned(),
+            session_id: Some(id.clone()),
+            detail: serde_json::json!({
+                "role": crate::people::role_name(caller.role),
+                "through_seq": horizon.through_seq(),
+            }),
+        })
+        .await
+        .map_err(|error| crate::audit_problem(&error))?;
+    let mut entries = message::Entity::find().filter(message::Column::SessionId.eq(&id));
+    if let Some(last) = horizon.through_seq() {
+        entries = entries.filter(message::Column::Seq.lte(last));
     }
-    let entries = message::Entity::find()
-        .filter(message::Column::SessionId.eq(&id))
+    let entries = entries
         .order_by_asc(message::Column::Seq)
         .all(db)
         .await
@@ -394,13 +410,17 @@ pub async fn transcript(
         .into_iter()
         .map(|r| ReadReceipt {
             subject: r.subject,
-            delivered_seq: r.delivered_seq,
-            read_seq: r.read_seq,
+            delivered_seq: horizon.clamp(r.delivered_seq),
+            read_seq: horizon.clamp(r.read_seq),
         })
         .collect();
-    let lock_history = audit_event::Entity::find()
+    let mut lock_history = audit_event::Entity::find()
         .filter(audit_event::Column::SessionId.eq(&id))
-        .filter(audit_event::Column::Action.starts_with("lock."))
+        .filter(audit_event::Column::Action.starts_with("lock."));
+    if let Horizon::Left { at, .. } = horizon {
+        lock_history = lock_history.filter(audit_event::Column::At.lte(at));
+    }
+    let lock_history = lock_history
         .order_by_asc(audit_event::Column::Id)
         .all(db)
         .await
@@ -418,6 +438,7 @@ pub async fn transcript(
         .one(db)
         .await
         .map_err(failed)?
+        .filter(|s| horizon.saw(s.submitted_at))
         .map(|s| SurveyAnswer {
             rating: s.rating,
             comment: s.comment,
@@ -426,12 +447,14 @@ pub async fn transcript(
     let hold = legal_hold::Entity::find_by_id(id.clone())
         .one(db)
         .await
-        .map_err(failed)?;
+        .map_err(failed)?
+        .filter(|h| horizon.saw(h.held_at));
     let purged = session_purge::Entity::find_by_id(id.clone())
         .one(db)
         .await
         .map_err(failed)?;
     Ok(Json(Transcript {
+        visible_through_seq: horizon.through_seq(),
         session: SessionSummary {
             held: hold.is_some(),
             purged: purged.is_some(),
@@ -452,4 +475,156 @@ pub async fn transcript(
         lock_history,
         survey,
     }))
+}
+
+/// How much of a session's record a reader may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Horizon {
+    /// All of it: supervisors and admins, and a current participant (who may resync the
+    /// whole stream over MQTT).
+    Whole,
+    /// An agent who left: the entries up to the one that recorded their (last) leaving, at
+    /// `at`. While a participant they could resync from the first entry, so everything before
+    /// that is theirs to read; nothing after it is.
+    Left { seq: i64, at: DateTime<Utc> },
+}
+
+impl Horizon {
+    fn through_seq(self) -> Option<i64> {
+        match self {
+            Horizon::Whole => None,
+            Horizon::Left { seq, .. } => Some(seq),
+        }
+    }
+
+    fn clamp(self, seq: i64) -> i64 {
+        self.through_seq().map_or(seq, |last| seq.min(last))
+    }
+
+    /// Whether something that happened at `when` happened while the reader could see it.
+    fn saw(self, when: DateTime<Utc>) -> bool {
+        match self {
+            Horizon::Whole => true,
+            Horizon::Left { at, .. } => when <= at,
+        }
+    }
+}
+
+/// What `caller` may see of `session`: `None` if nothing (an agent who never took part).
+async fn horizon(
+    db: &sea_orm::DatabaseConnection,
+    caller: &Caller,
+    session: &session::Model,
+) -> Result<Option<Horizon>, sea_orm::DbErr> {
+    if caller.role != StaffRole::Agent {
+        return Ok(Some(Horizon::Whole));
+    }
+    let participation = participant::Entity::find()
+        .filter(participant::Column::SessionId.eq(&session.id))
+        .filter(participant::Column::Subject.eq(&caller.username))
+        .one(db)
+        .await?;
+    // The session's `assigned_agent` stays when they leave, so it is what the participant row
+    // says that counts; the assigned agent without a row (a record from before rows) reads it
+    // all, as before.
+    let Some(participation) = participation else {
+        let assigned = session.assigned_agent.as_deref() == Some(caller.username.as_str());
+        return Ok(assigned.then_some(Horizon::Whole));
+    };
+    let Some(left_at) = participation.left_at else {
+        return Ok(Some(Horizon::Whole));
+    };
+    // Their leaving is an entry of the stream (a rejoin replaces the participant row, so the
+    // row only says when they last left): the last `left` event naming them.
+    let events = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&session.id))
+        .filter(message::Column::Sender.eq(&caller.username))
+        .filter(message::Column::Kind.eq(message::MessageKind::Event))
+        .order_by_desc(message::Column::Seq)
+        .all(db)
+        .await?;
+    if let Some(horizon) = last_left(&events, &caller.username) {
+        return Ok(Some(horizon));
+    }
+    // A leaving without its entry (the pipeline always writes one; a record mended by hand
+    // might not): what was written before the row says they left.
+    let seq = message::Entity::find()
+        .filter(message::Column::SessionId.eq(&session.id))
+        .filter(message::Column::CreatedAt.lte(left_at))
+        .order_by_desc(message::Column::Seq)
+        .one(db)
+        .await?
+        .map_or(0, |entry| entry.seq);
+    Ok(Some(Horizon::Left { seq, at: left_at }))
+}
+
+/// The horizon of `subject` from their own event entries, newest first: up to the last `left`
+/// event naming them.
+fn last_left(events: &[message::Model], subject: &str) -> Option<Horizon> {
+    events
+        .iter()
+        .find(|entry| {
+            matches!(
+                schemas::wire::StreamContent::from_stored(entry.kind, &entry.body),
+                Some(schemas::wire::StreamContent::Event {
+                    event: schemas::wire::SessionEvent::Left { subject: who },
+                }) if who == subject
+            )
+        })
+        .map(|entry| Horizon::Left {
+            seq: entry.seq,
+            at: entry.created_at,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, sender: &str, event: schemas::wire::SessionEvent) -> message::Model {
+        let (kind, body) = schemas::wire::StreamContent::Event { event }.to_stored();
+        message::Model {
+            id: seq,
+            session_id: "s".into(),
+            seq,
+            client_msg_id: format!("c{seq}"),
+            sender: sender.into(),
+            kind,
+            body,
+            created_at: DateTime::from_timestamp(1_800_000_000 + seq, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_agent_who_left_sees_up_to_their_last_leaving() {
+        use schemas::wire::SessionEvent::{Joined, Left};
+        let ann = || "ann".to_owned();
+        // Newest first, as read: joined at 3, left at 7, joined again at 12, left at 20.
+        let events = [
+            event(20, "ann", Left { subject: ann() }),
+            event(12, "ann", Joined { subject: ann() }),
+            event(7, "ann", Left { subject: ann() }),
+            event(3, "ann", Joined { subject: ann() }),
+        ];
+        let horizon = last_left(&events, "ann").unwrap();
+        assert_eq!(horizon.through_seq(), Some(20));
+        assert_eq!(horizon.clamp(25), 20);
+        assert_eq!(horizon.clamp(9), 9);
+        let Horizon::Left { at, .. } = horizon else {
+            unreachable!()
+        };
+        assert!(horizon.saw(at) && !horizon.saw(at + chrono::Duration::seconds(1)));
+        // Someone else's leaving is not theirs.
+        assert_eq!(last_left(&events[1..2], "ann"), None);
+        let bob_left = [event(
+            9,
+            "ann",
+            Left {
+                subject: "bob".into(),
+            },
+        )];
+        assert_eq!(last_left(&bob_left, "ann"), None);
+        assert_eq!(Horizon::Whole.through_seq(), None);
+        assert_eq!(Horizon::Whole.clamp(25), 25);
+    }
 }
