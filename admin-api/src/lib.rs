@@ -343,6 +343,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/stats/export.csv", get(stats_http::export_csv))
         .route("/v1/surveys/export", get(stats_http::export_surveys))
         .route("/metrics", get(metrics::serve))
+        .route("/", get(web::home))
         .route("/desk", get(web::to_desk))
         .route("/desk/", get(web::desk))
         .route("/desk/{file}", get(web::desk_file))

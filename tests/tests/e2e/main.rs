@@ -10,6 +10,7 @@ mod admin_limits;
 mod admin_listener;
 mod admin_login;
 mod admin_openapi;
+mod admin_pages;
 mod admin_people;
 mod admin_queue;
 mod admin_sessions;
