@@ -95,7 +95,8 @@ impl utoipa::Modify for Bearer {
 /// Every operation may answer 429 with `Retry-After`: every route is limited per sender
 /// (`sender_limits`), so the document says so once here rather than in each annotation (where
 /// a new route could forget it). Operations that document a 429 of their own (sign-in, applicant
-/// tokens, the pipeline's actions) keep their description and gain the header.
+/// tokens, the pipeline's actions) keep their description and gain the header. Operations that
+/// take a body may answer 408 when it does not arrive in time (`extract::ApiJson`).
 struct SenderLimit;
 
 impl utoipa::Modify for SenderLimit {
@@ -136,6 +137,20 @@ impl utoipa::Modify for SenderLimit {
                     )
                     .build();
                 responses.insert("429".to_owned(), RefOr::T(response));
+                if operation.request_body.is_some() {
+                    let slow = ResponseBuilder::new()
+                        .description(
+                            "the body did not arrive within admin.request_read_timeout_secs",
+                        )
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build();
+                    responses.insert("408".to_owned(), RefOr::T(slow));
+                }
             }
         }
     }

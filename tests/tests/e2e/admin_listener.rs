@@ -1,6 +1,6 @@
 //! The admin listener's bounds: a request whose head does not arrive within
-//! `admin.request_read_timeout_secs` has its connection closed (half-sent requests were kept
-//! open forever), and beyond `admin.max_connections` connections a new one is answered 503 and
+//! `admin.request_read_timeout_secs` has its connection closed, and one whose JSON body does not
+//! is answered 408 (half-sent requests were kept open forever), and beyond `admin.max_connections` connections a new one is answered 503 and
 //! closed, while the server goes on serving the others.
 
 use std::net::SocketAddr;
@@ -63,6 +63,18 @@ async fn a_half_sent_request_is_closed_after_the_read_timeout() -> anyhow::Resul
     // A connection that sends nothing at all is closed too.
     let mut silent = TcpStream::connect(addr).await?;
     read_to_close(&mut silent, Duration::from_secs(15)).await?;
+    // A body that stops short of its length is answered 408 when the time is up.
+    let mut short = TcpStream::connect(addr).await?;
+    short
+        .write_all(
+            b"POST /v1/login HTTP/1.1\r\nHost: courtchat\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"username\"",
+        )
+        .await?;
+    let answer = read_to_close(&mut short, Duration::from_secs(15)).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    anyhow::ensure!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    anyhow::ensure!(answer.contains("request-timeout"), "{answer}");
     // Whole requests are served as before.
     let mut whole = TcpStream::connect(addr).await?;
     let head = healthz(&mut whole).await?;
