@@ -53,8 +53,11 @@ impl Problem {
         self
     }
 
-    /// 400 about the field `name`: the detail says what is wrong with it, naming it first.
+    /// 400 about the field `name`: the detail says what is wrong with it, naming it first. A
+    /// name is the client's own text (an unknown key), so it is cut to a bounded length.
     pub fn invalid_field(name: &str, what: impl std::fmt::Display) -> Self {
+        let name = schemas::wire::bounded(name);
+        let what = schemas::wire::bounded(&what.to_string());
         Self::invalid(format!("{name}: {what}")).field(name)
     }
 
@@ -106,6 +109,14 @@ impl IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_named_by_the_client_is_bounded() {
+        let long = "k".repeat(100_000);
+        let problem = serde_json::to_value(Problem::invalid_field(&long, "unknown field")).unwrap();
+        assert!(problem["field"].as_str().unwrap().len() < 300, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().len() < 600, "{problem}");
+    }
 
     #[test]
     fn a_problem_names_its_type_and_sets_retry_after() {
