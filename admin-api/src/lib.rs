@@ -39,6 +39,7 @@ mod stats_http;
 mod stats_load;
 mod throttle;
 mod tokens;
+mod transcript_horizon;
 pub mod web;
 
 use std::net::SocketAddr;
