@@ -472,7 +472,7 @@ async fn a_database_with_usernames_differing_by_case_is_not_upgraded_silently() 
     let db = store.connection();
     for statement in [
         "DROP INDEX idx_agents_subject_folded",
-        "DELETE FROM seaql_migrations WHERE version = 'm20261212_000011_staff_username_folded'",
+        "DELETE FROM seaql_migrations WHERE version = 'm20261212_000012_staff_username_folded'",
         "INSERT INTO agents (subject, display_name, role, active, created_at, capacity, \
          tokens_not_before, available) VALUES ('ann', 'Ann', 'admin', 1, '2026-01-01 00:00:00', \
          3, 0, 0), ('Ann', 'Ann 2', 'agent', 1, '2026-01-01 00:00:00', 3, 0, 0)",

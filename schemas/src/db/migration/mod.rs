@@ -12,7 +12,8 @@ mod m20261201_000007_kiosks;
 mod m20261201_000008_staff_availability;
 mod m20261201_000009_legal_hold;
 mod m20261201_000010_range_indexes;
-mod m20261212_000011_staff_username_folded;
+mod m20261208_000011_ended_tokens;
+mod m20261212_000012_staff_username_folded;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -31,7 +32,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_staff_availability::Migration),
             Box::new(m20261201_000009_legal_hold::Migration),
             Box::new(m20261201_000010_range_indexes::Migration),
-            Box::new(m20261212_000011_staff_username_folded::Migration),
+            Box::new(m20261208_000011_ended_tokens::Migration),
+            Box::new(m20261212_000012_staff_username_folded::Migration),
         ]
     }
 }

@@ -14,7 +14,7 @@ pub struct Migration;
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
-        "m20261212_000011_staff_username_folded"
+        "m20261212_000012_staff_username_folded"
     }
 }
 
