@@ -1,0 +1,111 @@
+//! State shared by every connection of one broker: the configuration, the router feeder, the
+//! plugin chains, the registries of live and stored sessions, and the retained messages.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use schemas::topics::Topic;
+use tokio::sync::Semaphore;
+
+use super::ClientRegistry;
+use crate::acl::{AclChain, Memberships};
+use crate::auth::AuthChain;
+use crate::config::BrokerConfig;
+use crate::fanout::Fanout;
+use crate::hooks::HookSet;
+use crate::router::{LinkKey, RouterFeeder};
+use crate::session::{RetainedStore, SessionState, SessionStore};
+use crate::staff::StaffRevocations;
+
+/// State shared by every connection of one broker.
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub router: RouterFeeder,
+    pub slots: Arc<Semaphore>,
+    pub clients: ClientRegistry,
+    pub auth: AuthChain,
+    pub acl: AclChain,
+    /// Session memberships, kept current from the pipeline's announcements (`feed`).
+    pub memberships: Memberships,
+    /// Revoked credentials, which the JWT authenticator also checks (`staff`).
+    pub staff_revocations: StaffRevocations,
+    pub fanout: Fanout,
+    pub(super) link_ids: LinkIds,
+    pub hooks: HookSet,
+    pub(super) sessions: SessionStore,
+    pub(super) retained: RetainedStore,
+    next_key: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        router: RouterFeeder,
+        auth: AuthChain,
+        acl: AclChain,
+        memberships: Memberships,
+        staff_revocations: StaffRevocations,
+        hooks: Vec<Arc<dyn crate::hooks::Hook>>,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        Self {
+            config,
+            router,
+            slots,
+            clients: ClientRegistry::default(),
+            auth,
+            acl,
+            memberships,
+            staff_revocations,
+            fanout: Fanout::default(),
+            link_ids: LinkIds::default(),
+            hooks: HookSet::new(hooks),
+            sessions: SessionStore::default(),
+            retained: RetainedStore::default(),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    pub(super) fn key(&self) -> LinkKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets go of a stored session that will not resume: its fan-out registrations.
+    pub(super) fn release(&self, state: SessionState) {
+        if let Some(parked) = state.parked {
+            self.fanout
+                .remove_all(parked.key, state.subscriptions.keys());
+        }
+    }
+
+    /// Drops what the gateway keeps for a session that is over: its retained messages.
+    pub(crate) fn forget_session(&self, session: &str) {
+        let prefix = Topic::Session {
+            session,
+            kind: schemas::topics::SessionTopic::Messages,
+            subject: None,
+        }
+        .to_string();
+        // `cc/v1/sessions/{id}/messages` -> `cc/v1/sessions/{id}/`
+        let prefix = prefix.trim_end_matches("messages");
+        self.retained.remove_under(prefix);
+    }
+}
+
+/// Ids for rumqttd links of sessions that end with their connection, reused after detaching.
+#[derive(Default)]
+pub(super) struct LinkIds {
+    free: Mutex<Vec<u64>>,
+    next: AtomicU64,
+}
+
+impl LinkIds {
+    pub(super) fn take(&self) -> u64 {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(super) fn give_back(&self, id: u64) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+}
