@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::acl::{AclConfig, ClosedSessions};
+use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
+use crate::memberships::ClosedSessions;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -25,6 +25,7 @@ mod framing;
 pub mod fuzzing;
 mod hooks;
 mod inbound;
+mod memberships;
 mod reference;
 mod router;
 mod session;
@@ -43,8 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use acl::{
-    Access, AclChain, AclConfig, Authorizer, ClosedSessions, Decision, DeniedPublish, Effect,
-    Memberships, ProtocolRules, StaticRule, StaticRules,
+    Access, AclChain, AclConfig, Authorizer, Decision, DeniedPublish, Effect, ProtocolRules,
+    StaticRule, StaticRules,
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
@@ -53,6 +54,7 @@ pub use auth::{
 };
 pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use hooks::{Denial, Hook, Stats};
+pub use memberships::{ClosedSessions, Memberships};
 pub use reference::start_plain_rumqttd;
 pub use staff::StaffRevocations;
 pub use tls::TlsError;

@@ -8,11 +8,12 @@ use schemas::topics::Topic;
 use tokio::sync::Semaphore;
 
 use super::ClientRegistry;
-use crate::acl::{AclChain, Memberships};
+use crate::acl::AclChain;
 use crate::auth::AuthChain;
 use crate::config::BrokerConfig;
 use crate::fanout::Fanout;
 use crate::hooks::HookSet;
+use crate::memberships::Memberships;
 use crate::router::{LinkKey, RouterFeeder};
 use crate::session::{RetainedStore, SessionState, SessionStore};
 use crate::staff::StaffRevocations;
