@@ -26,6 +26,7 @@ mod mqtt5;
 mod mqttjs;
 mod node;
 mod pipeline;
+mod restored_access;
 mod retention;
 mod revocation;
 mod robustness;
