@@ -70,8 +70,10 @@ pub struct WebSocketConfig {
     pub listen: SocketAddr,
     /// HTTP path clients upgrade on.
     pub path: String,
-    /// Origins (e.g. `https://desk.example.org`) whose pages may open a connection; others get
-    /// 403. Empty: any origin, and requests without one (non-browser clients) are always allowed.
+    /// Origins (e.g. `https://desk.example.org`) whose pages may open a connection; a request
+    /// with any other Origin gets 403 (none at all when the list is empty). Requests without an
+    /// Origin (non-browser clients) are always allowed. `courtchat serve` adds the origins of
+    /// the pages it serves.
     pub allowed_origins: Vec<String>,
 }
 

@@ -300,10 +300,11 @@ impl Server {
             Arc::new(crate::metrics::MetricsHook::new(metrics.clone())),
         ];
         let mut mqtt = config.mqtt.clone();
-        // The desk and kiosk pages this server serves may always open MQTT over WebSocket.
+        // The desk and kiosk pages this server serves may always open MQTT over WebSocket, and
+        // by default no other page may: configured origins add to theirs.
         for origin in page_origins(addresses.admin) {
             let allowed = &mut mqtt.websocket.allowed_origins;
-            if !allowed.is_empty() && !allowed.contains(&origin) {
+            if !allowed.contains(&origin) {
                 allowed.push(origin);
             }
         }

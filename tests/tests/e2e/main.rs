@@ -37,3 +37,4 @@ mod tls;
 mod web_conversation;
 mod web_desk;
 mod web_kiosk;
+mod websocket_origin;
