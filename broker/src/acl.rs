@@ -239,6 +239,20 @@ impl Authorizer for ProtocolRules {
     }
 }
 
+/// Whether `identity` may publish on `topic` with the retain flag `retain`. Under `cc/` only the
+/// service keeps retained state (the reply lock): a client's retained message there would be
+/// handed to every later subscriber of the session, and kept until the session is forgotten.
+pub(crate) fn check_retain(identity: &Identity, topic: &str, retain: bool) -> Result<(), String> {
+    if retain && identity.role != Role::Service && reaches_protocol(topic) {
+        Err(format!(
+            "{} may not publish retained messages under {PREFIX}",
+            identity.role
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether a topic or filter lies in the protocol namespace `cc/...`, or is a wildcard filter
 /// that can match a protocol topic.
 fn reaches_protocol(topic_or_filter: &str) -> bool {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
 use crate::memberships::ClosedSessions;
+use crate::signal::SignalsConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +49,8 @@ pub struct BrokerConfig {
     /// the pipeline's acknowledgement (a PUBACK is not one), resubmits. While the sender is
     /// connected it waits as long as it takes.
     pub pipeline_queue_wait_secs: u64,
+    /// How much typing and presence each sender may publish (`[mqtt.signals]`).
+    pub signals: SignalsConfig,
     /// rumqttd's router, which carries every topic outside `cc/`.
     pub router: RouterConfig,
     /// How clients prove who they are.
@@ -94,6 +97,7 @@ impl Default for BrokerConfig {
                 .access
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
+            signals: SignalsConfig::default(),
             router: RouterConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
@@ -102,6 +106,20 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Checks the settings serde cannot (of the sections that have such rules); the error names
+    /// the key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        self.signals.rate()?;
+        if self.signals.max_payload_bytes < 64 {
+            // The known payloads take about 30 bytes; less would refuse them.
+            return Err((
+                "mqtt.signals.max_payload_bytes",
+                "must be at least 64".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The closed-session window these settings describe.
     pub fn closed_sessions(&self) -> ClosedSessions {
         ClosedSessions {

@@ -17,6 +17,7 @@
 mod connect;
 mod delivery;
 mod finish;
+mod presence;
 mod registry;
 mod router_link;
 mod shared;
@@ -37,7 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::acl::DeniedPublish;
+use crate::acl::{self, DeniedPublish};
 use crate::auth::{Identity, Role};
 use crate::codec::{self, Version};
 use crate::fanout::{self, Inbox};
@@ -46,6 +47,7 @@ use crate::hooks::Denial;
 use crate::inbound::{self, Inbound};
 use crate::router::{Command, LinkKey};
 use crate::session::{self, Forwarded, Outbound, PROVENANCE_KEY, Provenance, SessionState};
+use crate::signal::SignalRefusal;
 use crate::transport::Transport;
 use connect::ClientLimits;
 use router_link::{end_router_session, forward_notifications};
@@ -79,6 +81,35 @@ impl Ending {
         Ending::Abrupt {
             reason,
             code: Some(code),
+        }
+    }
+}
+
+/// Why a client's publish is refused, as MQTT 5 acknowledges it.
+#[derive(Clone, Copy, Debug)]
+enum Nack {
+    /// 0x87: the authorizer denied it.
+    NotAuthorized,
+    /// 0x99: typing or presence that is not what its topic carries, or too large.
+    PayloadFormatInvalid,
+    /// 0x97: more typing or presence than the sender's rate allows.
+    QuotaExceeded,
+}
+
+impl Nack {
+    fn puback(self) -> PubAckReason {
+        match self {
+            Nack::NotAuthorized => PubAckReason::NotAuthorized,
+            Nack::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
+            Nack::QuotaExceeded => PubAckReason::QuotaExceeded,
+        }
+    }
+
+    fn pubrec(self) -> PubRecReason {
+        match self {
+            Nack::NotAuthorized => PubRecReason::NotAuthorized,
+            Nack::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+            Nack::QuotaExceeded => PubRecReason::QuotaExceeded,
         }
     }
 }
@@ -480,27 +511,56 @@ impl Session<'_> {
         let decision = if inbound::is_reserved(&topic) {
             Err("topics beginning with `$` are reserved".to_owned())
         } else {
-            self.shared.acl.check_publish(&self.identity, &topic)
+            self.shared
+                .acl
+                .check_publish(&self.identity, &topic)
+                .and_then(|()| acl::check_retain(&self.identity, &topic, publish.retain))
         };
-        // Whether to answer with a negative acknowledgement (MQTT 5 only).
+        // The negative acknowledgement to answer with (MQTT 5 only), if any.
         let refused = match decision {
+            // A QoS 2 publish sent again before its release was taken the first time.
+            Ok(()) if qos == QoS::ExactlyOnce && self.state.qos2_incoming.contains(&pkid) => None,
             Ok(()) => {
-                let first_time = qos != QoS::ExactlyOnce || self.state.qos2_incoming.insert(pkid);
-                if first_time {
-                    self.shared.hooks.message(&self.identity, &topic);
-                    if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
-                        crate::feed::apply(&self.shared.memberships, &publish.payload);
+                let signal = self.shared.signals.check(
+                    &self.identity.subject,
+                    &topic,
+                    &publish.payload,
+                    std::time::Instant::now(),
+                );
+                match signal {
+                    Ok(signal) => {
+                        if qos == QoS::ExactlyOnce {
+                            self.state.qos2_incoming.insert(pkid);
+                        }
+                        self.shared.hooks.message(&self.identity, &topic);
+                        if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
+                            crate::feed::apply(&self.shared.memberships, &publish.payload);
+                        }
+                        let message = Outbound {
+                            topic: publish.topic,
+                            // Typing and presence go on in their canonical form.
+                            payload: signal.unwrap_or(publish.payload),
+                            qos,
+                            retain: publish.retain,
+                            properties: publish.properties,
+                        };
+                        self.shared.remember_presence(&topic, &message);
+                        self.route(message).await?;
+                        None
                     }
-                    let message = Outbound {
-                        topic: publish.topic,
-                        payload: publish.payload,
-                        qos,
-                        retain: publish.retain,
-                        properties: publish.properties,
-                    };
-                    self.route(message).await?;
+                    // Refused and not delivered; 3.1.1 has no way to say so, and a client
+                    // sending too fast or malformed typing is not worth a disconnect.
+                    Err(refusal) => {
+                        self.shared.hooks.signal_refused(&self.identity, refusal);
+                        let nack = match refusal {
+                            SignalRefusal::TooLarge | SignalRefusal::Invalid => {
+                                Nack::PayloadFormatInvalid
+                            }
+                            SignalRefusal::RateLimited => Nack::QuotaExceeded,
+                        };
+                        self.is_v5().then_some(nack)
+                    }
                 }
-                false
             }
             Err(reason) => {
                 self.shared.hooks.denied(Denial::Publish {
@@ -510,7 +570,7 @@ impl Session<'_> {
                 });
                 match self.shared.config.acl.denied_publish {
                     // MQTT 5 says no in its acknowledgement.
-                    _ if qos != QoS::AtMostOnce && self.is_v5() => true,
+                    _ if qos != QoS::AtMostOnce && self.is_v5() => Some(Nack::NotAuthorized),
                     // MQTT 3.1.1 has no negative acknowledgement: the configured policy decides.
                     DeniedPublish::Disconnect if !self.is_v5() => {
                         return Err(Ending::told(
@@ -518,7 +578,7 @@ impl Session<'_> {
                             DisconnectReasonCode::NotAuthorized,
                         ));
                     }
-                    _ => false,
+                    _ => None,
                 }
             }
         };
@@ -526,20 +586,12 @@ impl Session<'_> {
             QoS::AtMostOnce => None,
             QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
                 pkid,
-                reason: if refused {
-                    PubAckReason::NotAuthorized
-                } else {
-                    PubAckReason::Success
-                },
+                reason: refused.map_or(PubAckReason::Success, Nack::puback),
                 properties: None,
             })),
             QoS::ExactlyOnce => Some(Packet::PubRec(PubRec {
                 pkid,
-                reason: if refused {
-                    PubRecReason::NotAuthorized
-                } else {
-                    PubRecReason::Success
-                },
+                reason: refused.map_or(PubRecReason::Success, Nack::pubrec),
                 properties: None,
             })),
         })

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Listener;
 use crate::auth::Identity;
+use crate::signal::SignalRefusal;
 
 /// A refused connection or a denied publish or subscribe.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub trait Hook: Send + Sync {
     fn on_disconnect(&self, _identity: &Identity, _listener: Listener) {}
     fn on_message(&self, _identity: &Identity, _topic: &str) {}
     fn on_denied(&self, _denial: &Denial) {}
+    /// A typing or presence publish (or will) that the gateway refused and did not deliver.
+    fn on_signal_refused(&self, _identity: &Identity, _refusal: SignalRefusal) {}
 }
 
 /// Denial counts since start.
@@ -44,6 +47,9 @@ pub struct Stats {
     pub refused_connects: u64,
     pub denied_publishes: u64,
     pub denied_subscribes: u64,
+    /// Typing and presence publishes refused (not the payload their topic carries, too large,
+    /// or over the sender's rate).
+    pub refused_signals: u64,
 }
 
 /// The registered hooks, plus the counters the gateway keeps itself.
@@ -52,6 +58,7 @@ pub(crate) struct HookSet {
     refused_connects: AtomicU64,
     denied_publishes: AtomicU64,
     denied_subscribes: AtomicU64,
+    refused_signals: AtomicU64,
 }
 
 impl HookSet {
@@ -61,6 +68,7 @@ impl HookSet {
             refused_connects: AtomicU64::new(0),
             denied_publishes: AtomicU64::new(0),
             denied_subscribes: AtomicU64::new(0),
+            refused_signals: AtomicU64::new(0),
         }
     }
 
@@ -93,11 +101,19 @@ impl HookSet {
         self.hooks.iter().for_each(|hook| hook.on_denied(&denial));
     }
 
+    pub(crate) fn signal_refused(&self, identity: &Identity, refusal: SignalRefusal) {
+        self.refused_signals.fetch_add(1, Ordering::Relaxed);
+        self.hooks
+            .iter()
+            .for_each(|hook| hook.on_signal_refused(identity, refusal));
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             refused_connects: self.refused_connects.load(Ordering::Relaxed),
             denied_publishes: self.denied_publishes.load(Ordering::Relaxed),
             denied_subscribes: self.denied_subscribes.load(Ordering::Relaxed),
+            refused_signals: self.refused_signals.load(Ordering::Relaxed),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! chat pipeline announces them (`feed`), and closed sessions kept for their participants'
 //! survey and resync within a window, then forgotten.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -15,8 +15,7 @@ use crate::auth::Role;
 /// ([`crate::Broker::memberships`]), and clones share it.
 #[derive(Clone)]
 pub struct Memberships {
-    // session id -> subject -> role in that session
-    sessions: Arc<RwLock<HashMap<String, HashMap<String, Role>>>>,
+    sessions: Arc<RwLock<Members>>,
     /// Closed sessions whose memberships are still kept, oldest first.
     closed: Arc<Mutex<ClosedQueue>>,
     /// Told about every removal, so that the gateway can revoke live subscriptions at once.
@@ -53,10 +52,22 @@ impl Default for ClosedSessions {
     }
 }
 
+/// Who belongs where, both ways round: by session for every check, by subject for what a
+/// subject's leaving concerns (its presence).
+#[derive(Default)]
+struct Members {
+    /// session id -> subject -> role in that session
+    by_session: HashMap<String, HashMap<String, Role>>,
+    /// subject -> the sessions it belongs to
+    by_subject: HashMap<String, HashSet<String>>,
+}
+
 /// The closed sessions still kept, oldest first, with when each closed.
 struct ClosedQueue {
     window: ClosedSessions,
     sessions: VecDeque<(String, Instant)>,
+    /// The same sessions' ids, to tell a closed session from an open one at once.
+    ids: HashSet<String>,
 }
 
 impl ClosedQueue {
@@ -72,6 +83,7 @@ impl ClosedQueue {
                 break;
             }
             if let Some((session, _)) = self.sessions.pop_front() {
+                self.ids.remove(&session);
                 evicted.push(session);
             }
         }
@@ -93,6 +105,7 @@ impl Memberships {
             closed: Arc::new(Mutex::new(ClosedQueue {
                 window,
                 sessions: VecDeque::new(),
+                ids: HashSet::new(),
             })),
             on_leave: Arc::default(),
             on_forget: Arc::default(),
@@ -134,6 +147,7 @@ impl Memberships {
             // acknowledgement and publishes nothing.
             let mut closed = self.closed_queue();
             closed.sessions.push_back((session.to_owned(), now));
+            closed.ids.insert(session.to_owned());
             closed.evict(now)
         };
         for session in evicted {
@@ -161,6 +175,7 @@ impl Memberships {
     fn forget(&self, session: &str) {
         let members: Vec<String> = self
             .read()
+            .by_session
             .get(session)
             .map(|members| members.keys().cloned().collect())
             .unwrap_or_default();
@@ -179,24 +194,52 @@ impl Memberships {
 
     /// Sessions with at least one member, for tests and statistics.
     pub fn sessions(&self) -> usize {
-        self.read().len()
+        self.read().by_session.len()
     }
 
     pub fn join(&self, session: &str, subject: &str, role: Role) {
-        self.write()
+        let mut members = self.write();
+        members
+            .by_session
             .entry(session.to_owned())
             .or_default()
             .insert(subject.to_owned(), role);
+        members
+            .by_subject
+            .entry(subject.to_owned())
+            .or_default()
+            .insert(session.to_owned());
+    }
+
+    /// The sessions `subject` belongs to that are not closed.
+    pub fn open_sessions_of(&self, subject: &str) -> Vec<String> {
+        let sessions: Vec<String> = self
+            .read()
+            .by_subject
+            .get(subject)
+            .map(|sessions| sessions.iter().cloned().collect())
+            .unwrap_or_default();
+        let closed = self.closed_queue();
+        sessions
+            .into_iter()
+            .filter(|session| !closed.ids.contains(session))
+            .collect()
     }
 
     /// Removes `subject` from `session` (a leave, or a transfer away) and revokes its access.
     pub fn leave(&self, session: &str, subject: &str) {
         {
-            let mut sessions = self.write();
-            if let Some(members) = sessions.get_mut(session) {
-                members.remove(subject);
-                if members.is_empty() {
-                    sessions.remove(session);
+            let mut members = self.write();
+            if let Some(of_session) = members.by_session.get_mut(session) {
+                of_session.remove(subject);
+                if of_session.is_empty() {
+                    members.by_session.remove(session);
+                }
+            }
+            if let Some(of_subject) = members.by_subject.get_mut(subject) {
+                of_subject.remove(session);
+                if of_subject.is_empty() {
+                    members.by_subject.remove(subject);
                 }
             }
         }
@@ -212,18 +255,20 @@ impl Memberships {
 
     pub fn is_member(&self, session: &str, subject: &str) -> bool {
         self.read()
+            .by_session
             .get(session)
             .is_some_and(|members| members.contains_key(subject))
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, HashMap<String, Role>>> {
-        // Each write is a single insert or remove, so a poisoned lock still holds a consistent map.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Members> {
+        // Each write is an insert or a remove in both maps, with nothing between that can
+        // panic, so a poisoned lock still holds consistent maps.
         self.sessions
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, HashMap<String, Role>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Members> {
         self.sessions
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

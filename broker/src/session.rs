@@ -154,6 +154,11 @@ impl RetainedStore {
         }
     }
 
+    /// Removes the retained message on `topic`, if any.
+    pub fn remove(&self, topic: &str) {
+        self.lock().remove(topic);
+    }
+
     /// Removes every retained message whose topic starts with `prefix`.
     pub fn remove_under(&self, prefix: &str) {
         self.lock().retain(|topic, _| !topic.starts_with(prefix));

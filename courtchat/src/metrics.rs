@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use broker::{Denial, Hook, Identity, Listener};
+use broker::{Denial, Hook, Identity, Listener, SignalRefusal};
 
 pub(crate) struct MetricsHook(pub Arc<telemetry::Metrics>);
 
@@ -20,6 +20,15 @@ impl MetricsHook {
         }
         for kind in ["publish", "subscribe"] {
             metrics.denials.with_label_values(&[kind]);
+        }
+        for refusal in [
+            SignalRefusal::Invalid,
+            SignalRefusal::TooLarge,
+            SignalRefusal::RateLimited,
+        ] {
+            metrics
+                .signals_refused
+                .with_label_values(&[refusal.as_str()]);
         }
         Self(metrics)
     }
@@ -46,6 +55,13 @@ impl Hook for MetricsHook {
             Denial::Publish { .. } => self.0.denials.with_label_values(&["publish"]).inc(),
             Denial::Subscribe { .. } => self.0.denials.with_label_values(&["subscribe"]).inc(),
         }
+    }
+
+    fn on_signal_refused(&self, _identity: &Identity, refusal: SignalRefusal) {
+        self.0
+            .signals_refused
+            .with_label_values(&[refusal.as_str()])
+            .inc();
     }
 }
 

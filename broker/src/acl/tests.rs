@@ -352,3 +352,34 @@ fn filter_relations() {
         );
     }
 }
+
+#[test]
+fn only_the_service_retains_under_cc() {
+    // (role, topic, retain) -> allowed
+    let rows = [
+        (Role::Service, "cc/v1/sessions/s1/lock", true, true),
+        (
+            Role::Applicant,
+            "cc/v1/sessions/s1/presence/me",
+            true,
+            false,
+        ),
+        (Role::Agent, "cc/v1/sessions/s1/typing/me", true, false),
+        (Role::Supervisor, "cc/v1/queue", true, false),
+        (
+            Role::Applicant,
+            "cc/v1/sessions/s1/presence/me",
+            false,
+            true,
+        ),
+        (Role::Applicant, "sandbox/me", true, true),
+        (Role::Agent, "kiosks/k1/state", true, true),
+    ];
+    for (role, topic, retain, allowed) in rows {
+        assert_eq!(
+            check_retain(&identity(role), topic, retain).is_ok(),
+            allowed,
+            "{role} {topic} retain={retain}"
+        );
+    }
+}

@@ -16,12 +16,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::router_link::expire_later;
 use super::{Control, Ending, Revocation, Session, Shared, Wire};
+use crate::acl;
 use crate::auth::{ConnectInfo, Refusal};
 use crate::codec::{CodecError, Version};
 use crate::framing;
 use crate::hooks::Denial;
 use crate::inbound;
 use crate::session::Outbound;
+use crate::signal::{self, SignalKind};
 use crate::transport::Transport;
 
 /// What the client asked for in CONNECT that outlives the handshake.
@@ -137,6 +139,10 @@ pub(crate) async fn serve(
             Some(topic) => shared
                 .acl
                 .check_publish(&identity, topic)
+                .and_then(|()| {
+                    let retain = will.as_ref().is_some_and(|will| will.retain);
+                    acl::check_retain(&identity, topic, retain)
+                })
                 .map_err(|reason| format!("will: {reason}")),
             None => Ok(()),
         });
@@ -144,6 +150,22 @@ pub(crate) async fn serve(
         shared.hooks.denied(Denial::Connect { client_id, reason });
         wire.refuse(ConnectReturnCode::NotAuthorized).await;
         return;
+    }
+    // A will on a typing or presence topic must be what those carry (usually `offline`); it is
+    // relayed in its canonical form.
+    let mut will = will;
+    if let (Some(topic), Some(will)) = (&will_topic, will.as_mut())
+        && let Some(kind) = SignalKind::of(topic)
+    {
+        match signal::canonical(kind, &will.message, config.signals.max_payload_bytes) {
+            Ok(canonical) => will.message = canonical,
+            Err(refusal) => {
+                tracing::debug!(%peer, refusal = refusal.as_str(), "will refused");
+                shared.hooks.signal_refused(&identity, refusal);
+                wire.refuse(ConnectReturnCode::PayloadFormatInvalid).await;
+                return;
+            }
+        }
     }
 
     // Session expiry: MQTT 5 says it in CONNECT; a 3.1.1 persistent session never expires by the

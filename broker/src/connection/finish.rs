@@ -1,8 +1,6 @@
 //! How a connection ends: the will, publishes still waiting for the pipeline's queue, parking a
 //! persistent session's queue, detaching from the router.
 
-use std::time::Duration;
-
 use super::router_link::end_router_session;
 use super::{Ending, Session};
 use crate::router::Command;
@@ -22,27 +20,17 @@ impl Session<'_> {
             ending,
             Ending::Abrupt { .. } | Ending::Clean { with_will: true }
         );
+        let mut will_topic = None;
         if let (true, Some(will)) = (will_due, self.will.take()) {
+            let topic = String::from_utf8_lossy(&will.topic).into_owned();
+            self.shared.remember_presence(&topic, &will);
+            will_topic = Some(topic);
             let _ = self.route(will).await;
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
-        // after the connection is gone; the bound (`mqtt.pipeline_queue_wait_secs`) only guards
-        // against a pipeline that never reads again.
-        let waiting = std::mem::take(&mut self.waiting);
-        if !waiting.is_empty() {
-            let patience = Duration::from_secs(self.shared.config.pipeline_queue_wait_secs);
-            tokio::spawn(async move {
-                for (inbox, message) in waiting {
-                    let room = inbox.deliveries.send(message);
-                    if tokio::time::timeout(patience, room).await.is_err() {
-                        tracing::warn!(
-                            "a publish for the pipeline was dropped: its queue stayed full"
-                        );
-                        return;
-                    }
-                }
-            });
-        }
+        // after the connection is gone.
+        self.shared
+            .deliver_when_room(std::mem::take(&mut self.waiting));
         match (self.inbox.take(), self.deliveries.take()) {
             // A kept session goes on collecting its `cc/` deliveries while the client is away.
             (Some(inbox), Some(deliveries)) if self.expiry > 0 => {
@@ -74,7 +62,14 @@ impl Session<'_> {
             // any later attach under this id.
             self.shared.link_ids.give_back(id);
         }
-        self.shared.clients.release(&self.client_id, self.key);
+        let shutdown = matches!(ending, Ending::Shutdown);
+        if self.shared.clients.release(&self.client_id, self.key) && !shutdown {
+            // No other connection took this one's place: its subject is gone from every open
+            // session it belongs to (its will may have said so on one already). Not at
+            // shutdown: presence is not kept across a restart, and everyone goes at once.
+            self.shared
+                .announce_offline(&self.identity.subject, will_topic.as_deref());
+        }
         self.shared
             .hooks
             .disconnected(&self.identity, self.listener);

@@ -71,10 +71,17 @@ impl ClientRegistry {
         }
     }
 
-    pub(super) fn release(&self, client_id: &str, key: LinkKey) {
+    /// Unregisters the connection `key` of `client_id`; whether it was the last one (no other
+    /// connection has taken the id over).
+    pub(super) fn release(&self, client_id: &str, key: LinkKey) -> bool {
         let mut live = self.lock();
-        if live.get(client_id).is_some_and(|r| r.key == key) {
-            live.remove(client_id);
+        match live.get(client_id) {
+            Some(registered) if registered.key == key => {
+                live.remove(client_id);
+                true
+            }
+            Some(_) => false,
+            None => true,
         }
     }
 

@@ -3,19 +3,22 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use schemas::topics::Topic;
 use tokio::sync::Semaphore;
 
 use super::ClientRegistry;
+use crate::BrokerError;
 use crate::acl::AclChain;
 use crate::auth::AuthChain;
 use crate::config::BrokerConfig;
-use crate::fanout::Fanout;
+use crate::fanout::{Fanout, Inbox};
 use crate::hooks::HookSet;
 use crate::memberships::Memberships;
 use crate::router::{LinkKey, RouterFeeder};
-use crate::session::{RetainedStore, SessionState, SessionStore};
+use crate::session::{Forwarded, RetainedStore, SessionState, SessionStore};
+use crate::signal::Signals;
 use crate::staff::StaffRevocations;
 
 /// State shared by every connection of one broker.
@@ -33,6 +36,8 @@ pub(crate) struct Shared {
     pub fanout: Fanout,
     pub(super) link_ids: LinkIds,
     pub hooks: HookSet,
+    /// Each sender's allowance for typing and presence, and their checks (`signal`).
+    pub signals: Signals,
     pub(super) sessions: SessionStore,
     pub(super) retained: RetainedStore,
     next_key: AtomicU64,
@@ -47,9 +52,11 @@ impl Shared {
         memberships: Memberships,
         staff_revocations: StaffRevocations,
         hooks: Vec<Arc<dyn crate::hooks::Hook>>,
-    ) -> Self {
+    ) -> Result<Self, BrokerError> {
         let slots = Arc::new(Semaphore::new(config.max_connections));
-        Self {
+        let signals = Signals::new(&config.signals)
+            .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
+        Ok(Self {
             config,
             router,
             slots,
@@ -61,10 +68,11 @@ impl Shared {
             fanout: Fanout::default(),
             link_ids: LinkIds::default(),
             hooks: HookSet::new(hooks),
+            signals,
             sessions: SessionStore::default(),
             retained: RetainedStore::default(),
             next_key: AtomicU64::new(1),
-        }
+        })
     }
 
     pub(super) fn key(&self) -> LinkKey {
@@ -77,6 +85,27 @@ impl Shared {
             self.fanout
                 .remove_all(parked.key, state.subscriptions.keys());
         }
+    }
+
+    /// Delivers copies of a publish that found patient queues (the pipeline's) full, in order,
+    /// as room appears, once their publisher cannot hold anything for them any more (it
+    /// disconnected, or it is the gateway itself); the bound (`mqtt.pipeline_queue_wait_secs`)
+    /// only guards against a pipeline that never reads again.
+    pub(super) fn deliver_when_room(&self, waiting: impl IntoIterator<Item = (Inbox, Forwarded)>) {
+        let waiting: Vec<_> = waiting.into_iter().collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let patience = Duration::from_secs(self.config.pipeline_queue_wait_secs);
+        tokio::spawn(async move {
+            for (inbox, message) in waiting {
+                let room = inbox.deliveries.send(message);
+                if tokio::time::timeout(patience, room).await.is_err() {
+                    tracing::warn!("a publish for the pipeline was dropped: its queue stayed full");
+                    return;
+                }
+            }
+        });
     }
 
     /// Drops what the gateway keeps for a session that is over: its retained messages.

@@ -93,3 +93,22 @@ fn closed_sessions_are_forgotten_when_their_access_runs_out() {
     memberships.close_at("s4", start + Duration::from_secs(200));
     assert!(!memberships.is_member("s3", "kiosk") && memberships.is_member("s4", "kiosk"));
 }
+
+#[test]
+fn a_subjects_open_sessions_leave_out_closed_ones_and_those_it_left() {
+    let memberships = Memberships::new(ClosedSessions {
+        kept: 10,
+        access: None,
+    });
+    for session in ["s1", "s2", "s3"] {
+        memberships.join(session, "kiosk", Role::Applicant);
+    }
+    memberships.join("s1", "agent", Role::Agent);
+    memberships.close("s2");
+    memberships.leave("s3", "kiosk");
+    assert_eq!(memberships.open_sessions_of("kiosk"), ["s1"]);
+    assert_eq!(memberships.open_sessions_of("agent"), ["s1"]);
+    assert!(memberships.open_sessions_of("stranger").is_empty());
+    // A closed session still counts as one of its members' sessions for access.
+    assert!(memberships.is_member("s2", "kiosk"));
+}
