@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
+use crate::denial::DenialsConfig;
 use crate::memberships::ClosedSessions;
 use crate::signal::SignalsConfig;
 
@@ -51,6 +52,8 @@ pub struct BrokerConfig {
     pub pipeline_queue_wait_secs: u64,
     /// How much typing and presence each sender may publish (`[mqtt.signals]`).
     pub signals: SignalsConfig,
+    /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
+    pub denials: DenialsConfig,
     /// rumqttd's router, which carries every topic outside `cc/`.
     pub router: RouterConfig,
     /// How clients prove who they are.
@@ -98,6 +101,7 @@ impl Default for BrokerConfig {
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
             signals: SignalsConfig::default(),
+            denials: DenialsConfig::default(),
             router: RouterConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
@@ -110,6 +114,7 @@ impl BrokerConfig {
     /// the key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         self.signals.rate()?;
+        self.denials.check()?;
         if self.signals.max_payload_bytes < 64 {
             // The known payloads take about 30 bytes; less would refuse them.
             return Err((

@@ -41,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 use crate::acl::{self, DeniedPublish};
 use crate::auth::{Identity, Role};
 use crate::codec::{self, Version};
+use crate::denial::DenialKind;
 use crate::fanout::{self, Inbox};
 use crate::framing;
-use crate::hooks::Denial;
 use crate::inbound::{self, Inbound};
 use crate::router::{Command, LinkKey};
 use crate::session::{self, Forwarded, Outbound, PROVENANCE_KEY, Provenance, SessionState};
@@ -563,11 +563,13 @@ impl Session<'_> {
                 }
             }
             Err(reason) => {
-                self.shared.hooks.denied(Denial::Publish {
-                    subject: self.identity.subject.clone(),
-                    topic,
-                    reason,
-                });
+                self.shared.hooks.denied(
+                    DenialKind::Publish,
+                    self.peer,
+                    &self.identity.subject,
+                    Some(&topic),
+                    &reason,
+                );
                 match self.shared.config.acl.denied_publish {
                     // MQTT 5 says no in its acknowledgement.
                     _ if qos != QoS::AtMostOnce && self.is_v5() => Some(Nack::NotAuthorized),

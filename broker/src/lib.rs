@@ -18,6 +18,7 @@ mod auth;
 mod codec;
 mod config;
 mod connection;
+mod denial;
 mod fanout;
 mod feed;
 mod framing;
@@ -54,7 +55,10 @@ pub use auth::{
     load_or_create_secret,
 };
 pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
-pub use hooks::{Denial, Hook, Stats};
+pub use denial::{
+    Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
+};
+pub use hooks::{Hook, Stats};
 pub use memberships::{ClosedSessions, Memberships};
 pub use reference::start_plain_rumqttd;
 pub use signal::{SignalRefusal, SignalsConfig};
@@ -165,8 +169,9 @@ impl Broker {
             }
         }));
         // Housekeeping, until the broker is gone: closed sessions whose time is up are
-        // forgotten even when no later close pushes them out, and senders whose typing
-        // allowance is whole again are forgotten.
+        // forgotten even when no later close pushes them out, senders whose typing allowance
+        // is whole again are forgotten, and the counts of folded denials whose window is over
+        // are recorded.
         let weak = Arc::downgrade(&shared);
         let timed = memberships.closed_window().access.is_some();
         tokio::spawn(async move {
@@ -181,6 +186,7 @@ impl Broker {
                 if tick % IDLE_SENDERS_EVERY == 0 {
                     shared.signals.forget_idle();
                 }
+                shared.hooks.flush_due(now.into_std());
             }
         });
         Ok(Self { shared, tls })

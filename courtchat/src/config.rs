@@ -369,6 +369,21 @@ mod tests {
                 "mqtt.router.max_segment_count",
             ),
             (
+                "COURTCHAT_MQTT__DENIALS__FOLD_WINDOW_SECS",
+                "0",
+                "mqtt.denials.fold_window_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_FIELD_BYTES",
+                "4",
+                "mqtt.denials.max_field_bytes",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_TRACKED",
+                "0",
+                "mqtt.denials.max_tracked",
+            ),
+            (
                 "COURTCHAT_MQTT__SIGNALS__RATE_PER_SECOND",
                 "0",
                 "mqtt.signals.rate_per_second",

@@ -292,9 +292,9 @@ impl Server {
         let participants = store.active_participants().await?;
         // Denials go into the tamper-evident audit trail, through a hook and one writer task.
         let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
-        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
-        let audit_writer = tokio::spawn(writer);
         let metrics = Arc::new(telemetry::Metrics::new()?);
+        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone(), Some(metrics.clone()));
+        let audit_writer = tokio::spawn(writer);
         let hooks: Vec<Arc<dyn broker::Hook>> = vec![
             Arc::new(crate::audit::DenialHook(recorder)),
             Arc::new(crate::metrics::MetricsHook::new(metrics.clone())),

@@ -19,8 +19,8 @@ use super::{Control, Ending, Revocation, Session, Shared, Wire};
 use crate::acl;
 use crate::auth::{ConnectInfo, Refusal};
 use crate::codec::{CodecError, Version};
+use crate::denial::DenialKind;
 use crate::framing;
-use crate::hooks::Denial;
 use crate::inbound;
 use crate::session::Outbound;
 use crate::signal::{self, SignalKind};
@@ -107,10 +107,10 @@ pub(crate) async fn serve(
                 Refusal::BadCredentials(_) => ConnectReturnCode::BadUserNamePassword,
                 Refusal::NotAuthorized(_) => ConnectReturnCode::NotAuthorized,
             };
-            shared.hooks.denied(Denial::Connect {
-                client_id: offered_id.clone(),
-                reason: refusal.to_string(),
-            });
+            let reason = refusal.to_string();
+            shared
+                .hooks
+                .denied(DenialKind::Connect, peer, &offered_id, None, &reason);
             wire.refuse(code).await;
             return;
         }
@@ -147,7 +147,9 @@ pub(crate) async fn serve(
             None => Ok(()),
         });
     if let Err(reason) = authorized {
-        shared.hooks.denied(Denial::Connect { client_id, reason });
+        shared
+            .hooks
+            .denied(DenialKind::Connect, peer, &client_id, None, &reason);
         wire.refuse(ConnectReturnCode::NotAuthorized).await;
         return;
     }

@@ -56,6 +56,7 @@ impl Shared {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let signals = Signals::new(&config.signals)
             .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
+        let hooks = HookSet::new(hooks, &config.denials);
         Ok(Self {
             config,
             router,
@@ -67,7 +68,7 @@ impl Shared {
             staff_revocations,
             fanout: Fanout::default(),
             link_ids: LinkIds::default(),
-            hooks: HookSet::new(hooks),
+            hooks,
             signals,
             sessions: SessionStore::default(),
             retained: RetainedStore::default(),

@@ -6,7 +6,7 @@ use rumqttc::v5::mqttbytes::{QoS, valid_filter};
 
 use super::delivery::min_qos;
 use super::{Ending, Session, Wire};
-use crate::hooks::Denial;
+use crate::denial::DenialKind;
 use crate::session::{Outbound, SubOptions};
 
 impl Session<'_> {
@@ -34,11 +34,13 @@ impl Session<'_> {
                 // `$` filters are refused: rumqttd disconnects links that subscribe to them.
                 SubscribeReasonCode::TopicFilterInvalid
             } else if let Err(reason) = self.shared.acl.check_subscribe(&self.identity, &path) {
-                self.shared.hooks.denied(Denial::Subscribe {
-                    subject: self.identity.subject.clone(),
-                    filter: path,
-                    reason,
-                });
+                self.shared.hooks.denied(
+                    DenialKind::Subscribe,
+                    self.peer,
+                    &self.identity.subject,
+                    Some(&path),
+                    &reason,
+                );
                 SubscribeReasonCode::NotAuthorized
             } else {
                 let granted = min_qos(filter.qos, QoS::AtLeastOnce);

@@ -18,6 +18,7 @@ mod bench_smoke;
 mod chat;
 mod closed_sessions;
 mod config_example;
+mod denials_bounded;
 mod framing;
 mod http;
 mod metrics;
