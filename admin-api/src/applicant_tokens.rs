@@ -2,6 +2,8 @@
 //! credential (`Authorization: Bearer cck_…`); the public phone page presents nothing and is
 //! limited per client address. Either way the answer is a short-lived token for a fresh,
 //! random subject in the `applicant` role, which opens a session over MQTT as PROTOCOL.md says.
+//! The token carries the channel (`kiosk` or `phone`) and the kiosk's team: the session gets
+//! those, not what the applicant's open request claims.
 //!
 //! Every token issued is on the audit chain, with the kiosk or the address it went to: the
 //! chain is the court's record of a conversation, and a session's applicant is only a random
@@ -50,12 +52,22 @@ impl ApplicantSettings {
     }
 }
 
-/// Where the applicant writes from: what to send as the open request's `channel`.
+/// Where the applicant writes from: the token's `channel` claim, which the session gets
+/// whatever the open request says.
 #[derive(Clone, Copy, Debug, Serialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ApplicantChannel {
     Kiosk,
     Phone,
+}
+
+impl From<ApplicantChannel> for schemas::wire::Channel {
+    fn from(channel: ApplicantChannel) -> Self {
+        match channel {
+            ApplicantChannel::Kiosk => schemas::wire::Channel::Kiosk,
+            ApplicantChannel::Phone => schemas::wire::Channel::Phone,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -69,10 +81,10 @@ pub struct ApplicantToken {
     /// When the token stops working; the gateway ends the connection then (RFC 3339).
     #[schema(format = DateTime)]
     pub expires_at: String,
-    /// The `channel` of the open request.
+    /// The channel the token is for: the session's, whatever the open request says.
     pub channel: ApplicantChannel,
-    /// The kiosk's team, to send as the open request's `topic`; absent for phones and kiosks
-    /// without one.
+    /// The kiosk's team, which the token carries: the session's team, whatever the open
+    /// request's `topic` says; absent for phones and kiosks without one (no team).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
 }
@@ -236,20 +248,22 @@ pub async fn issue(
     let subject = kiosk_credential::applicant_subject().map_err(|err| problem(err.into()))?;
     let now = SystemTime::now();
     let ttl = settings.token_ttl;
-    let token = state
-        .tokens
-        .mint_applicant(&subject, ttl, now)
-        .map_err(|err| {
-            tracing::error!(error = %err, "an applicant token could not be minted");
-            Problem::internal()
-        })?;
-    let expires_at = rfc3339(seconds(now) + ttl.as_secs());
     let channel = if kiosk.is_some() {
         ApplicantChannel::Kiosk
     } else {
         ApplicantChannel::Phone
     };
     let team = kiosk.as_ref().and_then(|row| row.team.clone());
+    // The channel and team are claims of the token: the gateway hands them to the chat
+    // pipeline with the open request, whatever the applicant then says in it.
+    let token = state
+        .tokens
+        .mint_applicant(&subject, channel.into(), team.as_deref(), ttl, now)
+        .map_err(|err| {
+            tracing::error!(error = %err, "an applicant token could not be minted");
+            Problem::internal()
+        })?;
+    let expires_at = rfc3339(seconds(now) + ttl.as_secs());
     let detail = serde_json::json!({
         "subject": subject,
         "channel": channel,

@@ -1,6 +1,7 @@
 //! Who is calling: the `Authorization: Bearer` token, checked against the staff table on every
 //! request, so that a disabled or demoted member of staff is refused at once, whatever their
-//! token still says.
+//! token still says. A token issued in the future or ended by `POST /v1/logout` is refused
+//! by [`crate::Tokens::verify`] before that.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -15,6 +16,11 @@ use crate::{AdminState, Problem};
 pub struct Caller {
     pub username: String,
     pub role: StaffRole,
+    /// The id of the token the request came with (`jti`), if it has one: what
+    /// `POST /v1/logout` ends.
+    pub token_id: Option<String>,
+    /// When that token expires (Unix seconds).
+    pub token_expires_at: u64,
 }
 
 impl Caller {
@@ -73,7 +79,7 @@ impl FromRequestParts<AdminState> for Caller {
         let claims = state
             .tokens
             .verify(token.trim())
-            .map_err(|_| unauthorized("the token is invalid or expired"))?;
+            .map_err(|_| unauthorized("the token is invalid, expired or signed out"))?;
         let account = agent::Entity::find()
             .filter(agent::Column::Subject.eq(&claims.subject))
             .one(state.store.connection())
@@ -83,6 +89,8 @@ impl FromRequestParts<AdminState> for Caller {
             Some(account) if admits(&account, &claims.role, claims.issued_at) => Ok(Caller {
                 username: account.subject,
                 role: account.role,
+                token_id: claims.token_id,
+                token_expires_at: claims.expires_at,
             }),
             _ => Err(unauthorized(
                 "the token no longer speaks for an active member of staff; sign in again",

@@ -13,12 +13,14 @@ mod applicant_tokens;
 mod audit_http;
 mod audited;
 mod auth;
+mod enrolment_check;
 mod extract;
 mod filters;
 mod kiosk_credential;
 mod kiosks;
 mod kiosks_http;
 mod login;
+mod logout;
 pub mod metrics;
 mod openapi;
 mod page;
@@ -68,10 +70,16 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// How long a token issued at sign-in stays valid, in seconds.
     pub token_ttl_secs: u64,
-    /// Sign-in attempts allowed per account per minute (a burst of as many).
+    /// Sign-in attempts allowed at one account per minute from all of its unknown addresses
+    /// together (a burst of as many); see `throttle`.
     pub login_attempts_per_account: NonZeroU32,
-    /// Sign-in attempts allowed per client address per minute.
+    /// Sign-in attempts allowed per client address per minute, whatever the account.
     pub login_attempts_per_address: NonZeroU32,
+    /// Sign-in attempts allowed at one account from one client address per minute.
+    pub login_attempts_per_account_and_address: NonZeroU32,
+    /// Days an address an account signed in from stays known to it (exempt from
+    /// `login_attempts_per_account`).
+    pub login_known_address_days: NonZeroU32,
     /// How long an applicant token (`POST /v1/applicant-tokens`) stays valid, in seconds; the
     /// gateway ends the applicant's connection when it expires.
     pub applicant_token_ttl_secs: u64,
@@ -83,6 +91,13 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
+    /// Seconds without input (a key, a touch, a click) after which a kiosk with an open
+    /// conversation or a draft on screen asks "Are you still there?" (a finished one is cleared
+    /// after `kiosk_reset_secs`).
+    pub kiosk_idle_secs: u64,
+    /// Seconds the kiosk's question waits for an answer before it clears everything (screen,
+    /// storage, connection) for the next person.
+    pub kiosk_idle_warning_secs: u64,
     /// The URL browsers use for MQTT over WebSocket (`wss://chat.example.org/mqtt` behind a
     /// proxy); unset: the page's own host with the WebSocket listener's port and path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,12 +114,16 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token_ttl_secs: 8 * 3600,
-            login_attempts_per_account: NonZeroU32::new(5).expect("nonzero"),
+            login_attempts_per_account: NonZeroU32::new(20).expect("nonzero"),
             login_attempts_per_address: NonZeroU32::new(30).expect("nonzero"),
+            login_attempts_per_account_and_address: NonZeroU32::new(5).expect("nonzero"),
+            login_known_address_days: NonZeroU32::new(30).expect("nonzero"),
             applicant_token_ttl_secs: 3600,
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
+            kiosk_idle_secs: 120,
+            kiosk_idle_warning_secs: 30,
             mqtt_websocket_url: None,
             kiosk_reset_secs: 120,
         }
@@ -143,10 +162,14 @@ pub struct LoginSettings {
 impl LoginSettings {
     pub fn new(config: &AdminConfig) -> Self {
         Self {
-            throttle: LoginThrottle::new(
-                config.login_attempts_per_account,
-                config.login_attempts_per_address,
-            ),
+            throttle: LoginThrottle::new(throttle::LoginLimits {
+                per_address: config.login_attempts_per_address,
+                per_account_and_address: config.login_attempts_per_account_and_address,
+                per_account: config.login_attempts_per_account,
+                known_address_for: Duration::from_secs(
+                    u64::from(config.login_known_address_days.get()) * 86_400,
+                ),
+            }),
             token_ttl: Duration::from_secs(config.token_ttl_secs),
         }
     }
@@ -227,6 +250,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/login", post(login::login))
+        .route("/v1/logout", post(logout::logout))
         .route(
             "/v1/people",
             get(people_http::list).post(people_http::create),
@@ -242,6 +266,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))
+        .route("/v1/kiosk-credential", get(enrolment_check::check))
         .route("/v1/sessions", get(sessions_http::list))
         .route(
             "/v1/sessions/{id}/transcript",

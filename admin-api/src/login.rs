@@ -1,10 +1,16 @@
 //! `POST /v1/login`: a member of staff exchanges a username and password for a token that
 //! authorizes the HTTP API and is the password of their MQTT connection.
 //!
-//! Every attempt passes the per-account and per-address limits first; a failure (unknown
-//! account, disabled account, wrong password: one answer for all three, so that the API does not
-//! tell which accounts exist) is recorded on the audit chain with the address it came from, and
-//! so is a success.
+//! Every attempt passes the sign-in limits first (`throttle`: per address, per account and
+//! address, per account except from its known addresses); a failure (unknown account, disabled
+//! account, wrong password: one answer for all three, so that the API does not tell which
+//! accounts exist) is recorded on the audit chain with the address it came from, and so is a
+//! success. A name that is no account is not recorded as typed (people type passwords into the
+//! name field): the record keeps a keyed digest of it ([`crate::Tokens::pseudonym`]), so that
+//! repeated attempts with one name can be told apart from attempts with many, and its length.
+//!
+//! Each token issued carries a fresh id (`jti`), which the success's audit entry names and
+//! `POST /v1/logout` ends.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -113,14 +119,15 @@ pub async fn login(
 
     let account = match account {
         Some(account) if matches => account,
-        _ => {
-            state
-                .record(
-                    &crate::printable(&username),
-                    "admin.login.failed",
+        known_or_not => {
+            let (actor, detail) = match known_or_not {
+                Some(account) => (
+                    account.subject,
                     serde_json::json!({ "address": peer.ip().to_string() }),
-                )
-                .await?;
+                ),
+                None => unknown_name(state.tokens.as_ref(), &username, peer),
+            };
+            state.record(&actor, "admin.login.failed", detail).await?;
             return Err(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid-credentials",
@@ -130,24 +137,50 @@ pub async fn login(
         }
     };
     let ttl = state.login.token_ttl;
-    let token = state
-        .tokens
-        .mint(&account.subject, account.role, ttl)
-        .map_err(|err| {
-            tracing::error!(error = %err, "a token could not be minted");
-            Problem::internal()
-        })?;
+    let now = SystemTime::now();
+    let minted = crate::tokens::new_token_id()
+        .map_err(|_| "the system random generator failed".to_owned())
+        .and_then(|id| {
+            let token = state
+                .tokens
+                .mint(&account.subject, account.role, &id, ttl, now)?;
+            Ok((id, token))
+        });
+    let (token_id, token) = minted.map_err(|err| {
+        tracing::error!(error = %err, "a token could not be minted");
+        Problem::internal()
+    })?;
     state
         .record(
             &account.subject,
             "admin.login",
-            serde_json::json!({ "address": peer.ip().to_string() }),
+            serde_json::json!({ "address": peer.ip().to_string(), "token": token_id }),
         )
         .await?;
+    // The account's owner signs in from here: strangers elsewhere no longer hold it up here.
+    state.login.throttle.succeeded(&username, peer.ip());
     Ok(Json(LoginResponse {
         token,
-        expires_at: rfc3339(SystemTime::now() + ttl),
+        expires_at: rfc3339(now + ttl),
     }))
+}
+
+/// How the record names a sign-in attempt at a name that is no account: not as typed (it may
+/// be a password typed into the wrong field) but as `unknown:` and a keyed digest of it, with
+/// its length in the detail.
+fn unknown_name(
+    tokens: &dyn crate::Tokens,
+    username: &str,
+    peer: SocketAddr,
+) -> (String, serde_json::Value) {
+    let pseudonym = tokens.pseudonym(username);
+    (
+        format!("unknown:{pseudonym}"),
+        serde_json::json!({
+            "address": peer.ip().to_string(),
+            "username": { "digest": pseudonym, "length": username.chars().count() },
+        }),
+    )
 }
 
 fn rfc3339(at: SystemTime) -> String {

@@ -13,6 +13,7 @@ use utoipa::OpenApi;
     ),
     paths(
         crate::login::login,
+        crate::logout::logout,
         crate::people_http::list,
         crate::people_http::create,
         crate::people_http::read,
@@ -22,6 +23,7 @@ use utoipa::OpenApi;
         crate::kiosks_http::read,
         crate::kiosks_http::revoke,
         crate::applicant_tokens::issue,
+        crate::enrolment_check::check,
         crate::sessions_http::list,
         crate::sessions_http::transcript,
         crate::session_actions_http::assign,

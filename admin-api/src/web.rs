@@ -21,9 +21,13 @@ pub struct WebSettings {
     pub mqtt_url: Option<String>,
     pub mqtt_port: u16,
     pub mqtt_path: String,
-    /// Seconds a kiosk's finished or idle conversation stays on screen before it resets for
-    /// the next person.
+    /// Seconds a kiosk's finished conversation stays on screen before it resets for the next
+    /// person.
     pub kiosk_reset_secs: u64,
+    /// Seconds without input before a kiosk asks "Are you still there?".
+    pub kiosk_idle_secs: u64,
+    /// Seconds the question waits for an answer before the kiosk clears everything.
+    pub kiosk_idle_warning_secs: u64,
 }
 
 /// One embedded file.
@@ -50,9 +54,20 @@ const CSS: &str = "text/css; charset=utf-8";
 static ASSETS: &[Asset] = &[
     asset!("desk/index.html", HTML),
     asset!("desk/desk.js", JS),
+    asset!("desk/state.js", JS),
+    asset!("desk/availability.js", JS),
+    asset!("desk/entries.js", JS),
+    asset!("desk/lock.js", JS),
+    asset!("desk/typing-presence.js", JS),
+    asset!("desk/receipts.js", JS),
+    asset!("desk/notifications.js", JS),
     asset!("desk/desk.css", CSS),
     asset!("kiosk/index.html", HTML),
     asset!("kiosk/kiosk.js", JS),
+    asset!("kiosk/applicant-text.js", JS),
+    asset!("kiosk/bubbles.js", JS),
+    asset!("kiosk/enrolment.js", JS),
+    asset!("kiosk/idle.js", JS),
     asset!("kiosk/kiosk.css", CSS),
     asset!("shared/courtchat.js", JS),
     asset!("shared/base.css", CSS),

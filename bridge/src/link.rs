@@ -66,6 +66,21 @@ pub(crate) enum Origin {
 }
 
 impl Incoming {
+    /// The MQTT 5 user property `key` the gateway set on this delivery, if any (clients' own
+    /// user properties never reach the pipeline on protocol topics).
+    pub(crate) fn property(&self, key: &str) -> Option<&str> {
+        let Origin::Mqtt(publish) = &self.origin else {
+            return None;
+        };
+        publish
+            .properties
+            .as_ref()?
+            .user_properties
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+    }
+
     #[cfg(test)]
     pub fn local(topic: &str, payload: impl Into<bytes::Bytes>) -> Self {
         Self {

@@ -3,16 +3,21 @@
 //! A client presents a JWT as its CONNECT password. The token names the subject (which must equal
 //! the MQTT client id, so nobody can take over another client's id), a [`Role`] and an expiry.
 //! Authenticators form a chain like the authorizers: each may accept, reject or abstain, and a
-//! connection nobody accepted is refused.
+//! connection nobody accepted is refused. The keys and claims are in `keys`; what a token says
+//! about an applicant reaches the chat pipeline through `stamp`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::staff::StaffRevocations;
+
+mod keys;
+pub(crate) mod stamp;
+
+pub use keys::{Claims, KeyError, TokenAlgorithm, TokenDetails, TokenKeys, load_or_create_secret};
 
 /// What a connected principal is allowed to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +109,8 @@ pub struct Identity {
     /// The token's `iat` (seconds since the Unix epoch), if it has one: what a staff
     /// revocation ([`crate::StaffRevocations`]) is compared with.
     pub issued_at: Option<u64>,
+    /// The token's id, and for applicants the channel and team it was issued for.
+    pub token: TokenDetails,
 }
 
 /// What the CONNECT packet says about the client.
@@ -181,6 +188,9 @@ pub struct AuthConfig {
     pub audience: String,
     /// Seconds of clock skew tolerated on `exp`.
     pub leeway: u64,
+    /// Seconds a token's `iat` may lie in the future (the issuer's clock running ahead of
+    /// ours); a token issued later than that is refused.
+    pub iat_leeway: u64,
     /// Admit clients without a password.
     pub allow_anonymous: bool,
     /// The role anonymous clients get; only static ACL rules grant anything to them.
@@ -204,6 +214,8 @@ impl fmt::Debug for AuthConfig {
             .field("private_key_file", &self.private_key_file)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("iat_leeway", &self.iat_leeway)
             .field("allow_anonymous", &self.allow_anonymous)
             .finish_non_exhaustive()
     }
@@ -220,229 +232,11 @@ impl Default for AuthConfig {
             issuer: String::new(),
             audience: String::new(),
             leeway: 0,
+            iat_leeway: 60,
             allow_anonymous: false,
             anonymous_role: Role::Anonymous,
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TokenAlgorithm {
-    HS256,
-    RS256,
-    EdDSA,
-}
-
-impl From<TokenAlgorithm> for Algorithm {
-    fn from(value: TokenAlgorithm) -> Self {
-        match value {
-            TokenAlgorithm::HS256 => Algorithm::HS256,
-            TokenAlgorithm::RS256 => Algorithm::RS256,
-            TokenAlgorithm::EdDSA => Algorithm::EdDSA,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("`{key}`: cannot read {path}: {source}")]
-    Read {
-        key: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("`{key}`: cannot create {path}: {source}")]
-    Create {
-        key: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("`{key}`: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    #[error("cannot sign the token: {0}")]
-    Sign(String),
-}
-
-/// The claims courtchat reads from and writes into tokens.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub role: Role,
-    /// Expiry, seconds since the Unix epoch.
-    pub exp: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-}
-
-/// Verifies tokens (and, given a private key, mints them) for one configured algorithm.
-pub struct TokenKeys {
-    algorithm: Algorithm,
-    decoding: DecodingKey,
-    encoding: Option<EncodingKey>,
-    validation: Validation,
-    issuer: Option<String>,
-    audience: Option<String>,
-}
-
-impl TokenKeys {
-    /// Loads the keys `config` names. For HS256 without an inline secret, the secret file is
-    /// created with a fresh random secret if it does not exist yet, so a new installation works
-    /// without configuration and `courtchat token` signs with the same secret the server checks.
-    pub fn load(config: &AuthConfig) -> Result<Self, KeyError> {
-        let algorithm = Algorithm::from(config.algorithm);
-        let (decoding, encoding) = match config.algorithm {
-            TokenAlgorithm::HS256 => {
-                let secret = if config.secret.is_empty() {
-                    hs256_secret_file(&config.secret_file)?
-                } else {
-                    config.secret.as_bytes().to_vec()
-                };
-                if secret.len() < 32 {
-                    return Err(KeyError::Invalid {
-                        key: "mqtt.auth.secret",
-                        reason: "an HS256 secret needs at least 32 bytes".to_owned(),
-                    });
-                }
-                (
-                    DecodingKey::from_secret(&secret),
-                    Some(EncodingKey::from_secret(&secret)),
-                )
-            }
-            TokenAlgorithm::RS256 | TokenAlgorithm::EdDSA => {
-                let public = read(&config.public_key_file, "mqtt.auth.public_key_file")?;
-                let invalid = |key, err: jsonwebtoken::errors::Error| KeyError::Invalid {
-                    key,
-                    reason: err.to_string(),
-                };
-                let decoding = match config.algorithm {
-                    TokenAlgorithm::RS256 => DecodingKey::from_rsa_pem(&public),
-                    _ => DecodingKey::from_ed_pem(&public),
-                }
-                .map_err(|err| invalid("mqtt.auth.public_key_file", err))?;
-                let encoding = if config.private_key_file.as_os_str().is_empty() {
-                    None
-                } else {
-                    let private = read(&config.private_key_file, "mqtt.auth.private_key_file")?;
-                    Some(
-                        match config.algorithm {
-                            TokenAlgorithm::RS256 => EncodingKey::from_rsa_pem(&private),
-                            _ => EncodingKey::from_ed_pem(&private),
-                        }
-                        .map_err(|err| invalid("mqtt.auth.private_key_file", err))?,
-                    )
-                };
-                (decoding, encoding)
-            }
-        };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = config.leeway;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let issuer = (!config.issuer.is_empty()).then(|| config.issuer.clone());
-        let audience = (!config.audience.is_empty()).then(|| config.audience.clone());
-        if let Some(issuer) = &issuer {
-            validation.set_issuer(&[issuer]);
-        }
-        match &audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
-        }
-        Ok(Self {
-            algorithm,
-            decoding,
-            encoding,
-            validation,
-            issuer,
-            audience,
-        })
-    }
-
-    /// Checks a token's signature, expiry, issuer and audience, and returns its claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, String> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|err| err.to_string())
-    }
-
-    /// Mints a token for `subject` with `role`, valid for `ttl` from `now`.
-    pub fn mint(
-        &self,
-        subject: &str,
-        role: Role,
-        ttl: Duration,
-        now: SystemTime,
-    ) -> Result<String, KeyError> {
-        let encoding = self.encoding.as_ref().ok_or_else(|| KeyError::Invalid {
-            key: "mqtt.auth.private_key_file",
-            reason: "minting tokens needs the private key".to_owned(),
-        })?;
-        let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let claims = Claims {
-            sub: subject.to_owned(),
-            role,
-            exp: iat + ttl.as_secs(),
-            iat: Some(iat),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-        };
-        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding)
-            .map_err(|err| KeyError::Sign(err.to_string()))
-    }
-}
-
-fn read(path: &Path, key: &'static str) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| KeyError::Read {
-        key,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn hs256_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    load_or_create_secret(path, "mqtt.auth.secret_file")
-}
-
-/// Reads a secret file, creating it first with 32 random bytes, readable only by its owner, if
-/// it does not exist; `key` is the configuration key that names the file, for errors.
-pub fn load_or_create_secret(path: &Path, key: &'static str) -> Result<Vec<u8>, KeyError> {
-    match std::fs::read(path) {
-        Ok(secret) => Ok(secret),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let create = |source| KeyError::Create {
-                key,
-                path: path.to_owned(),
-                source,
-            };
-            let mut secret = vec![0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-                .map_err(|_| create(std::io::Error::other("the system random generator failed")))?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(create)?;
-            }
-            write_private(path, &secret).map_err(create)?;
-            tracing::info!(path = %path.display(), key, "created a new secret");
-            Ok(secret)
-        }
-        Err(source) => Err(KeyError::Read {
-            key,
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Writes a file only its owner can read; `create_new` so two processes never overwrite each
-/// other's secret.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
 }
 
 /// Accepts a valid token whose subject equals the client id, unless the subject's tokens of
@@ -501,15 +295,20 @@ impl Authenticator for JwtAuthenticator {
                 "the subject's credentials were revoked".to_owned(),
             ));
         }
+        if self.revocations.ended(claims.jti.as_deref()) {
+            return AuthOutcome::Reject(Refusal::NotAuthorized(
+                "the token was ended (signed out)".to_owned(),
+            ));
+        }
+        let token = claims.details();
         AuthOutcome::Accept(Identity {
             subject: claims.sub,
             username: connect.username.map(str::to_owned),
             role: claims.role,
             anonymous: false,
-            expires_at: Some(
-                UNIX_EPOCH + Duration::from_secs(claims.exp + self.keys.validation.leeway),
-            ),
+            expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp + self.keys.leeway())),
             issued_at: claims.iat,
+            token,
         })
     }
 }
@@ -531,6 +330,7 @@ impl Authenticator for AnonymousAuthenticator {
             anonymous: true,
             expires_at: None,
             issued_at: None,
+            token: TokenDetails::default(),
         })
     }
 }

@@ -365,7 +365,9 @@ impl Session<'_> {
                             return ending;
                         }
                     }
-                    Revocation::Credentials => return Ending::told("credentials revoked", DisconnectReasonCode::AdministrativeAction),
+                    // A token ended alone (sign-out) ends only the connections made with it.
+                    Revocation::Credentials if self.shared.staff_revocations.refuses_identity(&self.identity) => return Ending::told("credentials revoked", DisconnectReasonCode::AdministrativeAction),
+                    Revocation::Credentials => {}
                 },
                 _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
                     tracing::debug!(client_id = %self.client_id, "credentials expired");
@@ -435,6 +437,12 @@ impl Session<'_> {
                 schemas::wire::RECEIVED_AT_PROPERTY.to_owned(),
                 now.to_string(),
             ));
+            // An open request's channel and team are the token's, not the applicant's say.
+            crate::auth::stamp::stamp_open_request(
+                &self.identity,
+                &topic,
+                &mut properties.user_properties,
+            );
         }
         if fanout::routes(&topic) {
             let properties = Box::new(properties);

@@ -51,7 +51,7 @@ pub use acl::{
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
-    Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenKeys,
+    Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenDetails, TokenKeys,
     load_or_create_secret,
 };
 pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};

@@ -7,25 +7,35 @@
 //! connection authenticated as that subject is ended at once. A token issued at or after the
 //! not-before time works again, so re-enabled staff simply log in anew.
 //!
+//! One token can also be ended alone (`POST /v1/logout`): staff tokens carry an id (`jti`), and
+//! an ended id is refused by the authenticator (and by the admin API, which asks the same
+//! table) until the token would have expired anyway; live connections authenticated with it
+//! end at once, while the subject's other tokens go on working.
+//!
 //! A broker owns one [`StaffRevocations`] ([`crate::Broker::staff_revocations`]); clones share
 //! it. It is filled from the database at start by whoever starts the broker
-//! ([`StaffRevocations::load`]), like the memberships.
+//! ([`StaffRevocations::load`], [`StaffRevocations::load_ended`]), like the memberships.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::Identity;
 
-/// Not-before times by subject, and who to tell when one is set.
+/// Not-before times by subject, ended tokens, and who to tell when either is set.
 #[derive(Clone, Default)]
 pub struct StaffRevocations {
     /// subject -> Unix seconds before which its tokens are refused
     not_before: Arc<RwLock<HashMap<String, u64>>>,
-    /// Told about every [`StaffRevocations::revoke`], so that the gateway ends live connections.
+    /// token id -> Unix seconds at which the token expires (and can be forgotten)
+    ended: Arc<RwLock<HashMap<String, u64>>>,
+    /// Told about every [`StaffRevocations::revoke`] and [`StaffRevocations::end_token`], so
+    /// that the gateway ends live connections.
     on_revoke: Arc<RwLock<Vec<RevokeListener>>>,
 }
 
-/// Called with the subject after its credentials were revoked.
+/// Called with the subject after its credentials, or one of its tokens, were revoked. The
+/// connection then ends if [`StaffRevocations::refuses_identity`] refuses what it connected with.
 pub type RevokeListener = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl StaffRevocations {
@@ -39,8 +49,39 @@ impl StaffRevocations {
     /// revocation always means "out now".
     pub fn revoke(&self, subject: &str, not_before: u64) {
         self.record(subject, not_before);
-        // After recording: a connection registering meanwhile either is found here or checks
-        // the recorded time once registered (`connection::serve`).
+        self.tell(subject);
+    }
+
+    /// Refuses the token `token_id` of `subject` (which expires at `expires_at`, Unix seconds)
+    /// from now on, and ends the live connections authenticated with it. Ended tokens that
+    /// have expired since are forgotten here, so that the table holds only tokens that would
+    /// still work.
+    pub fn end_token(&self, subject: &str, token_id: &str, expires_at: u64) {
+        {
+            let mut ended = write(&self.ended);
+            let now = unix_now();
+            ended.retain(|_, expiry| *expiry >= now);
+            ended.insert(token_id.to_owned(), expires_at);
+        }
+        self.tell(subject);
+    }
+
+    /// Seeds ended tokens, `(token id, expiry in Unix seconds)`, such as those kept in the
+    /// database, without ending connections: meant for start. Expired ones are skipped.
+    pub fn load_ended(&self, entries: impl IntoIterator<Item = (String, u64)>) {
+        let now = unix_now();
+        write(&self.ended).extend(entries.into_iter().filter(|(_, expiry)| *expiry >= now));
+    }
+
+    /// Whether the token with id `token_id` was ended; a token without an id never is.
+    pub fn ended(&self, token_id: Option<&str>) -> bool {
+        token_id.is_some_and(|id| read(&self.ended).contains_key(id))
+    }
+
+    /// Tells the listeners about `subject`, after recording: a connection registering
+    /// meanwhile either is found here or checks what was recorded once registered
+    /// (`connection::serve`).
+    fn tell(&self, subject: &str) {
         let listeners = self
             .on_revoke
             .read()
@@ -71,10 +112,12 @@ impl StaffRevocations {
         is_revoked(self.not_before(subject), issued_at)
     }
 
-    /// Whether the credentials `identity` connected with have been revoked since. Anonymous
-    /// identities carry no token, so they are never refused here.
+    /// Whether the credentials `identity` connected with have been revoked since, or its token
+    /// ended. Anonymous identities carry no token, so they are never refused here.
     pub(crate) fn refuses_identity(&self, identity: &Identity) -> bool {
-        !identity.anonymous && self.refuses(&identity.subject, identity.issued_at)
+        !identity.anonymous
+            && (self.refuses(&identity.subject, identity.issued_at)
+                || self.ended(identity.token.id.as_deref()))
     }
 
     /// Registers `listener` for every later [`StaffRevocations::revoke`]. It runs on the
@@ -91,17 +134,31 @@ impl StaffRevocations {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, u64>> {
-        // Each write is a single insert, so a poisoned lock still holds a consistent map.
-        self.not_before
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        read(&self.not_before)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, u64>> {
-        self.not_before
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        write(&self.not_before)
     }
+}
+
+// Each write is a single insert or a retain, so a poisoned lock still holds a consistent map.
+fn read(
+    map: &RwLock<HashMap<String, u64>>,
+) -> std::sync::RwLockReadGuard<'_, HashMap<String, u64>> {
+    map.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write(
+    map: &RwLock<HashMap<String, u64>>,
+) -> std::sync::RwLockWriteGuard<'_, HashMap<String, u64>> {
+    map.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 fn keep_later(map: &mut HashMap<String, u64>, subject: String, not_before: u64) {
@@ -194,10 +251,53 @@ mod tests {
             anonymous,
             expires_at: None,
             issued_at,
+            token: crate::auth::TokenDetails::default(),
         };
         assert!(!revocations.refuses_identity(&identity(true, None)));
         assert!(revocations.refuses_identity(&identity(false, None)));
         assert!(revocations.refuses_identity(&identity(false, Some(99))));
         assert!(!revocations.refuses_identity(&identity(false, Some(100))));
+    }
+
+    #[test]
+    fn an_ended_token_is_refused_and_its_subjects_other_tokens_are_not() {
+        let revocations = StaffRevocations::new();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        revocations.on_revoke(Arc::new({
+            let told = told.clone();
+            move |subject| told.lock().unwrap().push(subject.to_owned())
+        }));
+        let identity = |id: Option<&str>| Identity {
+            subject: "ann".to_owned(),
+            username: None,
+            role: crate::auth::Role::Admin,
+            anonymous: false,
+            expires_at: None,
+            issued_at: Some(100),
+            token: crate::auth::TokenDetails {
+                id: id.map(str::to_owned),
+                ..Default::default()
+            },
+        };
+        let later = unix_now() + 3600;
+        revocations.end_token("ann", "t-1", later);
+        assert_eq!(*told.lock().unwrap(), ["ann"]);
+        assert!(revocations.ended(Some("t-1")));
+        assert!(revocations.refuses_identity(&identity(Some("t-1"))));
+        assert!(!revocations.refuses_identity(&identity(Some("t-2"))));
+        assert!(!revocations.refuses_identity(&identity(None)));
+        assert!(!revocations.ended(None));
+
+        // Loading skips what has expired, and ending another token forgets expired ones.
+        revocations.load_ended([
+            ("t-old".to_owned(), unix_now() - 10),
+            ("t-3".to_owned(), later),
+        ]);
+        assert!(!revocations.ended(Some("t-old")));
+        assert!(revocations.ended(Some("t-3")));
+        write(&revocations.ended).insert("t-expired".to_owned(), unix_now() - 10);
+        revocations.end_token("bob", "t-4", later);
+        assert!(!revocations.ended(Some("t-expired")));
+        assert!(revocations.ended(Some("t-1")) && revocations.ended(Some("t-4")));
     }
 }

@@ -162,6 +162,19 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        // The kiosk page's timers: zero would clear a conversation as it starts, and a
+        // browser's timer cannot wait much beyond 24 days (a day is plenty).
+        for (key, secs) in [
+            ("admin.kiosk_idle_secs", self.admin.kiosk_idle_secs),
+            (
+                "admin.kiosk_idle_warning_secs",
+                self.admin.kiosk_idle_warning_secs,
+            ),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(invalid(key, "must be between 1 and 86400 seconds"));
+            }
+        }
         // The pages hand it to MQTT.js as is; anything but a WebSocket URL would fail in every
         // browser, long after the operator could have been told.
         if let Some(url) = &self.admin.mqtt_websocket_url
@@ -170,6 +183,13 @@ impl Config {
             return Err(invalid(
                 "admin.mqtt_websocket_url",
                 "must be a ws:// or wss:// URL",
+            ));
+        }
+        // A token from further ahead than this is no clock skew, and would outlive revocations.
+        if self.mqtt.auth.iat_leeway > 3600 {
+            return Err(invalid(
+                "mqtt.auth.iat_leeway",
+                "must be at most 3600 seconds",
             ));
         }
         if self.mqtt.connect_timeout.is_zero() {
@@ -336,6 +356,26 @@ mod tests {
                 "COURTCHAT_ADMIN__APPLICANT_TOKENS_PER_ADDRESS",
                 "0",
                 "applicant_tokens_per_address",
+            ),
+            (
+                "COURTCHAT_ADMIN__KIOSK_IDLE_SECS",
+                "0",
+                "admin.kiosk_idle_secs",
+            ),
+            (
+                "COURTCHAT_ADMIN__KIOSK_IDLE_WARNING_SECS",
+                "86401",
+                "admin.kiosk_idle_warning_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__AUTH__IAT_LEEWAY",
+                "3601",
+                "mqtt.auth.iat_leeway",
+            ),
+            (
+                "COURTCHAT_ADMIN__LOGIN_ATTEMPTS_PER_ACCOUNT_AND_ADDRESS",
+                "0",
+                "login_attempts_per_account_and_address",
             ),
             (
                 "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",

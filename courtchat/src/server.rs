@@ -312,11 +312,13 @@ impl Server {
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
         let staff_revocations = broker.staff_revocations().clone();
-        // Staff disabled or demoted earlier stay so across restarts.
+        // Staff disabled or demoted earlier stay so across restarts, and so do signed-out tokens.
         staff_revocations.load(store.staff_revocations().await?);
-        let tokens: Arc<dyn admin_api::Tokens> = Arc::new(crate::staff::StaffTokens(
-            broker::TokenKeys::load(&config.mqtt.auth)?,
-        ));
+        staff_revocations.load_ended(store.ended_tokens(crate::staff::unix_now()).await?);
+        let tokens: Arc<dyn admin_api::Tokens> = Arc::new(crate::staff::StaffTokens {
+            keys: broker::TokenKeys::load(&config.mqtt.auth)?,
+            revocations: staff_revocations.clone(),
+        });
         for participant in participants {
             memberships.join(
                 &participant.session_id,
@@ -424,6 +426,8 @@ impl Server {
                     mqtt_port: addresses.mqtt_ws.port(),
                     mqtt_path: config.mqtt.websocket.path.clone(),
                     kiosk_reset_secs: config.admin.kiosk_reset_secs,
+                    kiosk_idle_secs: config.admin.kiosk_idle_secs,
+                    kiosk_idle_warning_secs: config.admin.kiosk_idle_warning_secs,
                 }),
             };
             let stop = stop.clone();

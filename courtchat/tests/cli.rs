@@ -127,7 +127,7 @@ fn migrate_creates_the_embedded_database_under_data() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("data/courtchat.db").is_file());
     assert!(
-        text(&out.stderr).contains("applied=10"),
+        text(&out.stderr).contains("applied=11"),
         "{}",
         text(&out.stderr)
     );
@@ -704,6 +704,30 @@ fn backup_copies_a_running_server_and_health_follows_readyz() {
     let out = run(courtchat(dir.path(), &[]).arg("backup").arg(&copy));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(copy.is_file());
+    // The record is the server user's alone: the data directory, the database and its WAL,
+    // and a backup with the directory made for it (under the usual umask SQLite made them
+    // 0644 and the directories were 0755).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        let data = dir.path().join("data");
+        for (path, expected) in [
+            (data.clone(), 0o700),
+            (data.join("courtchat.db"), 0o600),
+            (data.join("courtchat.db-wal"), 0o600),
+            (copy.parent().unwrap().to_owned(), 0o700),
+            (copy.clone(), 0o600),
+        ] {
+            assert_eq!(mode(&path), expected, "{}", path.display());
+        }
+    }
     let again = run(courtchat(dir.path(), &[]).arg("backup").arg(&copy));
     assert!(!again.status.success());
     assert!(

@@ -29,6 +29,16 @@ pub const VERSION: u8 = 1;
 /// (see `bridge.max_queue_delay_ms`). Clients' own user properties never reach the pipeline.
 pub const RECEIVED_AT_PROPERTY: &str = "courtchat-received-at";
 
+/// The MQTT 5 user property the gateway sets on every open request it hands to the chat
+/// pipeline whose applicant's token names a channel (`kiosk`, `phone`, `web`): the channel the
+/// admin API issued the token for. The pipeline takes it over the request's own `channel`.
+pub const CHANNEL_PROPERTY: &str = "courtchat-channel";
+
+/// The MQTT 5 user property the gateway sets on an open request whose applicant's token names a
+/// team (a kiosk's). When [`CHANNEL_PROPERTY`] is set the pipeline routes the session to this
+/// team, or to none when it is absent, whatever the request's `topic` says.
+pub const TEAM_PROPERTY: &str = "courtchat-team";
+
 fn version() -> u8 {
     VERSION
 }
@@ -50,8 +60,12 @@ pub struct OpenSession {
     /// The applicant's own id for this request; the acknowledgement echoes it, and a repeat
     /// with the same id returns the same session.
     pub client_msg_id: String,
+    /// Where the applicant writes from. When the applicant's token names a channel (tokens from
+    /// `POST /v1/applicant-tokens` do), the token's channel is the session's instead.
     pub channel: Channel,
     /// What the applicant needs help with, e.g. `license-renewal`; routes the session to a team.
+    /// Ignored when the applicant's token names a channel: the session's team is then the
+    /// token's (a kiosk's team), or none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic: Option<String>,
     /// An opening message, stored as the session's first message.

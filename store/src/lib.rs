@@ -4,12 +4,14 @@
 //! giving a `postgres://` URL. The rest of courtchat receives a [`Store`] and never parses a
 //! database URL itself, so the choice of backend stays in this crate.
 
+mod private_files;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemas::db::Migrator;
-use schemas::db::entities::{agent, message, participant, session};
+use schemas::db::entities::{agent, ended_token, message, participant, session};
 use sea_orm::prelude::DateTimeUtc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::postgres::PgSslMode;
@@ -146,6 +148,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create or secure the database file {path}: {source}")]
+    CreateFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot connect to the database: {0}")]
     Connect(#[source] DbErr),
     #[error("database migration failed: {0}")]
@@ -209,6 +216,10 @@ impl Store {
         let mut url = config.url.clone();
         if let Backend::Sqlite(path) = &backend {
             create_parent_dir(path)?;
+            private_files::prepare_database(path).map_err(|source| StoreError::CreateFile {
+                path: path.clone(),
+                source,
+            })?;
             // `mode=rwc` creates the file on first start; without it SQLite refuses a missing file.
             if !url.contains("mode=") {
                 url.push(if url.contains('?') { '&' } else { '?' });
@@ -376,6 +387,21 @@ impl Store {
             .collect())
     }
 
+    /// Every staff token ended before its expiry (`POST /v1/logout`) that has not expired by
+    /// `now` (Unix seconds), as `(token id, expiry)`. The gateway loads this at start;
+    /// afterwards the admin API keeps it current.
+    pub async fn ended_tokens(&self, now: u64) -> Result<Vec<(String, u64)>, StoreError> {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        Ok(ended_token::Entity::find()
+            .filter(ended_token::Column::ExpiresAt.gte(now))
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)?
+            .into_iter()
+            .map(|row| (row.token_id, row.expires_at.max(0) as u64))
+            .collect())
+    }
+
     /// Registers members of staff (active, no team), leaving any subject already registered as
     /// it is. Until the admin API manages staff, this is how tools and benchmarks add them.
     pub async fn register_staff(
@@ -433,20 +459,30 @@ impl Store {
             return Err(StoreError::BackupExists(path.to_owned()));
         }
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            private_files::create_dir(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })?;
         }
+        // VACUUM INTO fills an empty file and keeps its mode: made here, only the owner may read
+        // the copy. `create_new` also keeps two backups from writing one file.
+        private_files::create_empty(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => StoreError::BackupExists(path.to_owned()),
+            _ => StoreError::CreateFile {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
         let statement = sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Sqlite,
             "VACUUM INTO ?",
             [path.to_string_lossy().into_owned().into()],
         );
-        self.db
-            .execute_raw(statement)
-            .await
-            .map_err(StoreError::Query)?;
+        if let Err(err) = self.db.execute_raw(statement).await {
+            // Leave no empty or partial copy that looks like a backup.
+            let _ = std::fs::remove_file(path);
+            return Err(StoreError::Query(err));
+        }
         Ok(())
     }
 
@@ -473,7 +509,7 @@ fn chrono_now() -> sea_orm::prelude::DateTimeUtc {
 fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            private_files::create_dir(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
                 source,
             })

@@ -6,6 +6,9 @@
 //! in the name, `_total` on counters, labels with a small fixed set of values (a refusal's
 //! reason, a listener, a role), never a session id or a subject.
 
+#[cfg(target_os = "linux")]
+mod process;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -247,9 +250,7 @@ impl Metrics {
         // ...), read from /proc at each scrape; elsewhere than Linux, nothing.
         #[cfg(target_os = "linux")]
         // No namespace of its own: the registry's prefix makes it `courtchat_process_…`.
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, ""),
-        ))?;
+        r.register(Box::new(process::ProcessMetrics::new()?))?;
         Ok(())
     }
 
@@ -301,5 +302,40 @@ mod tests {
         }
         #[cfg(target_os = "linux")]
         assert!(text.contains("courtchat_process_resident_memory_bytes"));
+    }
+
+    /// prometheus's own collector exported whole seconds, so a server that had used less than
+    /// a second of CPU read 0 however busy it was.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_time_is_exported_with_its_fractions() {
+        let metrics = Metrics::new().unwrap();
+        // Spend CPU until /proc shows some, whatever this machine's speed.
+        let mut spin = 0u64;
+        while process::cpu_seconds().unwrap() < 0.05 {
+            spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+        }
+        let text = metrics.render();
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("courtchat_process_cpu_seconds_total "))
+            .expect("the CPU counter is exported");
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(value >= 0.05, "{line}");
+        assert!(
+            text.contains("# TYPE courtchat_process_cpu_seconds_total counter"),
+            "declared a counter"
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("courtchat_process_cpu_seconds_total "))
+                .count(),
+            1,
+            "exported once"
+        );
+        assert!(
+            text.contains("courtchat_process_open_fds"),
+            "the others stay"
+        );
     }
 }

@@ -219,9 +219,12 @@ async function supervised(browser, result) {
   await step("closed");
   result.annFinal = await seqs(ann.page);
 
-  // Sign-out ends the connection and forgets the token.
+  // Sign-out ends the connection and forgets the token. It asks the server to end the token
+  // first (POST /v1/logout); a server without that route answers 404, which Chromium logs.
+  allowed.push(/status of 404/);
   await bob.page.click("#sign-out");
   await bob.page.waitForSelector("#sign-in-view:not([hidden])", { timeout: WAIT });
+  allowed.pop();
   result.bobSignedOut = await bob.page.evaluate(() => sessionStorage.length === 0);
   await bob.page.waitForSelector('#connection[data-state="offline"]', { timeout: WAIT });
 }
@@ -352,11 +355,15 @@ async function handedOn(browser, result) {
   result.lease = { acquired, beforeRenew, annAfter: await leaseLeft(ann.page), bobAfter: await leaseLeft(bob.page) };
   await step("renewed");
 
-  // Ann escalates with a reason: every desk that follows the session shows it.
+  // Ann escalates with a reason: every desk that follows the session shows the escalation and
+  // the reason (in the event, or as the internal note that carries it for staff only).
   const reason = "A fee waiver needs a supervisor";
   await ann.page.fill("#escalate-reason", reason);
   await ann.page.click("#escalate");
-  for (const page of [ann.page, bob.page, sue.page]) await eventShown(page, `Escalated: ${reason}`);
+  for (const page of [ann.page, bob.page, sue.page]) {
+    await eventShown(page, "Escalated");
+    await page.locator("#entries > li", { hasText: reason }).first().waitFor({ timeout: WAIT });
+  }
   await step("escalated");
 
   // Ann reloads her desk: signed in still (the token is in sessionStorage), online, her session
@@ -377,7 +384,9 @@ async function handedOn(browser, result) {
   await ann.page.fill("#transfer-to", "renewals");
   await ann.page.click("#transfer");
   for (const page of [bob.page, sue.page]) {
-    await eventShown(page, "Returned to the renewals queue");
+    // The team is in the event, or (where the applicant's stream leaves routing out) only in
+    // the queue, which the Rust side checks.
+    await eventShown(page, "Returned to the");
     await eventShown(page, "ann left");
   }
   await ann.page.locator(`#my-sessions li[data-session="${session}"]`).waitFor({ state: "detached", timeout: WAIT });

@@ -7,106 +7,30 @@
 // is always drawn from `participant.entries()`, sorted by seq and keyed by it, so an entry that
 // arrives twice or out of order (messages and notes are two topics) is drawn once, in place.
 //
-// Sections: state · page elements · sign-in · connection · availability · session lists ·
-// conversation (stream, lock, typing and presence, receipts) · composers and actions ·
-// notifications · start.
+// Sections here: sign-in · connection · session lists · conversation (following, opening, the
+// stream) · composers and actions · start. By concern, in modules of their own: what they all
+// share (state.js), availability, how an entry is drawn (entries.js), the reply lock,
+// typing and presence, receipts, and notifications.
 
-import { Participant, api, describeEvent, newId, serverConfig } from "/web/shared/courtchat.js";
+import { Participant, api, serverConfig } from "/web/shared/courtchat.js";
+import { $, applicantOf, el, isClosed, isMember, isSupervisor, mayAnnounce, me, page, refusal, say, state } from "./state.js";
+import { lockOp, onLock, renderLock } from "./lock.js";
+import { PRESENCE_REPEAT_MS, announcePresence, onPresence, onTyping, renderPresence, renderTyping, typingPublisher } from "./typing-presence.js";
+import { loadReceipts, onReceipts, receiptRecord, scheduleReceipt, unseenCount } from "./receipts.js";
+import { askNotifications, notify, showTitle } from "./notifications.js";
+import { confirmAvailability, setAvailability, showAvailability } from "./availability.js";
+import { drawEntry, showReceipt } from "./entries.js";
 
 // ---------------------------------------------------------------------------------------------
-// State
+// State (the shared part is in state.js)
 // ---------------------------------------------------------------------------------------------
 
 /** sessionStorage, not localStorage: closing the tab signs out. */
 const STORAGE_KEY = "courtchat.desk";
 /** The queue and the session lists are fetched again this often, besides on every change. */
 const REFRESH_MS = 10_000;
-/** A typing indicator lasts this long unless its sender says it again. */
-const TYPING_SHOWN_MS = 8_000;
-/** While someone types, their indicator is said again this often; idle this long ends it. */
-const TYPING_REPEAT_MS = 3_000;
-const TYPING_IDLE_MS = 3_000;
-/** Presence is said again this often while a session is followed; staff presence not heard for
-    PRESENCE_STALE_MS is shown as unknown (a desk's will is about availability, not presence). */
-const PRESENCE_REPEAT_MS = 30_000;
-const PRESENCE_STALE_MS = 75_000;
-/** Receipts go at most once a second per session (the pipeline's rate limit is 5/s). */
-const RECEIPT_DELAY_MS = 1_000;
-
-const state = {
-  config: null,
-  /** {token, expires_at, username} of the signed-in person, or null. */
-  auth: null,
-  /** GET /v1/people/{me}. */
-  person: null,
-  participant: null,
-  /** What the person asked for ("available" or "away"), re-said after a reconnect. */
-  wantAvailability: "away",
-  /** Session summaries by id, from every list and assignment seen. */
-  sessions: new Map(),
-  /** Ids in "My sessions": assigned to me (from the API), or joined from this page. */
-  mine: new Set(),
-  joinedHere: new Set(),
-  queue: [],
-  all: [],
-  /** Sessions this page follows (subscribed and resynced), and the last seq at follow time:
-      entries after it are news (notifications); entries up to it are history. */
-  followed: new Map(),
-  open: null,
-  locks: new Map(),
-  /** sessionId -> Map subject -> {delivered_seq, read_seq} */
-  receipts: new Map(),
-  /** sessionId -> Map "subject|kind" -> timer */
-  typing: new Map(),
-  /** sessionId -> Map subject -> {status, at} */
-  presence: new Map(),
-  /** sessionId -> {delivered, read, timer} for the receipts this desk sends. */
-  sentReceipts: new Map(),
-  unread: 0,
-  timers: [],
-  expiryTimer: null,
-};
-
-const isSupervisor = () => state.person && (state.person.role === "supervisor" || state.person.role === "admin");
-const me = () => (state.auth ? state.auth.username : "");
-
-// ---------------------------------------------------------------------------------------------
-// Page elements
-// ---------------------------------------------------------------------------------------------
-
-const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") node.className = value;
-    else if (name.startsWith("data-") || name.startsWith("aria-") || name === "datetime" || name === "type") node.setAttribute(name, value);
-    else node[name] = value;
-  }
-  for (const child of children) {
-    if (child === null || child === undefined) continue;
-    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return node;
-}
-
-/** Shows `message` in an error line (or hides it when empty). */
-function say(id, message) {
-  const node = $(id);
-  node.textContent = message || "";
-  node.hidden = !message;
-}
-
-function time(at) {
-  const date = new Date(at);
-  return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-}
-
-/** A refused acknowledgement as people read it. */
-function refusal(ack) {
-  return ack.message || (ack.reason ? ack.reason.replaceAll("_", " ") : "refused");
-}
+/** How long Sign out waits for the server to end the token before the page forgets it anyway. */
+const LOGOUT_WAIT_MS = 5_000;
 
 // ---------------------------------------------------------------------------------------------
 // Sign-in
@@ -141,10 +65,30 @@ async function signIn(event) {
   }
 }
 
+/** Sign out asked for: the connection ends, the server ends the token (`POST /v1/logout`, so
+    that a copy of it is worth nothing), then the page forgets it. A server without the route
+    (404) or out of reach still leaves the page signed out. */
+async function signOutAsked() {
+  const auth = state.auth;
+  endConnection();
+  if (auth) {
+    const asked = api("/v1/logout", { method: "POST", token: auth.token }).catch(() => {});
+    await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, LOGOUT_WAIT_MS))]);
+  }
+  signOut();
+}
+
+/** Ends the MQTT connection, saying "offline" where this desk said it was there. */
+function endConnection() {
+  if (!state.participant) return;
+  for (const sessionId of state.followed.keys()) if (mayAnnounce(sessionId) && !isClosed(sessionId)) state.participant.presence(sessionId, "offline");
+  state.participant.end();
+  state.participant = null;
+}
+
 function signOut(reason) {
   if (state.participant) {
-    for (const sessionId of state.followed.keys()) if (mayAnnounce(sessionId)) state.participant.presence(sessionId, "offline");
-    state.participant.end();
+    endConnection();
   }
   for (const timer of state.timers) clearInterval(timer);
   clearTimeout(state.expiryTimer);
@@ -265,7 +209,8 @@ function onConnection(connection) {
   if (state.wantAvailability === "available") setAvailability("available");
   setTimeout(confirmAvailability, 3000);
   refreshLists();
-  for (const sessionId of state.followed.keys()) loadReceipts(sessionId);
+  // A closed session's receipts moved no more: nothing to fetch again.
+  for (const sessionId of state.followed.keys()) if (!isClosed(sessionId)) loadReceipts(sessionId);
   announcePresence();
 }
 
@@ -274,44 +219,6 @@ function showConnection(connection, detail) {
   node.dataset.state = connection;
   const text = { online: "Online", offline: "Offline", reconnecting: "Reconnecting…" }[connection] || connection;
   node.textContent = detail ? `${text}: ${detail}` : text;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Availability
-// ---------------------------------------------------------------------------------------------
-
-function showAvailability(status) {
-  const button = $("availability");
-  button.dataset.state = status;
-  button.textContent = status === "available" ? "Available" : "Away";
-  button.setAttribute("aria-pressed", String(status === "available"));
-}
-
-async function setAvailability(status) {
-  state.wantAvailability = status;
-  const button = $("availability");
-  button.setAttribute("aria-busy", "true");
-  const ack = await state.participant.availability(status);
-  button.removeAttribute("aria-busy");
-  if (ack.status === "accepted") {
-    showAvailability(status);
-    say("action-error", "");
-  } else {
-    say("action-error", `Availability: ${refusal(ack)}`);
-  }
-}
-
-/** After a reconnect, the server's view wins: the will may have landed after our "available". */
-async function confirmAvailability() {
-  if (!state.auth) return;
-  try {
-    const person = await api(`/v1/people/${encodeURIComponent(me())}`, { token: state.auth.token });
-    const actual = person.available ? "available" : "away";
-    if (actual !== state.wantAvailability) await setAvailability(state.wantAvailability);
-    else showAvailability(actual);
-  } catch {
-    // The next reconnect tries again.
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -427,7 +334,10 @@ async function unfollow(sessionId) {
 }
 
 async function openConversation(sessionId) {
+  const previous = state.open;
   state.open = sessionId;
+  // A closed conversation left behind is not kept (it is never subscribed again anyway).
+  if (previous && previous !== sessionId && state.participant && isClosed(previous)) unfollow(previous);
   const seen = state.sentReceipts.get(sessionId);
   if (seen) seen.unseen = 0;
   say("lock-error", "");
@@ -449,37 +359,6 @@ function showConversation() {
   $("conversation-title").textContent = open ? `Conversation with ${applicantOf(open) || "applicant"}` : "No conversation open";
 }
 
-/** The applicant's subject: from the session list, or the sender of the `opened` event. */
-function applicantOf(sessionId) {
-  const session = state.sessions.get(sessionId);
-  if (session && session.applicant) return session.applicant;
-  const opened = state.participant && state.participant.entries(sessionId).find((e) => e.kind === "event" && e.event && e.event.type === "opened");
-  return opened ? opened.sender : null;
-}
-
-/** Who is in the session now, replayed from its events. */
-function participantsOf(sessionId) {
-  const people = new Set();
-  const applicant = applicantOf(sessionId);
-  if (applicant) people.add(applicant);
-  for (const entry of state.participant.entries(sessionId)) {
-    const event = entry.kind === "event" ? entry.event : null;
-    if (!event) continue;
-    if (event.type === "joined") people.add(event.subject);
-    if (event.type === "left") people.delete(event.subject);
-    if (event.type === "transferred") {
-      if (event.from) people.delete(event.from);
-      if (event.to_agent) people.add(event.to_agent);
-    }
-  }
-  return people;
-}
-
-const isMember = (sessionId) => state.followed.has(sessionId) && participantsOf(sessionId).has(me());
-/** Supervisors may publish typing and presence anywhere; others only as members. */
-const mayAnnounce = (sessionId) => isSupervisor() || isMember(sessionId);
-const isClosed = (sessionId) => state.participant.entries(sessionId).some((e) => e.kind === "event" && e.event && e.event.type === "closed");
-
 function onEntry(sessionId, entry) {
   const followed = state.followed.get(sessionId);
   const news = followed && entry.seq > followed.baseline;
@@ -498,6 +377,8 @@ function onClosed(sessionId) {
   if (state.mine.delete(sessionId)) renderLists();
   refreshSoon();
   if (sessionId === state.open) renderConversation();
+  // Closed and not on screen: nothing more will come, and it is not kept.
+  else unfollow(sessionId);
 }
 
 function renderConversation() {
@@ -547,240 +428,11 @@ function renderEntries(sessionId) {
   if (nearBottom) list.scrollTop = list.scrollHeight;
 }
 
-function drawEntry(entry, applicant) {
-  const at = el("time", { datetime: entry.at }, time(entry.at));
-  if (entry.kind === "event") {
-    return el("li", { class: "entry event", "data-seq": entry.seq, "data-kind": "event", "data-sender": entry.sender },
-      el("span", {}, describeEvent(entry)), " ", at);
-  }
-  if (entry.kind === "note") {
-    return el("li", { class: "entry note", "data-seq": entry.seq, "data-kind": "note", "data-sender": entry.sender },
-      el("p", { class: "entry-head" }, el("strong", { class: "note-label" }, "Internal note"), ` · ${entry.sender} `, at),
-      el("p", { class: "entry-body" }, entry.body));
-  }
-  const fromApplicant = entry.sender === applicant;
-  const li = el("li", {
-    class: `entry message ${fromApplicant ? "from-applicant" : "from-staff"}${entry.sender === me() ? " mine" : ""}`,
-    "data-seq": entry.seq, "data-kind": "message", "data-sender": entry.sender,
-  },
-  el("p", { class: "entry-head" }, el("strong", {}, fromApplicant ? `${entry.sender} (applicant)` : entry.sender), " ", at),
-  el("p", { class: "entry-body" }, entry.body));
-  if (!fromApplicant) {
-    li.dataset.receipt = "sent";
-    li.append(el("p", { class: "receipt small" }, "Sent"));
-  }
-  return li;
-}
-
-function showReceipt(li, seq, receipt) {
-  const value = receipt.read_seq >= seq ? "read" : receipt.delivered_seq >= seq ? "delivered" : "sent";
-  if (li.dataset.receipt === value) return;
-  li.dataset.receipt = value;
-  li.querySelector(".receipt").textContent = { sent: "Sent", delivered: "Delivered", read: "Read" }[value];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Conversation: the reply lock
-// ---------------------------------------------------------------------------------------------
-
-function onLock(lock) {
-  state.locks.set(lock.session_id, lock);
-  if (lock.session_id === state.open) {
-    // A lock that became ours or free answers an earlier refusal.
-    if (!lock.holder || lock.holder === me()) say("lock-error", "");
-    renderConversation();
-  }
-}
-
-function leaseLeft(lock) {
-  if (!lock || !lock.holder || !lock.expires_at) return null;
-  return Math.max(0, Math.ceil((new Date(lock.expires_at).getTime() - Date.now()) / 1000));
-}
-
-function renderLock() {
-  const sessionId = state.open;
-  const lock = state.locks.get(sessionId);
-  const left = leaseLeft(lock);
-  const held = lock && lock.holder && left !== 0;
-  $("lock-holder").textContent = held ? lock.holder : "free";
-  $("lock-expires").textContent = held ? (left === null ? "" : `(${left} s left)`) : "";
-  const mine = held && lock.holder === me();
-  const member = isMember(sessionId);
-  const closed = isClosed(sessionId);
-  $("lock-acquire").disabled = closed || !member || mine;
-  $("lock-release").disabled = closed || !mine;
-  $("lock-renew").disabled = closed || !mine;
-  $("lock-takeover").disabled = closed || !isSupervisor() || !state.followed.has(sessionId) || mine;
-}
-
 /** Once a second: the lease countdown and stale presence. */
 function tick() {
   if (!state.open) return;
   renderLock();
   renderPresence();
-}
-
-async function lockOp(op) {
-  const sessionId = state.open;
-  say("lock-error", "");
-  // The pipeline takes lock requests from participants only: a supervisor watching a session
-  // joins it first, so that "Take over" is one click.
-  if (op === "takeover" && !isMember(sessionId)) {
-    const joined = await state.participant.submit(sessionId, { type: "join" });
-    if (joined.status !== "accepted") return say("lock-error", `Join: ${refusal(joined)}`);
-    state.joinedHere.add(sessionId);
-    state.mine.add(sessionId);
-    renderLists();
-  }
-  const ack = await state.participant.submit(sessionId, { type: "lock", op });
-  if (ack.status !== "accepted") say("lock-error", refusal(ack));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Conversation: typing and presence
-// ---------------------------------------------------------------------------------------------
-
-function onTyping(sessionId, subject, typing, kind) {
-  if (!state.typing.has(sessionId)) state.typing.set(sessionId, new Map());
-  const shown = state.typing.get(sessionId);
-  const key = `${subject}|${kind}`;
-  clearTimeout(shown.get(key));
-  shown.delete(key);
-  if (typing) {
-    shown.set(key, setTimeout(() => {
-      shown.delete(key);
-      if (sessionId === state.open) renderTyping();
-    }, TYPING_SHOWN_MS));
-  }
-  if (sessionId === state.open) renderTyping();
-}
-
-function renderTyping() {
-  const shown = state.typing.get(state.open) || new Map();
-  const replying = [];
-  const noting = [];
-  for (const key of shown.keys()) {
-    const [subject, kind] = key.split("|");
-    (kind === "note-typing" ? noting : replying).push(subject);
-  }
-  const parts = [];
-  if (replying.length) parts.push(`${replying.join(", ")} ${replying.length > 1 ? "are" : "is"} typing`);
-  if (noting.length) parts.push(`${noting.join(", ")} ${noting.length > 1 ? "are" : "is"} writing an internal note`);
-  const text = parts.join("; ");
-  if ($("typing").textContent !== text) $("typing").textContent = text;
-}
-
-function onPresence(sessionId, subject, status) {
-  if (!state.presence.has(sessionId)) state.presence.set(sessionId, new Map());
-  state.presence.get(sessionId).set(subject, { status, at: Date.now() });
-  if (sessionId === state.open) renderPresence();
-}
-
-function announcePresence() {
-  if (!state.participant) return;
-  for (const sessionId of state.followed.keys()) if (mayAnnounce(sessionId) && !isClosed(sessionId)) state.participant.presence(sessionId, "online");
-}
-
-function renderPresence() {
-  const sessionId = state.open;
-  if (!sessionId || !state.participant) return;
-  const heard = state.presence.get(sessionId) || new Map();
-  const applicant = applicantOf(sessionId);
-  const people = [...participantsOf(sessionId)].map((subject) => {
-    if (subject === me()) return `${subject} (you)`;
-    const last = heard.get(subject);
-    // Staff say "online" again every PRESENCE_REPEAT_MS; silence past that is not presence.
-    const stale = last && subject !== applicant && Date.now() - last.at > PRESENCE_STALE_MS;
-    const status = !last || stale ? "not seen" : last.status;
-    return `${subject}${subject === applicant ? " (applicant)" : ""}: ${status}`;
-  });
-  const text = people.length ? `In this conversation: ${people.join(", ")}` : "";
-  if ($("presence").textContent !== text) $("presence").textContent = text;
-}
-
-/** Publishes our own typing of `kind` while `textarea` changes, and its end when it idles. */
-function typingPublisher(textarea, kind) {
-  let typing = false;
-  let lastSaid = 0;
-  let idle = null;
-  let sessionId = null;
-  const stop = () => {
-    clearTimeout(idle);
-    if (typing && state.participant && sessionId) state.participant.typing(sessionId, false, kind);
-    typing = false;
-  };
-  textarea.addEventListener("input", () => {
-    if (!state.open || !mayAnnounce(state.open)) return;
-    if (sessionId !== state.open) stop();
-    sessionId = state.open;
-    const now = Date.now();
-    if (!typing || now - lastSaid > TYPING_REPEAT_MS) {
-      state.participant.typing(sessionId, textarea.value.length > 0, kind);
-      typing = textarea.value.length > 0;
-      lastSaid = now;
-    }
-    clearTimeout(idle);
-    idle = setTimeout(stop, TYPING_IDLE_MS);
-  });
-  textarea.addEventListener("blur", stop);
-  return stop;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Conversation: receipts
-// ---------------------------------------------------------------------------------------------
-
-function onReceipts(receipt) {
-  if (!state.receipts.has(receipt.session_id)) state.receipts.set(receipt.session_id, new Map());
-  const known = state.receipts.get(receipt.session_id);
-  const before = known.get(receipt.subject) || { delivered_seq: 0, read_seq: 0 };
-  // Receipts only move forward; a late, older state must not move a reply back.
-  known.set(receipt.subject, {
-    delivered_seq: Math.max(before.delivered_seq, receipt.delivered_seq),
-    read_seq: Math.max(before.read_seq, receipt.read_seq),
-  });
-  if (receipt.session_id === state.open) renderEntries(state.open);
-}
-
-/** The receipts topic is not retained: what was said before we subscribed is in the transcript. */
-async function loadReceipts(sessionId) {
-  if (!state.auth) return;
-  try {
-    const transcript = await api(`/v1/sessions/${encodeURIComponent(sessionId)}/transcript`, { token: state.auth.token });
-    if (transcript.session) state.sessions.set(sessionId, { ...state.sessions.get(sessionId), ...transcript.session });
-    for (const r of transcript.receipts || []) onReceipts({ session_id: sessionId, ...r });
-    if (sessionId === state.open) renderConversation();
-  } catch {
-    // Not readable (yet): the live receipts still arrive.
-  }
-}
-
-function receiptRecord(sessionId) {
-  if (!state.sentReceipts.has(sessionId)) state.sentReceipts.set(sessionId, { delivered: 0, read: 0, timer: null, unseen: 0 });
-  return state.sentReceipts.get(sessionId);
-}
-
-function unseenCount(sessionId) {
-  const record = state.sentReceipts.get(sessionId);
-  return record ? record.unseen || 0 : 0;
-}
-
-/** Says, at most once a second, what reached this desk (delivered) and what is on screen (read). */
-function scheduleReceipt(sessionId) {
-  const record = receiptRecord(sessionId);
-  if (record.timer || !state.participant || !isMember(sessionId) || isClosed(sessionId)) return;
-  record.timer = setTimeout(async () => {
-    record.timer = null;
-    if (!state.participant || !isMember(sessionId) || isClosed(sessionId)) return;
-    const last = state.participant.lastSeq(sessionId);
-    const shown = sessionId === state.open && !document.hidden ? last : record.read;
-    if (last <= record.delivered && shown <= record.read) return;
-    const ack = await state.participant.submit(sessionId, { type: "receipt", delivered_seq: last, read_seq: shown });
-    if (ack.status === "accepted") {
-      record.delivered = Math.max(record.delivered, last);
-      record.read = Math.max(record.read, shown);
-    }
-  }, RECEIPT_DELAY_MS);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -892,35 +544,6 @@ async function close() {
   refreshSoon();
 }
 
-// ---------------------------------------------------------------------------------------------
-// Notifications and the title
-// ---------------------------------------------------------------------------------------------
-
-/** While the tab is in the background: a desktop notification (if allowed) and a count in the
-    title, which clears when the tab is looked at again. */
-function notify(title, body, sessionId) {
-  if (!document.hidden) return;
-  state.unread += 1;
-  showTitle();
-  if (!("Notification" in window) || Notification.permission !== "granted") return;
-  const notification = new Notification(title, { body: body || "", tag: `courtchat-${sessionId}` });
-  notification.addEventListener("click", () => {
-    window.focus();
-    openConversation(sessionId);
-    notification.close();
-  });
-}
-
-function showTitle() {
-  document.title = state.unread > 0 ? `(${state.unread}) Agent desk · courtchat` : "Agent desk · courtchat";
-}
-
-async function askNotifications() {
-  if (!("Notification" in window)) return;
-  await Notification.requestPermission();
-  $("notify").hidden = Notification.permission !== "default";
-}
-
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) return;
   state.unread = 0;
@@ -943,7 +566,7 @@ function guarded(fn) {
 
 async function start() {
   $("sign-in-form").addEventListener("submit", signIn);
-  $("sign-out").addEventListener("click", () => signOut());
+  $("sign-out").addEventListener("click", guarded(signOutAsked));
   $("notify").addEventListener("click", guarded(askNotifications));
   $("availability").addEventListener("click", guarded(() => setAvailability($("availability").dataset.state === "available" ? "away" : "available")));
   $("open-form").addEventListener("submit", (event) => {
@@ -974,4 +597,5 @@ async function start() {
   else $("username").focus();
 }
 
+Object.assign(page, { renderConversation, renderEntries, renderLists, openConversation });
 start();

@@ -1,10 +1,17 @@
 // The applicant page (`/kiosk/`): someone without an account starts a conversation with the
 // help desk, chats, answers the survey when the agent closes, and starts over. On an enrolled
-// kiosk (a credential in localStorage) the page resets itself for the next person; on a phone
-// it takes the public path. What one conversation holds lives in a `Conversation` object and
-// in the DOM, never in storage, so that a reset forgets it completely.
+// kiosk (a credential in localStorage, put there by a confirmed enrolment link: enrolment.js)
+// the page clears itself for the next person, after a finished conversation and, asking first,
+// after a time without input (idle.js); on a phone it takes the public path and is never
+// cleared behind its owner's back. What one conversation holds lives in a `Conversation` object
+// and in the DOM, never in storage, so that a reset forgets it completely. Events are told in
+// the applicant's own words (applicant-text.js), never with what staff wrote for staff.
 
-import { serverConfig, api, Participant, describeEvent } from "/web/shared/courtchat.js";
+import { serverConfig, api, Participant } from "/web/shared/courtchat.js";
+import { applicantEventText } from "./applicant-text.js";
+import { enrolFromLink } from "./enrolment.js";
+import { IdleWatch } from "./idle.js";
+import { streamItem, ownBubble, theirBubble, setStatus, insertBySeq } from "./bubbles.js";
 
 /** Where an enrolled kiosk keeps its credential (the only thing this page stores). */
 const KIOSK_KEY = "courtchat.kiosk";
@@ -16,6 +23,9 @@ const TYPING_IDLE_MS = 3000;
 const TYPING_REPEAT_MS = 2000;
 /** Receipts wait for the stream to settle, so a burst of entries costs one submission. */
 const RECEIPT_DELAY_MS = 700;
+/** Refusals of a survey answer that asking again cannot change (PROTOCOL.md's reasons; the
+    gateway's own refusal comes as `not_allowed`). */
+const FINAL_REFUSALS = ["not_allowed", "unknown_session", "session_closed", "duplicate_id", "unsupported_version"];
 
 const $ = (id) => document.getElementById(id);
 const view = {
@@ -35,29 +45,27 @@ const view = {
   startOver: $("start-over"),
   connection: $("connection"),
   mode: $("mode"),
+  enrolView: $("enrol-view"),
+  enrolQuestion: $("enrol-question"),
+  enrolChoice: $("enrol-choice"),
+  enrolConfirm: $("enrol-confirm"),
+  enrolCancel: $("enrol-cancel"),
+  enrolNotice: $("enrol-notice"),
+  idleDialog: $("idle-dialog"),
 };
 
 const CONNECTION_TEXT = { online: "Connected", offline: "Not connected", reconnecting: "Reconnecting…" };
-const STATUS_TEXT = { sending: "Sending…", sent: "Sent", delivered: "Delivered", read: "Read" };
 
-/**
- * The kiosk credential, installed once by an admin who opens `/kiosk/#enrol=<credential>`:
- * kept in localStorage and taken out of the address at once, so that it is neither in the
- * history nor on the screen.
- */
-function kioskCredential() {
-  const match = /^#enrol=(.+)$/.exec(location.hash);
-  if (match) {
-    localStorage.setItem(KIOSK_KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  return localStorage.getItem(KIOSK_KEY);
+/** The kiosk credential an admin's confirmed enrolment link stored, if any. */
+let credential = localStorage.getItem(KIOSK_KEY);
+let mode = "phone";
+
+function setMode() {
+  mode = credential ? "kiosk" : "phone";
+  document.body.dataset.mode = mode;
+  view.mode.textContent = mode === "kiosk" ? "Kiosk" : "Phone";
 }
-
-const credential = kioskCredential();
-const mode = credential ? "kiosk" : "phone";
-document.body.dataset.mode = mode;
-view.mode.textContent = mode === "kiosk" ? "Kiosk" : "Phone";
+setMode();
 
 /** The server's settings; `?reset=SECONDS` overrides the kiosk's reset delay (for tests). */
 const settings = serverConfig().then((config) => {
@@ -66,17 +74,6 @@ const settings = serverConfig().then((config) => {
   return { ...config, resetSecs };
 });
 settings.catch(() => showStartError("The help desk cannot be reached. Try again later."));
-
-/** Text for an event, in the applicant's words where the shared wording is meant for staff. */
-function eventText(entry) {
-  const event = entry.event || {};
-  if (event.type === "status_changed" && event.status === "queued") return "Waiting for the next available agent";
-  if (event.type === "status_changed" && event.status === "active") return "An agent is with you";
-  if (event.type === "status_changed" && event.status === "escalated") return "Passed to a supervisor";
-  // The `closed` event that follows says it in words.
-  if (event.type === "status_changed" && event.status === "closed") return null;
-  return describeEvent(entry);
-}
 
 /** One conversation: its connection, what it shows, and its timers. */
 class Conversation {
@@ -107,9 +104,31 @@ class Conversation {
         receipts: (state) => this.receipts(state),
         typing: (sessionId, subject, typing, kind) => sessionId === this.sessionId && kind === "typing" && this.agentTyping(subject, typing),
         connection: (state) => showConnection(state),
+        // After every reconnection the gateway may have said "offline" for us: say it again.
+        subscribed: () => this.announce(),
         closed: (sessionId) => sessionId === this.sessionId && this.close(),
       },
     });
+    /** Set once the session's topics are subscribed: presence is said from then on. */
+    this.following = false;
+  }
+
+  /**
+   * Connects again with `offline` in this session as the will (the session was not known when
+   * the first connection opened it), then follows the session and says "online".
+   */
+  async follow() {
+    await this.participant.useWill(this.participant.presenceWill(this.sessionId));
+    if (conversation !== this) return;
+    await this.participant.follow(this.sessionId);
+    this.following = true;
+    this.announce();
+  }
+
+  /** Our presence: "away" while the page is hidden, "online" while it can be seen. */
+  announce() {
+    if (!this.following || this.closed) return;
+    this.participant.presence(this.sessionId, document.visibilityState === "hidden" ? "away" : "online");
   }
 
   /** Shows an entry of the stream in `seq` order (entries may arrive out of order). */
@@ -120,13 +139,13 @@ class Conversation {
       // Our own message, perhaps before its acknowledgement: take over the bubble shown
       // since it was sent rather than showing it twice.
       const index = this.unplaced.findIndex((own) => own.body === entry.body);
-      li = index >= 0 ? this.unplaced.splice(index, 1)[0].li : ownBubble(entry.body);
+      li = index >= 0 ? this.unplaced.splice(index, 1)[0].li : ownBubble(entry.body, this.subject);
       li.dataset.seq = String(entry.seq);
     } else if (entry.kind === "message") {
       li = theirBubble(entry);
       this.agentTyping(entry.sender, false);
     } else if (entry.kind === "event") {
-      const text = eventText(entry);
+      const text = applicantEventText(entry);
       if (text === null) {
         this.shownSeq = Math.max(this.shownSeq, entry.seq);
         return;
@@ -140,7 +159,7 @@ class Conversation {
       return; // Nothing else is for applicants (notes never reach them).
     }
     this.shown.set(entry.seq, li);
-    insertBySeq(li, entry.seq);
+    insertBySeq(view.messages, li, entry.seq);
     if (li.classList.contains("own")) this.refreshStatus(li);
     this.shownSeq = Math.max(this.shownSeq, entry.seq);
     this.scheduleReceipt();
@@ -148,7 +167,7 @@ class Conversation {
 
   /** Sends a message; its bubble says "sending" until the acknowledgement. */
   async send(body) {
-    const li = ownBubble(body);
+    const li = ownBubble(body, this.subject);
     const own = { body, li };
     this.unplaced.push(own);
     view.messages.append(li);
@@ -169,7 +188,7 @@ class Conversation {
     }
     li.dataset.seq = String(ack.seq);
     this.shown.set(ack.seq, li);
-    insertBySeq(li, ack.seq);
+    insertBySeq(view.messages, li, ack.seq);
     this.refreshStatus(li);
   }
 
@@ -239,6 +258,9 @@ class Conversation {
     if (this.closed) return;
     this.typing(false);
     this.closed = true;
+    // The gateway forgets a closed session's members after a while, and checks a will when it
+    // connects: a reconnection with this one would then be refused.
+    this.participant.dropWill();
     for (const subject of [...this.typers.keys()]) this.agentTyping(subject, false);
     const closedEntry = this.participant.entries(this.sessionId)
       .find((entry) => entry.kind === "event" && entry.event && entry.event.type === "closed");
@@ -252,75 +274,16 @@ class Conversation {
     for (const timer of this.typers.values()) clearTimeout(timer);
     // No more events from it: a closing connection would otherwise show "offline".
     this.participant.handlers = {};
-    this.participant.end();
+    // Gone from an open conversation: say so before the connection ends (a clean end sends no
+    // will), so the desk shows it and the server can close the session as abandoned.
+    const open = this.following && !this.closed;
+    this.participant.end(open ? { leaving: this.sessionId } : {});
   }
-}
-
-/**
- * An item of the stream. The stream is a log (role="log"), which takes away the list's
- * semantics from its items: they say so (role="none"), or they would be list items outside a
- * list for assistive technology.
- */
-function streamItem() {
-  const li = document.createElement("li");
-  li.setAttribute("role", "none");
-  return li;
 }
 
 /** The conversation on screen, if any. */
 let conversation = null;
 let starting = false;
-
-function ownBubble(body) {
-  const li = streamItem();
-  li.className = "own";
-  li.dataset.kind = "message";
-  li.dataset.sender = conversation ? conversation.subject : "";
-  const label = document.createElement("span");
-  label.className = "visually-hidden";
-  label.textContent = "You: ";
-  const text = document.createElement("span");
-  text.className = "body";
-  text.textContent = body;
-  const status = document.createElement("span");
-  status.className = "status";
-  li.append(label, text, status);
-  setStatus(li, "sending");
-  return li;
-}
-
-function theirBubble(entry) {
-  const li = streamItem();
-  li.className = "theirs";
-  li.dataset.seq = String(entry.seq);
-  li.dataset.kind = "message";
-  li.dataset.sender = entry.sender;
-  const sender = document.createElement("span");
-  sender.className = "sender";
-  sender.textContent = `${entry.sender}:`;
-  const text = document.createElement("span");
-  text.className = "body";
-  text.textContent = entry.body;
-  li.append(sender, text);
-  return li;
-}
-
-function setStatus(li, status, text) {
-  li.dataset.status = status;
-  li.querySelector(".status").textContent = text || STATUS_TEXT[status];
-}
-
-/** Inserts `li` before the first entry with a higher seq; unacknowledged bubbles stay last. */
-function insertBySeq(li, seq) {
-  for (const other of view.messages.children) {
-    if (other === li) continue;
-    if (!other.dataset.seq || Number(other.dataset.seq) > seq) {
-      view.messages.insertBefore(li, other);
-      return;
-    }
-  }
-  view.messages.append(li);
-}
 
 /** The connection's state, shown while there is a conversation (the start screen has none). */
 function showConnection(state, { shown = true } = {}) {
@@ -390,9 +353,10 @@ async function start() {
     view.chatView.hidden = false;
     view.composerForm.hidden = false;
     view.composer.focus();
+    idle.restart();
     // Refused only if the gateway forgot the session meanwhile: say so on the connection
     // line rather than leave an unhandled rejection.
-    await current.participant.follow(ack.session_id).catch(() => showConnection("offline"));
+    await current.follow().catch(() => showConnection("offline"));
   } finally {
     starting = false;
     view.start.disabled = false;
@@ -436,8 +400,17 @@ async function submitSurvey(event) {
   });
   submit.disabled = false;
   if (conversation !== current) return;
+  if (ack.status !== "accepted" && FINAL_REFUSALS.includes(ack.reason)) {
+    // Answered already, or the conversation's time for answers is over (the server may also
+    // refuse the publish itself): asking again would be refused again.
+    view.survey.hidden = true;
+    view.surveyThanks.textContent = "Your answer could not be recorded: this conversation no longer takes answers. Thank you all the same.";
+    view.surveyThanks.hidden = false;
+    view.surveyThanks.focus();
+    return;
+  }
   if (ack.status !== "accepted") {
-    view.surveyError.textContent = `Your answer was not saved: ${ack.message || ack.reason}`;
+    view.surveyError.textContent = `Your answer was not saved: ${ack.message || ack.reason}. You can try again.`;
     return;
   }
   view.survey.hidden = true;
@@ -474,6 +447,27 @@ function startOver({ focus }) {
   if (focus) view.firstMessage.focus();
 }
 
+/**
+ * A kiosk, for the next person: the screen, the connection, and whatever the page (or a
+ * library it runs) kept in the browser's storage, except the kiosk's credential. The next
+ * conversation starts with a new applicant token, so a new identity.
+ */
+function clearForNextPerson() {
+  idle.stop();
+  disarmReset();
+  startOver({ focus: false });
+  view.enrolNotice.hidden = true;
+  view.enrolNotice.textContent = "";
+  sessionStorage.clear();
+  for (const key of Object.keys(localStorage)) if (key !== KIOSK_KEY) localStorage.removeItem(key);
+  if (indexedDB.databases) {
+    indexedDB.databases()
+      .then((databases) => databases.forEach(({ name }) => name && indexedDB.deleteDatabase(name)))
+      .catch(() => {});
+  }
+  if (document.activeElement instanceof HTMLElement) document.activeElement.blur();
+}
+
 // A kiosk left alone after a finished conversation (on its closed screen, or on the start
 // screen someone went back to) resets itself, so the next person sees nothing of it. Any
 // activity on the page restarts the wait.
@@ -486,10 +480,7 @@ async function armReset() {
   const { resetSecs } = await settings;
   if (!resetArmed) return;
   clearTimeout(resetTimer);
-  resetTimer = setTimeout(() => {
-    disarmReset();
-    startOver({ focus: false });
-  }, resetSecs * 1000);
+  resetTimer = setTimeout(clearForNextPerson, resetSecs * 1000);
 }
 
 function disarmReset() {
@@ -527,5 +518,50 @@ view.startOver.addEventListener("click", () => {
   if (mode === "kiosk") armReset();
 });
 document.addEventListener("visibilitychange", () => {
-  if (conversation && conversation.sessionId) conversation.scheduleReceipt();
+  if (conversation && conversation.sessionId) {
+    conversation.scheduleReceipt();
+    conversation.announce();
+  }
 });
+
+// ---- A kiosk left alone -------------------------------------------------------------------
+
+/** Whether a kiosk has something of someone's on screen: an open conversation, or a draft. A
+    finished conversation is cleared by the reset above, without asking. */
+function somethingToForget() {
+  if (mode !== "kiosk") return false;
+  if (conversation) return !conversation.closed;
+  return view.firstMessage.value.trim() !== "" || starting;
+}
+
+// Replaced by the server's settings below; until they arrive nothing is watched.
+let idle = { restart() {}, stop() {} };
+settings.then(({ kiosk_idle_secs: idleSecs, kiosk_idle_warning_secs: warningSecs }) => {
+  idle = new IdleWatch({
+    idleMs: idleSecs * 1000,
+    warningMs: warningSecs * 1000,
+    watching: somethingToForget,
+    clear: clearForNextPerson,
+    dialog: view.idleDialog,
+    countdown: $("idle-countdown"),
+    stay: $("idle-stay"),
+    clearNow: $("idle-clear"),
+  });
+  idle.restart();
+}, () => {});
+
+// ---- Enrolment links ---------------------------------------------------------------------
+
+const enrolment = {
+  view,
+  busy: () => Boolean(conversation || starting),
+  enrolled: () => Boolean(credential),
+  enrol(newCredential) {
+    localStorage.setItem(KIOSK_KEY, newCredential);
+    credential = newCredential;
+    setMode();
+  },
+};
+enrolFromLink(enrolment);
+// A link opened in a tab that already shows the page changes only the fragment.
+window.addEventListener("hashchange", () => enrolFromLink(enrolment));

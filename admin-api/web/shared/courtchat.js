@@ -12,6 +12,10 @@ const TOPIC = "cc/v1";
 const RESUBMIT_MS = 4000;
 /** Resync pages are up to 64 KiB; give the client room for them (PROTOCOL.md, "Packet size"). */
 const MAX_PACKET = 256 * 1024;
+/** The presence values of PROTOCOL.md: anything else on a presence topic is ignored, never shown. */
+export const PRESENCE = Object.freeze(["online", "away", "offline"]);
+/** A PUBACK reason code from this value on is a refusal (MQTT 5: 0x87 "not authorized"). */
+const PUBACK_REFUSED = 0x80;
 
 /** Where the MQTT WebSocket listener is, as the server that served this page says. */
 export async function serverConfig() {
@@ -57,6 +61,9 @@ class Stream {
     /** The last entry seen on each topic ("messages", "notes"), for prev_seq. */
     this.last = { messages: 0, notes: 0 };
     this.lastSeq = 0;
+    /** Told "closed": nothing more will come, so it is never subscribed or resynced again
+        (the gateway forgets a closed session's members, and would refuse and record it). */
+    this.closed = false;
   }
 
   /** Adds an entry; false when it was already there. */
@@ -76,9 +83,11 @@ class Stream {
  * A connection as one participant: `subject` with `token` as the MQTT password. Events, each
  * a function in `handlers`: `entry(sessionId, entry)` for every new entry in order (after a
  * resync too), `lock(state)`, `receipts(state)`, `typing(sessionId, subject, typing, kind)`,
- * `presence(sessionId, subject, status)`, `queue(update)`, `assignment(notice)`,
- * `connection(state)` ("online", "offline", "reconnecting"), `closed(sessionId)`,
- * `error(error, sessionId?)` (a session that could not be followed again after a reconnect).
+ * `presence(sessionId, subject, status)` (only the values of PRESENCE), `queue(update)`,
+ * `assignment(notice)`, `connection(state)` ("online", "offline", "reconnecting"),
+ * `subscribed()` (after every (re)connection, once the sessions followed are subscribed
+ * again), `closed(sessionId)`, `error(error, sessionId?)` (a session that could not be
+ * followed again after a reconnect).
  */
 export class Participant {
   constructor({ url, subject, token, staff = false, will, handlers = {} }) {
@@ -87,29 +96,66 @@ export class Participant {
     this.handlers = handlers;
     this.streams = new Map();
     this.pending = new Map();
-    this.client = mqtt.connect(url, {
+    this.connectedOnce = false;
+    this.options = {
       clientId: subject,
       username: subject,
       password: token,
       protocolVersion: 5,
       clean: true,
+      // Subscriptions are made again by #connected, which knows what is still to follow;
+      // MQTT.js's own resubscription would ask again for sessions long closed.
+      resubscribe: false,
       reconnectPeriod: 2000,
       connectTimeout: 10000,
       properties: { maximumPacketSize: MAX_PACKET },
-      will,
-    });
+    };
+    this.url = url;
+    this.#open(will);
+  }
+
+  /** A new MQTT client; events of a client this one replaced are ignored. */
+  #open(will) {
+    const client = mqtt.connect(this.url, { ...this.options, will });
+    this.client = client;
     this.ready = new Promise((resolve, reject) => {
-      this.client.once("connect", resolve);
-      this.client.once("error", reject);
+      client.once("connect", resolve);
+      client.once("error", reject);
     });
-    this.client.on("connect", () => {
+    const current = (fn) => (...args) => {
+      if (this.client === client) fn(...args);
+    };
+    client.on("connect", current(() => {
       this.#connected().catch((error) => this.#emit("error", error));
-    });
-    this.client.on("reconnect", () => this.#emit("connection", "reconnecting"));
-    this.client.on("offline", () => this.#emit("connection", "offline"));
-    this.client.on("close", () => this.#emit("connection", "offline"));
-    this.client.on("message", (topic, payload) => this.#message(topic, payload));
-    this.connectedOnce = false;
+    }));
+    client.on("reconnect", current(() => this.#emit("connection", "reconnecting")));
+    client.on("offline", current(() => this.#emit("connection", "offline")));
+    client.on("close", current(() => this.#emit("connection", "offline")));
+    client.on("message", current((topic, payload) => this.#message(topic, payload)));
+  }
+
+  /**
+   * Connects again with `will` as the MQTT will, which is fixed when a connection is made: an
+   * applicant learns its session (and so its presence topic) only after its first connection
+   * opened it. Resolves once connected; what is followed is subscribed again.
+   */
+  async useWill(will) {
+    const old = this.client;
+    this.client = null;
+    // The old connection ends first, or the new one (the same client id) would take it over.
+    await old.endAsync().catch(() => {});
+    this.#open(will);
+    await this.ready;
+  }
+
+  /** Reconnects from now on without a will: the gateway checks a will when it connects, and
+      one on a session the gateway has forgotten (closed, access over) would be refused. */
+  dropWill() {
+    if (this.client) this.client.options.will = undefined;
+  }
+
+  get connected() {
+    return Boolean(this.client && this.client.connected);
   }
 
   #emit(name, ...args) {
@@ -126,7 +172,9 @@ export class Participant {
     await this.client.subscribeAsync(topics, { qos: 1 });
     const reconnect = this.connectedOnce;
     this.connectedOnce = true;
-    for (const sessionId of [...this.streams.keys()]) {
+    for (const [sessionId, stream] of [...this.streams]) {
+      // A closed session has nothing more to say, and its access ends: never subscribed again.
+      if (stream.closed) continue;
       // One session the gateway no longer lets us follow (left, or long closed) must not keep
       // the others from being followed again.
       try {
@@ -138,6 +186,7 @@ export class Participant {
     }
     // Submissions that were never answered go again, under their own ids.
     for (const pending of this.pending.values()) pending.send();
+    this.#emit("subscribed");
   }
 
   #message(topic, payload) {
@@ -161,7 +210,8 @@ export class Participant {
       if (parts[5] !== this.subject) this.#emit("typing", sessionId, parts[5], data.typing, kind);
       return;
     }
-    if (kind === "presence") this.#emit("presence", sessionId, parts[5], data.status);
+    // Only a known value is passed on: a status is shown as fixed words, never as sent.
+    if (kind === "presence" && PRESENCE.includes(data.status)) this.#emit("presence", sessionId, parts[5], data.status);
   }
 
   #answer(ack) {
@@ -200,13 +250,23 @@ export class Participant {
   #take(stream, entry) {
     if (!stream.add(entry)) return;
     this.#emit("entry", stream.sessionId, entry);
-    if (entry.kind === "event" && entry.event && entry.event.type === "closed") this.#emit("closed", stream.sessionId);
+    if (entry.kind === "event" && entry.event && entry.event.type === "closed") {
+      stream.closed = true;
+      this.#emit("closed", stream.sessionId);
+    }
+  }
+
+  /** Whether this participant was told that the session closed. */
+  isClosed(sessionId) {
+    const stream = this.streams.get(sessionId);
+    return Boolean(stream && stream.closed);
   }
 
   async #subscribeSession(sessionId) {
     const base = `${TOPIC}/sessions/${sessionId}`;
     const topics = [`${base}/messages`, `${base}/receipts`, `${base}/typing/+`, `${base}/presence/+`];
     if (this.staff) topics.push(`${base}/notes`, `${base}/lock`, `${base}/note-typing/+`);
+    if (!this.client) throw new Error("not connected");
     const granted = await this.client.subscribeAsync(topics, { qos: 1 });
     const refused = granted.filter((g) => g.qos > 2);
     if (refused.length) throw new Error(`not allowed to follow session ${sessionId}`);
@@ -215,6 +275,8 @@ export class Participant {
   /** Follows a session: its topics, then everything from the start (or from `fromSeq`). */
   async follow(sessionId) {
     if (!this.streams.has(sessionId)) this.streams.set(sessionId, new Stream(sessionId));
+    // Closed, and all of it here: nothing to subscribe to (and the gateway may refuse it).
+    if (this.streams.get(sessionId).closed) return;
     await this.#subscribeSession(sessionId);
     await this.resync(sessionId);
   }
@@ -225,7 +287,7 @@ export class Participant {
     this.streams.delete(sessionId);
     const topics = [`${base}/messages`, `${base}/receipts`, `${base}/typing/+`, `${base}/presence/+`];
     if (this.staff) topics.push(`${base}/notes`, `${base}/lock`, `${base}/note-typing/+`);
-    await this.client.unsubscribeAsync(topics).catch(() => {});
+    if (this.client) await this.client.unsubscribeAsync(topics).catch(() => {});
   }
 
   /** The session's entries this participant has, in order. */
@@ -271,7 +333,18 @@ export class Participant {
         timer: null,
         send: () => {
           clearTimeout(pending.timer);
-          if (this.client.connected) this.client.publish(topic, JSON.stringify(payload), { qos: 1 });
+          if (this.connected) {
+            this.client.publish(topic, JSON.stringify(payload), { qos: 1 }, (error) => {
+              // The gateway refused the publish itself (not a member any more: a session it
+              // forgot, a token that lost its rights): no answer will ever come, so resending
+              // would only be refused again. Answered here as the pipeline would refuse it.
+              if (error && error.code >= PUBACK_REFUSED && this.pending.get(id) === pending) {
+                this.pending.delete(id);
+                clearTimeout(pending.timer);
+                pending.resolve({ v: 1, client_msg_id: id, status: "rejected", reason: "not_allowed", refused_by_gateway: true });
+              }
+            });
+          }
           // Until the answer arrives, the same submission again: it is never stored twice.
           pending.timer = setTimeout(() => pending.send(), RESUBMIT_MS);
         },
@@ -299,21 +372,43 @@ export class Participant {
 
   /** Publishes this participant's typing indicator (`kind`: "typing" or "note-typing"). */
   typing(sessionId, typing, kind = "typing") {
-    if (!this.client.connected) return;
+    if (!this.connected) return;
     this.client.publish(`${TOPIC}/sessions/${sessionId}/${kind}/${this.subject}`, JSON.stringify({ v: 1, typing }), { qos: 0 });
   }
 
+  /** Publishes this participant's presence in a session (one of PRESENCE). */
   presence(sessionId, status) {
-    if (!this.client.connected) return;
-    this.client.publish(`${TOPIC}/sessions/${sessionId}/presence/${this.subject}`, JSON.stringify({ v: 1, status }), { qos: 1 });
+    if (!this.connected || !PRESENCE.includes(status)) return;
+    this.client.publish(`${TOPIC}/sessions/${sessionId}/presence/${this.subject}`, ...presencePublish(status));
   }
 
-  /** Ends the connection; pending submissions are dropped. */
-  end() {
+  /** The will that says `offline` in `sessionId` when this connection drops unannounced. */
+  presenceWill(sessionId) {
+    const [payload, { qos }] = presencePublish("offline");
+    return { topic: `${TOPIC}/sessions/${sessionId}/presence/${this.subject}`, payload, qos, retain: false };
+  }
+
+  /** Ends the connection; pending submissions are dropped. `leaving`: a last presence
+      (`offline`) in that session first, sent before the connection closes. */
+  end({ leaving } = {}) {
     for (const pending of this.pending.values()) clearTimeout(pending.timer);
     this.pending.clear();
-    this.client.end(true);
+    const client = this.client;
+    if (!client) return;
+    this.client = null;
+    if (leaving && client.connected) {
+      client.publish(`${TOPIC}/sessions/${leaving}/presence/${this.subject}`, ...presencePublish("offline"));
+      // Not forced, so the publish goes before DISCONNECT; forced if the network is gone.
+      client.end(false);
+      setTimeout(() => client.end(true), 2000);
+      return;
+    }
+    client.end(true);
   }
+}
+
+function presencePublish(status) {
+  return [JSON.stringify({ v: 1, status }), { qos: 1 }];
 }
 
 /** Text for an event entry, for people. */
@@ -323,7 +418,9 @@ export function describeEvent(entry) {
     case "opened": return "Conversation started";
     case "joined": return `${event.subject} joined`;
     case "left": return `${event.subject} left`;
-    case "transferred": return event.to_agent ? `Transferred to ${event.to_agent}` : `Returned to the ${event.to_team} queue`;
+    // The live event may leave the team out (routing is not for the applicant, who reads the
+    // same topic); a resync or the transcript has it.
+    case "transferred": return event.to_agent ? `Transferred to ${event.to_agent}` : event.to_team ? `Returned to the ${event.to_team} queue` : "Returned to the queue";
     case "escalated": return event.reason ? `Escalated: ${event.reason}` : "Escalated to a supervisor";
     case "status_changed": return `Status: ${event.status}`;
     case "closed": return event.reason ? `Conversation closed: ${event.reason}` : "Conversation closed";

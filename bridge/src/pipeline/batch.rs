@@ -87,7 +87,11 @@ fn parse(incoming: &Incoming, max_body_bytes: usize) -> Parsed {
                     Some(Err(refusal)) => refused(subject, None, request.client_msg_id, refusal),
                     _ => Parsed::Open {
                         applicant: subject.to_owned(),
-                        request,
+                        request: decide::origin::as_issued(
+                            request,
+                            incoming.property(wire::CHANNEL_PROPERTY),
+                            incoming.property(wire::TEAM_PROPERTY),
+                        ),
                     },
                 }
             }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::audit::{AuditKey, in_statement_sizes};
 
 use super::purged::Purges;
-use super::{MessageRecord, SURVEY_ANSWERED, SurveyRecord};
+use super::{MessageRecord, REFERS_TO_ROWS, SURVEY_ANSWERED, SurveyRecord};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RecordKey {
@@ -113,6 +113,9 @@ impl Claim {
     /// What `entry` (already verified in the chain) says was stored: the pipeline's entries for
     /// stream entries carry the message's `seq`, and `survey.answered` the survey's session.
     pub(crate) fn of(entry: &audit_event::Model) -> Option<Self> {
+        if REFERS_TO_ROWS.contains(&entry.action.as_str()) {
+            return None;
+        }
         let session_id = entry.session_id.clone()?;
         let detail: Detail = serde_json::from_str(&entry.detail).ok()?;
         let record = if entry.action == SURVEY_ANSWERED {

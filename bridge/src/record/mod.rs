@@ -29,6 +29,13 @@ use crate::audit::hex;
 /// The action of the entry that records a survey answer (written by the pipeline).
 const SURVEY_ANSWERED: &str = "survey.answered";
 
+/// Entries whose detail names a stored row's `seq` without recording it: the queue's
+/// `session.routed` names the `joined` entry that its own `session.joined` entry records. Read
+/// as claims, they would count that row twice, once without a digest (a fresh install's
+/// `audit verify` then reported rows "recorded before digests"), and the doubled count could
+/// hide a row added outside the pipeline.
+const REFERS_TO_ROWS: &[&str] = &["session.routed"];
+
 /// The content of a `messages` row that its audit entry vouches for.
 ///
 /// Every column but the surrogate `id` is in, each for a reason:

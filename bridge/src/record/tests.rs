@@ -148,6 +148,51 @@ async fn an_untouched_conversation_verifies_in_pages_of_any_size() {
     }
 }
 
+/// The queue's `session.routed` names the `seq` of the `joined` entry that another entry
+/// records: it is neither a row recorded without a digest nor a second claim on the row, which
+/// would let a row added outside the pipeline go unnoticed.
+#[tokio::test]
+async fn an_entry_that_refers_to_a_row_is_not_a_claim_on_it() {
+    let (_dir, store, key) = recorded().await;
+    let trail = AuditTrail::open(&store, key.clone()).await.unwrap();
+    trail
+        .append(AuditEntry {
+            actor: "router".into(),
+            action: "session.routed".into(),
+            session_id: Some("s-1".into()),
+            detail: serde_json::json!({ "agent": "agent-1", "seq": 2, "load": 0 }),
+        })
+        .await
+        .unwrap();
+    let verification = verify(&store, &key, 1_000).await;
+    assert_eq!(verification.first_difference, None);
+    assert_eq!(
+        verification.records.unverifiable, 1,
+        "only s-2#4 predates digests"
+    );
+    assert_eq!(verification.records.messages, 6);
+
+    // A row nobody recorded is still found although the routed entry names a `seq`.
+    message::ActiveModel {
+        session_id: Set("s-1".into()),
+        seq: Set(9),
+        client_msg_id: Set("forged".into()),
+        sender: Set("agent-1".into()),
+        kind: Set(TEXT),
+        body: Set("inserted by hand".into()),
+        created_at: Set(Utc::now().trunc_subsecs(6)),
+        ..Default::default()
+    }
+    .insert(store.connection())
+    .await
+    .unwrap();
+    let difference = verify(&store, &key, 1_000).await.first_difference;
+    assert_eq!(
+        difference.map(|d| (d.record, d.discrepancy)),
+        Some((message_key("s-1", 9), Discrepancy::Unrecorded))
+    );
+}
+
 #[tokio::test]
 async fn every_change_to_the_tables_is_named() {
     use Discrepancy::*;

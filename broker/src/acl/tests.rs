@@ -16,6 +16,7 @@ fn identity(role: Role) -> Identity {
         anonymous: role == Role::Anonymous,
         expires_at: None,
         issued_at: None,
+        token: crate::auth::TokenDetails::default(),
     }
 }
 

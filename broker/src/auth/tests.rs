@@ -1,6 +1,8 @@
 //! The authenticators and token keys against tokens of every kind (a table per rule).
 
 use super::*;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::path::PathBuf;
 
 fn hs256() -> (tempfile::TempDir, TokenKeys) {
     let dir = tempfile::tempdir().unwrap();
@@ -289,4 +291,175 @@ fn eddsa_key_pairs_sign_and_verify() {
         )
         .unwrap();
     assert!(verifier.verify(&hs_token).is_err());
+}
+
+#[test]
+fn a_token_issued_in_the_future_is_refused_beyond_the_tolerated_skew() {
+    let keys = shared_secret_keys();
+    let now = SystemTime::now();
+    let tolerated = AuthConfig::default().iat_leeway;
+    assert_eq!(tolerated, 60, "the documented default");
+    // (seconds the token's iat lies ahead of the verifier's clock, accepted)
+    let rows = [
+        (0, true),
+        (tolerated, true),
+        (tolerated + 1, false),
+        (3600, false),
+    ];
+    for (ahead, accepted) in rows {
+        let token = keys
+            .mint(
+                "agent-1",
+                Role::Agent,
+                Duration::from_secs(7200),
+                now + Duration::from_secs(ahead),
+            )
+            .unwrap();
+        assert_eq!(keys.verify_at(&token, now).is_ok(), accepted, "{ahead} s");
+        // The gateway refuses it as bad credentials (CONNACK 0x86 / 0x04).
+        let chain = AuthChain::new(vec![Box::new(JwtAuthenticator::new(shared_secret_keys()))]);
+        let outcome = chain.authenticate(&connect("agent-1", Some(&token)));
+        if ahead > tolerated {
+            assert!(
+                matches!(outcome, Err(Refusal::BadCredentials(ref reason)) if reason.contains("future")),
+                "{ahead} s: {outcome:?}"
+            );
+        }
+    }
+}
+
+/// Keys from one inline secret: two loads verify each other's tokens.
+fn shared_secret_keys() -> TokenKeys {
+    TokenKeys::load(&AuthConfig {
+        secret: "a-test-secret-of-thirty-two-bytes-at-least".to_owned(),
+        ..AuthConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn details_travel_in_the_token_and_bad_ones_are_neither_signed_nor_accepted() {
+    use schemas::wire::Channel;
+    let keys = shared_secret_keys();
+    let now = SystemTime::now();
+    let details = TokenDetails {
+        id: Some("3f0c9a".to_owned()),
+        channel: Some(Channel::Kiosk),
+        team: Some("licensing".to_owned()),
+    };
+    let token = keys
+        .mint_with(
+            "ap-1",
+            Role::Applicant,
+            Duration::from_secs(60),
+            now,
+            details.clone(),
+        )
+        .unwrap();
+    assert_eq!(keys.verify(&token).unwrap().details(), details);
+    let chain = AuthChain::new(vec![Box::new(JwtAuthenticator::new(shared_secret_keys()))]);
+    let identity = chain.authenticate(&connect("ap-1", Some(&token))).unwrap();
+    assert_eq!(identity.token, details);
+    // A token without details (`courtchat token`) has none.
+    let plain = keys
+        .mint("ap-2", Role::Applicant, Duration::from_secs(60), now)
+        .unwrap();
+    assert_eq!(
+        keys.verify(&plain).unwrap().details(),
+        TokenDetails::default()
+    );
+
+    // What the server would refuse it does not sign.
+    let bad = [
+        TokenDetails {
+            id: Some(String::new()),
+            ..TokenDetails::default()
+        },
+        TokenDetails {
+            id: Some("x".repeat(65)),
+            ..TokenDetails::default()
+        },
+        TokenDetails {
+            id: Some("has space".to_owned()),
+            ..TokenDetails::default()
+        },
+        TokenDetails {
+            team: Some("left\u{202E}right".to_owned()),
+            ..TokenDetails::default()
+        },
+        TokenDetails {
+            team: Some("t".repeat(129)),
+            ..TokenDetails::default()
+        },
+    ];
+    for details in bad {
+        assert!(
+            keys.mint_with(
+                "ap-1",
+                Role::Applicant,
+                Duration::from_secs(60),
+                now,
+                details.clone()
+            )
+            .is_err(),
+            "{details:?}"
+        );
+    }
+}
+
+#[test]
+fn an_ended_token_is_refused_while_the_subjects_other_tokens_work() {
+    let keys = shared_secret_keys();
+    let now = SystemTime::now();
+    let mint = |id: &str| {
+        keys.mint_with(
+            "ann",
+            Role::Admin,
+            Duration::from_secs(3600),
+            now,
+            TokenDetails {
+                id: Some(id.to_owned()),
+                ..TokenDetails::default()
+            },
+        )
+        .unwrap()
+    };
+    let (first, second) = (mint("t-1"), mint("t-2"));
+    let revocations = StaffRevocations::new();
+    let chain = AuthChain::new(vec![Box::new(
+        JwtAuthenticator::new(shared_secret_keys()).with_revocations(revocations.clone()),
+    )]);
+    revocations.end_token("ann", "t-1", unix(now) + 3600);
+    assert!(matches!(
+        chain.authenticate(&connect("ann", Some(&first))),
+        Err(Refusal::NotAuthorized(_))
+    ));
+    assert!(chain.authenticate(&connect("ann", Some(&second))).is_ok());
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn pseudonyms_are_stable_short_and_keyed() {
+    let keys = shared_secret_keys();
+    let same = shared_secret_keys();
+    let (_dir, other) = hs256();
+    let name = "correct horse battery staple";
+    let pseudonym = keys.pseudonym(name);
+    assert_eq!(pseudonym.len(), 16);
+    assert!(pseudonym.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(
+        pseudonym,
+        same.pseudonym(name),
+        "the same key, the same pseudonym"
+    );
+    assert_ne!(pseudonym, keys.pseudonym("correct horse battery stapler"));
+    assert_ne!(
+        pseudonym,
+        other.pseudonym(name),
+        "another server's key, another pseudonym"
+    );
+    assert!(!pseudonym.contains("horse"));
 }

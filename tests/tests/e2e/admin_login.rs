@@ -9,8 +9,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use schemas::db::entities::audit_event;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
-use testkit::TestStack;
 use testkit::mqtt::{TestClientV5, filter};
+use testkit::{TestDatabase, TestStack};
 
 use super::staff;
 
@@ -23,7 +23,18 @@ async fn stack_with_admin() -> anyhow::Result<TestStack> {
 }
 
 async fn login(stack: &TestStack, body: Value) -> anyhow::Result<(u16, Value)> {
-    let response = reqwest::Client::new()
+    login_from(stack, LOOPBACK, body).await
+}
+
+/// The address the tests' own requests come from.
+const LOOPBACK: [u8; 4] = [127, 0, 0, 1];
+
+/// [`login`] from the client address `from`: any address of 127.0.0.0/8 reaches the loopback
+/// listener, so one machine plays the owner and strangers at distinct addresses.
+async fn login_from(stack: &TestStack, from: [u8; 4], body: Value) -> anyhow::Result<(u16, Value)> {
+    let response = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()?
         .post(stack.http_url("/v1/login"))
         .json(&body)
         .send()
@@ -85,7 +96,11 @@ async fn failures_look_alike_are_audited_and_rate_limited() -> anyhow::Result<()
         .all(stack.store().connection())
         .await?;
     let actors: BTreeSet<&str> = failed.iter().map(|e| e.actor.as_str()).collect();
-    assert_eq!(actors, BTreeSet::from(["ann", "nobody"]));
+    assert!(actors.contains("ann"), "{actors:?}");
+    assert!(
+        actors.iter().any(|actor| actor.starts_with("unknown:")),
+        "an unknown name is recorded by its digest: {actors:?}"
+    );
     assert!(
         failed[0].detail.contains("127.0.0.1"),
         "{}",
@@ -94,8 +109,8 @@ async fn failures_look_alike_are_audited_and_rate_limited() -> anyhow::Result<()
     // The password is nowhere on the record.
     assert!(failed.iter().all(|e| !e.detail.contains("not it at all")));
 
-    // Five attempts a minute per account (the default): four more are allowed, then 429,
-    // even with the right password.
+    // Five attempts a minute at one account from one address (the default): four more are
+    // allowed, then 429 there, even with the right password.
     for _ in 0..4 {
         let (status, _) = login(
             &stack,
@@ -114,6 +129,111 @@ async fn failures_look_alike_are_audited_and_rate_limited() -> anyhow::Result<()
     assert!((1..=60).contains(&retry), "{retry}");
     let body: Value = response.json().await?;
     assert_eq!(body["type"], "urn:courtchat:problem:rate-limited");
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out() -> anyhow::Result<()> {
+    let stack = stack_with_admin().await?;
+    let stranger = [127, 0, 0, 66];
+    let guess = json!({"username": "ann", "password": "a guess at it"});
+    // The stranger spends the account's allowance at their address (five a minute)...
+    for _ in 0..5 {
+        let (status, body) = login_from(&stack, stranger, guess.clone()).await?;
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, body) = login_from(&stack, stranger, guess.clone()).await?;
+    assert_eq!(status, 429, "{body}");
+    // ...even with the right password, from there...
+    let right = json!({"username": "ann", "password": PASSWORD});
+    let (status, _) = login_from(&stack, stranger, right.clone()).await?;
+    assert_eq!(status, 429);
+    // ...while the owner, at their own address, signs in.
+    let (status, body) = login_from(&stack, LOOPBACK, right).await?;
+    assert_eq!(status, 200, "the owner was locked out: {body}");
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_strangers_slow_an_account_but_not_its_owner_at_a_known_address() -> anyhow::Result<()>
+{
+    let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
+        config.admin.login_attempts_per_account = std::num::NonZeroU32::new(4).unwrap();
+    })
+    .await?;
+    staff::add(&stack, "ann", StaffRole::Admin).await?;
+    let right = json!({"username": "ann", "password": PASSWORD});
+    let (owner, newcomer) = ([127, 0, 0, 7], [127, 0, 0, 99]);
+    let (status, _) = login_from(&stack, owner, right.clone()).await?;
+    assert_eq!(status, 200);
+    // Two strangers guess: with the owner's first sign-in they spend the account-wide
+    // allowance (four a minute), though each is far below its own (five per address).
+    let guess = json!({"username": "ann", "password": "a guess at it"});
+    for (stranger, expected) in [
+        ([127, 0, 0, 10], 401),
+        ([127, 0, 0, 10], 401),
+        ([127, 0, 0, 11], 401),
+        ([127, 0, 0, 11], 429),
+    ] {
+        let (status, body) = login_from(&stack, stranger, guess.clone()).await?;
+        assert_eq!(status, expected, "{stranger:?}: {body}");
+    }
+    // A third address must wait now, even with the right password...
+    let (status, body) = login_from(&stack, newcomer, right.clone()).await?;
+    assert_eq!(status, 429, "{body}");
+    // ...but the address the owner signed in from is theirs: they are not held up there.
+    let (status, body) = login_from(&stack, owner, right).await?;
+    assert_eq!(status, 200, "{body}");
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_names_are_recorded_by_a_digest_not_as_typed() -> anyhow::Result<()> {
+    let stack = stack_with_admin().await?;
+    // A password typed into the name field, twice, and another unknown name.
+    let typed = "hunter2 is my password";
+    for username in [typed, typed, "nobody"] {
+        let (status, _) = login(&stack, json!({"username": username, "password": "x"})).await?;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = login(&stack, json!({"username": "ann", "password": "wrong one"})).await?;
+    assert_eq!(status, 401);
+
+    let admin = staff::sign_in(&stack, "ann").await?;
+    let response = reqwest::Client::new()
+        .get(stack.http_url("/v1/audit?action=admin.login.failed"))
+        .bearer_auth(&admin)
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await?;
+    let entries = page["items"].as_array().expect("items");
+    assert_eq!(entries.len(), 4, "{page}");
+    // What was typed is nowhere on the record.
+    let text = page.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("nobody"),
+        "{text}"
+    );
+    let actors: Vec<&str> = entries
+        .iter()
+        .map(|entry| entry["actor"].as_str().unwrap_or_default())
+        .collect();
+    // The same name has the same digest, another name another; a known account is named.
+    assert!(actors[0].starts_with("unknown:") && actors[0].len() > "unknown:".len());
+    assert_eq!(actors[0], actors[1]);
+    assert_ne!(actors[0], actors[2]);
+    assert_eq!(actors[3], "ann");
+    let name = &entries[0]["detail"]["username"];
+    assert_eq!(name["length"], typed.chars().count());
+    assert_eq!(
+        format!("unknown:{}", name["digest"].as_str().unwrap_or_default()),
+        actors[0]
+    );
+    assert_eq!(entries[2]["detail"]["username"]["length"], 6);
     stack.shutdown().await;
     Ok(())
 }

@@ -97,8 +97,8 @@ fn seq_of(ack: &Value) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("no seq in {ack}"))
 }
 
-/// A stack with one conversation written through it: the session opened with a first message,
-/// an agent joins, takes the reply lock, answers and writes a note, the applicant replies, the
+/// A stack with one conversation written through it: the session opened with a first message
+/// and offered to the available agent, takes the reply lock, answers and writes a note, the applicant replies, the
 /// agent closes, the applicant answers the survey.
 async fn recorded_conversation(
     database: TestDatabase,
@@ -116,6 +116,15 @@ async fn recorded_conversation(
     .insert(stack.store().connection())
     .await?;
 
+    // Ann takes sessions, so the queue offers her this one (its `session.routed` entry names
+    // the `joined` row another entry records; a fresh install's verification once counted
+    // that as a row recorded before digests).
+    let mut ann = Participant::connect(&stack, "agent-1", Role::Agent).await?;
+    ann.request(
+        "cc/v1/staff/agent-1/submit".to_owned(),
+        json!({"client_msg_id": "d", "type": "availability", "status": "available"}),
+    )
+    .await?;
     let mut kiosk = Participant::connect(&stack, "kiosk-1", Role::Applicant).await?;
     let opened = kiosk
         .request(
@@ -127,7 +136,7 @@ async fn recorded_conversation(
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("no session id in {opened}"))?
         .to_owned();
-    let mut ann = Participant::connect(&stack, "agent-1", Role::Agent).await?;
+    // Already a participant: the join changes nothing and is accepted.
     ann.submit(&session, json!({"client_msg_id": "j", "type": "join"}))
         .await?;
     ann.submit(

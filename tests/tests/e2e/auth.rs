@@ -361,3 +361,73 @@ async fn denials_are_recorded_in_the_audit_trail() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+/// A token whose `iat` lies in the future beyond the tolerated skew (`mqtt.auth.iat_leeway`,
+/// 60 s by default) is refused by the gateway (bad credentials) and by the admin API (401):
+/// accepted, it would outlive every revocation by issue time.
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused_by_the_gateway_and_the_api() -> anyhow::Result<()>
+{
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as V5Code;
+    use std::time::SystemTime;
+    use testkit::mqtt::try_connect_v5;
+
+    let stack = TestStack::start().await?;
+    super::staff::add(&stack, "ann", courtchat::StaffRole::Admin).await?;
+    let now = SystemTime::now();
+    let ahead = now + Duration::from_secs(3600);
+    let within_skew = now + Duration::from_secs(30);
+
+    // MQTT 3.1.1 (0x04) and 5.0 (0x86).
+    let v4 = |subject: &str, token: String| {
+        let mut options = TestClient::anonymous_tcp_options(&stack, subject);
+        options.set_credentials(subject, token);
+        options
+    };
+    let v5 = |subject: &str, token: String| {
+        let mut options = TestClientV5::tcp_options(&stack, subject, Role::Agent);
+        options.set_credentials(subject, token);
+        options
+    };
+    assert_eq!(
+        try_connect(v4(
+            "agent-1",
+            stack.token_issued_at("agent-1", Role::Agent, ahead)
+        ))
+        .await,
+        ConnectOutcome::Refused(ConnectReturnCode::BadUserNamePassword)
+    );
+    assert_eq!(
+        try_connect_v5(v5(
+            "agent-2",
+            stack.token_issued_at("agent-2", Role::Agent, ahead)
+        ))
+        .await?,
+        V5Code::BadUserNamePassword
+    );
+    // A clock a little ahead is tolerated.
+    assert_eq!(
+        try_connect(v4(
+            "agent-3",
+            stack.token_issued_at("agent-3", Role::Agent, within_skew)
+        ))
+        .await,
+        ConnectOutcome::Accepted
+    );
+
+    // The admin API, with a token for a real admin.
+    let people = |token: String| {
+        reqwest::Client::new()
+            .get(stack.http_url("/v1/people"))
+            .bearer_auth(token)
+            .send()
+    };
+    let response = people(stack.token_issued_at("ann", Role::Admin, ahead)).await?;
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await?;
+    assert_eq!(body["type"], "urn:courtchat:problem:unauthorized", "{body}");
+    let response = people(stack.token_issued_at("ann", Role::Admin, within_skew)).await?;
+    assert_eq!(response.status(), 200);
+    stack.shutdown().await;
+    Ok(())
+}

@@ -31,7 +31,7 @@ const STEP_PATIENCE: Duration = Duration::from_secs(120);
 
 /// The Node script, running: its output lines arrive on a channel (read by a thread, as the
 /// test crate's tokio has no process support), and each answer goes to its stdin as a line.
-struct Script {
+pub(super) struct Script {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
@@ -39,7 +39,11 @@ struct Script {
 }
 
 impl Script {
-    fn start(js: &testkit::JsClients, script: &str, config: &Value) -> anyhow::Result<Self> {
+    pub(super) fn start(
+        js: &testkit::JsClients,
+        script: &str,
+        config: &Value,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new("node")
             .arg(script)
             .arg(config.to_string())
@@ -73,7 +77,7 @@ impl Script {
     }
 
     /// The next JSON line the script prints (a step, or its result).
-    async fn next(&mut self) -> anyhow::Result<Value> {
+    pub(super) async fn next(&mut self) -> anyhow::Result<Value> {
         loop {
             let line = tokio::time::timeout(STEP_PATIENCE, self.lines.recv())
                 .await
@@ -91,12 +95,12 @@ impl Script {
         }
     }
 
-    fn answer(&mut self, answer: Value) -> anyhow::Result<()> {
+    pub(super) fn answer(&mut self, answer: Value) -> anyhow::Result<()> {
         writeln!(self.stdin, "{answer}")?;
         Ok(self.stdin.flush()?)
     }
 
-    fn finish(mut self) -> String {
+    pub(super) fn finish(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stderr.join().unwrap_or_default()

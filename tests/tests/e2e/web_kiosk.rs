@@ -43,7 +43,9 @@ async fn an_applicant_chats_answers_the_survey_and_a_kiosk_resets_itself() -> an
     };
     let stack = TestStack::start().await?;
     let admin = staff::add_signed_in(&stack, "root", StaffRole::Admin).await?;
-    let agent = staff::add_signed_in(&stack, "bob", StaffRole::Agent).await?;
+    // In the kiosk's team: an agent joins only sessions of their team or of none.
+    staff::add_to_team(&stack, "bob", StaffRole::Agent, Some("licensing"), None).await?;
+    let agent = staff::sign_in(&stack, "bob").await?;
     let credential = enrol(&stack, &admin, "licensing").await?;
 
     let config = json!({

@@ -5,12 +5,14 @@
 //!
 //! One module per family of actions: [`entries`] (messages, notes), [`membership`] (join,
 //! leave), [`lock`] (the reply lock and its expiry), [`receipts`], [`lifecycle`] (open,
-//! transfer, escalate, close, the survey), [`routing`] (availability, offers from the queue).
+//! transfer, escalate, close, the survey), [`origin`] (an open request's channel and team from
+//! the applicant's token), [`routing`] (availability, offers from the queue).
 
 pub(crate) mod entries;
 pub(crate) mod lifecycle;
 pub(crate) mod lock;
 pub(crate) mod membership;
+pub(crate) mod origin;
 pub(crate) mod receipts;
 pub(crate) mod routing;
 

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod audit_event;
 pub mod audit_head;
+pub mod ended_token;
 pub mod kiosk;
 pub mod legal_hold;
 pub mod message;
