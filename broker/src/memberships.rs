@@ -211,6 +211,11 @@ impl Memberships {
             .insert(session.to_owned());
     }
 
+    /// Whether anyone belongs to `session` (open, or closed and still kept).
+    pub fn has_members(&self, session: &str) -> bool {
+        self.read().by_session.contains_key(session)
+    }
+
     /// The sessions `subject` belongs to that are not closed.
     pub fn open_sessions_of(&self, subject: &str) -> Vec<String> {
         let sessions: Vec<String> = self

@@ -12,7 +12,7 @@ use schemas::topics::{SessionTopic, Topic};
 use super::Shared;
 use crate::fanout;
 use crate::session::{Forwarded, Outbound, PROVENANCE_KEY, Provenance};
-use crate::signal::{self, SignalKind};
+use crate::signal;
 
 /// The fan-out key of publishes the gateway makes itself: no connection has it (keys count
 /// from 1), so no subscriber's no-local or own-queue rule mistakes them for its own.
@@ -28,11 +28,21 @@ fn presence_topic(session: &str, subject: &str) -> String {
 }
 
 impl Shared {
-    /// Keeps `message` as the latest presence on `topic`, if it is a presence topic (the
-    /// payload already checked and canonical). It is delivered, retained, to whoever subscribes
-    /// later and may read it.
+    /// Keeps `message` as the latest presence on `topic`, if it is a presence topic of a
+    /// session the gateway knows (the payload already checked and canonical). It is delivered,
+    /// retained, to whoever subscribes later and may read it. Only for known sessions: a
+    /// supervisor may publish presence anywhere, and what is kept for a session goes when the
+    /// session is forgotten, which a session id nobody belongs to never is.
     pub(crate) fn remember_presence(&self, topic: &str, message: &Outbound) {
-        if SignalKind::of(topic) != Some(SignalKind::Presence) {
+        let Some(Topic::Session {
+            session,
+            kind: SessionTopic::Presence,
+            ..
+        }) = Topic::parse(topic)
+        else {
+            return;
+        };
+        if !self.memberships.has_members(session) {
             return;
         }
         let kept = Outbound {
@@ -96,6 +106,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signal::SignalKind;
 
     #[test]
     fn presence_topics_are_the_protocols() {

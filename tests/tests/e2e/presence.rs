@@ -132,6 +132,29 @@ async fn a_desk_that_opens_the_conversation_later_sees_the_applicants_presence()
         seen(&kept),
         [(presence(&session, "kiosk-here"), ONLINE.to_owned(), true)]
     );
+
+    // A supervisor may say it is present anywhere, but nothing is kept for a session nobody
+    // belongs to: it would never be forgotten.
+    supervisor
+        .client
+        .publish(
+            presence("s-nobody", "sup-later"),
+            QoS::AtLeastOnce,
+            false,
+            ONLINE,
+        )
+        .await?;
+    assert_eq!(
+        supervisor.next_puback().await?.reason,
+        PubAckReason::Success
+    );
+    let mut desk = TestClientV5::connect(TestClientV5::tcp_options(
+        &stack,
+        "sup-other",
+        Role::Supervisor,
+    ))
+    .await?;
+    assert!(presence_kept(&mut desk, &["s-nobody"]).await?.is_empty());
     stack.shutdown().await;
     Ok(())
 }
