@@ -244,6 +244,9 @@ impl Config {
             rule.validate()
                 .map_err(|reason| invalid("mqtt.acl.rules", &reason))?;
         }
+        self.mqtt
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
@@ -434,6 +437,36 @@ mod tests {
                 "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_COUNT",
                 "0",
                 "mqtt.router.max_segment_count",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__FOLD_WINDOW_SECS",
+                "0",
+                "mqtt.denials.fold_window_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_FIELD_BYTES",
+                "4",
+                "mqtt.denials.max_field_bytes",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_TRACKED",
+                "0",
+                "mqtt.denials.max_tracked",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__RATE_PER_SECOND",
+                "0",
+                "mqtt.signals.rate_per_second",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__RATE_BURST",
+                "0",
+                "mqtt.signals.rate_burst",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__MAX_PAYLOAD_BYTES",
+                "10",
+                "mqtt.signals.max_payload_bytes",
             ),
             (
                 "COURTCHAT_MQTT__TLS__CERT_FILE",

@@ -76,6 +76,33 @@ async fn purge_periodically(retention: bridge::Retention, every: std::time::Dura
     }
 }
 
+/// Loads into `memberships` the participants of the closed sessions its window still holds
+/// (`mqtt.closed_sessions_kept`, `mqtt.closed_session_access_secs` counted from each session's
+/// `closed_at`), closing them in the order they closed, so that the oldest is forgotten first.
+async fn restore_closed_sessions(
+    store: &store::Store,
+    memberships: &broker::Memberships,
+) -> Result<(), ServeError> {
+    let window = memberships.closed_window();
+    let now = chrono::Utc::now();
+    let since = window
+        .access
+        .and_then(|access| chrono::TimeDelta::from_std(access).ok())
+        .and_then(|access| now.checked_sub_signed(access));
+    let kept = u64::try_from(window.kept).unwrap_or(u64::MAX);
+    let started = tokio::time::Instant::now();
+    for (session, closed_at, participants) in store.recently_closed(kept, since).await? {
+        for participant in participants {
+            memberships.join(&session, &participant.subject, participant.role.into());
+        }
+        // Its access is counted from when it closed, on the clock the window runs on (which
+        // reaches back before its own start on the platforms we run on; elsewhere, from now).
+        let ago = (now - closed_at).to_std().unwrap_or_default();
+        memberships.close_at(&session, started.checked_sub(ago).unwrap_or(started));
+    }
+    Ok(())
+}
+
 /// The origins of the pages the admin listener at `admin` serves (the desk, the kiosk page),
 /// as a browser on this machine sends them: by address, and as `localhost` for loopback.
 /// Behind a proxy the public origin is the operator's to list.
@@ -277,18 +304,19 @@ impl Server {
         let participants = store.active_participants().await?;
         // Denials go into the tamper-evident audit trail, through a hook and one writer task.
         let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
-        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
-        let audit_writer = tokio::spawn(writer);
         let metrics = Arc::new(telemetry::Metrics::new()?);
+        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone(), Some(metrics.clone()));
+        let audit_writer = tokio::spawn(writer);
         let hooks: Vec<Arc<dyn broker::Hook>> = vec![
             Arc::new(crate::audit::DenialHook(recorder)),
             Arc::new(crate::metrics::MetricsHook::new(metrics.clone())),
         ];
         let mut mqtt = config.mqtt.clone();
-        // The desk and kiosk pages this server serves may always open MQTT over WebSocket.
+        // The desk and kiosk pages this server serves may always open MQTT over WebSocket, and
+        // by default no other page may: configured origins add to theirs.
         for origin in page_origins(addresses.admin) {
             let allowed = &mut mqtt.websocket.allowed_origins;
-            if !allowed.is_empty() && !allowed.contains(&origin) {
+            if !allowed.contains(&origin) {
                 allowed.push(origin);
             }
         }
@@ -310,6 +338,9 @@ impl Server {
                 participant.role.into(),
             );
         }
+        // Closed sessions keep their participants' access (the survey, resync) across a restart
+        // for as long as the window would have kept them had the server run on.
+        restore_closed_sessions(&store, &memberships).await?;
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -326,6 +326,15 @@ impl TestStack {
         // over MQTT as `courtchat bridge` is, so the same tests cover both ways to run it.
         let separate = config.bridge.in_process
             && std::env::var(BRIDGE_MODE_ENV).is_ok_and(|mode| mode == "separate");
+        Self::launch(config, separate, database).await
+    }
+
+    /// Starts the server (and the pipeline beside it when `separate`) over `database`.
+    async fn launch(
+        mut config: Config,
+        separate: bool,
+        database: TestDatabase,
+    ) -> anyhow::Result<Self> {
         if separate {
             config.bridge.in_process = false;
         }
@@ -462,6 +471,18 @@ impl TestStack {
 
     /// Stops the stack and waits until every listener, connection and the database are closed.
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Stops the stack as [`TestStack::shutdown`] does and starts it again on the same database
+    /// with the same configuration, on new ports: what the server rebuilds from the record.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        let separate = self.pipeline.is_some();
+        self.stop().await;
+        Self::launch(self.config, separate, self._database).await
+    }
+
+    async fn stop(&mut self) {
         if let Some((stop, task)) = self.pipeline.take() {
             let _ = stop.send(());
             let _ = task.await;
