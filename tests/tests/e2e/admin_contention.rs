@@ -1,18 +1,22 @@
 //! Admin changes under audit traffic: while a stranger floods the gateway with refused CONNECTs
-//! (each one an entry the gateway's recorder appends to the audit chain), every
-//! `PATCH /v1/people` still succeeds, on SQLite and on PostgreSQL. An admin transaction that
-//! read before taking the chain's turn failed with a snapshot error whenever a denial committed
-//! in between (9 of 40 at 100 refused CONNECTs a second), so an attacker could keep an admin
-//! from disabling a compromised account.
+//! (which the gateway's recorder appends to the audit chain) and an applicant chats as fast as
+//! it may (each message an entry the pipeline appends), every `PATCH /v1/people` still
+//! succeeds, on SQLite and on PostgreSQL. An admin transaction that read before taking the
+//! chain's turn failed with a snapshot error whenever another writer committed in between (9 of
+//! 40 at 100 refused CONNECTs a second), so an attacker could keep an admin from disabling a
+//! compromised account. The chat keeps the chain busy now that repeated denials are folded into
+//! counted entries.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use courtchat::StaffRole;
+use rumqttc::v5::mqttbytes::QoS;
 use schemas::db::entities::audit_event;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
+use testkit::mqtt::TestClientV5;
 use testkit::{TestDatabase, TestStack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -71,8 +75,33 @@ async fn flood(
     while attempts.join_next().await.is_some() {}
 }
 
+/// Publishes messages into `session` as `applicant`, one every few milliseconds, until `stop`.
+async fn chatter(applicant: TestClientV5, session: String, stop: Arc<AtomicBool>) {
+    let topic = format!("cc/v1/sessions/{session}/submit/chatty");
+    let mut every = tokio::time::interval(Duration::from_millis(5));
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        every.tick().await;
+        n += 1;
+        let message = json!({"client_msg_id": format!("m{n}"), "type": "message", "body": "hello"});
+        if applicant
+            .client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, message.to_string())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 async fn patches_succeed_under_a_flood_of_denials(database: TestDatabase) -> anyhow::Result<()> {
-    let stack = TestStack::start_with(database, |_| {}).await?;
+    let stack = TestStack::start_with(database, |config| {
+        // The chatty applicant is a load, not a person.
+        config.bridge.rate_per_second = 100_000.0;
+        config.bridge.rate_burst = 100_000.0;
+    })
+    .await?;
     let ann = staff::add_signed_in(&stack, "ann", StaffRole::Admin).await?;
     staff::add(&stack, "bob", StaffRole::Agent).await?;
 
@@ -84,6 +113,8 @@ async fn patches_succeed_under_a_flood_of_denials(database: TestDatabase) -> any
         stop.clone(),
         answered.clone(),
     ));
+    let (applicant, session) = super::chat::kiosk_with_session(&stack, "chatty", "kiosk").await?;
+    let chat = tokio::spawn(chatter(applicant, session, stop.clone()));
     // The flood is under way (and its denials on their way to the chain) before the first
     // change is made.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -113,6 +144,7 @@ async fn patches_succeed_under_a_flood_of_denials(database: TestDatabase) -> any
     }
     stop.store(true, Ordering::Relaxed);
     flooder.await?;
+    chat.await?;
     let answered = answered.load(Ordering::Relaxed);
     let denied = audit_event::Entity::find()
         .filter(audit_event::Column::Action.starts_with("mqtt.connect"))
