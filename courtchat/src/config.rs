@@ -185,6 +185,21 @@ impl Config {
                 "must be a ws:// or wss:// URL",
             ));
         }
+        // Zero would close every connection before its first request could arrive.
+        let read_max = admin_api::AdminConfig::READ_TIMEOUT_MAX_SECS;
+        if !(1..=read_max).contains(&self.admin.request_read_timeout_secs) {
+            return Err(invalid(
+                "admin.request_read_timeout_secs",
+                &format!("must be between 1 and {read_max} seconds"),
+            ));
+        }
+        let connections_max = admin_api::AdminConfig::MAX_CONNECTIONS_MAX;
+        if !(1..=connections_max).contains(&self.admin.max_connections) {
+            return Err(invalid(
+                "admin.max_connections",
+                &format!("must be between 1 and {connections_max}"),
+            ));
+        }
         // A token from further ahead than this is no clock skew, and would outlive revocations.
         if self.mqtt.auth.iat_leeway > 3600 {
             return Err(invalid(
@@ -381,6 +396,21 @@ mod tests {
                 "COURTCHAT_ADMIN__MQTT_WEBSOCKET_URL",
                 "https://chat.example.org/mqtt",
                 "admin.mqtt_websocket_url",
+            ),
+            (
+                "COURTCHAT_ADMIN__REQUEST_READ_TIMEOUT_SECS",
+                "0",
+                "admin.request_read_timeout_secs",
+            ),
+            (
+                "COURTCHAT_ADMIN__MAX_CONNECTIONS",
+                "0",
+                "admin.max_connections",
+            ),
+            (
+                "COURTCHAT_ADMIN__REQUESTS_PER_SUBJECT",
+                "0",
+                "requests_per_subject",
             ),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
             (

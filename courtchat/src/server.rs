@@ -115,6 +115,18 @@ pub(crate) fn page_origins(admin: SocketAddr) -> Vec<String> {
     origins
 }
 
+/// The browser pages the admin listener at `admin` serves, with the address a browser on this
+/// machine opens them at: the landing page, the agent desk and the applicant page. The
+/// start-up log prints them, so that whoever started the server knows where to go.
+pub(crate) fn page_urls(admin: SocketAddr) -> [(&'static str, String); 3] {
+    let here = loopback(admin);
+    [
+        ("home", format!("http://{here}/")),
+        ("desk", format!("http://{here}/desk/")),
+        ("kiosk", format!("http://{here}/kiosk/")),
+    ]
+}
+
 /// The sockets a server listens on, bound but not yet served.
 pub struct Listeners {
     mqtt_tcp: TcpListener,
@@ -410,6 +422,9 @@ impl Server {
             tasks.spawn(async move { pipeline.run(link, stop.cancelled_owned()).await });
         }
         tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
+        for (page, url) in page_urls(addresses.admin) {
+            tracing::info!(page, %url, "page");
+        }
         tasks.spawn({
             let state = admin_api::AdminState {
                 store: store.clone(),
@@ -421,6 +436,7 @@ impl Server {
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
                 metrics: Some(metrics.clone()),
+                http: Arc::new(admin_api::HttpSettings::new(&config.admin)),
                 web: Arc::new(admin_api::web::WebSettings {
                     mqtt_url: config.admin.mqtt_websocket_url.clone(),
                     mqtt_port: addresses.mqtt_ws.port(),
@@ -552,5 +568,19 @@ mod tests {
         );
         let lan: SocketAddr = "192.0.2.7:8080".parse().unwrap();
         assert_eq!(page_origins(lan), ["http://192.0.2.7:8080"]);
+    }
+
+    #[test]
+    fn the_pages_addresses_are_where_a_browser_here_finds_them() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let urls: Vec<String> = page_urls(any).into_iter().map(|(_, url)| url).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:9000/",
+                "http://127.0.0.1:9000/desk/",
+                "http://127.0.0.1:9000/kiosk/"
+            ]
+        );
     }
 }

@@ -3,9 +3,14 @@
 //! One test binary with a module per area, so the workspace links the stack once.
 
 mod admin_audit;
+mod admin_contention;
 mod admin_fuzz;
 mod admin_kiosks;
+mod admin_limits;
+mod admin_listener;
 mod admin_login;
+mod admin_openapi;
+mod admin_pages;
 mod admin_people;
 mod admin_queue;
 mod admin_sessions;
@@ -20,6 +25,7 @@ mod chat;
 mod closed_sessions;
 mod config_example;
 mod denials_bounded;
+mod duplicate_keys;
 mod framing;
 mod http;
 mod logout;
