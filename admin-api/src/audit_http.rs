@@ -164,7 +164,10 @@ fn filtered(
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())
         {
-            return Err(Problem::invalid(format!("{name} is 1 to {max} characters")));
+            return Err(Problem::invalid_field(
+                name,
+                format_args!("1 to {max} characters"),
+            ));
         }
     }
     if caller.role == StaffRole::Agent && query.session.is_none() {
@@ -230,7 +233,7 @@ async fn agent_may_read(
 }
 
 /// Audit entries, filtered, a page at a time.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit", operation_id = "queryAudit", tag = "audit",
     params(AuditQuery),
     security(("bearer" = [])),
     responses(
@@ -261,7 +264,7 @@ pub async fn query(
 }
 
 /// Audit entries, filtered, as JSON Lines: one entry per line, streamed.
-#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/export", operation_id = "exportAudit", tag = "audit",
     params(ExportQuery),
     security(("bearer" = [])),
     responses(
@@ -319,7 +322,7 @@ pub async fn export(
 }
 
 /// Walks the chain and checks the conversation tables against it.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+#[utoipa::path(get, path = "/v1/audit/verify", operation_id = "verifyAudit", tag = "audit",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the result, intact or not", body = AuditVerification),

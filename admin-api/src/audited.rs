@@ -1,6 +1,12 @@
 //! A change and its audit entry in one transaction: the entry is on the chain exactly when the
 //! change is stored (an action the record does not show must not happen, and the record must
-//! not show what did not happen). Kiosks and retention policies change this way.
+//! not show what did not happen). Staff, kiosks and retention policies change this way.
+//!
+//! The chain's turn is taken first, before the work reads anything: on SQLite a transaction
+//! that reads first holds a snapshot, and if another writer (the gateway recording a denial,
+//! the chat pipeline) commits before this one writes, its first write fails at once with a
+//! snapshot error instead of waiting; taking the turn (a write to the head row) first makes it
+//! wait its turn instead. On PostgreSQL the head row's lock orders the writers the same way.
 
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 

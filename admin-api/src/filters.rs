@@ -10,7 +10,7 @@ pub(crate) fn time(name: &str, value: Option<&str>) -> Result<Option<DateTime<Ut
         .map(|text| {
             DateTime::parse_from_rfc3339(text)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| Problem::invalid(format!("{name} is not an RFC 3339 time")))
+                .map_err(|_| Problem::invalid_field(name, "not an RFC 3339 time"))
         })
         .transpose()
 }

@@ -23,7 +23,9 @@ pub const TEAM_MAX: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KioskError {
-    #[error("a kiosk name is 1 to 128 characters, not all spaces, without control characters")]
+    #[error(
+        "a kiosk name is 1 to 128 characters, not all spaces, without control, bidirectional or invisible characters"
+    )]
     Name,
     #[error(
         "a team is 1 to {TEAM_MAX} characters, without control, bidirectional or invisible characters"

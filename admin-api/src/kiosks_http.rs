@@ -90,7 +90,7 @@ pub struct NewKioskRequest {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^ \\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$",
         example = "Hall B, left"
     )]
     pub name: String,
@@ -98,7 +98,7 @@ pub struct NewKioskRequest {
     #[schema(
         min_length = 1,
         max_length = 32,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$",
         example = "licensing"
     )]
     pub team: Option<String>,
@@ -109,16 +109,13 @@ const READERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Supervisor];
 fn problem(error: KioskError) -> Problem {
     match error {
         KioskError::Database(ref db) => crate::database_problem(db),
-        KioskError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
+        KioskError::Audit(ref error) => crate::audit_problem(error),
         KioskError::Random(_) => {
             tracing::error!(error = %error, "a kiosk credential could not be made");
             Problem::internal()
         }
-        other => Problem::invalid(other.to_string()),
+        KioskError::Name => Problem::invalid_field("name", error),
+        KioskError::Team => Problem::invalid_field("team", error),
     }
 }
 
@@ -128,7 +125,7 @@ fn not_found(id: &str) -> Problem {
 }
 
 /// Lists kiosks, in the order they were enrolled.
-#[utoipa::path(get, path = "/v1/kiosks", tag = "kiosks",
+#[utoipa::path(get, path = "/v1/kiosks", operation_id = "listKiosks", tag = "kiosks",
     params(KiosksQuery),
     security(("bearer" = [])),
     responses(
@@ -158,7 +155,7 @@ pub async fn list(
 }
 
 /// Enrols a kiosk. The answer holds its credential, which is shown only this once.
-#[utoipa::path(post, path = "/v1/kiosks", tag = "kiosks",
+#[utoipa::path(post, path = "/v1/kiosks", operation_id = "enrolKiosk", tag = "kiosks",
     request_body = NewKioskRequest,
     security(("bearer" = [])),
     responses(
@@ -196,7 +193,7 @@ pub async fn enrol(
 }
 
 /// One kiosk.
-#[utoipa::path(get, path = "/v1/kiosks/{id}", tag = "kiosks",
+#[utoipa::path(get, path = "/v1/kiosks/{id}", operation_id = "readKiosk", tag = "kiosks",
     params(("id" = String, Path, description = "the kiosk's id")),
     security(("bearer" = [])),
     responses(
@@ -220,7 +217,7 @@ pub async fn read(
 
 /// Revokes a kiosk: its credential is refused from now on; tokens it already obtained run out
 /// within `admin.applicant_token_ttl_secs`. Revoking a revoked kiosk changes nothing.
-#[utoipa::path(post, path = "/v1/kiosks/{id}/revoke", tag = "kiosks",
+#[utoipa::path(post, path = "/v1/kiosks/{id}/revoke", operation_id = "revokeKiosk", tag = "kiosks",
     params(("id" = String, Path, description = "the kiosk's id")),
     security(("bearer" = [])),
     responses(

@@ -19,6 +19,7 @@ mod filters;
 mod kiosk_credential;
 mod kiosks;
 mod kiosks_http;
+mod listener;
 mod login;
 mod logout;
 pub mod metrics;
@@ -32,6 +33,7 @@ mod problem;
 mod queue_http;
 mod retention;
 mod retention_http;
+mod sender_limits;
 mod session_actions_http;
 mod sessions_http;
 mod stats;
@@ -39,9 +41,9 @@ mod stats_http;
 mod stats_load;
 mod throttle;
 mod tokens;
+mod transcript_horizon;
 pub mod web;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -53,10 +55,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use utoipa::ToSchema;
 
 pub use applicant_tokens::ApplicantSettings;
+pub use listener::serve;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use throttle::LoginThrottle;
@@ -105,6 +107,16 @@ pub struct AdminConfig {
     /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
     /// itself for the next person.
     pub kiosk_reset_secs: u64,
+    /// Requests per minute (a burst of as many) from one signed-in caller, by their token's
+    /// subject; every route counts. Beyond them: 429 with Retry-After.
+    pub requests_per_subject: NonZeroU32,
+    /// Requests per minute from one client address (an IPv6 /64) without a valid token.
+    pub requests_per_address: NonZeroU32,
+    /// Seconds a request's head (and a JSON body) may take to arrive; a kept-alive connection
+    /// idle for as long is closed too.
+    pub request_read_timeout_secs: u64,
+    /// Connections served at once; one beyond them is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -126,8 +138,19 @@ impl Default for AdminConfig {
             kiosk_idle_warning_secs: 30,
             mqtt_websocket_url: None,
             kiosk_reset_secs: 120,
+            requests_per_subject: NonZeroU32::new(600).expect("nonzero"),
+            requests_per_address: NonZeroU32::new(600).expect("nonzero"),
+            request_read_timeout_secs: 10,
+            max_connections: 1024,
         }
     }
+}
+
+impl AdminConfig {
+    /// The longest `request_read_timeout_secs`.
+    pub const READ_TIMEOUT_MAX_SECS: u64 = 3600;
+    /// The most `max_connections` (far beyond what one process's descriptors allow).
+    pub const MAX_CONNECTIONS_MAX: usize = 1 << 20;
 }
 
 /// What the handlers need; cloned per request.
@@ -151,6 +174,29 @@ pub struct AdminState {
     /// The chat pipeline, when it runs in this process: assignments, transfers, closing and
     /// availability go through it. `None` when it runs as its own process.
     pub commands: Option<bridge::Commands>,
+    /// How the listener and every route bound their senders.
+    pub http: Arc<HttpSettings>,
+}
+
+/// The bounds of the listener and of every route: requests per sender, the time a request may
+/// take to arrive, connections at once.
+pub struct HttpSettings {
+    pub(crate) senders: sender_limits::SenderLimits,
+    pub(crate) read_timeout: Duration,
+    pub(crate) max_connections: usize,
+}
+
+impl HttpSettings {
+    pub fn new(config: &AdminConfig) -> Self {
+        Self {
+            senders: sender_limits::SenderLimits::new(
+                config.requests_per_subject,
+                config.requests_per_address,
+            ),
+            read_timeout: Duration::from_secs(config.request_read_timeout_secs.max(1)),
+            max_connections: config.max_connections.max(1),
+        }
+    }
 }
 
 /// How sign-in behaves.
@@ -216,24 +262,44 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// The answer to a database error: the database being away is 503, anything else 500 (logged).
+/// The answer to a database error: the database being away is 503, anything else 500; logged
+/// with its cause either way (a change that did not happen must leave a trace for whoever is
+/// asked why).
 fn database_problem(error: &sea_orm::DbErr) -> Problem {
     if store::is_unreachable(error) {
+        tracing::warn!(%error, "the database is unreachable");
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "database unreachable",
         )
+        .retry_after(Duration::from_secs(1))
     } else {
         tracing::error!(%error, "a query failed");
         Problem::internal()
     }
 }
 
+/// The answer to a change whose audit entry could not be written (so the change was not made
+/// either): 503, logged with its cause.
+fn audit_problem(error: &bridge::AuditError) -> Problem {
+    tracing::error!(%error, "an audited change failed: its audit entry could not be written");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the audit record cannot be written",
+    )
+    .retry_after(Duration::from_secs(1))
+}
+
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
     // Forget the limits of keys idle long enough to be full again.
-    let (login, applicants) = (state.login.clone(), state.applicants.clone());
+    let (login, applicants, http) = (
+        state.login.clone(),
+        state.applicants.clone(),
+        state.http.clone(),
+    );
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -243,6 +309,7 @@ pub fn router(state: AdminState) -> Router {
             }
             login.throttle.forget_idle();
             applicants.throttle.forget_idle();
+            http.senders.forget_idle();
         }
     });
     Router::new()
@@ -302,6 +369,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/stats/export.csv", get(stats_http::export_csv))
         .route("/v1/surveys/export", get(stats_http::export_surveys))
         .route("/metrics", get(metrics::serve))
+        .route("/", get(web::home))
         .route("/desk", get(web::to_desk))
         .route("/desk/", get(web::desk))
         .route("/desk/{file}", get(web::desk_file))
@@ -312,21 +380,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/web/{*path}", get(web::shared))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            sender_limits::limit,
+        ))
         .with_state(state)
-}
-
-/// Serves [`router`] on `listener` until `shutdown` resolves; in-flight requests finish first.
-pub async fn serve(
-    listener: TcpListener,
-    state: AdminState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -336,7 +394,7 @@ struct Status {
 }
 
 /// Liveness: the process is up and serving HTTP.
-#[utoipa::path(get, path = "/healthz", tag = "health",
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "health",
     responses((status = 200, description = "the process is up", body = Status)))]
 async fn healthz() -> Json<Status> {
     Json(Status { status: "ok" })
@@ -347,7 +405,7 @@ const READINESS_PING: Duration = Duration::from_secs(1);
 
 /// Readiness: the database answers and, when it runs here, the chat pipeline is receiving.
 /// Load balancers stop routing here while either is not so.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "health",
     responses(
         (status = 200, description = "ready", body = Status),
         (status = 503, description = "the database or the chat pipeline is not ready", body = Problem, content_type = "application/problem+json"),

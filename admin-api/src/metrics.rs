@@ -11,7 +11,7 @@ use sea_orm::{EntityTrait, QueryOrder, QuerySelect};
 use crate::{AdminState, Problem};
 
 /// The server's metrics, in Prometheus's text exposition format (version 0.0.4).
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "health",
     responses(
         (status = 200, description = "every metric, `courtchat_`-prefixed", body = String, content_type = "text/plain; version=0.0.4"),
         (status = 404, description = "this server keeps no metrics", body = Problem, content_type = "application/problem+json"),

@@ -11,7 +11,7 @@ pub(crate) fn after(cursor: Option<&str>) -> Result<i64, Problem> {
             .parse::<i64>()
             .ok()
             .filter(|id| *id >= 0)
-            .ok_or_else(|| Problem::invalid("cursor is not one this API gave")),
+            .ok_or_else(|| Problem::invalid_field("cursor", "not one this API gave")),
     }
 }
 
@@ -21,7 +21,7 @@ pub(crate) fn size(limit: Option<u64>, default: u64, max: u64) -> Result<u64, Pr
     if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
-        Err(Problem::invalid(format!("limit is 1 to {max}")))
+        Err(Problem::invalid_field("limit", format_args!("1 to {max}")))
     }
 }
 

@@ -3,8 +3,9 @@
 //! transaction as the row it changes.
 
 use schemas::db::entities::agent::{self, StaffRole};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
+use crate::audited::audited;
 use crate::password::{self, PasswordError};
 
 /// A member of staff to create.
@@ -25,15 +26,21 @@ pub enum PeopleError {
         "a username is 1 to 64 characters: letters, digits, '.', '_', '-' and '@' (it names MQTT topics)"
     )]
     Username,
-    #[error("a display name is 1 to 128 characters, not all spaces, without control characters")]
+    #[error(
+        "a display name is 1 to 128 characters, not all spaces, without control, bidirectional or invisible characters"
+    )]
     DisplayName,
-    #[error("a team name is 1 to 64 characters, without control characters")]
+    #[error(
+        "a team name is 1 to 64 characters, not all spaces, without control, bidirectional or invisible characters"
+    )]
     Team,
     #[error("a capacity is 1 to 100 sessions")]
     Capacity,
     #[error(transparent)]
     Password(#[from] PasswordError),
-    #[error("there is already a member of staff called {0}")]
+    #[error(
+        "there is already a member of staff called {0} (usernames differing only by case are one)"
+    )]
     Exists(String),
     #[error("the database failed: {0}")]
     Database(#[from] sea_orm::DbErr),
@@ -50,17 +57,23 @@ pub fn valid_username(username: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@'))
 }
 
-/// A display name: 1 to 128 characters, not only spaces, no control characters (the schema's
-/// pattern says the same).
+/// A display name: 1 to 128 characters, not only whitespace, of the characters every stored
+/// name may hold (`schemas::wire::check_name_characters`: no control, bidirectional or
+/// invisible characters, which would make it display as something it is not). The schema's
+/// pattern says the same.
 pub fn valid_display_name(name: &str) -> bool {
-    (1..=128).contains(&name.chars().count())
-        && name.chars().any(|c| c != ' ')
-        && !name.chars().any(char::is_control)
+    valid_name(name, 128)
 }
 
-/// A team name: 1 to 64 characters, no control characters.
+/// A team name: 1 to 64 characters, by the same rule as display names.
 pub fn valid_team(team: &str) -> bool {
-    (1..=64).contains(&team.chars().count()) && !team.chars().any(char::is_control)
+    valid_name(team, 64)
+}
+
+fn valid_name(name: &str, max: usize) -> bool {
+    (1..=max).contains(&name.chars().count())
+        && name.chars().any(|c| !c.is_whitespace())
+        && schemas::wire::check_name_characters("name", name).is_ok()
 }
 
 /// Creates a member of staff, with `actor` (who did it) on the audit chain.
@@ -90,48 +103,54 @@ pub async fn add_staff(
         .await
         .map_err(|_| PasswordError::Hash("the hashing task failed".to_owned()))??;
 
-    let txn = store.connection().begin().await?;
-    let existing = agent::Entity::find()
-        .filter(agent::Column::Subject.eq(&new.username))
-        .one(&txn)
+    // The chain's turn comes first, before anything is read: a read inside a transaction that
+    // has not yet written sees a snapshot which a concurrent append (a denial, a chat message)
+    // makes stale, and the write that follows then fails instead of waiting its turn.
+    audited::<_, PeopleError>(store, audit, async |txn| {
+        if let Some(taken) = staff_named(txn, &new.username).await? {
+            return Err(PeopleError::Exists(taken.subject));
+        }
+        let created = agent::ActiveModel {
+            subject: Set(new.username.clone()),
+            display_name: Set(display_name),
+            role: Set(new.role),
+            team: Set(new.team),
+            active: Set(true),
+            created_at: Set(chrono::Utc::now()),
+            password_hash: Set(Some(hash)),
+            capacity: new.capacity.map_or(sea_orm::ActiveValue::NotSet, Set),
+            ..Default::default()
+        }
+        .insert(txn)
         .await?;
-    if existing.is_some() {
-        return Err(PeopleError::Exists(new.username));
-    }
-    let mut chain = audit.batch(&txn).await?;
-    let created = agent::ActiveModel {
-        subject: Set(new.username.clone()),
-        display_name: Set(display_name),
-        role: Set(new.role),
-        team: Set(new.team),
-        active: Set(true),
-        created_at: Set(chrono::Utc::now()),
-        password_hash: Set(Some(hash)),
-        capacity: new.capacity.map_or(sea_orm::ActiveValue::NotSet, Set),
-        ..Default::default()
-    }
-    .insert(&txn)
-    .await?;
-    chain.append(bridge::AuditEntry {
-        actor: actor.to_owned(),
-        action: "admin.staff.created".to_owned(),
-        session_id: None,
-        detail: serde_json::json!({
-            "username": created.subject,
-            "after": {
-                "display_name": created.display_name,
-                "role": role_name(created.role),
-                "team": created.team,
-                "capacity": created.capacity,
-                "active": created.active,
-            },
-        }),
-    })?;
-    chain.flush(&txn).await?;
-    txn.commit().await?;
-    audit.settle(&chain, true);
-    drop(chain);
-    Ok(created)
+        let entry = bridge::AuditEntry {
+            actor: actor.to_owned(),
+            action: "admin.staff.created".to_owned(),
+            session_id: None,
+            detail: serde_json::json!({
+                "username": created.subject,
+                "after": recorded(&created),
+            }),
+        };
+        Ok((created, Some(entry)))
+    })
+    .await
+}
+
+/// The member of staff whose username is `username` regardless of case: usernames differing
+/// only by case name one account (a unique index on the lowercase name holds it too).
+async fn staff_named<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    username: &str,
+) -> Result<Option<agent::Model>, sea_orm::DbErr> {
+    use sea_orm::sea_query::{Expr, ExprTrait, Func};
+    agent::Entity::find()
+        .filter(
+            Expr::expr(Func::lower(Expr::col(agent::Column::Subject)))
+                .eq(username.to_ascii_lowercase()),
+        )
+        .one(db)
+        .await
 }
 
 /// Ends a member of staff's live connections and refuses their tokens issued before a time:
@@ -208,61 +227,63 @@ pub async fn update_staff(
         None => None,
     };
 
-    let txn = store.connection().begin().await?;
-    let Some(before) = agent::Entity::find()
-        .filter(agent::Column::Subject.eq(username))
-        .one(&txn)
-        .await?
-    else {
+    // The chain's turn before the first read (see `add_staff`).
+    let changed = audited::<_, PeopleError>(store, audit, async |txn| {
+        let Some(before) = agent::Entity::find()
+            .filter(agent::Column::Subject.eq(username))
+            .one(txn)
+            .await?
+        else {
+            return Ok((None, None));
+        };
+        let mut row: agent::ActiveModel = before.clone().into();
+        if let Some(name) = changes.display_name {
+            row.display_name = Set(name);
+        }
+        if let Some(role) = changes.role {
+            row.role = Set(role);
+        }
+        if let Some(team) = changes.team {
+            row.team = Set(team);
+        }
+        if let Some(capacity) = changes.capacity {
+            row.capacity = Set(capacity);
+        }
+        if let Some(active) = changes.active {
+            row.active = Set(active);
+        }
+        let password_changed = hash.is_some();
+        if let Some(hash) = hash {
+            row.password_hash = Set(Some(hash));
+        }
+        // Tokens issued in this very second are refused too: `iat` has whole seconds.
+        let not_before = unix_now() + 1;
+        let mut after_guess = before.clone();
+        apply_preview(&mut after_guess, &row);
+        let revoke = revokes(&before, &after_guess, password_changed);
+        if revoke {
+            row.tokens_not_before = Set(not_before as i64);
+        }
+        let after = row.update(txn).await?;
+        let entry = bridge::AuditEntry {
+            actor: actor.to_owned(),
+            action: "admin.staff.updated".to_owned(),
+            session_id: None,
+            detail: serde_json::json!({
+                "username": username,
+                "before": recorded(&before),
+                "after": recorded(&after),
+                "password_changed": password_changed,
+                "tokens_revoked": revoke,
+            }),
+        };
+        Ok((Some((after, revoke.then_some(not_before))), Some(entry)))
+    })
+    .await?;
+    let Some((after, revoked)) = changed else {
         return Ok(None);
     };
-    let mut row: agent::ActiveModel = before.clone().into();
-    if let Some(name) = changes.display_name {
-        row.display_name = Set(name);
-    }
-    if let Some(role) = changes.role {
-        row.role = Set(role);
-    }
-    if let Some(team) = changes.team {
-        row.team = Set(team);
-    }
-    if let Some(capacity) = changes.capacity {
-        row.capacity = Set(capacity);
-    }
-    if let Some(active) = changes.active {
-        row.active = Set(active);
-    }
-    let password_changed = hash.is_some();
-    if let Some(hash) = hash {
-        row.password_hash = Set(Some(hash));
-    }
-    // Tokens issued in this very second are refused too: `iat` has whole seconds.
-    let not_before = unix_now() + 1;
-    let mut after_guess = before.clone();
-    apply_preview(&mut after_guess, &row);
-    let revoke = revokes(&before, &after_guess, password_changed);
-    if revoke {
-        row.tokens_not_before = Set(not_before as i64);
-    }
-    let mut chain = audit.batch(&txn).await?;
-    let after = row.update(&txn).await?;
-    chain.append(bridge::AuditEntry {
-        actor: actor.to_owned(),
-        action: "admin.staff.updated".to_owned(),
-        session_id: None,
-        detail: serde_json::json!({
-            "username": username,
-            "before": recorded(&before),
-            "after": recorded(&after),
-            "password_changed": password_changed,
-            "tokens_revoked": revoke,
-        }),
-    })?;
-    chain.flush(&txn).await?;
-    txn.commit().await?;
-    audit.settle(&chain, true);
-    drop(chain);
-    if revoke {
+    if let Some(not_before) = revoked {
         gate.revoke(username, not_before);
     }
     Ok(Some(after))
@@ -361,22 +382,32 @@ mod tests {
     }
 
     #[test]
-    fn names_and_teams_hold_no_control_characters() {
-        assert!(valid_display_name("Ann Lee-Smith"));
-        assert!(valid_display_name(" Ann "));
-        for bad in [
-            "",
-            "   ",
-            "Ann\0",
-            "Ann\nLee",
-            "Ann\u{85}",
-            &"x".repeat(129),
-        ] {
-            assert!(!valid_display_name(bad), "{bad:?}");
-        }
-        assert!(valid_team("front desk"));
-        for bad in ["", "a\u{7}", &"x".repeat(65)] {
-            assert!(!valid_team(bad), "{bad:?}");
+    fn names_follow_the_one_rule_for_stored_names() {
+        // (name, a valid display name, a valid team)
+        let rows: &[(&str, bool, bool)] = &[
+            ("Ann Lee-Smith", true, true),
+            (" Ann ", true, true),
+            ("Zoë Åström 李", true, true),
+            ("family 👨\u{200D}👩", true, true),
+            ("", false, false),
+            ("   ", false, false),
+            ("\u{3000}", false, false),
+            ("Ann\0", false, false),
+            ("Ann\nLee", false, false),
+            ("Ann\tLee", false, false),
+            ("Ann\u{85}", false, false),
+            ("Ann\u{202E}eeL", false, false),
+            ("An\u{2066}n", false, false),
+            ("A\u{200B}nn", false, false),
+            ("Ann\u{FEFF}", false, false),
+            (&"x".repeat(64), true, true),
+            (&"x".repeat(65), true, false),
+            (&"é".repeat(128), true, false),
+            (&"x".repeat(129), false, false),
+        ];
+        for (name, display, team) in rows {
+            assert_eq!(valid_display_name(name), *display, "display name {name:?}");
+            assert_eq!(valid_team(name), *team, "team {name:?}");
         }
     }
 }

@@ -109,14 +109,14 @@ pub struct NewPerson {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^ \\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$"
     )]
     pub display_name: String,
     pub role: RoleName,
     #[schema(
         min_length = 1,
         max_length = 64,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$"
     )]
     pub team: Option<String>,
     #[serde(default, deserialize_with = "whole_number")]
@@ -132,7 +132,7 @@ pub struct PersonUpdate {
     #[schema(
         min_length = 1,
         max_length = 128,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^ \\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$"
     )]
     pub display_name: Option<String>,
     pub role: Option<RoleName>,
@@ -141,7 +141,7 @@ pub struct PersonUpdate {
     #[schema(
         min_length = 1,
         max_length = 64,
-        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb][^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*$",
         nullable
     )]
     pub team: Option<Option<String>>,
@@ -181,8 +181,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-// The patterns of stored text in the schemas above: no control characters (PostgreSQL's text
-// cannot hold NUL), and display names with a character other than a space (people::valid_*).
+// The patterns of names in the schemas above are the one rule for stored names
+// (`schemas::wire::check_name_characters`: no control, bidirectional or invisible characters)
+// and a character other than whitespace (people::valid_*).
 
 const READERS: &[StaffRole] = &[StaffRole::Admin, StaffRole::Supervisor];
 
@@ -192,13 +193,13 @@ fn problem(error: PeopleError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "exists", "already exists").detail(error.to_string())
         }
         PeopleError::Database(ref db) => crate::database_problem(db),
-        PeopleError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
+        PeopleError::Audit(ref error) => crate::audit_problem(error),
         PeopleError::Password(crate::password::PasswordError::Hash(_)) => Problem::internal(),
-        other => Problem::invalid(other.to_string()),
+        PeopleError::Username => Problem::invalid_field("username", error),
+        PeopleError::DisplayName => Problem::invalid_field("display_name", error),
+        PeopleError::Team => Problem::invalid_field("team", error),
+        PeopleError::Capacity => Problem::invalid_field("capacity", error),
+        PeopleError::Password(_) => Problem::invalid_field("password", error),
     }
 }
 
@@ -208,7 +209,7 @@ fn not_found(username: &str) -> Problem {
 }
 
 /// Lists staff.
-#[utoipa::path(get, path = "/v1/people", tag = "people",
+#[utoipa::path(get, path = "/v1/people", operation_id = "listPeople", tag = "people",
     params(PeopleQuery),
     security(("bearer" = [])),
     responses(
@@ -228,7 +229,7 @@ pub async fn list(
     if let Some(team) = &query.team
         && !(1..=64).contains(&team.chars().count())
     {
-        return Err(Problem::invalid("team is 1 to 64 characters"));
+        return Err(Problem::invalid_field("team", "1 to 64 characters"));
     }
     if query
         .team
@@ -257,7 +258,7 @@ pub async fn list(
 }
 
 /// Creates a member of staff.
-#[utoipa::path(post, path = "/v1/people", tag = "people",
+#[utoipa::path(post, path = "/v1/people", operation_id = "createPerson", tag = "people",
     request_body = NewPerson,
     security(("bearer" = [])),
     responses(
@@ -293,7 +294,7 @@ pub async fn create(
 }
 
 /// One member of staff.
-#[utoipa::path(get, path = "/v1/people/{username}", tag = "people",
+#[utoipa::path(get, path = "/v1/people/{username}", operation_id = "readPerson", tag = "people",
     params(("username" = String, Path, description = "the person's username")),
     security(("bearer" = [])),
     responses(
@@ -322,7 +323,7 @@ pub async fn read(
 
 /// Changes a member of staff: name, role, team, capacity, enabled, password. Disabling, a
 /// lower role or a new password ends their live MQTT connections and revokes their tokens.
-#[utoipa::path(patch, path = "/v1/people/{username}", tag = "people",
+#[utoipa::path(patch, path = "/v1/people/{username}", operation_id = "updatePerson", tag = "people",
     params(("username" = String, Path, description = "the person's username")),
     request_body = PersonUpdate,
     security(("bearer" = [])),

@@ -20,6 +20,10 @@ pub struct Problem {
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// The request's field the problem is about, by its path (`display_name`, `detail.reason`),
+    /// when it is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
     /// For a refusal that lifts with time: seconds until it does (also `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
@@ -33,6 +37,7 @@ impl Problem {
             title,
             status: status.as_u16(),
             detail: None,
+            field: None,
             retry_after: None,
         }
     }
@@ -40,6 +45,20 @@ impl Problem {
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+
+    /// The problem is about the request's field `name`.
+    pub fn field(mut self, name: impl Into<String>) -> Self {
+        self.field = Some(name.into());
+        self
+    }
+
+    /// 400 about the field `name`: the detail says what is wrong with it, naming it first. A
+    /// name is the client's own text (an unknown key), so it is cut to a bounded length.
+    pub fn invalid_field(name: &str, what: impl std::fmt::Display) -> Self {
+        let name = schemas::wire::bounded(name);
+        let what = schemas::wire::bounded(&what.to_string());
+        Self::invalid(format!("{name}: {what}")).field(name)
     }
 
     /// The request may be made again after `wait`.
@@ -90,6 +109,14 @@ impl IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_named_by_the_client_is_bounded() {
+        let long = "k".repeat(100_000);
+        let problem = serde_json::to_value(Problem::invalid_field(&long, "unknown field")).unwrap();
+        assert!(problem["field"].as_str().unwrap().len() < 300, "{problem}");
+        assert!(problem["detail"].as_str().unwrap().len() < 600, "{problem}");
+    }
 
     #[test]
     fn a_problem_names_its_type_and_sets_retry_after() {

@@ -47,7 +47,7 @@ pub struct QueueQuery {
 
 /// Sets the caller's availability: available staff are offered waiting sessions of their team
 /// while they have room (their capacity).
-#[utoipa::path(put, path = "/v1/me/availability", tag = "queue",
+#[utoipa::path(put, path = "/v1/me/availability", operation_id = "setAvailability", tag = "queue",
     request_body = AvailabilityChange,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key is the same submission", pattern = "^[A-Za-z0-9._:-]{1,64}$")),
     security(("bearer" = [])),
@@ -85,7 +85,7 @@ pub async fn set_availability(
 }
 
 /// Sessions waiting for an agent, oldest first.
-#[utoipa::path(get, path = "/v1/queue", tag = "queue",
+#[utoipa::path(get, path = "/v1/queue", operation_id = "listWaitingSessions", tag = "queue",
     params(QueueQuery),
     security(("bearer" = [])),
     responses(
@@ -104,7 +104,7 @@ pub async fn waiting(
         session::Entity::find().filter(session::Column::Status.eq(SessionStatus::Queued));
     if let Some(team) = &query.team {
         if !(1..=64).contains(&team.chars().count()) {
-            return Err(Problem::invalid("team is 1 to 64 characters"));
+            return Err(Problem::invalid_field("team", "1 to 64 characters"));
         }
         if !crate::storable(team) {
             return Ok(Json(SessionPage {

@@ -70,7 +70,7 @@ pub struct NewPolicy {
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "default")]
     pub name: String,
     #[schema(
-        pattern = "^(all|(team|channel):[^\\u0000-\\u001f\\u007f-\\u009f]{1,128})$",
+        pattern = "^(all|channel:(kiosk|phone|web)|team:(?=[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb])[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]{1,128})$",
         example = "team:appeals"
     )]
     pub scope: String,
@@ -82,7 +82,9 @@ pub struct NewPolicy {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyUpdate {
-    #[schema(pattern = "^(all|(team|channel):[^\\u0000-\\u001f\\u007f-\\u009f]{1,128})$")]
+    #[schema(
+        pattern = "^(all|channel:(kiosk|phone|web)|team:(?=[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]*[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb])[^\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b\\u200e\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u2069\\ufeff\\ufff9-\\ufffb]{1,128})$"
+    )]
     pub scope: Option<String>,
     #[serde(default, deserialize_with = "crate::people_http::whole_number")]
     #[schema(minimum = 1, maximum = 36500)]
@@ -130,7 +132,7 @@ fn object<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T, 
     if !body.is_object() {
         return Err(Problem::invalid("the body must be a JSON object"));
     }
-    serde_json::from_value(body).map_err(|error| Problem::invalid(error.to_string()))
+    crate::extract::value_as(body)
 }
 
 fn problem(error: RetentionError) -> Problem {
@@ -139,12 +141,11 @@ fn problem(error: RetentionError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "exists", "already exists").detail(detail)
         }
         RetentionError::Database(ref db) => crate::database_problem(db),
-        RetentionError::Audit(_) => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the audit record cannot be written",
-        ),
-        other => Problem::invalid(other.to_string()),
+        RetentionError::Audit(ref error) => crate::audit_problem(error),
+        RetentionError::Name => Problem::invalid_field("name", error),
+        RetentionError::Scope(_) => Problem::invalid_field("scope", error),
+        RetentionError::KeepDays => Problem::invalid_field("keep_days", error),
+        RetentionError::Reason => Problem::invalid_field("reason", error),
     }
 }
 
@@ -159,7 +160,7 @@ fn no_session(id: &str) -> Problem {
 }
 
 /// Every retention policy.
-#[utoipa::path(get, path = "/v1/retention/policies", tag = "retention",
+#[utoipa::path(get, path = "/v1/retention/policies", operation_id = "listRetentionPolicies", tag = "retention",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the policies, by name", body = PolicyList),
@@ -178,7 +179,7 @@ pub async fn list(
 }
 
 /// Creates a policy (one per scope). Recorded on the audit chain.
-#[utoipa::path(post, path = "/v1/retention/policies", tag = "retention",
+#[utoipa::path(post, path = "/v1/retention/policies", operation_id = "createRetentionPolicy", tag = "retention",
     request_body = NewPolicy,
     security(("bearer" = [])),
     responses(
@@ -211,7 +212,7 @@ pub async fn create(
 }
 
 /// Changes a policy's scope or days. Recorded on the audit chain with before and after.
-#[utoipa::path(patch, path = "/v1/retention/policies/{name}", tag = "retention",
+#[utoipa::path(patch, path = "/v1/retention/policies/{name}", operation_id = "updateRetentionPolicy", tag = "retention",
     params(("name" = String, Path, description = "the policy's name")),
     request_body = PolicyUpdate,
     security(("bearer" = [])),
@@ -248,7 +249,7 @@ pub async fn update(
 }
 
 /// Deletes a policy. Recorded on the audit chain with what it was.
-#[utoipa::path(delete, path = "/v1/retention/policies/{name}", tag = "retention",
+#[utoipa::path(delete, path = "/v1/retention/policies/{name}", operation_id = "deleteRetentionPolicy", tag = "retention",
     params(("name" = String, Path, description = "the policy's name")),
     security(("bearer" = [])),
     responses(
@@ -275,7 +276,7 @@ pub async fn delete(
 
 /// Places a legal hold on a session: no retention policy purges it until the hold is
 /// released. Recorded on the audit chain with who and why.
-#[utoipa::path(post, path = "/v1/sessions/{id}/hold", tag = "retention",
+#[utoipa::path(post, path = "/v1/sessions/{id}/hold", operation_id = "placeLegalHold", tag = "retention",
     params(("id" = String, Path, description = "the session's id")),
     request_body = HoldRequest,
     security(("bearer" = [])),
@@ -323,7 +324,7 @@ pub async fn hold(
 }
 
 /// Releases a session's legal hold; its policy applies again. Recorded on the audit chain.
-#[utoipa::path(delete, path = "/v1/sessions/{id}/hold", tag = "retention",
+#[utoipa::path(delete, path = "/v1/sessions/{id}/hold", operation_id = "releaseLegalHold", tag = "retention",
     params(("id" = String, Path, description = "the session's id")),
     security(("bearer" = [])),
     responses(

@@ -110,7 +110,7 @@ async fn act(
 
 /// Gives the session to an agent: they join and take the reply lock; an agent who had it
 /// leaves. Recorded as a transfer by the caller.
-#[utoipa::path(post, path = "/v1/sessions/{id}/assign", tag = "queue",
+#[utoipa::path(post, path = "/v1/sessions/{id}/assign", operation_id = "assignSession", tag = "queue",
     params(
         ("id" = String, Path, description = "the session's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key is the same submission", pattern = "^[A-Za-z0-9._:-]{1,64}$"),
@@ -145,7 +145,7 @@ pub async fn assign(
 }
 
 /// Hands the session to an agent or back to a team's queue.
-#[utoipa::path(post, path = "/v1/sessions/{id}/transfer", tag = "queue",
+#[utoipa::path(post, path = "/v1/sessions/{id}/transfer", operation_id = "transferSession", tag = "queue",
     params(
         ("id" = String, Path, description = "the session's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key is the same submission", pattern = "^[A-Za-z0-9._:-]{1,64}$"),
@@ -185,7 +185,7 @@ pub async fn transfer(
 }
 
 /// Ends the session; the applicant is offered the survey.
-#[utoipa::path(post, path = "/v1/sessions/{id}/close", tag = "queue",
+#[utoipa::path(post, path = "/v1/sessions/{id}/close", operation_id = "closeSession", tag = "queue",
     params(
         ("id" = String, Path, description = "the session's id"),
         ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe: the same key is the same submission", pattern = "^[A-Za-z0-9._:-]{1,64}$"),

@@ -3,7 +3,9 @@
 //! receipts, reply-lock history and survey answer, and whether a legal hold keeps it or
 //! retention purged its content.
 //!
-//! Admins and supervisors read every session; an agent reads the sessions they took part in.
+//! Admins and supervisors read every session; an agent reads the sessions they took part in,
+//! but only what they could see while a participant (`transcript_horizon`). Every transcript read is
+//! recorded on the audit chain (`session.transcript.read`: who, which session, how far).
 
 use axum::Json;
 use axum::extract::State;
@@ -21,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{Caller, forbidden};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::transcript_horizon::Horizon;
 use crate::{AdminState, Problem};
 
 /// A session's state.
@@ -191,6 +194,11 @@ pub struct PurgeInfo {
 #[derive(Serialize, ToSchema)]
 pub struct Transcript {
     pub session: SessionSummary,
+    /// For an agent who has left the session: the last entry they could see (the one that
+    /// records their leaving); nothing written after it is shown, and receipts, lock history
+    /// and the hold go no further. Absent when the whole transcript is shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visible_through_seq: Option<i64>,
     /// Present while the session is under a legal hold.
     pub hold: Option<HoldInfo>,
     /// Present once retention purged the session's content.
@@ -212,7 +220,7 @@ fn took_part(username: &str) -> sea_orm::sea_query::SelectStatement {
 }
 
 /// Sessions, filtered, a page at a time, in the order they were opened.
-#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+#[utoipa::path(get, path = "/v1/sessions", operation_id = "listSessions", tag = "sessions",
     params(SessionsQuery),
     security(("bearer" = [])),
     responses(
@@ -233,7 +241,10 @@ pub async fn list(
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())
         {
-            return Err(Problem::invalid(format!("{name} is 1 to {max} characters")));
+            return Err(Problem::invalid_field(
+                name,
+                format_args!("1 to {max} characters"),
+            ));
         }
     }
     if [&query.agent, &query.team]
@@ -322,7 +333,7 @@ pub(crate) async fn page(
 }
 
 /// A session's transcript.
-#[utoipa::path(get, path = "/v1/sessions/{id}/transcript", tag = "sessions",
+#[utoipa::path(get, path = "/v1/sessions/{id}/transcript", operation_id = "readTranscript", tag = "sessions",
     params(("id" = String, Path, description = "the session's id")),
     security(("bearer" = [])),
     responses(
@@ -350,20 +361,29 @@ pub async fn transcript(
         .await
         .map_err(failed)?
         .ok_or_else(missing)?;
-    if caller.role == StaffRole::Agent && row.assigned_agent.as_deref() != Some(&caller.username) {
-        let took_part = participant::Entity::find()
-            .filter(participant::Column::SessionId.eq(&id))
-            .filter(participant::Column::Subject.eq(&caller.username))
-            .one(db)
-            .await
-            .map_err(failed)?
-            .is_some();
-        if !took_part {
-            return Err(forbidden().detail("not one of your sessions"));
-        }
+    let horizon = Horizon::of(db, &caller, &row).await.map_err(failed)?;
+    let Some(horizon) = horizon else {
+        return Err(forbidden().detail("not one of your sessions"));
+    };
+    // Who read which session, and how far, is on the record before they see it.
+    state
+        .audit
+        .append(bridge::AuditEntry {
+            actor: caller.username.clone(),
+            action: "session.transcript.read".to_owned(),
+            session_id: Some(id.clone()),
+            detail: serde_json::json!({
+                "role": crate::people::role_name(caller.role),
+                "through_seq": horizon.through_seq(),
+            }),
+        })
+        .await
+        .map_err(|error| crate::audit_problem(&error))?;
+    let mut entries = message::Entity::find().filter(message::Column::SessionId.eq(&id));
+    if let Some(last) = horizon.through_seq() {
+        entries = entries.filter(message::Column::Seq.lte(last));
     }
-    let entries = message::Entity::find()
-        .filter(message::Column::SessionId.eq(&id))
+    let entries = entries
         .order_by_asc(message::Column::Seq)
         .all(db)
         .await
@@ -391,13 +411,17 @@ pub async fn transcript(
         .into_iter()
         .map(|r| ReadReceipt {
             subject: r.subject,
-            delivered_seq: r.delivered_seq,
-            read_seq: r.read_seq,
+            delivered_seq: horizon.clamp(r.delivered_seq),
+            read_seq: horizon.clamp(r.read_seq),
         })
         .collect();
-    let lock_history = audit_event::Entity::find()
+    let mut lock_history = audit_event::Entity::find()
         .filter(audit_event::Column::SessionId.eq(&id))
-        .filter(audit_event::Column::Action.starts_with("lock."))
+        .filter(audit_event::Column::Action.starts_with("lock."));
+    if let Horizon::Left { at, .. } = horizon {
+        lock_history = lock_history.filter(audit_event::Column::At.lte(at));
+    }
+    let lock_history = lock_history
         .order_by_asc(audit_event::Column::Id)
         .all(db)
         .await
@@ -415,6 +439,7 @@ pub async fn transcript(
         .one(db)
         .await
         .map_err(failed)?
+        .filter(|s| horizon.saw(s.submitted_at))
         .map(|s| SurveyAnswer {
             rating: s.rating,
             comment: s.comment,
@@ -423,12 +448,14 @@ pub async fn transcript(
     let hold = legal_hold::Entity::find_by_id(id.clone())
         .one(db)
         .await
-        .map_err(failed)?;
+        .map_err(failed)?
+        .filter(|h| horizon.saw(h.held_at));
     let purged = session_purge::Entity::find_by_id(id.clone())
         .one(db)
         .await
         .map_err(failed)?;
     Ok(Json(Transcript {
+        visible_through_seq: horizon.through_seq(),
         session: SessionSummary {
             held: hold.is_some(),
             purged: purged.is_some(),

@@ -1,5 +1,5 @@
 //! The help desk's figures over a time range, computed from the stored record: first-response
-//! and resolution times, satisfaction, message delivery latency, sessions by state and outcome,
+//! and resolution times, satisfaction, sessions by state and outcome,
 //! and agent utilization, overall, per team and per agent.
 //!
 //! [`compute`] is a pure function of the range and rows already read (`stats_load` reads them):
@@ -16,11 +16,11 @@
 //!   transferred (a `transferred` entry), answered (a staff text), unanswered.
 //! - **Satisfaction**: the average rating, the count of each rating, and the response rate
 //!   (survey answers over closed sessions).
-//! - **Delivery latency, upper bound.** The record keeps only each participant's latest
-//!   receipt, so one sample per receipt row: its `updated_at` minus the creation of the last
-//!   text from someone else at or below its `delivered_seq`. That text was delivered at or
-//!   before `updated_at` (the row may have moved later, for a read), so the sample bounds its
-//!   latency from above.
+//! - **No delivery latency.** The record keeps only each participant's latest receipt, whose
+//!   time moves with reads too, so a figure computed from it measured reading, not delivery
+//!   (it said 113-142 s for messages shown within 100 ms), and none is given. The server's
+//!   part of delivery is measured as it happens, in `/metrics`
+//!   (`courtchat_submission_to_commit_seconds`, `courtchat_commit_to_delivery_seconds`).
 //! - **Utilization** of a member of staff: time in at least one active chat (a staff
 //!   participation, from `joined_at` to the first of `left_at`, the session's close and the
 //!   range's end) while signed in, over time signed in; signed in means available according to
@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::session::{self, SessionStatus};
-use schemas::db::entities::{receipt, survey_response};
+use schemas::db::entities::survey_response;
 use schemas::wire::SessionEvent;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -102,7 +102,6 @@ pub(crate) struct Record {
     pub sessions: Vec<session::Model>,
     /// Their texts and events.
     pub entries: Vec<Entry>,
-    pub receipts: Vec<receipt::Model>,
     pub surveys: Vec<survey_response::Model>,
     /// The staff who may be listed (within the filters).
     pub staff: Vec<StaffMember>,
@@ -176,9 +175,6 @@ pub struct SessionFigures {
     pub first_response: FirstResponse,
     pub resolution: Resolution,
     pub satisfaction: Satisfaction,
-    /// An upper bound of the time from a text's creation to its delivery to the other side, one
-    /// sample per stored receipt (see the route's description).
-    pub delivery_latency_upper_bound_ms: Durations,
 }
 
 #[derive(Debug, Default, PartialEq, Serialize, ToSchema)]
@@ -381,7 +377,6 @@ struct SessionFacts<'a> {
     resolution_ms: Option<i64>,
     outcome: Option<Outcome>,
     rating: Option<i16>,
-    delivery_samples: Vec<i64>,
 }
 
 fn millis(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
@@ -401,10 +396,6 @@ fn session_facts(record: &Record) -> Vec<SessionFacts<'_>> {
         .iter()
         .map(|s| (s.session_id.as_str(), s.rating))
         .collect();
-    let mut receipts: HashMap<&str, Vec<&receipt::Model>> = HashMap::new();
-    for row in &record.receipts {
-        receipts.entry(&row.session_id).or_default().push(row);
-    }
     record
         .sessions
         .iter()
@@ -436,21 +427,6 @@ fn session_facts(record: &Record) -> Vec<SessionFacts<'_>> {
                     Outcome::Unanswered
                 }
             });
-            let delivery_samples = receipts
-                .get(row.id.as_str())
-                .into_iter()
-                .flatten()
-                .filter_map(|receipt| {
-                    let last_delivered = stream.iter().rev().find(|e| {
-                        matches!(e.kind, EntryKind::Text)
-                            && e.seq <= receipt.delivered_seq
-                            && e.sender != receipt.subject
-                    })?;
-                    // A receipt older than its text is a clock out of step; it bounds nothing.
-                    let sample = millis(last_delivered.at, receipt.updated_at);
-                    (sample >= 0).then_some(sample)
-                })
-                .collect();
             SessionFacts {
                 row,
                 first_response_ms: first_reply.map(|e| millis(opened_at, e.at).max(0)),
@@ -460,7 +436,6 @@ fn session_facts(record: &Record) -> Vec<SessionFacts<'_>> {
                     .map(|at| millis(opened_at, at).max(0)),
                 outcome,
                 rating: ratings.get(row.id.as_str()).copied(),
-                delivery_samples,
             }
         })
         .collect()
@@ -477,8 +452,7 @@ fn round4(value: f64) -> f64 {
 
 fn figures<'a, 'r: 'a>(facts: impl Iterator<Item = &'a SessionFacts<'r>>) -> SessionFigures {
     let mut figures = SessionFigures::default();
-    let (mut first_responses, mut resolutions, mut deliveries) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut first_responses, mut resolutions) = (Vec::new(), Vec::new());
     let mut rating_sum = 0u64;
     for fact in facts {
         let states = &mut figures.by_state;
@@ -526,7 +500,6 @@ fn figures<'a, 'r: 'a>(facts: impl Iterator<Item = &'a SessionFacts<'r>>) -> Ses
             figures.satisfaction.responses += 1;
             rating_sum += rating as u64;
         }
-        deliveries.extend_from_slice(&fact.delivery_samples);
     }
     let closed = figures.by_state.closed;
     figures.first_response.time = durations(first_responses);
@@ -536,7 +509,6 @@ fn figures<'a, 'r: 'a>(facts: impl Iterator<Item = &'a SessionFacts<'r>>) -> Ses
     satisfaction.average = share(rating_sum, satisfaction.responses);
     satisfaction.response_rate = share(satisfaction.responses, closed);
     satisfaction.meets_target = satisfaction.average.map(|a| a >= SATISFACTION_TARGET);
-    figures.delivery_latency_upper_bound_ms = durations(deliveries);
     figures
 }
 

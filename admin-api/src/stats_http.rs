@@ -81,7 +81,10 @@ fn names(team: Option<&str>, agent: Option<&str>) -> Result<bool, Problem> {
         if let Some(value) = value
             && !(1..=max).contains(&value.chars().count())
         {
-            return Err(Problem::invalid(format!("{name} is 1 to {max} characters")));
+            return Err(Problem::invalid_field(
+                name,
+                format_args!("1 to {max} characters"),
+            ));
         }
     }
     Ok([team, agent].into_iter().flatten().all(crate::storable))
@@ -121,15 +124,16 @@ async fn figures(state: &AdminState, query: StatsQuery) -> Result<Stats, Problem
 /// sessions only, with the share within the 5-minute target. **Outcome** of a closed session,
 /// the first that applies: escalated, transferred, answered (a staff text), unanswered.
 /// **Satisfaction**: average rating, answers per rating, response rate = survey answers /
-/// closed sessions (target: 4 of 5). **Delivery latency, upper bound**: the record keeps only
-/// each participant's latest receipt, so one sample per receipt: its last update minus the
-/// creation of the last text from someone else at or below its `delivered_seq` (nearest-rank
-/// percentiles). **Utilization** of a member of staff: time in at least one active chat
+/// closed sessions (target: 4 of 5). **No delivery latency**: the record keeps only each
+/// participant's latest receipt, whose time moves with reads too, so it cannot tell when a
+/// message was delivered; the server's part of delivery is in `/metrics`
+/// (`courtchat_submission_to_commit_seconds`, `courtchat_commit_to_delivery_seconds`).
+/// **Utilization** of a member of staff: time in at least one active chat
 /// (participation as agent or supervisor, from joining to the first of leaving, the session's
 /// close and the range's end) while signed in, over signed-in time; signed in = available
 /// according to the `staff.availability` audit entries, clipped to the range; null when
 /// never signed in; target band 70–85 %. Per team, utilization sums the team's staff.
-#[utoipa::path(get, path = "/v1/stats", tag = "statistics",
+#[utoipa::path(get, path = "/v1/stats", operation_id = "readStats", tag = "statistics",
     params(StatsQuery),
     security(("bearer" = [])),
     responses(
@@ -150,7 +154,7 @@ pub async fn stats(
 /// The figures of `/v1/stats` as CSV: a header line, then one row overall, one per team and
 /// one per member of staff (`scope` says which). Durations in milliseconds; empty cells where
 /// `/v1/stats` has null.
-#[utoipa::path(get, path = "/v1/stats/export.csv", tag = "statistics",
+#[utoipa::path(get, path = "/v1/stats/export.csv", operation_id = "exportStatsCsv", tag = "statistics",
     params(StatsQuery),
     security(("bearer" = [])),
     responses(
@@ -181,7 +185,7 @@ pub async fn export_csv(
 
 /// Survey answers as JSON Lines (session id, its team and agent, rating, comment, when),
 /// streamed in the order of the session ids, for the sessions opened in the range.
-#[utoipa::path(get, path = "/v1/surveys/export", tag = "statistics",
+#[utoipa::path(get, path = "/v1/surveys/export", operation_id = "exportSurveys", tag = "statistics",
     params(SurveyExportQuery),
     security(("bearer" = [])),
     responses(
@@ -318,12 +322,6 @@ const COLUMNS: &[&str] = &[
     "rating_4",
     "rating_5",
     "survey_response_rate",
-    "delivery_latency_upper_bound_samples",
-    "delivery_latency_upper_bound_p50_ms",
-    "delivery_latency_upper_bound_p90_ms",
-    "delivery_latency_upper_bound_p95_ms",
-    "delivery_latency_upper_bound_p99_ms",
-    "delivery_latency_upper_bound_max_ms",
     "signed_in_ms",
     "in_chat_ms",
     "in_chat_while_away_ms",
@@ -402,12 +400,7 @@ fn row(
         value.map(|v| v.to_string()).unwrap_or_default()
     }
     let spread = |d: &Durations| [opt(d.mean_ms), opt(d.p50_ms), opt(d.p90_ms), opt(d.max_ms)];
-    let (fr, res, sat, del) = (
-        &s.first_response,
-        &s.resolution,
-        &s.satisfaction,
-        &s.delivery_latency_upper_bound_ms,
-    );
+    let (fr, res, sat) = (&s.first_response, &s.resolution, &s.satisfaction);
     let mut cells = vec![
         scope.to_owned(),
         opt(team),
@@ -438,12 +431,6 @@ fn row(
         sat.ratings.four.to_string(),
         sat.ratings.five.to_string(),
         opt(sat.response_rate),
-        del.count.to_string(),
-        opt(del.p50_ms),
-        opt(del.p90_ms),
-        opt(del.p95_ms),
-        opt(del.p99_ms),
-        opt(del.max_ms),
         u.signed_in_ms.to_string(),
         u.in_chat_ms.to_string(),
         u.in_chat_while_away_ms.to_string(),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use schemas::db::entities::agent;
 use schemas::db::entities::message::{self, MessageKind};
 use schemas::db::entities::participant::{self, ParticipantRole};
-use schemas::db::entities::{audit_event, receipt, session, survey_response};
+use schemas::db::entities::{audit_event, session, survey_response};
 use schemas::wire::StreamContent;
 use sea_orm::sea_query::{Expr, Func, Query, SelectStatement};
 use sea_orm::{
@@ -153,10 +153,6 @@ pub(crate) async fn load(db: &impl ConnectionTrait, scope: &Scope) -> Result<Rec
                 kind: EntryKind::Text,
             }),
     );
-    let receipts = receipt::Entity::find()
-        .filter(receipt::Column::SessionId.in_subquery(in_scope()))
-        .all(db)
-        .await?;
     let surveys = survey_response::Entity::find()
         .filter(survey_response::Column::SessionId.in_subquery(in_scope()))
         .all(db)
@@ -203,7 +199,6 @@ pub(crate) async fn load(db: &impl ConnectionTrait, scope: &Scope) -> Result<Rec
     Ok(Record {
         sessions,
         entries,
-        receipts,
         surveys,
         staff,
         stints,

@@ -2,8 +2,9 @@
 //! modules embedded in the binary at compile time (`admin-api/web/`, with MQTT.js's bundle
 //! vendored by `scripts/web-vendor`), so a new install serves them with nothing else installed
 //! and nothing fetched at run time. `/web/config.json` tells a page where the MQTT WebSocket
-//! listener is. Every page and asset carries a Content-Security-Policy that allows only this
-//! origin's scripts and styles and MQTT over WebSocket, and the usual hardening headers.
+//! listener is; `/` is a landing page linking both. Every page and asset carries a
+//! Content-Security-Policy that allows only this origin's scripts and styles and MQTT over
+//! WebSocket, and the usual hardening headers.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
@@ -52,6 +53,7 @@ const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
 static ASSETS: &[Asset] = &[
+    asset!("index.html", HTML),
     asset!("desk/index.html", HTML),
     asset!("desk/desk.js", JS),
     asset!("desk/state.js", JS),
@@ -115,6 +117,11 @@ fn serve(path: &str) -> Response {
             .into_response(),
     };
     hardened(response)
+}
+
+/// `GET /`: the landing page, linking the applicant page and the desk.
+pub async fn home() -> Response {
+    serve("index.html")
 }
 
 /// `GET /desk/`.

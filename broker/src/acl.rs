@@ -11,15 +11,11 @@
 //! 3. static **allow** rules for everything outside the protocol namespace;
 //! 4. deny.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-
 use schemas::topics::{PREFIX, SessionTopic, Topic};
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 use crate::auth::{Identity, Role};
+use crate::memberships::Memberships;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -87,226 +83,6 @@ impl AclChain {
             }
         }
         Err(String::new())
-    }
-}
-
-/// Which sessions each subject belongs to, as the chat pipeline announces joins, leaves and
-/// closes (`broker::feed`). The gateway reads it on every check; a broker owns one
-/// ([`crate::Broker::memberships`]), and clones share it.
-#[derive(Clone)]
-pub struct Memberships {
-    // session id -> subject -> role in that session
-    sessions: Arc<RwLock<HashMap<String, HashMap<String, Role>>>>,
-    /// Closed sessions whose memberships are still kept, oldest first.
-    closed: Arc<Mutex<ClosedQueue>>,
-    /// Told about every removal, so that the gateway can revoke live subscriptions at once.
-    on_leave: Arc<RwLock<Vec<LeaveListener>>>,
-    /// Told when a closed session is forgotten altogether.
-    on_forget: Arc<RwLock<Vec<ForgetListener>>>,
-}
-
-/// Called with (session, subject) after a subject has left a session.
-pub type LeaveListener = Arc<dyn Fn(&str, &str) + Send + Sync>;
-
-/// Called with a session id once a closed session's memberships have been dropped.
-pub type ForgetListener = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// How long a closed session's participants keep their access (for the survey and resync):
-/// while it is among the `kept` most recently closed sessions and, if `access` is set, no
-/// longer than that after it closed, whichever ends first. Then the session is forgotten: a
-/// bound on memory however many sessions come and go (`mqtt.closed_sessions_kept`,
-/// `mqtt.closed_session_access_secs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClosedSessions {
-    pub kept: usize,
-    pub access: Option<Duration>,
-}
-
-impl Default for ClosedSessions {
-    /// Room for the sessions a busy help desk closes in a day or two, at a few kilobytes each;
-    /// no time limit.
-    fn default() -> Self {
-        Self {
-            kept: 2_000,
-            access: None,
-        }
-    }
-}
-
-/// The closed sessions still kept, oldest first, with when each closed.
-struct ClosedQueue {
-    window: ClosedSessions,
-    sessions: VecDeque<(String, Instant)>,
-}
-
-impl ClosedQueue {
-    /// Removes and returns the sessions outside the window at `now`.
-    fn evict(&mut self, now: Instant) -> Vec<String> {
-        let mut evicted = Vec::new();
-        while let Some((_, closed_at)) = self.sessions.front() {
-            let expired = self
-                .window
-                .access
-                .is_some_and(|access| now.saturating_duration_since(*closed_at) >= access);
-            if self.sessions.len() <= self.window.kept && !expired {
-                break;
-            }
-            if let Some((session, _)) = self.sessions.pop_front() {
-                evicted.push(session);
-            }
-        }
-        evicted
-    }
-}
-
-impl Default for Memberships {
-    fn default() -> Self {
-        Self::new(ClosedSessions::default())
-    }
-}
-
-impl Memberships {
-    /// No memberships yet; closed sessions are kept as `window` says.
-    pub fn new(window: ClosedSessions) -> Self {
-        Self {
-            sessions: Arc::default(),
-            closed: Arc::new(Mutex::new(ClosedQueue {
-                window,
-                sessions: VecDeque::new(),
-            })),
-            on_leave: Arc::default(),
-            on_forget: Arc::default(),
-        }
-    }
-
-    /// How long closed sessions are kept.
-    pub fn closed_window(&self) -> ClosedSessions {
-        self.closed_queue().window
-    }
-
-    /// Registers `listener` for every later [`Memberships::leave`]. It runs on the caller's
-    /// thread and must not block.
-    pub fn on_leave(&self, listener: LeaveListener) {
-        self.on_leave
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(listener);
-    }
-
-    /// Registers `listener` for every closed session that is forgotten.
-    pub fn on_forget(&self, listener: ForgetListener) {
-        self.on_forget
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(listener);
-    }
-
-    /// Records that `session` closed now. Its members keep access while the window of
-    /// [`ClosedSessions`] holds it; then every one of them leaves it and it is forgotten.
-    pub fn close(&self, session: &str) {
-        self.close_at(session, Instant::now());
-    }
-
-    /// [`Memberships::close`] at a given time.
-    pub fn close_at(&self, session: &str, now: Instant) {
-        let evicted = {
-            // The pipeline announces a close once: a resubmitted close gets the original
-            // acknowledgement and publishes nothing.
-            let mut closed = self.closed_queue();
-            closed.sessions.push_back((session.to_owned(), now));
-            closed.evict(now)
-        };
-        for session in evicted {
-            self.forget(&session);
-        }
-    }
-
-    /// Forgets the closed sessions whose access has run out by `now`; the broker calls this
-    /// regularly when `access` is set, since no close may come to push them out.
-    pub fn forget_expired(&self, now: Instant) {
-        let evicted = self.closed_queue().evict(now);
-        for session in evicted {
-            self.forget(&session);
-        }
-    }
-
-    fn closed_queue(&self) -> std::sync::MutexGuard<'_, ClosedQueue> {
-        // Each change is a push or pops from the front, so a poisoned lock still holds a
-        // consistent queue.
-        self.closed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn forget(&self, session: &str) {
-        let members: Vec<String> = self
-            .read()
-            .get(session)
-            .map(|members| members.keys().cloned().collect())
-            .unwrap_or_default();
-        for subject in members {
-            self.leave(session, &subject);
-        }
-        let listeners = self
-            .on_forget
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        for listener in listeners {
-            listener(session);
-        }
-    }
-
-    /// Sessions with at least one member, for tests and statistics.
-    pub fn sessions(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn join(&self, session: &str, subject: &str, role: Role) {
-        self.write()
-            .entry(session.to_owned())
-            .or_default()
-            .insert(subject.to_owned(), role);
-    }
-
-    /// Removes `subject` from `session` (a leave, or a transfer away) and revokes its access.
-    pub fn leave(&self, session: &str, subject: &str) {
-        {
-            let mut sessions = self.write();
-            if let Some(members) = sessions.get_mut(session) {
-                members.remove(subject);
-                if members.is_empty() {
-                    sessions.remove(session);
-                }
-            }
-        }
-        let listeners = self
-            .on_leave
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        for listener in listeners {
-            listener(session, subject);
-        }
-    }
-
-    pub fn is_member(&self, session: &str, subject: &str) -> bool {
-        self.read()
-            .get(session)
-            .is_some_and(|members| members.contains_key(subject))
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, HashMap<String, Role>>> {
-        // Each write is a single insert or remove, so a poisoned lock still holds a consistent map.
-        self.sessions
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, HashMap<String, Role>>> {
-        self.sessions
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -460,6 +236,20 @@ impl Authorizer for ProtocolRules {
         } else {
             Decision::Deny(format!("{filter} matches no topic of the protocol"))
         }
+    }
+}
+
+/// Whether `identity` may publish on `topic` with the retain flag `retain`. Under `cc/` only the
+/// service keeps retained state (the reply lock): a client's retained message there would be
+/// handed to every later subscriber of the session, and kept until the session is forgotten.
+pub(crate) fn check_retain(identity: &Identity, topic: &str, retain: bool) -> Result<(), String> {
+    if retain && identity.role != Role::Service && reaches_protocol(topic) {
+        Err(format!(
+            "{} may not publish retained messages under {PREFIX}",
+            identity.role
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -164,7 +164,10 @@ fn to_v4(packet: &v5::Packet) -> Option<v4::Packet> {
                 }
                 V5::BadClientId | V5::ClientIdentifierNotValid => V4::BadClientId,
                 V5::BadUserNamePassword => V4::BadUserNamePassword,
-                V5::NotAuthorized | V5::Banned | V5::BadAuthenticationMethod => V4::NotAuthorized,
+                V5::NotAuthorized
+                | V5::Banned
+                | V5::BadAuthenticationMethod
+                | V5::PayloadFormatInvalid => V4::NotAuthorized,
                 _ => V4::ServiceUnavailable,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, ack.session_present))
@@ -252,6 +255,11 @@ mod tests {
             (
                 v5::ConnectReturnCode::QuotaExceeded,
                 v4::ConnectReturnCode::ServiceUnavailable,
+            ),
+            // A will whose payload its topic does not carry.
+            (
+                v5::ConnectReturnCode::PayloadFormatInvalid,
+                v4::ConnectReturnCode::NotAuthorized,
             ),
             (
                 v5::ConnectReturnCode::UnsupportedProtocolVersion,

@@ -6,8 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::acl::{AclConfig, ClosedSessions};
+use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
+use crate::denial::DenialsConfig;
+use crate::memberships::ClosedSessions;
+use crate::signal::SignalsConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -47,6 +50,10 @@ pub struct BrokerConfig {
     /// the pipeline's acknowledgement (a PUBACK is not one), resubmits. While the sender is
     /// connected it waits as long as it takes.
     pub pipeline_queue_wait_secs: u64,
+    /// How much typing and presence each sender may publish (`[mqtt.signals]`).
+    pub signals: SignalsConfig,
+    /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
+    pub denials: DenialsConfig,
     /// rumqttd's router, which carries every topic outside `cc/`.
     pub router: RouterConfig,
     /// How clients prove who they are.
@@ -69,8 +76,10 @@ pub struct WebSocketConfig {
     pub listen: SocketAddr,
     /// HTTP path clients upgrade on.
     pub path: String,
-    /// Origins (e.g. `https://desk.example.org`) whose pages may open a connection; others get
-    /// 403. Empty: any origin, and requests without one (non-browser clients) are always allowed.
+    /// Origins (e.g. `https://desk.example.org`) whose pages may open a connection; a request
+    /// with any other Origin gets 403 (none at all when the list is empty). Requests without an
+    /// Origin (non-browser clients) are always allowed. `courtchat serve` adds the origins of
+    /// the pages it serves.
     pub allowed_origins: Vec<String>,
 }
 
@@ -91,6 +100,8 @@ impl Default for BrokerConfig {
                 .access
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
+            signals: SignalsConfig::default(),
+            denials: DenialsConfig::default(),
             router: RouterConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
@@ -99,6 +110,21 @@ impl Default for BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Checks the settings serde cannot (of the sections that have such rules); the error names
+    /// the key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        self.signals.rate()?;
+        self.denials.check()?;
+        if self.signals.max_payload_bytes < 64 {
+            // The known payloads take about 30 bytes; less would refuse them.
+            return Err((
+                "mqtt.signals.max_payload_bytes",
+                "must be at least 64".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The closed-session window these settings describe.
     pub fn closed_sessions(&self) -> ClosedSessions {
         ClosedSessions {

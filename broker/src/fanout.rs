@@ -22,8 +22,8 @@ use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Forwarded;
 use crate::router::LinkKey;
+use crate::session::Forwarded;
 
 /// Levels of a topic that key the index: `cc`, `v1`, the scope (`sessions`, `clients`, `open`)
 /// and its id.

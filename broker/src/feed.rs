@@ -9,8 +9,8 @@
 
 use schemas::wire::{MembershipOp, MembershipUpdate};
 
-use crate::acl::Memberships;
 use crate::auth::Role;
+use crate::memberships::Memberships;
 
 /// Client ids in this namespace belong to the gateway's internal links; clients may not use
 /// them (see `connection::check_client_id`), so none can take an internal link over.

@@ -1,31 +1,21 @@
 //! Hooks: plugins that observe the gateway without deciding anything (connects, disconnects,
-//! accepted messages and denials). The chat pipeline registers one to write denials into the
-//! audit trail; the gateway always counts them.
+//! accepted messages, denials and refused typing or presence). The server registers one that
+//! records denials on the audit trail and one that counts everything into its metrics.
+//!
+//! Denials reach hooks twice: each one as it happens, its text already bounded, for counting
+//! ([`Hook::on_denied`]); and as records, repeats folded (see `denial`), for what is written
+//! ([`Hook::on_denial_record`]): the log line and the audit entry cost the same bounded amount
+//! whatever a stranger sends.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use crate::Listener;
 use crate::auth::Identity;
-
-/// A refused connection or a denied publish or subscribe.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Denial {
-    Connect {
-        client_id: String,
-        reason: String,
-    },
-    Publish {
-        subject: String,
-        topic: String,
-        reason: String,
-    },
-    Subscribe {
-        subject: String,
-        filter: String,
-        reason: String,
-    },
-}
+use crate::denial::{Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, Folder};
+use crate::signal::SignalRefusal;
 
 /// Observes the gateway. Every method has an empty default, so a hook implements what it needs.
 /// Hooks run on the connection's task: they must be quick and must not block.
@@ -35,7 +25,14 @@ pub trait Hook: Send + Sync {
     /// A connection that [`Hook::on_connect`] announced has ended.
     fn on_disconnect(&self, _identity: &Identity, _listener: Listener) {}
     fn on_message(&self, _identity: &Identity, _topic: &str) {}
+    /// Every denial as it happens, its text bounded: for counting.
     fn on_denied(&self, _denial: &Denial) {}
+    /// What is to be recorded of the denials: the first of an address's or subject's window
+    /// whole, and when the window ends, how many more there were. Every denial is in exactly
+    /// one record.
+    fn on_denial_record(&self, _record: &DenialRecord) {}
+    /// A typing or presence publish (or will) that the gateway refused and did not deliver.
+    fn on_signal_refused(&self, _identity: &Identity, _refusal: SignalRefusal) {}
 }
 
 /// Denial counts since start.
@@ -44,23 +41,33 @@ pub struct Stats {
     pub refused_connects: u64,
     pub denied_publishes: u64,
     pub denied_subscribes: u64,
+    /// Typing and presence publishes refused (not the payload their topic carries, too large,
+    /// or over the sender's rate).
+    pub refused_signals: u64,
 }
 
-/// The registered hooks, plus the counters the gateway keeps itself.
+/// The registered hooks, plus the counters the gateway keeps itself and the folding of
+/// repeated denials.
 pub(crate) struct HookSet {
     hooks: Vec<Arc<dyn Hook>>,
+    max_field_bytes: usize,
+    folder: Mutex<Folder>,
     refused_connects: AtomicU64,
     denied_publishes: AtomicU64,
     denied_subscribes: AtomicU64,
+    refused_signals: AtomicU64,
 }
 
 impl HookSet {
-    pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>) -> Self {
+    pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>, denials: &DenialsConfig) -> Self {
         Self {
             hooks,
+            max_field_bytes: denials.max_field_bytes,
+            folder: Mutex::new(Folder::new(denials)),
             refused_connects: AtomicU64::new(0),
             denied_publishes: AtomicU64::new(0),
             denied_subscribes: AtomicU64::new(0),
+            refused_signals: AtomicU64::new(0),
         }
     }
 
@@ -82,15 +89,47 @@ impl HookSet {
             .for_each(|hook| hook.on_message(identity, topic));
     }
 
-    pub(crate) fn denied(&self, denial: Denial) {
-        let counter = match &denial {
-            Denial::Connect { .. } => &self.refused_connects,
-            Denial::Publish { .. } => &self.denied_publishes,
-            Denial::Subscribe { .. } => &self.denied_subscribes,
+    /// A denial: `actor` is the client id offered (CONNECT) or the subject, `target` the topic
+    /// or filter. Its text is bounded here, before anything counts, logs or records it.
+    pub(crate) fn denied(
+        &self,
+        kind: DenialKind,
+        peer: SocketAddr,
+        actor: &str,
+        target: Option<&str>,
+        reason: &str,
+    ) {
+        let max = self.max_field_bytes;
+        let denial = Denial {
+            kind,
+            peer,
+            actor: Bounded::new(actor, max),
+            target: target.map(|target| Bounded::new(target, max)),
+            reason: Bounded::new(reason, max),
+            at: SystemTime::now(),
+        };
+        let counter = match kind {
+            DenialKind::Connect => &self.refused_connects,
+            DenialKind::Publish => &self.denied_publishes,
+            DenialKind::Subscribe => &self.denied_subscribes,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: "courtchat::audit", ?denial, "denied");
         self.hooks.iter().for_each(|hook| hook.on_denied(&denial));
+        let records = self.folder().observe(denial, Instant::now());
+        self.record(records);
+    }
+
+    /// Records the counts of the windows over by `now` (the broker calls this every second).
+    pub(crate) fn flush_due(&self, now: Instant) {
+        let records = self.folder().due(now);
+        self.record(records);
+    }
+
+    pub(crate) fn signal_refused(&self, identity: &Identity, refusal: SignalRefusal) {
+        self.refused_signals.fetch_add(1, Ordering::Relaxed);
+        self.hooks
+            .iter()
+            .for_each(|hook| hook.on_signal_refused(identity, refusal));
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -98,6 +137,52 @@ impl HookSet {
             refused_connects: self.refused_connects.load(Ordering::Relaxed),
             denied_publishes: self.denied_publishes.load(Ordering::Relaxed),
             denied_subscribes: self.denied_subscribes.load(Ordering::Relaxed),
+            refused_signals: self.refused_signals.load(Ordering::Relaxed),
         }
+    }
+
+    /// Logs each record (one bounded line) and hands it to the hooks.
+    fn record(&self, records: Vec<DenialRecord>) {
+        for record in records {
+            match &record {
+                DenialRecord::Single(denial) => tracing::info!(
+                    target: "courtchat::audit",
+                    kind = denial.kind.as_str(),
+                    peer = %denial.peer,
+                    actor = %denial.actor.text,
+                    actor_len = denial.actor.len,
+                    target = denial.target.as_ref().map(|t| t.text.as_str()),
+                    reason = %denial.reason.text,
+                    "denied"
+                ),
+                DenialRecord::Folded(folded) => tracing::info!(
+                    target: "courtchat::audit",
+                    kind = folded.kind.as_str(),
+                    by = %folded.by,
+                    count = folded.count,
+                    "denied again, counted"
+                ),
+            }
+            self.hooks
+                .iter()
+                .for_each(|hook| hook.on_denial_record(&record));
+        }
+    }
+
+    fn folder(&self) -> std::sync::MutexGuard<'_, Folder> {
+        // Each change to the folder is a map operation with nothing between that can panic,
+        // so a poisoned lock still holds consistent windows.
+        self.folder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for HookSet {
+    /// The broker is gone: the counts of the windows still open are recorded now, so that no
+    /// denial goes unaccounted for.
+    fn drop(&mut self) {
+        let records = self.folder().drain();
+        self.record(records);
     }
 }

@@ -18,6 +18,7 @@ mod auth;
 mod codec;
 mod config;
 mod connection;
+mod denial;
 mod fanout;
 mod feed;
 mod framing;
@@ -25,9 +26,11 @@ mod framing;
 pub mod fuzzing;
 mod hooks;
 mod inbound;
+mod memberships;
 mod reference;
 mod router;
 mod session;
+mod signal;
 mod staff;
 mod tls;
 mod transport;
@@ -43,8 +46,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use acl::{
-    Access, AclChain, AclConfig, Authorizer, ClosedSessions, Decision, DeniedPublish, Effect,
-    Memberships, ProtocolRules, StaticRule, StaticRules,
+    Access, AclChain, AclConfig, Authorizer, Decision, DeniedPublish, Effect, ProtocolRules,
+    StaticRule, StaticRules,
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
@@ -52,8 +55,13 @@ pub use auth::{
     load_or_create_secret,
 };
 pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
-pub use hooks::{Denial, Hook, Stats};
+pub use denial::{
+    Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
+};
+pub use hooks::{Hook, Stats};
+pub use memberships::{ClosedSessions, Memberships};
 pub use reference::start_plain_rumqttd;
+pub use signal::{SignalRefusal, SignalsConfig};
 pub use staff::StaffRevocations;
 pub use tls::TlsError;
 
@@ -73,6 +81,9 @@ pub enum BrokerError {
     Tls(#[from] TlsError),
     #[error("the broker must be started from within a tokio runtime")]
     NoRuntime,
+    /// A setting that cannot be used, with its key.
+    #[error("`{0}`: {1}")]
+    Config(&'static str, String),
 }
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
@@ -90,7 +101,11 @@ pub struct Broker {
 /// How often closed sessions are checked for having run out of access, when they can
 /// (`mqtt.closed_session_access_secs`); the limit is in whole seconds, so a session is
 /// forgotten at most this late.
-const CLOSED_SESSION_SWEEP: Duration = Duration::from_secs(1);
+const SWEEP: Duration = Duration::from_secs(1);
+
+/// Sweeps between two forgettings of idle senders' allowances: often enough that memory follows
+/// the recent senders, rarely enough that it costs nothing.
+const IDLE_SENDERS_EVERY: u64 = 60;
 
 impl Broker {
     /// Starts the router with the standard plugin chains: JWT authentication against the
@@ -102,6 +117,9 @@ impl Broker {
         for rule in &config.acl.rules {
             rule.validate().map_err(BrokerError::Rule)?;
         }
+        config
+            .check()
+            .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
         let staff_revocations = StaffRevocations::new();
         let mut authenticators: Vec<Box<dyn Authenticator>> = vec![Box::new(
             JwtAuthenticator::new(TokenKeys::load(&config.auth)?)
@@ -126,13 +144,14 @@ impl Broker {
             memberships.clone(),
             staff_revocations.clone(),
             hooks,
-        ));
+        )?);
         // A subject that leaves a session loses its live subscriptions to it at once. The
         // listener holds the broker weakly: memberships may outlive it (in tests, for one).
         let weak = Arc::downgrade(&shared);
         memberships.on_leave(Arc::new(move |session, subject| {
             if let Some(shared) = weak.upgrade() {
                 shared.clients.revoke(subject, session);
+                shared.forget_presence(session, subject);
             }
         }));
         // A subject whose credentials are revoked loses its live connection at once.
@@ -149,20 +168,27 @@ impl Broker {
                 shared.forget_session(session);
             }
         }));
-        // Closed sessions whose time is up are forgotten even when no later close pushes them
-        // out; the task ends with the broker.
-        if memberships.closed_window().access.is_some() {
-            let weak = Arc::downgrade(&shared);
-            tokio::spawn(async move {
-                let mut sweep = tokio::time::interval(CLOSED_SESSION_SWEEP);
-                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    let now = sweep.tick().await;
-                    let Some(shared) = weak.upgrade() else { return };
+        // Housekeeping, until the broker is gone: closed sessions whose time is up are
+        // forgotten even when no later close pushes them out, senders whose typing allowance
+        // is whole again are forgotten, and the counts of folded denials whose window is over
+        // are recorded.
+        let weak = Arc::downgrade(&shared);
+        let timed = memberships.closed_window().access.is_some();
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP);
+            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for tick in 0_u64.. {
+                let now = sweep.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                if timed {
                     shared.memberships.forget_expired(now);
                 }
-            });
-        }
+                if tick % IDLE_SENDERS_EVERY == 0 {
+                    shared.signals.forget_idle();
+                }
+                shared.hooks.flush_due(now.into_std());
+            }
+        });
         Ok(Self { shared, tls })
     }
 

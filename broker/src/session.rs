@@ -31,6 +31,17 @@ pub(crate) struct Outbound {
     pub properties: Option<PublishProperties>,
 }
 
+/// A delivery to one connection, from its rumqttd link or from the `cc/` fan-out.
+pub(crate) enum Forwarded {
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+        // Boxed: queues hold many of these and most have no properties.
+        properties: Option<Box<PublishProperties>>,
+    },
+    Disconnected,
+}
+
 #[derive(Default)]
 pub(crate) struct SessionState {
     pub subscriptions: HashMap<String, SubOptions>,
@@ -51,7 +62,7 @@ pub(crate) struct SessionState {
 pub(crate) struct Parked {
     pub key: crate::router::LinkKey,
     pub inbox: crate::fanout::Inbox,
-    pub deliveries: tokio::sync::mpsc::Receiver<crate::connection::Forwarded>,
+    pub deliveries: tokio::sync::mpsc::Receiver<Forwarded>,
 }
 
 impl SessionState {
@@ -141,6 +152,11 @@ impl RetainedStore {
         } else {
             messages.insert(topic.to_owned(), message);
         }
+    }
+
+    /// Removes the retained message on `topic`, if any.
+    pub fn remove(&self, topic: &str) {
+        self.lock().remove(topic);
     }
 
     /// Removes every retained message whose topic starts with `prefix`.

@@ -97,9 +97,9 @@ pub(crate) async fn accept_websocket(
             ));
         }
         // Browsers always send Origin; a page from an origin not on the list must not be able
-        // to use a visitor's network position to reach the broker.
-        if !allowed_origins.is_empty()
-            && let Some(origin) = request.headers().get("origin")
+        // to use a visitor's network position to reach the broker. An empty list admits no
+        // page at all; clients that send no Origin are not browsers, and are always admitted.
+        if let Some(origin) = request.headers().get("origin")
             && !allowed_origins
                 .iter()
                 .any(|allowed| origin.as_bytes() == allowed.as_bytes())

@@ -225,6 +225,21 @@ impl Config {
                 "must be a ws:// or wss:// URL",
             ));
         }
+        // Zero would close every connection before its first request could arrive.
+        let read_max = admin_api::AdminConfig::READ_TIMEOUT_MAX_SECS;
+        if !(1..=read_max).contains(&self.admin.request_read_timeout_secs) {
+            return Err(invalid(
+                "admin.request_read_timeout_secs",
+                &format!("must be between 1 and {read_max} seconds"),
+            ));
+        }
+        let connections_max = admin_api::AdminConfig::MAX_CONNECTIONS_MAX;
+        if !(1..=connections_max).contains(&self.admin.max_connections) {
+            return Err(invalid(
+                "admin.max_connections",
+                &format!("must be between 1 and {connections_max}"),
+            ));
+        }
         // A token from further ahead than this is no clock skew, and would outlive revocations.
         if self.mqtt.auth.iat_leeway > 3600 {
             return Err(invalid(
@@ -269,6 +284,9 @@ impl Config {
             rule.validate()
                 .map_err(|reason| invalid("mqtt.acl.rules", &reason))?;
         }
+        self.mqtt
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
@@ -419,6 +437,21 @@ mod tests {
                 "https://chat.example.org/mqtt",
                 "admin.mqtt_websocket_url",
             ),
+            (
+                "COURTCHAT_ADMIN__REQUEST_READ_TIMEOUT_SECS",
+                "0",
+                "admin.request_read_timeout_secs",
+            ),
+            (
+                "COURTCHAT_ADMIN__MAX_CONNECTIONS",
+                "0",
+                "admin.max_connections",
+            ),
+            (
+                "COURTCHAT_ADMIN__REQUESTS_PER_SUBJECT",
+                "0",
+                "requests_per_subject",
+            ),
             ("COURTCHAT_LOG__FILTER", "=[", "log.filter"),
             (
                 "COURTCHAT_MQTT__CLOSED_SESSIONS_KEPT",
@@ -444,6 +477,36 @@ mod tests {
                 "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_COUNT",
                 "0",
                 "mqtt.router.max_segment_count",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__FOLD_WINDOW_SECS",
+                "0",
+                "mqtt.denials.fold_window_secs",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_FIELD_BYTES",
+                "4",
+                "mqtt.denials.max_field_bytes",
+            ),
+            (
+                "COURTCHAT_MQTT__DENIALS__MAX_TRACKED",
+                "0",
+                "mqtt.denials.max_tracked",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__RATE_PER_SECOND",
+                "0",
+                "mqtt.signals.rate_per_second",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__RATE_BURST",
+                "0",
+                "mqtt.signals.rate_burst",
+            ),
+            (
+                "COURTCHAT_MQTT__SIGNALS__MAX_PAYLOAD_BYTES",
+                "10",
+                "mqtt.signals.max_payload_bytes",
             ),
             (
                 "COURTCHAT_MQTT__TLS__CERT_FILE",

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use broker::{Denial, Hook, Identity, Listener};
+use broker::{Denial, DenialKind, Hook, Identity, Listener, SignalRefusal};
 
 pub(crate) struct MetricsHook(pub Arc<telemetry::Metrics>);
 
@@ -20,6 +20,15 @@ impl MetricsHook {
         }
         for kind in ["publish", "subscribe"] {
             metrics.denials.with_label_values(&[kind]);
+        }
+        for refusal in [
+            SignalRefusal::Invalid,
+            SignalRefusal::TooLarge,
+            SignalRefusal::RateLimited,
+        ] {
+            metrics
+                .signals_refused
+                .with_label_values(&[refusal.as_str()]);
         }
         Self(metrics)
     }
@@ -37,15 +46,25 @@ impl Hook for MetricsHook {
     }
 
     fn on_denied(&self, denial: &Denial) {
-        match denial {
-            Denial::Connect { reason, .. } => self
+        match denial.kind {
+            DenialKind::Connect => self
                 .0
                 .connects_refused
-                .with_label_values(&[refusal_kind(reason)])
+                .with_label_values(&[refusal_kind(&denial.reason.text)])
                 .inc(),
-            Denial::Publish { .. } => self.0.denials.with_label_values(&["publish"]).inc(),
-            Denial::Subscribe { .. } => self.0.denials.with_label_values(&["subscribe"]).inc(),
+            DenialKind::Publish | DenialKind::Subscribe => self
+                .0
+                .denials
+                .with_label_values(&[denial.kind.as_str()])
+                .inc(),
         }
+    }
+
+    fn on_signal_refused(&self, _identity: &Identity, refusal: SignalRefusal) {
+        self.0
+            .signals_refused
+            .with_label_values(&[refusal.as_str()])
+            .inc();
     }
 }
 

@@ -76,6 +76,33 @@ async fn purge_periodically(retention: bridge::Retention, every: std::time::Dura
     }
 }
 
+/// Loads into `memberships` the participants of the closed sessions its window still holds
+/// (`mqtt.closed_sessions_kept`, `mqtt.closed_session_access_secs` counted from each session's
+/// `closed_at`), closing them in the order they closed, so that the oldest is forgotten first.
+async fn restore_closed_sessions(
+    store: &store::Store,
+    memberships: &broker::Memberships,
+) -> Result<(), ServeError> {
+    let window = memberships.closed_window();
+    let now = chrono::Utc::now();
+    let since = window
+        .access
+        .and_then(|access| chrono::TimeDelta::from_std(access).ok())
+        .and_then(|access| now.checked_sub_signed(access));
+    let kept = u64::try_from(window.kept).unwrap_or(u64::MAX);
+    let started = tokio::time::Instant::now();
+    for (session, closed_at, participants) in store.recently_closed(kept, since).await? {
+        for participant in participants {
+            memberships.join(&session, &participant.subject, participant.role.into());
+        }
+        // Its access is counted from when it closed, on the clock the window runs on (which
+        // reaches back before its own start on the platforms we run on; elsewhere, from now).
+        let ago = (now - closed_at).to_std().unwrap_or_default();
+        memberships.close_at(&session, started.checked_sub(ago).unwrap_or(started));
+    }
+    Ok(())
+}
+
 /// The origins of the pages the admin listener at `admin` serves (the desk, the kiosk page),
 /// as a browser on this machine sends them: by address, and as `localhost` for loopback.
 /// Behind a proxy the public origin is the operator's to list.
@@ -86,6 +113,18 @@ pub(crate) fn page_origins(admin: SocketAddr) -> Vec<String> {
         origins.push(format!("http://localhost:{}", here.port()));
     }
     origins
+}
+
+/// The browser pages the admin listener at `admin` serves, with the address a browser on this
+/// machine opens them at: the landing page, the agent desk and the applicant page. The
+/// start-up log prints them, so that whoever started the server knows where to go.
+pub(crate) fn page_urls(admin: SocketAddr) -> [(&'static str, String); 3] {
+    let here = loopback(admin);
+    [
+        ("home", format!("http://{here}/")),
+        ("desk", format!("http://{here}/desk/")),
+        ("kiosk", format!("http://{here}/kiosk/")),
+    ]
 }
 
 /// The sockets a server listens on, bound but not yet served.
@@ -265,18 +304,19 @@ impl Server {
         let participants = store.active_participants().await?;
         // Denials go into the tamper-evident audit trail, through a hook and one writer task.
         let audit = Arc::new(crate::audit::open_trail(&store, &config.audit).await?);
-        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone());
-        let audit_writer = tokio::spawn(writer);
         let metrics = Arc::new(telemetry::Metrics::new()?);
+        let (recorder, writer) = bridge::AuditRecorder::new(audit.clone(), Some(metrics.clone()));
+        let audit_writer = tokio::spawn(writer);
         let hooks: Vec<Arc<dyn broker::Hook>> = vec![
             Arc::new(crate::audit::DenialHook(recorder)),
             Arc::new(crate::metrics::MetricsHook::new(metrics.clone())),
         ];
         let mut mqtt = config.mqtt.clone();
-        // The desk and kiosk pages this server serves may always open MQTT over WebSocket.
+        // The desk and kiosk pages this server serves may always open MQTT over WebSocket, and
+        // by default no other page may: configured origins add to theirs.
         for origin in page_origins(addresses.admin) {
             let allowed = &mut mqtt.websocket.allowed_origins;
-            if !allowed.is_empty() && !allowed.contains(&origin) {
+            if !allowed.contains(&origin) {
                 allowed.push(origin);
             }
         }
@@ -298,6 +338,9 @@ impl Server {
                 participant.role.into(),
             );
         }
+        // Closed sessions keep their participants' access (the survey, resync) across a restart
+        // for as long as the window would have kept them had the server run on.
+        restore_closed_sessions(&store, &memberships).await?;
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -379,6 +422,9 @@ impl Server {
             tasks.spawn(async move { pipeline.run(link, stop.cancelled_owned()).await });
         }
         tracing::info!(listener = "admin-http", addr = %addresses.admin, "listening");
+        for (page, url) in page_urls(addresses.admin) {
+            tracing::info!(page, %url, "page");
+        }
         tasks.spawn({
             let state = admin_api::AdminState {
                 store: store.clone(),
@@ -390,6 +436,7 @@ impl Server {
                 gate: Arc::new(crate::staff::StaffGate(staff_revocations.clone())),
                 commands: commands.clone(),
                 metrics: Some(metrics.clone()),
+                http: Arc::new(admin_api::HttpSettings::new(&config.admin)),
                 web: Arc::new(admin_api::web::WebSettings {
                     mqtt_url: config.admin.mqtt_websocket_url.clone(),
                     mqtt_port: addresses.mqtt_ws.port(),
@@ -521,5 +568,19 @@ mod tests {
         );
         let lan: SocketAddr = "192.0.2.7:8080".parse().unwrap();
         assert_eq!(page_origins(lan), ["http://192.0.2.7:8080"]);
+    }
+
+    #[test]
+    fn the_pages_addresses_are_where_a_browser_here_finds_them() {
+        let any: SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        let urls: Vec<String> = page_urls(any).into_iter().map(|(_, url)| url).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://127.0.0.1:9000/",
+                "http://127.0.0.1:9000/desk/",
+                "http://127.0.0.1:9000/kiosk/"
+            ]
+        );
     }
 }

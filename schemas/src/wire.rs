@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 mod input;
 
 pub use input::{
-    CLIENT_MSG_ID_MAX, InputError, NAME_MAX, bounded, check_client_msg_id, check_name, check_text,
+    CLIENT_MSG_ID_MAX, InputError, JsonError, NAME_MAX, bounded, check_client_msg_id, check_name,
+    check_name_characters, check_text, parse_json,
 };
 
 /// The protocol version these types describe.

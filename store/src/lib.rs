@@ -6,17 +6,19 @@
 
 mod private_files;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use schemas::db::Migrator;
 use schemas::db::entities::{agent, ended_token, message, participant, session};
+use sea_orm::prelude::DateTimeUtc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, Set,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use sea_orm_migration::MigratorTrait;
 use serde::{Deserialize, Serialize};
@@ -320,6 +322,55 @@ impl Store {
             .all(&self.db)
             .await
             .map_err(StoreError::Query)
+    }
+
+    /// The sessions a restarted gateway still keeps open to their participants (for the survey
+    /// and resync): the `kept` most recently closed sessions that closed at or after `since`,
+    /// oldest closing first, each with when it closed and its current participants (those who
+    /// had not left when it closed).
+    pub async fn recently_closed(
+        &self,
+        kept: u64,
+        since: Option<DateTimeUtc>,
+    ) -> Result<Vec<(String, DateTimeUtc, Vec<participant::Model>)>, StoreError> {
+        let mut newest = session::Entity::find()
+            .filter(session::Column::Status.eq(session::SessionStatus::Closed))
+            .filter(session::Column::ClosedAt.is_not_null());
+        if let Some(since) = since {
+            newest = newest.filter(session::Column::ClosedAt.gte(since));
+        }
+        let mut sessions = newest
+            .order_by_desc(session::Column::ClosedAt)
+            .order_by_desc(session::Column::Id)
+            .limit(kept)
+            .all(&self.db)
+            .await
+            .map_err(StoreError::Query)?;
+        sessions.reverse();
+        let mut closed = Vec::with_capacity(sessions.len());
+        // SQLite caps the bound parameters of one statement; 500 ids stay well below.
+        for chunk in sessions.chunks(500) {
+            let ids = chunk.iter().map(|session| session.id.clone());
+            let mut members: HashMap<String, Vec<participant::Model>> = HashMap::new();
+            for participant in participant::Entity::find()
+                .filter(participant::Column::SessionId.is_in(ids))
+                .filter(participant::Column::LeftAt.is_null())
+                .all(&self.db)
+                .await
+                .map_err(StoreError::Query)?
+            {
+                members
+                    .entry(participant.session_id.clone())
+                    .or_default()
+                    .push(participant);
+            }
+            for session in chunk {
+                let closed_at = session.closed_at.unwrap_or(session.updated_at);
+                let members = members.remove(&session.id).unwrap_or_default();
+                closed.push((session.id.clone(), closed_at, members));
+            }
+        }
+        Ok(closed)
     }
 
     /// Every member of staff whose tokens issued before a time are refused (disabled or

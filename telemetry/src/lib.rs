@@ -42,6 +42,17 @@ pub struct Metrics {
     pub connects_refused: IntCounterVec,
     /// Publishes and subscriptions the authorizer denied, by `kind` (`publish`, `subscribe`).
     pub denials: IntCounterVec,
+    /// Typing and presence publishes (and wills) the gateway refused and did not deliver, by
+    /// `reason` (`invalid`, `too_large`, `rate_limited`).
+    pub signals_refused: IntCounterVec,
+    /// Refused CONNECTs and denials written on the audit chain as entries of their own.
+    pub denials_recorded: IntCounter,
+    /// Refused CONNECTs and denials counted on the chain in a folded entry (repeats from one
+    /// address or subject within the window), not each in an entry of its own.
+    pub denials_folded: IntCounter,
+    /// Refused CONNECTs and denials that could not be recorded (the recorder's queue was full
+    /// or the write failed): their count is written on the chain instead.
+    pub denials_dropped: IntCounter,
     /// Submissions and open requests the pipeline accepted.
     pub submissions_accepted: IntCounter,
     /// Submissions refused, by reason (the protocol's: `lock_held`, `busy`, `rate_limited`, ...).
@@ -103,6 +114,25 @@ impl Metrics {
                     "Publishes and subscriptions the authorizer denied",
                 ),
                 &["kind"],
+            )?,
+            signals_refused: IntCounterVec::new(
+                Opts::new(
+                    "signals_refused_total",
+                    "Typing and presence publishes refused and not delivered",
+                ),
+                &["reason"],
+            )?,
+            denials_recorded: IntCounter::new(
+                "denials_recorded_total",
+                "Refused CONNECTs and denials written on the audit chain in entries of their own",
+            )?,
+            denials_folded: IntCounter::new(
+                "denials_folded_total",
+                "Refused CONNECTs and denials counted in folded audit entries",
+            )?,
+            denials_dropped: IntCounter::new(
+                "denials_dropped_total",
+                "Refused CONNECTs and denials not recorded, counted on the audit chain instead",
             )?,
             submissions_accepted: IntCounter::new(
                 "submissions_accepted_total",
@@ -193,6 +223,10 @@ impl Metrics {
         r.register(Box::new(self.connections.clone()))?;
         r.register(Box::new(self.connects_refused.clone()))?;
         r.register(Box::new(self.denials.clone()))?;
+        r.register(Box::new(self.signals_refused.clone()))?;
+        r.register(Box::new(self.denials_recorded.clone()))?;
+        r.register(Box::new(self.denials_folded.clone()))?;
+        r.register(Box::new(self.denials_dropped.clone()))?;
         r.register(Box::new(self.submissions_accepted.clone()))?;
         r.register(Box::new(self.submissions_rejected.clone()))?;
         r.register(Box::new(self.submission_to_commit.clone()))?;

@@ -326,6 +326,15 @@ impl TestStack {
         // over MQTT as `courtchat bridge` is, so the same tests cover both ways to run it.
         let separate = config.bridge.in_process
             && std::env::var(BRIDGE_MODE_ENV).is_ok_and(|mode| mode == "separate");
+        Self::launch(config, separate, database).await
+    }
+
+    /// Starts the server (and the pipeline beside it when `separate`) over `database`.
+    async fn launch(
+        mut config: Config,
+        separate: bool,
+        database: TestDatabase,
+    ) -> anyhow::Result<Self> {
         if separate {
             config.bridge.in_process = false;
         }
@@ -460,26 +469,20 @@ impl TestStack {
             .store()
     }
 
-    /// Stops the stack and starts a new one on the same database and configuration (on new
-    /// ports), as a server restart does: the new stack knows only what the record holds.
-    pub async fn restart(mut self) -> anyhow::Result<Self> {
-        let mut config = self.config.clone();
-        // A pipeline started outside the server (COURTCHAT_TEST_BRIDGE=separate) is again.
-        if self.pipeline.is_some() {
-            config.bridge.in_process = true;
-        }
-        if let Some((stop, task)) = self.pipeline.take() {
-            let _ = stop.send(());
-            let _ = task.await;
-        }
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-        Self::start_with(self._database, move |restarted| *restarted = config).await
-    }
-
     /// Stops the stack and waits until every listener, connection and the database are closed.
     pub async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// Stops the stack as [`TestStack::shutdown`] does and starts it again on the same database
+    /// with the same configuration, on new ports: what the server rebuilds from the record.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        let separate = self.pipeline.is_some();
+        self.stop().await;
+        Self::launch(self.config, separate, self._database).await
+    }
+
+    async fn stop(&mut self) {
         if let Some((stop, task)) = self.pipeline.take() {
             let _ = stop.send(());
             let _ = task.await;

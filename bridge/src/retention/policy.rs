@@ -25,26 +25,37 @@ pub const SCOPE_NAME_MAX: usize = 128;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "a scope is `all`, `team:<name>` or `channel:<name>`, the name 1 to {SCOPE_NAME_MAX} \
-     characters without control characters"
+    "a scope is `all`, `team:<name>` (the name as a team is named: 1 to {SCOPE_NAME_MAX} \
+     characters without control, bidirectional or invisible characters) or \
+     `channel:kiosk|phone|web`"
 )]
 pub struct ScopeError;
 
 impl FromStr for Scope {
     type Err = ScopeError;
 
+    /// Only scopes that can cover a session: a misspelt channel (`channel:phnoe`) would be a
+    /// policy that silently applies to nothing, so it is refused, and a team is named by the
+    /// rule every stored name follows (`schemas::wire::check_name_characters`).
     fn from_str(text: &str) -> Result<Self, ScopeError> {
         if text == "all" {
             return Ok(Self::All);
         }
         let (kind, name) = text.split_once(':').ok_or(ScopeError)?;
-        let count = name.chars().count();
-        if !(1..=SCOPE_NAME_MAX).contains(&count) || name.chars().any(char::is_control) {
-            return Err(ScopeError);
-        }
         match kind {
-            "team" => Ok(Self::Team(name.to_owned())),
-            "channel" => Ok(Self::Channel(name.to_owned())),
+            "team" => {
+                let count = name.chars().count();
+                let named = name.chars().any(|c| !c.is_whitespace())
+                    && schemas::wire::check_name_characters("team", name).is_ok();
+                if !(1..=SCOPE_NAME_MAX).contains(&count) || !named {
+                    return Err(ScopeError);
+                }
+                Ok(Self::Team(name.to_owned()))
+            }
+            "channel" => name
+                .parse::<schemas::wire::Channel>()
+                .map(|channel| Self::Channel(channel.as_str().to_owned()))
+                .map_err(|_| ScopeError),
             _ => Err(ScopeError),
         }
     }
@@ -187,6 +198,14 @@ mod tests {
             ("ALL", None),
             ("kiosk:hall-b", None),
             ("team:bad\nname", None),
+            ("team:bad\u{202E}name", None),
+            ("team:zero\u{200B}width", None),
+            ("team:   ", None),
+            ("channel:kiosk", Some(Scope::Channel("kiosk".to_owned()))),
+            ("channel:web", Some(Scope::Channel("web".to_owned()))),
+            ("channel:phnoe", None),
+            ("channel:Phone", None),
+            ("channel:", None),
             ("", None),
         ] {
             assert_eq!(text.parse::<Scope>().ok(), parsed, "{text:?}");

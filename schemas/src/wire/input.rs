@@ -83,9 +83,10 @@ impl OpenSession {
 
 /// The payload as JSON, refusing enum tags that are not strings anywhere in it. serde's
 /// internally tagged enums accept a number as the variant's index (`{"type": 8}` is the ninth
-/// action); the protocol names every variant, so only names are accepted.
+/// action); the protocol names every variant, so only names are accepted. A key named twice
+/// in one object is refused ([`parse_json`]).
 fn strict_value(payload: &[u8]) -> Result<serde_json::Value, InputError> {
-    let value: serde_json::Value = serde_json::from_slice(payload).map_err(malformed)?;
+    let value = parse_json(payload).map_err(|err| InputError::Malformed(err.to_string()))?;
     let Some(object) = value.as_object() else {
         return Err(InputError::Malformed("expected a JSON object".to_owned()));
     };
@@ -97,6 +98,131 @@ fn strict_value(payload: &[u8]) -> Result<serde_json::Value, InputError> {
         }
     }
     Ok(value)
+}
+
+/// Why a text is not JSON the server takes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// Not JSON at all (the parser's message, bounded).
+    #[error("{0}")]
+    Syntax(String),
+    /// An object names a key twice: which one counts depends on the parser (serde keeps the
+    /// last, others the first), so a reader and a writer could disagree on what was said.
+    #[error("the key `{0}` appears twice in one object")]
+    DuplicateKey(String),
+}
+
+/// Parses JSON text, refusing any object (at any depth) that names a key twice; the error
+/// names the key by its path (`detail.reason`). The one rule for JSON from clients: the chat
+/// pipeline's strict parsing and the admin API's request bodies both use it.
+pub fn parse_json(text: &[u8]) -> Result<serde_json::Value, JsonError> {
+    use serde::de::DeserializeSeed;
+    let mut duplicate = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(text);
+    let parsed = UniqueKeys {
+        path: String::new(),
+        duplicate: &mut duplicate,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|value| deserializer.end().map(|()| value));
+    match (parsed, duplicate) {
+        (_, Some(key)) => Err(JsonError::DuplicateKey(bounded(&key))),
+        (Ok(value), None) => Ok(value),
+        (Err(err), None) => Err(JsonError::Syntax(bounded(&err.to_string()))),
+    }
+}
+
+/// A JSON value whose objects name each key once; `path` is where it sits, and the first key
+/// found twice is left in `duplicate`.
+struct UniqueKeys<'a> {
+    path: String,
+    duplicate: &'a mut Option<String>,
+}
+
+impl UniqueKeys<'_> {
+    fn at(&mut self, step: &str) -> UniqueKeys<'_> {
+        let path = if self.path.is_empty() {
+            step.to_owned()
+        } else {
+            format!("{}.{step}", self.path)
+        };
+        UniqueKeys {
+            path,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for UniqueKeys<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        mut self,
+        mut seq: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.at(&items.len().to_string()))? {
+            items.push(item);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        mut self,
+        mut map: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                let path = self.at(&key).path;
+                *self.duplicate = Some(path);
+                return Err(serde::de::Error::custom("a key appears twice"));
+            }
+            let value = map.next_value_seed(self.at(&key))?;
+            object.insert(key, value);
+        }
+        Ok(object.into())
+    }
 }
 
 fn malformed(err: serde_json::Error) -> InputError {
@@ -130,13 +256,28 @@ pub fn check_client_msg_id(id: &str) -> Result<(), InputError> {
     }
 }
 
-/// An identifier a client names (an agent, a team, a topic): text rules, at most
-/// [`NAME_MAX`] bytes.
+/// An identifier a client names (an agent, a team, a topic): at most [`NAME_MAX`] bytes of
+/// [`check_name_characters`].
 pub fn check_name(field: &'static str, name: &str) -> Result<(), InputError> {
     if name.len() > NAME_MAX {
         return Err(InputError::TooLong {
             field,
             max: NAME_MAX,
+        });
+    }
+    check_name_characters(field, name)
+}
+
+/// The characters every stored name may hold (usernames' own rule is narrower): those of
+/// [`check_text`], without newline or tab either, since a name is one line. Staff display
+/// names, teams, kiosk names and the names a client gives follow it, so that no name displays
+/// differently from what it holds.
+pub fn check_name_characters(field: &'static str, name: &str) -> Result<(), InputError> {
+    if let Some(c) = name.chars().find(|c| matches!(c, '\n' | '\t')) {
+        return Err(InputError::Character {
+            field,
+            what: "a control character",
+            code: u32::from(c),
         });
     }
     check_text(field, name)
@@ -264,12 +405,59 @@ mod tests {
         for (text, ok) in rows {
             assert_eq!(check_text("body", text).is_ok(), *ok, "{text:?}");
         }
+        for (text, ok) in rows {
+            let one_line = !text.contains(['\n', '\t']);
+            assert_eq!(
+                check_name_characters("name", text).is_ok(),
+                *ok && one_line,
+                "{text:?}"
+            );
+        }
         let refusal = check_text("body", "a\u{202E}b").unwrap_err();
         assert_eq!(refusal.reason(), RejectReason::ContentRefused);
         assert_eq!(
             refusal.to_string(),
             "body holds a bidirectional control (U+202E), which is not accepted"
         );
+    }
+
+    #[test]
+    fn a_key_named_twice_is_refused_at_any_depth() {
+        let rows: &[(&str, Result<(), &str>)] = &[
+            (r#"{"body":"a","kind":"b"}"#, Ok(())),
+            (r#"{"body":"a","body":"b"}"#, Err("body")),
+            (r#"{"a":{"x":1,"y":{"x":2}}}"#, Ok(())),
+            (r#"{"a":{"x":1,"x":2}}"#, Err("a.x")),
+            (r#"{"a":[{"k":1},{"k":1,"k":2}]}"#, Err("a.1.k")),
+            (r#"[{"k":1},{"k":2}]"#, Ok(())),
+            (r#"{"a":1} x"#, Err("")),
+            (r#"{"a":1"#, Err("")),
+            (r#"1.5"#, Ok(())),
+        ];
+        for (text, expected) in rows {
+            let got = parse_json(text.as_bytes());
+            match (expected, &got) {
+                (Ok(()), Ok(value)) => {
+                    let plain: serde_json::Value = serde_json::from_str(text).unwrap();
+                    assert_eq!(value, &plain, "{text}");
+                }
+                (Err(""), Err(JsonError::Syntax(_))) => {}
+                (Err(key), Err(JsonError::DuplicateKey(found))) => {
+                    assert_eq!(found, key, "{text}")
+                }
+                _ => panic!("{text}: {got:?}"),
+            }
+        }
+        // The chat pipeline refuses it as `invalid`, naming the key.
+        let twice = br#"{"client_msg_id":"a","type":"message","body":"x","body":"y"}"#;
+        let refusal = Submission::from_json(twice).unwrap_err();
+        assert_eq!(refusal.reason(), RejectReason::Invalid);
+        assert!(refusal.to_string().contains("`body`"), "{refusal}");
+        assert!(
+            OpenSession::from_json(br#"{"client_msg_id":"o","channel":"kiosk","channel":"web"}"#)
+                .is_err()
+        );
+        assert!(StaffSubmission::from_json(br#"{"client_msg_id":"o","client_msg_id":"p","type":"availability","status":"available"}"#).is_err());
     }
 
     #[test]

@@ -339,3 +339,152 @@ async fn disabling_someone_ends_their_connection_and_their_tokens() -> anyhow::R
     stack.shutdown().await;
     Ok(())
 }
+
+/// Sends `body` as JSON and requires a 400 whose problem names `field`.
+async fn refused_naming(
+    stack: &TestStack,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Value,
+    field: &str,
+) -> anyhow::Result<()> {
+    let (status, problem) = call(stack, method, path, Some(token), Some(body.clone())).await?;
+    anyhow::ensure!(
+        status == 400 && problem["field"] == field,
+        "{method} {path} {body}: {status} {problem}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_stored_name_follows_one_rule_and_usernames_ignore_case() -> anyhow::Result<()> {
+    let (stack, ann) = stack_with_admin().await?;
+    create(&stack, &ann, "bob", "agent").await?;
+    let new = |username: &str, display_name: &str, team: &str| {
+        json!({"username": username, "display_name": display_name, "role": "agent",
+               "team": team, "password": staff::PASSWORD})
+    };
+    // Names that display as something they are not, or hide characters.
+    for (display_name, team, field) in [
+        ("Mallory\u{202E}nimdA", "licensing", "display_name"),
+        ("Eve\u{200B}", "licensing", "display_name"),
+        ("Eve\tAdmin", "licensing", "display_name"),
+        ("\u{3000}", "licensing", "display_name"),
+        ("Eve", "fees\u{2066}x\u{2069}", "team"),
+        ("Eve", "fees\u{FEFF}", "team"),
+        ("Eve", " ", "team"),
+    ] {
+        let body = new("eve", display_name, team);
+        refused_naming(&stack, "POST", "/v1/people", &ann, body, field).await?;
+    }
+    for (change, field) in [
+        (json!({"display_name": "Bob\u{202E}"}), "display_name"),
+        (json!({"team": "a\u{2028}b"}), "team"),
+    ] {
+        refused_naming(&stack, "PATCH", "/v1/people/bob", &ann, change, field).await?;
+    }
+    refused_naming(
+        &stack,
+        "POST",
+        "/v1/kiosks",
+        &ann,
+        json!({"name": "Hall\u{202E} B"}),
+        "name",
+    )
+    .await?;
+    refused_naming(
+        &stack,
+        "POST",
+        "/v1/retention/policies",
+        &ann,
+        json!({"name": "bidi", "scope": "team:fees\u{202E}", "keep_days": 5}),
+        "scope",
+    )
+    .await?;
+    // A scope that could cover no session is refused too, not stored to apply to nothing.
+    for scope in ["channel:phnoe", "channel:", "kiosk:hall-b"] {
+        let body = json!({"name": "typo", "scope": scope, "keep_days": 5});
+        refused_naming(
+            &stack,
+            "POST",
+            "/v1/retention/policies",
+            &ann,
+            body,
+            "scope",
+        )
+        .await?;
+    }
+    // Names in any script are fine.
+    let (status, body) = call(
+        &stack,
+        "POST",
+        "/v1/people",
+        Some(&ann),
+        Some(new("zoe", "Zoë Åström 李", "família")),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "{status} {body}");
+
+    // Usernames differing only by case are one account: over HTTP, from the command line, and
+    // for anyone writing the table.
+    for username in ["Bob", "BOB", "ZOE"] {
+        let (status, problem) = call(
+            &stack,
+            "POST",
+            "/v1/people",
+            Some(&ann),
+            Some(new(username, "Someone", "licensing")),
+        )
+        .await?;
+        anyhow::ensure!(status == 409, "{username}: {status} {problem}");
+    }
+    let added = staff::add(&stack, "ANN", StaffRole::Agent).await;
+    anyhow::ensure!(added.is_err(), "ANN was added beside ann");
+    let db = stack.store().connection();
+    let row = schemas::db::entities::agent::ActiveModel {
+        subject: sea_orm::Set("bOb".to_owned()),
+        display_name: sea_orm::Set("Bob".to_owned()),
+        role: sea_orm::Set(StaffRole::Agent),
+        active: sea_orm::Set(true),
+        created_at: sea_orm::Set(chrono::Utc::now()),
+        ..Default::default()
+    };
+    anyhow::ensure!(
+        sea_orm::ActiveModelTrait::insert(row, db).await.is_err(),
+        "the database took bOb beside bob"
+    );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_database_with_usernames_differing_by_case_is_not_upgraded_silently() -> anyhow::Result<()>
+{
+    use sea_orm::ConnectionTrait;
+    let database = testkit::TestDatabase::sqlite()?;
+    let config = store::DatabaseConfig {
+        url: database.url(),
+        ..store::DatabaseConfig::default()
+    };
+    // A database from before the rule: the index is not there, and two accounts clash.
+    let store = store::Store::open(&config).await?;
+    let db = store.connection();
+    for statement in [
+        "DROP INDEX idx_agents_subject_folded",
+        "DELETE FROM seaql_migrations WHERE version = 'm20261212_000012_staff_username_folded'",
+        "INSERT INTO agents (subject, display_name, role, active, created_at, capacity, \
+         tokens_not_before, available) VALUES ('ann', 'Ann', 'admin', 1, '2026-01-01 00:00:00', \
+         3, 0, 0), ('Ann', 'Ann 2', 'agent', 1, '2026-01-01 00:00:00', 3, 0, 0)",
+    ] {
+        db.execute_unprepared(statement).await?;
+    }
+    store.close().await;
+    let refused = store::Store::open(&config).await;
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    anyhow::ensure!(
+        message.contains("ann") && message.contains("regardless of case"),
+        "opened anyway, or without saying why: {message:?}"
+    );
+    Ok(())
+}

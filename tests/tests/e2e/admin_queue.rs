@@ -225,7 +225,9 @@ async fn waiting_sessions_go_to_the_least_loaded_available_agent_of_their_team()
             "session.opened",
             "session.joined",
             "session.status_changed",
-            "session.routed"
+            "session.routed",
+            // The transcript read just above is on the record too.
+            "session.transcript.read"
         ]
     );
     let (_, availability) = call(

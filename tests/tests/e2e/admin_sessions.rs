@@ -182,3 +182,160 @@ async fn conversations_are_listed_and_read_by_those_allowed() -> anyhow::Result<
     stack.shutdown().await;
     Ok(())
 }
+
+/// Submits each action as `who` on `session` and requires it accepted; the last one's seq.
+async fn all_accepted(
+    client: &mut testkit::mqtt::TestClientV5,
+    session: &str,
+    who: &str,
+    actions: &[Value],
+) -> anyhow::Result<i64> {
+    let mut seq = 0;
+    for action in actions {
+        let ack = submit(
+            client,
+            format!("cc/v1/sessions/{session}/submit/{who}"),
+            action.clone(),
+        )
+        .await?;
+        anyhow::ensure!(ack["status"] == "accepted", "{who} {action}: {ack}");
+        seq = ack["seq"].as_i64().unwrap_or(seq);
+    }
+    Ok(seq)
+}
+
+fn bodies(transcript: &Value) -> Vec<String> {
+    transcript["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] != "event")
+        .map(|e| e["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_who_left_reads_only_what_they_could_see_and_reads_are_audited()
+-> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let ann = staff::add_signed_in(&stack, "ann", StaffRole::Supervisor).await?;
+    let bob = staff::add_signed_in(&stack, "bob", StaffRole::Agent).await?;
+    let cal = staff::add_signed_in(&stack, "cal", StaffRole::Agent).await?;
+    let (mut kiosk, one) = chat::kiosk_with_session(&stack, "kiosk-a", "kiosk").await?;
+    let mut bob_mqtt = connected(&stack, "bob", bob.clone()).await?;
+    let mut cal_mqtt = connected(&stack, "cal", cal.clone()).await?;
+    let say = |id: &str, body: &str| json!({"client_msg_id": id, "type": "message", "body": body});
+    let note = |id: &str, body: &str| json!({"client_msg_id": id, "type": "note", "body": body});
+    let act = |id: &str, kind: &str| json!({"client_msg_id": id, "type": kind});
+    let lock = |id: &str, op: &str| json!({"client_msg_id": id, "type": "lock", "op": op});
+
+    all_accepted(&mut kiosk, &one, "kiosk-a", &[say("k1", "my licence")]).await?;
+    let bob_left = all_accepted(
+        &mut bob_mqtt,
+        &one,
+        "bob",
+        &[
+            act("j1", "join"),
+            note("n1", "bob's note"),
+            act("x1", "leave"),
+        ],
+    )
+    .await?;
+    // After Bob left: Cal's note and reply, the applicant's answer, a receipt beyond it.
+    all_accepted(
+        &mut cal_mqtt,
+        &one,
+        "cal",
+        &[
+            act("j", "join"),
+            note("n2", "written after bob left"),
+            lock("l", "acquire"),
+            say("c1", "cal answers"),
+        ],
+    )
+    .await?;
+    let last = all_accepted(&mut kiosk, &one, "kiosk-a", &[say("k2", "my new address")]).await?;
+    all_accepted(
+        &mut kiosk,
+        &one,
+        "kiosk-a",
+        &[json!({"client_msg_id": "r", "type": "receipt", "delivered_seq": last, "read_seq": last})],
+    )
+    .await?;
+
+    let path = format!("/v1/sessions/{one}/transcript");
+    let (status, seen) = get(&stack, &path, &bob).await?;
+    anyhow::ensure!(status == 200, "{seen}");
+    anyhow::ensure!(seen["visible_through_seq"] == bob_left, "{seen}");
+    anyhow::ensure!(
+        bodies(&seen) == ["my licence", "bob's note"],
+        "bob reads past his leaving: {:?}",
+        bodies(&seen)
+    );
+    let max_seq = seen["entries"]
+        .as_array()
+        .and_then(|e| e.iter().filter_map(|e| e["seq"].as_i64()).max());
+    anyhow::ensure!(max_seq == Some(bob_left), "{seen}");
+    anyhow::ensure!(
+        seen["receipts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|r| r["read_seq"].as_i64().is_some_and(|s| s <= bob_left)),
+        "receipts beyond the horizon: {seen}"
+    );
+    anyhow::ensure!(
+        seen["lock_history"].as_array().is_some_and(Vec::is_empty),
+        "Cal's lock was taken after Bob left: {seen}"
+    );
+    // Cal, still a participant, and the supervisor read it all.
+    for (who, token) in [("cal", &cal), ("ann", &ann)] {
+        let (status, whole) = get(&stack, &path, token).await?;
+        anyhow::ensure!(
+            status == 200 && whole.get("visible_through_seq").is_none(),
+            "{who}: {whole}"
+        );
+        anyhow::ensure!(bodies(&whole).len() == 5, "{who}: {:?}", bodies(&whole));
+    }
+    // Bob rejoins and leaves again: what happened between is his again, nothing after.
+    let again = all_accepted(
+        &mut bob_mqtt,
+        &one,
+        "bob",
+        &[act("j2", "join"), act("x2", "leave")],
+    )
+    .await?;
+    all_accepted(&mut kiosk, &one, "kiosk-a", &[say("k3", "after bob again")]).await?;
+    let (_, seen) = get(&stack, &path, &bob).await?;
+    anyhow::ensure!(seen["visible_through_seq"] == again, "{seen}");
+    anyhow::ensure!(
+        bodies(&seen).len() == 5 && !bodies(&seen).contains(&"after bob again".to_owned()),
+        "{:?}",
+        bodies(&seen)
+    );
+
+    // Every read is on the chain: who read which session, how far.
+    use schemas::db::entities::audit_event;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let reads = audit_event::Entity::find()
+        .filter(audit_event::Column::Action.eq("session.transcript.read"))
+        .order_by_asc(audit_event::Column::Id)
+        .all(stack.store().connection())
+        .await?;
+    let seen: Vec<(String, Option<String>, Value)> = reads
+        .into_iter()
+        .map(|e| {
+            let detail: Value = serde_json::from_str(&e.detail).unwrap_or_default();
+            (e.actor, e.session_id, detail["through_seq"].clone())
+        })
+        .collect();
+    let expected = vec![
+        ("bob".to_owned(), Some(one.clone()), json!(bob_left)),
+        ("cal".to_owned(), Some(one.clone()), Value::Null),
+        ("ann".to_owned(), Some(one.clone()), Value::Null),
+        ("bob".to_owned(), Some(one.clone()), json!(again)),
+    ];
+    anyhow::ensure!(seen == expected, "{seen:?}");
+    stack.shutdown().await;
+    Ok(())
+}

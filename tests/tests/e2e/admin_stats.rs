@@ -456,11 +456,12 @@ async fn a_scripted_day_gives_the_figures_worked_out_by_hand() -> anyhow::Result
             "ratings": {"1": 1, "2": 0, "3": 1, "4": 1, "5": 1},
             "response_rate": 0.6667, "meets_target": false})
     );
-    // Delivery bounds: 1 s, 2 s, 3 s, 75 s; mean 81 / 4 = 20.25 s; p50 the 2nd, p90 the 4th.
-    assert_eq!(
-        all["delivery_latency_upper_bound_ms"],
-        json!({"count": 4, "mean_ms": 20_250, "p50_ms": 2_000, "p90_ms": 75_000,
-            "p95_ms": 75_000, "p99_ms": 75_000, "max_ms": 75_000})
+    // No delivery latency: the latest receipt's time moves with reads, so a figure from it
+    // measured reading (113-142 s for messages shown within 100 ms); /metrics has the server's
+    // part of delivery instead.
+    assert!(
+        !all.to_string().contains("latency"),
+        "a delivery figure the record cannot support: {all}"
     );
 
     // Ann's chats: p0 M0-M20 (clipped to the range), s1 M11-M14 (inside it), s2 M71-M75,
@@ -558,6 +559,7 @@ async fn a_scripted_day_gives_the_figures_worked_out_by_hand() -> anyhow::Result
     let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
     assert_eq!(lines.len(), 7, "{csv}");
     assert!(lines[0].starts_with("scope,team,agent,sessions,"));
+    assert!(!lines[0].contains("latency"), "{}", lines[0]);
     assert!(lines[1].starts_with("overall,,,8,1,1,0,6,1,1,3,1,5,3,117000,"));
     let ann_row = lines
         .iter()
@@ -598,6 +600,48 @@ async fn a_scripted_day_gives_the_figures_worked_out_by_hand() -> anyhow::Result
         .await?;
     assert_eq!(none, "");
 
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_questions_get_problems_that_name_the_field() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let sue = staff::add_signed_in(&stack, "sue", StaffRole::Supervisor).await?;
+    let range = "since=2026-01-01T00:00:00Z&until=2026-01-02T00:00:00Z";
+    let long = "x".repeat(65);
+    // (query, the field its problem names)
+    let rows: Vec<(String, &str)> = vec![
+        (String::new(), "since"),
+        ("since=2026-01-01T00:00:00Z".to_owned(), "until"),
+        (
+            "since=yesterday&until=2026-01-02T00:00:00Z".to_owned(),
+            "since",
+        ),
+        ("since=2026-01-01T00:00:00Z&until=today".to_owned(), "until"),
+        (format!("{range}&team={long}"), "team"),
+        (format!("{range}&colour=red"), "colour"),
+        (format!("{range}&since=2026-01-01T00:00:00Z"), "since"),
+    ];
+    for (path, query) in [
+        ("/v1/stats", &rows[..]),
+        ("/v1/stats/export.csv", &rows[..]),
+    ] {
+        for (query, field) in query {
+            let response = get(&stack, &format!("{path}?{query}"), &sue).await?;
+            let status = response.status().as_u16();
+            let problem: Value = response.json().await?;
+            anyhow::ensure!(
+                status == 400 && problem["field"] == *field,
+                "{path}?{query}: {status} {problem}"
+            );
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            anyhow::ensure!(
+                detail.starts_with(&format!("{field}: ")) && !detail.contains("deserialize"),
+                "{path}?{query}: {detail}"
+            );
+        }
+    }
     stack.shutdown().await;
     Ok(())
 }

@@ -588,7 +588,7 @@ async fn client_user_properties_never_reach_other_participants_under_cc() -> any
     let mut options = TestClientV5::tcp_options(&stack, "kiosk-1", Role::Applicant);
     options.set_last_will(LastWill::new(
         "cc/v1/sessions/s1/presence/kiosk-1",
-        "offline",
+        r#"{"v":1,"status":"offline"}"#,
         QoS::AtLeastOnce,
         false,
         Some(LastWillProperties {
@@ -613,12 +613,12 @@ async fn client_user_properties_never_reach_other_participants_under_cc() -> any
             "cc/v1/sessions/s1/typing/kiosk-1",
             QoS::AtLeastOnce,
             false,
-            "typing",
+            r#"{"v":1,"typing":true}"#,
             props,
         )
         .await?;
     let typing = agent.next_publish().await?;
-    assert_eq!(typing.payload.as_ref(), b"typing");
+    assert_eq!(typing.payload.as_ref(), br#"{"v":1,"typing":true}"#);
     let props = typing.properties.unwrap_or_default();
     assert_eq!(
         props.user_properties,
@@ -634,7 +634,7 @@ async fn client_user_properties_never_reach_other_participants_under_cc() -> any
     // The will is a publish on the client's behalf: the same rule.
     kiosk.kill();
     let presence = agent.next_publish().await?;
-    assert_eq!(presence.payload.as_ref(), b"offline");
+    assert_eq!(presence.payload.as_ref(), br#"{"v":1,"status":"offline"}"#);
     assert_eq!(
         presence
             .properties

@@ -13,6 +13,7 @@ mod m20261201_000008_staff_availability;
 mod m20261201_000009_legal_hold;
 mod m20261201_000010_range_indexes;
 mod m20261208_000011_ended_tokens;
+mod m20261212_000012_staff_username_folded;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000009_legal_hold::Migration),
             Box::new(m20261201_000010_range_indexes::Migration),
             Box::new(m20261208_000011_ended_tokens::Migration),
+            Box::new(m20261212_000012_staff_username_folded::Migration),
         ]
     }
 }

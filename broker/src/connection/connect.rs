@@ -1,0 +1,408 @@
+//! The CONNECT rules: reading the first packet, authentication, the client id, the will, session
+//! expiry and takeover; then the connection is handed to its [`Session`].
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use rumqttc::v5::mqttbytes::v5::{
+    self, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
+    PublishProperties,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use super::router_link::expire_later;
+use super::{Control, Ending, Revocation, Session, Shared, Wire};
+use crate::acl;
+use crate::auth::{ConnectInfo, Refusal};
+use crate::codec::{CodecError, Version};
+use crate::denial::DenialKind;
+use crate::framing;
+use crate::inbound;
+use crate::session::Outbound;
+use crate::signal::{self, SignalKind};
+use crate::transport::Transport;
+
+/// What the client asked for in CONNECT that outlives the handshake.
+pub(super) struct ClientLimits {
+    pub(super) keep_alive: u16,
+    /// Unacknowledged QoS 1 deliveries the client accepts at once (MQTT 5 receive maximum).
+    pub(super) receive_maximum: usize,
+    /// Largest packet the client accepts; larger deliveries are discarded (MQTT 5 §3.1.2.11.4).
+    pub(super) max_packet_size: usize,
+}
+
+/// Serves one accepted transport until it closes. Never panics on input.
+pub(crate) async fn serve(
+    transport: Transport,
+    peer: SocketAddr,
+    listener: crate::Listener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    mut buf: BytesMut,
+) {
+    let config = &shared.config;
+    let mut transport = transport;
+    let first = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        first = timeout(config.connect_timeout, read_connect(&mut transport, &mut buf, config.max_packet_size)) => first,
+    };
+    let (version, connect, will, login) = match first {
+        Ok(Ok(Some(connect))) => connect,
+        Ok(Ok(None)) => return,
+        Ok(Err(ReadError::Codec(CodecError::UnsupportedVersion(level)))) => {
+            tracing::debug!(%peer, level, "unsupported protocol version");
+            let mut wire = Wire {
+                transport,
+                version: Version::V4,
+            };
+            wire.refuse(ConnectReturnCode::RefusedProtocolVersion).await;
+            return;
+        }
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "bad CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT within the connect timeout");
+            return;
+        }
+    };
+    let mut wire = Wire { transport, version };
+
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, limit = config.max_connections, "connection limit reached");
+        wire.refuse(ConnectReturnCode::QuotaExceeded).await;
+        return;
+    };
+
+    let key = shared.key();
+    let password = login
+        .as_ref()
+        .map(|login| login.password.as_bytes())
+        .filter(|p| !p.is_empty());
+    let assigned = connect.client_id.is_empty() && password.is_none() && connect.clean_start;
+    let offered_id = if assigned {
+        // MQTT 3.1.1 §3.1.3.1 / 5 §3.1.3.1: the server assigns an identifier to a clean-start
+        // client that sent none. (With a token, the identifier is the token's subject.)
+        format!("auto-{key}")
+    } else {
+        connect.client_id.clone()
+    };
+    let info = ConnectInfo {
+        client_id: &offered_id,
+        username: login
+            .as_ref()
+            .map(|login| login.username.as_str())
+            .filter(|u| !u.is_empty()),
+        password,
+    };
+    let identity = match shared.auth.authenticate(&info) {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            let code = match refusal {
+                Refusal::BadCredentials(_) => ConnectReturnCode::BadUserNamePassword,
+                Refusal::NotAuthorized(_) => ConnectReturnCode::NotAuthorized,
+            };
+            let reason = refusal.to_string();
+            shared
+                .hooks
+                .denied(DenialKind::Connect, peer, &offered_id, None, &reason);
+            wire.refuse(code).await;
+            return;
+        }
+    };
+    // The client id is the authenticated subject: an empty offered id takes the token's subject.
+    let client_id = identity.subject.clone();
+    if let Err(reason) = check_client_id(&client_id, config.max_client_id_len) {
+        tracing::debug!(%peer, reason, "client id rejected");
+        wire.refuse(ConnectReturnCode::ClientIdentifierNotValid)
+            .await;
+        return;
+    }
+    // A will topic that is not UTF-8 becomes "" here, which no check lets through.
+    let will_topic = will
+        .as_ref()
+        .map(|will| String::from_utf8(will.topic.to_vec()).unwrap_or_default());
+    let authorized = shared
+        .acl
+        .check_connect(&identity)
+        .and_then(|()| match &will_topic {
+            // A will is a publish made on the client's behalf later: it is checked now, so that a
+            // forbidden will is refused with the CONNECT instead of vanishing at disconnect.
+            Some(topic) if !inbound::is_publishable(topic) => {
+                Err(format!("will: invalid topic {topic:?}"))
+            }
+            Some(topic) => shared
+                .acl
+                .check_publish(&identity, topic)
+                .and_then(|()| {
+                    let retain = will.as_ref().is_some_and(|will| will.retain);
+                    acl::check_retain(&identity, topic, retain)
+                })
+                .map_err(|reason| format!("will: {reason}")),
+            None => Ok(()),
+        });
+    if let Err(reason) = authorized {
+        shared
+            .hooks
+            .denied(DenialKind::Connect, peer, &client_id, None, &reason);
+        wire.refuse(ConnectReturnCode::NotAuthorized).await;
+        return;
+    }
+    // A will on a typing or presence topic must be what those carry (usually `offline`); it is
+    // relayed in its canonical form.
+    let mut will = will;
+    if let (Some(topic), Some(will)) = (&will_topic, will.as_mut())
+        && let Some(kind) = SignalKind::of(topic)
+    {
+        match signal::canonical(kind, &will.message, config.signals.max_payload_bytes) {
+            Ok(canonical) => will.message = canonical,
+            Err(refusal) => {
+                tracing::debug!(%peer, refusal = refusal.as_str(), "will refused");
+                shared.hooks.signal_refused(&identity, refusal);
+                wire.refuse(ConnectReturnCode::PayloadFormatInvalid).await;
+                return;
+            }
+        }
+    }
+
+    // Session expiry: MQTT 5 says it in CONNECT; a 3.1.1 persistent session never expires by the
+    // protocol, so it gets the configured maximum.
+    let properties = connect.properties.clone().unwrap_or_default();
+    let requested_expiry = match version {
+        Version::V5 => properties.session_expiry_interval.unwrap_or(0),
+        Version::V4 if connect.clean_start => 0,
+        Version::V4 => u32::MAX,
+    };
+    let max_expiry = u32::try_from(config.max_session_expiry.as_secs()).unwrap_or(u32::MAX - 1);
+    let expiry = requested_expiry.min(max_expiry);
+    let limits = ClientLimits {
+        keep_alive: connect.keep_alive,
+        receive_maximum: properties
+            .receive_maximum
+            .map_or(usize::from(u16::MAX), usize::from)
+            .max(1),
+        max_packet_size: properties
+            .max_packet_size
+            .map_or(usize::MAX, |max| max as usize),
+    };
+
+    let kick = shutdown.child_token();
+    let (gone_tx, gone_rx) = oneshot::channel();
+    let (revoke_tx, mut revocations) = mpsc::unbounded_channel();
+    shared
+        .clients
+        .claim(&client_id, key, kick.clone(), revoke_tx.clone(), gone_rx)
+        .await;
+    // A revocation between authenticating and registering found no connection to end.
+    if shared.staff_revocations.refuses_identity(&identity) {
+        let _ = revoke_tx.send(Revocation::Credentials);
+    }
+
+    // Only now, after any previous connection with this id has stored its session.
+    let resumed = if connect.clean_start {
+        if let Some(old) = shared.sessions.discard(&client_id) {
+            shared.release(old);
+        }
+        None
+    } else {
+        shared.sessions.resume(&client_id)
+    };
+    let session_present = resumed.is_some();
+
+    let mut session = Session {
+        shared: &shared,
+        version,
+        key,
+        client_id,
+        identity,
+        peer,
+        listener,
+        will: will.map(|will| Outbound {
+            topic: will.topic,
+            payload: will.message,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties.map(will_properties),
+        }),
+        state: resumed.unwrap_or_default(),
+        expiry,
+        limits,
+        inbox: None,
+        router_id: None,
+        persistent_link: false,
+        deliveries: None,
+        waiting: VecDeque::new(),
+        held: VecDeque::new(),
+        forwarder: None,
+        _permit: permit,
+    };
+    let mut ack_properties = ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: u32::try_from(config.max_packet_size).ok(),
+        assigned_client_identifier: None,
+        // 0: clients must not use topic aliases (rumqttd keys them by filter, see the notes).
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: Some(0),
+        shared_subscription_available: Some(0),
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    };
+    if expiry != requested_expiry {
+        ack_properties.session_expiry_interval = Some(expiry);
+    }
+    if assigned || connect.client_id.is_empty() {
+        ack_properties.assigned_client_identifier = Some(session.client_id.clone());
+    }
+    let ending = session
+        .run(
+            &mut wire,
+            &mut buf,
+            session_present,
+            ack_properties,
+            Control {
+                kick: &kick,
+                shutdown: &shutdown,
+                revocations: &mut revocations,
+            },
+        )
+        .await;
+    // An MQTT 5 client is told why the server closes its connection.
+    let told = match &ending {
+        Ending::Abrupt {
+            code: Some(code),
+            reason,
+        } => Some((*code, *reason)),
+        Ending::Shutdown => Some((DisconnectReasonCode::ServerShuttingDown, "server shutdown")),
+        Ending::Abrupt { code: None, .. } | Ending::Clean { .. } => None,
+    };
+    if let Some((reason_code, reason)) = told {
+        let disconnect = Disconnect {
+            reason_code,
+            // Always with properties: rumqttc cannot read a DISCONNECT that has a reason code
+            // but no property length, although MQTT 5 allows it.
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(reason.to_owned()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        };
+        let _ = wire.send(&Packet::Disconnect(disconnect)).await;
+    }
+    if let Some(generation) = session.finish(ending).await {
+        expire_later(
+            Arc::downgrade(&shared),
+            session.client_id.clone(),
+            generation,
+            session.expiry,
+        );
+    }
+    // The router has been told to drop the link and the session is stored: a waiting takeover
+    // may now attach and resume it.
+    drop(gone_tx);
+    wire.transport.close().await;
+}
+
+fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data,
+        user_properties: p.user_properties,
+        content_type: p.content_type,
+        ..PublishProperties::default()
+    }
+}
+
+fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> {
+    if client_id.is_empty() {
+        return Err("empty client id with clean session off");
+    }
+    if client_id.len() > max_len {
+        return Err("client id too long");
+    }
+    if client_id.starts_with(crate::feed::INTERNAL_PREFIX) {
+        return Err("client id in the gateway's reserved namespace");
+    }
+    // rumqttd's router refuses these characters; refusing them here answers with a CONNACK.
+    if client_id
+        .chars()
+        .any(|c| matches!(c, '+' | '#' | '/' | '$') || c.is_control())
+    {
+        return Err("client id contains a reserved character");
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+type ConnectPacket = (
+    Version,
+    v5::Connect,
+    Option<v5::LastWill>,
+    Option<v5::Login>,
+);
+
+/// Reads the CONNECT, choosing the codec by its protocol level; `Ok(None)` if the peer left.
+async fn read_connect(
+    transport: &mut Transport,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<ConnectPacket>, ReadError> {
+    loop {
+        if let Some((version, packet)) = framing::decode_connect(buf, max)? {
+            return match packet {
+                Packet::Connect(connect, will, login) => Ok(Some((version, connect, will, login))),
+                _ => Err(CodecError::NotConnect.into()),
+            };
+        }
+        if transport.read_more(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids() {
+        let rows: &[(&str, bool)] = &[
+            ("kiosk-17", true),
+            ("agent.alice@example", true),
+            ("", false),
+            ("a/b", false),
+            ("a+b", false),
+            ("a#", false),
+            ("$sys", false),
+            ("tab\there", false),
+            ("courtchat.memberships", false),
+        ];
+        for (id, ok) in rows {
+            assert_eq!(check_client_id(id, 128).is_ok(), *ok, "{id:?}");
+        }
+        assert!(check_client_id(&"x".repeat(129), 128).is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! Deliveries to one client: the queue behind its receive maximum, QoS, subscription options,
+//! the per-message access check and its maximum packet size.
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::{QoS, matches};
+use tokio::sync::mpsc;
+
+use super::{Ending, Session, Wire};
+use crate::session::{Forwarded, Outbound, Provenance};
+
+impl Session<'_> {
+    /// Delivers up to `FAIR_SHARE` queued deliveries without waiting, so that a client that
+    /// sends without pause still gets what is queued for it (the `select!` in `relay` prefers
+    /// reading, and the queue is bounded).
+    pub(super) async fn drain_some(
+        &mut self,
+        wire: &mut Wire,
+        forwarded: &mut mpsc::Receiver<Forwarded>,
+    ) -> Option<Ending> {
+        for _ in 0..FAIR_SHARE {
+            match forwarded.try_recv() {
+                Ok(message) => {
+                    if let Some(ending) = self.forwarded(wire, Some(message)).await {
+                        return Some(ending);
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return None,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return self.forwarded(wire, None).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// One delivery from the fan-out or the router link (`None`: the queue closed).
+    pub(super) async fn forwarded(
+        &mut self,
+        wire: &mut Wire,
+        message: Option<Forwarded>,
+    ) -> Option<Ending> {
+        match message {
+            Some(Forwarded::Publish {
+                topic,
+                payload,
+                properties,
+            }) => {
+                if self
+                    .deliver(wire, topic, payload, properties)
+                    .await
+                    .is_err()
+                {
+                    return Some(Ending::abrupt("write failed"));
+                }
+                if self.state.pending.len() > self.shared.config.max_pending_per_client {
+                    tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+                    return Some(Ending::told(
+                        "too many undelivered messages",
+                        DisconnectReasonCode::QuotaExceeded,
+                    ));
+                }
+                None
+            }
+            Some(Forwarded::Disconnected) | None => Some(Ending::told(
+                "router closed the link",
+                DisconnectReasonCode::UnspecifiedError,
+            )),
+        }
+    }
+
+    /// Routes one message from the router to this client, as its subscriptions say.
+    pub(super) async fn deliver(
+        &mut self,
+        wire: &mut Wire,
+        topic: Bytes,
+        payload: Bytes,
+        properties: Option<Box<PublishProperties>>,
+    ) -> std::io::Result<()> {
+        let Ok(topic_name) = std::str::from_utf8(&topic) else {
+            return Ok(());
+        };
+        // Access may have been revoked while this message was queued: every delivery is
+        // checked, not only the subscription.
+        if self
+            .shared
+            .acl
+            .check_subscribe(&self.identity, topic_name)
+            .is_err()
+        {
+            return Ok(());
+        }
+        let mut properties = properties.map(|p| *p);
+        let provenance = Provenance::take(&mut properties).unwrap_or(Provenance {
+            qos: QoS::AtMostOnce,
+            retain: false,
+            publisher: String::new(),
+        });
+        // The router delivers a copy per matching filter; the options of every matching
+        // subscription decide together (MQTT 5 §3.3.4): the highest granted QoS, no-local if
+        // the client published it, retain-as-published if any subscription asks for it.
+        let mut granted: Option<QoS> = None;
+        let mut retain_as_published = false;
+        for (filter, options) in &self.state.subscriptions {
+            if !matches(topic_name, filter)
+                || (options.no_local && provenance.publisher == self.client_id)
+            {
+                continue;
+            }
+            granted = Some(granted.map_or(options.qos, |qos| max_qos(qos, options.qos)));
+            retain_as_published |= options.retain_as_published;
+        }
+        let Some(granted) = granted else {
+            return Ok(());
+        };
+        let message = Outbound {
+            topic,
+            payload,
+            qos: min_qos(provenance.qos, granted),
+            retain: retain_as_published && provenance.retain,
+            properties,
+        };
+        self.queue(wire, message).await
+    }
+
+    /// Sends `message` now, or queues it behind the client's receive maximum.
+    pub(super) async fn queue(
+        &mut self,
+        wire: &mut Wire,
+        message: Outbound,
+    ) -> std::io::Result<()> {
+        if message.qos == QoS::AtMostOnce {
+            return self.write_publish(wire, &message, 0, false).await;
+        }
+        if self.state.inflight.len() >= self.limits.receive_maximum {
+            self.state.pending.push_back(message);
+            return Ok(());
+        }
+        let pkid = self.state.next_pkid();
+        self.state.inflight.push_back((pkid, message.clone()));
+        self.write_publish(wire, &message, pkid, false).await
+    }
+
+    /// Sends queued deliveries while the client's receive maximum has room.
+    pub(super) async fn release_pending(&mut self, wire: &mut Wire) -> std::io::Result<()> {
+        while self.state.inflight.len() < self.limits.receive_maximum {
+            let Some(message) = self.state.pending.pop_front() else {
+                break;
+            };
+            self.queue(wire, message).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn write_publish(
+        &mut self,
+        wire: &mut Wire,
+        message: &Outbound,
+        pkid: u16,
+        dup: bool,
+    ) -> std::io::Result<()> {
+        let publish = Publish {
+            dup,
+            qos: message.qos,
+            retain: message.retain,
+            topic: message.topic.clone(),
+            pkid,
+            payload: message.payload.clone(),
+            properties: message.properties.clone(),
+        };
+        let packet = Packet::Publish(publish);
+        if packet.size() > self.limits.max_packet_size {
+            // MQTT 5 §3.1.2.11.4: a message the client cannot accept is discarded, as if sent.
+            tracing::debug!(client_id = %self.client_id, "delivery larger than the client's maximum packet size dropped");
+            if message.qos != QoS::AtMostOnce {
+                self.state.inflight.retain(|(id, _)| *id != pkid);
+            }
+            return Ok(());
+        }
+        wire.send(&packet).await
+    }
+}
+
+/// Deliveries handled between two reads from the client, at most (see `Session::drain_some`).
+/// Not configuration: it only interleaves a connection's reading and writing fairly; how much
+/// may wait for a client is `mqtt.max_pending_per_client`.
+pub(super) const FAIR_SHARE: usize = 64;
+
+pub(super) fn min_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) <= (b as u8) { a } else { b }
+}
+
+pub(super) fn max_qos(a: QoS, b: QoS) -> QoS {
+    if (a as u8) >= (b as u8) { a } else { b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn qos_order() {
+        assert_eq!(
+            min_qos(QoS::ExactlyOnce, QoS::AtLeastOnce),
+            QoS::AtLeastOnce
+        );
+        assert_eq!(min_qos(QoS::AtMostOnce, QoS::AtLeastOnce), QoS::AtMostOnce);
+        assert_eq!(max_qos(QoS::AtMostOnce, QoS::AtLeastOnce), QoS::AtLeastOnce);
+    }
+}

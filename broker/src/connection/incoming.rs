@@ -1,0 +1,216 @@
+//! What a connected client sends: its publishes (authorized, retained only where allowed,
+//! typing and presence checked, then routed and acknowledged), its acknowledgements of our
+//! deliveries, unsubscribes, pings and DISCONNECT. Subscribes are `subscribe`'s.
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{
+    self, DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubRec, PubRecReason,
+    Publish, UnsubAck, UnsubAckReason,
+};
+
+use super::{Ending, Session, Wire};
+use crate::acl::{self, DeniedPublish};
+use crate::auth::Role;
+use crate::denial::DenialKind;
+use crate::inbound::{self, Inbound};
+use crate::session::Outbound;
+use crate::signal::SignalRefusal;
+
+/// Why a client's publish is refused, as MQTT 5 acknowledges it.
+#[derive(Clone, Copy, Debug)]
+enum Nack {
+    /// 0x87: the authorizer denied it.
+    NotAuthorized,
+    /// 0x99: typing or presence that is not what its topic carries, or too large.
+    PayloadFormatInvalid,
+    /// 0x97: more typing or presence than the sender's rate allows.
+    QuotaExceeded,
+}
+
+impl Nack {
+    fn puback(self) -> PubAckReason {
+        match self {
+            Nack::NotAuthorized => PubAckReason::NotAuthorized,
+            Nack::PayloadFormatInvalid => PubAckReason::PayloadFormatInvalid,
+            Nack::QuotaExceeded => PubAckReason::QuotaExceeded,
+        }
+    }
+
+    fn pubrec(self) -> PubRecReason {
+        match self {
+            Nack::NotAuthorized => PubRecReason::NotAuthorized,
+            Nack::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+            Nack::QuotaExceeded => PubRecReason::QuotaExceeded,
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Handles one packet from the client; `Some` ends the connection.
+    pub(super) async fn incoming(&mut self, wire: &mut Wire, packet: Inbound) -> Option<Ending> {
+        let reply = match packet {
+            Inbound::Publish { publish, topic } => match self.publish(publish, topic).await {
+                Ok(reply) => reply,
+                Err(ending) => return Some(ending),
+            },
+            Inbound::PubAck(acked) => {
+                self.state.inflight.retain(|(pkid, _)| *pkid != acked);
+                if self.release_pending(wire).await.is_err() {
+                    return Some(Ending::abrupt("write failed"));
+                }
+                None
+            }
+            Inbound::PubRel(pkid) => {
+                self.state.qos2_incoming.remove(&pkid);
+                Some(Packet::PubComp(PubComp {
+                    pkid,
+                    reason: v5::PubCompReason::Success,
+                    properties: None,
+                }))
+            }
+            Inbound::Ignored => None,
+            Inbound::Subscribe(subscribe) => {
+                return self.subscribe(wire, subscribe).await.err();
+            }
+            Inbound::Unsubscribe(unsubscribe) => {
+                let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+                for filter in unsubscribe.filters {
+                    if self.state.subscriptions.remove(&filter).is_some() {
+                        if let Err(ending) = self.filter_removed(&filter).await {
+                            return Some(ending);
+                        }
+                        reasons.push(UnsubAckReason::Success);
+                    } else {
+                        reasons.push(UnsubAckReason::NoSubscriptionExisted);
+                    }
+                }
+                Some(Packet::UnsubAck(UnsubAck {
+                    pkid: unsubscribe.pkid,
+                    reasons,
+                    properties: None,
+                }))
+            }
+            Inbound::PingReq => Some(Packet::PingResp(v5::PingResp)),
+            Inbound::Disconnect {
+                with_will,
+                session_expiry,
+            } => {
+                // MQTT 5 §3.14.2.2.2: a session that was to end with the connection cannot be
+                // made persistent at DISCONNECT; otherwise the new interval applies.
+                if let Some(interval) = session_expiry
+                    && self.expiry > 0
+                {
+                    let max = u32::try_from(self.shared.config.max_session_expiry.as_secs())
+                        .unwrap_or(u32::MAX - 1);
+                    self.expiry = interval.min(max);
+                }
+                return Some(Ending::Clean { with_will });
+            }
+            Inbound::Close { reason, code } => {
+                tracing::debug!(client_id = %self.client_id, reason, "protocol violation");
+                return Some(Ending::told(reason, code));
+            }
+        };
+        match reply {
+            Some(reply) if wire.send(&reply).await.is_err() => Some(Ending::abrupt("write failed")),
+            _ => None,
+        }
+    }
+
+    /// A PUBLISH from the client (its topic name already checked): authorized, routed,
+    /// acknowledged.
+    async fn publish(&mut self, publish: Publish, topic: String) -> Result<Option<Packet>, Ending> {
+        let (pkid, qos) = (publish.pkid, publish.qos);
+        // The reserved `$` namespace is refused like any unauthorized topic: MQTT 5 says so in
+        // its acknowledgement and keeps the connection.
+        let decision = if inbound::is_reserved(&topic) {
+            Err("topics beginning with `$` are reserved".to_owned())
+        } else {
+            self.shared
+                .acl
+                .check_publish(&self.identity, &topic)
+                .and_then(|()| acl::check_retain(&self.identity, &topic, publish.retain))
+        };
+        // The negative acknowledgement to answer with (MQTT 5 only), if any.
+        let refused = match decision {
+            // A QoS 2 publish sent again before its release was taken the first time.
+            Ok(()) if qos == QoS::ExactlyOnce && self.state.qos2_incoming.contains(&pkid) => None,
+            Ok(()) => {
+                let signal = self.shared.signals.check(
+                    &self.identity.subject,
+                    &topic,
+                    &publish.payload,
+                    std::time::Instant::now(),
+                );
+                match signal {
+                    Ok(signal) => {
+                        if qos == QoS::ExactlyOnce {
+                            self.state.qos2_incoming.insert(pkid);
+                        }
+                        self.shared.hooks.message(&self.identity, &topic);
+                        if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
+                            crate::feed::apply(&self.shared.memberships, &publish.payload);
+                        }
+                        let message = Outbound {
+                            topic: publish.topic,
+                            // Typing and presence go on in their canonical form.
+                            payload: signal.unwrap_or(publish.payload),
+                            qos,
+                            retain: publish.retain,
+                            properties: publish.properties,
+                        };
+                        self.shared.remember_presence(&topic, &message);
+                        self.route(message).await?;
+                        None
+                    }
+                    // Refused and not delivered; 3.1.1 has no way to say so, and a client
+                    // sending too fast or malformed typing is not worth a disconnect.
+                    Err(refusal) => {
+                        self.shared.hooks.signal_refused(&self.identity, refusal);
+                        let nack = match refusal {
+                            SignalRefusal::TooLarge | SignalRefusal::Invalid => {
+                                Nack::PayloadFormatInvalid
+                            }
+                            SignalRefusal::RateLimited => Nack::QuotaExceeded,
+                        };
+                        self.is_v5().then_some(nack)
+                    }
+                }
+            }
+            Err(reason) => {
+                self.shared.hooks.denied(
+                    DenialKind::Publish,
+                    self.peer,
+                    &self.identity.subject,
+                    Some(&topic),
+                    &reason,
+                );
+                match self.shared.config.acl.denied_publish {
+                    // MQTT 5 says no in its acknowledgement.
+                    _ if qos != QoS::AtMostOnce && self.is_v5() => Some(Nack::NotAuthorized),
+                    // MQTT 3.1.1 has no negative acknowledgement: the configured policy decides.
+                    DeniedPublish::Disconnect if !self.is_v5() => {
+                        return Err(Ending::told(
+                            "publish denied",
+                            DisconnectReasonCode::NotAuthorized,
+                        ));
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Ok(match qos {
+            QoS::AtMostOnce => None,
+            QoS::AtLeastOnce => Some(Packet::PubAck(PubAck {
+                pkid,
+                reason: refused.map_or(PubAckReason::Success, Nack::puback),
+                properties: None,
+            })),
+            QoS::ExactlyOnce => Some(Packet::PubRec(PubRec {
+                pkid,
+                reason: refused.map_or(PubRecReason::Success, Nack::pubrec),
+                properties: None,
+            })),
+        })
+    }
+}

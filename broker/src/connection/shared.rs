@@ -1,0 +1,142 @@
+//! State shared by every connection of one broker: the configuration, the router feeder, the
+//! plugin chains, the registries of live and stored sessions, and the retained messages.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use schemas::topics::Topic;
+use tokio::sync::Semaphore;
+
+use super::ClientRegistry;
+use crate::BrokerError;
+use crate::acl::AclChain;
+use crate::auth::AuthChain;
+use crate::config::BrokerConfig;
+use crate::fanout::{Fanout, Inbox};
+use crate::hooks::HookSet;
+use crate::memberships::Memberships;
+use crate::router::{LinkKey, RouterFeeder};
+use crate::session::{Forwarded, RetainedStore, SessionState, SessionStore};
+use crate::signal::Signals;
+use crate::staff::StaffRevocations;
+
+/// State shared by every connection of one broker.
+pub(crate) struct Shared {
+    pub config: BrokerConfig,
+    pub router: RouterFeeder,
+    pub slots: Arc<Semaphore>,
+    pub clients: ClientRegistry,
+    pub auth: AuthChain,
+    pub acl: AclChain,
+    /// Session memberships, kept current from the pipeline's announcements (`feed`).
+    pub memberships: Memberships,
+    /// Revoked credentials, which the JWT authenticator also checks (`staff`).
+    pub staff_revocations: StaffRevocations,
+    pub fanout: Fanout,
+    pub(super) link_ids: LinkIds,
+    pub hooks: HookSet,
+    /// Each sender's allowance for typing and presence, and their checks (`signal`).
+    pub signals: Signals,
+    pub(super) sessions: SessionStore,
+    pub(super) retained: RetainedStore,
+    next_key: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        router: RouterFeeder,
+        auth: AuthChain,
+        acl: AclChain,
+        memberships: Memberships,
+        staff_revocations: StaffRevocations,
+        hooks: Vec<Arc<dyn crate::hooks::Hook>>,
+    ) -> Result<Self, BrokerError> {
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        let signals = Signals::new(&config.signals)
+            .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
+        let hooks = HookSet::new(hooks, &config.denials);
+        Ok(Self {
+            config,
+            router,
+            slots,
+            clients: ClientRegistry::default(),
+            auth,
+            acl,
+            memberships,
+            staff_revocations,
+            fanout: Fanout::default(),
+            link_ids: LinkIds::default(),
+            hooks,
+            signals,
+            sessions: SessionStore::default(),
+            retained: RetainedStore::default(),
+            next_key: AtomicU64::new(1),
+        })
+    }
+
+    pub(super) fn key(&self) -> LinkKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets go of a stored session that will not resume: its fan-out registrations.
+    pub(super) fn release(&self, state: SessionState) {
+        if let Some(parked) = state.parked {
+            self.fanout
+                .remove_all(parked.key, state.subscriptions.keys());
+        }
+    }
+
+    /// Delivers copies of a publish that found patient queues (the pipeline's) full, in order,
+    /// as room appears, once their publisher cannot hold anything for them any more (it
+    /// disconnected, or it is the gateway itself); the bound (`mqtt.pipeline_queue_wait_secs`)
+    /// only guards against a pipeline that never reads again.
+    pub(super) fn deliver_when_room(&self, waiting: impl IntoIterator<Item = (Inbox, Forwarded)>) {
+        let waiting: Vec<_> = waiting.into_iter().collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let patience = Duration::from_secs(self.config.pipeline_queue_wait_secs);
+        tokio::spawn(async move {
+            for (inbox, message) in waiting {
+                let room = inbox.deliveries.send(message);
+                if tokio::time::timeout(patience, room).await.is_err() {
+                    tracing::warn!("a publish for the pipeline was dropped: its queue stayed full");
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Drops what the gateway keeps for a session that is over: its retained messages.
+    pub(crate) fn forget_session(&self, session: &str) {
+        let prefix = Topic::Session {
+            session,
+            kind: schemas::topics::SessionTopic::Messages,
+            subject: None,
+        }
+        .to_string();
+        // `cc/v1/sessions/{id}/messages` -> `cc/v1/sessions/{id}/`
+        let prefix = prefix.trim_end_matches("messages");
+        self.retained.remove_under(prefix);
+    }
+}
+
+/// Ids for rumqttd links of sessions that end with their connection, reused after detaching.
+#[derive(Default)]
+pub(super) struct LinkIds {
+    free: Mutex<Vec<u64>>,
+    next: AtomicU64,
+}
+
+impl LinkIds {
+    pub(super) fn take(&self) -> u64 {
+        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        reused.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub(super) fn give_back(&self, id: u64) {
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+}

@@ -1,0 +1,137 @@
+//! SUBSCRIBE: each filter checked and granted, retained messages sent, and subscriptions
+//! revoked when a membership ends.
+
+use rumqttc::v5::mqttbytes::v5::{self, Packet, RetainForwardRule, SubAck, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::{QoS, valid_filter};
+
+use super::delivery::min_qos;
+use super::{Ending, Session, Wire};
+use crate::denial::DenialKind;
+use crate::session::{Outbound, SubOptions};
+
+impl Session<'_> {
+    /// A SUBSCRIBE: each filter checked and granted at most QoS 1, the SUBACK, then the retained
+    /// messages the retain handling option asks for.
+    pub(super) async fn subscribe(
+        &mut self,
+        wire: &mut Wire,
+        subscribe: v5::Subscribe,
+    ) -> Result<(), Ending> {
+        let with_identifier = subscribe
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.id.is_some());
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for filter in subscribe.filters {
+            let path = filter.path;
+            let code = if with_identifier {
+                // CONNACK said subscription identifiers are not available.
+                SubscribeReasonCode::SubscriptionIdNotSupported
+            } else if path.starts_with("$share/") {
+                SubscribeReasonCode::SharedSubscriptionsNotSupported
+            } else if !valid_filter(&path) || path.starts_with('$') {
+                // `$` filters are refused: rumqttd disconnects links that subscribe to them.
+                SubscribeReasonCode::TopicFilterInvalid
+            } else if let Err(reason) = self.shared.acl.check_subscribe(&self.identity, &path) {
+                self.shared.hooks.denied(
+                    DenialKind::Subscribe,
+                    self.peer,
+                    &self.identity.subject,
+                    Some(&path),
+                    &reason,
+                );
+                SubscribeReasonCode::NotAuthorized
+            } else {
+                let granted = min_qos(filter.qos, QoS::AtLeastOnce);
+                let options = SubOptions {
+                    qos: granted,
+                    no_local: filter.nolocal,
+                    retain_as_published: filter.preserve_retain,
+                };
+                let existed = self
+                    .state
+                    .subscriptions
+                    .insert(path.clone(), options)
+                    .is_some();
+                let send_retained = match filter.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => true,
+                    RetainForwardRule::OnNewSubscribe => !existed,
+                    RetainForwardRule::Never => false,
+                };
+                if send_retained {
+                    retained.extend(self.shared.retained.matching(&path).into_iter().map(
+                        |mut message| {
+                            // A retained message sent because of a subscription carries the retain
+                            // flag, at no more than the subscription's QoS (MQTT 5 §3.3.1.3).
+                            message.retain = true;
+                            message.qos = min_qos(message.qos, granted);
+                            message
+                        },
+                    ));
+                }
+                if !existed {
+                    self.filter_added(&path).await?;
+                }
+                SubscribeReasonCode::Success(granted)
+            };
+            codes.push(code);
+        }
+        let ack = SubAck {
+            pkid: subscribe.pkid,
+            return_codes: codes,
+            properties: None,
+        };
+        if wire.send(&Packet::SubAck(ack)).await.is_err() {
+            return Err(Ending::abrupt("write failed"));
+        }
+        for message in retained {
+            if !self.may_read(&message.topic) {
+                continue;
+            }
+            if self.queue(wire, message).await.is_err() {
+                return Err(Ending::abrupt("write failed"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn may_read(&self, topic: &[u8]) -> bool {
+        std::str::from_utf8(topic).is_ok_and(|topic| {
+            self.shared
+                .acl
+                .check_subscribe(&self.identity, topic)
+                .is_ok()
+        })
+    }
+
+    /// Removes, in the router, every filter this client may no longer hold after losing access to
+    /// `session`. Deliveries already queued are caught by the per-message check in `deliver`.
+    pub(super) async fn drop_revoked_filters(&mut self, session: &str) -> Result<(), Ending> {
+        let revoked: Vec<String> = self
+            .state
+            .subscriptions
+            .keys()
+            .filter(|filter| {
+                self.shared
+                    .acl
+                    .check_subscribe(&self.identity, filter)
+                    .is_err()
+            })
+            .cloned()
+            .collect();
+        for filter in revoked {
+            tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");
+            self.state.subscriptions.remove(&filter);
+            self.filter_removed(&filter).await?;
+        }
+        // Deliveries waiting for the client are checked again too.
+        let (identity, acl) = (&self.identity, &self.shared.acl);
+        let readable = |message: &Outbound| {
+            std::str::from_utf8(&message.topic)
+                .is_ok_and(|topic| acl.check_subscribe(identity, topic).is_ok())
+        };
+        self.state.pending.retain(readable);
+        Ok(())
+    }
+}
