@@ -3,7 +3,7 @@
 //! [`Pipeline`] takes what participants submit, decides whether it is allowed, persists it in
 //! batched transactions, gives it its place in the session's single order, appends it to the
 //! tamper-evident audit trail ([`AuditTrail`]), and only then publishes it; with reply locks
-//! ([`ReplyLock`]), per-sender rate limits ([`RateLimiter`]), receipts and paged history resync.
+//! ([`ReplyLock`]), per-sender limits (on the `limits` crate), receipts and paged history resync.
 //! [`AuditRecorder`] records the gateway's denials on the same trail. ARCHITECTURE.md walks the
 //! path of a message.
 
@@ -22,7 +22,6 @@ pub use audit::{
 pub use link::BrokerLink;
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
 pub use pipeline::{BridgeConfig, CommandError, Commands, Pipeline, PipelineError, Reply};
-pub use rate::{RateLimit, RateLimiter, TokenBucket};
 pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;
 pub use retention::{

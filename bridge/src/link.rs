@@ -16,6 +16,11 @@
 //!
 //! rumqttc's event loop reconnects when polled after an error, resending our own unacknowledged
 //! publishes (entries and answers of committed batches) once the session resumes.
+//!
+//! Besides submissions, the link follows every session's presence (`cc/v1/sessions/+/presence/+`,
+//! at QoS 0: nothing to acknowledge), subscribed again on every connection so that the gateway
+//! sends each subject's latest presence again; the pipeline uses the applicants' to tell
+//! abandoned sessions ([`Heard`]).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -92,6 +97,44 @@ impl Incoming {
     }
 }
 
+/// A presence a subject published in a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Heard {
+    pub session_id: String,
+    pub subject: String,
+    pub status: schemas::wire::PresenceStatus,
+}
+
+impl Heard {
+    /// The presence a publish carries, if it is a well-formed one on a presence topic.
+    fn of(topic: &str, payload: &[u8]) -> Option<Self> {
+        let schemas::topics::Topic::Session {
+            session,
+            kind: schemas::topics::SessionTopic::Presence,
+            subject: Some(subject),
+        } = schemas::topics::Topic::parse(topic)?
+        else {
+            return None;
+        };
+        let presence: schemas::wire::Presence = serde_json::from_slice(payload).ok()?;
+        Some(Self {
+            session_id: session.to_owned(),
+            subject: subject.to_owned(),
+            status: presence.status,
+        })
+    }
+}
+
+fn is_presence(topic: &str) -> bool {
+    matches!(
+        schemas::topics::Topic::parse(topic),
+        Some(schemas::topics::Topic::Session {
+            kind: schemas::topics::SessionTopic::Presence,
+            ..
+        })
+    )
+}
+
 /// What became of a delivery with a given packet id, to recognise the gateway's redeliveries.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Seen {
@@ -108,6 +151,7 @@ const UNLIMITED_PACKET: usize = 268_435_455;
 pub(crate) struct Link {
     client: AsyncClient,
     intake: Option<mpsc::UnboundedReceiver<Incoming>>,
+    presence: Option<mpsc::UnboundedReceiver<Heard>>,
     seen: Arc<Mutex<HashMap<u16, Seen>>>,
     max_packet: Arc<AtomicUsize>,
     driver: tokio::task::JoinHandle<()>,
@@ -142,6 +186,9 @@ impl Link {
         // pipeline publishes through the same event loop (a bounded queue here deadlocks once
         // both directions fill up). The receive maximum bounds what can pile up.
         let (tx, intake) = mpsc::unbounded_channel();
+        // Unbounded for the same reason; the gateway limits how often each subject publishes
+        // presence, and the worker takes each as it comes.
+        let (heard, presence) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(HashMap::new()));
         let max_packet = Arc::new(AtomicUsize::new(UNLIMITED_PACKET));
         let driver = tokio::spawn(
@@ -149,6 +196,7 @@ impl Link {
                 eventloop,
                 client: client.clone(),
                 tx,
+                heard,
                 seen: seen.clone(),
                 max_packet: max_packet.clone(),
                 ready,
@@ -160,6 +208,7 @@ impl Link {
         Self {
             client,
             intake: Some(intake),
+            presence: Some(presence),
             seen,
             max_packet,
             driver,
@@ -170,6 +219,13 @@ impl Link {
     /// link itself is then shared by those who publish and acknowledge). It ends with the link.
     pub fn intake(&mut self) -> mpsc::UnboundedReceiver<Incoming> {
         self.intake
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1)
+    }
+
+    /// The presence subjects publish, for the one who decides (taken once).
+    pub fn presence(&mut self) -> mpsc::UnboundedReceiver<Heard> {
+        self.presence
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1)
     }
@@ -255,6 +311,7 @@ struct Driver {
     eventloop: EventLoop,
     client: AsyncClient,
     tx: mpsc::UnboundedSender<Incoming>,
+    heard: mpsc::UnboundedSender<Heard>,
     seen: Arc<Mutex<HashMap<u16, Seen>>>,
     max_packet: Arc<AtomicUsize>,
     ready: watch::Sender<bool>,
@@ -275,36 +332,62 @@ impl Driver {
                         .and_then(|p| p.max_packet_size)
                         .map_or(UNLIMITED_PACKET, |size| size as usize);
                     self.max_packet.store(limit, Ordering::Relaxed);
+                    // Presence is subscribed on every connection, even a resumed session:
+                    // subscribing makes the gateway send every subject's latest presence again.
+                    let presence = Filter::new(
+                        format!("{}/sessions/+/presence/+", schemas::topics::PREFIX),
+                        QoS::AtMostOnce,
+                    );
                     if connack.session_present {
                         // The gateway kept our subscriptions: submissions flow already.
                         tracing::info!("chat pipeline connected (session resumed)");
                         self.ready.send_replace(true);
+                        self.eventloop
+                            .pending
+                            .push_front(Request::Subscribe(Subscribe::new(presence, None)));
                     } else {
-                        // A new session: what we had been given is gone with the old one.
+                        // A new session: what we had been given is gone with the old one. One
+                        // SUBSCRIBE, so that when it is acknowledged (ready) presence is heard
+                        // too.
                         lock(&self.seen).clear();
+                        let submissions = [
+                            format!("{}/open/+", schemas::topics::PREFIX),
+                            format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
+                            format!("{}/staff/+/submit", schemas::topics::PREFIX),
+                        ]
+                        .map(|path| Filter::new(path, QoS::AtLeastOnce));
                         self.eventloop
                             .pending
                             .push_front(Request::Subscribe(Subscribe::new_many(
-                                [
-                                    format!("{}/open/+", schemas::topics::PREFIX),
-                                    format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
-                                    format!("{}/staff/+/submit", schemas::topics::PREFIX),
-                                ]
-                                .map(|path| Filter::new(path, QoS::AtLeastOnce)),
+                                submissions.into_iter().chain([presence]),
                                 None,
                             )));
                     }
                 }
                 // Every subscription is in place: from now on nothing submitted is missed.
+                // (A resumed session is ready at its CONNACK; the SUBACK is presence's.)
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    tracing::info!("chat pipeline connected");
-                    self.ready.send_replace(true);
+                    if !*self.ready.borrow() {
+                        tracing::info!("chat pipeline connected");
+                        self.ready.send_replace(true);
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                    if is_presence(&topic) {
+                        // Nothing to decide (subscribed at QoS 0: nothing to acknowledge
+                        // either, unless a gateway delivered it otherwise).
+                        if let Some(heard) = Heard::of(&topic, &publish.payload) {
+                            let _ = self.heard.send(heard);
+                        }
+                        if publish.qos != QoS::AtMostOnce {
+                            let _ = self.client.try_ack(&publish);
+                        }
+                        continue;
+                    }
                     if !self.admit(&publish) {
                         continue;
                     }
-                    let topic = String::from_utf8_lossy(&publish.topic).into_owned();
                     let arrived = received_at(&publish);
                     let incoming = Incoming {
                         topic,

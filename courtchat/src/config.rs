@@ -145,6 +145,46 @@ impl Config {
                 "the rate must be positive and the burst at least 1",
             ));
         }
+        for (key, per_second, burst) in [
+            (
+                "bridge.receipt_rate_per_second",
+                self.bridge.receipt_rate_per_second,
+                self.bridge.receipt_rate_burst,
+            ),
+            (
+                "bridge.resync_rate_per_second",
+                self.bridge.resync_rate_per_second,
+                self.bridge.resync_rate_burst,
+            ),
+        ] {
+            if !(per_second > 0.0 && per_second <= 1e9 && burst >= 1.0) {
+                return Err(invalid(
+                    key,
+                    "the rate must be positive and the burst at least 1",
+                ));
+            }
+        }
+        if self.bridge.resync_bytes_per_second == 0 {
+            return Err(invalid(
+                "bridge.resync_bytes_per_second",
+                "must be at least 1",
+            ));
+        }
+        // A budget smaller than a page would refuse every full page for good.
+        if self.bridge.resync_bytes_burst < self.bridge.resync_page_bytes as u64
+            || self.bridge.resync_bytes_burst > u64::from(u32::MAX)
+        {
+            return Err(invalid(
+                "bridge.resync_bytes_burst",
+                "must be between bridge.resync_page_bytes and 4294967295",
+            ));
+        }
+        if self.bridge.max_open_sessions_per_applicant == 0 {
+            return Err(invalid(
+                "bridge.max_open_sessions_per_applicant",
+                "must be at least 1",
+            ));
+        }
         if self.bridge.lock_lease_secs == 0 {
             return Err(invalid("bridge.lock_lease_secs", "must be at least 1"));
         }
@@ -472,6 +512,26 @@ mod tests {
                 "COURTCHAT_MQTT__TLS__CERT_FILE",
                 "/etc/cc/cert.pem",
                 "mqtt.tls.key_file",
+            ),
+            (
+                "COURTCHAT_BRIDGE__RESYNC_RATE_PER_SECOND",
+                "0",
+                "bridge.resync_rate_per_second",
+            ),
+            (
+                "COURTCHAT_BRIDGE__RECEIPT_RATE_BURST",
+                "0.5",
+                "bridge.receipt_rate_per_second",
+            ),
+            (
+                "COURTCHAT_BRIDGE__RESYNC_BYTES_BURST",
+                "1024",
+                "bridge.resync_bytes_burst",
+            ),
+            (
+                "COURTCHAT_BRIDGE__MAX_OPEN_SESSIONS_PER_APPLICANT",
+                "0",
+                "bridge.max_open_sessions_per_applicant",
             ),
         ];
         for (key, value, named) in rows {

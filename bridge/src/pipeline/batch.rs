@@ -7,140 +7,24 @@ use std::time::Instant;
 
 use chrono::{SubsecRound, Utc};
 use schemas::db::entities::submission_ack;
-use schemas::topics::{SessionTopic, Topic};
-use schemas::wire::{
-    self, Ack, Action, OpenSession, Outcome, RejectReason, StaffAction, StaffSubmission, Submission,
-};
+use schemas::topics::Topic;
+use schemas::wire::{self, Action, OpenSession, RejectReason, StaffAction};
 use sea_orm::{Set, TransactionTrait};
 
+use super::answers::{accepted, answer, reject, rejection, resubmitted};
 use super::decide::lifecycle::{self, OpenedBefore};
 use super::decide::{self, Context, Effects, Verdict, routing};
+use super::disclosure::reason_id;
 use super::dispatch;
-use super::input::{
-    check_action, check_body, client_msg_id_of, new_session_id, primary_content, request_digest,
-};
+use super::input::{given_reason, new_session_id, primary_content, request_digest};
 use super::load::{Answered, Key, answered, opened_before, overseers, staff_roles};
 use super::outbox::Outbox;
+use super::parsed::{Parsed, limit, parse};
 use super::resync::{self, PageLimits, PageRequest};
 use super::worker::Worker;
 use super::{PipelineError, writer};
-use crate::audit::{AuditEntry, AuditTrail};
+use crate::audit::AuditTrail;
 use crate::link::Incoming;
-
-/// A submission after parsing and checking, before deciding.
-enum Parsed {
-    Open {
-        applicant: String,
-        request: OpenSession,
-    },
-    Submit {
-        session_id: String,
-        sender: String,
-        submission: Submission,
-    },
-    /// A member of staff's submission about themselves (availability).
-    Staff {
-        subject: String,
-        submission: StaffSubmission,
-    },
-    /// Refused before deciding (not valid, or a value the record does not take).
-    Refused {
-        sender: String,
-        session_id: Option<String>,
-        cmid: String,
-        reason: RejectReason,
-        message: String,
-    },
-    /// Not a topic the pipeline answers (its subscriptions rule this out).
-    Ignored,
-}
-
-fn parse(incoming: &Incoming, max_body_bytes: usize) -> Parsed {
-    let refused =
-        |sender: &str, session_id: Option<&str>, cmid: String, (reason, message)| Parsed::Refused {
-            sender: sender.to_owned(),
-            session_id: session_id.map(str::to_owned),
-            cmid,
-            reason,
-            message,
-        };
-    let unsupported = || {
-        (
-            RejectReason::UnsupportedVersion,
-            "this server speaks version 1".to_owned(),
-        )
-    };
-    match Topic::parse(&incoming.topic) {
-        Some(Topic::Open { subject }) => match OpenSession::from_json(&incoming.payload) {
-            Err(err) => refused(
-                subject,
-                None,
-                client_msg_id_of(&incoming.payload),
-                (err.reason(), err.to_string()),
-            ),
-            Ok(request) if request.v != wire::VERSION => {
-                refused(subject, None, request.client_msg_id, unsupported())
-            }
-            Ok(request) => {
-                let first = request.first_message.as_deref();
-                match first.map(|body| check_body("first_message", body, max_body_bytes)) {
-                    Some(Err(refusal)) => refused(subject, None, request.client_msg_id, refusal),
-                    _ => Parsed::Open {
-                        applicant: subject.to_owned(),
-                        request: decide::origin::as_issued(
-                            request,
-                            incoming.property(wire::CHANNEL_PROPERTY),
-                            incoming.property(wire::TEAM_PROPERTY),
-                        ),
-                    },
-                }
-            }
-        },
-        Some(Topic::Session {
-            session,
-            kind: SessionTopic::Submit,
-            subject: Some(sender),
-        }) => match Submission::from_json(&incoming.payload) {
-            Err(err) => refused(
-                sender,
-                Some(session),
-                client_msg_id_of(&incoming.payload),
-                (err.reason(), err.to_string()),
-            ),
-            Ok(submission) if submission.v != wire::VERSION => refused(
-                sender,
-                Some(session),
-                submission.client_msg_id,
-                unsupported(),
-            ),
-            Ok(submission) => match check_action(&submission.action, max_body_bytes) {
-                Err(refusal) => refused(sender, Some(session), submission.client_msg_id, refusal),
-                Ok(()) => Parsed::Submit {
-                    session_id: session.to_owned(),
-                    sender: sender.to_owned(),
-                    submission,
-                },
-            },
-        },
-        Some(Topic::StaffSubmit { subject }) => match StaffSubmission::from_json(&incoming.payload)
-        {
-            Err(err) => refused(
-                subject,
-                None,
-                client_msg_id_of(&incoming.payload),
-                (err.reason(), err.to_string()),
-            ),
-            Ok(submission) if submission.v != wire::VERSION => {
-                refused(subject, None, submission.client_msg_id, unsupported())
-            }
-            Ok(submission) => Parsed::Staff {
-                subject: subject.to_owned(),
-                submission,
-            },
-        },
-        _ => Parsed::Ignored,
-    }
-}
 
 impl Worker {
     /// Decides every submission of `batch` and stores the accepted ones in one transaction.
@@ -173,28 +57,42 @@ impl Worker {
     pub(super) async fn decide(&mut self, batch: &[Incoming]) -> Result<Decided, PipelineError> {
         let txn = self.store.connection();
         let now = Utc::now().trunc_subsecs(6);
+        let instant = Instant::now();
         let parsed: Vec<Parsed> = batch
             .iter()
             .map(|incoming| parse(incoming, self.config.max_body_bytes))
+            .map(|parsed| limit(&self.limits, parsed, instant))
             .collect();
+        if !self.attendance.is_loaded() {
+            self.attendance.load(txn, now).await?;
+        }
+        // Whatever an applicant submits says they are there.
+        for p in &parsed {
+            if let Some((sender, Some(session_id), _)) = p.names() {
+                self.attendance.heard(session_id, sender, None, now);
+            }
+        }
 
         // What deciding needs, loaded for the whole batch.
-        let wanted = parsed
-            .iter()
-            .filter_map(|p| match p {
-                Parsed::Submit {
-                    session_id,
-                    sender,
-                    submission,
-                } => Some((
-                    session_id.clone(),
-                    sender.clone(),
-                    submission.client_msg_id.clone(),
-                )),
-                _ => None,
-            })
-            .collect();
-        let wanted: std::collections::HashSet<Key> = wanted;
+        let mut wanted = std::collections::HashSet::<Key>::new();
+        for p in &parsed {
+            if let Parsed::Submit {
+                session_id,
+                sender,
+                submission,
+            } = p
+            {
+                let cmid = &submission.client_msg_id;
+                wanted.insert((session_id.clone(), sender.clone(), cmid.clone()));
+                // The note that holds the reason of an earlier escalate or close, to compare.
+                if matches!(
+                    submission.action,
+                    Action::Escalate { .. } | Action::Close { .. }
+                ) {
+                    wanted.insert((session_id.clone(), sender.clone(), reason_id(cmid)));
+                }
+            }
+        }
         let mut answered = answered(txn, wanted.clone()).await?;
         for key in &wanted {
             if let Some(pending) = self.pending.answers.get(key) {
@@ -252,17 +150,25 @@ impl Worker {
                         opens.insert(key, before);
                     }
                 }
-                Parsed::Staff { .. } | Parsed::Refused { .. } | Parsed::Ignored => {}
+                Parsed::Staff { .. }
+                | Parsed::Refused { .. }
+                | Parsed::Limited { .. }
+                | Parsed::Ignored => {}
             }
         }
-        let staff = staff_roles(txn, named_staff).await?;
+        let (staff, teams) = staff_roles(txn, named_staff).await?;
         let overseers = overseers(txn, acting_from_outside).await?;
-        // Staff added since the roster was last read say they are available: read it again.
+        // Staff added since the roster was last read say they are available, join or are
+        // handed a session: read it again, so that their seat counts what they take (and a
+        // later change of their role or team finds their sessions).
         let unseated = parsed
             .iter()
-            .any(|p| matches!(p, Parsed::Staff { subject, .. } if roster.seat(subject).is_none()));
+            .any(|p| matches!(p, Parsed::Staff { subject, .. } if roster.seat(subject).is_none()))
+            || staff
+                .iter()
+                .any(|(subject, role)| role.is_some() && roster.seat(subject).is_none());
         if unseated {
-            roster.refresh(dispatch::stored_seats(txn).await?);
+            roster.seat_newcomers(dispatch::stored_seats(txn).await?);
         }
 
         let mut fx = Effects::default();
@@ -270,11 +176,13 @@ impl Worker {
         let mut new_opens = HashMap::new();
         let mut ctx = Context {
             now,
-            instant: Instant::now(),
+            instant,
             config: &self.config,
-            limiter: &mut self.limiter,
+            limits: &self.limits,
             staff: &staff,
+            teams: &teams,
             overseers: &overseers,
+            attendance: &self.attendance,
         };
         for (index, p) in parsed.into_iter().enumerate() {
             let index = Some(index);
@@ -312,6 +220,16 @@ impl Worker {
                     reason,
                     &message,
                 ),
+                Parsed::Limited {
+                    sender,
+                    session_id,
+                    cmid,
+                    message,
+                } => {
+                    let reason = RejectReason::RateLimited;
+                    let ack = rejection(&cmid, session_id.as_deref(), reason, &message);
+                    fx.outbox.answer(index, &sender, &ack);
+                }
                 Parsed::Open { applicant, request } => {
                     let cmid = request.client_msg_id.clone();
                     let key = (applicant.clone(), cmid.clone());
@@ -358,10 +276,20 @@ impl Worker {
                 } => {
                     let cmid = submission.client_msg_id.clone();
                     let key = (session_id.clone(), sender.clone(), cmid.clone());
+                    let reason_key = (session_id.clone(), sender.clone(), reason_id(&cmid));
                     if let Some(original) = answered.get(&key).cloned() {
-                        resubmitted(&mut fx, index, &key, &submission.action, original);
+                        let reason = answered.get(&reason_key);
+                        resubmitted(&mut fx, index, &key, &submission.action, original, reason);
                         continue;
                     }
+                    // Kept, should it be accepted, to compare a resubmission with.
+                    let reason_note =
+                        given_reason(&submission.action).map(|body| Answered::Entry {
+                            seq: 0,
+                            content: Some(wire::StreamContent::Note {
+                                body: body.to_owned(),
+                            }),
+                        });
                     let content = primary_content(&submission.action, &sender);
                     // Only a kept acknowledgement needs the request's digest (entries are
                     // compared by content): no hash per message on the hot path.
@@ -381,6 +309,10 @@ impl Worker {
                             let answer = Answered::Entry { seq: *seq, content };
                             new_answers.insert(key.clone(), answer.clone());
                             answered.insert(key, answer);
+                            if let Some(note) = reason_note {
+                                new_answers.insert(reason_key.clone(), note.clone());
+                                answered.insert(reason_key, note);
+                            }
                         }
                         Verdict::Accepted { seq: None } => {
                             // Entries answer resubmissions through the messages table; the
@@ -403,6 +335,7 @@ impl Worker {
                             from_seq,
                             to_seq,
                             staff,
+                            max_bytes,
                         } => {
                             // Answered once this batch's own entries are written.
                             let last_seq = self
@@ -417,6 +350,7 @@ impl Worker {
                                 from_seq: *from_seq,
                                 to_seq: *to_seq,
                                 last_seq,
+                                max_bytes: *max_bytes,
                             });
                             fx.outbox.answer(index, &sender, &serde_json::Value::Null);
                             continue;
@@ -433,6 +367,7 @@ impl Worker {
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
+        self.attendance.follow(&fx);
 
         fx.seal(&self.views);
         let touched = batch
@@ -487,6 +422,7 @@ pub(crate) struct ResyncJob {
     from_seq: u64,
     to_seq: u64,
     last_seq: u64,
+    max_bytes: usize,
 }
 
 /// A batch decided and not yet stored.
@@ -528,6 +464,11 @@ pub(crate) async fn store(
         now,
         ..
     } = decided;
+    // Nothing to write or read (a batch of refusals: a flood over its limits): no transaction,
+    // so that refusing stays cheap.
+    if resyncs.is_empty() && fx.writes_nothing() {
+        return Ok((fx.outbox, fx.closed));
+    }
     let txn = store.connection().begin().await?;
     let mut trail = audit.assuming_batch(&txn).await?;
     let stored = async {
@@ -540,6 +481,7 @@ pub(crate) async fn store(
                 from_seq: job.from_seq,
                 to_seq: job.to_seq,
                 last_seq: job.last_seq,
+                max_bytes: job.max_bytes,
             };
             let page = resync::page(&txn, &request, limits).await?;
             fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
@@ -552,155 +494,6 @@ pub(crate) async fn store(
     drop(trail);
     stored?;
     Ok((fx.outbox, fx.closed))
-}
-
-fn accepted(cmid: &str, session_id: Option<&str>, seq: Option<u64>) -> Ack {
-    Ack {
-        v: wire::VERSION,
-        client_msg_id: cmid.to_owned(),
-        session_id: session_id.map(str::to_owned),
-        outcome: Outcome::Accepted { seq },
-    }
-}
-
-/// Answers a decided submission: its acknowledgement, or its refusal (audited).
-fn answer(
-    fx: &mut Effects,
-    index: Option<usize>,
-    sender: &str,
-    session_id: Option<&str>,
-    cmid: &str,
-    verdict: Verdict,
-) {
-    match verdict {
-        Verdict::Accepted { seq } => {
-            fx.outbox
-                .answer(index, sender, &accepted(cmid, session_id, seq));
-        }
-        Verdict::Refused(reason, message) => {
-            reject(fx, index, sender, session_id, cmid, reason, &message);
-        }
-        // Answered by the caller, with a page.
-        Verdict::Resync { .. } => {}
-    }
-}
-
-/// Refuses a submission: recorded in the audit trail, answered on the sender's ack topic.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn reject(
-    fx: &mut Effects,
-    index: Option<usize>,
-    sender: &str,
-    session_id: Option<&str>,
-    cmid: &str,
-    reason: RejectReason,
-    message: &str,
-) {
-    fx.audit.push(AuditEntry {
-        actor: sender.to_owned(),
-        action: "submission.rejected".to_owned(),
-        session_id: session_id.map(str::to_owned),
-        detail: serde_json::json!({ "client_msg_id": cmid, "reason": reason, "message": message }),
-    });
-    let ack = Ack {
-        v: wire::VERSION,
-        client_msg_id: cmid.to_owned(),
-        session_id: session_id.map(str::to_owned),
-        outcome: Outcome::Rejected {
-            reason,
-            message: message.to_owned(),
-        },
-    };
-    fx.outbox.answer(index, sender, &ack);
-}
-
-/// A submission with an id already answered: the original answer if it is the same
-/// submission, `duplicate_id` if the id was reused for another.
-fn resubmitted(
-    fx: &mut Effects,
-    index: Option<usize>,
-    (session_id, sender, cmid): &Key,
-    action: &Action,
-    original: Answered,
-) {
-    let same = match &original {
-        Answered::Entry { content, .. } => {
-            primary_content(action, sender).as_ref() == content.as_ref()
-        }
-        Answered::Ack { digest, .. } => digest
-            .as_ref()
-            .is_none_or(|digest| *digest == request_digest(action)),
-    };
-    if !same {
-        let message = "this client_msg_id was already used for a different submission";
-        reject(
-            fx,
-            index,
-            sender,
-            Some(session_id),
-            cmid,
-            RejectReason::DuplicateId,
-            message,
-        );
-        return;
-    }
-    match original {
-        Answered::Entry { seq, .. } => {
-            fx.outbox
-                .answer(index, sender, &accepted(cmid, Some(session_id), Some(seq)));
-        }
-        Answered::Ack { ack, .. } => {
-            let ack: serde_json::Value = serde_json::from_slice(&ack).unwrap_or_default();
-            fx.outbox.answer(index, sender, &ack);
-        }
-    }
-}
-
-/// The answer to a submission that could not be stored: `unavailable`, not audited (the
-/// database that failed holds the trail), so that the sender knows to resubmit.
-pub(crate) fn unavailable(incoming: &Incoming, index: usize) -> Outbox {
-    let message = "it could not be stored now; nothing was stored; resubmit it";
-    undecided(incoming, index, RejectReason::Unavailable, message)
-}
-
-/// The answer to a submission that could not be stored because the database is unreachable:
-/// `unavailable`, saying so, not audited (the trail is in that database).
-pub(crate) fn unreachable(incoming: &Incoming, index: usize) -> Outbox {
-    let message = "the database is unreachable; nothing was stored; resubmit it";
-    undecided(incoming, index, RejectReason::Unavailable, message)
-}
-
-/// The answer to a submission that waited too long to be worth deciding: `busy`, with when to
-/// come back. Not audited: nothing was decided, and shedding load must stay cheap.
-pub(crate) fn busy(incoming: &Incoming, index: usize, retry_ms: u64) -> Outbox {
-    let message = format!("the server is busy; nothing was stored; retry in {retry_ms} ms");
-    undecided(incoming, index, RejectReason::Busy, &message)
-}
-
-/// A refusal of a submission that was not decided.
-fn undecided(incoming: &Incoming, index: usize, reason: RejectReason, message: &str) -> Outbox {
-    let mut outbox = Outbox::default();
-    let cmid = client_msg_id_of(&incoming.payload);
-    let (sender, session_id) = match Topic::parse(&incoming.topic) {
-        Some(Topic::Open { subject } | Topic::StaffSubmit { subject }) => (subject, None),
-        Some(Topic::Session {
-            session,
-            kind: SessionTopic::Submit,
-            subject: Some(subject),
-        }) => (subject, Some(session)),
-        _ => return outbox,
-    };
-    let ack = Ack {
-        v: wire::VERSION,
-        client_msg_id: cmid,
-        session_id: session_id.map(str::to_owned),
-        outcome: Outcome::Rejected {
-            reason,
-            message: message.to_owned(),
-        },
-    };
-    outbox.answer(Some(index), sender, &ack);
-    outbox
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use schemas::wire::{Ack, Outcome};
+
 use super::*;
 use crate::audit::AuditTrail;
 use crate::pipeline::BridgeConfig;

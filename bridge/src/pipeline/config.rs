@@ -11,10 +11,34 @@ pub struct BridgeConfig {
     pub in_process: bool,
     /// Longest message body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Submissions per second each sender may make, sustained.
+    /// Actions per second each sender may make, sustained: every submission but receipts and
+    /// resyncs (messages, notes, opens, lock operations, joins, transfers, closing, the survey,
+    /// availability, and submissions refused as invalid).
     pub rate_per_second: f64,
-    /// Submissions a sender may make in a burst.
+    /// Actions a sender may make in a burst.
     pub rate_burst: f64,
+    /// Receipts per second each sender may send, sustained.
+    pub receipt_rate_per_second: f64,
+    /// Receipts a sender may send in a burst.
+    pub receipt_rate_burst: f64,
+    /// Resync requests per second each sender may make, sustained.
+    pub resync_rate_per_second: f64,
+    /// Resync requests a sender may make in a burst (a desk resyncs every session it follows
+    /// when it loads).
+    pub resync_rate_burst: f64,
+    /// Bytes of entries resyncs may send back to each sender per second, sustained. A resync is
+    /// charged, when it is decided, the most its page may hold (the smaller of
+    /// `resync_page_bytes` and what the entries asked for can take up).
+    pub resync_bytes_per_second: u64,
+    /// Bytes of entries resyncs may send back to a sender at once; at least `resync_page_bytes`.
+    pub resync_bytes_burst: u64,
+    /// Most sessions one applicant may have open (not closed) at once; more are refused.
+    pub max_open_sessions_per_applicant: usize,
+    /// Seconds after which an open session whose applicant has gone is closed by the server
+    /// (reason `abandoned`): gone means its presence said `offline`, or nothing was heard of
+    /// the applicant (no submission, no `online` or `away` presence) since the pipeline
+    /// started. 0 turns this off.
+    pub abandon_after_secs: u64,
     /// Most submissions decided and committed together.
     pub batch_max: usize,
     /// `exclusive`: only the reply-lock holder's replies are accepted; `advisory`: any joined
@@ -51,6 +75,14 @@ impl Default for BridgeConfig {
             max_body_bytes: 4096,
             rate_per_second: 5.0,
             rate_burst: 20.0,
+            receipt_rate_per_second: 10.0,
+            receipt_rate_burst: 40.0,
+            resync_rate_per_second: 10.0,
+            resync_rate_burst: 40.0,
+            resync_bytes_per_second: 256 * 1024,
+            resync_bytes_burst: 2 * 1024 * 1024,
+            max_open_sessions_per_applicant: 1,
+            abandon_after_secs: 600,
             batch_max: 256,
             lock_mode: LockMode::Exclusive,
             lock_lease_secs: 60,

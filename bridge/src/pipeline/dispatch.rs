@@ -61,7 +61,11 @@ pub(super) async fn load(db: &impl ConnectionTrait) -> Result<Roster, PipelineEr
             .all(db)
             .await?;
         for member in members {
-            roster.joined(&member.session_id, &member.subject);
+            if roster.seat(&member.subject).is_some() {
+                roster.joined(&member.session_id, &member.subject);
+            } else {
+                roster.seatless(&member.session_id, &member.subject);
+            }
         }
     }
     Ok(roster)

@@ -5,6 +5,8 @@
 use schemas::db::entities::message;
 use schemas::wire::{self, Action, RejectReason, SessionEvent, StreamContent};
 
+use super::disclosure::split_reason;
+
 /// A refusal: the reason and a message for people.
 pub(crate) type Refusal = (RejectReason, String);
 
@@ -80,16 +82,47 @@ pub(crate) fn primary_content(action: &Action, sender: &str) -> Option<StreamCon
             to_agent: to_agent.clone(),
             to_team: to_team.clone(),
         }),
-        Action::Escalate { reason } => event(SessionEvent::Escalated {
-            reason: reason.clone(),
-        }),
-        Action::Close { reason } => event(SessionEvent::Closed {
-            reason: reason.clone(),
+        // The reason is a note of its own (see `given_reason`).
+        Action::Escalate { .. } => event(SessionEvent::Escalated { reason: None }),
+        Action::Close { .. } => event(SessionEvent::Closed {
+            reason: None,
             survey_offered: true,
         }),
         Action::Receipt { .. } | Action::Lock { .. } | Action::Resync { .. } => None,
         Action::Survey { .. } => None,
     }
+}
+
+/// The reason an action gives for staff (escalating, closing), stored as a note of its own;
+/// a blank one is none.
+pub(crate) fn given_reason(action: &Action) -> Option<&str> {
+    match action {
+        Action::Escalate { reason } | Action::Close { reason } => {
+            reason.as_deref().filter(|reason| !reason.trim().is_empty())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `action` is the submission that left `stored` under its id (and, for escalating and
+/// closing, `stored_reason`, the note under the id's `#reason`): a true resubmission. An event
+/// stored before reasons became notes holds its reason itself.
+pub(crate) fn same_entry(
+    action: &Action,
+    sender: &str,
+    stored: Option<&StreamContent>,
+    stored_reason: Option<&StreamContent>,
+) -> bool {
+    let (stored, old_reason) = match stored.cloned().map(split_reason) {
+        Some((content, reason)) => (Some(content), reason),
+        None => (None, None),
+    };
+    let noted = match stored_reason {
+        Some(StreamContent::Note { body }) => Some(body.clone()),
+        _ => None,
+    };
+    primary_content(action, sender) == stored
+        && given_reason(action) == old_reason.or(noted).as_deref()
 }
 
 /// A stored entry's content, as it was published.
@@ -236,13 +269,47 @@ mod tests {
             ),
             None
         );
-        let close = |reason: &str| Action::Close {
-            reason: Some(reason.into()),
+        // A reason is compared with the note that holds it, or with the reason an event stored
+        // before reasons became notes holds.
+        let close = |reason: Option<&str>| Action::Close {
+            reason: reason.map(str::to_owned),
         };
-        assert_ne!(
-            primary_content(&close("done"), "a"),
-            primary_content(&close("spam"), "a")
-        );
+        let stored = primary_content(&close(Some("done")), "a");
+        let note = |body: &str| StreamContent::Note { body: body.into() };
+        let old_event = StreamContent::Event {
+            event: SessionEvent::Closed {
+                reason: Some("done".into()),
+                survey_offered: true,
+            },
+        };
+        // (action, stored event, stored reason note, same?)
+        let rows = [
+            (
+                close(Some("done")),
+                stored.clone(),
+                Some(note("done")),
+                true,
+            ),
+            (
+                close(Some("spam")),
+                stored.clone(),
+                Some(note("done")),
+                false,
+            ),
+            (close(None), stored.clone(), Some(note("done")), false),
+            (close(None), stored.clone(), None, true),
+            (close(Some("  ")), stored.clone(), None, true),
+            (close(Some("done")), stored.clone(), None, false),
+            (close(Some("done")), Some(old_event.clone()), None, true),
+            (close(Some("spam")), Some(old_event), None, false),
+        ];
+        for (action, stored, reason, same) in rows {
+            assert_eq!(
+                same_entry(&action, "a", stored.as_ref(), reason.as_ref()),
+                same,
+                "{action:?} against {stored:?} and {reason:?}"
+            );
+        }
         // Kept acknowledgements compare request digests, which ignore how the JSON was spelled.
         let spelled = |json: &str| Submission::from_json(json.as_bytes()).unwrap().action;
         assert_eq!(

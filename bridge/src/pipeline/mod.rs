@@ -13,17 +13,23 @@
 //! is decided again one submission at a time, so one bad submission costs only itself. A
 //! supervisor restarts a worker that ends or panics.
 
+mod answers;
+mod attendance;
 mod batch;
 mod commands;
 mod config;
 mod decide;
+mod disclosure;
 mod dispatch;
 mod input;
 mod load;
 mod outbox;
+mod parsed;
+mod restore;
 mod resync;
 mod roster;
 mod supervisor;
+mod sweep;
 mod view;
 mod worker;
 mod writer;

@@ -1,4 +1,5 @@
-//! Resync: a page of a session's stored stream, for a client that missed entries.
+//! Resync: a page of a session's stored stream, for a client that missed entries. An applicant's
+//! page holds the applicant's form of each entry (`disclosure`), whatever the row holds.
 
 use schemas::db::entities::message;
 use schemas::wire::{self, Resync, StreamEntry};
@@ -7,6 +8,7 @@ use sea_orm::{
 };
 
 use super::PipelineError;
+use super::disclosure::for_applicant;
 use super::input::stored_content;
 
 /// What a resync asks for, once decided.
@@ -19,7 +21,13 @@ pub(crate) struct PageRequest<'a> {
     pub to_seq: u64,
     /// The session's last entry when the request was decided.
     pub last_seq: u64,
+    /// Most bytes of entries the sender's budget granted this page (at least one entry is
+    /// always sent).
+    pub max_bytes: usize,
 }
+
+/// Rows read in the first run of a page; each next run reads twice as many.
+const FIRST_RUN: usize = 16;
 
 /// How large a page may be.
 #[derive(Clone, Copy)]
@@ -71,49 +79,72 @@ pub(crate) async fn page(
     } else {
         0
     };
-    let mut query = in_session()
-        .filter(message::Column::Seq.gte(from_seq))
-        .filter(message::Column::Seq.lte(to_seq));
-    if !request.staff {
-        query = query.filter(message::Column::Kind.ne(message::MessageKind::Note));
-    }
-    let rows = query
-        .order_by_asc(message::Column::Seq)
-        .limit(limits.entries as u64 + 1)
-        .all(txn)
-        .await?;
+    // Read in growing runs rather than a page's worth of rows at once: when the entries are
+    // large, the byte limit ends the page after a few of them, and a flood of resyncs must not
+    // cost reading (and decoding) rows that are never sent.
+    let rows_from = |cursor: i64, limit: u64| {
+        let mut query = in_session()
+            .filter(message::Column::Seq.gte(cursor))
+            .filter(message::Column::Seq.lte(to_seq));
+        if !request.staff {
+            query = query.filter(message::Column::Kind.ne(message::MessageKind::Note));
+        }
+        query
+            .order_by_asc(message::Column::Seq)
+            .limit(limit)
+            .all(txn)
+    };
+    let max_bytes = limits.bytes.min(request.max_bytes);
     let (mut entries, mut used, mut next_from_seq) = (Vec::new(), 0, None);
-    for (n, row) in rows.into_iter().enumerate() {
-        if n == limits.entries {
-            next_from_seq = Some(row.seq as u64);
+    let (mut cursor, mut run, mut taken) = (from_seq, FIRST_RUN, 0);
+    'page: loop {
+        // One row beyond the page's entries, to know whether the range goes on.
+        let want = run.min(limits.entries - taken + 1);
+        let rows = rows_from(cursor, want as u64).await?;
+        let ended = rows.len() < want;
+        for row in rows {
+            if taken == limits.entries {
+                next_from_seq = Some(row.seq as u64);
+                break 'page;
+            }
+            taken += 1;
+            cursor = row.seq + 1;
+            let is_note = row.kind == message::MessageKind::Note;
+            let seq = row.seq as u64;
+            let prev = if is_note { prev_note } else { prev_public };
+            if let Some(content) = stored_content(&row) {
+                let content = if request.staff {
+                    content
+                } else {
+                    for_applicant(content)
+                };
+                let entry = StreamEntry {
+                    v: wire::VERSION,
+                    session_id: session_id.to_owned(),
+                    seq,
+                    prev_seq: prev,
+                    at: row.created_at,
+                    sender: row.sender,
+                    content,
+                };
+                let size = serde_json::to_vec(&entry).map_or(0, |bytes| bytes.len()) + 1;
+                if !entries.is_empty() && used + size > max_bytes {
+                    next_from_seq = Some(seq);
+                    break 'page;
+                }
+                used += size;
+                entries.push(entry);
+            }
+            if is_note {
+                prev_note = seq;
+            } else {
+                prev_public = seq;
+            }
+        }
+        if ended {
             break;
         }
-        let is_note = row.kind == message::MessageKind::Note;
-        let seq = row.seq as u64;
-        let prev = if is_note { prev_note } else { prev_public };
-        if let Some(content) = stored_content(&row) {
-            let entry = StreamEntry {
-                v: wire::VERSION,
-                session_id: session_id.to_owned(),
-                seq,
-                prev_seq: prev,
-                at: row.created_at,
-                sender: row.sender,
-                content,
-            };
-            let size = serde_json::to_vec(&entry).map_or(0, |bytes| bytes.len()) + 1;
-            if !entries.is_empty() && used + size > limits.bytes {
-                next_from_seq = Some(seq);
-                break;
-            }
-            used += size;
-            entries.push(entry);
-        }
-        if is_note {
-            prev_note = seq;
-        } else {
-            prev_public = seq;
-        }
+        run = (run * 2).min(limits.entries + 1);
     }
     Ok(Resync {
         v: wire::VERSION,

@@ -59,6 +59,30 @@ pub(crate) struct StoredSeat {
     pub available: bool,
 }
 
+/// Each member of staff's role and team, as last read.
+pub(crate) type StaffSettings = HashMap<String, (ParticipantRole, Option<String>)>;
+
+/// `stored` as [`StaffSettings`].
+pub(crate) fn settings(stored: &[StoredSeat]) -> StaffSettings {
+    stored
+        .iter()
+        .map(|s| (s.subject.clone(), (s.role, s.team.clone())))
+        .collect()
+}
+
+/// A member of staff whose seat went or changed while they took part in sessions: the sweep
+/// decides whether they may still hold each (`decide::staffing`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Departure {
+    pub subject: String,
+    /// Their role and team now; `None`: no longer active staff who take part in sessions.
+    pub now: Option<(ParticipantRole, Option<String>)>,
+    /// Whether their role changed (otherwise their team did, or their seat went).
+    pub role_changed: bool,
+    /// The open sessions they take part in.
+    pub sessions: Vec<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Roster {
     seats: HashMap<String, Seat>,
@@ -66,6 +90,8 @@ pub(crate) struct Roster {
     waiting: BTreeSet<(DateTime<Utc>, String)>,
     /// Each waiting session's place in `waiting` and team.
     waiting_index: HashMap<String, (DateTime<Utc>, Option<String>)>,
+    /// Seats that went or changed since the sweep last took them.
+    departures: Vec<Departure>,
 }
 
 impl Roster {
@@ -98,6 +124,84 @@ impl Roster {
                     self.seats.insert(row.subject, seat);
                 }
             }
+        }
+    }
+
+    /// Seats staff who have none yet, changing nothing else: between sweeps, so that whoever
+    /// joins or is handed a session is counted, while changes of the seated wait for the sweep,
+    /// which decides what they mean ([`Roster::departures`]).
+    pub fn seat_newcomers(&mut self, stored: Vec<StoredSeat>) {
+        for row in stored {
+            self.seats
+                .entry(row.subject)
+                .or_insert_with(|| Seat::new(row.role, row.team, row.capacity, row.available));
+        }
+    }
+
+    /// Each seated member of staff's role and team, as their seat has them.
+    pub fn settings(&self) -> StaffSettings {
+        self.seats
+            .iter()
+            .map(|(subject, seat)| (subject.clone(), (seat.role, seat.team.clone())))
+            .collect()
+    }
+
+    /// The staff who, between `known` (their role and team when last read) and `stored` (now),
+    /// lost their seat or changed role or team while taking part in sessions.
+    pub fn departures(&self, known: &StaffSettings, stored: &[StoredSeat]) -> Vec<Departure> {
+        let now: HashMap<&str, &StoredSeat> =
+            stored.iter().map(|s| (s.subject.as_str(), s)).collect();
+        let mut departures: Vec<Departure> = known
+            .iter()
+            .filter_map(|(subject, (role, team))| {
+                let sessions = self.seats.get(subject).map(|seat| sorted(&seat.sessions))?;
+                let departure = match now.get(subject.as_str()) {
+                    None => Departure {
+                        subject: subject.clone(),
+                        now: None,
+                        role_changed: false,
+                        sessions,
+                    },
+                    Some(seat) if seat.role != *role || seat.team != *team => Departure {
+                        subject: subject.clone(),
+                        now: Some((seat.role, seat.team.clone())),
+                        role_changed: seat.role != *role,
+                        sessions,
+                    },
+                    Some(_) => return None,
+                };
+                (!departure.sessions.is_empty()).then_some(departure)
+            })
+            .collect();
+        departures.sort_by(|a, b| a.subject.cmp(&b.subject));
+        departures
+    }
+
+    /// Takes the departures recorded since the last call (members without a seat, found when
+    /// the roster was read from the database).
+    pub fn take_departures(&mut self) -> Vec<Departure> {
+        std::mem::take(&mut self.departures)
+    }
+
+    /// Records that `subject`, who has no seat (no longer active staff), still takes part in
+    /// `session_id` as the roster is read from the database: a departure the pipeline did not
+    /// see happen (it was not running, or its roster was dropped).
+    pub fn seatless(&mut self, session_id: &str, subject: &str) {
+        if self.seats.contains_key(subject) {
+            return;
+        }
+        match self
+            .departures
+            .iter_mut()
+            .find(|d| d.subject == subject && d.now.is_none())
+        {
+            Some(departure) => departure.sessions.push(session_id.to_owned()),
+            None => self.departures.push(Departure {
+                subject: subject.to_owned(),
+                now: None,
+                role_changed: false,
+                sessions: vec![session_id.to_owned()],
+            }),
         }
     }
 
@@ -219,6 +323,13 @@ impl Roster {
     }
 }
 
+/// A seat's sessions in a stable order.
+fn sorted(sessions: &HashSet<String>) -> Vec<String> {
+    let mut sessions: Vec<String> = sessions.iter().cloned().collect();
+    sessions.sort();
+    sessions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +431,82 @@ mod tests {
         // Disabled staff (no longer in the table) lose their seat.
         roster.refresh(Vec::new());
         assert!(roster.seat("cat").is_none());
+    }
+
+    #[test]
+    fn staff_who_lose_their_seat_or_change_while_in_sessions_depart() {
+        let mut roster = roster(&[
+            ("ann", Some("fines"), 2, true),
+            ("bob", Some("fines"), 2, true),
+            ("cat", Some("fines"), 2, true),
+            ("dan", Some("fines"), 2, true),
+        ]);
+        for (session, agent) in [
+            ("s-1", "ann"),
+            ("s-2", "bob"),
+            ("s-3", "cat"),
+            ("s-4", "cat"),
+        ] {
+            roster.joined(session, agent);
+        }
+        let stored = |subject: &str, role, team: Option<&str>, capacity| StoredSeat {
+            subject: subject.into(),
+            role,
+            team: team.map(str::to_owned),
+            capacity,
+            available: true,
+        };
+        let agent = |name| stored(name, ParticipantRole::Agent, Some("fines"), 2);
+        let known = settings(&[agent("ann"), agent("bob"), agent("cat"), agent("dan")]);
+        // ann is disabled (gone from the table); bob moves team; cat becomes a supervisor;
+        // dan, in no session, moves team; a capacity change is no departure.
+        let now = vec![
+            stored("bob", ParticipantRole::Agent, Some("renewals"), 2),
+            stored("cat", ParticipantRole::Supervisor, Some("fines"), 1),
+            stored("dan", ParticipantRole::Agent, Some("renewals"), 2),
+        ];
+        let departures = roster.departures(&known, &now);
+        let summary: Vec<(&str, Option<ParticipantRole>, bool, Vec<&str>)> = departures
+            .iter()
+            .map(|d| {
+                (
+                    d.subject.as_str(),
+                    d.now.as_ref().map(|(role, _)| *role),
+                    d.role_changed,
+                    d.sessions.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("ann", None, false, vec!["s-1"]),
+                ("bob", Some(ParticipantRole::Agent), false, vec!["s-2"]),
+                (
+                    "cat",
+                    Some(ParticipantRole::Supervisor),
+                    true,
+                    vec!["s-3", "s-4"]
+                ),
+            ]
+        );
+        // Between sweeps only newcomers are seated; changes wait for the sweep.
+        roster.seat_newcomers(vec![stored("eve", ParticipantRole::Agent, None, 1)]);
+        assert!(roster.seat("eve").is_some() && roster.seat("ann").is_some());
+        roster.refresh(now);
+        assert!(
+            roster.seat("ann").is_none(),
+            "a disabled member loses the seat"
+        );
+        assert_eq!(roster.departures(&settings(&[]), &[]), []);
+        // Read from the database: a participant with no seat is a departure too.
+        roster.seatless("s-9", "zed");
+        roster.seatless("s-8", "zed");
+        roster.seatless("s-7", "bob");
+        let departures = roster.take_departures();
+        assert_eq!(departures.len(), 1);
+        assert_eq!(departures[0].sessions, ["s-9", "s-8"]);
+        assert!(roster.take_departures().is_empty(), "taken once");
     }
 
     #[test]

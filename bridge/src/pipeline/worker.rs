@@ -18,22 +18,20 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use futures_util::FutureExt;
-use schemas::db::entities::session;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::batch::{Decided, Pending, busy, unavailable, unreachable};
+use super::answers::{busy, unavailable, unreachable};
+use super::attendance::Attendance;
+use super::batch::{Decided, Pending};
 use super::commands::Intake;
-use super::decide::{self, Context, Effects};
-use super::dispatch;
 use super::outbox::Outbox;
 use super::resync::PageLimits;
-use super::roster::Roster;
+use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
-use crate::link::{BrokerLink, Incoming, Link, LinkSettings, Origin};
-use crate::rate::{RateLimit, RateLimiter};
+use crate::link::{BrokerLink, Heard, Incoming, Link, LinkSettings, Origin};
+use crate::rate::SenderLimits;
 
 pub(crate) struct Worker {
     pub(super) ready: watch::Sender<bool>,
@@ -43,7 +41,19 @@ pub(crate) struct Worker {
     pub(super) views: Views,
     /// Who takes waiting sessions; read from the database when absent.
     pub(super) roster: Option<Roster>,
-    pub(super) limiter: RateLimiter,
+    /// Every sender's allowances (`bridge.rate_*`, `receipt_rate_*`, `resync_*`).
+    pub(super) limits: SenderLimits,
+    /// The open sessions' applicants and whether they are there.
+    pub(super) attendance: Attendance,
+    /// Sweeps since idle senders' allowances were last forgotten.
+    pub(super) sweeps: u32,
+    /// Staff's role and team as the last sweep read them, to tell who changed (kept when the
+    /// roster is dropped: a roster read again after a change cannot tell; staff seated since by
+    /// a batch are known by their seat).
+    pub(super) staff_known: Option<StaffSettings>,
+    /// Staff who may no longer hold sessions, with the sweeps left to look at them again: a
+    /// sweep's decisions may fail to be stored, and looking again changes nothing once they are.
+    pub(super) departing: Vec<(Departure, u8)>,
     /// The largest packet the gateway takes from the pipeline (from its CONNACK).
     pub(super) packet_limit: Arc<AtomicUsize>,
     /// What the batch being stored answered, until it is.
@@ -86,18 +96,18 @@ impl Worker {
         ready: watch::Sender<bool>,
         metrics: Option<Arc<telemetry::Metrics>>,
     ) -> Self {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: config.rate_per_second,
-            burst: config.rate_burst,
-        });
         Self {
             ready,
             store,
             audit,
+            limits: SenderLimits::new(&config),
+            attendance: Attendance::default(),
+            sweeps: 0,
+            staff_known: None,
+            departing: Vec::new(),
             config,
             views: Views::default(),
             roster: None,
-            limiter,
             packet_limit: Arc::new(AtomicUsize::new(256 * 1024)),
             pending: Pending::default(),
             closing: Vec::new(),
@@ -116,7 +126,11 @@ impl Worker {
         let mut link = Link::start(&broker, settings, self.ready.clone());
         self.packet_limit = link.max_packet();
         let mut intake = link.intake();
+        let mut presence = link.presence();
         let link = Arc::new(link);
+        // What the record holds is what a restarted gateway or dashboard must see: every open
+        // session's lock state (retained), and the open sessions' applicants for abandonment.
+        self.restore(&link).await;
         // One worker at a time takes the commands; a restarted one takes over the queue.
         let mut commands = commands.receiver.clone().lock_owned().await;
         let (jobs, queued) = mpsc::channel::<Job>(1);
@@ -144,6 +158,10 @@ impl Worker {
                     None => break,
                 },
                 Some(command) = commands.recv() => Some(command),
+                Some(heard) = presence.recv() => {
+                    self.heard(heard);
+                    continue;
+                }
             };
             let sweep = first.is_none();
             let mut batch: Vec<Incoming> = first.into_iter().collect();
@@ -261,6 +279,14 @@ impl Worker {
         self.roster = None;
         self.pending = Pending::default();
         self.closing.clear();
+        self.attendance.stale();
+    }
+
+    /// Takes a presence an applicant published (an `online`, `away` or `offline`).
+    fn heard(&mut self, heard: Heard) {
+        let now = Utc::now().trunc_subsecs(6);
+        self.attendance
+            .heard(&heard.session_id, &heard.subject, Some(heard.status), now);
     }
 
     /// Puts first what may still be decided and refuses as `busy` what waited longer than
@@ -370,54 +396,6 @@ impl Worker {
             self.forget();
         }
         result
-    }
-
-    /// Frees every reply lock whose lease has lapsed (`lock.expired`), as a batch of its own.
-    /// The database says which leases may have lapsed; the views decide.
-    async fn decide_sweep(&mut self) -> Result<Option<Decided>, PipelineError> {
-        let now = Utc::now().trunc_subsecs(6);
-        let db = self.store.connection();
-        let lapsed: Vec<String> = session::Entity::find()
-            .filter(session::Column::LockHolder.is_not_null())
-            .filter(session::Column::LockExpiresAt.lte(now))
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|row| row.id)
-            .collect();
-        let mut fx = Effects::default();
-        let (no_staff, no_overseers) = Default::default();
-        let ctx = Context {
-            now,
-            instant: Instant::now(),
-            config: &self.config,
-            limiter: &mut self.limiter,
-            staff: &no_staff,
-            overseers: &no_overseers,
-        };
-        for session_id in &lapsed {
-            if !self.views.load(db, session_id).await? {
-                continue;
-            }
-            if let Some(view) = self.views.get_mut(session_id) {
-                decide::lock::expire(view, &ctx, &mut fx, session_id);
-            }
-        }
-        // An admin's changes to staff (team, capacity, disabling) reach the roster here, and
-        // sessions that waited for them are offered.
-        let mut roster = match self.roster.take() {
-            Some(roster) => roster,
-            None => dispatch::load(db).await?,
-        };
-        roster.refresh(dispatch::stored_seats(db).await?);
-        let metrics = self.metrics.as_deref();
-        dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
-        self.roster = Some(roster);
-        if fx.audit.is_empty() {
-            return Ok(None);
-        }
-        fx.seal(&self.views);
-        Ok(Some(Decided::effects(fx, now)))
     }
 }
 

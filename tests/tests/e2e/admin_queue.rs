@@ -290,8 +290,12 @@ async fn assign_transfer_and_close_over_http_leave_the_record_of_the_mqtt_action
     let stack = TestStack::start().await?;
     let root = staff::add_signed_in(&stack, "root", StaffRole::Admin).await?;
     let sue = staff::add_signed_in(&stack, "sue", StaffRole::Supervisor).await?;
-    let ann = staff::add_signed_in(&stack, "ann", StaffRole::Agent).await?;
-    let bob = staff::add_signed_in(&stack, "bob", StaffRole::Agent).await?;
+    // Agents join sessions of their own team only.
+    for name in ["ann", "bob"] {
+        staff::add_to_team(&stack, name, StaffRole::Agent, Some("renewals"), None).await?;
+    }
+    let ann = staff::sign_in(&stack, "ann").await?;
+    let bob = staff::sign_in(&stack, "bob").await?;
     let mut ann_mqtt = connected(&stack, "ann", ann.clone()).await?;
     let mut bob_desk = dashboard(&stack, "bob", &bob).await?;
 
@@ -452,12 +456,14 @@ async fn assign_transfer_and_close_over_http_leave_the_record_of_the_mqtt_action
     );
     let record = transcript(&stack, &root, &b).await?;
     assert_eq!(record["session"]["state"], "closed");
+    // The closing reason is a staff-only note just before the close.
     assert_eq!(
         shape(&record)[6..],
         [
             "transferred",
             "left",
             "status_changed",
+            "note",
             "status_changed",
             "closed"
         ]

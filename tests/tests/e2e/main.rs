@@ -2,6 +2,7 @@
 //!
 //! One test binary with a module per area, so the workspace links the stack once.
 
+mod abandoned;
 mod admin_audit;
 mod admin_contention;
 mod admin_fuzz;
@@ -28,21 +29,27 @@ mod denials_bounded;
 mod duplicate_keys;
 mod framing;
 mod http;
+mod join_by_team;
 mod logout;
 mod metrics;
 mod mqtt;
 mod mqtt5;
 mod mqttjs;
 mod node;
+mod participants;
 mod pipeline;
 mod presence;
+mod restart;
 mod restored_access;
 mod retained;
 mod retention;
 mod revocation;
 mod robustness;
+mod sender_limits;
 mod signals;
 mod staff;
+mod staff_departures;
+mod staff_only;
 mod staff_revocation;
 mod storage;
 mod tls;

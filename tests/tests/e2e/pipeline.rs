@@ -946,7 +946,12 @@ async fn three_agents_racing_for_the_lock_get_exactly_one_reply_per_epoch() -> a
     use schemas::db::entities::{agent::StaffRole, audit_event, message};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     const ROUNDS: usize = 10;
-    let stack = TestStack::start().await?;
+    // Each agent fires 31 actions at once: more than the default burst, and the race is about
+    // the lock, not the limits.
+    let stack = TestStack::start_with(testkit::TestDatabase::chosen().await?, |config| {
+        config.bridge.rate_burst = 1000.0;
+    })
+    .await?;
     let names = ["agent-1", "agent-2", "agent-3"];
     register_staff(&stack, &names.map(|n| (n, StaffRole::Agent))).await?;
     let mut kiosk = Applicant::connect(&stack, "kiosk-6").await?;

@@ -76,6 +76,15 @@ fn seen(publishes: &[Publish]) -> Vec<(String, String, bool)> {
     seen
 }
 
+/// A stack where one applicant may have several sessions open (one by default,
+/// `bridge.max_open_sessions_per_applicant`): these tests are about presence across them.
+async fn several_sessions_each() -> anyhow::Result<TestStack> {
+    TestStack::start_with(testkit::TestDatabase::chosen().await?, |config| {
+        config.bridge.max_open_sessions_per_applicant = 3;
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_desk_that_opens_the_conversation_later_sees_the_applicants_presence()
 -> anyhow::Result<()> {
@@ -162,7 +171,7 @@ async fn a_desk_that_opens_the_conversation_later_sees_the_applicants_presence()
 #[tokio::test]
 async fn a_subject_whose_last_connection_ends_is_offline_in_each_open_session() -> anyhow::Result<()>
 {
-    let stack = TestStack::start().await?;
+    let stack = several_sessions_each().await?;
     let subject = "kiosk-leaving";
     let (mut kiosk, first) = kiosk_with_session(&stack, subject, "kiosk").await?;
     let second = say(
@@ -247,7 +256,7 @@ async fn a_subject_whose_last_connection_ends_is_offline_in_each_open_session() 
 #[tokio::test]
 async fn a_will_on_one_session_and_the_gateway_on_the_others_say_offline_once() -> anyhow::Result<()>
 {
-    let stack = TestStack::start().await?;
+    let stack = several_sessions_each().await?;
     let subject = "kiosk-will";
     let (mut kiosk, first) = kiosk_with_session(&stack, subject, "kiosk").await?;
     let second = say(

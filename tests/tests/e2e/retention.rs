@@ -311,12 +311,14 @@ where
         .collect();
     assert_eq!(ids, [purged.as_str()]);
     assert_eq!(preview.held, std::slice::from_ref(&held));
+    // The closing reason is a note of its own (staff-only), after the agent's note.
     assert_eq!(
         bodies(&transcript(&stack, &purged, &ann).await?),
         [
             "My licence number is 12345",
             "Thank you, Mr Smith",
-            "lives at 3 Main St"
+            "lives at 3 Main St",
+            "address given"
         ]
     );
 
@@ -326,11 +328,11 @@ where
     let gone = &report.purged[0];
     assert_eq!(
         (gone.messages, gone.notes, gone.events),
-        (2, 1, 1),
+        (2, 2, 0),
         "{gone:?}"
     );
     let read = transcript(&stack, &purged, &ann).await?;
-    assert_eq!(bodies(&read), ["", "", ""]);
+    assert_eq!(bodies(&read), ["", "", "", ""]);
     assert_eq!(read["purged"]["policy"], "default", "{read}");
     assert_eq!(read["session"]["purged"], true);
     assert!(

@@ -15,9 +15,6 @@ pub(crate) fn message(
     s: &Subject<'_>,
     body: String,
 ) -> Verdict {
-    if ctx.limiter.check(s.sender, ctx.instant).is_err() {
-        return refuse(RejectReason::RateLimited, "too many messages; slow down");
-    }
     let mut epoch = None;
     if is_staff(s.role) && ctx.config.lock_mode == LockMode::Exclusive {
         match view.lock.may_reply(s.sender, ctx.now) {
@@ -57,9 +54,6 @@ pub(crate) fn note(
     s: &Subject<'_>,
     body: String,
 ) -> Verdict {
-    if ctx.limiter.check(s.sender, ctx.instant).is_err() {
-        return refuse(RejectReason::RateLimited, "too many messages; slow down");
-    }
     if !is_staff(s.role) {
         return refuse(RejectReason::NotAllowed, "only staff write internal notes");
     }

@@ -1,4 +1,8 @@
 //! A session's life: opening, status changes, transfer, escalation, closing, the survey.
+//!
+//! A reason given for escalating or closing is for staff: it is stored as an internal note of
+//! the sender (under `{client_msg_id}#reason`) just before the event, which carries no reason,
+//! so that it reaches staff on `notes` and never the applicant (see `disclosure`).
 
 use schemas::db::entities::{participant, session, survey_response};
 use schemas::topics::Topic;
@@ -7,6 +11,7 @@ use sea_orm::Set;
 
 use super::{Context, Effects, Subject, Verdict, is_staff, lock, membership, refuse, routing};
 use crate::audit::AuditEntry;
+use crate::pipeline::disclosure::reason_id;
 use crate::pipeline::view::{SessionView, Views};
 
 /// An open request this applicant made before under the same id.
@@ -41,9 +46,8 @@ pub(crate) fn open(
         };
         return (verdict, Some(before.session_id));
     }
-    if let Err(retry) = ctx.limiter.check(applicant, ctx.instant) {
-        let message = format!("too many requests; retry in {} ms", retry.as_millis());
-        return (refuse(RejectReason::RateLimited, message), None);
+    if let Some(refusal) = too_many_open(ctx, fx, applicant) {
+        return (refusal, None);
     }
     let channel = request.channel.to_string();
     let now = ctx.now;
@@ -117,6 +121,33 @@ pub(crate) fn open(
     );
     views.insert(session_id.clone(), view);
     (Verdict::Accepted { seq: Some(seq) }, Some(session_id))
+}
+
+/// The refusal of an open request beyond `bridge.max_open_sessions_per_applicant`, counting
+/// the sessions this batch opened and closed so far.
+fn too_many_open(ctx: &Context<'_>, fx: &Effects, applicant: &str) -> Option<Verdict> {
+    let most = ctx.config.max_open_sessions_per_applicant;
+    let opened_here = fx
+        .opened
+        .iter()
+        .filter(|(row, _)| matches!(&row.applicant, Set(a) if a == applicant))
+        .count();
+    let closed_here = fx
+        .closed
+        .iter()
+        .filter(|id| ctx.attendance.applicant_of(id) == Some(applicant))
+        .count();
+    let open =
+        (ctx.attendance.open_sessions_of(applicant) + opened_here).saturating_sub(closed_here);
+    (open >= most).then(|| {
+        refuse(
+            RejectReason::NotAllowed,
+            format!(
+                "this applicant has {open} open session(s), the most allowed at once ({most}); \
+                 close one before opening another"
+            ),
+        )
+    })
 }
 
 /// Records a status change: the row, a `status_changed` entry and, for sessions that wait
@@ -258,10 +289,11 @@ pub(crate) fn escalate(
     if !is_staff(s.role) {
         return refuse(RejectReason::NotAllowed, "only staff escalate a session");
     }
+    reason_note(view, ctx, fx, s, reason);
     let escalated = session::SessionStatus::Escalated;
     set_status(view, ctx, fx, s.session_id, s.sender, s.cmid, escalated);
     let event = StreamContent::Event {
-        event: SessionEvent::Escalated { reason },
+        event: SessionEvent::Escalated { reason: None },
     };
     let seq = fx.append(view, ctx.now, s.session_id, s.sender, s.cmid, event, None);
     Verdict::Accepted { seq: Some(seq) }
@@ -279,12 +311,13 @@ pub(crate) fn close(
     if let Some(holder) = view.lock.holder.clone() {
         lock::release_by(view, ctx, fx, s.session_id, s.sender, &holder);
     }
+    reason_note(view, ctx, fx, s, reason);
     view.closed_at = Some(ctx.now);
     let closed = session::SessionStatus::Closed;
     set_status(view, ctx, fx, s.session_id, s.sender, s.cmid, closed);
     let event = StreamContent::Event {
         event: SessionEvent::Closed {
-            reason,
+            reason: None,
             survey_offered: true,
         },
     };
@@ -295,6 +328,23 @@ pub(crate) fn close(
     fx.membership(s.session_id, s.sender, role, MembershipOp::Close);
     fx.closed.push(s.session_id.to_owned());
     Verdict::Accepted { seq: Some(seq) }
+}
+
+/// Stores the reason given for an action, if any, as an internal note of its sender: staff read
+/// it on `notes` and in resyncs; the applicant never does.
+fn reason_note(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    s: &Subject<'_>,
+    reason: Option<String>,
+) {
+    let Some(body) = reason.filter(|reason| !reason.trim().is_empty()) else {
+        return;
+    };
+    let note = StreamContent::Note { body };
+    let id = reason_id(s.cmid);
+    fx.append(view, ctx.now, s.session_id, s.sender, &id, note, None);
 }
 
 /// The applicant's answer to the post-chat survey, once, after closing.
@@ -549,3 +599,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "lifecycle_reasons_tests.rs"]
+mod reasons_tests;

@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use schemas::db::entities::participant::ParticipantRole;
 use schemas::topics::{SessionTopic, Topic};
-use schemas::wire::{self, LockOp, RejectReason};
+use schemas::wire::{self, LockMode, LockOp, RejectReason};
 
 use super::{Context, Effects, Subject, Verdict, is_staff, refuse};
 use crate::audit::AuditEntry;
 use crate::lock::{LockChange, LockError, LockRequest, ReplyLock};
+use crate::pipeline::outbox::Outbox;
 use crate::pipeline::view::SessionView;
 
 /// A lock operation from a participant.
@@ -129,21 +130,27 @@ fn store(
         session_id: Some(session_id.to_owned()),
         detail: serde_json::json!({ "holder": lock.holder, "epoch": lock.epoch }),
     });
+    announce(&mut fx.outbox, session_id, &lock, ctx.config.lock_mode);
+    view.lock = lock;
+}
+
+/// Publishes `lock` as the session's lock state, retained for dashboards that subscribe later
+/// (also at start, from the sessions table: the gateway keeps retained state in memory only).
+pub(crate) fn announce(outbox: &mut Outbox, session_id: &str, lock: &ReplyLock, mode: LockMode) {
     let state = wire::LockState {
         v: wire::VERSION,
         session_id: session_id.to_owned(),
         holder: lock.holder.clone(),
         epoch: lock.epoch,
         expires_at: lock.expires_at,
-        mode: ctx.config.lock_mode,
+        mode,
     };
     let topic = Topic::Session {
         session: session_id,
         kind: SessionTopic::Lock,
         subject: None,
     };
-    fx.outbox.lock(topic.to_string(), &state);
-    view.lock = lock;
+    outbox.lock(topic.to_string(), &state);
 }
 
 #[cfg(test)]

@@ -4,10 +4,13 @@ use chrono::{DateTime, Utc};
 use schemas::db::entities::{participant, session};
 use schemas::wire::{MembershipOp, RejectReason, SessionEvent, StreamContent};
 
-use super::{Context, Effects, ParticipantChange, Subject, Verdict, lifecycle, lock, refuse};
+use super::{
+    Context, Effects, ParticipantChange, Subject, Verdict, lifecycle, lock, refuse, staffing,
+};
 use crate::pipeline::view::SessionView;
 
-/// A member of staff asks to join. Only registered, active staff may; a member joining again
+/// A member of staff asks to join. Only registered, active staff may, and an agent only a
+/// session of their own team or of none (`staffing::may_take_part`); a member joining again
 /// changes nothing.
 pub(crate) fn join(
     view: &mut SessionView,
@@ -24,6 +27,13 @@ pub(crate) fn join(
             "only registered, active staff may join a session",
         );
     };
+    if !staffing::may_take_part(role, ctx.staff_team(s.sender), view.team.as_deref()) {
+        let team = view.team.as_deref().unwrap_or_default();
+        return refuse(
+            RejectReason::NotAllowed,
+            format!("this session is for team {team}: only its agents and supervisors may join"),
+        );
+    }
     let seq = add(view, ctx, fx, s.session_id, s.sender, s.cmid, role);
     // An agent who takes a session nobody has is its agent, as if it had been offered to them.
     if view.assigned_agent.is_none() && role == participant::ParticipantRole::Agent {
@@ -145,6 +155,64 @@ mod tests {
         let (again, fx) = decide(&mut views, &staff, "ann", "j2", Action::Join, 0);
         assert_eq!(again, Verdict::Accepted { seq: None });
         assert!(fx.entries.is_empty());
+    }
+
+    #[test]
+    fn an_agent_joins_only_a_session_of_their_team_or_of_none() {
+        use crate::pipeline::decide::testing::Fixture;
+        // (joiner, their role, their team, the session's team, allowed?)
+        let rows = [
+            (
+                "ann",
+                ParticipantRole::Agent,
+                Some("fines"),
+                Some("fines"),
+                true,
+            ),
+            (
+                "bob",
+                ParticipantRole::Agent,
+                Some("renewals"),
+                Some("fines"),
+                false,
+            ),
+            ("cat", ParticipantRole::Agent, None, Some("fines"), false),
+            ("dan", ParticipantRole::Agent, Some("renewals"), None, true),
+            (
+                "sue",
+                ParticipantRole::Supervisor,
+                Some("renewals"),
+                Some("fines"),
+                true,
+            ),
+        ];
+        for (joiner, role, team, session_team, allowed) in rows {
+            let mut views = views(&[]);
+            views.get_mut("s-1").unwrap().team = session_team.map(str::to_owned);
+            let mut fixture = Fixture::new(HashMap::from([(joiner.to_owned(), Some(role))]));
+            if let Some(team) = team {
+                fixture.teams.insert(joiner.to_owned(), team.to_owned());
+            }
+            let mut ctx = fixture.at(0);
+            let mut fx = Effects::default();
+            let s = Subject {
+                session_id: "s-1",
+                sender: joiner,
+                cmid: "j",
+                role: None,
+                overseer: false,
+            };
+            let verdict = join(views.get_mut("s-1").unwrap(), &mut ctx, &mut fx, &s);
+            match verdict {
+                Verdict::Accepted { seq: Some(_) } => assert!(allowed, "{joiner} joined"),
+                Verdict::Refused(RejectReason::NotAllowed, message) => {
+                    assert!(!allowed, "{joiner}: {message}");
+                    assert!(message.contains("team fines"), "{message}");
+                    assert!(fx.entries.is_empty());
+                }
+                other => panic!("{joiner}: {other:?}"),
+            }
+        }
     }
 
     #[test]

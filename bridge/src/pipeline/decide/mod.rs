@@ -6,15 +6,20 @@
 //! One module per family of actions: [`entries`] (messages, notes), [`membership`] (join,
 //! leave), [`lock`] (the reply lock and its expiry), [`receipts`], [`lifecycle`] (open,
 //! transfer, escalate, close, the survey), [`origin`] (an open request's channel and team from
-//! the applicant's token), [`routing`] (availability, offers from the queue).
+//! the applicant's token), [`routing`] (availability, offers from the queue), [`staffing`] (who
+//! may take part in a session, and staff who no longer may), [`abandon`] (closing sessions whose
+//! applicant has gone), [`reads`] (what a resync may send back).
 
+pub(crate) mod abandon;
 pub(crate) mod entries;
 pub(crate) mod lifecycle;
 pub(crate) mod lock;
 pub(crate) mod membership;
 pub(crate) mod origin;
+pub(crate) mod reads;
 pub(crate) mod receipts;
 pub(crate) mod routing;
+pub(crate) mod staffing;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -27,10 +32,12 @@ use schemas::wire::{
 };
 
 use super::BridgeConfig;
+use super::attendance::Attendance;
+use super::disclosure::for_applicant;
 use super::outbox::Outbox;
 use super::view::{SessionView, Views};
 use crate::audit::AuditEntry;
-use crate::rate::RateLimiter;
+use crate::rate::SenderLimits;
 
 /// What deciding a submission came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +45,13 @@ pub(crate) enum Verdict {
     /// Stored; the sequence number of the stream entry it left under the sender's id, if any.
     Accepted { seq: Option<u64> },
     /// A read: the entries from `from_seq` to `to_seq` the sender may read (notes for staff),
+    /// in a page of at most `max_bytes` bytes of entries (what the sender's budget granted),
     /// answered once the batch's own entries are written.
     Resync {
         from_seq: u64,
         to_seq: u64,
         staff: bool,
+        max_bytes: usize,
     },
     /// Refused: nothing was stored.
     Refused(RejectReason, String),
@@ -53,15 +62,19 @@ pub(crate) fn refuse(reason: RejectReason, message: impl Into<String>) -> Verdic
 }
 
 /// What a decision may consult besides the view: the batch's clock, the configuration, the
-/// senders' rate limits and the staff the batch names.
+/// senders' limits, the staff the batch names and the open sessions' applicants.
 pub(crate) struct Context<'a> {
     pub now: DateTime<Utc>,
     pub instant: Instant,
     pub config: &'a BridgeConfig,
-    pub limiter: &'a mut RateLimiter,
+    pub limits: &'a SenderLimits,
     /// The staff role of each subject the batch names (joiners, transfer targets): `None` when
     /// the subject is not registered, active staff who may take part in sessions.
     pub staff: &'a HashMap<String, Option<participant::ParticipantRole>>,
+    /// The team of each member of staff the batch names who has one.
+    pub teams: &'a HashMap<String, String>,
+    /// Every open session's applicant (how many sessions each has open).
+    pub attendance: &'a Attendance,
     /// Which of the senders the batch names are active supervisors or admins: they may assign,
     /// transfer and close sessions they are not a participant of (the admin API's actions).
     pub overseers: &'a HashSet<String>,
@@ -70,6 +83,10 @@ pub(crate) struct Context<'a> {
 impl Context<'_> {
     pub fn staff_role(&self, subject: &str) -> Option<participant::ParticipantRole> {
         self.staff.get(subject).copied().flatten()
+    }
+
+    pub fn staff_team(&self, subject: &str) -> Option<&str> {
+        self.teams.get(subject).map(String::as_str)
     }
 }
 
@@ -140,6 +157,22 @@ pub(crate) struct SessionState {
 }
 
 impl Effects {
+    /// Whether there is nothing to store (only answers to publish).
+    pub fn writes_nothing(&self) -> bool {
+        self.opened.is_empty()
+            && self.participants.is_empty()
+            && self.entries.is_empty()
+            && self.last_seqs.is_empty()
+            && self.changed.is_empty()
+            && self.states.is_empty()
+            && self.receipts.is_empty()
+            && self.surveys.is_empty()
+            && self.kept_acks.is_empty()
+            && self.audit.is_empty()
+            && self.availability.is_empty()
+            && self.closed.is_empty()
+    }
+
     /// Takes the state of every changed session from `views`, once the batch is decided, so
     /// that it can be written while the views move on with the next batch.
     pub fn seal(&mut self, views: &Views) {
@@ -217,6 +250,12 @@ impl Effects {
                 "digest": digest,
             }),
         });
+        // `messages` is what the applicant reads: it carries the applicant's form of the entry.
+        let content = if is_note {
+            content
+        } else {
+            for_applicant(content)
+        };
         let entry = StreamEntry {
             v: wire::VERSION,
             session_id: session_id.to_owned(),
@@ -312,13 +351,11 @@ pub(crate) fn submission(
         overseer,
     };
     match action {
-        Action::Resync { from_seq, to_seq } => Verdict::Resync {
-            from_seq,
-            to_seq: to_seq
-                .unwrap_or(view.last_seq as u64)
-                .min(view.last_seq as u64),
-            staff,
-        },
+        Action::Resync { from_seq, to_seq } => {
+            let last = view.last_seq as u64;
+            let to_seq = to_seq.unwrap_or(last).min(last);
+            reads::resync(ctx, sender, from_seq, to_seq, staff)
+        }
         Action::Message { body } => entries::message(view, ctx, fx, &s, body),
         Action::Note { body } => entries::note(view, ctx, fx, &s, body),
         Action::Join => membership::join(view, ctx, fx, &s),
@@ -359,17 +396,13 @@ pub(crate) mod testing {
     //! A session and a context for deciding without a database.
 
     use super::*;
-    use crate::rate::RateLimit;
 
     pub fn config() -> BridgeConfig {
         BridgeConfig::default()
     }
 
-    pub fn limiter() -> RateLimiter {
-        RateLimiter::new(RateLimit {
-            per_second: 1000.0,
-            burst: 1000.0,
-        })
+    pub fn limits() -> SenderLimits {
+        SenderLimits::new(&config())
     }
 
     pub fn at(seconds: i64) -> DateTime<Utc> {
@@ -379,18 +412,22 @@ pub(crate) mod testing {
     /// What a [`Context`] borrows, owned, for tests that decide outside [`decide`].
     pub struct Fixture {
         pub config: BridgeConfig,
-        pub limiter: RateLimiter,
+        pub limits: SenderLimits,
         pub staff: HashMap<String, Option<participant::ParticipantRole>>,
+        pub teams: HashMap<String, String>,
         pub overseers: HashSet<String>,
+        pub attendance: Attendance,
     }
 
     impl Fixture {
         pub fn new(staff: HashMap<String, Option<participant::ParticipantRole>>) -> Self {
             Self {
                 config: config(),
-                limiter: limiter(),
+                limits: limits(),
                 staff,
+                teams: HashMap::new(),
                 overseers: HashSet::new(),
+                attendance: Attendance::default(),
             }
         }
 
@@ -400,9 +437,11 @@ pub(crate) mod testing {
                 now: at(now),
                 instant: Instant::now(),
                 config: &self.config,
-                limiter: &mut self.limiter,
+                limits: &self.limits,
                 staff: &self.staff,
+                teams: &self.teams,
                 overseers: &self.overseers,
+                attendance: &self.attendance,
             }
         }
     }
@@ -433,19 +472,22 @@ pub(crate) mod testing {
         now: i64,
     ) -> (Verdict, Effects) {
         let config = config();
-        let mut limiter = limiter();
+        let limits = limits();
         let overseers = staff
             .iter()
             .filter(|(_, role)| *role == &Some(participant::ParticipantRole::Supervisor))
             .map(|(subject, _)| subject.clone())
             .collect();
+        let (teams, attendance) = (HashMap::new(), Attendance::default());
         let mut ctx = Context {
             now: at(now),
             instant: Instant::now(),
             config: &config,
-            limiter: &mut limiter,
+            limits: &limits,
             staff,
+            teams: &teams,
             overseers: &overseers,
+            attendance: &attendance,
         };
         let mut fx = Effects::default();
         let verdict = submission(views, &mut ctx, &mut fx, "s-1", sender, cmid, action);

@@ -12,6 +12,7 @@ use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter}
 
 use super::PipelineError;
 use super::decide::lifecycle::OpenedBefore;
+use super::decide::staffing::Cause;
 use super::input::stored_content;
 use crate::audit::{in_statement_sizes, padded};
 
@@ -133,16 +134,23 @@ pub(super) async fn opened_before(
     }))
 }
 
+/// The staff the batch names.
+pub(super) type NamedStaff = (
+    HashMap<String, Option<participant::ParticipantRole>>,
+    HashMap<String, String>,
+);
+
 /// The participant role of each named subject that is registered, active staff (admins take
-/// part in no session); `None` for the others.
+/// part in no session); `None` for the others. And the team of those who have one.
 pub(super) async fn staff_roles(
     txn: &impl ConnectionTrait,
     subjects: Vec<String>,
-) -> Result<HashMap<String, Option<participant::ParticipantRole>>, PipelineError> {
+) -> Result<NamedStaff, PipelineError> {
     let mut roles: HashMap<String, Option<participant::ParticipantRole>> =
         subjects.iter().map(|s| (s.clone(), None)).collect();
+    let mut teams = HashMap::new();
     if subjects.is_empty() {
-        return Ok(roles);
+        return Ok((roles, teams));
     }
     let rows = agent::Entity::find()
         .filter(agent::Column::Subject.is_in(subjects))
@@ -151,9 +159,29 @@ pub(super) async fn staff_roles(
         .await?;
     for row in rows {
         let role = participant::ParticipantRole::try_from(row.role).ok();
+        if let Some(team) = row.team {
+            teams.insert(row.subject.clone(), team);
+        }
         roles.insert(row.subject, role);
     }
-    Ok(roles)
+    Ok((roles, teams))
+}
+
+/// Why `subject`, who has no seat in the roster any more, is not active staff who take part in
+/// sessions: disabled, an admin now, or not in the table at all.
+pub(super) async fn absence_cause(
+    db: &impl ConnectionTrait,
+    subject: &str,
+) -> Result<Cause, PipelineError> {
+    let row = agent::Entity::find()
+        .filter(agent::Column::Subject.eq(subject))
+        .one(db)
+        .await?;
+    Ok(match row {
+        None => Cause::Removed,
+        Some(row) if !row.active => Cause::Disabled,
+        Some(_) => Cause::RoleChanged,
+    })
 }
 
 /// Which of `subjects` are active supervisors or admins: they may assign, transfer and close
