@@ -30,11 +30,12 @@ use crate::audit::hex;
 const SURVEY_ANSWERED: &str = "survey.answered";
 
 /// Entries whose detail names a stored row's `seq` without recording it: the queue's
-/// `session.routed` names the `joined` entry that its own `session.joined` entry records. Read
+/// `session.routed` names the `joined` entry that its own `session.joined` entry records, and
+/// `session.staff_removed` the `left` entry of staff taken out of a session. Read
 /// as claims, they would count that row twice, once without a digest (a fresh install's
 /// `audit verify` then reported rows "recorded before digests"), and the doubled count could
 /// hide a row added outside the pipeline.
-const REFERS_TO_ROWS: &[&str] = &["session.routed"];
+const REFERS_TO_ROWS: &[&str] = &["session.routed", "session.staff_removed"];
 
 /// The content of a `messages` row that its audit entry vouches for.
 ///

@@ -43,7 +43,8 @@ pub(crate) fn join(
     Verdict::Accepted { seq: Some(seq) }
 }
 
-/// A member of staff leaves (the applicant closes the session instead).
+/// A member of staff leaves (the applicant closes the session instead); the last one to leave
+/// returns the session to its team's queue.
 pub(crate) fn leave(
     view: &mut SessionView,
     ctx: &mut Context<'_>,
@@ -57,6 +58,7 @@ pub(crate) fn leave(
         );
     }
     let seq = remove(view, ctx, fx, s.session_id, s.sender, s.cmid);
+    staffing::after_departure(view, ctx, fx, s.session_id, s.sender, s.cmid);
     Verdict::Accepted { seq: Some(seq) }
 }
 
@@ -226,14 +228,37 @@ mod tests {
         let (left, fx) = decide(&mut views, &staff, "ann", "x", Action::Leave, 1);
         assert_eq!(left, Verdict::Accepted { seq: Some(2) });
         let actions: Vec<&str> = fx.audit.iter().map(|a| a.action.as_str()).collect();
-        assert_eq!(actions, ["lock.released", "session.left"]);
+        // The last of its staff gone, the session waits for the next agent again.
+        assert_eq!(
+            actions,
+            ["lock.released", "session.left", "session.status_changed"]
+        );
         let view = views.get("s-1").unwrap();
         assert!(view.lock.holder.is_none());
         assert!(!view.members.contains_key("ann"));
+        assert_eq!(view.status, session::SessionStatus::Queued);
+        assert_eq!(view.assigned_agent, None);
         let (kiosk, _) = decide(&mut views, &staff, "kiosk", "x", Action::Leave, 1);
         assert!(matches!(
             kiosk,
             Verdict::Refused(RejectReason::NotAllowed, _)
         ));
+    }
+
+    #[test]
+    fn a_session_keeps_its_state_while_other_staff_remain() {
+        let staff = HashMap::new();
+        let mut views = views(&[
+            ("ann", ParticipantRole::Agent),
+            ("bob", ParticipantRole::Agent),
+        ]);
+        let status = views.get("s-1").unwrap().status;
+        views.get_mut("s-1").unwrap().assigned_agent = Some("ann".into());
+        let (_, fx) = decide(&mut views, &staff, "ann", "x", Action::Leave, 1);
+        let actions: Vec<&str> = fx.audit.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, ["session.left"]);
+        let view = views.get("s-1").unwrap();
+        assert_eq!(view.status, status);
+        assert_eq!(view.assigned_agent, None, "ann is no longer its agent");
     }
 }

@@ -79,6 +79,34 @@ pub(crate) fn unseat(
     // A server-made id: `#` never appears in a client's.
     let cmid = format!("#unseat-{}", view.last_seq + 1);
     let seq = membership::remove(view, ctx, fx, session_id, subject, &cmid);
+    let requeued = after_departure(view, ctx, fx, session_id, subject, &cmid);
+    fx.audit.push(AuditEntry {
+        actor: "system".to_owned(),
+        action: "session.staff_removed".to_owned(),
+        session_id: Some(session_id.to_owned()),
+        detail: serde_json::json!({
+            "subject": subject,
+            "cause": cause.as_str(),
+            "seq": seq,
+            "requeued": requeued,
+            "team": view.team,
+        }),
+    });
+    requeued
+}
+
+/// After `subject` left the session (on their own or taken out): they are no longer its
+/// assigned agent, and a session left without staff goes back to its team's queue, so that
+/// the applicant is never left in an active conversation with nobody to answer. Returns
+/// whether it was queued again.
+pub(crate) fn after_departure(
+    view: &mut SessionView,
+    ctx: &Context<'_>,
+    fx: &mut Effects,
+    session_id: &str,
+    subject: &str,
+    cmid: &str,
+) -> bool {
     if view.assigned_agent.as_deref() == Some(subject) {
         view.assigned_agent = None;
         fx.changed.insert(session_id.to_owned());
@@ -92,20 +120,8 @@ pub(crate) fn unseat(
     if requeued {
         view.assigned_agent = None;
         let queued = session::SessionStatus::Queued;
-        lifecycle::set_status(view, ctx, fx, session_id, "system", &cmid, queued);
+        lifecycle::set_status(view, ctx, fx, session_id, "system", cmid, queued);
     }
-    fx.audit.push(AuditEntry {
-        actor: "system".to_owned(),
-        action: "session.staff_removed".to_owned(),
-        session_id: Some(session_id.to_owned()),
-        detail: serde_json::json!({
-            "subject": subject,
-            "cause": cause.as_str(),
-            "seq": seq,
-            "requeued": requeued,
-            "team": view.team,
-        }),
-    });
     requeued
 }
 
