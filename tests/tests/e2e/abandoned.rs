@@ -11,7 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use testkit::{TestDatabase, TestStack};
 
-use super::participants::{Participant, eventually};
+use super::participants::{Participant, assigned, eventually};
 use super::staff;
 
 /// Gone applicants are closed after this long in these tests.
@@ -24,29 +24,9 @@ async fn stack() -> anyhow::Result<TestStack> {
     .await
 }
 
-/// An agent's desk: connected, following its assignments, available, taking `capacity`.
+/// An agent's desk: connected, following its assignments, available.
 async fn desk(stack: &TestStack, name: &str) -> anyhow::Result<Participant> {
-    let mut desk = Participant::connect(stack, name, stack.token(name, Role::Agent)).await?;
-    let codes = desk
-        .client
-        .subscribe(vec![testkit::mqtt::filter(
-            &format!("cc/v1/staff/{name}/assignments"),
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        )])
-        .await?;
-    anyhow::ensure!(codes.len() == 1, "{codes:?}");
-    let available =
-        json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"});
-    let ack = desk
-        .submit(format!("cc/v1/staff/{name}/submit"), available)
-        .await?;
-    anyhow::ensure!(ack["status"] == "accepted", "{ack}");
-    Ok(desk)
-}
-
-fn assigned(seen: &[(String, Value)], session: &str) -> bool {
-    seen.iter()
-        .any(|(t, p)| t.ends_with("/assignments") && p["session_id"] == session)
+    Participant::available_desk(stack, name, stack.token(name, Role::Agent)).await
 }
 
 async fn status(stack: &TestStack, id: &str) -> anyhow::Result<session::SessionStatus> {

@@ -86,6 +86,35 @@ impl Participant {
         .await
     }
 
+    /// A member of staff's desk, connected with `token`: following its assignments and
+    /// available, so that the queue offers it sessions.
+    pub async fn available_desk(
+        stack: &TestStack,
+        name: &str,
+        token: String,
+    ) -> anyhow::Result<Self> {
+        let mut desk = Self::connect(stack, name, token).await?;
+        let codes = desk
+            .client
+            .subscribe(vec![filter(
+                &format!("cc/v1/staff/{name}/assignments"),
+                QoS::AtLeastOnce,
+            )])
+            .await?;
+        anyhow::ensure!(
+            codes == [SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+            "{codes:?}"
+        );
+        let ack = desk
+            .submit(
+                format!("cc/v1/staff/{name}/submit"),
+                json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"}),
+            )
+            .await?;
+        anyhow::ensure!(ack["status"] == "accepted", "{ack}");
+        Ok(desk)
+    }
+
     /// Publishes `payload` to `topic` at QoS 1 without waiting for an answer.
     pub async fn publish(&self, topic: String, payload: &Value) -> anyhow::Result<()> {
         self.client
@@ -236,4 +265,10 @@ pub fn shape(entry: &Value) -> String {
         .or_else(|| entry["kind"].as_str())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Whether `seen` holds an assignment of `session`.
+pub fn assigned(seen: &[(String, Value)], session: &str) -> bool {
+    seen.iter()
+        .any(|(t, p)| t.ends_with("/assignments") && p["session_id"] == session)
 }

@@ -4,34 +4,15 @@
 
 use courtchat::{Reply, Role, StaffRole};
 use schemas::wire::{Action, Outcome, Submission};
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::TestStack;
 
-use super::participants::Participant;
+use super::participants::{Participant, assigned};
 use super::staff;
 
 /// A member of staff's desk: connected, following its assignments, available.
 async fn available(stack: &TestStack, name: &str, role: Role) -> anyhow::Result<Participant> {
-    let mut desk = Participant::connect(stack, name, stack.token(name, role)).await?;
-    desk.client
-        .subscribe(vec![testkit::mqtt::filter(
-            &format!("cc/v1/staff/{name}/assignments"),
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        )])
-        .await?;
-    let ack = desk
-        .submit(
-            format!("cc/v1/staff/{name}/submit"),
-            json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"}),
-        )
-        .await?;
-    anyhow::ensure!(ack["status"] == "accepted", "{ack}");
-    Ok(desk)
-}
-
-fn assigned(seen: &[(String, Value)], session: &str) -> bool {
-    seen.iter()
-        .any(|(t, p)| t.ends_with("/assignments") && p["session_id"] == session)
+    Participant::available_desk(stack, name, stack.token(name, role)).await
 }
 
 #[tokio::test]

@@ -11,33 +11,14 @@ use serde_json::{Value, json};
 use testkit::TestStack;
 
 use super::api::call;
-use super::participants::Participant;
+use super::participants::{Participant, assigned};
 use super::staff;
 
 /// A member of staff's desk: connected with a sign-in token, following its assignments,
 /// available.
 async fn available(stack: &TestStack, name: &str) -> anyhow::Result<Participant> {
     let token = staff::sign_in(stack, name).await?;
-    let mut desk = Participant::connect(stack, name, token).await?;
-    desk.client
-        .subscribe(vec![testkit::mqtt::filter(
-            &format!("cc/v1/staff/{name}/assignments"),
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-        )])
-        .await?;
-    let ack = desk
-        .submit(
-            format!("cc/v1/staff/{name}/submit"),
-            json!({"v": 1, "client_msg_id": "av", "type": "availability", "status": "available"}),
-        )
-        .await?;
-    anyhow::ensure!(ack["status"] == "accepted", "{ack}");
-    Ok(desk)
-}
-
-fn assigned(seen: &[(String, Value)], session: &str) -> bool {
-    seen.iter()
-        .any(|(t, p)| t.ends_with("/assignments") && p["session_id"] == session)
+    Participant::available_desk(stack, name, token).await
 }
 
 async fn removals(stack: &TestStack, session: &str) -> anyhow::Result<Vec<Value>> {
