@@ -104,7 +104,7 @@ pub struct AdminConfig {
     /// proxy); unset: the page's own host with the WebSocket listener's port and path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_websocket_url: Option<String>,
-    /// Seconds the kiosk page keeps a finished or idle conversation on screen before it clears
+    /// Seconds the kiosk page keeps a finished conversation on screen before it clears
     /// itself for the next person.
     pub kiosk_reset_secs: u64,
     /// Requests per minute (a burst of as many) from one signed-in caller, by their token's
