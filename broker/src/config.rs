@@ -11,6 +11,7 @@ use crate::auth::AuthConfig;
 use crate::denial::DenialsConfig;
 use crate::memberships::ClosedSessions;
 use crate::signal::SignalsConfig;
+use crate::subscribe_limit::SubscriptionsConfig;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +53,8 @@ pub struct BrokerConfig {
     pub pipeline_queue_wait_secs: u64,
     /// How much typing and presence each sender may publish (`[mqtt.signals]`).
     pub signals: SignalsConfig,
+    /// How many topic filters each sender may subscribe to (`[mqtt.subscriptions]`).
+    pub subscriptions: SubscriptionsConfig,
     /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
     pub denials: DenialsConfig,
     /// rumqttd's router, which carries every topic outside `cc/`.
@@ -101,6 +104,7 @@ impl Default for BrokerConfig {
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
             signals: SignalsConfig::default(),
+            subscriptions: SubscriptionsConfig::default(),
             denials: DenialsConfig::default(),
             router: RouterConfig::default(),
             auth: AuthConfig::default(),
@@ -114,6 +118,7 @@ impl BrokerConfig {
     /// the key.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         self.signals.rate()?;
+        self.subscriptions.rate()?;
         self.denials.check()?;
         if self.signals.max_payload_bytes < 64 {
             // The known payloads take about 30 bytes; less would refuse them.

@@ -33,6 +33,8 @@ pub trait Hook: Send + Sync {
     fn on_denial_record(&self, _record: &DenialRecord) {}
     /// A typing or presence publish (or will) that the gateway refused and did not deliver.
     fn on_signal_refused(&self, _identity: &Identity, _refusal: SignalRefusal) {}
+    /// A SUBSCRIBE refused whole because its sender's allowance of filters was spent.
+    fn on_subscribe_limited(&self, _identity: &Identity) {}
 }
 
 /// Denial counts since start.
@@ -44,6 +46,8 @@ pub struct Stats {
     /// Typing and presence publishes refused (not the payload their topic carries, too large,
     /// or over the sender's rate).
     pub refused_signals: u64,
+    /// SUBSCRIBEs refused because their sender's allowance of filters was spent.
+    pub limited_subscribes: u64,
 }
 
 /// The registered hooks, plus the counters the gateway keeps itself and the folding of
@@ -56,6 +60,7 @@ pub(crate) struct HookSet {
     denied_publishes: AtomicU64,
     denied_subscribes: AtomicU64,
     refused_signals: AtomicU64,
+    limited_subscribes: AtomicU64,
 }
 
 impl HookSet {
@@ -68,6 +73,7 @@ impl HookSet {
             denied_publishes: AtomicU64::new(0),
             denied_subscribes: AtomicU64::new(0),
             refused_signals: AtomicU64::new(0),
+            limited_subscribes: AtomicU64::new(0),
         }
     }
 
@@ -132,12 +138,20 @@ impl HookSet {
             .for_each(|hook| hook.on_signal_refused(identity, refusal));
     }
 
+    pub(crate) fn subscribe_limited(&self, identity: &Identity) {
+        self.limited_subscribes.fetch_add(1, Ordering::Relaxed);
+        self.hooks
+            .iter()
+            .for_each(|hook| hook.on_subscribe_limited(identity));
+    }
+
     pub(crate) fn stats(&self) -> Stats {
         Stats {
             refused_connects: self.refused_connects.load(Ordering::Relaxed),
             denied_publishes: self.denied_publishes.load(Ordering::Relaxed),
             denied_subscribes: self.denied_subscribes.load(Ordering::Relaxed),
             refused_signals: self.refused_signals.load(Ordering::Relaxed),
+            limited_subscribes: self.limited_subscribes.load(Ordering::Relaxed),
         }
     }
 

@@ -32,6 +32,7 @@ mod router;
 mod session;
 mod signal;
 mod staff;
+mod subscribe_limit;
 mod tls;
 mod transport;
 
@@ -63,6 +64,7 @@ pub use memberships::{ClosedSessions, Memberships};
 pub use reference::start_plain_rumqttd;
 pub use signal::{SignalRefusal, SignalsConfig};
 pub use staff::StaffRevocations;
+pub use subscribe_limit::SubscriptionsConfig;
 pub use tls::TlsError;
 
 use connection::Shared;
@@ -185,6 +187,7 @@ impl Broker {
                 }
                 if tick % IDLE_SENDERS_EVERY == 0 {
                     shared.signals.forget_idle();
+                    shared.subscribe_allowance.forget_idle();
                 }
                 shared.hooks.flush_due(now.into_std());
             }

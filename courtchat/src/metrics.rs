@@ -66,6 +66,10 @@ impl Hook for MetricsHook {
             .with_label_values(&[refusal.as_str()])
             .inc();
     }
+
+    fn on_subscribe_limited(&self, _identity: &Identity) {
+        self.0.subscribes_limited.inc();
+    }
 }
 
 /// A refusal's reason as a label with few values: the gateway's reasons are sentences (they

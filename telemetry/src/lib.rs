@@ -45,6 +45,8 @@ pub struct Metrics {
     /// Typing and presence publishes (and wills) the gateway refused and did not deliver, by
     /// `reason` (`invalid`, `too_large`, `rate_limited`).
     pub signals_refused: IntCounterVec,
+    /// SUBSCRIBEs refused whole because their sender's allowance of filters was spent.
+    pub subscribes_limited: IntCounter,
     /// Refused CONNECTs and denials written on the audit chain as entries of their own.
     pub denials_recorded: IntCounter,
     /// Refused CONNECTs and denials counted on the chain in a folded entry (repeats from one
@@ -121,6 +123,10 @@ impl Metrics {
                     "Typing and presence publishes refused and not delivered",
                 ),
                 &["reason"],
+            )?,
+            subscribes_limited: IntCounter::new(
+                "subscribes_limited_total",
+                "SUBSCRIBE requests refused because their sender's allowance of filters was spent",
             )?,
             denials_recorded: IntCounter::new(
                 "denials_recorded_total",
@@ -224,6 +230,7 @@ impl Metrics {
         r.register(Box::new(self.connects_refused.clone()))?;
         r.register(Box::new(self.denials.clone()))?;
         r.register(Box::new(self.signals_refused.clone()))?;
+        r.register(Box::new(self.subscribes_limited.clone()))?;
         r.register(Box::new(self.denials_recorded.clone()))?;
         r.register(Box::new(self.denials_folded.clone()))?;
         r.register(Box::new(self.denials_dropped.clone()))?;

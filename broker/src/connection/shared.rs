@@ -20,6 +20,7 @@ use crate::router::{LinkKey, RouterFeeder};
 use crate::session::{Forwarded, RetainedStore, SessionState, SessionStore};
 use crate::signal::Signals;
 use crate::staff::StaffRevocations;
+use crate::subscribe_limit::SubscribeAllowance;
 
 /// State shared by every connection of one broker.
 pub(crate) struct Shared {
@@ -38,6 +39,8 @@ pub(crate) struct Shared {
     pub hooks: HookSet,
     /// Each sender's allowance for typing and presence, and their checks (`signal`).
     pub signals: Signals,
+    /// Each sender's allowance of subscriptions (`subscribe_limit`).
+    pub subscribe_allowance: SubscribeAllowance,
     pub(super) sessions: SessionStore,
     pub(super) retained: RetainedStore,
     next_key: AtomicU64,
@@ -56,6 +59,8 @@ impl Shared {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         let signals = Signals::new(&config.signals)
             .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
+        let subscribe_allowance = SubscribeAllowance::new(&config.subscriptions)
+            .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
         let hooks = HookSet::new(hooks, &config.denials);
         Ok(Self {
             config,
@@ -70,6 +75,7 @@ impl Shared {
             link_ids: LinkIds::default(),
             hooks,
             signals,
+            subscribe_allowance,
             sessions: SessionStore::default(),
             retained: RetainedStore::default(),
             next_key: AtomicU64::new(1),

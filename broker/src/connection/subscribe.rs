@@ -23,7 +23,18 @@ impl Session<'_> {
             .is_some_and(|p| p.id.is_some());
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
-        for filter in subscribe.filters {
+        let allowed = self.shared.subscribe_allowance.take(
+            &self.identity.subject,
+            subscribe.filters.len(),
+            std::time::Instant::now(),
+        );
+        if !allowed {
+            // Refused whole, before any filter is checked or recorded: a flood of SUBSCRIBEs
+            // costs one counter, not a denial per filter.
+            self.shared.hooks.subscribe_limited(&self.identity);
+            codes.resize(subscribe.filters.len(), SubscribeReasonCode::QuotaExceeded);
+        }
+        for filter in subscribe.filters.into_iter().filter(|_| allowed) {
             let path = filter.path;
             let code = if with_identifier {
                 // CONNACK said subscription identifiers are not available.

@@ -52,6 +52,7 @@ mod staff_departures;
 mod staff_only;
 mod staff_revocation;
 mod storage;
+mod subscribe_limits;
 mod tls;
 mod web_applicant;
 mod web_conversation;
