@@ -19,7 +19,6 @@ use schemas::wire::PresenceStatus;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use super::PipelineError;
-use super::decide::Effects;
 
 /// What was last heard of a session's applicant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,17 +106,17 @@ impl Attendance {
             .map(|watched| watched.applicant.as_str())
     }
 
-    /// Takes a batch's decisions: sessions opened (their applicant present: they just asked)
-    /// and closed.
-    pub fn follow(&mut self, fx: &Effects) {
-        for (row, _) in &fx.opened {
-            if let (sea_orm::ActiveValue::Set(id), sea_orm::ActiveValue::Set(applicant)) =
-                (&row.id, &row.applicant)
-            {
-                self.watch(id.clone(), applicant.clone(), Seen::Present);
-            }
+    /// Takes a batch's decisions (`Effects::opened_sessions`, `Effects::closed`): sessions
+    /// opened, with their applicant (present: they just asked), and sessions closed.
+    pub fn follow<'a>(
+        &mut self,
+        opened: impl IntoIterator<Item = (&'a str, &'a str)>,
+        closed: &[String],
+    ) {
+        for (id, applicant) in opened {
+            self.watch(id.to_owned(), applicant.to_owned(), Seen::Present);
         }
-        for session_id in &fx.closed {
+        for session_id in closed {
             self.closed(session_id);
         }
     }
@@ -224,9 +223,9 @@ mod tests {
             attendance(&[("s-1", "kiosk-1"), ("s-2", "kiosk-1"), ("s-3", "kiosk-2")]);
         assert_eq!(attendance.open_sessions_of("kiosk-1"), 2);
         assert_eq!(attendance.applicant_of("s-3"), Some("kiosk-2"));
-        let mut fx = Effects::default();
-        fx.closed.push("s-1".into());
-        attendance.follow(&fx);
+        attendance.follow([("s-4", "kiosk-1")], &["s-1".to_owned()]);
+        assert_eq!(attendance.applicant_of("s-4"), Some("kiosk-1"));
+        attendance.closed("s-4");
         assert_eq!(attendance.open_sessions_of("kiosk-1"), 1);
         attendance.closed("s-3");
         assert_eq!(attendance.open_sessions_of("kiosk-2"), 0);

@@ -367,7 +367,7 @@ impl Worker {
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, txn, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
-        self.attendance.follow(&fx);
+        self.attendance.follow(fx.opened_sessions(), &fx.closed);
 
         fx.seal(&self.views);
         let touched = batch

@@ -88,11 +88,8 @@ pub(super) fn follow(roster: &mut Roster, fx: &Effects, views: &Views, now: Date
             } => roster.left(session_id, subject),
         }
     }
-    let opened = fx.opened.iter().filter_map(|(row, _)| match &row.id {
-        sea_orm::ActiveValue::Set(id) => Some(id),
-        _ => None,
-    });
-    for session_id in opened.chain(&fx.changed) {
+    let opened = fx.opened_sessions().map(|(id, _)| id);
+    for session_id in opened.chain(fx.changed.iter().map(String::as_str)) {
         let Some(view) = views.get(session_id) else {
             continue;
         };

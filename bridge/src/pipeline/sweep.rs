@@ -111,7 +111,7 @@ impl Worker {
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
         self.roster = Some(roster);
-        self.attendance.follow(&fx);
+        self.attendance.follow(fx.opened_sessions(), &fx.closed);
         if fx.audit.is_empty() {
             return Ok(None);
         }
@@ -153,7 +153,7 @@ async fn unseat(
             continue;
         }
         tracing::info!(subject = %departure.subject, session = %session_id, cause = cause.as_str(), "a member of staff leaves a session they may no longer hold");
-        staffing::unseat(view, ctx, fx, session_id, &departure.subject, cause);
+        decide::departure::unseat(view, ctx, fx, session_id, &departure.subject, cause);
     }
     Ok(())
 }

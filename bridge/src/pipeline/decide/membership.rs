@@ -1,4 +1,5 @@
-//! Joining and leaving a session.
+//! Joining a session, and what any arrival or departure records (`add`, `remove`); a
+//! departure's consequences for the session are `departure`'s.
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::{participant, session};
@@ -40,25 +41,6 @@ pub(crate) fn join(
         view.assigned_agent = Some(s.sender.to_owned());
         fx.changed.insert(s.session_id.to_owned());
     }
-    Verdict::Accepted { seq: Some(seq) }
-}
-
-/// A member of staff leaves (the applicant closes the session instead); the last one to leave
-/// returns the session to its team's queue.
-pub(crate) fn leave(
-    view: &mut SessionView,
-    ctx: &mut Context<'_>,
-    fx: &mut Effects,
-    s: &Subject<'_>,
-) -> Verdict {
-    if s.role == Some(participant::ParticipantRole::Applicant) {
-        return refuse(
-            RejectReason::NotAllowed,
-            "the applicant closes the session instead of leaving it",
-        );
-    }
-    let seq = remove(view, ctx, fx, s.session_id, s.sender, s.cmid);
-    staffing::after_departure(view, ctx, fx, s.session_id, s.sender, s.cmid);
     Verdict::Accepted { seq: Some(seq) }
 }
 
@@ -131,7 +113,7 @@ mod tests {
     use std::collections::HashMap;
 
     use schemas::db::entities::participant::ParticipantRole;
-    use schemas::wire::{Action, LockOp};
+    use schemas::wire::Action;
 
     use super::*;
     use crate::pipeline::decide::testing::{decide, views};
@@ -215,50 +197,5 @@ mod tests {
                 other => panic!("{joiner}: {other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn leaving_lets_go_of_the_lock() {
-        let staff = HashMap::new();
-        let mut views = views(&[("ann", ParticipantRole::Agent)]);
-        let acquire = Action::Lock {
-            op: LockOp::Acquire,
-        };
-        decide(&mut views, &staff, "ann", "l", acquire, 0);
-        let (left, fx) = decide(&mut views, &staff, "ann", "x", Action::Leave, 1);
-        assert_eq!(left, Verdict::Accepted { seq: Some(2) });
-        let actions: Vec<&str> = fx.audit.iter().map(|a| a.action.as_str()).collect();
-        // The last of its staff gone, the session waits for the next agent again.
-        assert_eq!(
-            actions,
-            ["lock.released", "session.left", "session.status_changed"]
-        );
-        let view = views.get("s-1").unwrap();
-        assert!(view.lock.holder.is_none());
-        assert!(!view.members.contains_key("ann"));
-        assert_eq!(view.status, session::SessionStatus::Queued);
-        assert_eq!(view.assigned_agent, None);
-        let (kiosk, _) = decide(&mut views, &staff, "kiosk", "x", Action::Leave, 1);
-        assert!(matches!(
-            kiosk,
-            Verdict::Refused(RejectReason::NotAllowed, _)
-        ));
-    }
-
-    #[test]
-    fn a_session_keeps_its_state_while_other_staff_remain() {
-        let staff = HashMap::new();
-        let mut views = views(&[
-            ("ann", ParticipantRole::Agent),
-            ("bob", ParticipantRole::Agent),
-        ]);
-        let status = views.get("s-1").unwrap().status;
-        views.get_mut("s-1").unwrap().assigned_agent = Some("ann".into());
-        let (_, fx) = decide(&mut views, &staff, "ann", "x", Action::Leave, 1);
-        let actions: Vec<&str> = fx.audit.iter().map(|a| a.action.as_str()).collect();
-        assert_eq!(actions, ["session.left"]);
-        let view = views.get("s-1").unwrap();
-        assert_eq!(view.status, status);
-        assert_eq!(view.assigned_agent, None, "ann is no longer its agent");
     }
 }

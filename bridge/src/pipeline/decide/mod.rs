@@ -11,6 +11,7 @@
 //! applicant has gone), [`reads`] (what a resync may send back).
 
 pub(crate) mod abandon;
+pub(crate) mod departure;
 pub(crate) mod entries;
 pub(crate) mod lifecycle;
 pub(crate) mod lock;
@@ -157,6 +158,18 @@ pub(crate) struct SessionState {
 }
 
 impl Effects {
+    /// The sessions this batch opened, with their applicant.
+    pub fn opened_sessions(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.opened
+            .iter()
+            .filter_map(|(row, _)| match (&row.id, &row.applicant) {
+                (sea_orm::ActiveValue::Set(id), sea_orm::ActiveValue::Set(applicant)) => {
+                    Some((id.as_str(), applicant.as_str()))
+                }
+                _ => None,
+            })
+    }
+
     /// Whether there is nothing to store (only answers to publish).
     pub fn writes_nothing(&self) -> bool {
         self.opened.is_empty()
@@ -359,7 +372,7 @@ pub(crate) fn submission(
         Action::Message { body } => entries::message(view, ctx, fx, &s, body),
         Action::Note { body } => entries::note(view, ctx, fx, &s, body),
         Action::Join => membership::join(view, ctx, fx, &s),
-        Action::Leave => membership::leave(view, ctx, fx, &s),
+        Action::Leave => departure::leave(view, ctx, fx, &s),
         Action::Lock { op } => lock::request(view, ctx, fx, &s, op),
         Action::Receipt {
             delivered_seq,
