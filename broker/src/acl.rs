@@ -30,7 +30,14 @@ pub trait Authorizer: Send + Sync {
         Decision::Abstain
     }
     fn check_publish(&self, identity: &Identity, topic: &str) -> Decision;
+    /// Whether `identity` may read every topic `filter` matches (for a topic name: that topic).
     fn check_subscribe(&self, identity: &Identity, filter: &str) -> Decision;
+    /// Whether `identity` may hold the wildcard filter `filter` because it may read *some*
+    /// topic the filter matches; every delivery through it is then checked with
+    /// [`Authorizer::check_subscribe`] on its topic. Defaults to the strict check.
+    fn check_subscribe_some(&self, identity: &Identity, filter: &str) -> Decision {
+        self.check_subscribe(identity, filter)
+    }
 }
 
 /// Authorizers in order, ending in deny.
@@ -69,8 +76,22 @@ impl AclChain {
         self.decide(|step| step.check_publish(identity, topic))
     }
 
+    /// Whether `identity` may read `topic` (a delivery), or every topic `filter` matches.
     pub fn check_subscribe(&self, identity: &Identity, filter: &str) -> Result<(), String> {
         self.decide(|step| step.check_subscribe(identity, filter))
+    }
+
+    /// Whether `identity` may hold `filter` as a subscription. A filter without wildcards must
+    /// be readable; a wildcard filter is granted as Mosquitto grants it, when some topic it
+    /// matches is readable, because every delivery through it is checked on its own topic
+    /// (`connection::delivery`): `#` works for a role that static rules open some topics to,
+    /// and still never carries a `cc/` topic or a denied one.
+    pub fn check_filter(&self, identity: &Identity, filter: &str) -> Result<(), String> {
+        if filter.split('/').any(|level| matches!(level, "+" | "#")) {
+            self.decide(|step| step.check_subscribe_some(identity, filter))
+        } else {
+            self.check_subscribe(identity, filter)
+        }
     }
 
     /// `Err("")` when every step abstained.
@@ -237,6 +258,18 @@ impl Authorizer for ProtocolRules {
             Decision::Deny(format!("{filter} matches no topic of the protocol"))
         }
     }
+
+    /// A filter under `cc/` is decided as strictly as ever: the protocol's filters name what
+    /// they read. One that only reaches `cc/` through a leading wildcard (`#`, `+/…`) is left
+    /// to the rules for the rest of the namespace; the protocol topics it matches are refused
+    /// delivery by delivery.
+    fn check_subscribe_some(&self, identity: &Identity, filter: &str) -> Decision {
+        if in_protocol(filter) {
+            self.check_subscribe(identity, filter)
+        } else {
+            Decision::Abstain
+        }
+    }
 }
 
 /// Whether `identity` may publish on `topic` with the retain flag `retain`. Under `cc/` only the
@@ -251,6 +284,11 @@ pub(crate) fn check_retain(identity: &Identity, topic: &str, retain: bool) -> Re
     } else {
         Ok(())
     }
+}
+
+/// Whether a topic name lies in the protocol namespace `cc/...`.
+pub(crate) fn in_protocol(topic: &str) -> bool {
+    topic.split('/').next() == Some("cc")
 }
 
 /// Whether a topic or filter lies in the protocol namespace `cc/...`, or is a wildcard filter
@@ -483,7 +521,13 @@ impl StaticRules {
         }
     }
 
-    fn check(&self, identity: &Identity, topic_or_filter: &str, write: bool) -> Decision {
+    fn check(
+        &self,
+        identity: &Identity,
+        topic_or_filter: &str,
+        write: bool,
+        reach: Reach,
+    ) -> Decision {
         for rule in &self.rules {
             let access = match rule.access {
                 Access::Read => !write,
@@ -496,10 +540,17 @@ impl StaticRules {
             let Some(pattern) = rule.pattern(identity) else {
                 continue;
             };
-            let hit = match self.effect {
+            let hit = match (self.effect, reach) {
                 // Allow only what the pattern wholly covers; deny whatever it touches.
-                Effect::Allow => covers(&pattern, topic_or_filter),
-                Effect::Deny => overlaps(&pattern, topic_or_filter),
+                (Effect::Allow, Reach::Every) => covers(&pattern, topic_or_filter),
+                (Effect::Deny, Reach::Every) => overlaps(&pattern, topic_or_filter),
+                // A wildcard filter: granted where the pattern opens some topic it matches
+                // outside the protocol (a grant never opens `cc/`), denied where the pattern
+                // closes all of it.
+                (Effect::Allow, Reach::Some) => {
+                    !in_protocol(&pattern) && overlaps(&pattern, topic_or_filter)
+                }
+                (Effect::Deny, Reach::Some) => covers(&pattern, topic_or_filter),
             };
             if hit {
                 return match self.effect {
@@ -520,15 +571,31 @@ impl Authorizer for StaticRules {
         if self.effect == Effect::Allow && reaches_protocol(topic) {
             return Decision::Abstain;
         }
-        self.check(identity, topic, true)
+        self.check(identity, topic, true, Reach::Every)
     }
 
     fn check_subscribe(&self, identity: &Identity, filter: &str) -> Decision {
         if self.effect == Effect::Allow && reaches_protocol(filter) {
             return Decision::Abstain;
         }
-        self.check(identity, filter, false)
+        self.check(identity, filter, false, Reach::Every)
     }
+
+    fn check_subscribe_some(&self, identity: &Identity, filter: &str) -> Decision {
+        if in_protocol(filter) {
+            return self.check_subscribe(identity, filter);
+        }
+        self.check(identity, filter, false, Reach::Some)
+    }
+}
+
+/// Which of a filter's topics a rule must reach to decide it.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// Every topic (a grant covers the filter; a denial touches it).
+    Every,
+    /// Some topic (a grant touches the filter outside `cc/`; a denial covers it).
+    Some,
 }
 
 /// Does every topic `filter` matches also match `pattern`?

@@ -57,8 +57,6 @@ pub struct BrokerConfig {
     pub subscriptions: SubscriptionsConfig,
     /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
     pub denials: DenialsConfig,
-    /// rumqttd's router, which carries every topic outside `cc/`.
-    pub router: RouterConfig,
     /// How clients prove who they are.
     pub auth: AuthConfig,
     /// Static authorization rules and the policy for denied publishes.
@@ -106,7 +104,6 @@ impl Default for BrokerConfig {
             signals: SignalsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
             denials: DenialsConfig::default(),
-            router: RouterConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
         }
@@ -136,28 +133,6 @@ impl BrokerConfig {
             kept: self.closed_sessions_kept,
             access: (self.closed_session_access_secs > 0)
                 .then(|| Duration::from_secs(self.closed_session_access_secs)),
-        }
-    }
-}
-
-/// The sizes of rumqttd's in-memory log, kept per subscribed filter outside `cc/` (topics that
-/// static rules open). A subscriber further behind than the log reaches skips ahead to what is
-/// kept, and publishers are never slowed, so these trade memory for how large a backlog a slow
-/// or disconnected persistent subscriber gets back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RouterConfig {
-    /// Bytes of one segment of a filter's log (at least 1024: rumqttd refuses less).
-    pub max_segment_size: usize,
-    /// Segments kept per filter; the oldest is dropped when a new one starts.
-    pub max_segment_count: usize,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
         }
     }
 }

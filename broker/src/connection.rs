@@ -1,9 +1,8 @@
 //! One client connection: the CONNECT rules, the session the gateway keeps for the client, and
-//! the relay between the client and its router link.
+//! the relay between the client and the routing index (`fanout`).
 //!
 //! Packets are handled in MQTT 5's model (see `codec`), whichever version the client speaks.
-//! rumqttd's router only fans messages out, at QoS 0, to local links; everything a client sees
-//! of MQTT's delivery guarantees is done here: QoS 1 deliveries with packet ids, the client's
+//! Everything a client sees of MQTT's delivery guarantees is done here: QoS 1 deliveries with packet ids, the client's
 //! receive maximum and maximum packet size, QoS min(published, granted), no-local,
 //! retain-as-published and retain handling, retained messages, persistent sessions and their
 //! expiry, and the will.
@@ -11,8 +10,7 @@
 //! This module holds the relay loop and the routing of what a client publishes; its parts live
 //! beside it: `connect` (the CONNECT rules, then [`serve`] runs a `Session`), `incoming` (what
 //! the client sends: publishes checked and acknowledged, unsubscribes, pings, DISCONNECT),
-//! `subscribe`, `delivery` (what goes to the client), `router_link` (rumqttd for topics outside
-//! `cc/`), `finish` (how a connection ends), `presence` (presence kept and `offline`
+//! `subscribe`, `delivery` (what goes to the client), `finish` (how a connection ends), `presence` (presence kept and `offline`
 //! announced), `registry` (live connections by client id) and `shared` (state every connection
 //! of a broker shares).
 
@@ -22,7 +20,6 @@ mod finish;
 mod incoming;
 mod presence;
 mod registry;
-mod router_link;
 mod shared;
 mod subscribe;
 
@@ -40,14 +37,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Identity, Role};
 use crate::codec::{self, Version};
-use crate::fanout::{self, Inbox};
+use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
 use crate::inbound::{self, Inbound};
-use crate::router::{Command, LinkKey};
-use crate::session::{self, Forwarded, Outbound, PROVENANCE_KEY, Provenance, SessionState};
+use crate::message::{Forwarded, Message};
+use crate::session::{self, Outbound, SessionState};
 use crate::transport::Transport;
 use connect::ClientLimits;
-use router_link::{end_router_session, forward_notifications};
 
 pub(crate) use connect::serve;
 pub(crate) use registry::ClientRegistry;
@@ -124,17 +120,12 @@ struct Session<'a> {
     /// Seconds the session outlives the connection (0: it ends with it).
     expiry: u32,
     limits: ClientLimits,
+    /// The client id as publishes carry it, for no-local.
+    publisher: std::sync::Arc<str>,
     /// This connection's delivery queue, once it is running (see `fanout`).
     inbox: Option<Inbox>,
-    /// The pooled id its rumqttd link has, if it is not its own client id.
-    router_id: Option<u64>,
-    /// Whether its rumqttd link is a persistent session under its client id, which rumqttd
-    /// keeps until told otherwise.
-    persistent_link: bool,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
     deliveries: Option<mpsc::Receiver<Forwarded>>,
-    /// Moves deliveries from this connection's rumqttd link, once it has one.
-    forwarder: Option<tokio::task::JoinHandle<()>>,
     /// Copies of this client's publishes for full patient queues (the pipeline's), delivered
     /// in order as room appears.
     waiting: VecDeque<(Inbox, Forwarded)>,
@@ -159,32 +150,6 @@ impl Session<'_> {
         ack_properties: ConnAckProperties,
         control: Control<'_>,
     ) -> Ending {
-        // rumqttd keeps a persistent session's subscriptions and catches it up on messages it
-        // missed. A new session must start from nothing there too; one that outlives its
-        // connection is attached as persistent after the wipe.
-        if !session_present
-            && self.expiry > 0
-            && end_router_session(self.shared, self.client_id.clone())
-                .await
-                .is_err()
-        {
-            return self.refuse_unavailable(wire).await;
-        }
-        // A persistent session's link exists from the start: rumqttd keeps its subscriptions
-        // outside `cc/` while it is away, and what they matched. So does a resumed session's
-        // even when its new CONNECT gives no expiry (MQTT 5: the session resumes, then ends with
-        // this connection), or what it missed and its subscriptions there would be lost. Any
-        // other connection gets a link only if it uses a topic outside `cc/` (see `link`): chat
-        // clients never do, and a rumqttd link costs tens of KiB.
-        let mut attached = None;
-        if self.expiry > 0 || session_present {
-            match self.attach(self.key, false).await {
-                Ok(link) => attached = Some(link),
-                Err(()) => return self.refuse_unavailable(wire).await,
-            }
-            self.persistent_link = true;
-        }
-
         let ack = ConnAck {
             session_present,
             code: ConnectReturnCode::Success,
@@ -243,15 +208,8 @@ impl Session<'_> {
                 (inbox, forwarded)
             }
         };
-        if let Some(link) = attached {
-            let notifications = inbox.deliveries.clone();
-            self.forwarder = Some(tokio::spawn(forward_notifications(link, notifications)));
-        }
         self.inbox = Some(inbox);
         let ending = self.relay(wire, buf, &mut forwarded, control).await;
-        if let Some(forwarder) = self.forwarder.take() {
-            forwarder.abort();
-        }
         self.deliveries = Some(forwarded);
         ending
     }
@@ -265,13 +223,6 @@ impl Session<'_> {
             }
         }
         None
-    }
-
-    async fn refuse_unavailable(&mut self, wire: &mut Wire) -> Ending {
-        wire.refuse(ConnectReturnCode::ServerUnavailable).await;
-        // The client never got a session: nothing to keep.
-        self.expiry = 0;
-        Ending::Clean { with_will: false }
     }
 
     async fn relay(
@@ -405,12 +356,12 @@ impl Session<'_> {
         self.version == Version::V5
     }
 
-    /// Hands a message (a publish or the will) to the router with its provenance, and records
-    /// it if retained.
-    async fn route(&mut self, mut message: Outbound) -> Result<(), Ending> {
+    /// Hands a message (a publish or the will) to its subscribers, and records it if retained.
+    fn route(&mut self, mut message: Outbound) {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
+        let protocol = crate::acl::in_protocol(&topic);
         if let Some(properties) = message.properties.as_mut() {
-            session::sanitize_user_properties(properties, fanout::routes(&topic));
+            session::sanitize_user_properties(properties, protocol);
             if *properties == PublishProperties::default() {
                 message.properties = None;
             }
@@ -418,16 +369,10 @@ impl Session<'_> {
         if message.retain {
             self.shared.retained.update(&topic, message.clone());
         }
-        let provenance = Provenance {
-            qos: message.qos,
-            retain: message.retain,
-            publisher: self.client_id.clone(),
-        };
-        let mut properties = message.properties.unwrap_or_default();
-        properties
-            .user_properties
-            .push((PROVENANCE_KEY.to_owned(), provenance.encode()));
-        if fanout::routes(&topic) && is_submission(&topic) {
+        if protocol && is_submission(&topic) {
+            let properties = message
+                .properties
+                .get_or_insert_with(PublishProperties::default);
             // The pipeline counts a submission's wait from here, queueing in the gateway
             // included, to refuse what waited too long instead of deciding it late.
             let now = std::time::SystemTime::now()
@@ -444,25 +389,16 @@ impl Session<'_> {
                 &mut properties.user_properties,
             );
         }
-        if fanout::routes(&topic) {
-            let properties = Box::new(properties);
-            let forwarded = || Forwarded::Publish {
-                topic: message.topic.clone(),
-                payload: message.payload.clone(),
-                properties: Some(properties.clone()),
-            };
-            let waiting = self.shared.fanout.publish(self.key, &topic, forwarded);
-            self.waiting.extend(waiting);
-            return Ok(());
-        }
-        self.link().await?;
-        self.to_router(Command::Publish {
-            key: self.key,
+        let forwarded = std::sync::Arc::new(Message {
             topic: message.topic,
             payload: message.payload,
-            properties: Some(properties),
-        })
-        .await
+            qos: message.qos,
+            retain: message.retain,
+            publisher: Some(self.publisher.clone()),
+            properties: message.properties,
+        });
+        let waiting = self.shared.fanout.publish(self.key, &topic, &forwarded);
+        self.waiting.extend(waiting);
     }
 }
 

@@ -1,19 +1,18 @@
-//! Routing of the chat protocol's namespace (`cc/…`) by the gateway itself.
+//! Routing: which connections a publish goes to, by the gateway itself for every topic.
 //!
-//! rumqttd keeps every filter ever subscribed, with its in-memory message log, for the life of
-//! the process (../shared/notes/rumqttd-0.20.md, "Memory"). The protocol's filters name sessions
-//! and subjects (`cc/v1/sessions/{id}/messages`, `cc/v1/clients/{subject}/ack`), so routing them
-//! through rumqttd grew the server with every session and every applicant that ever existed. Here
-//! a publish under `cc/` goes straight to the connections whose filters can match it, found
-//! through an index keyed by the topic's first four levels (`cc/v1/sessions/{id}`,
-//! `cc/v1/clients/{subject}`), and an index entry disappears with its last subscriber, so memory
-//! follows the live sessions. rumqttd still routes everything outside `cc/` (topics opened by
-//! static rules), whose filters are few and set by configuration.
+//! A publish goes straight to the connections whose filters can match it, found through an index
+//! keyed by the topic's first four levels (`cc/v1/sessions/{id}`, `cc/v1/clients/{subject}`,
+//! `sensors/hall/door/1`), and an index entry disappears with its last subscriber, so memory
+//! follows the live subscriptions. Filters with a wildcard among their first four levels (the
+//! pipeline's, a supervisor's, `#` under a static rule) are kept per connection and checked one by
+//! one; they are few. (rumqttd's router, which carried the topics outside `cc/` until issue 22,
+//! kept every filter ever subscribed and every client id ever seen for the life of the process,
+//! and cost each connection that used it tens of KiB: see ARCHITECTURE.md.)
 //!
-//! Every connection has one bounded delivery queue, shared with its rumqttd link. Publishing
-//! never waits for a subscriber: a connection whose queue is full has fallen too far behind and
-//! is disconnected (MQTT 5: 0x97), as one whose own pending queue overflows is, rather than
-//! slowing the publisher (usually the chat pipeline) for everyone or dropping in silence.
+//! Every connection has one bounded delivery queue. Publishing never waits for a subscriber: a
+//! connection whose queue is full has fallen too far behind and is disconnected (MQTT 5: 0x97),
+//! as one whose own pending queue overflows is, rather than slowing the publisher (usually the
+//! chat pipeline) for everyone or dropping in silence.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -22,11 +21,14 @@ use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::router::LinkKey;
-use crate::session::Forwarded;
+use crate::message::Forwarded;
 
-/// Levels of a topic that key the index: `cc`, `v1`, the scope (`sessions`, `clients`, `open`)
-/// and its id.
+/// Identifies one connection (or a persistent session's queue while its client is away); never
+/// reused. 0 is the gateway's own.
+pub(crate) type LinkKey = u64;
+
+/// Levels of a topic that key the index: for the protocol, `cc`, `v1`, the scope (`sessions`,
+/// `clients`, `open`) and its id.
 const KEY_LEVELS: usize = 4;
 
 /// A connection's delivery queue, and how to tell it that the queue overflowed.
@@ -41,44 +43,22 @@ pub(crate) struct Inbox {
     pub patient: bool,
 }
 
-/// The part of the `cc/` namespace a filter can match.
+/// The topics a filter can match, as the index sees them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Reach {
     /// Topics whose first levels are exactly this (`cc/v1/sessions/s-1`, `cc/v1/queue`).
     Keyed(String),
-    /// Any topic under `cc/` (a wildcard among the first levels).
+    /// Any topic (a wildcard among the first levels).
     Everywhere,
 }
 
-/// How a filter is served.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Plan {
-    /// By the index, for the topics under `cc/` it can match.
-    pub reach: Option<Reach>,
-    /// By rumqttd, for the topics outside `cc/` it can match.
-    pub router: bool,
-}
-
-/// Whether a topic is routed here rather than by rumqttd.
-pub(crate) fn routes(topic: &str) -> bool {
-    topic.split('/').next() == Some("cc")
-}
-
-/// Decides how a (valid) filter is served.
-pub(crate) fn plan(filter: &str) -> Plan {
-    let levels: Vec<&str> = filter.split('/').collect();
-    let first = levels.first().copied().unwrap_or_default();
-    let reach = matches!(first, "cc" | "+" | "#").then(|| {
-        let head = &levels[..levels.len().min(KEY_LEVELS)];
-        if head.iter().any(|level| matches!(*level, "+" | "#")) {
-            Reach::Everywhere
-        } else {
-            Reach::Keyed(head.join("/"))
-        }
-    });
-    Plan {
-        reach,
-        router: first != "cc",
+/// Decides how a (valid) filter is indexed.
+pub(crate) fn plan(filter: &str) -> Reach {
+    let mut head = filter.splitn(KEY_LEVELS + 1, '/').take(KEY_LEVELS);
+    if head.any(|level| matches!(level, "+" | "#")) {
+        Reach::Everywhere
+    } else {
+        Reach::Keyed(key_of(filter).to_owned())
     }
 }
 
@@ -110,8 +90,8 @@ impl Fanout {
     /// into `cc/`.
     pub fn add(&self, key: LinkKey, filter: &str, inbox: &Inbox) {
         let mut index = self.lock();
-        match plan(filter).reach {
-            Some(Reach::Keyed(prefix)) => {
+        match plan(filter) {
+            Reach::Keyed(prefix) => {
                 index
                     .keyed
                     .entry(prefix)
@@ -120,7 +100,7 @@ impl Fanout {
                     .or_insert_with(|| (inbox.clone(), 0))
                     .1 += 1;
             }
-            Some(Reach::Everywhere) => {
+            Reach::Everywhere => {
                 index
                     .everywhere
                     .entry(key)
@@ -128,15 +108,14 @@ impl Fanout {
                     .1
                     .push(filter.to_owned());
             }
-            None => {}
         }
     }
 
     /// Stops serving `filter` for `key`; an entry goes with its last filter.
     pub fn remove(&self, key: LinkKey, filter: &str) {
         let mut index = self.lock();
-        match plan(filter).reach {
-            Some(Reach::Keyed(prefix)) => {
+        match plan(filter) {
+            Reach::Keyed(prefix) => {
                 let Some(subscribers) = index.keyed.get_mut(&prefix) else {
                     return;
                 };
@@ -150,7 +129,7 @@ impl Fanout {
                     index.keyed.remove(&prefix);
                 }
             }
-            Some(Reach::Everywhere) => {
+            Reach::Everywhere => {
                 if let Some((_, filters)) = index.everywhere.get_mut(&key) {
                     filters.retain(|held| held != filter);
                     if filters.is_empty() {
@@ -158,7 +137,6 @@ impl Fanout {
                     }
                 }
             }
-            None => {}
         }
     }
 
@@ -174,20 +152,19 @@ impl Fanout {
     ) {
         let mut index = self.lock();
         for filter in filters {
-            match plan(filter).reach {
-                Some(Reach::Keyed(prefix)) => {
+            match plan(filter) {
+                Reach::Keyed(prefix) => {
                     if let Some(subscribers) = index.keyed.get_mut(&prefix)
                         && let Some((_, count)) = subscribers.remove(&old)
                     {
                         subscribers.insert(new, (inbox.clone(), count));
                     }
                 }
-                Some(Reach::Everywhere) => {
+                Reach::Everywhere => {
                     if let Some((_, held)) = index.everywhere.remove(&old) {
                         index.everywhere.insert(new, (inbox.clone(), held));
                     }
                 }
-                None => {}
             }
         }
     }
@@ -208,7 +185,7 @@ impl Fanout {
         &self,
         from: LinkKey,
         topic: &str,
-        message: impl Fn() -> Forwarded,
+        message: &Forwarded,
     ) -> Vec<(Inbox, Forwarded)> {
         let index = self.read();
         let keyed = index.keyed.get(key_of(topic));
@@ -223,7 +200,7 @@ impl Fanout {
             .chain(wildcard.map(|(key, (inbox, _))| (key, inbox)));
         let mut waiting = Vec::new();
         for (key, inbox) in targets {
-            match inbox.deliveries.try_send(message()) {
+            match inbox.deliveries.try_send(message.clone()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                 // Waiting for one's own queue would never end: only its owner drains it.
                 Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && *key != from => {
@@ -264,43 +241,27 @@ mod tests {
 
     #[test]
     fn plans() {
-        let keyed = |prefix: &str| Some(Reach::Keyed(prefix.to_owned()));
-        let rows: &[(&str, Option<Reach>, bool)] = &[
-            (
-                "cc/v1/sessions/s1/messages",
-                keyed("cc/v1/sessions/s1"),
-                false,
-            ),
-            ("cc/v1/sessions/s1/+", keyed("cc/v1/sessions/s1"), false),
-            ("cc/v1/sessions/s1/#", keyed("cc/v1/sessions/s1"), false),
-            ("cc/v1/sessions/s1", keyed("cc/v1/sessions/s1"), false),
-            (
-                "cc/v1/clients/kiosk-1/ack",
-                keyed("cc/v1/clients/kiosk-1"),
-                false,
-            ),
-            ("cc/v1/queue", keyed("cc/v1/queue"), false),
-            ("cc", keyed("cc"), false),
-            ("cc/v1/sessions/+/submit/+", Some(Reach::Everywhere), false),
-            ("cc/v1/sessions/#", Some(Reach::Everywhere), false),
-            ("cc/#", Some(Reach::Everywhere), false),
-            ("#", Some(Reach::Everywhere), true),
-            ("+/v1/sessions/s1/messages", Some(Reach::Everywhere), true),
-            ("bench/relay", None, true),
-            ("bench/#", None, true),
+        let keyed = |prefix: &str| Reach::Keyed(prefix.to_owned());
+        let rows: &[(&str, Reach)] = &[
+            ("cc/v1/sessions/s1/messages", keyed("cc/v1/sessions/s1")),
+            ("cc/v1/sessions/s1/+", keyed("cc/v1/sessions/s1")),
+            ("cc/v1/sessions/s1/#", keyed("cc/v1/sessions/s1")),
+            ("cc/v1/sessions/s1", keyed("cc/v1/sessions/s1")),
+            ("cc/v1/clients/kiosk-1/ack", keyed("cc/v1/clients/kiosk-1")),
+            ("cc/v1/queue", keyed("cc/v1/queue")),
+            ("cc", keyed("cc")),
+            ("bench/relay", keyed("bench/relay")),
+            ("a/b/c/d/e/+", keyed("a/b/c/d")),
+            ("cc/v1/sessions/+/submit/+", Reach::Everywhere),
+            ("cc/v1/sessions/#", Reach::Everywhere),
+            ("cc/#", Reach::Everywhere),
+            ("#", Reach::Everywhere),
+            ("+/v1/sessions/s1/messages", Reach::Everywhere),
+            ("bench/#", Reach::Everywhere),
         ];
-        for (filter, reach, router) in rows {
-            assert_eq!(
-                plan(filter),
-                Plan {
-                    reach: reach.clone(),
-                    router: *router
-                },
-                "{filter}"
-            );
+        for (filter, reach) in rows {
+            assert_eq!(&plan(filter), reach, "{filter}");
         }
-        assert!(routes("cc/v1/sessions/s1/messages") && routes("cc"));
-        assert!(!routes("bench/relay") && !routes("ccx/a"));
         assert_eq!(key_of("cc/v1/sessions/s1/submit/k1"), "cc/v1/sessions/s1");
         assert_eq!(key_of("cc/v1/queue"), "cc/v1/queue");
     }
@@ -318,8 +279,18 @@ mod tests {
             "cc/v1/sessions/s1/submit/k1",
             "cc/v1/sessions/s2/messages",
             "cc/v1/clients/k1/ack",
+            "a/b/c/d",
+            "a/b/c/d/e",
+            "a/b/x/d/e",
+            "/a",
+            "a//b",
         ];
         let filters = [
+            "a/b/c/d/#",
+            "a/b/c/d/e",
+            "a/b/c/d/+",
+            "/a",
+            "a//b",
             "cc",
             "cc/#",
             "cc/v1/sessions/s1/#",
@@ -331,7 +302,7 @@ mod tests {
             "cc/v1/+",
         ];
         for filter in filters {
-            let Some(Reach::Keyed(prefix)) = plan(filter).reach else {
+            let Reach::Keyed(prefix) = plan(filter) else {
                 continue;
             };
             for topic in topics {
@@ -343,11 +314,14 @@ mod tests {
     }
 
     fn message() -> Forwarded {
-        Forwarded::Publish {
+        std::sync::Arc::new(crate::message::Message {
             topic: Bytes::from_static(b"cc/v1/sessions/s1/messages"),
             payload: Bytes::new(),
+            qos: rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+            retain: false,
+            publisher: None,
             properties: None,
-        }
+        })
     }
 
     fn inbox(capacity: usize, patient: bool) -> (Inbox, mpsc::Receiver<Forwarded>) {
@@ -367,9 +341,9 @@ mod tests {
         fanout.add(1, "cc/v1/sessions/s1/messages", &inbox);
         fanout.add(1, "cc/v1/sessions/s1/lock", &inbox);
         fanout.add(1, "cc/v1/sessions/+/messages", &inbox);
-        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", message);
-        let _ = fanout.publish(9, "cc/v1/sessions/s2/messages", message);
-        let _ = fanout.publish(9, "cc/v1/sessions/s2/notes", message);
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", &message());
+        let _ = fanout.publish(9, "cc/v1/sessions/s2/messages", &message());
+        let _ = fanout.publish(9, "cc/v1/sessions/s2/notes", &message());
         assert_eq!(
             (
                 rx.try_recv().is_ok(),
@@ -381,12 +355,12 @@ mod tests {
              s2's notes not at all"
         );
         fanout.remove(1, "cc/v1/sessions/s1/messages");
-        let _ = fanout.publish(9, "cc/v1/sessions/s1/lock", message);
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/lock", &message());
         assert!(rx.try_recv().is_ok(), "the lock filter still holds s1");
         fanout.remove(1, "cc/v1/sessions/s1/lock");
         fanout.remove(1, "cc/v1/sessions/+/messages");
         assert_eq!(fanout.len(), 0);
-        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", message);
+        let _ = fanout.publish(9, "cc/v1/sessions/s1/messages", &message());
         assert!(rx.try_recv().is_err());
     }
 
@@ -395,20 +369,20 @@ mod tests {
         let fanout = Fanout::default();
         let (hasty, _hasty_rx) = inbox(1, false);
         fanout.add(7, "cc/v1/queue", &hasty);
-        assert!(fanout.publish(9, "cc/v1/queue", message).is_empty());
+        assert!(fanout.publish(9, "cc/v1/queue", &message()).is_empty());
         assert!(!hasty.overflow.is_cancelled());
-        assert!(fanout.publish(9, "cc/v1/queue", message).is_empty());
+        assert!(fanout.publish(9, "cc/v1/queue", &message()).is_empty());
         assert!(hasty.overflow.is_cancelled());
 
         let (patient, mut patient_rx) = inbox(1, true);
         fanout.add(8, "cc/v1/open/+", &patient);
-        assert!(fanout.publish(9, "cc/v1/open/k1", message).is_empty());
+        assert!(fanout.publish(9, "cc/v1/open/k1", &message()).is_empty());
         // Full: the copy comes back to the publisher to deliver when there is room.
-        let waiting = fanout.publish(9, "cc/v1/open/k1", message);
+        let waiting = fanout.publish(9, "cc/v1/open/k1", &message());
         assert_eq!(waiting.len(), 1);
         assert!(!patient.overflow.is_cancelled());
         assert!(patient_rx.try_recv().is_ok());
         // Its owner publishing to itself does not wait for itself.
-        assert!(fanout.publish(8, "cc/v1/open/k1", message).is_empty());
+        assert!(fanout.publish(8, "cc/v1/open/k1", &message()).is_empty());
     }
 }

@@ -1,9 +1,10 @@
 //! courtchat's MQTT front door.
 //!
-//! Clients never talk to rumqttd directly: rumqttd's own listeners have crash paths and no
-//! per-topic authorization (see ARCHITECTURE.md). Instead, this crate terminates MQTT itself,
-//! with rumqttc's public codecs, and relays each client through a local link into rumqttd's
-//! router, which stays the routing core.
+//! This crate terminates MQTT itself, with rumqttc's public codecs, authenticates and authorizes
+//! every connection, publish, subscription and delivery, and routes every topic through its own
+//! index (`fanout`), whose memory follows the live subscriptions. (rumqttd's router, the routing
+//! core until issue 22, is kept only as a benchmark reference behind the `rumqttd-reference`
+//! feature: see ARCHITECTURE.md.)
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), broker::BrokerError> {
@@ -27,8 +28,9 @@ pub mod fuzzing;
 mod hooks;
 mod inbound;
 mod memberships;
+mod message;
+#[cfg(feature = "rumqttd-reference")]
 mod reference;
-mod router;
 mod session;
 mod signal;
 mod staff;
@@ -55,12 +57,13 @@ pub use auth::{
     Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenDetails, TokenKeys,
     load_or_create_secret,
 };
-pub use config::{BrokerConfig, RouterConfig, TcpConfig, TlsConfig, WebSocketConfig};
+pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use denial::{
     Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
 };
 pub use hooks::{Hook, Stats};
 pub use memberships::{ClosedSessions, Memberships};
+#[cfg(feature = "rumqttd-reference")]
 pub use reference::start_plain_rumqttd;
 pub use signal::{SignalRefusal, SignalsConfig};
 pub use staff::StaffRevocations;
@@ -68,12 +71,11 @@ pub use subscribe_limit::SubscriptionsConfig;
 pub use tls::TlsError;
 
 use connection::Shared;
-use router::RouterFeeder;
 use transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot start the embedded router: {0}")]
+    #[error("cannot start the broker: {0}")]
     Start(#[from] std::io::Error),
     #[error(transparent)]
     Keys(#[from] KeyError),
@@ -89,11 +91,7 @@ pub enum BrokerError {
 }
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
-/// router, so a client on TCP and a client on WebSocket see each other's messages.
-///
-/// rumqttd's router thread has no way to stop; after the last `Broker` clone and connection are
-/// gone it stays parked on its channel, holding no sockets. A process runs one broker, so this
-/// only matters to tests, which start several.
+/// routing index, so a client on TCP and a client on WebSocket see each other's messages.
 #[derive(Clone)]
 pub struct Broker {
     shared: Arc<Shared>,
@@ -110,7 +108,7 @@ const SWEEP: Duration = Duration::from_secs(1);
 const IDLE_SENDERS_EVERY: u64 = 60;
 
 impl Broker {
-    /// Starts the router with the standard plugin chains: JWT authentication against the
+    /// Starts the broker with the standard plugin chains: JWT authentication against the
     /// broker's staff revocations ([`Broker::staff_revocations`], empty at first; then anonymous
     /// access, if enabled), and the authorization chain of [`AclChain::standard`] over the
     /// broker's session memberships ([`Broker::memberships`], empty until someone joins). No
@@ -137,10 +135,8 @@ impl Broker {
         let acl = AclChain::standard(&config.acl, memberships.clone());
         // Connections and session-expiry timers are tokio tasks.
         tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
-        let router = RouterFeeder::start(&config)?;
         let shared = Arc::new(Shared::new(
             config,
-            router,
             AuthChain::new(authenticators),
             acl,
             memberships.clone(),

@@ -2,7 +2,7 @@
 //! options, QoS 1 deliveries not yet acknowledged, and what waits behind its receive maximum.
 //! Kept across connections for persistent sessions until they expire; plus the retained
 //! messages, which the gateway keeps itself so that their QoS, properties and retain handling
-//! survive (rumqttd's router forwards retained messages without properties or QoS).
+//! survive.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -31,17 +31,6 @@ pub(crate) struct Outbound {
     pub properties: Option<PublishProperties>,
 }
 
-/// A delivery to one connection, from its rumqttd link or from the `cc/` fan-out.
-pub(crate) enum Forwarded {
-    Publish {
-        topic: Bytes,
-        payload: Bytes,
-        // Boxed: queues hold many of these and most have no properties.
-        properties: Option<Box<PublishProperties>>,
-    },
-    Disconnected,
-}
-
 #[derive(Default)]
 pub(crate) struct SessionState {
     pub subscriptions: HashMap<String, SubOptions>,
@@ -57,12 +46,12 @@ pub(crate) struct SessionState {
 }
 
 /// The delivery queue of a persistent session whose client is away, still registered with the
-/// fan-out under the connection key it last had. (rumqttd keeps such a session's messages for
-/// the topics it routes; the fan-out's are kept here, up to the queue's bound.)
+/// fan-out under the connection key it last had: what is published meanwhile is kept, up to the
+/// queue's bound (`mqtt.max_pending_per_client`).
 pub(crate) struct Parked {
-    pub key: crate::router::LinkKey,
+    pub key: crate::fanout::LinkKey,
     pub inbox: crate::fanout::Inbox,
-    pub deliveries: tokio::sync::mpsc::Receiver<Forwarded>,
+    pub deliveries: tokio::sync::mpsc::Receiver<crate::message::Forwarded>,
 }
 
 impl SessionState {
@@ -180,76 +169,13 @@ impl RetainedStore {
     }
 }
 
-/// The gateway's own facts about a publish, carried through the router in a user property
-/// (rumqttd keeps properties but not QoS, since local links publish at QoS 0): the QoS and
-/// retain flag it was published with and the publishing client, for no-local.
-pub(crate) struct Provenance {
-    pub qos: QoS,
-    pub retain: bool,
-    pub publisher: String,
-}
-
-/// The user property key; a client's own property with this key is removed at ingress, so it
-/// cannot be forged.
-pub(crate) const PROVENANCE_KEY: &str = "courtchat-provenance";
-
-impl Provenance {
-    pub fn encode(&self) -> String {
-        let qos = match self.qos {
-            QoS::AtMostOnce => '0',
-            QoS::AtLeastOnce => '1',
-            QoS::ExactlyOnce => '2',
-        };
-        format!(
-            "{qos}{}{}",
-            if self.retain { '1' } else { '0' },
-            self.publisher
-        )
-    }
-
-    pub fn decode(value: &str) -> Option<Self> {
-        let mut chars = value.chars();
-        let qos = match chars.next()? {
-            '0' => QoS::AtMostOnce,
-            '1' => QoS::AtLeastOnce,
-            '2' => QoS::ExactlyOnce,
-            _ => return None,
-        };
-        let retain = chars.next()? == '1';
-        Some(Self {
-            qos,
-            retain,
-            publisher: chars.as_str().to_owned(),
-        })
-    }
-
-    /// Removes the provenance property from `properties` and returns it.
-    pub fn take(properties: &mut Option<PublishProperties>) -> Option<Self> {
-        let props = properties.as_mut()?;
-        let index = props
-            .user_properties
-            .iter()
-            .position(|(key, _)| key == PROVENANCE_KEY)?;
-        let (_, value) = props.user_properties.remove(index);
-        if *props == PublishProperties::default() {
-            *properties = None;
-        }
-        Self::decode(&value)
-    }
-}
-
 /// Removes from a client's publish or will the user properties its receivers must not take
 /// from it. Under `cc/`, all of them: participants act on what the gateway vouches for, and a
 /// client's own `role` or `sender` would read as such a fact. Elsewhere user properties pass
-/// (request/response and tracing use them), except one under the provenance key, which would
-/// forge ours.
+/// (request/response and tracing use them).
 pub(crate) fn sanitize_user_properties(properties: &mut PublishProperties, protocol_topic: bool) {
     if protocol_topic {
         properties.user_properties.clear();
-    } else {
-        properties
-            .user_properties
-            .retain(|(key, _)| key != PROVENANCE_KEY);
     }
 }
 
@@ -263,34 +189,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn provenance_round_trips_and_is_removed() {
-        let provenance = Provenance {
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            publisher: "kiosk-1".to_owned(),
-        };
-        let mut properties = Some(PublishProperties {
-            user_properties: vec![(PROVENANCE_KEY.to_owned(), provenance.encode())],
-            ..PublishProperties::default()
-        });
-        let decoded = Provenance::take(&mut properties).unwrap();
-        assert_eq!(
-            (decoded.qos, decoded.retain, decoded.publisher.as_str()),
-            (QoS::AtLeastOnce, true, "kiosk-1")
-        );
-        assert!(
-            properties.is_none(),
-            "nothing else was set, so no properties remain"
-        );
-    }
-
-    #[test]
-    fn client_user_properties_are_removed_under_cc_and_the_provenance_key_everywhere() {
+    fn client_user_properties_are_removed_under_cc_and_kept_elsewhere() {
         let client = |key: &str| (key.to_owned(), "x".to_owned());
-        let rows = [(true, vec![]), (false, vec![client("trace")])];
+        let rows = [(true, vec![]), (false, vec![client("trace"), client("a")])];
         for (protocol_topic, expected) in rows {
             let mut properties = PublishProperties {
-                user_properties: vec![client("trace"), client(PROVENANCE_KEY)],
+                user_properties: vec![client("trace"), client("a")],
                 ..PublishProperties::default()
             };
             sanitize_user_properties(&mut properties, protocol_topic);

@@ -62,9 +62,10 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
     } else {
         None
     };
+    #[cfg(feature = "rumqttd-reference")]
     if which.rumqttd {
         let addr = free_port()?;
-        broker::start_plain_rumqttd(addr, 1000, &config.mqtt.router)?;
+        broker::start_plain_rumqttd(addr, 1000)?;
         // Its listener binds on its own thread.
         tokio::time::sleep(Duration::from_millis(300)).await;
         targets.push(bench::Target {
@@ -72,6 +73,13 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
             addr,
             credentials: None,
         });
+    }
+    #[cfg(not(feature = "rumqttd-reference"))]
+    if which.rumqttd {
+        eprintln!(
+            "plain rumqttd left out: this build has no rumqttd \
+             (cargo build --release -p courtchat --features rumqttd-reference)"
+        );
     }
     for spec in against {
         let (name, url) = spec

@@ -44,8 +44,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            // rumqttd logs every connection and subscription at info.
-            filter: "info,rumqttd=warn".to_owned(),
+            filter: "info".to_owned(),
         }
     }
 }
@@ -260,19 +259,6 @@ impl Config {
                 "must be at least 1 second",
             ));
         }
-        // rumqttd's router panics on smaller segments.
-        if self.mqtt.router.max_segment_size < 1024 {
-            return Err(invalid(
-                "mqtt.router.max_segment_size",
-                "must be at least 1024 bytes",
-            ));
-        }
-        if self.mqtt.router.max_segment_count == 0 {
-            return Err(invalid(
-                "mqtt.router.max_segment_count",
-                "must be at least 1",
-            ));
-        }
         let tls = &self.mqtt.tls;
         if tls.enabled() && tls.key_file.as_os_str().is_empty() {
             return Err(invalid(
@@ -467,16 +453,6 @@ mod tests {
                 "COURTCHAT_MQTT__PIPELINE_QUEUE_WAIT_SECS",
                 "0",
                 "mqtt.pipeline_queue_wait_secs",
-            ),
-            (
-                "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_SIZE",
-                "512",
-                "mqtt.router.max_segment_size",
-            ),
-            (
-                "COURTCHAT_MQTT__ROUTER__MAX_SEGMENT_COUNT",
-                "0",
-                "mqtt.router.max_segment_count",
             ),
             (
                 "COURTCHAT_MQTT__DENIALS__FOLD_WINDOW_SECS",

@@ -384,3 +384,91 @@ fn only_the_service_retains_under_cc() {
         );
     }
 }
+
+/// Wildcard filters are granted when some topic they match is readable (as Mosquitto grants
+/// them); each delivery is then checked on its topic, so the protocol and denied topics stay
+/// closed.
+#[test]
+fn a_wildcard_filter_is_granted_where_some_topic_is_readable() {
+    let chain = chain(vec![
+        rule(
+            Some(Role::Anonymous),
+            None,
+            None,
+            Access::Readwrite,
+            "#",
+            Effect::Allow,
+        ),
+        rule(
+            Some(Role::Anonymous),
+            None,
+            None,
+            Access::Read,
+            "test/nosubscribe",
+            Effect::Deny,
+        ),
+        rule(
+            Some(Role::Applicant),
+            None,
+            None,
+            Access::Read,
+            "sensors/+/temp",
+            Effect::Allow,
+        ),
+        rule(
+            Some(Role::Agent),
+            None,
+            None,
+            Access::Read,
+            "closed/#",
+            Effect::Deny,
+        ),
+    ]);
+    let anonymous = identity(Role::Anonymous);
+    let applicant = identity(Role::Applicant);
+    let agent = identity(Role::Agent);
+    #[rustfmt::skip]
+    let filters: &[(&Identity, &str, bool)] = &[
+        (&anonymous, "#", T),
+        (&anonymous, "+/+", T),
+        (&anonymous, "test/#", T),
+        // Exactly the denied topic, or a filter that only matches denied topics.
+        (&anonymous, "test/nosubscribe", F),
+        (&anonymous, "test/nosubscribe/#", T),
+        // The protocol's own filters stay decided by the protocol rules.
+        (&anonymous, "cc/#", F),
+        (&anonymous, "cc/v1/sessions/+/messages", F),
+        (&applicant, "#", T),
+        (&applicant, "sensors/#", T),
+        (&applicant, "other/#", F),
+        (&applicant, "cc/v1/sessions/+/notes", F),
+        (&agent, "#", F),
+        (&agent, "closed/+", F),
+    ];
+    for (who, filter, granted) in filters {
+        assert_eq!(
+            chain.check_filter(who, filter).is_ok(),
+            *granted,
+            "{} {filter}",
+            who.role
+        );
+    }
+    // What flows through `#` is checked topic by topic.
+    #[rustfmt::skip]
+    let deliveries: &[(&Identity, &str, bool)] = &[
+        (&anonymous, "fromb/qos 1", T),
+        (&anonymous, "test/nosubscribe", F),
+        (&anonymous, "cc/v1/sessions/s1/messages", F),
+        (&applicant, "sensors/hall/temp", T),
+        (&applicant, "sensors/hall/humidity", F),
+        (&applicant, "cc/v1/sessions/s1/notes", F),
+    ];
+    for (who, topic, readable) in deliveries {
+        assert_eq!(
+            chain.check_subscribe(who, topic).is_ok(),
+            *readable,
+            "{} {topic}",
+            who.role
+        );
+    }
+}

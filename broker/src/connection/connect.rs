@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::router_link::expire_later;
+use super::finish::expire_later;
 use super::{Control, Ending, Revocation, Session, Shared, Wire};
 use crate::acl;
 use crate::auth::{ConnectInfo, Refusal};
@@ -214,6 +214,7 @@ pub(crate) async fn serve(
     };
     let session_present = resumed.is_some();
 
+    let publisher = Arc::from(client_id.as_str());
     let mut session = Session {
         shared: &shared,
         version,
@@ -232,13 +233,11 @@ pub(crate) async fn serve(
         state: resumed.unwrap_or_default(),
         expiry,
         limits,
+        publisher,
         inbox: None,
-        router_id: None,
-        persistent_link: false,
         deliveries: None,
         waiting: VecDeque::new(),
         held: VecDeque::new(),
-        forwarder: None,
         _permit: permit,
     };
     let mut ack_properties = ConnAckProperties {
@@ -311,8 +310,7 @@ pub(crate) async fn serve(
             session.expiry,
         );
     }
-    // The router has been told to drop the link and the session is stored: a waiting takeover
-    // may now attach and resume it.
+    // The session is stored: a waiting takeover may now resume it.
     drop(gone_tx);
     wire.transport.close().await;
 }
@@ -339,7 +337,8 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
     if client_id.starts_with(crate::feed::INTERNAL_PREFIX) {
         return Err("client id in the gateway's reserved namespace");
     }
-    // rumqttd's router refuses these characters; refusing them here answers with a CONNACK.
+    // Filter characters in a client id would make `%c` rules in the ACL match other clients'
+    // topics.
     if client_id
         .chars()
         .any(|c| matches!(c, '+' | '#' | '/' | '$') || c.is_control())

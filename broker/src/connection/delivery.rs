@@ -1,13 +1,13 @@
 //! Deliveries to one client: the queue behind its receive maximum, QoS, subscription options,
 //! the per-message access check and its maximum packet size.
 
-use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish};
 use rumqttc::v5::mqttbytes::{QoS, matches};
 use tokio::sync::mpsc;
 
 use super::{Ending, Session, Wire};
-use crate::session::{Forwarded, Outbound, Provenance};
+use crate::message::{Forwarded, Message};
+use crate::session::Outbound;
 
 impl Session<'_> {
     /// Delivers up to `FAIR_SHARE` queued deliveries without waiting, so that a client that
@@ -34,54 +34,41 @@ impl Session<'_> {
         None
     }
 
-    /// One delivery from the fan-out or the router link (`None`: the queue closed).
+    /// One delivery from the routing index (`None`: the queue closed, which only happens when
+    /// the broker is gone).
     pub(super) async fn forwarded(
         &mut self,
         wire: &mut Wire,
         message: Option<Forwarded>,
     ) -> Option<Ending> {
-        match message {
-            Some(Forwarded::Publish {
-                topic,
-                payload,
-                properties,
-            }) => {
-                if self
-                    .deliver(wire, topic, payload, properties)
-                    .await
-                    .is_err()
-                {
-                    return Some(Ending::abrupt("write failed"));
-                }
-                if self.state.pending.len() > self.shared.config.max_pending_per_client {
-                    tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
-                    return Some(Ending::told(
-                        "too many undelivered messages",
-                        DisconnectReasonCode::QuotaExceeded,
-                    ));
-                }
-                None
-            }
-            Some(Forwarded::Disconnected) | None => Some(Ending::told(
-                "router closed the link",
-                DisconnectReasonCode::UnspecifiedError,
-            )),
+        let Some(message) = message else {
+            return Some(Ending::Shutdown);
+        };
+        if self.deliver(wire, &message).await.is_err() {
+            return Some(Ending::abrupt("write failed"));
         }
+        if self.state.pending.len() > self.shared.config.max_pending_per_client {
+            tracing::warn!(client_id = %self.client_id, "too many deliveries waiting; disconnecting");
+            return Some(Ending::told(
+                "too many undelivered messages",
+                DisconnectReasonCode::QuotaExceeded,
+            ));
+        }
+        None
     }
 
-    /// Routes one message from the router to this client, as its subscriptions say.
+    /// Delivers one message to this client, as its subscriptions say.
     pub(super) async fn deliver(
         &mut self,
         wire: &mut Wire,
-        topic: Bytes,
-        payload: Bytes,
-        properties: Option<Box<PublishProperties>>,
+        message: &Message,
     ) -> std::io::Result<()> {
-        let Ok(topic_name) = std::str::from_utf8(&topic) else {
+        let Ok(topic_name) = std::str::from_utf8(&message.topic) else {
             return Ok(());
         };
-        // Access may have been revoked while this message was queued: every delivery is
-        // checked, not only the subscription.
+        // Access may have been revoked while this message was queued, and a wildcard filter may
+        // match topics its subscriber may not read: every delivery is checked, not only the
+        // subscription.
         if self
             .shared
             .acl
@@ -90,21 +77,17 @@ impl Session<'_> {
         {
             return Ok(());
         }
-        let mut properties = properties.map(|p| *p);
-        let provenance = Provenance::take(&mut properties).unwrap_or(Provenance {
-            qos: QoS::AtMostOnce,
-            retain: false,
-            publisher: String::new(),
-        });
-        // The router delivers a copy per matching filter; the options of every matching
-        // subscription decide together (MQTT 5 §3.3.4): the highest granted QoS, no-local if
-        // the client published it, retain-as-published if any subscription asks for it.
+        let own = message
+            .publisher
+            .as_deref()
+            .is_some_and(|publisher| publisher == self.client_id);
+        // The options of every matching subscription decide together (MQTT 5 §3.3.4): the
+        // highest granted QoS, no-local if the client published it, retain-as-published if any
+        // subscription asks for it.
         let mut granted: Option<QoS> = None;
         let mut retain_as_published = false;
         for (filter, options) in &self.state.subscriptions {
-            if !matches(topic_name, filter)
-                || (options.no_local && provenance.publisher == self.client_id)
-            {
+            if !matches(topic_name, filter) || (options.no_local && own) {
                 continue;
             }
             granted = Some(granted.map_or(options.qos, |qos| max_qos(qos, options.qos)));
@@ -113,14 +96,14 @@ impl Session<'_> {
         let Some(granted) = granted else {
             return Ok(());
         };
-        let message = Outbound {
-            topic,
-            payload,
-            qos: min_qos(provenance.qos, granted),
-            retain: retain_as_published && provenance.retain,
-            properties,
+        let outbound = Outbound {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: min_qos(message.qos, granted),
+            retain: retain_as_published && message.retain,
+            properties: message.properties.clone(),
         };
-        self.queue(wire, message).await
+        self.queue(wire, outbound).await
     }
 
     /// Sends `message` now, or queues it behind the client's receive maximum.

@@ -1,13 +1,11 @@
 //! How a connection ends: the will, publishes still waiting for the pipeline's queue, parking a
-//! persistent session's queue, detaching from the router.
+//! persistent session's queue.
 
-use super::router_link::end_router_session;
 use super::{Ending, Session};
-use crate::router::Command;
 use crate::session;
 
 impl Session<'_> {
-    /// Publishes the will if the ending calls for it, detaches from the router and keeps the
+    /// Publishes the will if the ending calls for it, leaves the routing index and keeps the
     /// session if it outlives the connection. Returns the stored session's generation.
     pub(super) async fn finish(&mut self, ending: Ending) -> Option<u64> {
         let reason = match &ending {
@@ -25,14 +23,14 @@ impl Session<'_> {
             let topic = String::from_utf8_lossy(&will.topic).into_owned();
             self.shared.remember_presence(&topic, &will);
             will_topic = Some(topic);
-            let _ = self.route(will).await;
+            self.route(will);
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
         // after the connection is gone.
         self.shared
             .deliver_when_room(std::mem::take(&mut self.waiting));
         match (self.inbox.take(), self.deliveries.take()) {
-            // A kept session goes on collecting its `cc/` deliveries while the client is away.
+            // A kept session goes on collecting its deliveries while the client is away.
             (Some(inbox), Some(deliveries)) if self.expiry > 0 => {
                 self.state.parked = Some(session::Parked {
                     key: self.key,
@@ -46,21 +44,6 @@ impl Session<'_> {
                     .remove_all(self.key, self.state.subscriptions.keys());
             }
             (None, _) => {}
-        }
-        let _ = self
-            .shared
-            .router
-            .send(Command::Detach { key: self.key })
-            .await;
-        if self.persistent_link && self.expiry == 0 {
-            // The session ends here (its CONNECT or DISCONNECT gave no expiry): in rumqttd too,
-            // which would otherwise keep it, and what it matches, forever.
-            let _ = end_router_session(self.shared, self.client_id.clone()).await;
-        }
-        if let Some(id) = self.router_id.take() {
-            // The feeder runs commands in order: the detach above reaches the router before
-            // any later attach under this id.
-            self.shared.link_ids.give_back(id);
         }
         let shutdown = matches!(ending, Ending::Shutdown);
         if self.shared.clients.release(&self.client_id, self.key) && !shutdown {
@@ -79,4 +62,26 @@ impl Session<'_> {
                 .store(&self.client_id, std::mem::take(&mut self.state))
         })
     }
+}
+
+/// Ends a stored session when its expiry interval has passed without the client returning.
+pub(super) fn expire_later(
+    shared: std::sync::Weak<super::Shared>,
+    client_id: String,
+    generation: u64,
+    seconds: u32,
+) {
+    let Some(after) = session::expiry(seconds) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Some(expired) = shared.sessions.expire(&client_id, generation) {
+            shared.release(expired);
+            tracing::debug!(client_id, "session expired");
+        }
+    });
 }

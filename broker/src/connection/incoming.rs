@@ -76,9 +76,7 @@ impl Session<'_> {
                 let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
                 for filter in unsubscribe.filters {
                     if self.state.subscriptions.remove(&filter).is_some() {
-                        if let Err(ending) = self.filter_removed(&filter).await {
-                            return Some(ending);
-                        }
+                        self.filter_removed(&filter);
                         reasons.push(UnsubAckReason::Success);
                     } else {
                         reasons.push(UnsubAckReason::NoSubscriptionExisted);
@@ -160,7 +158,7 @@ impl Session<'_> {
                             properties: publish.properties,
                         };
                         self.shared.remember_presence(&topic, &message);
-                        self.route(message).await?;
+                        self.route(message);
                         None
                     }
                     // Refused and not delivered; 3.1.1 has no way to say so, and a client

@@ -6,17 +6,17 @@
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use schemas::topics::{SessionTopic, Topic};
 
 use super::Shared;
-use crate::fanout;
-use crate::session::{Forwarded, Outbound, PROVENANCE_KEY, Provenance};
+use crate::acl;
+use crate::message::Message;
+use crate::session::Outbound;
 use crate::signal;
 
 /// The fan-out key of publishes the gateway makes itself: no connection has it (keys count
 /// from 1), so no subscriber's no-local or own-queue rule mistakes them for its own.
-const SERVER: crate::router::LinkKey = 0;
+const SERVER: crate::fanout::LinkKey = 0;
 
 fn presence_topic(session: &str, subject: &str) -> String {
     Topic::Session {
@@ -83,22 +83,16 @@ impl Shared {
 
     /// Hands `message` (under `cc/`) to its subscribers as a publish of the gateway itself.
     fn publish_as_server(&self, topic: &str, message: Outbound) {
-        debug_assert!(fanout::routes(topic));
-        let provenance = Provenance {
+        debug_assert!(acl::in_protocol(topic));
+        let forwarded = std::sync::Arc::new(Message {
+            topic: message.topic,
+            payload: message.payload,
             qos: message.qos,
             retain: false,
-            publisher: String::new(),
-        };
-        let properties = Box::new(PublishProperties {
-            user_properties: vec![(PROVENANCE_KEY.to_owned(), provenance.encode())],
-            ..PublishProperties::default()
+            publisher: None,
+            properties: None,
         });
-        let forwarded = || Forwarded::Publish {
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
-            properties: Some(properties.clone()),
-        };
-        let waiting = self.fanout.publish(SERVER, topic, forwarded);
+        let waiting = self.fanout.publish(SERVER, topic, &forwarded);
         self.deliver_when_room(waiting);
     }
 }

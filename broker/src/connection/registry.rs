@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::router::LinkKey;
+use crate::fanout::LinkKey;
 
 /// Live connections by client id, so that a second CONNECT with the same id takes over
 /// (MQTT 3.1.1 §3.1.4: the server disconnects the existing client).
@@ -23,7 +23,7 @@ struct Registered {
     kick: CancellationToken,
     /// What the client has just lost access to.
     revocations: mpsc::UnboundedSender<Revocation>,
-    /// Resolves (with an error) once the old connection has detached from the router.
+    /// Resolves (with an error) once the old connection has stored its session.
     gone: oneshot::Receiver<()>,
 }
 

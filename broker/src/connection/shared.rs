@@ -1,8 +1,8 @@
-//! State shared by every connection of one broker: the configuration, the router feeder, the
+//! State shared by every connection of one broker: the configuration, the routing index, the
 //! plugin chains, the registries of live and stored sessions, and the retained messages.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use schemas::topics::Topic;
@@ -13,11 +13,11 @@ use crate::BrokerError;
 use crate::acl::AclChain;
 use crate::auth::AuthChain;
 use crate::config::BrokerConfig;
-use crate::fanout::{Fanout, Inbox};
+use crate::fanout::{Fanout, Inbox, LinkKey};
 use crate::hooks::HookSet;
 use crate::memberships::Memberships;
-use crate::router::{LinkKey, RouterFeeder};
-use crate::session::{Forwarded, RetainedStore, SessionState, SessionStore};
+use crate::message::Forwarded;
+use crate::session::{RetainedStore, SessionState, SessionStore};
 use crate::signal::Signals;
 use crate::staff::StaffRevocations;
 use crate::subscribe_limit::SubscribeAllowance;
@@ -25,7 +25,6 @@ use crate::subscribe_limit::SubscribeAllowance;
 /// State shared by every connection of one broker.
 pub(crate) struct Shared {
     pub config: BrokerConfig,
-    pub router: RouterFeeder,
     pub slots: Arc<Semaphore>,
     pub clients: ClientRegistry,
     pub auth: AuthChain,
@@ -35,7 +34,6 @@ pub(crate) struct Shared {
     /// Revoked credentials, which the JWT authenticator also checks (`staff`).
     pub staff_revocations: StaffRevocations,
     pub fanout: Fanout,
-    pub(super) link_ids: LinkIds,
     pub hooks: HookSet,
     /// Each sender's allowance for typing and presence, and their checks (`signal`).
     pub signals: Signals,
@@ -49,7 +47,6 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         config: BrokerConfig,
-        router: RouterFeeder,
         auth: AuthChain,
         acl: AclChain,
         memberships: Memberships,
@@ -64,7 +61,6 @@ impl Shared {
         let hooks = HookSet::new(hooks, &config.denials);
         Ok(Self {
             config,
-            router,
             slots,
             clients: ClientRegistry::default(),
             auth,
@@ -72,7 +68,6 @@ impl Shared {
             memberships,
             staff_revocations,
             fanout: Fanout::default(),
-            link_ids: LinkIds::default(),
             hooks,
             signals,
             subscribe_allowance,
@@ -126,23 +121,5 @@ impl Shared {
         // `cc/v1/sessions/{id}/messages` -> `cc/v1/sessions/{id}/`
         let prefix = prefix.trim_end_matches("messages");
         self.retained.remove_under(prefix);
-    }
-}
-
-/// Ids for rumqttd links of sessions that end with their connection, reused after detaching.
-#[derive(Default)]
-pub(super) struct LinkIds {
-    free: Mutex<Vec<u64>>,
-    next: AtomicU64,
-}
-
-impl LinkIds {
-    pub(super) fn take(&self) -> u64 {
-        let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        reused.unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed))
-    }
-
-    pub(super) fn give_back(&self, id: u64) {
-        self.free.lock().unwrap_or_else(|p| p.into_inner()).push(id);
     }
 }

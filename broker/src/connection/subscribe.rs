@@ -42,9 +42,9 @@ impl Session<'_> {
             } else if path.starts_with("$share/") {
                 SubscribeReasonCode::SharedSubscriptionsNotSupported
             } else if !valid_filter(&path) || path.starts_with('$') {
-                // `$` filters are refused: rumqttd disconnects links that subscribe to them.
+                // `$` filters are refused: the gateway publishes nothing under `$`.
                 SubscribeReasonCode::TopicFilterInvalid
-            } else if let Err(reason) = self.shared.acl.check_subscribe(&self.identity, &path) {
+            } else if let Err(reason) = self.shared.acl.check_filter(&self.identity, &path) {
                 self.shared.hooks.denied(
                     DenialKind::Subscribe,
                     self.peer,
@@ -82,7 +82,7 @@ impl Session<'_> {
                     ));
                 }
                 if !existed {
-                    self.filter_added(&path).await?;
+                    self.filter_added(&path);
                 }
                 SubscribeReasonCode::Success(granted)
             };
@@ -107,6 +107,18 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Serves a new filter (already in `state.subscriptions`) from the routing index.
+    pub(super) fn filter_added(&self, filter: &str) {
+        if let Some(inbox) = &self.inbox {
+            self.shared.fanout.add(self.key, filter, inbox);
+        }
+    }
+
+    /// Stops serving a filter (already gone from `state.subscriptions`).
+    pub(super) fn filter_removed(&self, filter: &str) {
+        self.shared.fanout.remove(self.key, filter);
+    }
+
     pub(super) fn may_read(&self, topic: &[u8]) -> bool {
         std::str::from_utf8(topic).is_ok_and(|topic| {
             self.shared
@@ -116,7 +128,7 @@ impl Session<'_> {
         })
     }
 
-    /// Removes, in the router, every filter this client may no longer hold after losing access to
+    /// Removes every filter this client may no longer hold after losing access to
     /// `session`. Deliveries already queued are caught by the per-message check in `deliver`.
     pub(super) async fn drop_revoked_filters(&mut self, session: &str) -> Result<(), Ending> {
         let revoked: Vec<String> = self
@@ -126,7 +138,7 @@ impl Session<'_> {
             .filter(|filter| {
                 self.shared
                     .acl
-                    .check_subscribe(&self.identity, filter)
+                    .check_filter(&self.identity, filter)
                     .is_err()
             })
             .cloned()
@@ -134,7 +146,7 @@ impl Session<'_> {
         for filter in revoked {
             tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");
             self.state.subscriptions.remove(&filter);
-            self.filter_removed(&filter).await?;
+            self.filter_removed(&filter);
         }
         // Deliveries waiting for the client are checked again too.
         let (identity, acl) = (&self.identity, &self.shared.acl);

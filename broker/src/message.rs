@@ -1,0 +1,26 @@
+//! A publish on its way from its publisher to its subscribers: one value, shared by every
+//! subscriber's queue, that each connection turns into its own delivery (QoS, retain flag,
+//! subscription identifiers) as its subscriptions say.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+
+/// What every subscriber's copy of a publish shares.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub topic: Bytes,
+    pub payload: Bytes,
+    /// The QoS it was published with; each subscriber gets at most its subscription's.
+    pub qos: QoS,
+    /// The retain flag it was published with, for subscriptions with retain-as-published.
+    pub retain: bool,
+    /// The publishing client, for no-local; `None` for what the gateway publishes itself.
+    pub publisher: Option<Arc<str>>,
+    pub properties: Option<PublishProperties>,
+}
+
+/// A message in a connection's delivery queue.
+pub(crate) type Forwarded = Arc<Message>;
