@@ -288,7 +288,14 @@ impl Session<'_> {
                             return ending;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // Every whole packet is out: an empty buffer is let go, so an idle
+                        // connection holds none (the transport allocates one to read into).
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                        break;
+                    }
                     Err(err) => {
                         tracing::debug!(client_id = %self.client_id, error = %err, "undecodable packet");
                         let (reason, code) = inbound::undecodable(&err);

@@ -297,7 +297,7 @@ impl Broker {
                         return;
                     }
                 };
-                connection::serve(transport, peer, kind, shared, stop, BytesMut::with_capacity(4096)).await;
+                connection::serve(transport, peer, kind, shared, stop, BytesMut::new()).await;
             });
         }
         stop.cancel();
@@ -321,6 +321,7 @@ async fn handshake(
                 .await
                 .map_err(|err| format!("TLS: {err}"))?,
         ),
+        None if kind == Listener::Tcp => return Ok(Transport::Tcp(stream)),
         None => Box::new(stream),
     };
     match kind {

@@ -3,12 +3,17 @@
 //!
 //! All expose the same two operations to the protocol loop. `read_more` is cancel-safe (it only
 //! awaits a single socket read or frame), so the loop can `select!` on it without losing bytes.
+//!
+//! Plain TCP, where most idle connections are, is read by readiness: the read buffer is
+//! allocated only once bytes are there to read, and the protocol loop lets it go once it has
+//! cut every packet out of it, so an idle connection holds no buffer at all.
 
 use std::io;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -21,6 +26,9 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub(crate) enum Transport {
+    /// Plain TCP, read by readiness (see the module's notes).
+    Tcp(TcpStream),
+    /// TLS (or any other byte stream): its reads need a buffer while they wait.
     Stream(Box<dyn Io>),
     WebSocket(Box<WebSocketStream<Box<dyn Io>>>),
 }
@@ -29,6 +37,14 @@ impl Transport {
     /// Appends whatever arrives next to `buf`; `Ok(0)` means the peer closed the connection.
     pub(crate) async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
+            Transport::Tcp(stream) => loop {
+                stream.readable().await?;
+                buf.reserve(READ_CHUNK);
+                match stream.try_read_buf(buf) {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => return read,
+                }
+            },
             Transport::Stream(stream) => stream.read_buf(buf).await,
             Transport::WebSocket(ws) => loop {
                 match ws.next().await {
@@ -58,6 +74,7 @@ impl Transport {
 
     pub(crate) async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
+            Transport::Tcp(stream) => stream.write_all(bytes).await,
             Transport::Stream(stream) => stream.write_all(bytes).await,
             Transport::WebSocket(ws) => ws
                 .send(Message::binary(bytes.to_vec()))
@@ -69,6 +86,9 @@ impl Transport {
     /// Flushes and closes the write side; errors are irrelevant at that point.
     pub(crate) async fn close(&mut self) {
         match self {
+            Transport::Tcp(stream) => {
+                let _ = stream.shutdown().await;
+            }
             Transport::Stream(stream) => {
                 let _ = stream.shutdown().await;
             }
@@ -78,6 +98,15 @@ impl Transport {
         }
     }
 }
+
+/// Bytes read from a plain TCP socket at once: a few chat packets, or the start of a large one
+/// (the buffer grows as a packet needs). Not configuration: it only trades a few system calls
+/// for memory while reading.
+const READ_CHUNK: usize = 2048;
+
+/// Bytes tungstenite reserves for reading frames (its default is 128 KiB per connection): MQTT
+/// packets from browsers are small, and the buffer grows as a frame needs.
+const WEBSOCKET_READ_BUFFER: usize = 2048;
 
 /// Upgrades an accepted socket to an MQTT WebSocket: the request must target `path` and offer
 /// the `mqtt` subprotocol, which the response then selects.
@@ -126,6 +155,7 @@ pub(crate) async fn accept_websocket(
     };
     // One MQTT packet may span frames, but no single frame needs to exceed the packet limit.
     let mut config = WebSocketConfig::default();
+    config.read_buffer_size = WEBSOCKET_READ_BUFFER;
     config.max_message_size = Some(max_packet_size + 8);
     config.max_frame_size = Some(max_packet_size + 8);
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config)).await?;
