@@ -130,9 +130,12 @@ async fn the_protocol_acl_through_real_clients() -> anyhow::Result<()> {
             .await?,
         vec![SubscribeReasonCode::Failure]
     );
+    // A wildcard filter is granted as Mosquitto grants it, since static rules open some topics
+    // to applicants; what it carries is checked message by message, so notes and other
+    // sessions stay out of it (below).
     assert_eq!(
         applicant.subscribe("#", QoS::AtLeastOnce).await?,
-        vec![SubscribeReasonCode::Failure]
+        vec![GRANTED_1]
     );
     assert_eq!(
         agent
@@ -171,7 +174,7 @@ async fn the_protocol_acl_through_real_clients() -> anyhow::Result<()> {
     assert_eq!(
         seen,
         vec!["for everyone".to_owned()],
-        "the applicant must never see notes"
+        "the applicant must never see notes, and sees a message once through two filters"
     );
 
     // Server-written topics are read-only: the applicant's attempt is denied and, by the default
@@ -194,7 +197,7 @@ async fn the_protocol_acl_through_real_clients() -> anyhow::Result<()> {
         "a forged message was delivered"
     );
     let stats = stack.broker_stats();
-    assert_eq!((stats.denied_subscribes, stats.denied_publishes), (4, 1));
+    assert_eq!((stats.denied_subscribes, stats.denied_publishes), (3, 1));
 
     // Membership is checked at every subscribe: once removed, the session is out of reach.
     stack.memberships().leave("s1", "agent-1");
