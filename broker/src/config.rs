@@ -10,6 +10,7 @@ use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
 use crate::denial::DenialsConfig;
 use crate::memberships::ClosedSessions;
+use crate::retained::RetainedConfig;
 use crate::signal::SignalsConfig;
 use crate::subscribe_limit::SubscriptionsConfig;
 
@@ -55,6 +56,8 @@ pub struct BrokerConfig {
     pub signals: SignalsConfig,
     /// How many topic filters each sender may subscribe to (`[mqtt.subscriptions]`).
     pub subscriptions: SubscriptionsConfig,
+    /// How much clients may keep as retained messages outside `cc/` (`[mqtt.retained]`).
+    pub retained: RetainedConfig,
     /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
     pub denials: DenialsConfig,
     /// How clients prove who they are.
@@ -103,6 +106,7 @@ impl Default for BrokerConfig {
             pipeline_queue_wait_secs: 60,
             signals: SignalsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
+            retained: RetainedConfig::default(),
             denials: DenialsConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
@@ -117,6 +121,7 @@ impl BrokerConfig {
         self.signals.rate()?;
         self.subscriptions.rate()?;
         self.denials.check()?;
+        self.retained.check()?;
         if self.signals.max_payload_bytes < 64 {
             // The known payloads take about 30 bytes; less would refuse them.
             return Err((
