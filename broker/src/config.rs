@@ -38,7 +38,8 @@ pub struct BrokerConfig {
     /// in its connection's delivery queue while the server cannot write to it. A client that
     /// lets more pile up (it stopped acknowledging or reading) is disconnected, MQTT 5 with
     /// reason 0x97, rather than let its queues grow without bound; it reconnects and resumes or
-    /// resyncs.
+    /// resyncs. The delivery queue (at least 64) is also what a persistent session keeps while
+    /// its client is away, QoS 0 included; past it the newest are dropped and counted.
     pub max_pending_per_client: usize,
     /// How many of the most recently closed sessions keep their participants' access (for the
     /// survey and resync). Beyond it the oldest is forgotten: its memberships and retained

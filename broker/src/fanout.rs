@@ -12,10 +12,14 @@
 //! Every connection has one bounded delivery queue. Publishing never waits for a subscriber: a
 //! connection whose queue is full has fallen too far behind and is disconnected (MQTT 5: 0x97),
 //! as one whose own pending queue overflows is, rather than slowing the publisher (usually the
-//! chat pipeline) for everyone or dropping in silence.
+//! chat pipeline) for everyone or dropping in silence. A persistent session's queue goes on
+//! collecting while its client is away (parked, see `session::Parked`); once it is full, what
+//! comes next for it is dropped (the newest, as Mosquitto drops past `max_queued_messages`),
+//! counted in [`Fanout::dropped`] and logged when the client returns.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
@@ -75,6 +79,8 @@ fn key_of(topic: &str) -> &str {
 pub(crate) struct Fanout {
     /// Read on every publish under `cc/`, written on subscribe, unsubscribe and disconnect.
     index: RwLock<Index>,
+    /// Deliveries dropped since start because their subscriber's queue was full.
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -199,6 +205,7 @@ impl Fanout {
             .map(|(key, (inbox, _))| (key, inbox))
             .chain(wildcard.map(|(key, (inbox, _))| (key, inbox)));
         let mut waiting = Vec::new();
+        let mut dropped = 0;
         for (key, inbox) in targets {
             match inbox.deliveries.try_send(message.clone()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -206,10 +213,22 @@ impl Fanout {
                 Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && *key != from => {
                     waiting.push((inbox.clone(), message));
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => inbox.overflow.cancel(),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    inbox.overflow.cancel();
+                    dropped += 1;
+                }
             }
         }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
         waiting
+    }
+
+    /// Deliveries dropped since start because their subscriber's queue was full: a connected
+    /// client's (which is disconnected for it) or an away persistent session's.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Index entries, for tests that check nothing is left behind.

@@ -48,6 +48,8 @@ pub struct Stats {
     pub refused_signals: u64,
     /// SUBSCRIBEs refused because their sender's allowance of filters was spent.
     pub limited_subscribes: u64,
+    /// Deliveries dropped because their subscriber's queue was full (`Fanout::dropped`).
+    pub dropped_deliveries: u64,
     /// Retained publishes refused for not fitting `[mqtt.retained]`'s bounds.
     pub refused_retained: u64,
 }

@@ -210,6 +210,7 @@ impl Broker {
     /// Counters of refusals and denials since start.
     pub fn stats(&self) -> Stats {
         Stats {
+            dropped_deliveries: self.shared.fanout.dropped(),
             refused_retained: self.shared.retained.refused(),
             ..self.shared.hooks.stats()
         }

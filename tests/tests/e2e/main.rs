@@ -36,6 +36,7 @@ mod mqtt;
 mod mqtt5;
 mod mqttjs;
 mod node;
+mod offline_queue;
 mod participants;
 mod pipeline;
 mod presence;
