@@ -401,6 +401,7 @@ impl Session<'_> {
             retain: message.retain,
             publisher: Some(self.publisher.clone()),
             properties: message.properties,
+            via: None,
         });
         let waiting = self.shared.fanout.publish(self.key, &topic, &forwarded);
         self.waiting.extend(waiting);

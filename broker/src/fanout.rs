@@ -16,6 +16,10 @@
 //! collecting while its client is away (parked, see `session::Parked`); once it is full, what
 //! comes next for it is dropped (the newest, as Mosquitto drops past `max_queued_messages`),
 //! counted in [`Fanout::dropped`] and logged when the client returns.
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`) are served by `shared_groups`.
+
+pub(crate) mod shared_groups;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -74,10 +78,10 @@ fn key_of(topic: &str) -> &str {
     }
 }
 
-/// Which connections can be interested in which part of `cc/`.
+/// Which connections can be interested in which topics.
 #[derive(Default)]
 pub(crate) struct Fanout {
-    /// Read on every publish under `cc/`, written on subscribe, unsubscribe and disconnect.
+    /// Read on every publish, written on subscribe, unsubscribe and disconnect.
     index: RwLock<Index>,
     /// Deliveries dropped since start because their subscriber's queue was full.
     dropped: AtomicU64,
@@ -89,6 +93,8 @@ struct Index {
     keyed: HashMap<String, HashMap<LinkKey, (Inbox, usize)>>,
     /// Connections with wildcard filters, checked one by one (supervisors, the pipeline).
     everywhere: HashMap<LinkKey, (Inbox, Vec<String>)>,
+    /// Shared subscriptions, by group.
+    shared: shared_groups::SharedGroups,
 }
 
 impl Fanout {
@@ -96,6 +102,10 @@ impl Fanout {
     /// into `cc/`.
     pub fn add(&self, key: LinkKey, filter: &str, inbox: &Inbox) {
         let mut index = self.lock();
+        if filter.starts_with(shared_groups::PREFIX) {
+            index.shared.add(key, filter, inbox);
+            return;
+        }
         match plan(filter) {
             Reach::Keyed(prefix) => {
                 index
@@ -120,6 +130,10 @@ impl Fanout {
     /// Stops serving `filter` for `key`; an entry goes with its last filter.
     pub fn remove(&self, key: LinkKey, filter: &str) {
         let mut index = self.lock();
+        if filter.starts_with(shared_groups::PREFIX) {
+            index.shared.remove(key, filter);
+            return;
+        }
         match plan(filter) {
             Reach::Keyed(prefix) => {
                 let Some(subscribers) = index.keyed.get_mut(&prefix) else {
@@ -158,6 +172,10 @@ impl Fanout {
     ) {
         let mut index = self.lock();
         for filter in filters {
+            if filter.starts_with(shared_groups::PREFIX) {
+                index.shared.rekey(old, new, filter, inbox);
+                continue;
+            }
             match plan(filter) {
                 Reach::Keyed(prefix) => {
                     if let Some(subscribers) = index.keyed.get_mut(&prefix)
@@ -173,6 +191,12 @@ impl Fanout {
                 }
             }
         }
+    }
+
+    /// The client of `key` is away and its persistent session's queue parked: its shared
+    /// subscriptions prefer other members until it resumes (`rekey`).
+    pub fn park(&self, key: LinkKey) {
+        self.lock().shared.park(key);
     }
 
     /// Stops serving every one of `filters` for `key` (a connection or session that ends).
@@ -219,6 +243,13 @@ impl Fanout {
                 }
             }
         }
+        // The chat protocol's filters must each get every message: no topic under `cc/` goes
+        // through a shared subscription.
+        if !index.shared.is_empty() && !crate::acl::in_protocol(topic) {
+            let shared = index.shared.publish(from, topic, key_of(topic), message);
+            waiting.extend(shared.waiting);
+            dropped += shared.dropped;
+        }
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
@@ -235,7 +266,7 @@ impl Fanout {
     #[cfg(test)]
     fn len(&self) -> usize {
         let index = self.read();
-        index.keyed.len() + index.everywhere.len()
+        index.keyed.len() + index.everywhere.len() + usize::from(!index.shared.is_empty())
     }
 
     fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
@@ -340,6 +371,7 @@ mod tests {
             retain: false,
             publisher: None,
             properties: None,
+            via: None,
         })
     }
 

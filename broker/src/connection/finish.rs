@@ -33,6 +33,7 @@ impl Session<'_> {
         match (self.inbox.take(), self.deliveries.take()) {
             // A kept session goes on collecting its deliveries while the client is away.
             (Some(inbox), Some(deliveries)) if self.expiry > 0 => {
+                self.shared.fanout.park(self.key);
                 self.state.parked = Some(session::Parked {
                     key: self.key,
                     inbox,

@@ -47,6 +47,7 @@ mod retention;
 mod revocation;
 mod robustness;
 mod sender_limits;
+mod shared_subscriptions;
 mod signals;
 mod staff;
 mod staff_departures;
