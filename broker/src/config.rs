@@ -10,6 +10,7 @@ use crate::acl::AclConfig;
 use crate::auth::AuthConfig;
 use crate::denial::DenialsConfig;
 use crate::memberships::ClosedSessions;
+use crate::retained::RetainedConfig;
 use crate::signal::SignalsConfig;
 use crate::subscribe_limit::SubscriptionsConfig;
 
@@ -37,7 +38,8 @@ pub struct BrokerConfig {
     /// in its connection's delivery queue while the server cannot write to it. A client that
     /// lets more pile up (it stopped acknowledging or reading) is disconnected, MQTT 5 with
     /// reason 0x97, rather than let its queues grow without bound; it reconnects and resumes or
-    /// resyncs.
+    /// resyncs. The delivery queue (at least 64) is also what a persistent session keeps while
+    /// its client is away, QoS 0 included; past it the newest are dropped and counted.
     pub max_pending_per_client: usize,
     /// How many of the most recently closed sessions keep their participants' access (for the
     /// survey and resync). Beyond it the oldest is forgotten: its memberships and retained
@@ -55,6 +57,8 @@ pub struct BrokerConfig {
     pub signals: SignalsConfig,
     /// How many topic filters each sender may subscribe to (`[mqtt.subscriptions]`).
     pub subscriptions: SubscriptionsConfig,
+    /// How much clients may keep as retained messages outside `cc/` (`[mqtt.retained]`).
+    pub retained: RetainedConfig,
     /// How denials are bounded before they are logged and recorded (`[mqtt.denials]`).
     pub denials: DenialsConfig,
     /// How clients prove who they are.
@@ -103,6 +107,7 @@ impl Default for BrokerConfig {
             pipeline_queue_wait_secs: 60,
             signals: SignalsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
+            retained: RetainedConfig::default(),
             denials: DenialsConfig::default(),
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
@@ -117,6 +122,7 @@ impl BrokerConfig {
         self.signals.rate()?;
         self.subscriptions.rate()?;
         self.denials.check()?;
+        self.retained.check()?;
         if self.signals.max_payload_bytes < 64 {
             // The known payloads take about 30 bytes; less would refuse them.
             return Err((

@@ -41,6 +41,7 @@ use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
 use crate::inbound::{self, Inbound};
 use crate::message::{Forwarded, Message};
+use crate::retained::RetainRefusal;
 use crate::session::{self, Outbound, SessionState};
 use crate::transport::Transport;
 use connect::ClientLimits;
@@ -363,8 +364,9 @@ impl Session<'_> {
         self.version == Version::V5
     }
 
-    /// Hands a message (a publish or the will) to its subscribers, and records it if retained.
-    fn route(&mut self, mut message: Outbound) {
+    /// Hands a message (a publish or the will) to its subscribers, and records it if retained;
+    /// a retained message that does not fit the store's bounds is neither kept nor delivered.
+    fn route(&mut self, mut message: Outbound) -> Result<(), RetainRefusal> {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
         let protocol = crate::acl::in_protocol(&topic);
         if let Some(properties) = message.properties.as_mut() {
@@ -373,8 +375,11 @@ impl Session<'_> {
                 message.properties = None;
             }
         }
-        if message.retain {
-            self.shared.retained.update(&topic, message.clone());
+        if message.retain
+            && let Err(refusal) = self.shared.retained.store(&topic, message.clone())
+        {
+            tracing::debug!(client_id = %self.client_id, topic, %refusal, "retained publish refused");
+            return Err(refusal);
         }
         if protocol && is_submission(&topic) {
             let properties = message
@@ -403,9 +408,11 @@ impl Session<'_> {
             retain: message.retain,
             publisher: Some(self.publisher.clone()),
             properties: message.properties,
+            via: None,
         });
         let waiting = self.shared.fanout.publish(self.key, &topic, &forwarded);
         self.waiting.extend(waiting);
+        Ok(())
     }
 }
 

@@ -12,10 +12,18 @@
 //! Every connection has one bounded delivery queue. Publishing never waits for a subscriber: a
 //! connection whose queue is full has fallen too far behind and is disconnected (MQTT 5: 0x97),
 //! as one whose own pending queue overflows is, rather than slowing the publisher (usually the
-//! chat pipeline) for everyone or dropping in silence.
+//! chat pipeline) for everyone or dropping in silence. A persistent session's queue goes on
+//! collecting while its client is away (parked, see `session::Parked`); once it is full, what
+//! comes next for it is dropped (the newest, as Mosquitto drops past `max_queued_messages`),
+//! counted in [`Fanout::dropped`] and logged when the client returns.
+//!
+//! Shared subscriptions (`$share/{group}/{filter}`) are served by `shared_groups`.
+
+pub(crate) mod shared_groups;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rumqttc::v5::mqttbytes::matches;
 use tokio::sync::mpsc;
@@ -70,11 +78,13 @@ fn key_of(topic: &str) -> &str {
     }
 }
 
-/// Which connections can be interested in which part of `cc/`.
+/// Which connections can be interested in which topics.
 #[derive(Default)]
 pub(crate) struct Fanout {
-    /// Read on every publish under `cc/`, written on subscribe, unsubscribe and disconnect.
+    /// Read on every publish, written on subscribe, unsubscribe and disconnect.
     index: RwLock<Index>,
+    /// Deliveries dropped since start because their subscriber's queue was full.
+    dropped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -83,6 +93,8 @@ struct Index {
     keyed: HashMap<String, HashMap<LinkKey, (Inbox, usize)>>,
     /// Connections with wildcard filters, checked one by one (supervisors, the pipeline).
     everywhere: HashMap<LinkKey, (Inbox, Vec<String>)>,
+    /// Shared subscriptions, by group.
+    shared: shared_groups::SharedGroups,
 }
 
 impl Fanout {
@@ -90,6 +102,10 @@ impl Fanout {
     /// into `cc/`.
     pub fn add(&self, key: LinkKey, filter: &str, inbox: &Inbox) {
         let mut index = self.lock();
+        if filter.starts_with(shared_groups::PREFIX) {
+            index.shared.add(key, filter, inbox);
+            return;
+        }
         match plan(filter) {
             Reach::Keyed(prefix) => {
                 index
@@ -114,6 +130,10 @@ impl Fanout {
     /// Stops serving `filter` for `key`; an entry goes with its last filter.
     pub fn remove(&self, key: LinkKey, filter: &str) {
         let mut index = self.lock();
+        if filter.starts_with(shared_groups::PREFIX) {
+            index.shared.remove(key, filter);
+            return;
+        }
         match plan(filter) {
             Reach::Keyed(prefix) => {
                 let Some(subscribers) = index.keyed.get_mut(&prefix) else {
@@ -152,6 +172,10 @@ impl Fanout {
     ) {
         let mut index = self.lock();
         for filter in filters {
+            if filter.starts_with(shared_groups::PREFIX) {
+                index.shared.rekey(old, new, filter, inbox);
+                continue;
+            }
             match plan(filter) {
                 Reach::Keyed(prefix) => {
                     if let Some(subscribers) = index.keyed.get_mut(&prefix)
@@ -167,6 +191,12 @@ impl Fanout {
                 }
             }
         }
+    }
+
+    /// The client of `key` is away and its persistent session's queue parked: its shared
+    /// subscriptions prefer other members until it resumes (`rekey`).
+    pub fn park(&self, key: LinkKey) {
+        self.lock().shared.park(key);
     }
 
     /// Stops serving every one of `filters` for `key` (a connection or session that ends).
@@ -199,6 +229,7 @@ impl Fanout {
             .map(|(key, (inbox, _))| (key, inbox))
             .chain(wildcard.map(|(key, (inbox, _))| (key, inbox)));
         let mut waiting = Vec::new();
+        let mut dropped = 0;
         for (key, inbox) in targets {
             match inbox.deliveries.try_send(message.clone()) {
                 Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -206,17 +237,36 @@ impl Fanout {
                 Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && *key != from => {
                     waiting.push((inbox.clone(), message));
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => inbox.overflow.cancel(),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    inbox.overflow.cancel();
+                    dropped += 1;
+                }
             }
         }
+        // The chat protocol's filters must each get every message: no topic under `cc/` goes
+        // through a shared subscription.
+        if !index.shared.is_empty() && !crate::acl::in_protocol(topic) {
+            let shared = index.shared.publish(from, topic, key_of(topic), message);
+            waiting.extend(shared.waiting);
+            dropped += shared.dropped;
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
         waiting
+    }
+
+    /// Deliveries dropped since start because their subscriber's queue was full: a connected
+    /// client's (which is disconnected for it) or an away persistent session's.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Index entries, for tests that check nothing is left behind.
     #[cfg(test)]
     fn len(&self) -> usize {
         let index = self.read();
-        index.keyed.len() + index.everywhere.len()
+        index.keyed.len() + index.everywhere.len() + usize::from(!index.shared.is_empty())
     }
 
     fn lock(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
@@ -321,6 +371,7 @@ mod tests {
             retain: false,
             publisher: None,
             properties: None,
+            via: None,
         })
     }
 

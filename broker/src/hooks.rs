@@ -48,6 +48,10 @@ pub struct Stats {
     pub refused_signals: u64,
     /// SUBSCRIBEs refused because their sender's allowance of filters was spent.
     pub limited_subscribes: u64,
+    /// Deliveries dropped because their subscriber's queue was full (`Fanout::dropped`).
+    pub dropped_deliveries: u64,
+    /// Retained publishes refused for not fitting `[mqtt.retained]`'s bounds.
+    pub refused_retained: u64,
 }
 
 /// The registered hooks, plus the counters the gateway keeps itself and the folding of
@@ -152,6 +156,7 @@ impl HookSet {
             denied_subscribes: self.denied_subscribes.load(Ordering::Relaxed),
             refused_signals: self.refused_signals.load(Ordering::Relaxed),
             limited_subscribes: self.limited_subscribes.load(Ordering::Relaxed),
+            ..Stats::default()
         }
     }
 

@@ -31,6 +31,7 @@ mod memberships;
 mod message;
 #[cfg(feature = "rumqttd-reference")]
 mod reference;
+mod retained;
 mod session;
 mod signal;
 mod staff;
@@ -65,6 +66,7 @@ pub use hooks::{Hook, Stats};
 pub use memberships::{ClosedSessions, Memberships};
 #[cfg(feature = "rumqttd-reference")]
 pub use reference::start_plain_rumqttd;
+pub use retained::RetainedConfig;
 pub use signal::{SignalRefusal, SignalsConfig};
 pub use staff::StaffRevocations;
 pub use subscribe_limit::SubscriptionsConfig;
@@ -207,7 +209,11 @@ impl Broker {
 
     /// Counters of refusals and denials since start.
     pub fn stats(&self) -> Stats {
-        self.shared.hooks.stats()
+        Stats {
+            dropped_deliveries: self.shared.fanout.dropped(),
+            refused_retained: self.shared.retained.refused(),
+            ..self.shared.hooks.stats()
+        }
     }
 
     /// Serves MQTT over plain TCP on an already-bound listener until `shutdown` resolves, then

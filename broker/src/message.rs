@@ -9,7 +9,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 /// What every subscriber's copy of a publish shares.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Message {
     pub topic: Bytes,
     pub payload: Bytes,
@@ -20,6 +20,21 @@ pub(crate) struct Message {
     /// The publishing client, for no-local; `None` for what the gateway publishes itself.
     pub publisher: Option<Arc<str>>,
     pub properties: Option<PublishProperties>,
+    /// The shared subscription (`$share/{group}/{filter}`) this copy was routed through, to the
+    /// one member of the group that takes it; `None` for the copy every matching non-shared
+    /// subscription of a receiver decides together. Marked on the message rather than beside
+    /// it in the queue, so a queue's element stays one pointer (see `shared_groups`).
+    pub via: Option<Arc<str>>,
+}
+
+impl Message {
+    /// This message, as the copy routed through the shared subscription `via`.
+    pub fn through(&self, via: &Arc<str>) -> Self {
+        Self {
+            via: Some(via.clone()),
+            ..self.clone()
+        }
+    }
 }
 
 /// A message in a connection's delivery queue.

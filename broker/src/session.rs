@@ -1,8 +1,7 @@
 //! State that belongs to a client rather than to one connection: its subscriptions with their
 //! options, QoS 1 deliveries not yet acknowledged, and what waits behind its receive maximum.
-//! Kept across connections for persistent sessions until they expire; plus the retained
-//! messages, which the gateway keeps itself so that their QoS, properties and retain handling
-//! survive.
+//! Kept across connections for persistent sessions until they expire. (Retained messages are
+//! `retained`'s.)
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -126,49 +125,6 @@ impl SessionStore {
     }
 }
 
-/// Retained messages by topic.
-#[derive(Default)]
-pub(crate) struct RetainedStore {
-    messages: Mutex<HashMap<String, Outbound>>,
-}
-
-impl RetainedStore {
-    /// Records a retained publish; an empty payload clears the topic (MQTT 5 §3.3.1.3).
-    pub fn update(&self, topic: &str, message: Outbound) {
-        let mut messages = self.lock();
-        if message.payload.is_empty() {
-            messages.remove(topic);
-        } else {
-            messages.insert(topic.to_owned(), message);
-        }
-    }
-
-    /// Removes the retained message on `topic`, if any.
-    pub fn remove(&self, topic: &str) {
-        self.lock().remove(topic);
-    }
-
-    /// Removes every retained message whose topic starts with `prefix`.
-    pub fn remove_under(&self, prefix: &str) {
-        self.lock().retain(|topic, _| !topic.starts_with(prefix));
-    }
-
-    /// The retained messages whose topics `filter` matches.
-    pub fn matching(&self, filter: &str) -> Vec<Outbound> {
-        self.lock()
-            .iter()
-            .filter(|(topic, _)| rumqttc::v5::mqttbytes::matches(topic, filter))
-            .map(|(_, message)| message.clone())
-            .collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Outbound>> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
 /// Removes from a client's publish or will the user properties its receivers must not take
 /// from it. Under `cc/`, all of them: participants act on what the gateway vouches for, and a
 /// client's own `role` or `sender` would read as such a fact. Elsewhere user properties pass
@@ -231,29 +187,5 @@ mod tests {
         );
         assert!(store.expire("c", second).is_some());
         assert!(store.resume("c").is_none());
-    }
-
-    #[test]
-    fn retained_messages_are_replaced_and_cleared() {
-        let store = RetainedStore::default();
-        let message = |payload: &'static [u8]| Outbound {
-            topic: Bytes::from_static(b"a/b"),
-            payload: Bytes::from_static(payload),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: None,
-        };
-        store.update("a/b", message(b"one"));
-        store.update("a/b", message(b"two"));
-        assert_eq!(
-            store
-                .matching("a/+")
-                .iter()
-                .map(|m| m.payload.clone())
-                .collect::<Vec<_>>(),
-            vec![Bytes::from_static(b"two")]
-        );
-        store.update("a/b", message(b""));
-        assert!(store.matching("#").is_empty());
     }
 }

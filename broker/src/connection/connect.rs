@@ -253,7 +253,7 @@ pub(crate) async fn serve(
         user_properties: Vec::new(),
         wildcard_subscription_available: None,
         subscription_identifiers_available: Some(0),
-        shared_subscription_available: Some(0),
+        shared_subscription_available: Some(1),
         server_keep_alive: None,
         response_information: None,
         server_reference: None,

@@ -6,6 +6,7 @@ use rumqttc::v5::mqttbytes::{QoS, matches};
 use tokio::sync::mpsc;
 
 use super::{Ending, Session, Wire};
+use crate::fanout::shared_groups;
 use crate::message::{Forwarded, Message};
 use crate::session::Outbound;
 
@@ -87,6 +88,10 @@ impl Session<'_> {
         let mut granted: Option<QoS> = None;
         let mut retain_as_published = false;
         for (filter, options) in &self.state.subscriptions {
+            // A copy routed through a shared subscription is that subscription's alone.
+            let Some(filter) = shared_groups::takes_part(message.via.as_deref(), filter) else {
+                continue;
+            };
             if !matches(topic_name, filter) || (options.no_local && own) {
                 continue;
             }

@@ -23,7 +23,8 @@ impl Session<'_> {
             let topic = String::from_utf8_lossy(&will.topic).into_owned();
             self.shared.remember_presence(&topic, &will);
             will_topic = Some(topic);
-            self.route(will);
+            // A retained will that does not fit the retained store is not published (logged).
+            let _ = self.route(will);
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
         // after the connection is gone.
@@ -32,6 +33,7 @@ impl Session<'_> {
         match (self.inbox.take(), self.deliveries.take()) {
             // A kept session goes on collecting its deliveries while the client is away.
             (Some(inbox), Some(deliveries)) if self.expiry > 0 => {
+                self.shared.fanout.park(self.key);
                 self.state.parked = Some(session::Parked {
                     key: self.key,
                     inbox,

@@ -23,7 +23,8 @@ enum Nack {
     NotAuthorized,
     /// 0x99: typing or presence that is not what its topic carries, or too large.
     PayloadFormatInvalid,
-    /// 0x97: more typing or presence than the sender's rate allows.
+    /// 0x97: more typing or presence than the sender's rate allows, or a retained message
+    /// beyond the retained store's bounds (`[mqtt.retained]`).
     QuotaExceeded,
 }
 
@@ -158,8 +159,10 @@ impl Session<'_> {
                             properties: publish.properties,
                         };
                         self.shared.remember_presence(&topic, &message);
-                        self.route(message);
-                        None
+                        // A retained message the store has no room for: 0x97, not delivered.
+                        self.route(message)
+                            .err()
+                            .and_then(|_| self.is_v5().then_some(Nack::QuotaExceeded))
                     }
                     // Refused and not delivered; 3.1.1 has no way to say so, and a client
                     // sending too fast or malformed typing is not worth a disconnect.

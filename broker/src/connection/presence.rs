@@ -91,6 +91,7 @@ impl Shared {
             retain: false,
             publisher: None,
             properties: None,
+            via: None,
         });
         let waiting = self.fanout.publish(SERVER, topic, &forwarded);
         self.deliver_when_room(waiting);

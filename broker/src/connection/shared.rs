@@ -17,7 +17,8 @@ use crate::fanout::{Fanout, Inbox, LinkKey};
 use crate::hooks::HookSet;
 use crate::memberships::Memberships;
 use crate::message::Forwarded;
-use crate::session::{RetainedStore, SessionState, SessionStore};
+use crate::retained::RetainedStore;
+use crate::session::{SessionState, SessionStore};
 use crate::signal::Signals;
 use crate::staff::StaffRevocations;
 use crate::subscribe_limit::SubscribeAllowance;
@@ -40,7 +41,7 @@ pub(crate) struct Shared {
     /// Each sender's allowance of subscriptions (`subscribe_limit`).
     pub subscribe_allowance: SubscribeAllowance,
     pub(super) sessions: SessionStore,
-    pub(super) retained: RetainedStore,
+    pub(crate) retained: RetainedStore,
     next_key: AtomicU64,
 }
 
@@ -59,6 +60,7 @@ impl Shared {
         let subscribe_allowance = SubscribeAllowance::new(&config.subscriptions)
             .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
         let hooks = HookSet::new(hooks, &config.denials);
+        let retained = RetainedStore::new(config.retained.clone());
         Ok(Self {
             config,
             slots,
@@ -72,7 +74,7 @@ impl Shared {
             signals,
             subscribe_allowance,
             sessions: SessionStore::default(),
-            retained: RetainedStore::default(),
+            retained,
             next_key: AtomicU64::new(1),
         })
     }

@@ -1,12 +1,17 @@
 //! SUBSCRIBE: each filter checked and granted, retained messages sent, and subscriptions
-//! revoked when a membership ends.
+//! revoked when a membership ends. Shared subscriptions (`$share/{group}/{filter}`) are kept
+//! under their whole name, granted as their filter would be, and never under `cc/` (see
+//! `fanout::shared_groups`).
 
-use rumqttc::v5::mqttbytes::v5::{self, Packet, RetainForwardRule, SubAck, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    self, DisconnectReasonCode, Packet, RetainForwardRule, SubAck, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::{QoS, valid_filter};
 
 use super::delivery::min_qos;
 use super::{Ending, Session, Wire};
 use crate::denial::DenialKind;
+use crate::fanout::shared_groups;
 use crate::session::{Outbound, SubOptions};
 
 impl Session<'_> {
@@ -36,15 +41,28 @@ impl Session<'_> {
         }
         for filter in subscribe.filters.into_iter().filter(|_| allowed) {
             let path = filter.path;
+            let share = shared_groups::parse(&path);
+            if share.is_some() && filter.nolocal {
+                // MQTT 5 §3.8.3.1: a protocol error.
+                return Err(Ending::told(
+                    "no local on a shared subscription",
+                    DisconnectReasonCode::ProtocolError,
+                ));
+            }
+            // The filter topics are matched with: a shared subscription's own.
+            let matched = shared_groups::filter_of(&path);
             let code = if with_identifier {
                 // CONNACK said subscription identifiers are not available.
                 SubscribeReasonCode::SubscriptionIdNotSupported
-            } else if path.starts_with("$share/") {
+            } else if matches!(share, Some(Err(_))) {
+                SubscribeReasonCode::TopicFilterInvalid
+            } else if share.is_some() && crate::acl::in_protocol(matched) {
+                // The chat protocol's filters must each get every message.
                 SubscribeReasonCode::SharedSubscriptionsNotSupported
-            } else if !valid_filter(&path) || path.starts_with('$') {
+            } else if !valid_filter(matched) || matched.starts_with('$') {
                 // `$` filters are refused: the gateway publishes nothing under `$`.
                 SubscribeReasonCode::TopicFilterInvalid
-            } else if let Err(reason) = self.shared.acl.check_filter(&self.identity, &path) {
+            } else if let Err(reason) = self.shared.acl.check_filter(&self.identity, matched) {
                 self.shared.hooks.denied(
                     DenialKind::Subscribe,
                     self.peer,
@@ -66,6 +84,8 @@ impl Session<'_> {
                     .insert(path.clone(), options)
                     .is_some();
                 let send_retained = match filter.retain_forward_rule {
+                    // MQTT 5 §4.8.2: none on a shared subscription.
+                    _ if share.is_some() => false,
                     RetainForwardRule::OnEverySubscribe => true,
                     RetainForwardRule::OnNewSubscribe => !existed,
                     RetainForwardRule::Never => false,
@@ -138,7 +158,7 @@ impl Session<'_> {
             .filter(|filter| {
                 self.shared
                     .acl
-                    .check_filter(&self.identity, filter)
+                    .check_filter(&self.identity, shared_groups::filter_of(filter))
                     .is_err()
             })
             .cloned()

@@ -94,8 +94,9 @@ async fn subscriptions_are_granted_at_most_qos1_and_reserved_filters_refused() -
             SubscribeReasonCode::Success(QoS::AtLeastOnce),
         ),
         ("$SYS/#", QoS::AtMostOnce, SubscribeReasonCode::Failure),
+        // Shared subscriptions are offered outside `cc/` only.
         (
-            "$share/g/sandbox/a",
+            "$share/g/cc/v1/queue",
             QoS::AtMostOnce,
             SubscribeReasonCode::Failure,
         ),

@@ -59,7 +59,7 @@ async fn connack_reason_codes() -> anyhow::Result<()> {
         .properties
         .clone()
         .expect("a v5 CONNACK has properties");
-    assert_eq!(properties.shared_subscription_available, Some(0));
+    assert_eq!(properties.shared_subscription_available, Some(1));
     assert_eq!(properties.subscription_identifiers_available, Some(0));
     assert!(properties.topic_alias_max.is_none(), "no topic aliases");
     holder.disconnect().await?;
@@ -104,7 +104,7 @@ async fn denials_are_reason_codes_and_the_connection_stays() -> anyhow::Result<(
     assert_eq!(applicant.next_publish().await?.payload.as_ref(), b"fine");
     assert_eq!(
         applicant
-            .subscribe(vec![filter("$share/g/sandbox/ok", QoS::AtMostOnce)])
+            .subscribe(vec![filter("$share/g/cc/v1/queue", QoS::AtMostOnce)])
             .await?,
         vec![SubscribeReasonCode::SharedSubscriptionsNotSupported]
     );

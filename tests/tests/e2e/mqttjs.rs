@@ -114,3 +114,52 @@ async fn mqttjs_in_a_browser_over_websockets() -> anyhow::Result<()> {
     stack.shutdown().await;
     Ok(())
 }
+
+/// Shared subscriptions, retained messages and a persistent session's queue, as MQTT.js sees
+/// them over WebSocket (see tests/js/node-shared-retained.mjs).
+#[tokio::test]
+async fn mqttjs_shared_subscriptions_retained_messages_and_offline_queue() -> anyhow::Result<()> {
+    let Some(js) = testkit::js_clients() else {
+        return Ok(());
+    };
+    let stack = TestStack::start().await?;
+    let tokens: BTreeMap<String, String> = ["pub", "member-a", "member-b", "reader", "away"]
+        .iter()
+        .flat_map(|name| [4, 5].map(|version| format!("js-{name}-v{version}")))
+        .map(|client_id| {
+            let token = stack.token(&client_id, Role::Agent);
+            (client_id, token)
+        })
+        .collect();
+    let config = json!({ "url": stack.mqtt_ws_url(), "tokens": tokens });
+    let results = run_script(&js, "node-shared-retained.mjs", config).await?;
+    assert_eq!(results.len(), 2, "{results:?}");
+    for result in &results {
+        let v5 = result["protocolVersion"] == 5;
+        assert_eq!(result["ok"], true, "{result}");
+        assert_eq!(result["sharedGranted"], json!([1, 1]), "{result}");
+        assert_eq!(result["sharedCounts"], json!([2, 2]), "in turn: {result}");
+        let retained = &result["retained"];
+        assert_eq!(
+            (&retained["payload"], &retained["retain"], &retained["qos"]),
+            (&json!("kept"), &json!(true), &json!(1)),
+            "{result}"
+        );
+        if v5 {
+            assert_eq!(retained["contentType"], "text/plain", "{result}");
+            assert_eq!(
+                retained["userProperties"],
+                json!({"b": ["2", "3"], "a": "1"}),
+                "{result}"
+            );
+        }
+        assert_eq!(result["sessionPresent"], true, "{result}");
+        assert_eq!(
+            result["queued"],
+            json!([["first", 1], ["second", 0], ["third", 1]]),
+            "{result}"
+        );
+    }
+    stack.shutdown().await;
+    Ok(())
+}
