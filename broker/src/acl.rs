@@ -14,7 +14,7 @@
 use schemas::topics::{PREFIX, SessionTopic, Topic};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Identity, Role};
+use crate::identity::{Identity, Role};
 use crate::memberships::Memberships;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

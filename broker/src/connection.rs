@@ -35,10 +35,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Identity, Role};
 use crate::codec::{self, Version};
 use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
+use crate::identity::{Identity, Role};
 use crate::inbound::{self, Inbound};
 use crate::message::{Forwarded, Message};
 use crate::session::{self, Outbound, SessionState};

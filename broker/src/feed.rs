@@ -9,7 +9,7 @@
 
 use schemas::wire::{MembershipOp, MembershipUpdate};
 
-use crate::auth::Role;
+use crate::identity::Role;
 use crate::memberships::Memberships;
 
 /// Client ids in this namespace belong to the gateway's internal links; clients may not use

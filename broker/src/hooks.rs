@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use crate::Listener;
-use crate::auth::Identity;
 use crate::denial::{Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, Folder};
+use crate::identity::Identity;
 use crate::signal::SignalRefusal;
 
 /// Observes the gateway. Every method has an empty default, so a hook implements what it needs.

@@ -26,6 +26,7 @@ mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hooks;
+mod identity;
 mod inbound;
 mod memberships;
 mod message;
@@ -54,14 +55,14 @@ pub use acl::{
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
-    Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenDetails, TokenKeys,
-    load_or_create_secret,
+    JwtAuthenticator, KeyError, Refusal, TokenAlgorithm, TokenKeys, load_or_create_secret,
 };
 pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use denial::{
     Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
 };
 pub use hooks::{Hook, Stats};
+pub use identity::{Identity, Role, TokenDetails};
 pub use memberships::{ClosedSessions, Memberships};
 #[cfg(feature = "rumqttd-reference")]
 pub use reference::start_plain_rumqttd;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::auth::Role;
+use crate::identity::Role;
 
 /// Which sessions each subject belongs to, as the chat pipeline announces joins, leaves and
 /// closes (`broker::feed`). The gateway reads it on every check; a broker owns one

@@ -16,7 +16,7 @@ fn identity(role: Role) -> Identity {
         anonymous: role == Role::Anonymous,
         expires_at: None,
         issued_at: None,
-        token: crate::auth::TokenDetails::default(),
+        token: crate::identity::TokenDetails::default(),
     }
 }
 

@@ -10,7 +10,7 @@
 use schemas::topics::Topic;
 use schemas::wire::{CHANNEL_PROPERTY, TEAM_PROPERTY};
 
-use super::Identity;
+use crate::identity::Identity;
 
 /// Sets, on a publish to `topic` by `identity`, the properties the pipeline reads an open
 /// request's channel and team from: removed whatever the client sent, then set from the
@@ -37,7 +37,7 @@ mod tests {
     use schemas::wire::Channel;
 
     use super::*;
-    use crate::auth::{Role, TokenDetails};
+    use crate::identity::{Role, TokenDetails};
 
     fn applicant(channel: Option<Channel>, team: Option<&str>) -> Identity {
         Identity {

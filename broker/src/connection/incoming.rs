@@ -10,8 +10,8 @@ use rumqttc::v5::mqttbytes::v5::{
 
 use super::{Ending, Session, Wire};
 use crate::acl::{self, DeniedPublish};
-use crate::auth::Role;
 use crate::denial::DenialKind;
+use crate::identity::Role;
 use crate::inbound::{self, Inbound};
 use crate::session::Outbound;
 use crate::signal::SignalRefusal;
