@@ -114,7 +114,7 @@ struct Session<'a> {
     client_id: String,
     identity: Identity,
     peer: SocketAddr,
-    listener: crate::Listener,
+    listener: crate::listener::Listener,
     will: Option<Outbound>,
     state: SessionState,
     /// Seconds the session outlives the connection (0: it ends with it).

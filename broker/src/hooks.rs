@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use crate::Listener;
 use crate::denial::{Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, Folder};
 use crate::identity::Identity;
+use crate::listener::Listener;
 use crate::signal::SignalRefusal;
 
 /// Observes the gateway. Every method has an empty default, so a hook implements what it needs.

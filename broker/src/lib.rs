@@ -20,6 +20,7 @@ mod codec;
 mod config;
 mod connection;
 mod denial;
+mod error;
 mod fanout;
 mod feed;
 mod framing;
@@ -28,6 +29,7 @@ pub mod fuzzing;
 mod hooks;
 mod identity;
 mod inbound;
+mod listener;
 mod memberships;
 mod message;
 #[cfg(feature = "rumqttd-reference")]
@@ -61,8 +63,10 @@ pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use denial::{
     Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
 };
+pub use error::BrokerError;
 pub use hooks::{Hook, Stats};
 pub use identity::{Identity, Role, TokenDetails};
+pub use listener::Listener;
 pub use memberships::{ClosedSessions, Memberships};
 #[cfg(feature = "rumqttd-reference")]
 pub use reference::start_plain_rumqttd;
@@ -73,23 +77,6 @@ pub use tls::TlsError;
 
 use connection::Shared;
 use transport::Transport;
-
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error("cannot start the broker: {0}")]
-    Start(#[from] std::io::Error),
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error("`mqtt.acl.rules`: {0}")]
-    Rule(String),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("the broker must be started from within a tokio runtime")]
-    NoRuntime,
-    /// A setting that cannot be used, with its key.
-    #[error("`{0}`: {1}")]
-    Config(&'static str, String),
-}
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
 /// routing index, so a client on TCP and a client on WebSocket see each other's messages.
@@ -336,38 +323,6 @@ async fn handshake(
             )
             .await
             .map_err(|err| format!("WebSocket: {err}"))
-        }
-    }
-}
-
-/// Which listener a connection came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Listener {
-    Tcp,
-    Tls,
-    WebSocket,
-    SecureWebSocket,
-}
-
-impl Listener {
-    pub const ALL: [Listener; 4] = [
-        Listener::Tcp,
-        Listener::Tls,
-        Listener::WebSocket,
-        Listener::SecureWebSocket,
-    ];
-
-    fn uses_tls(self) -> bool {
-        matches!(self, Listener::Tls | Listener::SecureWebSocket)
-    }
-
-    /// Its name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Tcp => "tcp",
-            Listener::Tls => "tls",
-            Listener::WebSocket => "websocket",
-            Listener::SecureWebSocket => "secure_websocket",
         }
     }
 }

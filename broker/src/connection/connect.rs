@@ -39,7 +39,7 @@ pub(super) struct ClientLimits {
 pub(crate) async fn serve(
     transport: Transport,
     peer: SocketAddr,
-    listener: crate::Listener,
+    listener: crate::listener::Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     mut buf: BytesMut,

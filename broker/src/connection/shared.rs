@@ -9,10 +9,10 @@ use schemas::topics::Topic;
 use tokio::sync::Semaphore;
 
 use super::ClientRegistry;
-use crate::BrokerError;
 use crate::acl::AclChain;
 use crate::auth::AuthChain;
 use crate::config::BrokerConfig;
+use crate::error::BrokerError;
 use crate::fanout::{Fanout, Inbox, LinkKey};
 use crate::hooks::HookSet;
 use crate::memberships::Memberships;
