@@ -4,11 +4,11 @@
 //! the MQTT client id, so nobody can take over another client's id), a [`Role`] and an expiry.
 //! Authenticators form a chain like the authorizers: each may accept, reject or abstain, and a
 //! connection nobody accepted is refused. The keys and claims are in `keys`; what a token says
-//! about an applicant reaches the chat pipeline through `stamp`.
+//! about an applicant reaches the chat pipeline through `chat::stamp`.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,6 @@ use crate::identity::{Identity, Role, TokenDetails};
 use crate::staff::StaffRevocations;
 
 mod keys;
-pub(crate) mod stamp;
 
 pub use keys::{Claims, KeyError, TokenAlgorithm, TokenKeys, load_or_create_secret};
 
@@ -59,6 +58,20 @@ pub struct AuthChain {
 impl AuthChain {
     pub fn new(steps: Vec<Box<dyn Authenticator>>) -> Self {
         Self { steps }
+    }
+
+    /// The chain courtchat runs: JWT authentication with the configured keys, refusing what
+    /// `revocations` revoked; then anonymous access, if enabled.
+    pub fn standard(config: &AuthConfig, revocations: StaffRevocations) -> Result<Self, KeyError> {
+        let mut steps: Vec<Box<dyn Authenticator>> = vec![Box::new(
+            JwtAuthenticator::new(TokenKeys::load(config)?).with_revocations(revocations),
+        )];
+        if config.allow_anonymous {
+            steps.push(Box::new(AnonymousAuthenticator {
+                role: config.anonymous_role,
+            }));
+        }
+        Ok(Self::new(steps))
     }
 
     pub fn authenticate(&self, connect: &ConnectInfo<'_>) -> Result<Identity, Refusal> {

@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{self, Version};
 use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
-use crate::identity::{Identity, Role};
+use crate::hooks::{Origin, Publish, Routing};
+use crate::identity::Identity;
 use crate::inbound::{self, Inbound};
 use crate::message::{Forwarded, Message};
 use crate::session::{self, Outbound, SessionState};
@@ -159,7 +160,7 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
         tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
-        self.shared.hooks.connected(&self.identity, self.listener);
+        let policy = self.shared.hooks.connected(&self.identity, self.listener);
 
         // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
         let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
@@ -176,7 +177,7 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
 
-        let patient = self.identity.role == Role::Service;
+        let patient = policy.patient_queue;
         let (inbox, mut forwarded) = match self.state.parked.take() {
             // A resumed session takes over the queue the fan-out kept filling while it was away.
             Some(parked) => {
@@ -356,38 +357,32 @@ impl Session<'_> {
         self.version == Version::V5
     }
 
-    /// Hands a message (a publish or the will) to its subscribers, and records it if retained.
-    fn route(&mut self, mut message: Outbound) {
+    /// Hands a message (a publish or the will) to the publish hooks, then, unless one consumed
+    /// it, to its subscribers, and records it if retained.
+    fn route(&mut self, mut message: Outbound, origin: Origin) {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
         let protocol = crate::acl::in_protocol(&topic);
         if let Some(properties) = message.properties.as_mut() {
             session::sanitize_user_properties(properties, protocol);
-            if *properties == PublishProperties::default() {
-                message.properties = None;
-            }
+        }
+        let mut publish = Publish::new(
+            &self.identity,
+            &topic,
+            &message.payload,
+            message.qos as u8,
+            message.retain,
+            origin,
+            &mut message.properties,
+        );
+        let routing = self.shared.hooks.publish(&mut publish);
+        if message.properties.as_ref() == Some(&PublishProperties::default()) {
+            message.properties = None;
+        }
+        if routing == Routing::Consume {
+            return;
         }
         if message.retain {
             self.shared.retained.update(&topic, message.clone());
-        }
-        if protocol && is_submission(&topic) {
-            let properties = message
-                .properties
-                .get_or_insert_with(PublishProperties::default);
-            // The pipeline counts a submission's wait from here, queueing in the gateway
-            // included, to refuse what waited too long instead of deciding it late.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis());
-            properties.user_properties.push((
-                schemas::wire::RECEIVED_AT_PROPERTY.to_owned(),
-                now.to_string(),
-            ));
-            // An open request's channel and team are the token's, not the applicant's say.
-            crate::auth::stamp::stamp_open_request(
-                &self.identity,
-                &topic,
-                &mut properties.user_properties,
-            );
         }
         let forwarded = std::sync::Arc::new(Message {
             topic: message.topic,
@@ -408,20 +403,3 @@ impl Session<'_> {
 /// and TCP's flow control takes over once the server stops reading, so this only caps the
 /// memory of a client that sends other packets (pings, subscribes) without end.
 const HELD_PACKETS: usize = 1024;
-
-/// Whether `topic` carries something for the chat pipeline to decide (an open request, a
-/// submission or a staff submission).
-fn is_submission(topic: &str) -> bool {
-    use schemas::topics::{SessionTopic, Topic};
-    matches!(
-        Topic::parse(topic),
-        Some(
-            Topic::Open { .. }
-                | Topic::StaffSubmit { .. }
-                | Topic::Session {
-                    kind: SessionTopic::Submit,
-                    ..
-                }
-        )
-    )
-}

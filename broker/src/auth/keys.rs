@@ -4,7 +4,7 @@
 //! A token may carry, besides who and what role, an id (`jti`: staff tokens from sign-in, so
 //! that `POST /v1/logout` can end one of them) and, for applicants, the channel and team the
 //! admin API issued it for ([`TokenDetails`]). The gateway trusts those two over anything the
-//! applicant says when it opens a session (see `auth::stamp`).
+//! applicant says when it opens a session (see `chat::stamp`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -23,7 +23,7 @@ impl Session<'_> {
             let topic = String::from_utf8_lossy(&will.topic).into_owned();
             self.shared.remember_presence(&topic, &will);
             will_topic = Some(topic);
-            self.route(will);
+            self.route(will, crate::hooks::Origin::Will);
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
         // after the connection is gone.

@@ -11,7 +11,7 @@ use rumqttc::v5::mqttbytes::v5::{
 use super::{Ending, Session, Wire};
 use crate::acl::{self, DeniedPublish};
 use crate::denial::DenialKind;
-use crate::identity::Role;
+use crate::hooks::Origin;
 use crate::inbound::{self, Inbound};
 use crate::session::Outbound;
 use crate::signal::SignalRefusal;
@@ -146,9 +146,6 @@ impl Session<'_> {
                             self.state.qos2_incoming.insert(pkid);
                         }
                         self.shared.hooks.message(&self.identity, &topic);
-                        if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
-                            crate::feed::apply(&self.shared.memberships, &publish.payload);
-                        }
                         let message = Outbound {
                             topic: publish.topic,
                             // Typing and presence go on in their canonical form.
@@ -158,7 +155,7 @@ impl Session<'_> {
                             properties: publish.properties,
                         };
                         self.shared.remember_presence(&topic, &message);
-                        self.route(message);
+                        self.route(message, Origin::Client);
                         None
                     }
                     // Refused and not delivered; 3.1.1 has no way to say so, and a client
