@@ -375,7 +375,11 @@ impl Session<'_> {
             &mut message.properties,
         );
         let routing = self.shared.hooks.publish(&mut publish);
-        if message.properties.as_ref() == Some(&PublishProperties::default()) {
+        if message
+            .properties
+            .as_ref()
+            .is_some_and(|properties| *properties == PublishProperties::default())
+        {
             message.properties = None;
         }
         if routing == Routing::Consume {

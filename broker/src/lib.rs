@@ -194,7 +194,7 @@ impl BrokerBuilder {
 impl Broker {
     /// A broker to build over `config`: with nothing more, it authenticates with
     /// [`AuthChain::standard`], authorizes with [`AclChain::standard`] and has no hooks (so
-    /// none of the chat pipeline's rules, `chat::rules`, which courtchat's server registers).
+    /// none of the chat pipeline's rules, [`chat::rules`], which courtchat's server registers).
     pub fn builder(config: BrokerConfig) -> BrokerBuilder {
         BrokerBuilder {
             memberships: Memberships::new(config.closed_sessions()),
