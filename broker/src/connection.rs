@@ -35,10 +35,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Identity, Role};
 use crate::codec::{self, Version};
 use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
+use crate::hooks::{Origin, Publish, Routing};
+use crate::identity::Identity;
 use crate::inbound::{self, Inbound};
 use crate::message::{Forwarded, Message};
 use crate::retained::RetainRefusal;
@@ -115,7 +116,7 @@ struct Session<'a> {
     client_id: String,
     identity: Identity,
     peer: SocketAddr,
-    listener: crate::Listener,
+    listener: crate::listener::Listener,
     will: Option<Outbound>,
     state: SessionState,
     /// Seconds the session outlives the connection (0: it ends with it).
@@ -160,7 +161,7 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
         tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
-        self.shared.hooks.connected(&self.identity, self.listener);
+        let policy = self.shared.hooks.connected(&self.identity, self.listener);
 
         // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
         let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
@@ -177,7 +178,7 @@ impl Session<'_> {
             return Ending::abrupt("write failed");
         }
 
-        let patient = self.identity.role == Role::Service;
+        let patient = policy.patient_queue;
         let (inbox, mut forwarded) = match self.state.parked.take() {
             // A resumed session takes over the queue the fan-out kept filling while it was away.
             Some(parked) => {
@@ -364,42 +365,40 @@ impl Session<'_> {
         self.version == Version::V5
     }
 
-    /// Hands a message (a publish or the will) to its subscribers, and records it if retained;
-    /// a retained message that does not fit the store's bounds is neither kept nor delivered.
-    fn route(&mut self, mut message: Outbound) -> Result<(), RetainRefusal> {
+    /// Hands a message (a publish or the will) to the publish hooks, then, unless one consumed
+    /// it, to its subscribers, and records it if retained; a retained message that does not fit
+    /// the store's bounds is neither kept nor delivered.
+    fn route(&mut self, mut message: Outbound, origin: Origin) -> Result<(), RetainRefusal> {
         let topic = String::from_utf8_lossy(&message.topic).into_owned();
         let protocol = crate::acl::in_protocol(&topic);
         if let Some(properties) = message.properties.as_mut() {
             session::sanitize_user_properties(properties, protocol);
-            if *properties == PublishProperties::default() {
-                message.properties = None;
-            }
+        }
+        let mut publish = Publish::new(
+            &self.identity,
+            &topic,
+            &message.payload,
+            message.qos as u8,
+            message.retain,
+            origin,
+            &mut message.properties,
+        );
+        let routing = self.shared.hooks.publish(&mut publish);
+        if message
+            .properties
+            .as_ref()
+            .is_some_and(|properties| *properties == PublishProperties::default())
+        {
+            message.properties = None;
+        }
+        if routing == Routing::Consume {
+            return Ok(());
         }
         if message.retain
             && let Err(refusal) = self.shared.retained.store(&topic, message.clone())
         {
             tracing::debug!(client_id = %self.client_id, topic, %refusal, "retained publish refused");
             return Err(refusal);
-        }
-        if protocol && is_submission(&topic) {
-            let properties = message
-                .properties
-                .get_or_insert_with(PublishProperties::default);
-            // The pipeline counts a submission's wait from here, queueing in the gateway
-            // included, to refuse what waited too long instead of deciding it late.
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis());
-            properties.user_properties.push((
-                schemas::wire::RECEIVED_AT_PROPERTY.to_owned(),
-                now.to_string(),
-            ));
-            // An open request's channel and team are the token's, not the applicant's say.
-            crate::auth::stamp::stamp_open_request(
-                &self.identity,
-                &topic,
-                &mut properties.user_properties,
-            );
         }
         let forwarded = std::sync::Arc::new(Message {
             topic: message.topic,
@@ -422,20 +421,3 @@ impl Session<'_> {
 /// and TCP's flow control takes over once the server stops reading, so this only caps the
 /// memory of a client that sends other packets (pings, subscribes) without end.
 const HELD_PACKETS: usize = 1024;
-
-/// Whether `topic` carries something for the chat pipeline to decide (an open request, a
-/// submission or a staff submission).
-fn is_submission(topic: &str) -> bool {
-    use schemas::topics::{SessionTopic, Topic};
-    matches!(
-        Topic::parse(topic),
-        Some(
-            Topic::Open { .. }
-                | Topic::StaffSubmit { .. }
-                | Topic::Session {
-                    kind: SessionTopic::Submit,
-                    ..
-                }
-        )
-    )
-}

@@ -1,29 +1,53 @@
-//! Hooks: plugins that observe the gateway without deciding anything (connects, disconnects,
-//! accepted messages, denials and refused typing or presence). The server registers one that
-//! records denials on the audit trail and one that counts everything into its metrics.
+//! Hooks: plugins on typed points of the gateway's work, registered when the broker is built
+//! ([`crate::BrokerBuilder::hook`]) and called in that order on the connection's task.
+//!
+//! Some points let a hook act: at connect it may set how the connection is served
+//! ([`ConnectionPolicy`]); a publish it may stamp with user properties or consume
+//! ([`Hook::on_publish`]). The rest observe: disconnects, each filter subscribed and its outcome,
+//! accepted messages, denials and refused typing or presence. The chat pipeline's rules are
+//! hooks of the first kind (`crate::chat`); the server adds one that records denials on the
+//! audit trail and one that counts everything into its metrics.
 //!
 //! Denials reach hooks twice: each one as it happens, its text already bounded, for counting
 //! ([`Hook::on_denied`]); and as records, repeats folded (see `denial`), for what is written
 //! ([`Hook::on_denial_record`]): the log line and the audit entry cost the same bounded amount
 //! whatever a stranger sends.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use rumqttc::v5::mqttbytes::v5::{PublishProperties, SubscribeReasonCode};
 
-use crate::Listener;
-use crate::auth::Identity;
-use crate::denial::{Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, Folder};
+use crate::denial::{Denial, DenialRecord};
+use crate::identity::Identity;
+use crate::listener::Listener;
 use crate::signal::SignalRefusal;
 
-/// Observes the gateway. Every method has an empty default, so a hook implements what it needs.
-/// Hooks run on the connection's task: they must be quick and must not block.
+/// A plugin of the gateway. Every method has a default that does nothing (and routes every
+/// publish), so a hook implements what it needs. Hooks run on the connection's task, in the
+/// order they were registered: they must be quick and must not block.
 pub trait Hook: Send + Sync {
-    /// A client is connected (after CONNACK) on `listener`.
-    fn on_connect(&self, _identity: &Identity, _listener: Listener) {}
+    /// A client is connected (after CONNACK) on `listener`. A hook may set how the gateway
+    /// serves the connection in `policy`; each hook sees what the hooks before it set.
+    fn on_connect(
+        &self,
+        _identity: &Identity,
+        _listener: Listener,
+        _policy: &mut ConnectionPolicy,
+    ) {
+    }
     /// A connection that [`Hook::on_connect`] announced has ended.
     fn on_disconnect(&self, _identity: &Identity, _listener: Listener) {}
+    /// A publish the gateway accepted (authorized, typing and presence checked), or a will
+    /// about to be published, before it is retained or handed to any subscriber. A hook may
+    /// change its user properties (what it adds, subscribers receive: the client's own were
+    /// already screened) or consume it: [`Routing::Consume`] ends it here, unretained and
+    /// delivered to no one, and no later hook sees it. The publisher's acknowledgement follows
+    /// every hook, so what a hook did is in place before the publisher hears it was accepted.
+    fn on_publish(&self, _publish: &mut Publish<'_>) -> Routing {
+        Routing::Route
+    }
+    /// One filter of a SUBSCRIBE, as decided (a SUBSCRIBE refused whole by the sender's
+    /// allowance is [`Hook::on_subscribe_limited`] instead, once).
+    fn on_subscribe(&self, _identity: &Identity, _filter: &str, _outcome: SubscribeOutcome) {}
+    /// A publish accepted on `topic`, before [`Hook::on_publish`].
     fn on_message(&self, _identity: &Identity, _topic: &str) {}
     /// Every denial as it happens, its text bounded: for counting.
     fn on_denied(&self, _denial: &Denial) {}
@@ -37,171 +61,115 @@ pub trait Hook: Send + Sync {
     fn on_subscribe_limited(&self, _identity: &Identity) {}
 }
 
-/// Denial counts since start.
+/// How the gateway serves one connection, as the hooks set it at connect.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub refused_connects: u64,
-    pub denied_publishes: u64,
-    pub denied_subscribes: u64,
-    /// Typing and presence publishes refused (not the payload their topic carries, too large,
-    /// or over the sender's rate).
-    pub refused_signals: u64,
-    /// SUBSCRIBEs refused because their sender's allowance of filters was spent.
-    pub limited_subscribes: u64,
-    /// Deliveries dropped because their subscriber's queue was full (`Fanout::dropped`).
-    pub dropped_deliveries: u64,
-    /// Retained publishes refused for not fitting `[mqtt.retained]`'s bounds.
-    pub refused_retained: u64,
+#[non_exhaustive]
+pub struct ConnectionPolicy {
+    /// Publishers wait for room in this connection's delivery queue when it is full, instead of
+    /// disconnecting it as too slow a reader: meant for a consumer whose backlog is everyone's
+    /// input (the chat pipeline, `chat::ServiceQueue`). The publisher then holds what its
+    /// client sends next until there is room, which is the backpressure that sender feels.
+    pub patient_queue: bool,
 }
 
-/// The registered hooks, plus the counters the gateway keeps itself and the folding of
-/// repeated denials.
-pub(crate) struct HookSet {
-    hooks: Vec<Arc<dyn Hook>>,
-    max_field_bytes: usize,
-    folder: Mutex<Folder>,
-    refused_connects: AtomicU64,
-    denied_publishes: AtomicU64,
-    denied_subscribes: AtomicU64,
-    refused_signals: AtomicU64,
-    limited_subscribes: AtomicU64,
+/// What becomes of a publish after [`Hook::on_publish`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Retained if flagged, and handed to its subscribers.
+    Route,
+    /// Taken by the hook: not retained, delivered to no one. The publisher is acknowledged as
+    /// for any accepted publish.
+    Consume,
 }
 
-impl HookSet {
-    pub(crate) fn new(hooks: Vec<Arc<dyn Hook>>, denials: &DenialsConfig) -> Self {
+/// Where a publish comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The client sent it.
+    Client,
+    /// The client's will, published for it as its connection ended.
+    Will,
+}
+
+/// One publish as [`Hook::on_publish`] sees it.
+pub struct Publish<'a> {
+    /// Who published it (for a will: whose will it is).
+    pub publisher: &'a Identity,
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    pub origin: Origin,
+    properties: &'a mut Option<PublishProperties>,
+}
+
+impl<'a> Publish<'a> {
+    pub(crate) fn new(
+        publisher: &'a Identity,
+        topic: &'a str,
+        payload: &'a [u8],
+        qos: u8,
+        retain: bool,
+        origin: Origin,
+        properties: &'a mut Option<PublishProperties>,
+    ) -> Self {
         Self {
-            hooks,
-            max_field_bytes: denials.max_field_bytes,
-            folder: Mutex::new(Folder::new(denials)),
-            refused_connects: AtomicU64::new(0),
-            denied_publishes: AtomicU64::new(0),
-            denied_subscribes: AtomicU64::new(0),
-            refused_signals: AtomicU64::new(0),
-            limited_subscribes: AtomicU64::new(0),
+            publisher,
+            topic,
+            payload,
+            qos,
+            retain,
+            origin,
+            properties,
         }
     }
 
-    pub(crate) fn connected(&self, identity: &Identity, listener: Listener) {
-        self.hooks
-            .iter()
-            .for_each(|hook| hook.on_connect(identity, listener));
+    /// Its MQTT 5 user properties, in order (under `cc/`, only what earlier hooks added: a
+    /// client's own are removed there).
+    pub fn user_properties(&self) -> &[(String, String)] {
+        self.properties
+            .as_ref()
+            .map_or(&[], |properties| properties.user_properties.as_slice())
     }
 
-    pub(crate) fn disconnected(&self, identity: &Identity, listener: Listener) {
-        self.hooks
-            .iter()
-            .for_each(|hook| hook.on_disconnect(identity, listener));
-    }
-
-    pub(crate) fn message(&self, identity: &Identity, topic: &str) {
-        self.hooks
-            .iter()
-            .for_each(|hook| hook.on_message(identity, topic));
-    }
-
-    /// A denial: `actor` is the client id offered (CONNECT) or the subject, `target` the topic
-    /// or filter. Its text is bounded here, before anything counts, logs or records it.
-    pub(crate) fn denied(
-        &self,
-        kind: DenialKind,
-        peer: SocketAddr,
-        actor: &str,
-        target: Option<&str>,
-        reason: &str,
-    ) {
-        let max = self.max_field_bytes;
-        let denial = Denial {
-            kind,
-            peer,
-            actor: Bounded::new(actor, max),
-            target: target.map(|target| Bounded::new(target, max)),
-            reason: Bounded::new(reason, max),
-            at: SystemTime::now(),
-        };
-        let counter = match kind {
-            DenialKind::Connect => &self.refused_connects,
-            DenialKind::Publish => &self.denied_publishes,
-            DenialKind::Subscribe => &self.denied_subscribes,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.hooks.iter().for_each(|hook| hook.on_denied(&denial));
-        let records = self.folder().observe(denial, Instant::now());
-        self.record(records);
-    }
-
-    /// Records the counts of the windows over by `now` (the broker calls this every second).
-    pub(crate) fn flush_due(&self, now: Instant) {
-        let records = self.folder().due(now);
-        self.record(records);
-    }
-
-    pub(crate) fn signal_refused(&self, identity: &Identity, refusal: SignalRefusal) {
-        self.refused_signals.fetch_add(1, Ordering::Relaxed);
-        self.hooks
-            .iter()
-            .for_each(|hook| hook.on_signal_refused(identity, refusal));
-    }
-
-    pub(crate) fn subscribe_limited(&self, identity: &Identity) {
-        self.limited_subscribes.fetch_add(1, Ordering::Relaxed);
-        self.hooks
-            .iter()
-            .for_each(|hook| hook.on_subscribe_limited(identity));
-    }
-
-    pub(crate) fn stats(&self) -> Stats {
-        Stats {
-            refused_connects: self.refused_connects.load(Ordering::Relaxed),
-            denied_publishes: self.denied_publishes.load(Ordering::Relaxed),
-            denied_subscribes: self.denied_subscribes.load(Ordering::Relaxed),
-            refused_signals: self.refused_signals.load(Ordering::Relaxed),
-            limited_subscribes: self.limited_subscribes.load(Ordering::Relaxed),
-            ..Stats::default()
-        }
-    }
-
-    /// Logs each record (one bounded line) and hands it to the hooks.
-    fn record(&self, records: Vec<DenialRecord>) {
-        for record in records {
-            match &record {
-                DenialRecord::Single(denial) => tracing::info!(
-                    target: "courtchat::audit",
-                    kind = denial.kind.as_str(),
-                    peer = %denial.peer,
-                    actor = %denial.actor.text,
-                    actor_len = denial.actor.len,
-                    target = denial.target.as_ref().map(|t| t.text.as_str()),
-                    reason = %denial.reason.text,
-                    "denied"
-                ),
-                DenialRecord::Folded(folded) => tracing::info!(
-                    target: "courtchat::audit",
-                    kind = folded.kind.as_str(),
-                    by = %folded.by,
-                    count = folded.count,
-                    "denied again, counted"
-                ),
-            }
-            self.hooks
-                .iter()
-                .for_each(|hook| hook.on_denial_record(&record));
-        }
-    }
-
-    fn folder(&self) -> std::sync::MutexGuard<'_, Folder> {
-        // Each change to the folder is a map operation with nothing between that can panic,
-        // so a poisoned lock still holds consistent windows.
-        self.folder
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Its user properties to change: what is here after the last hook is what subscribers
+    /// receive.
+    pub fn user_properties_mut(&mut self) -> &mut Vec<(String, String)> {
+        &mut self
+            .properties
+            .get_or_insert_with(PublishProperties::default)
+            .user_properties
     }
 }
 
-impl Drop for HookSet {
-    /// The broker is gone: the counts of the windows still open are recorded now, so that no
-    /// denial goes unaccounted for.
-    fn drop(&mut self) {
-        let records = self.folder().drain();
-        self.record(records);
+/// What became of one filter of a SUBSCRIBE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    /// Granted, at this QoS (0, 1 or 2).
+    Granted { qos: u8 },
+    /// Refused, with this MQTT 5 reason code (0x87 not authorized, 0x8F filter invalid, 0x97
+    /// quota exceeded, 0x9E shared subscriptions not supported, 0xA1 subscription identifiers
+    /// not supported, …), whichever version the client speaks.
+    Refused { reason_code: u8 },
+}
+
+impl From<&SubscribeReasonCode> for SubscribeOutcome {
+    fn from(code: &SubscribeReasonCode) -> Self {
+        let reason_code = match code {
+            SubscribeReasonCode::Success(qos) => {
+                return SubscribeOutcome::Granted { qos: *qos as u8 };
+            }
+            SubscribeReasonCode::Failure | SubscribeReasonCode::Unspecified => 0x80,
+            SubscribeReasonCode::ImplementationSpecific => 0x83,
+            SubscribeReasonCode::NotAuthorized => 0x87,
+            SubscribeReasonCode::TopicFilterInvalid => 0x8F,
+            SubscribeReasonCode::PkidInUse => 0x91,
+            SubscribeReasonCode::QuotaExceeded => 0x97,
+            SubscribeReasonCode::SharedSubscriptionsNotSupported => 0x9E,
+            SubscribeReasonCode::SubscriptionIdNotSupported => 0xA1,
+            SubscribeReasonCode::WildcardSubscriptionsNotSupported => 0xA2,
+        };
+        SubscribeOutcome::Refused { reason_code }
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), broker::BrokerError> {
-//! let broker = broker::Broker::start(broker::BrokerConfig::default(), Vec::new())?;
+//! let broker = broker::Broker::builder(broker::BrokerConfig::default()).start()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! broker.serve_tcp(listener, std::future::pending()).await;
 //! # Ok(()) }
@@ -16,17 +16,21 @@
 
 mod acl;
 mod auth;
+pub mod chat;
 mod codec;
 mod config;
 mod connection;
 mod denial;
+mod error;
 mod fanout;
-mod feed;
 mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hook_set;
 mod hooks;
+mod identity;
 mod inbound;
+mod listener;
 mod memberships;
 mod message;
 #[cfg(feature = "rumqttd-reference")]
@@ -38,6 +42,7 @@ mod staff;
 mod subscribe_limit;
 mod tls;
 mod transport;
+mod upkeep;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,14 +60,17 @@ pub use acl::{
 };
 pub use auth::{
     AnonymousAuthenticator, AuthChain, AuthConfig, AuthOutcome, Authenticator, Claims, ConnectInfo,
-    Identity, JwtAuthenticator, KeyError, Refusal, Role, TokenAlgorithm, TokenDetails, TokenKeys,
-    load_or_create_secret,
+    JwtAuthenticator, KeyError, Refusal, TokenAlgorithm, TokenKeys, load_or_create_secret,
 };
 pub use config::{BrokerConfig, TcpConfig, TlsConfig, WebSocketConfig};
 pub use denial::{
     Bounded, Denial, DenialKind, DenialRecord, DenialsConfig, FoldedBy, FoldedDenials,
 };
-pub use hooks::{Hook, Stats};
+pub use error::BrokerError;
+pub use hook_set::Stats;
+pub use hooks::{ConnectionPolicy, Hook, Origin, Publish, Routing, SubscribeOutcome};
+pub use identity::{Identity, Role, TokenDetails};
+pub use listener::Listener;
 pub use memberships::{ClosedSessions, Memberships};
 #[cfg(feature = "rumqttd-reference")]
 pub use reference::start_plain_rumqttd;
@@ -75,23 +83,6 @@ pub use tls::TlsError;
 use connection::Shared;
 use transport::Transport;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    #[error("cannot start the broker: {0}")]
-    Start(#[from] std::io::Error),
-    #[error(transparent)]
-    Keys(#[from] KeyError),
-    #[error("`mqtt.acl.rules`: {0}")]
-    Rule(String),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error("the broker must be started from within a tokio runtime")]
-    NoRuntime,
-    /// A setting that cannot be used, with its key.
-    #[error("`{0}`: {1}")]
-    Config(&'static str, String),
-}
-
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
 /// routing index, so a client on TCP and a client on WebSocket see each other's messages.
 #[derive(Clone)]
@@ -100,97 +91,121 @@ pub struct Broker {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// How often closed sessions are checked for having run out of access, when they can
-/// (`mqtt.closed_session_access_secs`); the limit is in whole seconds, so a session is
-/// forgotten at most this late.
-const SWEEP: Duration = Duration::from_secs(1);
+/// A broker about to start: its configuration, the plugin chains and the hooks. Made by
+/// [`Broker::builder`]; [`BrokerBuilder::start`] starts it.
+///
+/// The broker's session memberships and staff revocations exist from here on
+/// ([`BrokerBuilder::memberships`], [`BrokerBuilder::staff_revocations`]), so that chains and
+/// hooks given to the builder can act on the same ones the broker keeps current.
+pub struct BrokerBuilder {
+    config: BrokerConfig,
+    memberships: Memberships,
+    staff_revocations: StaffRevocations,
+    authentication: Option<AuthChain>,
+    authorization: Option<AclChain>,
+    hooks: Vec<Arc<dyn Hook>>,
+}
 
-/// Sweeps between two forgettings of idle senders' allowances: often enough that memory follows
-/// the recent senders, rarely enough that it costs nothing.
-const IDLE_SENDERS_EVERY: u64 = 60;
+impl BrokerBuilder {
+    /// The configuration the broker will run with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
 
-impl Broker {
-    /// Starts the broker with the standard plugin chains: JWT authentication against the
-    /// broker's staff revocations ([`Broker::staff_revocations`], empty at first; then anonymous
-    /// access, if enabled), and the authorization chain of [`AclChain::standard`] over the
-    /// broker's session memberships ([`Broker::memberships`], empty until someone joins). No
-    /// socket is opened until a listener is served.
-    pub fn start(config: BrokerConfig, hooks: Vec<Arc<dyn Hook>>) -> Result<Self, BrokerError> {
+    /// The session memberships the broker will keep ([`Broker::memberships`]), empty until
+    /// someone joins.
+    pub fn memberships(&self) -> &Memberships {
+        &self.memberships
+    }
+
+    /// The staff revocations the broker will act on ([`Broker::staff_revocations`]), empty
+    /// at first.
+    pub fn staff_revocations(&self) -> &StaffRevocations {
+        &self.staff_revocations
+    }
+
+    /// The authentication chain, instead of [`AuthChain::standard`] over the configuration and
+    /// [`BrokerBuilder::staff_revocations`].
+    pub fn authentication(self, chain: AuthChain) -> Self {
+        Self {
+            authentication: Some(chain),
+            ..self
+        }
+    }
+
+    /// The authorization chain, instead of [`AclChain::standard`] over the configuration and
+    /// [`BrokerBuilder::memberships`].
+    pub fn authorization(self, chain: AclChain) -> Self {
+        Self {
+            authorization: Some(chain),
+            ..self
+        }
+    }
+
+    /// Adds a hook after those already added; hooks are called in this order.
+    pub fn hook(mut self, hook: Arc<dyn Hook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// Adds hooks, in order, after those already added.
+    pub fn hooks(mut self, hooks: impl IntoIterator<Item = Arc<dyn Hook>>) -> Self {
+        self.hooks.extend(hooks);
+        self
+    }
+
+    /// Starts the broker, from within a tokio runtime. No socket is opened until a listener is
+    /// served.
+    pub fn start(self) -> Result<Broker, BrokerError> {
+        let Self {
+            config,
+            memberships,
+            staff_revocations,
+            authentication,
+            authorization,
+            hooks,
+        } = self;
         for rule in &config.acl.rules {
             rule.validate().map_err(BrokerError::Rule)?;
         }
         config
             .check()
             .map_err(|(key, reason)| BrokerError::Config(key, reason))?;
-        let staff_revocations = StaffRevocations::new();
-        let mut authenticators: Vec<Box<dyn Authenticator>> = vec![Box::new(
-            JwtAuthenticator::new(TokenKeys::load(&config.auth)?)
-                .with_revocations(staff_revocations.clone()),
-        )];
-        if config.auth.allow_anonymous {
-            authenticators.push(Box::new(AnonymousAuthenticator {
-                role: config.auth.anonymous_role,
-            }));
-        }
+        let auth = match authentication {
+            Some(chain) => chain,
+            None => AuthChain::standard(&config.auth, staff_revocations.clone())?,
+        };
+        let acl =
+            authorization.unwrap_or_else(|| AclChain::standard(&config.acl, memberships.clone()));
         let tls = tls::acceptor(&config.tls)?;
-        let memberships = Memberships::new(config.closed_sessions());
-        let acl = AclChain::standard(&config.acl, memberships.clone());
         // Connections and session-expiry timers are tokio tasks.
         tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
         let shared = Arc::new(Shared::new(
             config,
-            AuthChain::new(authenticators),
+            auth,
             acl,
-            memberships.clone(),
-            staff_revocations.clone(),
+            memberships,
+            staff_revocations,
             hooks,
         )?);
-        // A subject that leaves a session loses its live subscriptions to it at once. The
-        // listener holds the broker weakly: memberships may outlive it (in tests, for one).
-        let weak = Arc::downgrade(&shared);
-        memberships.on_leave(Arc::new(move |session, subject| {
-            if let Some(shared) = weak.upgrade() {
-                shared.clients.revoke(subject, session);
-                shared.forget_presence(session, subject);
-            }
-        }));
-        // A subject whose credentials are revoked loses its live connection at once.
-        let weak = Arc::downgrade(&shared);
-        staff_revocations.on_revoke(Arc::new(move |subject| {
-            if let Some(shared) = weak.upgrade() {
-                shared.clients.end(subject);
-            }
-        }));
-        // A forgotten session's retained messages (its lock state) go with it.
-        let weak = Arc::downgrade(&shared);
-        memberships.on_forget(Arc::new(move |session| {
-            if let Some(shared) = weak.upgrade() {
-                shared.forget_session(session);
-            }
-        }));
-        // Housekeeping, until the broker is gone: closed sessions whose time is up are
-        // forgotten even when no later close pushes them out, senders whose typing allowance
-        // is whole again are forgotten, and the counts of folded denials whose window is over
-        // are recorded.
-        let weak = Arc::downgrade(&shared);
-        let timed = memberships.closed_window().access.is_some();
-        tokio::spawn(async move {
-            let mut sweep = tokio::time::interval(SWEEP);
-            sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            for tick in 0_u64.. {
-                let now = sweep.tick().await;
-                let Some(shared) = weak.upgrade() else { return };
-                if timed {
-                    shared.memberships.forget_expired(now);
-                }
-                if tick % IDLE_SENDERS_EVERY == 0 {
-                    shared.signals.forget_idle();
-                    shared.subscribe_allowance.forget_idle();
-                }
-                shared.hooks.flush_due(now.into_std());
-            }
-        });
-        Ok(Self { shared, tls })
+        upkeep::start(&shared);
+        Ok(Broker { shared, tls })
+    }
+}
+
+impl Broker {
+    /// A broker to build over `config`: with nothing more, it authenticates with
+    /// [`AuthChain::standard`], authorizes with [`AclChain::standard`] and has no hooks (so
+    /// none of the chat pipeline's rules, [`chat::rules`], which courtchat's server registers).
+    pub fn builder(config: BrokerConfig) -> BrokerBuilder {
+        BrokerBuilder {
+            memberships: Memberships::new(config.closed_sessions()),
+            staff_revocations: StaffRevocations::new(),
+            config,
+            authentication: None,
+            authorization: None,
+            hooks: Vec::new(),
+        }
     }
 
     /// Who belongs to which session, as the authorizer sees it: kept current by the chat
@@ -342,38 +357,6 @@ async fn handshake(
             )
             .await
             .map_err(|err| format!("WebSocket: {err}"))
-        }
-    }
-}
-
-/// Which listener a connection came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Listener {
-    Tcp,
-    Tls,
-    WebSocket,
-    SecureWebSocket,
-}
-
-impl Listener {
-    pub const ALL: [Listener; 4] = [
-        Listener::Tcp,
-        Listener::Tls,
-        Listener::WebSocket,
-        Listener::SecureWebSocket,
-    ];
-
-    fn uses_tls(self) -> bool {
-        matches!(self, Listener::Tls | Listener::SecureWebSocket)
-    }
-
-    /// Its name in logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Tcp => "tcp",
-            Listener::Tls => "tls",
-            Listener::WebSocket => "websocket",
-            Listener::SecureWebSocket => "secure_websocket",
         }
     }
 }

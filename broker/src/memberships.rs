@@ -1,5 +1,5 @@
 //! Who belongs to which session, as the gateway's authorizer sees it: joins and leaves as the
-//! chat pipeline announces them (`feed`), and closed sessions kept for their participants'
+//! chat pipeline announces them (`chat::feed`), and closed sessions kept for their participants'
 //! survey and resync within a window, then forgotten.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::auth::Role;
+use crate::identity::Role;
 
 /// Which sessions each subject belongs to, as the chat pipeline announces joins, leaves and
-/// closes (`broker::feed`). The gateway reads it on every check; a broker owns one
+/// closes (`broker::chat::MembershipFeed`). The gateway reads it on every check; a broker owns one
 /// ([`crate::Broker::memberships`]), and clones share it.
 #[derive(Clone)]
 pub struct Memberships {

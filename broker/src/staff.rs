@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::auth::Identity;
+use crate::identity::Identity;
 
 /// Not-before times by subject, ended tokens, and who to tell when either is set.
 #[derive(Clone, Default)]
@@ -247,11 +247,11 @@ mod tests {
         let identity = |anonymous, issued_at| Identity {
             subject: "guest".to_owned(),
             username: None,
-            role: crate::auth::Role::Agent,
+            role: crate::identity::Role::Agent,
             anonymous,
             expires_at: None,
             issued_at,
-            token: crate::auth::TokenDetails::default(),
+            token: crate::identity::TokenDetails::default(),
         };
         assert!(!revocations.refuses_identity(&identity(true, None)));
         assert!(revocations.refuses_identity(&identity(false, None)));
@@ -270,11 +270,11 @@ mod tests {
         let identity = |id: Option<&str>| Identity {
             subject: "ann".to_owned(),
             username: None,
-            role: crate::auth::Role::Admin,
+            role: crate::identity::Role::Admin,
             anonymous: false,
             expires_at: None,
             issued_at: Some(100),
-            token: crate::auth::TokenDetails {
+            token: crate::identity::TokenDetails {
                 id: id.map(str::to_owned),
                 ..Default::default()
             },

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use broker::{Denial, DenialKind, Hook, Identity, Listener, SignalRefusal};
+use broker::{ConnectionPolicy, Denial, DenialKind, Hook, Identity, Listener, SignalRefusal};
 
 pub(crate) struct MetricsHook(pub Arc<telemetry::Metrics>);
 
@@ -35,7 +35,7 @@ impl MetricsHook {
 }
 
 impl Hook for MetricsHook {
-    fn on_connect(&self, identity: &Identity, listener: Listener) {
+    fn on_connect(&self, identity: &Identity, listener: Listener, _policy: &mut ConnectionPolicy) {
         let labels = [listener.as_str(), identity.role.as_str()];
         self.0.connections.with_label_values(&labels).inc();
     }

@@ -320,7 +320,12 @@ impl Server {
                 allowed.push(origin);
             }
         }
-        let broker = broker::Broker::start(mqtt, hooks)?;
+        // The chat pipeline's rules at the gateway (the membership feed, the submission
+        // stamp, the service queue) come first: what the audit and metrics hooks see of a
+        // publish is what the pipeline gets.
+        let builder = broker::Broker::builder(mqtt);
+        let chat = broker::chat::rules(builder.memberships());
+        let broker = builder.hooks(chat).hooks(hooks).start()?;
         // Who belongs to which open session, before the first client can connect.
         let memberships = broker.memberships().clone();
         let staff_revocations = broker.staff_revocations().clone();

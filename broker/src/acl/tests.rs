@@ -1,5 +1,6 @@
 //! The ACL as a specification: every role against every kind of topic of the protocol.
 
+use super::rules::{covers, overlaps};
 use super::*;
 
 /// Column order of the expectation arrays: applicant, agent, supervisor, admin, service,
@@ -16,7 +17,7 @@ fn identity(role: Role) -> Identity {
         anonymous: role == Role::Anonymous,
         expires_at: None,
         issued_at: None,
-        token: crate::auth::TokenDetails::default(),
+        token: crate::identity::TokenDetails::default(),
     }
 }
 

@@ -4,7 +4,7 @@
 //! A token may carry, besides who and what role, an id (`jti`: staff tokens from sign-in, so
 //! that `POST /v1/logout` can end one of them) and, for applicants, the channel and team the
 //! admin API issued it for ([`TokenDetails`]). The gateway trusts those two over anything the
-//! applicant says when it opens a session (see `auth::stamp`).
+//! applicant says when it opens a session (see `chat::stamp`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +14,8 @@ use ring::hmac;
 use schemas::wire::Channel;
 use serde::{Deserialize, Serialize};
 
-use super::{AuthConfig, Role};
+use super::AuthConfig;
+use crate::identity::{Role, TokenDetails};
 
 /// The longest token id accepted: what the record of ended tokens keeps.
 const MAX_TOKEN_ID: usize = 64;
@@ -89,19 +90,6 @@ impl Claims {
             team: self.team.clone(),
         }
     }
-}
-
-/// What a token says beyond its subject, role and lifetime: its id, and for applicants the
-/// channel and team it was issued for. All optional: a token minted by `courtchat token`
-/// carries none of them.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TokenDetails {
-    /// The `jti` claim.
-    pub id: Option<String>,
-    /// The `channel` claim.
-    pub channel: Option<Channel>,
-    /// The `team` claim.
-    pub team: Option<String>,
 }
 
 /// Verifies tokens (and, given a private key, mints them) for one configured algorithm.

@@ -3,6 +3,7 @@
 use super::*;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 fn hs256() -> (tempfile::TempDir, TokenKeys) {
     let dir = tempfile::tempdir().unwrap();

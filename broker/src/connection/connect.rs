@@ -39,7 +39,7 @@ pub(super) struct ClientLimits {
 pub(crate) async fn serve(
     transport: Transport,
     peer: SocketAddr,
-    listener: crate::Listener,
+    listener: crate::listener::Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     mut buf: BytesMut,
@@ -327,6 +327,10 @@ fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
     }
 }
 
+/// Client ids in this namespace are reserved for the gateway's own links; clients may not use
+/// them, so none can take such a link over.
+const INTERNAL_PREFIX: &str = "courtchat.";
+
 fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> {
     if client_id.is_empty() {
         return Err("empty client id with clean session off");
@@ -334,7 +338,7 @@ fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> 
     if client_id.len() > max_len {
         return Err("client id too long");
     }
-    if client_id.starts_with(crate::feed::INTERNAL_PREFIX) {
+    if client_id.starts_with(INTERNAL_PREFIX) {
         return Err("client id in the gateway's reserved namespace");
     }
     // Filter characters in a client id would make `%c` rules in the ACL match other clients'

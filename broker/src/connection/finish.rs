@@ -24,7 +24,7 @@ impl Session<'_> {
             self.shared.remember_presence(&topic, &will);
             will_topic = Some(topic);
             // A retained will that does not fit the retained store is not published (logged).
-            let _ = self.route(will);
+            let _ = self.route(will, crate::hooks::Origin::Will);
         }
         // Publishes accepted but still waiting for room in the pipeline's queue are delivered
         // after the connection is gone.

@@ -10,8 +10,8 @@ use rumqttc::v5::mqttbytes::v5::{
 
 use super::{Ending, Session, Wire};
 use crate::acl::{self, DeniedPublish};
-use crate::auth::Role;
 use crate::denial::DenialKind;
+use crate::hooks::Origin;
 use crate::inbound::{self, Inbound};
 use crate::session::Outbound;
 use crate::signal::SignalRefusal;
@@ -147,9 +147,6 @@ impl Session<'_> {
                             self.state.qos2_incoming.insert(pkid);
                         }
                         self.shared.hooks.message(&self.identity, &topic);
-                        if self.identity.role == Role::Service && crate::feed::is_feed(&topic) {
-                            crate::feed::apply(&self.shared.memberships, &publish.payload);
-                        }
                         let message = Outbound {
                             topic: publish.topic,
                             // Typing and presence go on in their canonical form.
@@ -160,7 +157,7 @@ impl Session<'_> {
                         };
                         self.shared.remember_presence(&topic, &message);
                         // A retained message the store has no room for: 0x97, not delivered.
-                        self.route(message)
+                        self.route(message, Origin::Client)
                             .err()
                             .and_then(|_| self.is_v5().then_some(Nack::QuotaExceeded))
                     }

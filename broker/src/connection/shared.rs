@@ -9,12 +9,12 @@ use schemas::topics::Topic;
 use tokio::sync::Semaphore;
 
 use super::ClientRegistry;
-use crate::BrokerError;
 use crate::acl::AclChain;
 use crate::auth::AuthChain;
 use crate::config::BrokerConfig;
+use crate::error::BrokerError;
 use crate::fanout::{Fanout, Inbox, LinkKey};
-use crate::hooks::HookSet;
+use crate::hook_set::HookSet;
 use crate::memberships::Memberships;
 use crate::message::Forwarded;
 use crate::retained::RetainedStore;
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub clients: ClientRegistry,
     pub auth: AuthChain,
     pub acl: AclChain,
-    /// Session memberships, kept current from the pipeline's announcements (`feed`).
+    /// Session memberships, kept current from the pipeline's announcements (`chat::feed`).
     pub memberships: Memberships,
     /// Revoked credentials, which the JWT authenticator also checks (`staff`).
     pub staff_revocations: StaffRevocations,

@@ -106,6 +106,9 @@ impl Session<'_> {
                 }
                 SubscribeReasonCode::Success(granted)
             };
+            self.shared
+                .hooks
+                .subscribed(&self.identity, &path, (&code).into());
             codes.push(code);
         }
         let ack = SubAck {
