@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use courtchat::{Config, Listeners, Role, Server};
 
-use crate::bench_cli::{ChildServer, ServerArgs, free_port, write_json};
+#[cfg(feature = "rumqttd-reference")]
+use crate::bench_cli::free_port;
+use crate::bench_cli::{ChildServer, ServerArgs, write_json};
 
 /// Which of the brokers started here to measure.
 pub struct Which {
