@@ -49,7 +49,7 @@ use connect::ClientLimits;
 
 pub(crate) use connect::serve;
 pub(crate) use registry::ClientRegistry;
-use registry::Revocation;
+use registry::{Mailbox, Revocation};
 pub(crate) use shared::Shared;
 
 /// Why a connection ended: decides the will, the DISCONNECT a v5 client is sent, and the log.
@@ -140,7 +140,7 @@ struct Session<'a> {
 struct Control<'a> {
     kick: &'a CancellationToken,
     shutdown: &'a CancellationToken,
-    revocations: &'a mut mpsc::UnboundedReceiver<Revocation>,
+    revocations: &'a Mailbox,
 }
 
 impl Session<'_> {
@@ -149,16 +149,37 @@ impl Session<'_> {
         wire: &mut Wire,
         buf: &mut BytesMut,
         session_present: bool,
-        ack_properties: ConnAckProperties,
+        ack_properties: Box<ConnAckProperties>,
         control: Control<'_>,
     ) -> Ending {
+        // Everything before the relay runs in a future of its own, freed once it is done, so
+        // that its packets and locals do not stay in the connection's task.
+        let mut forwarded = match Box::pin(self.start(wire, session_present, ack_properties)).await
+        {
+            Ok(forwarded) => forwarded,
+            Err(ending) => return ending,
+        };
+        let ending = self.relay(wire, buf, &mut forwarded, control).await;
+        self.deliveries = Some(forwarded);
+        ending
+    }
+
+    /// The CONNACK, deliveries left unacknowledged by a resumed session sent again, and this
+    /// connection's delivery queue (a resumed session's, or a new one) registered with the
+    /// routing index.
+    async fn start(
+        &mut self,
+        wire: &mut Wire,
+        session_present: bool,
+        ack_properties: Box<ConnAckProperties>,
+    ) -> Result<mpsc::Receiver<Forwarded>, Ending> {
         let ack = ConnAck {
             session_present,
             code: ConnectReturnCode::Success,
-            properties: (wire.version == Version::V5).then_some(ack_properties),
+            properties: (wire.version == Version::V5).then_some(*ack_properties),
         };
-        if wire.send(&Packet::ConnAck(ack)).await.is_err() {
-            return Ending::abrupt("write failed");
+        if Box::pin(wire.send(&Packet::ConnAck(ack))).await.is_err() {
+            return Err(Ending::abrupt("write failed"));
         }
         tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
         let policy = self.shared.hooks.connected(&self.identity, self.listener);
@@ -166,20 +187,19 @@ impl Session<'_> {
         // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
         let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
         for (pkid, message) in inflight {
-            if self
-                .write_publish(wire, &message, pkid, true)
+            if Box::pin(self.write_publish(wire, &message, pkid, true))
                 .await
                 .is_err()
             {
-                return Ending::abrupt("write failed");
+                return Err(Ending::abrupt("write failed"));
             }
         }
-        if self.release_pending(wire).await.is_err() {
-            return Ending::abrupt("write failed");
+        if Box::pin(self.release_pending(wire)).await.is_err() {
+            return Err(Ending::abrupt("write failed"));
         }
 
         let patient = policy.patient_queue;
-        let (inbox, mut forwarded) = match self.state.parked.take() {
+        let (inbox, forwarded) = match self.state.parked.take() {
             // A resumed session takes over the queue the fan-out kept filling while it was away.
             Some(parked) => {
                 let mut inbox = parked.inbox;
@@ -211,9 +231,7 @@ impl Session<'_> {
             }
         };
         self.inbox = Some(inbox);
-        let ending = self.relay(wire, buf, &mut forwarded, control).await;
-        self.deliveries = Some(forwarded);
-        ending
+        Ok(forwarded)
     }
 
     /// Handles held packets, in order, while nothing waits for room.
@@ -252,58 +270,19 @@ impl Session<'_> {
                 .unwrap_or_default();
             Instant::now() + left
         });
-        let max = self.shared.config.max_packet_size;
         let overflow = self
             .inbox
             .as_ref()
             .map(|inbox| inbox.overflow.clone())
             .unwrap_or_default();
         loop {
-            // Handle every complete packet already buffered before waiting for more. While one of
-            // the client's publishes waits for room in the pipeline's queue, what the client
-            // sends next is held, in order, except its acknowledgements of our deliveries and
-            // its pings: those keep the deliveries to it flowing meanwhile. Held packets are
-            // bounded by the client's own window of unacknowledged publishes (we acknowledge
-            // none of them yet), and past `HELD_PACKETS` nothing more is read at all.
-            if let Some(ending) = self.drain_some(wire, forwarded).await {
+            // Handle every complete packet already buffered before waiting for more (in a
+            // future of its own, freed in between: see `start`).
+            if let Some(ending) =
+                Box::pin(self.handle_buffered(wire, buf, forwarded, idle_limit, &mut deadline))
+                    .await
+            {
                 return ending;
-            }
-            loop {
-                if let Some(ending) = self.release_held(wire).await {
-                    return ending;
-                }
-                if self.held.len() >= HELD_PACKETS {
-                    break;
-                }
-                match framing::decode(wire.version, buf, max) {
-                    Ok(Some(packet)) => {
-                        if let Some(limit) = idle_limit {
-                            deadline = Some(Instant::now() + limit);
-                        }
-                        let packet = inbound::screen(packet);
-                        let holding = !self.waiting.is_empty() || !self.held.is_empty();
-                        if holding && !packet.jumps_queue() {
-                            self.held.push_back(packet);
-                            continue;
-                        }
-                        if let Some(ending) = self.incoming(wire, packet).await {
-                            return ending;
-                        }
-                    }
-                    Ok(None) => {
-                        // Every whole packet is out: an empty buffer is let go, so an idle
-                        // connection holds none (the transport allocates one to read into).
-                        if buf.is_empty() {
-                            *buf = BytesMut::new();
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        tracing::debug!(client_id = %self.client_id, error = %err, "undecodable packet");
-                        let (reason, code) = inbound::undecodable(&err);
-                        return Ending::told(reason, code);
-                    }
-                }
             }
             let waiting_on = self
                 .waiting
@@ -319,9 +298,9 @@ impl Session<'_> {
                     tracing::warn!(client_id = %self.client_id, "its delivery queue is full: too slow a reader; disconnecting");
                     return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
                 }
-                Some(revocation) = revocations.recv() => match revocation {
+                revocation = revocations.next() => match revocation {
                     Revocation::Session(session) => {
-                        if let Err(ending) = self.drop_revoked_filters(&session).await {
+                        if let Err(ending) = Box::pin(self.drop_revoked_filters(&session)).await {
                             return ending;
                         }
                     }
@@ -353,12 +332,71 @@ impl Session<'_> {
                     }
                 },
                 message = forwarded.recv() => {
-                    if let Some(ending) = self.forwarded(wire, message).await {
+                    if let Some(ending) = Box::pin(self.forwarded(wire, message)).await {
                         return ending;
                     }
                 }
             }
         }
+    }
+
+    /// Handles what is buffered: deliveries waiting (a fair share), held packets, and every
+    /// complete packet the client sent. While one of the client's publishes waits for room in
+    /// the pipeline's queue, what the client sends next is held, in order, except its
+    /// acknowledgements of our deliveries and its pings: those keep the deliveries to it flowing
+    /// meanwhile. Held packets are bounded by the client's own window of unacknowledged
+    /// publishes (we acknowledge none of them yet), and past `HELD_PACKETS` nothing more is read
+    /// at all.
+    async fn handle_buffered(
+        &mut self,
+        wire: &mut Wire,
+        buf: &mut BytesMut,
+        forwarded: &mut mpsc::Receiver<Forwarded>,
+        idle_limit: Option<Duration>,
+        deadline: &mut Option<Instant>,
+    ) -> Option<Ending> {
+        let max = self.shared.config.max_packet_size;
+        if let Some(ending) = self.drain_some(wire, forwarded).await {
+            return Some(ending);
+        }
+        loop {
+            if let Some(ending) = self.release_held(wire).await {
+                return Some(ending);
+            }
+            if self.held.len() >= HELD_PACKETS {
+                break;
+            }
+            match framing::decode(wire.version, buf, max) {
+                Ok(Some(packet)) => {
+                    if let Some(limit) = idle_limit {
+                        *deadline = Some(Instant::now() + limit);
+                    }
+                    let packet = inbound::screen(packet);
+                    let holding = !self.waiting.is_empty() || !self.held.is_empty();
+                    if holding && !packet.jumps_queue() {
+                        self.held.push_back(packet);
+                        continue;
+                    }
+                    if let Some(ending) = self.incoming(wire, packet).await {
+                        return Some(ending);
+                    }
+                }
+                Ok(None) => {
+                    // Every whole packet is out: an empty buffer is let go, so an idle
+                    // connection holds none (the transport allocates one to read into).
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    break;
+                }
+                Err(err) => {
+                    tracing::debug!(client_id = %self.client_id, error = %err, "undecodable packet");
+                    let (reason, code) = inbound::undecodable(&err);
+                    return Some(Ending::told(reason, code));
+                }
+            }
+        }
+        None
     }
 
     fn is_v5(&self) -> bool {

@@ -301,11 +301,13 @@ impl Broker {
             let tls = tls.clone();
             // Everything slow (TLS and WebSocket handshakes, waiting for CONNECT) happens in the
             // connection's own task, so one idle socket never delays the next accept.
-            connections.spawn(async move {
+            // The handshakes run boxed, freed once done: TLS's and WebSocket's futures would
+            // otherwise stay in every connection's task for its whole life.
+            let task = async move {
                 let config = &shared.config;
                 let handshake = tokio::select! {
                     _ = stop.cancelled() => return,
-                    handshake = timeout(config.connect_timeout, handshake(kind, stream, tls, config)) => handshake,
+                    handshake = Box::pin(timeout(config.connect_timeout, handshake(kind, stream, tls, config))) => handshake,
                 };
                 let transport = match handshake {
                     Ok(Ok(transport)) => transport,
@@ -319,7 +321,8 @@ impl Broker {
                     }
                 };
                 connection::serve(transport, peer, kind, shared, stop, BytesMut::new()).await;
-            });
+            };
+            connections.spawn(task);
         }
         stop.cancel();
         connections.close();

@@ -10,11 +10,12 @@ use rumqttc::v5::mqttbytes::v5::{
     self, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
     PublishProperties,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::finish::expire_later;
+use super::registry::Mailbox;
 use super::{Control, Ending, Revocation, Session, Shared, Wire};
 use crate::acl;
 use crate::auth::{ConnectInfo, Refusal};
@@ -35,6 +36,19 @@ pub(super) struct ClientLimits {
     pub(super) max_packet_size: usize,
 }
 
+/// A connection whose CONNECT was accepted, with what its session needs to run.
+struct Admitted<'a> {
+    session: Session<'a>,
+    wire: Wire,
+    buf: BytesMut,
+    session_present: bool,
+    ack_properties: Box<ConnAckProperties>,
+    kick: CancellationToken,
+    revocations: Arc<Mailbox>,
+    /// Dropped once the session is stored: a takeover waiting on this client id may go on.
+    gone: oneshot::Sender<()>,
+}
+
 /// Serves one accepted transport until it closes. Never panics on input.
 pub(crate) async fn serve(
     transport: Transport,
@@ -42,41 +56,118 @@ pub(crate) async fn serve(
     listener: crate::listener::Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-    mut buf: BytesMut,
+    buf: BytesMut,
 ) {
+    // The CONNECT's rules run in a future of their own, freed once they are done: what they
+    // hold across their awaits (the CONNECT packet, its properties, the login) would otherwise
+    // stay in every connection's task for its whole life (issue 22: memory per connection).
+    let admitted = Box::pin(admit(transport, peer, listener, &shared, &shutdown, buf)).await;
+    let Some(Admitted {
+        mut session,
+        mut wire,
+        mut buf,
+        session_present,
+        ack_properties,
+        kick,
+        revocations,
+        gone,
+    }) = admitted
+    else {
+        return;
+    };
+    let ending = session
+        .run(
+            &mut wire,
+            &mut buf,
+            session_present,
+            ack_properties,
+            Control {
+                kick: &kick,
+                shutdown: &shutdown,
+                revocations: &revocations,
+            },
+        )
+        .await;
+
+    // An MQTT 5 client is told why the server closes its connection.
+    let told = match &ending {
+        Ending::Abrupt {
+            code: Some(code),
+            reason,
+        } => Some((*code, *reason)),
+        Ending::Shutdown => Some((DisconnectReasonCode::ServerShuttingDown, "server shutdown")),
+        Ending::Abrupt { code: None, .. } | Ending::Clean { .. } => None,
+    };
+    if let Some((reason_code, reason)) = told {
+        let disconnect = Disconnect {
+            reason_code,
+            // Always with properties: rumqttc cannot read a DISCONNECT that has a reason code
+            // but no property length, although MQTT 5 allows it.
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(reason.to_owned()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        };
+        let _ = Box::pin(wire.send(&Packet::Disconnect(disconnect))).await;
+    }
+    if let Some(generation) = Box::pin(session.finish(ending)).await {
+        expire_later(
+            Arc::downgrade(&shared),
+            session.client_id.clone(),
+            generation,
+            session.expiry,
+        );
+    }
+    // The session is stored: a waiting takeover may now resume it.
+    drop(gone);
+    Box::pin(wire.transport.close()).await;
+}
+
+/// Reads the CONNECT and applies its rules: authentication, the client id, the will, session
+/// expiry and takeover. `None` if the connection was refused or left.
+async fn admit<'a>(
+    transport: Transport,
+    peer: SocketAddr,
+    listener: crate::listener::Listener,
+    shared: &'a Arc<Shared>,
+    shutdown: &CancellationToken,
+    mut buf: BytesMut,
+) -> Option<Admitted<'a>> {
     let config = &shared.config;
     let mut transport = transport;
     let first = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        first = timeout(config.connect_timeout, read_connect(&mut transport, &mut buf, config.max_packet_size)) => first,
+        _ = shutdown.cancelled() => return None,
+        first = Box::pin(timeout(config.connect_timeout, read_connect(&mut transport, &mut buf, config.max_packet_size))) => first,
     };
     let (version, connect, will, login) = match first {
         Ok(Ok(Some(connect))) => connect,
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(ReadError::Codec(CodecError::UnsupportedVersion(level)))) => {
             tracing::debug!(%peer, level, "unsupported protocol version");
             let mut wire = Wire {
                 transport,
                 version: Version::V4,
             };
-            wire.refuse(ConnectReturnCode::RefusedProtocolVersion).await;
-            return;
+            Box::pin(wire.refuse(ConnectReturnCode::RefusedProtocolVersion)).await;
+            return None;
         }
         Ok(Err(err)) => {
             tracing::debug!(%peer, error = %err, "bad CONNECT");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "no CONNECT within the connect timeout");
-            return;
+            return None;
         }
     };
     let mut wire = Wire { transport, version };
 
     let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached");
-        wire.refuse(ConnectReturnCode::QuotaExceeded).await;
-        return;
+        Box::pin(wire.refuse(ConnectReturnCode::QuotaExceeded)).await;
+        return None;
     };
 
     let key = shared.key();
@@ -111,17 +202,16 @@ pub(crate) async fn serve(
             shared
                 .hooks
                 .denied(DenialKind::Connect, peer, &offered_id, None, &reason);
-            wire.refuse(code).await;
-            return;
+            Box::pin(wire.refuse(code)).await;
+            return None;
         }
     };
     // The client id is the authenticated subject: an empty offered id takes the token's subject.
     let client_id = identity.subject.clone();
     if let Err(reason) = check_client_id(&client_id, config.max_client_id_len) {
         tracing::debug!(%peer, reason, "client id rejected");
-        wire.refuse(ConnectReturnCode::ClientIdentifierNotValid)
-            .await;
-        return;
+        Box::pin(wire.refuse(ConnectReturnCode::ClientIdentifierNotValid)).await;
+        return None;
     }
     // A will topic that is not UTF-8 becomes "" here, which no check lets through.
     let will_topic = will
@@ -150,8 +240,8 @@ pub(crate) async fn serve(
         shared
             .hooks
             .denied(DenialKind::Connect, peer, &client_id, None, &reason);
-        wire.refuse(ConnectReturnCode::NotAuthorized).await;
-        return;
+        Box::pin(wire.refuse(ConnectReturnCode::NotAuthorized)).await;
+        return None;
     }
     // A will on a typing or presence topic must be what those carry (usually `offline`); it is
     // relayed in its canonical form.
@@ -164,8 +254,8 @@ pub(crate) async fn serve(
             Err(refusal) => {
                 tracing::debug!(%peer, refusal = refusal.as_str(), "will refused");
                 shared.hooks.signal_refused(&identity, refusal);
-                wire.refuse(ConnectReturnCode::PayloadFormatInvalid).await;
-                return;
+                Box::pin(wire.refuse(ConnectReturnCode::PayloadFormatInvalid)).await;
+                return None;
             }
         }
     }
@@ -193,14 +283,16 @@ pub(crate) async fn serve(
 
     let kick = shutdown.child_token();
     let (gone_tx, gone_rx) = oneshot::channel();
-    let (revoke_tx, mut revocations) = mpsc::unbounded_channel();
-    shared
-        .clients
-        .claim(&client_id, key, kick.clone(), revoke_tx.clone(), gone_rx)
-        .await;
+    let revocations = Arc::new(Mailbox::default());
+    Box::pin(
+        shared
+            .clients
+            .claim(&client_id, key, kick.clone(), revocations.clone(), gone_rx),
+    )
+    .await;
     // A revocation between authenticating and registering found no connection to end.
     if shared.staff_revocations.refuses_identity(&identity) {
-        let _ = revoke_tx.send(Revocation::Credentials);
+        revocations.send(Revocation::Credentials);
     }
 
     // Only now, after any previous connection with this id has stored its session.
@@ -215,8 +307,8 @@ pub(crate) async fn serve(
     let session_present = resumed.is_some();
 
     let publisher = Arc::from(client_id.as_str());
-    let mut session = Session {
-        shared: &shared,
+    let session = Session {
+        shared,
         version,
         key,
         client_id,
@@ -266,53 +358,16 @@ pub(crate) async fn serve(
     if assigned || connect.client_id.is_empty() {
         ack_properties.assigned_client_identifier = Some(session.client_id.clone());
     }
-    let ending = session
-        .run(
-            &mut wire,
-            &mut buf,
-            session_present,
-            ack_properties,
-            Control {
-                kick: &kick,
-                shutdown: &shutdown,
-                revocations: &mut revocations,
-            },
-        )
-        .await;
-    // An MQTT 5 client is told why the server closes its connection.
-    let told = match &ending {
-        Ending::Abrupt {
-            code: Some(code),
-            reason,
-        } => Some((*code, *reason)),
-        Ending::Shutdown => Some((DisconnectReasonCode::ServerShuttingDown, "server shutdown")),
-        Ending::Abrupt { code: None, .. } | Ending::Clean { .. } => None,
-    };
-    if let Some((reason_code, reason)) = told {
-        let disconnect = Disconnect {
-            reason_code,
-            // Always with properties: rumqttc cannot read a DISCONNECT that has a reason code
-            // but no property length, although MQTT 5 allows it.
-            properties: Some(v5::DisconnectProperties {
-                session_expiry_interval: None,
-                reason_string: Some(reason.to_owned()),
-                user_properties: Vec::new(),
-                server_reference: None,
-            }),
-        };
-        let _ = wire.send(&Packet::Disconnect(disconnect)).await;
-    }
-    if let Some(generation) = session.finish(ending).await {
-        expire_later(
-            Arc::downgrade(&shared),
-            session.client_id.clone(),
-            generation,
-            session.expiry,
-        );
-    }
-    // The session is stored: a waiting takeover may now resume it.
-    drop(gone_tx);
-    wire.transport.close().await;
+    Some(Admitted {
+        session,
+        wire,
+        buf,
+        session_present,
+        ack_properties: Box::new(ack_properties),
+        kick,
+        revocations,
+        gone: gone_tx,
+    })
 }
 
 fn will_properties(p: v5::LastWillProperties) -> PublishProperties {

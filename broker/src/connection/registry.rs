@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Notify, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +24,7 @@ struct Registered {
     key: LinkKey,
     kick: CancellationToken,
     /// What the client has just lost access to.
-    revocations: mpsc::UnboundedSender<Revocation>,
+    revocations: Arc<Mailbox>,
     /// Resolves (with an error) once the old connection has stored its session.
     gone: oneshot::Receiver<()>,
 }
@@ -34,7 +36,7 @@ impl ClientRegistry {
         client_id: &str,
         key: LinkKey,
         kick: CancellationToken,
-        revocations: mpsc::UnboundedSender<Revocation>,
+        revocations: Arc<Mailbox>,
         gone: oneshot::Receiver<()>,
     ) {
         let registered = Registered {
@@ -57,8 +59,7 @@ impl ClientRegistry {
     /// Tells the connection of `subject`, if any, that it no longer belongs to `session`.
     pub(crate) fn revoke(&self, subject: &str, session: &str) {
         if let Some(registered) = self.lock().get(subject) {
-            // Fails only if the connection is ending, which revokes everything anyway.
-            let _ = registered
+            registered
                 .revocations
                 .send(Revocation::Session(session.to_owned()));
         }
@@ -67,7 +68,7 @@ impl ClientRegistry {
     /// Ends the connection of `subject`, if any: its credentials were revoked (`staff`).
     pub(crate) fn end(&self, subject: &str) {
         if let Some(registered) = self.lock().get(subject) {
-            let _ = registered.revocations.send(Revocation::Credentials);
+            registered.revocations.send(Revocation::Credentials);
         }
     }
 
@@ -100,4 +101,63 @@ pub(super) enum Revocation {
     Session(String),
     /// Its credentials were revoked: the connection ends (MQTT 5: Administrative action).
     Credentials,
+}
+
+/// What reaches one live connection from outside it: revocations, which are rare. A channel
+/// would preallocate a block of slots per connection (about 1 KiB with tokio's unbounded
+/// channel); this holds nothing until something arrives (issue 22: memory per connection).
+#[derive(Default)]
+pub(super) struct Mailbox {
+    pending: std::sync::Mutex<std::collections::VecDeque<Revocation>>,
+    arrived: Notify,
+}
+
+impl Mailbox {
+    pub(super) fn send(&self, revocation: Revocation) {
+        self.lock().push_back(revocation);
+        self.arrived.notify_one();
+    }
+
+    /// The next revocation, oldest first. Cancel-safe: nothing is taken until it is returned.
+    pub(super) async fn next(&self) -> Revocation {
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(revocation) = self.lock().pop_front() {
+                return revocation;
+            }
+            arrived.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Revocation>> {
+        // Single pushes and pops: a poisoned queue is still consistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_delivers_in_order_what_arrived_before_and_while_waiting() {
+        let mailbox = Arc::new(Mailbox::default());
+        mailbox.send(Revocation::Session("s1".to_owned()));
+        mailbox.send(Revocation::Credentials);
+        assert!(matches!(mailbox.next().await, Revocation::Session(s) if s == "s1"));
+        assert!(matches!(mailbox.next().await, Revocation::Credentials));
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { mailbox.next().await }
+        });
+        tokio::task::yield_now().await;
+        mailbox.send(Revocation::Session("s2".to_owned()));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert!(matches!(got, Revocation::Session(s) if s == "s2"));
+    }
 }
