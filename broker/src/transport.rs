@@ -41,7 +41,14 @@ impl Transport {
                 stream.readable().await?;
                 buf.reserve(READ_CHUNK);
                 match stream.try_read_buf(buf) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        // Readiness was stale: nothing came. An idle connection must not keep
+                        // the chunk reserved while it waits again.
+                        if buf.is_empty() {
+                            *buf = BytesMut::new();
+                        }
+                        continue;
+                    }
                     read => return read,
                 }
             },
