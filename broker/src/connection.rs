@@ -149,7 +149,7 @@ impl Session<'_> {
         wire: &mut Wire,
         buf: &mut BytesMut,
         session_present: bool,
-        ack_properties: Box<ConnAckProperties>,
+        ack_properties: Option<Box<ConnAckProperties>>,
         control: Control<'_>,
     ) -> Ending {
         // Everything before the relay runs in a future of its own, freed once it is done, so
@@ -171,12 +171,14 @@ impl Session<'_> {
         &mut self,
         wire: &mut Wire,
         session_present: bool,
-        ack_properties: Box<ConnAckProperties>,
+        ack_properties: Option<Box<ConnAckProperties>>,
     ) -> Result<mpsc::Receiver<Forwarded>, Ending> {
         let ack = ConnAck {
             session_present,
             code: ConnectReturnCode::Success,
-            properties: (wire.version == Version::V5).then_some(*ack_properties),
+            properties: ack_properties
+                .filter(|_| wire.version == Version::V5)
+                .map(|properties| *properties),
         };
         if Box::pin(wire.send(&Packet::ConnAck(ack))).await.is_err() {
             return Err(Ending::abrupt("write failed"));
@@ -288,12 +290,20 @@ impl Session<'_> {
                 .waiting
                 .front()
                 .map(|(inbox, _)| inbox.deliveries.clone());
+            // One timer for both ends a clock can put to the connection, and one wait for both
+            // tokens (a shutdown cancels `kick`, its child): every future below stays in the
+            // connection's task while it is idle (issue 22: memory per connection).
+            let alarm = match (expiry, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
-                // In this order: a shutdown also cancels `kick` (its child token), and must not
-                // be reported as a takeover.
                 biased;
-                _ = shutdown.cancelled() => return Ending::Shutdown,
-                _ = kick.cancelled() => return Ending::told("taken over", DisconnectReasonCode::SessionTakenOver),
+                _ = kick.cancelled() => return if shutdown.is_cancelled() {
+                    Ending::Shutdown
+                } else {
+                    Ending::told("taken over", DisconnectReasonCode::SessionTakenOver)
+                },
                 _ = overflow.cancelled() => {
                     tracing::warn!(client_id = %self.client_id, "its delivery queue is full: too slow a reader; disconnecting");
                     return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
@@ -308,15 +318,19 @@ impl Session<'_> {
                     Revocation::Credentials if self.shared.staff_revocations.refuses_identity(&self.identity) => return Ending::told("credentials revoked", DisconnectReasonCode::AdministrativeAction),
                     Revocation::Credentials => {}
                 },
-                _ = async { sleep_until(expiry.unwrap_or_else(Instant::now)).await }, if expiry.is_some() => {
-                    tracing::debug!(client_id = %self.client_id, "credentials expired");
-                    return Ending::told("credentials expired", DisconnectReasonCode::MaximumConnectTime);
+                _ = async { sleep_until(alarm.unwrap_or_else(Instant::now)).await }, if alarm.is_some() => {
+                    if expiry.is_some_and(|at| at <= Instant::now()) {
+                        tracing::debug!(client_id = %self.client_id, "credentials expired");
+                        return Ending::told("credentials expired", DisconnectReasonCode::MaximumConnectTime);
+                    }
+                    if deadline.is_some_and(|at| at <= Instant::now()) {
+                        tracing::debug!(client_id = %self.client_id, "keepalive expired");
+                        return Ending::told("keepalive expired", DisconnectReasonCode::KeepAliveTimeout);
+                    }
                 }
-                _ = async { sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                    tracing::debug!(client_id = %self.client_id, "keepalive expired");
-                    return Ending::told("keepalive expired", DisconnectReasonCode::KeepAliveTimeout);
-                }
-                room = async { waiting_on.as_ref().expect("guarded").reserve().await }, if waiting_on.is_some() => {
+                // Boxed when polled: only a connection whose publish waits for the pipeline's
+                // queue has this future at all.
+                room = async { Box::pin(waiting_on.as_ref().expect("guarded").reserve()).await }, if waiting_on.is_some() => {
                     if let Some((_, message)) = self.waiting.pop_front()
                         && let Ok(permit) = room
                     {

@@ -42,11 +42,12 @@ struct Admitted<'a> {
     wire: Wire,
     buf: BytesMut,
     session_present: bool,
-    ack_properties: Box<ConnAckProperties>,
+    /// Taken by the session's start, which sends them in the CONNACK.
+    ack_properties: Option<Box<ConnAckProperties>>,
     kick: CancellationToken,
     revocations: Arc<Mailbox>,
     /// Dropped once the session is stored: a takeover waiting on this client id may go on.
-    gone: oneshot::Sender<()>,
+    gone: Option<oneshot::Sender<()>>,
 }
 
 /// Serves one accepted transport until it closes. Never panics on input.
@@ -61,30 +62,34 @@ pub(crate) async fn serve(
     // The CONNECT's rules run in a future of their own, freed once they are done: what they
     // hold across their awaits (the CONNECT packet, its properties, the login) would otherwise
     // stay in every connection's task for its whole life (issue 22: memory per connection).
-    let admitted = Box::pin(admit(transport, peer, listener, &shared, &shutdown, buf)).await;
-    let Some(Admitted {
-        mut session,
-        mut wire,
-        mut buf,
+    // The session stays where `admit` put it, on the heap: moving it out into this future
+    // would keep it here twice.
+    let Some(mut admitted) =
+        Box::pin(admit(transport, peer, listener, &shared, &shutdown, buf)).await
+    else {
+        return;
+    };
+    let Admitted {
+        session,
+        wire,
+        buf,
         session_present,
         ack_properties,
         kick,
         revocations,
         gone,
-    }) = admitted
-    else {
-        return;
-    };
+    } = &mut *admitted;
+    let (session_present, ack_properties) = (*session_present, ack_properties.take());
     let ending = session
         .run(
-            &mut wire,
-            &mut buf,
+            wire,
+            buf,
             session_present,
             ack_properties,
             Control {
-                kick: &kick,
+                kick,
                 shutdown: &shutdown,
-                revocations: &revocations,
+                revocations,
             },
         )
         .await;
@@ -121,7 +126,7 @@ pub(crate) async fn serve(
         );
     }
     // The session is stored: a waiting takeover may now resume it.
-    drop(gone);
+    drop(gone.take());
     Box::pin(wire.transport.close()).await;
 }
 
@@ -134,7 +139,7 @@ async fn admit<'a>(
     shared: &'a Arc<Shared>,
     shutdown: &CancellationToken,
     mut buf: BytesMut,
-) -> Option<Admitted<'a>> {
+) -> Option<Box<Admitted<'a>>> {
     let config = &shared.config;
     let mut transport = transport;
     let first = tokio::select! {
@@ -358,16 +363,16 @@ async fn admit<'a>(
     if assigned || connect.client_id.is_empty() {
         ack_properties.assigned_client_identifier = Some(session.client_id.clone());
     }
-    Some(Admitted {
+    Some(Box::new(Admitted {
         session,
         wire,
         buf,
         session_present,
-        ack_properties: Box::new(ack_properties),
+        ack_properties: Some(Box::new(ack_properties)),
         kick,
         revocations,
-        gone: gone_tx,
-    })
+        gone: Some(gone_tx),
+    }))
 }
 
 fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
