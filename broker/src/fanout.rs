@@ -321,6 +321,7 @@ mod tests {
             retain: false,
             publisher: None,
             properties: None,
+            expires_at: None,
         })
     }
 

@@ -36,6 +36,7 @@ mod signal;
 mod staff;
 mod subscribe_limit;
 mod tls;
+mod topic_alias;
 mod transport;
 
 use std::future::Future;

@@ -2,7 +2,7 @@
 //! revoked when a membership ends.
 
 use rumqttc::v5::mqttbytes::v5::{self, Packet, RetainForwardRule, SubAck, SubscribeReasonCode};
-use rumqttc::v5::mqttbytes::{QoS, valid_filter};
+use rumqttc::v5::mqttbytes::valid_filter;
 
 use super::delivery::min_qos;
 use super::{Ending, Session, Wire};
@@ -10,17 +10,14 @@ use crate::denial::DenialKind;
 use crate::session::{Outbound, SubOptions};
 
 impl Session<'_> {
-    /// A SUBSCRIBE: each filter checked and granted at most QoS 1, the SUBACK, then the retained
-    /// messages the retain handling option asks for.
+    /// A SUBSCRIBE: each filter checked and granted the QoS asked for, the SUBACK, then the
+    /// retained messages the retain handling option asks for.
     pub(super) async fn subscribe(
         &mut self,
         wire: &mut Wire,
         subscribe: v5::Subscribe,
     ) -> Result<(), Ending> {
-        let with_identifier = subscribe
-            .properties
-            .as_ref()
-            .is_some_and(|p| p.id.is_some());
+        let identifier = subscribe.properties.as_ref().and_then(|p| p.id);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let allowed = self.shared.subscribe_allowance.take(
@@ -36,10 +33,7 @@ impl Session<'_> {
         }
         for filter in subscribe.filters.into_iter().filter(|_| allowed) {
             let path = filter.path;
-            let code = if with_identifier {
-                // CONNACK said subscription identifiers are not available.
-                SubscribeReasonCode::SubscriptionIdNotSupported
-            } else if path.starts_with("$share/") {
+            let code = if path.starts_with("$share/") {
                 SubscribeReasonCode::SharedSubscriptionsNotSupported
             } else if !valid_filter(&path) || path.starts_with('$') {
                 // `$` filters are refused: the gateway publishes nothing under `$`.
@@ -54,11 +48,12 @@ impl Session<'_> {
                 );
                 SubscribeReasonCode::NotAuthorized
             } else {
-                let granted = min_qos(filter.qos, QoS::AtLeastOnce);
+                let granted = filter.qos;
                 let options = SubOptions {
                     qos: granted,
                     no_local: filter.nolocal,
                     retain_as_published: filter.preserve_retain,
+                    identifier,
                 };
                 let existed = self
                     .state
@@ -77,6 +72,12 @@ impl Session<'_> {
                             // flag, at no more than the subscription's QoS (MQTT 5 §3.3.1.3).
                             message.retain = true;
                             message.qos = min_qos(message.qos, granted);
+                            if let Some(id) = identifier {
+                                message
+                                    .properties
+                                    .get_or_insert_with(Default::default)
+                                    .subscription_identifiers = vec![id];
+                            }
                             message
                         },
                     ));
