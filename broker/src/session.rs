@@ -86,7 +86,8 @@ pub(crate) struct SessionState {
     pub qos2_incoming: HashSet<u16>,
     /// The will of the connection that left this session, while its delay runs: published when
     /// the delay or the session ends, dropped if a connection with the client id comes first.
-    pub will: Option<Will>,
+    /// Boxed: every session has the field, few ever fill it.
+    pub will: Option<Box<Will>>,
     /// While the client is away: its delivery queue, which the `cc/` fan-out keeps filling.
     pub parked: Option<Parked>,
     last_pkid: u16,
@@ -150,7 +151,7 @@ impl SessionStore {
 
     /// Takes the will waiting in the session stored as `generation`: its delay is over. `None` if
     /// the session was resumed, replaced or ended meanwhile.
-    pub fn take_will(&self, client_id: &str, generation: u64) -> Option<Will> {
+    pub fn take_will(&self, client_id: &str, generation: u64) -> Option<Box<Will>> {
         self.lock()
             .get_mut(client_id)
             .filter(|s| s.generation == generation)

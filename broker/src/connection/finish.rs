@@ -25,7 +25,7 @@ impl Session<'_> {
             if let Some(delay) = delay_of(&will, self.expiry) {
                 // Kept with the session (stored below) until its delay runs out.
                 will_delay = Some(delay);
-                self.state.will = Some(will);
+                self.state.will = Some(Box::new(will));
             } else {
                 let mut will = will.message;
                 will.expires_at = session::expiry_deadline(will.properties.as_ref());
@@ -120,7 +120,7 @@ fn expire_later(
         if let Some(mut expired) = shared.sessions.expire(&client_id, generation) {
             // The session ends: a will still waiting for its delay is published now.
             if let Some(will) = expired.will.take() {
-                shared.publish_will(&client_id, will);
+                shared.publish_will(&client_id, *will);
             }
             shared.release(expired);
             tracing::debug!(client_id, "session expired");

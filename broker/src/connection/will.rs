@@ -65,7 +65,7 @@ pub(super) fn publish_will_later(
             return;
         };
         if let Some(will) = shared.sessions.take_will(&client_id, generation) {
-            shared.publish_will(&client_id, will);
+            shared.publish_will(&client_id, *will);
         }
     });
 }
