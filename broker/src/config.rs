@@ -53,6 +53,13 @@ pub struct BrokerConfig {
     /// the pipeline's acknowledgement (a PUBACK is not one), resubmits. While the sender is
     /// connected it waits as long as it takes.
     pub pipeline_queue_wait_secs: u64,
+    /// Longest keep alive an MQTT 5 client may use, in seconds: one asking for more, or for none
+    /// (0), is told this one in CONNACK (server keep alive) and held to it. 0: no maximum.
+    /// MQTT 3.1.1 cannot be told, and keeps its own.
+    pub max_keep_alive_secs: u16,
+    /// Topic aliases per MQTT 5 connection, in each direction: announced in CONNACK for the
+    /// client's use, and the most the gateway sets towards a client that allows them. 0: none.
+    pub max_topic_aliases: u16,
     /// How much typing and presence each sender may publish (`[mqtt.signals]`).
     pub signals: SignalsConfig,
     /// How many topic filters each sender may subscribe to (`[mqtt.subscriptions]`).
@@ -105,6 +112,8 @@ impl Default for BrokerConfig {
                 .access
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
+            max_keep_alive_secs: 300,
+            max_topic_aliases: 10,
             signals: SignalsConfig::default(),
             subscriptions: SubscriptionsConfig::default(),
             retained: RetainedConfig::default(),

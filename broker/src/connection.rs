@@ -2,18 +2,21 @@
 //! the relay between the client and the routing index (`fanout`).
 //!
 //! Packets are handled in MQTT 5's model (see `codec`), whichever version the client speaks.
-//! Everything a client sees of MQTT's delivery guarantees is done here: QoS 1 deliveries with packet ids, the client's
-//! receive maximum and maximum packet size, QoS min(published, granted), no-local,
-//! retain-as-published and retain handling, retained messages, persistent sessions and their
-//! expiry, and the will.
+//! Everything a client sees of MQTT's delivery guarantees is done here: QoS 1 and 2 deliveries
+//! with packet ids, the client's receive maximum and maximum packet size, QoS min(published,
+//! granted), no-local, retain-as-published and retain handling, subscription identifiers, topic
+//! aliases, message expiry, retained messages, persistent sessions and their expiry, and the
+//! will and its delay.
 //!
 //! This module holds the relay loop and the routing of what a client publishes; its parts live
 //! beside it: `connect` (the CONNECT rules, then [`serve`] runs a `Session`), `incoming` (what
 //! the client sends: publishes checked and acknowledged, unsubscribes, pings, DISCONNECT),
-//! `subscribe`, `delivery` (what goes to the client), `finish` (how a connection ends), `presence` (presence kept and `offline`
+//! `subscribe`, `delivery` (what goes to the client), `acknowledgements` (the client's answers to
+//! it), `finish` (how a connection ends), `will` (wills published after their delay), `presence` (presence kept and `offline`
 //! announced), `registry` (live connections by client id) and `shared` (state every connection
 //! of a broker shares).
 
+mod acknowledgements;
 mod connect;
 mod delivery;
 mod finish;
@@ -22,6 +25,7 @@ mod presence;
 mod registry;
 mod shared;
 mod subscribe;
+mod will;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -43,7 +47,7 @@ use crate::identity::Identity;
 use crate::inbound::{self, Inbound};
 use crate::message::{Forwarded, Message};
 use crate::retained::RetainRefusal;
-use crate::session::{self, Outbound, SessionState};
+use crate::session::{self, Outbound, SessionState, Will};
 use crate::transport::Transport;
 use connect::ClientLimits;
 
@@ -117,11 +121,13 @@ struct Session<'a> {
     identity: Identity,
     peer: SocketAddr,
     listener: crate::listener::Listener,
-    will: Option<Outbound>,
+    will: Option<Will>,
     state: SessionState,
     /// Seconds the session outlives the connection (0: it ends with it).
     expiry: u32,
     limits: ClientLimits,
+    /// This connection's topic aliases, both ways.
+    aliases: crate::topic_alias::Aliases,
     /// The client id as publishes carry it, for no-local.
     publisher: std::sync::Arc<str>,
     /// This connection's delivery queue, once it is running (see `fanout`).
@@ -186,15 +192,9 @@ impl Session<'_> {
         tracing::debug!(client_id = %self.client_id, role = %self.identity.role, peer = %self.peer, session_present, "connected");
         let policy = self.shared.hooks.connected(&self.identity, self.listener);
 
-        // MQTT §4.4: unacknowledged deliveries are sent again, flagged DUP, before anything new.
-        let inflight: Vec<_> = self.state.inflight.iter().cloned().collect();
-        for (pkid, message) in inflight {
-            if Box::pin(self.write_publish(wire, &message, pkid, true))
-                .await
-                .is_err()
-            {
-                return Err(Ending::abrupt("write failed"));
-            }
+        // MQTT §4.4: deliveries whose flow is not over are sent again before anything new.
+        if Box::pin(self.resend_inflight(wire)).await.is_err() {
+            return Err(Ending::abrupt("write failed"));
         }
         if Box::pin(self.release_pending(wire)).await.is_err() {
             return Err(Ending::abrupt("write failed"));
@@ -385,7 +385,7 @@ impl Session<'_> {
                     if let Some(limit) = idle_limit {
                         *deadline = Some(Instant::now() + limit);
                     }
-                    let packet = inbound::screen(packet);
+                    let packet = inbound::screen(packet, &mut self.aliases.incoming);
                     let holding = !self.waiting.is_empty() || !self.held.is_empty();
                     if holding && !packet.jumps_queue() {
                         self.held.push_back(packet);
@@ -460,6 +460,7 @@ impl Session<'_> {
             publisher: Some(self.publisher.clone()),
             properties: message.properties,
             via: None,
+            expires_at: message.expires_at,
         });
         let waiting = self.shared.fanout.publish(self.key, &topic, &forwarded);
         self.waiting.extend(waiting);

@@ -385,6 +385,7 @@ mod tests {
             publisher: None,
             properties: None,
             via: None,
+            expires_at: None,
         })
     }
 

@@ -52,6 +52,9 @@ pub fn connection(input: &[u8], read_size: usize, max_packet_size: usize) -> Ver
     let (mut fed, mut taken) = (0, 0);
     let mut version = None;
     let mut handled = Vec::new();
+    // As a connection has them with the default `mqtt.max_topic_aliases`.
+    let mut aliases =
+        crate::topic_alias::Incoming::new(crate::BrokerConfig::default().max_topic_aliases);
     let end = loop {
         let before = buf.len();
         let decoded = match version {
@@ -98,7 +101,7 @@ pub fn connection(input: &[u8], read_size: usize, max_packet_size: usize) -> Ver
             }
             continue;
         }
-        match inbound::screen(packet) {
+        match inbound::screen(packet, &mut aliases) {
             Inbound::Disconnect { with_will, .. } => break End::Disconnected { with_will },
             Inbound::Close { code, .. } => break End::Closed { code: code as u8 },
             Inbound::Publish { publish, .. } => {
@@ -120,11 +123,10 @@ pub fn connection(input: &[u8], read_size: usize, max_packet_size: usize) -> Ver
 }
 
 /// A publish the gateway accepted must be deliverable to every client, whatever it carries: a
-/// delivery that fails to encode would close the receiver's connection. It is delivered at
-/// most at QoS 1, with the receiver's packet id.
+/// delivery that fails to encode would close the receiver's connection. It is delivered with
+/// the receiver's packet id.
 fn deliverable(mut publish: rumqttc::v5::mqttbytes::v5::Publish) {
     if publish.qos != QoS::AtMostOnce {
-        publish.qos = QoS::AtLeastOnce;
         publish.pkid = 1;
     }
     publish.dup = false;
@@ -142,7 +144,8 @@ fn name(inbound: &Inbound) -> &'static str {
         Inbound::Publish { .. } => "PUBLISH",
         Inbound::PubAck(_) => "PUBACK",
         Inbound::PubRel(_) => "PUBREL",
-        Inbound::Ignored => "PUBREC/PUBCOMP",
+        Inbound::PubRec { .. } => "PUBREC",
+        Inbound::PubComp(_) => "PUBCOMP",
         Inbound::Subscribe(_) => "SUBSCRIBE",
         Inbound::Unsubscribe(_) => "UNSUBSCRIBE",
         Inbound::PingReq => "PINGREQ",

@@ -1,17 +1,21 @@
-//! What a connected client's packet asks of its connection, decided from the packet alone:
-//! the checks that need no session, no authorization and no I/O. `connection` acts on the
-//! verdict; `fuzzing` runs the same function over arbitrary bytes.
+//! What a connected client's packet asks of its connection, decided from the packet and the
+//! connection's topic aliases alone: the checks that need no session, no authorization and no
+//! I/O. `connection` acts on the verdict; `fuzzing` runs the same function over arbitrary bytes.
 
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, Subscribe, Unsubscribe};
+use rumqttc::v5::mqttbytes::v5::{
+    DisconnectReasonCode, Packet, PubRecReason, Publish, Subscribe, Unsubscribe,
+};
 use rumqttc::v5::mqttbytes::valid_topic;
 
 use crate::codec::CodecError;
+use crate::topic_alias::{self, AliasError};
 
 /// One packet from a connected client, as the connection is to handle it.
 #[derive(Debug)]
 pub(crate) enum Inbound {
-    /// A PUBLISH whose topic name is valid (UTF-8, not empty, no wildcards) and that carries no
-    /// property the gateway refuses. Authorization, reserved (`$`) topics included, comes next.
+    /// A PUBLISH whose topic name is valid (UTF-8, not empty, no wildcards; an alias already
+    /// resolved and removed) and that carries no property the gateway refuses. Authorization,
+    /// reserved (`$`) topics included, comes next.
     Publish {
         publish: Publish,
         topic: String,
@@ -20,9 +24,14 @@ pub(crate) enum Inbound {
     PubAck(u16),
     /// The second step of a QoS 2 publish from the client: answered with PUBCOMP.
     PubRel(u16),
-    /// PUBREC or PUBCOMP: the gateway delivers at most QoS 1, so it never starts a QoS 2 flow
-    /// towards a client, and a stray acknowledgement is harmless.
-    Ignored,
+    /// The client received our QoS 2 delivery (`accepted`), or refused it (a reason code of
+    /// 0x80 or more, which ends the flow).
+    PubRec {
+        pkid: u16,
+        accepted: bool,
+    },
+    /// The last step of our QoS 2 delivery.
+    PubComp(u16),
     Subscribe(Subscribe),
     Unsubscribe(Unsubscribe),
     PingReq,
@@ -46,18 +55,35 @@ impl Inbound {
     pub(crate) fn jumps_queue(&self) -> bool {
         matches!(
             self,
-            Inbound::PubAck(_) | Inbound::Ignored | Inbound::PingReq
+            Inbound::PubAck(_) | Inbound::PubRec { .. } | Inbound::PubComp(_) | Inbound::PingReq
         )
     }
 }
 
-/// Screens one decoded packet.
-pub(crate) fn screen(packet: Packet) -> Inbound {
+/// Screens one decoded packet; a PUBLISH's topic alias is resolved with (and may set) the
+/// connection's `aliases`.
+pub(crate) fn screen(packet: Packet, aliases: &mut topic_alias::Incoming) -> Inbound {
     match packet {
-        Packet::Publish(publish) => screen_publish(publish),
+        Packet::Publish(publish) => screen_publish(publish, aliases),
         Packet::PubAck(ack) => Inbound::PubAck(ack.pkid),
         Packet::PubRel(rel) => Inbound::PubRel(rel.pkid),
-        Packet::PubRec(_) | Packet::PubComp(_) => Inbound::Ignored,
+        Packet::PubRec(rec) => Inbound::PubRec {
+            pkid: rec.pkid,
+            accepted: matches!(
+                rec.reason,
+                PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+            ),
+        },
+        Packet::PubComp(comp) => Inbound::PubComp(comp.pkid),
+        // MQTT 5 §3.8.2.1.2: a subscription identifier of 0 is a protocol error.
+        Packet::Subscribe(subscribe)
+            if subscribe.properties.as_ref().and_then(|p| p.id) == Some(0) =>
+        {
+            close(
+                "subscription identifier 0",
+                DisconnectReasonCode::ProtocolError,
+            )
+        }
         Packet::Subscribe(subscribe) => Inbound::Subscribe(subscribe),
         Packet::Unsubscribe(unsubscribe) => Inbound::Unsubscribe(unsubscribe),
         Packet::PingReq(_) => Inbound::PingReq,
@@ -81,7 +107,29 @@ pub(crate) fn screen(packet: Packet) -> Inbound {
     }
 }
 
-fn screen_publish(publish: Publish) -> Inbound {
+fn screen_publish(mut publish: Publish, aliases: &mut topic_alias::Incoming) -> Inbound {
+    // The alias is this connection's business: resolved here and not passed on.
+    let alias = publish
+        .properties
+        .as_mut()
+        .and_then(|props| props.topic_alias.take());
+    if let Some(alias) = alias {
+        match aliases.resolve(std::mem::take(&mut publish.topic), alias) {
+            Ok(topic) => publish.topic = topic,
+            Err(AliasError::Invalid) => {
+                return close(
+                    "topic alias invalid",
+                    DisconnectReasonCode::TopicAliasInvalid,
+                );
+            }
+            Err(AliasError::Unknown) => {
+                return close(
+                    "topic alias not set on this connection",
+                    DisconnectReasonCode::ProtocolError,
+                );
+            }
+        }
+    }
     // MQTT §1.5.4: a topic name that is not UTF-8 makes the packet malformed.
     let Ok(topic) = String::from_utf8(publish.topic.to_vec()) else {
         return close("topic is not UTF-8", DisconnectReasonCode::MalformedPacket);
@@ -90,17 +138,13 @@ fn screen_publish(publish: Publish) -> Inbound {
         // A wildcard in a topic name is a protocol violation (§4.7).
         return close("invalid topic", DisconnectReasonCode::TopicNameInvalid);
     }
-    if let Some(props) = &publish.properties {
-        // No topic alias maximum is granted in CONNACK (it is 0), so any alias is invalid.
-        if props.topic_alias.is_some() {
-            return close("topic alias", DisconnectReasonCode::TopicAliasInvalid);
-        }
-        if !props.subscription_identifiers.is_empty() {
-            return close(
-                "subscription identifier in PUBLISH",
-                DisconnectReasonCode::ProtocolError,
-            );
-        }
+    if let Some(props) = &publish.properties
+        && !props.subscription_identifiers.is_empty()
+    {
+        return close(
+            "subscription identifier in PUBLISH",
+            DisconnectReasonCode::ProtocolError,
+        );
     }
     Inbound::Publish { publish, topic }
 }
@@ -173,47 +217,100 @@ mod tests {
 
     #[test]
     fn publishes_that_end_the_connection() {
-        let alias = PublishProperties {
-            topic_alias: Some(1),
+        let alias = |alias| PublishProperties {
+            topic_alias: Some(alias),
             ..PublishProperties::default()
         };
         let identifier = PublishProperties {
             subscription_identifiers: vec![1],
             ..PublishProperties::default()
         };
+        // (packet, the topic it is accepted under, or the reason code that ends the connection)
         let rows = [
-            (publish(b"a/b", None), None),
+            (publish(b"a/b", None), Ok("a/b")),
             // Reserved topics are denied later, like any unauthorized publish.
-            (publish(b"$SYS/x", None), None),
+            (publish(b"$SYS/x", None), Ok("$SYS/x")),
             (
                 publish(b"\xff", None),
-                Some(DisconnectReasonCode::MalformedPacket),
+                Err(DisconnectReasonCode::MalformedPacket),
             ),
             (
                 publish(b"a/+", None),
-                Some(DisconnectReasonCode::TopicNameInvalid),
+                Err(DisconnectReasonCode::TopicNameInvalid),
             ),
             (
                 publish(b"", None),
-                Some(DisconnectReasonCode::TopicNameInvalid),
+                Err(DisconnectReasonCode::TopicNameInvalid),
+            ),
+            // Aliases: 1 and 2 are accepted (the maximum is 2), set by a topic, then used.
+            (
+                publish(b"", Some(alias(2))),
+                Err(DisconnectReasonCode::ProtocolError),
+            ),
+            (publish(b"a", Some(alias(2))), Ok("a")),
+            (publish(b"", Some(alias(2))), Ok("a")),
+            (publish(b"b/c", Some(alias(2))), Ok("b/c")),
+            (publish(b"", Some(alias(2))), Ok("b/c")),
+            (
+                publish(b"", Some(alias(1))),
+                Err(DisconnectReasonCode::ProtocolError),
             ),
             (
-                publish(b"a", Some(alias)),
-                Some(DisconnectReasonCode::TopicAliasInvalid),
+                publish(b"a", Some(alias(0))),
+                Err(DisconnectReasonCode::TopicAliasInvalid),
+            ),
+            (
+                publish(b"a", Some(alias(3))),
+                Err(DisconnectReasonCode::TopicAliasInvalid),
             ),
             (
                 publish(b"a", Some(identifier)),
-                Some(DisconnectReasonCode::ProtocolError),
+                Err(DisconnectReasonCode::ProtocolError),
             ),
         ];
+        let mut aliases = topic_alias::Incoming::new(2);
         for (packet, expected) in rows {
-            let found = match screen(packet) {
-                Inbound::Publish { .. } => None,
-                Inbound::Close { code, .. } => Some(code),
+            let found = match screen(packet, &mut aliases) {
+                Inbound::Publish { publish, topic } => {
+                    assert_eq!(publish.topic, topic.as_bytes(), "the packet names it too");
+                    assert!(
+                        publish.properties.is_none_or(|p| p.topic_alias.is_none()),
+                        "an alias is not passed on"
+                    );
+                    Ok(topic)
+                }
+                Inbound::Close { code, .. } => Err(code),
                 other => panic!("{other:?}"),
             };
-            assert_eq!(found, expected);
+            assert_eq!(found, expected.map(str::to_owned));
         }
+    }
+
+    #[test]
+    fn subscription_identifier_zero_is_a_protocol_error() {
+        use rumqttc::v5::mqttbytes::v5::{Filter, SubscribeProperties};
+        let subscribe = |id| {
+            Packet::Subscribe(Subscribe {
+                pkid: 1,
+                filters: vec![Filter::new("a", QoS::AtLeastOnce)],
+                properties: Some(SubscribeProperties {
+                    id,
+                    user_properties: Vec::new(),
+                }),
+            })
+        };
+        let mut aliases = topic_alias::Incoming::default();
+        assert!(matches!(
+            screen(subscribe(Some(0)), &mut aliases),
+            Inbound::Close {
+                code: DisconnectReasonCode::ProtocolError,
+                ..
+            }
+        ));
+        assert!(matches!(
+            screen(subscribe(Some(7)), &mut aliases),
+            Inbound::Subscribe(_)
+        ));
     }
 
     #[test]
@@ -243,7 +340,10 @@ mod tests {
             (with_expiry, (false, Some(30))),
         ];
         for (disconnect, expected) in rows {
-            match screen(Packet::Disconnect(disconnect)) {
+            match screen(
+                Packet::Disconnect(disconnect),
+                &mut topic_alias::Incoming::default(),
+            ) {
                 Inbound::Disconnect {
                     with_will,
                     session_expiry,

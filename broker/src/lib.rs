@@ -41,6 +41,7 @@ mod signal;
 mod staff;
 mod subscribe_limit;
 mod tls;
+mod topic_alias;
 mod transport;
 mod upkeep;
 

@@ -20,6 +20,9 @@ pub(crate) struct Message {
     /// The publishing client, for no-local; `None` for what the gateway publishes itself.
     pub publisher: Option<Arc<str>>,
     pub properties: Option<PublishProperties>,
+    /// When its message expiry interval runs out, counted from when the gateway received it
+    /// (see `session::Outbound`).
+    pub expires_at: Option<tokio::time::Instant>,
     /// The shared subscription (`$share/{group}/{filter}`) this copy was routed through, to the
     /// one member of the group that takes it; `None` for the copy every matching non-shared
     /// subscription of a receiver decides together. Marked on the message rather than beside

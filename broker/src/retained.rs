@@ -228,6 +228,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: true,
             properties: None,
+            expires_at: None,
         }
     }
 

@@ -1,7 +1,10 @@
 //! State that belongs to a client rather than to one connection: its subscriptions with their
-//! options, QoS 1 deliveries not yet acknowledged, and what waits behind its receive maximum.
-//! Kept across connections for persistent sessions until they expire. (Retained messages are
-//! `retained`'s.)
+//! options, QoS 1 and 2 deliveries whose flow is not over (`inflight`), what waits behind its
+//! receive maximum, the QoS 2 publishes it has not released yet, and a will waiting for its
+//! delay. Kept across connections for persistent sessions until they expire. (Retained messages
+//! are `retained`'s.)
+
+mod inflight;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -10,14 +13,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use tokio::time::Instant;
+
+pub(crate) use inflight::{InFlight, Received, Stage};
 
 /// A subscription's options (MQTT 5 §3.8.3.1; a 3.1.1 subscription has the defaults).
 #[derive(Clone, Debug)]
 pub(crate) struct SubOptions {
-    /// The QoS granted, at most 1: the gateway does not deliver at QoS 2.
+    /// The QoS granted: what was asked for.
     pub qos: QoS,
     pub no_local: bool,
     pub retain_as_published: bool,
+    /// The subscription identifier its SUBSCRIBE carried (MQTT 5 §3.8.2.1.2), put on every
+    /// delivery it matches.
+    pub identifier: Option<usize>,
 }
 
 /// A message on its way to one client.
@@ -28,17 +37,56 @@ pub(crate) struct Outbound {
     pub qos: QoS,
     pub retain: bool,
     pub properties: Option<PublishProperties>,
+    /// When its MQTT 5 message expiry interval runs out, counted from when the gateway received
+    /// it: not delivered after that, and delivered with what is left of the interval before
+    /// (§3.3.2.3.3).
+    pub expires_at: Option<Instant>,
+}
+
+impl Outbound {
+    /// Whether its message expiry interval has run out by `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// When a message received now with these properties expires, if it does. An interval of 0 is
+/// passed on as it is, not counted: a message that expired as it arrived would reach no one.
+pub(crate) fn expiry_deadline(properties: Option<&PublishProperties>) -> Option<Instant> {
+    let seconds = properties?.message_expiry_interval.filter(|s| *s > 0)?;
+    Some(Instant::now() + Duration::from_secs(u64::from(seconds)))
+}
+
+/// What is left of a message expiry interval that runs out at `at`, in whole seconds, rounded
+/// up: never 0 for a message still deliverable.
+pub(crate) fn remaining_expiry(at: Instant, now: Instant) -> u32 {
+    let left = at.saturating_duration_since(now);
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    u32::try_from(seconds).unwrap_or(u32::MAX).max(1)
+}
+
+/// A will, and how long after the connection is lost it is published (MQTT 5 §3.1.3.2.2).
+#[derive(Clone, Debug)]
+pub(crate) struct Will {
+    pub message: Outbound,
+    /// The will delay interval, in seconds (0 for MQTT 3.1.1).
+    pub delay: u32,
 }
 
 #[derive(Default)]
 pub(crate) struct SessionState {
     pub subscriptions: HashMap<String, SubOptions>,
-    /// QoS 1 deliveries sent and not yet acknowledged, oldest first.
-    pub inflight: VecDeque<(u16, Outbound)>,
+    /// QoS 1 and 2 deliveries whose flow is not over, oldest first.
+    pub inflight: InFlight,
     /// Deliveries waiting for room under the client's receive maximum.
     pub pending: VecDeque<Outbound>,
-    /// QoS 2 publishes received and forwarded but not yet released.
+    /// QoS 2 publishes received and forwarded but not yet released: one sent again before its
+    /// PUBREL is acknowledged and not forwarded twice, also after a resume.
     pub qos2_incoming: HashSet<u16>,
+    /// The will of the connection that left this session, while its delay runs: published when
+    /// the delay or the session ends, dropped if a connection with the client id comes first.
+    /// Boxed: every session has the field, few ever fill it.
+    pub will: Option<Box<Will>>,
     /// While the client is away: its delivery queue, which the `cc/` fan-out keeps filling.
     pub parked: Option<Parked>,
     last_pkid: u16,
@@ -58,11 +106,7 @@ impl SessionState {
     pub fn next_pkid(&mut self) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
-            if !self
-                .inflight
-                .iter()
-                .any(|(pkid, _)| *pkid == self.last_pkid)
-            {
+            if !self.inflight.contains(self.last_pkid) {
                 return self.last_pkid;
             }
         }
@@ -102,6 +146,15 @@ impl SessionStore {
         self.lock()
             .insert(client_id.to_owned(), Stored { state, generation });
         generation
+    }
+
+    /// Takes the will waiting in the session stored as `generation`: its delay is over. `None` if
+    /// the session was resumed, replaced or ended meanwhile.
+    pub fn take_will(&self, client_id: &str, generation: u64) -> Option<Box<Will>> {
+        self.lock()
+            .get_mut(client_id)
+            .filter(|s| s.generation == generation)
+            .and_then(|stored| stored.state.will.take())
     }
 
     /// Takes the session stored as `generation`; `None` if it was resumed or replaced.
@@ -167,12 +220,39 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,
+            expires_at: None,
         };
-        state.inflight.push_back((2, message));
+        state.inflight.published(2, message);
         assert_eq!(state.next_pkid(), 1);
         assert_eq!(state.next_pkid(), 3, "2 is in flight");
         state.last_pkid = u16::MAX;
         assert_eq!(state.next_pkid(), 1, "0 is not a packet id");
+    }
+
+    #[test]
+    fn what_is_left_of_a_message_expiry_interval_rounds_up() {
+        let now = Instant::now();
+        // (time left, seconds sent)
+        let rows = [
+            (Duration::from_secs(30), 30),
+            (Duration::from_millis(27_800), 28),
+            (Duration::from_millis(1), 1),
+            (Duration::ZERO, 1),
+        ];
+        for (left, sent) in rows {
+            assert_eq!(remaining_expiry(now + left, now), sent, "{left:?}");
+        }
+        let properties = |interval| PublishProperties {
+            message_expiry_interval: interval,
+            ..PublishProperties::default()
+        };
+        assert!(expiry_deadline(Some(&properties(Some(5)))).is_some());
+        assert!(
+            expiry_deadline(Some(&properties(Some(0)))).is_none(),
+            "0 is not counted"
+        );
+        assert!(expiry_deadline(Some(&properties(None))).is_none());
+        assert!(expiry_deadline(None).is_none());
     }
 
     #[test]

@@ -328,6 +328,23 @@ impl TestClientV5 {
         filters: Vec<v5::Filter>,
     ) -> anyhow::Result<Vec<v5::SubscribeReasonCode>> {
         self.client.subscribe_many(filters).await?;
+        self.next_suback().await
+    }
+
+    /// Subscribes with SUBSCRIBE properties (a subscription identifier) and returns the
+    /// SUBACK's reason codes.
+    pub async fn subscribe_with_properties(
+        &mut self,
+        filters: Vec<v5::Filter>,
+        properties: v5::SubscribeProperties,
+    ) -> anyhow::Result<Vec<v5::SubscribeReasonCode>> {
+        self.client
+            .subscribe_many_with_properties(filters, properties)
+            .await?;
+        self.next_suback().await
+    }
+
+    async fn next_suback(&mut self) -> anyhow::Result<Vec<v5::SubscribeReasonCode>> {
         match self
             .next_matching(|p| matches!(p, v5::Packet::SubAck(_)))
             .await?

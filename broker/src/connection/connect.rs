@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::finish::expire_later;
 use super::registry::Mailbox;
 use super::{Control, Ending, Revocation, Session, Shared, Wire};
 use crate::acl;
@@ -23,14 +22,18 @@ use crate::codec::{CodecError, Version};
 use crate::denial::DenialKind;
 use crate::framing;
 use crate::inbound;
-use crate::session::Outbound;
+use crate::session::{Outbound, Will};
 use crate::signal::{self, SignalKind};
+use crate::topic_alias::{self, Aliases};
 use crate::transport::Transport;
 
 /// What the client asked for in CONNECT that outlives the handshake.
 pub(super) struct ClientLimits {
+    /// The keep alive the connection is held to: the client's, or the server's maximum (MQTT 5,
+    /// said in CONNACK).
     pub(super) keep_alive: u16,
-    /// Unacknowledged QoS 1 deliveries the client accepts at once (MQTT 5 receive maximum).
+    /// Unacknowledged QoS 1 and 2 deliveries the client accepts at once (MQTT 5 receive
+    /// maximum).
     pub(super) receive_maximum: usize,
     /// Largest packet the client accepts; larger deliveries are discarded (MQTT 5 §3.1.2.11.4).
     pub(super) max_packet_size: usize,
@@ -117,13 +120,8 @@ pub(crate) async fn serve(
         };
         let _ = Box::pin(wire.send(&Packet::Disconnect(disconnect))).await;
     }
-    if let Some(generation) = Box::pin(session.finish(ending)).await {
-        expire_later(
-            Arc::downgrade(&shared),
-            session.client_id.clone(),
-            generation,
-            session.expiry,
-        );
+    if let Some(kept) = Box::pin(session.finish(ending)).await {
+        kept.arm(&shared, &session.client_id);
     }
     // The session is stored: a waiting takeover may now resume it.
     drop(gone.take());
@@ -275,8 +273,9 @@ async fn admit<'a>(
     };
     let max_expiry = u32::try_from(config.max_session_expiry.as_secs()).unwrap_or(u32::MAX - 1);
     let expiry = requested_expiry.min(max_expiry);
+    let keep_alive = held_keep_alive(version, connect.keep_alive, config.max_keep_alive_secs);
     let limits = ClientLimits {
-        keep_alive: connect.keep_alive,
+        keep_alive,
         receive_maximum: properties
             .receive_maximum
             .map_or(usize::from(u16::MAX), usize::from)
@@ -307,7 +306,12 @@ async fn admit<'a>(
         }
         None
     } else {
-        shared.sessions.resume(&client_id)
+        // A will still waiting for its delay is not published: its client is back (MQTT 5
+        // §3.1.3.2.2). (A discarded session's goes with it.)
+        shared.sessions.resume(&client_id).map(|mut state| {
+            state.will = None;
+            state
+        })
     };
     let session_present = resumed.is_some();
 
@@ -320,16 +324,37 @@ async fn admit<'a>(
         identity,
         peer,
         listener,
-        will: will.map(|will| Outbound {
-            topic: will.topic,
-            payload: will.message,
-            qos: will.qos,
-            retain: will.retain,
-            properties: will.properties.map(will_properties),
+        will: will.map(|will| Will {
+            delay: will
+                .properties
+                .as_ref()
+                .and_then(|p| p.delay_interval)
+                .unwrap_or(0),
+            message: Outbound {
+                topic: will.topic,
+                payload: will.message,
+                qos: will.qos,
+                retain: will.retain,
+                properties: will.properties.map(will_properties),
+                // Counted from when it is published.
+                expires_at: None,
+            },
         }),
         state: resumed.unwrap_or_default(),
         expiry,
         limits,
+        aliases: match version {
+            Version::V5 => Aliases {
+                incoming: topic_alias::Incoming::new(config.max_topic_aliases),
+                outgoing: topic_alias::Outgoing::new(
+                    properties
+                        .topic_alias_max
+                        .unwrap_or(0)
+                        .min(config.max_topic_aliases),
+                ),
+            },
+            Version::V4 => Aliases::default(),
+        },
         publisher,
         inbox: None,
         deliveries: None,
@@ -344,14 +369,13 @@ async fn admit<'a>(
         retain_available: None,
         max_packet_size: u32::try_from(config.max_packet_size).ok(),
         assigned_client_identifier: None,
-        // 0: clients must not use topic aliases (rumqttd keys them by filter, see the notes).
-        topic_alias_max: None,
+        topic_alias_max: (config.max_topic_aliases > 0).then_some(config.max_topic_aliases),
         reason_string: None,
         user_properties: Vec::new(),
         wildcard_subscription_available: None,
-        subscription_identifiers_available: Some(0),
+        subscription_identifiers_available: Some(1),
         shared_subscription_available: Some(1),
-        server_keep_alive: None,
+        server_keep_alive: (keep_alive != connect.keep_alive).then_some(keep_alive),
         response_information: None,
         server_reference: None,
         authentication_method: None,
@@ -390,6 +414,16 @@ fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
 /// Client ids in this namespace are reserved for the gateway's own links; clients may not use
 /// them, so none can take such a link over.
 const INTERNAL_PREFIX: &str = "courtchat.";
+
+/// The keep alive an MQTT 5 client is held to under the server's maximum (`max`, 0: none): its
+/// own, or the maximum if it asked for more or for none. MQTT 3.1.1 has no way to be told, so
+/// its own applies.
+fn held_keep_alive(version: Version, requested: u16, max: u16) -> u16 {
+    match version {
+        Version::V5 if max > 0 && (requested == 0 || requested > max) => max,
+        _ => requested,
+    }
+}
 
 fn check_client_id(client_id: &str, max_len: usize) -> Result<(), &'static str> {
     if client_id.is_empty() {
@@ -449,6 +483,27 @@ async fn read_connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_alive_under_the_servers_maximum() {
+        // (version, asked, maximum) -> held to
+        let rows = [
+            (Version::V5, 30, 60, 30),
+            (Version::V5, 120, 60, 60),
+            (Version::V5, 0, 60, 60),
+            (Version::V5, 0, 0, 0),
+            (Version::V5, 120, 0, 120),
+            (Version::V4, 120, 60, 120),
+            (Version::V4, 0, 60, 0),
+        ];
+        for (version, asked, max, held) in rows {
+            assert_eq!(
+                held_keep_alive(version, asked, max),
+                held,
+                "{version:?} {asked} {max}"
+            );
+        }
+    }
 
     #[test]
     fn client_ids() {

@@ -1,14 +1,18 @@
-//! Deliveries to one client: the queue behind its receive maximum, QoS, subscription options,
-//! the per-message access check and its maximum packet size.
+//! Deliveries to one client: the queue behind its receive maximum, QoS, subscription options
+//! and identifiers, the per-message access check, message expiry, topic aliases and its maximum
+//! packet size. (The client's answers to them are `acknowledgements`'.)
 
-use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::{QoS, matches};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::{Ending, Session, Wire};
 use crate::fanout::shared_groups;
 use crate::message::{Forwarded, Message};
-use crate::session::Outbound;
+use crate::session::{self, Outbound};
+use crate::topic_alias::Naming;
 
 impl Session<'_> {
     /// Delivers up to `FAIR_SHARE` queued deliveries without waiting, so that a client that
@@ -67,6 +71,10 @@ impl Session<'_> {
         let Ok(topic_name) = std::str::from_utf8(&message.topic) else {
             return Ok(());
         };
+        // Expired while it waited in this connection's queue (or a parked session's).
+        if message.expires_at.is_some_and(|at| at <= Instant::now()) {
+            return Ok(());
+        }
         // Access may have been revoked while this message was queued, and a wildcard filter may
         // match topics its subscriber may not read: every delivery is checked, not only the
         // subscription.
@@ -84,9 +92,10 @@ impl Session<'_> {
             .is_some_and(|publisher| publisher == self.client_id);
         // The options of every matching subscription decide together (MQTT 5 §3.3.4): the
         // highest granted QoS, no-local if the client published it, retain-as-published if any
-        // subscription asks for it.
+        // subscription asks for it, and the one delivery carries the identifiers of them all.
         let mut granted: Option<QoS> = None;
         let mut retain_as_published = false;
+        let mut identifiers = Vec::new();
         for (filter, options) in &self.state.subscriptions {
             // A copy routed through a shared subscription is that subscription's alone.
             let Some(filter) = shared_groups::takes_part(message.via.as_deref(), filter) else {
@@ -97,26 +106,41 @@ impl Session<'_> {
             }
             granted = Some(granted.map_or(options.qos, |qos| max_qos(qos, options.qos)));
             retain_as_published |= options.retain_as_published;
+            identifiers.extend(options.identifier);
         }
         let Some(granted) = granted else {
             return Ok(());
         };
+        let mut properties = message.properties.clone();
+        if !identifiers.is_empty() {
+            // Their order means nothing (§3.3.4); sorted, a delivery reads the same every time.
+            identifiers.sort_unstable();
+            identifiers.dedup();
+            properties
+                .get_or_insert_with(PublishProperties::default)
+                .subscription_identifiers = identifiers;
+        }
         let outbound = Outbound {
             topic: message.topic.clone(),
             payload: message.payload.clone(),
             qos: min_qos(message.qos, granted),
             retain: retain_as_published && message.retain,
-            properties: message.properties.clone(),
+            properties,
+            expires_at: message.expires_at,
         };
         self.queue(wire, outbound).await
     }
 
-    /// Sends `message` now, or queues it behind the client's receive maximum.
+    /// Sends `message` now, or queues it behind the client's receive maximum; drops it if its
+    /// message expiry interval has run out (MQTT 5 §3.3.2.3.3: its delivery has not started).
     pub(super) async fn queue(
         &mut self,
         wire: &mut Wire,
         message: Outbound,
     ) -> std::io::Result<()> {
+        if message.expired(Instant::now()) {
+            return Ok(());
+        }
         if message.qos == QoS::AtMostOnce {
             return self.write_publish(wire, &message, 0, false).await;
         }
@@ -125,7 +149,7 @@ impl Session<'_> {
             return Ok(());
         }
         let pkid = self.state.next_pkid();
-        self.state.inflight.push_back((pkid, message.clone()));
+        self.state.inflight.published(pkid, message.clone());
         self.write_publish(wire, &message, pkid, false).await
     }
 
@@ -140,6 +164,8 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// Writes one PUBLISH: with what is left of its message expiry interval, and its topic
+    /// named through this connection's aliases.
     pub(super) async fn write_publish(
         &mut self,
         wire: &mut Wire,
@@ -147,25 +173,43 @@ impl Session<'_> {
         pkid: u16,
         dup: bool,
     ) -> std::io::Result<()> {
+        let mut properties = message.properties.clone();
+        if let Some(at) = message.expires_at {
+            properties
+                .get_or_insert_with(PublishProperties::default)
+                .message_expiry_interval = Some(session::remaining_expiry(at, Instant::now()));
+        }
+        let naming = self.aliases.outgoing.naming(&message.topic);
+        let topic = match naming {
+            Naming::Known(_) => Bytes::new(),
+            Naming::Plain | Naming::Assign(_) => message.topic.clone(),
+        };
+        if let Naming::Known(alias) | Naming::Assign(alias) = naming {
+            properties
+                .get_or_insert_with(PublishProperties::default)
+                .topic_alias = Some(alias);
+        }
         let publish = Publish {
             dup,
             qos: message.qos,
             retain: message.retain,
-            topic: message.topic.clone(),
+            topic,
             pkid,
             payload: message.payload.clone(),
-            properties: message.properties.clone(),
+            properties,
         };
         let packet = Packet::Publish(publish);
         if packet.size() > self.limits.max_packet_size {
             // MQTT 5 §3.1.2.11.4: a message the client cannot accept is discarded, as if sent.
             tracing::debug!(client_id = %self.client_id, "delivery larger than the client's maximum packet size dropped");
             if message.qos != QoS::AtMostOnce {
-                self.state.inflight.retain(|(id, _)| *id != pkid);
+                self.state.inflight.discard(pkid);
             }
             return Ok(());
         }
-        wire.send(&packet).await
+        wire.send(&packet).await?;
+        self.aliases.outgoing.sent(&message.topic, &naming);
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! What a connected client sends: its publishes (authorized, retained only where allowed,
-//! typing and presence checked, then routed and acknowledged), its acknowledgements of our
-//! deliveries, unsubscribes, pings and DISCONNECT. Subscribes are `subscribe`'s.
+//! typing and presence checked, then routed and acknowledged), unsubscribes, pings and
+//! DISCONNECT. Subscribes are `subscribe`'s, acknowledgements of our deliveries
+//! `acknowledgements`'.
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
@@ -13,7 +14,7 @@ use crate::acl::{self, DeniedPublish};
 use crate::denial::DenialKind;
 use crate::hooks::Origin;
 use crate::inbound::{self, Inbound};
-use crate::session::Outbound;
+use crate::session::{self, Outbound};
 use crate::signal::SignalRefusal;
 
 /// Why a client's publish is refused, as MQTT 5 acknowledges it.
@@ -54,22 +55,23 @@ impl Session<'_> {
                 Ok(reply) => reply,
                 Err(ending) => return Some(ending),
             },
-            Inbound::PubAck(acked) => {
-                self.state.inflight.retain(|(pkid, _)| *pkid != acked);
-                if self.release_pending(wire).await.is_err() {
-                    return Some(Ending::abrupt("write failed"));
-                }
-                None
-            }
+            Inbound::PubAck(pkid) => return self.puback(wire, pkid).await,
+            Inbound::PubRec { pkid, accepted } => return self.pubrec(wire, pkid, accepted).await,
+            Inbound::PubComp(pkid) => return self.pubcomp(wire, pkid).await,
             Inbound::PubRel(pkid) => {
-                self.state.qos2_incoming.remove(&pkid);
+                // MQTT 5 §3.7.2.1: a PUBREL for no QoS 2 publish the session holds (one refused,
+                // or released already) is completed with 0x92.
+                let reason = if self.state.qos2_incoming.remove(&pkid) {
+                    v5::PubCompReason::Success
+                } else {
+                    v5::PubCompReason::PacketIdentifierNotFound
+                };
                 Some(Packet::PubComp(PubComp {
                     pkid,
-                    reason: v5::PubCompReason::Success,
+                    reason,
                     properties: None,
                 }))
             }
-            Inbound::Ignored => None,
             Inbound::Subscribe(subscribe) => {
                 return self.subscribe(wire, subscribe).await.err();
             }
@@ -153,6 +155,7 @@ impl Session<'_> {
                             payload: signal.unwrap_or(publish.payload),
                             qos,
                             retain: publish.retain,
+                            expires_at: session::expiry_deadline(publish.properties.as_ref()),
                             properties: publish.properties,
                         };
                         self.shared.remember_presence(&topic, &message);

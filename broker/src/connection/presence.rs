@@ -16,7 +16,7 @@ use crate::signal;
 
 /// The fan-out key of publishes the gateway makes itself: no connection has it (keys count
 /// from 1), so no subscriber's no-local or own-queue rule mistakes them for its own.
-const SERVER: crate::fanout::LinkKey = 0;
+pub(super) const SERVER: crate::fanout::LinkKey = 0;
 
 fn presence_topic(session: &str, subject: &str) -> String {
     Topic::Session {
@@ -51,6 +51,7 @@ impl Shared {
             qos: message.qos,
             retain: true,
             properties: None,
+            expires_at: None,
         };
         self.retained.update(topic, kept);
     }
@@ -75,6 +76,7 @@ impl Shared {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 properties: None,
+                expires_at: None,
             };
             self.remember_presence(&topic, &message);
             self.publish_as_server(&topic, message);
@@ -92,6 +94,7 @@ impl Shared {
             publisher: None,
             properties: None,
             via: None,
+            expires_at: None,
         });
         let waiting = self.fanout.publish(SERVER, topic, &forwarded);
         self.deliver_when_room(waiting);

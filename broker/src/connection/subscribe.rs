@@ -6,7 +6,7 @@
 use rumqttc::v5::mqttbytes::v5::{
     self, DisconnectReasonCode, Packet, RetainForwardRule, SubAck, SubscribeReasonCode,
 };
-use rumqttc::v5::mqttbytes::{QoS, valid_filter};
+use rumqttc::v5::mqttbytes::valid_filter;
 
 use super::delivery::min_qos;
 use super::{Ending, Session, Wire};
@@ -15,17 +15,14 @@ use crate::fanout::shared_groups;
 use crate::session::{Outbound, SubOptions};
 
 impl Session<'_> {
-    /// A SUBSCRIBE: each filter checked and granted at most QoS 1, the SUBACK, then the retained
-    /// messages the retain handling option asks for.
+    /// A SUBSCRIBE: each filter checked and granted the QoS asked for, the SUBACK, then the
+    /// retained messages the retain handling option asks for.
     pub(super) async fn subscribe(
         &mut self,
         wire: &mut Wire,
         subscribe: v5::Subscribe,
     ) -> Result<(), Ending> {
-        let with_identifier = subscribe
-            .properties
-            .as_ref()
-            .is_some_and(|p| p.id.is_some());
+        let identifier = subscribe.properties.as_ref().and_then(|p| p.id);
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
         let allowed = self.shared.subscribe_allowance.take(
@@ -51,10 +48,7 @@ impl Session<'_> {
             }
             // The filter topics are matched with: a shared subscription's own.
             let matched = shared_groups::filter_of(&path);
-            let code = if with_identifier {
-                // CONNACK said subscription identifiers are not available.
-                SubscribeReasonCode::SubscriptionIdNotSupported
-            } else if matches!(share, Some(Err(_))) {
+            let code = if matches!(share, Some(Err(_))) {
                 SubscribeReasonCode::TopicFilterInvalid
             } else if share.is_some() && crate::acl::in_protocol(matched) {
                 // The chat protocol's filters must each get every message.
@@ -72,11 +66,12 @@ impl Session<'_> {
                 );
                 SubscribeReasonCode::NotAuthorized
             } else {
-                let granted = min_qos(filter.qos, QoS::AtLeastOnce);
+                let granted = filter.qos;
                 let options = SubOptions {
                     qos: granted,
                     no_local: filter.nolocal,
                     retain_as_published: filter.preserve_retain,
+                    identifier,
                 };
                 let existed = self
                     .state
@@ -97,6 +92,12 @@ impl Session<'_> {
                             // flag, at no more than the subscription's QoS (MQTT 5 §3.3.1.3).
                             message.retain = true;
                             message.qos = min_qos(message.qos, granted);
+                            if let Some(id) = identifier {
+                                message
+                                    .properties
+                                    .get_or_insert_with(Default::default)
+                                    .subscription_identifiers = vec![id];
+                            }
                             message
                         },
                     ));

@@ -298,6 +298,7 @@ mod tests {
             retain: false,
             publisher: None,
             properties: None,
+            expires_at: None,
             via: None,
         })
     }

@@ -34,6 +34,7 @@ mod logout;
 mod metrics;
 mod mqtt;
 mod mqtt5;
+mod mqtt5_conformance;
 mod mqttjs;
 mod node;
 mod offline_queue;

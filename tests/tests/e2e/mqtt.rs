@@ -64,15 +64,18 @@ async fn qos_two_publish_completes_and_is_delivered_once() -> anyhow::Result<()>
         .client
         .publish("sandbox/q2", QoS::ExactlyOnce, false, "once")
         .await?;
-    assert_eq!(subscriber.next_publish().await?.payload.as_ref(), b"once");
+    let delivered = subscriber.next_publish().await?;
+    assert_eq!(
+        (delivered.qos, delivered.payload.as_ref()),
+        (QoS::ExactlyOnce, &b"once"[..])
+    );
     assert!(subscriber.publishes_within(QUIET).await.is_empty());
     stack.shutdown().await;
     Ok(())
 }
 
 #[tokio::test]
-async fn subscriptions_are_granted_at_most_qos1_and_reserved_filters_refused() -> anyhow::Result<()>
-{
+async fn subscriptions_are_granted_as_asked_and_reserved_filters_refused() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
     let mut client =
         TestClient::connect(TestClient::tcp_options(&stack, "granted", Role::Agent)).await?;
@@ -87,11 +90,10 @@ async fn subscriptions_are_granted_at_most_qos1_and_reserved_filters_refused() -
             QoS::AtLeastOnce,
             SubscribeReasonCode::Success(QoS::AtLeastOnce),
         ),
-        // Deliveries are at most QoS 1: a QoS 2 request is granted QoS 1, as MQTT allows.
         (
             "sandbox/q2",
             QoS::ExactlyOnce,
-            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Success(QoS::ExactlyOnce),
         ),
         ("$SYS/#", QoS::AtMostOnce, SubscribeReasonCode::Failure),
         // Shared subscriptions are offered outside `cc/` only.

@@ -53,15 +53,20 @@ async fn connack_reason_codes() -> anyhow::Result<()> {
         ConnectReturnCode::QuotaExceeded,
         "the connection limit"
     );
-    // CONNACK tells the client what the server does not offer.
+    // CONNACK tells the client what the server offers and what it does not.
     let properties = holder
         .connack
         .properties
         .clone()
         .expect("a v5 CONNACK has properties");
     assert_eq!(properties.shared_subscription_available, Some(1));
-    assert_eq!(properties.subscription_identifiers_available, Some(0));
-    assert!(properties.topic_alias_max.is_none(), "no topic aliases");
+    assert_eq!(properties.subscription_identifiers_available, Some(1));
+    assert_eq!(
+        properties.topic_alias_max,
+        Some(10),
+        "mqtt.max_topic_aliases"
+    );
+    assert_eq!(properties.max_qos, None, "QoS 2 is available");
     holder.disconnect().await?;
     stack.shutdown().await;
     Ok(())
