@@ -53,6 +53,11 @@ pub struct BrokerConfig {
     /// the pipeline's acknowledgement (a PUBACK is not one), resubmits. While the sender is
     /// connected it waits as long as it takes.
     pub pipeline_queue_wait_secs: u64,
+    /// QoS 2 publishes an MQTT 5 client may have sent and not yet released (PUBREL) at once:
+    /// the receive maximum CONNACK announces (unless it is 65535, MQTT 5's default). A client
+    /// that sends more is disconnected (0x93). (QoS 1 publishes are acknowledged as they
+    /// arrive.) At least 1.
+    pub receive_maximum: u16,
     /// Longest keep alive an MQTT 5 client may use, in seconds: one asking for more, or for none
     /// (0), is told this one in CONNACK (server keep alive) and held to it. 0: no maximum.
     /// MQTT 3.1.1 cannot be told, and keeps its own.
@@ -112,6 +117,7 @@ impl Default for BrokerConfig {
                 .access
                 .map_or(0, |access| access.as_secs()),
             pipeline_queue_wait_secs: 60,
+            receive_maximum: 1024,
             max_keep_alive_secs: 300,
             max_topic_aliases: 10,
             signals: SignalsConfig::default(),
@@ -132,6 +138,9 @@ impl BrokerConfig {
         self.subscriptions.rate()?;
         self.denials.check()?;
         self.retained.check()?;
+        if self.receive_maximum == 0 {
+            return Err(("mqtt.receive_maximum", "must be at least 1".to_owned()));
+        }
         if self.signals.max_payload_bytes < 64 {
             // The known payloads take about 30 bytes; less would refuse them.
             return Err((

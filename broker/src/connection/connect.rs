@@ -364,7 +364,7 @@ async fn admit<'a>(
     };
     let mut ack_properties = ConnAckProperties {
         session_expiry_interval: None,
-        receive_max: None,
+        receive_max: (config.receive_maximum < u16::MAX).then_some(config.receive_maximum),
         max_qos: None,
         retain_available: None,
         max_packet_size: u32::try_from(config.max_packet_size).ok(),

@@ -122,6 +122,18 @@ impl Session<'_> {
     /// acknowledged.
     async fn publish(&mut self, publish: Publish, topic: String) -> Result<Option<Packet>, Ending> {
         let (pkid, qos) = (publish.pkid, publish.qos);
+        // MQTT 5 §3.3.4: beyond the receive maximum CONNACK announced, a new QoS 2 publish is a
+        // protocol violation. (MQTT 3.1.1 was told nothing: its packet ids bound it.)
+        if qos == QoS::ExactlyOnce
+            && self.is_v5()
+            && !self.state.qos2_incoming.contains(&pkid)
+            && self.state.qos2_incoming.len() >= usize::from(self.shared.config.receive_maximum)
+        {
+            return Err(Ending::told(
+                "receive maximum exceeded",
+                DisconnectReasonCode::ReceiveMaximumExceeded,
+            ));
+        }
         // The reserved `$` namespace is refused like any unauthorized topic: MQTT 5 says so in
         // its acknowledgement and keeps the connection.
         let decision = if inbound::is_reserved(&topic) {

@@ -67,6 +67,7 @@ async fn connack_reason_codes() -> anyhow::Result<()> {
         "mqtt.max_topic_aliases"
     );
     assert_eq!(properties.max_qos, None, "QoS 2 is available");
+    assert_eq!(properties.receive_max, Some(1024), "mqtt.receive_maximum");
     holder.disconnect().await?;
     stack.shutdown().await;
     Ok(())

@@ -1,15 +1,17 @@
 //! QoS 2 end to end: granted as asked, delivered at min(published, granted) with PUBREC,
 //! PUBREL and PUBCOMP, counted against the receiver's receive maximum until PUBCOMP, and kept
 //! with a persistent session in both directions: what was not finished is finished after a
-//! resume, and nothing is delivered twice.
+//! resume, and nothing is delivered twice. A client is held to the server's receive maximum.
 
 use std::time::Duration;
 
 use courtchat::Role;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Packet, PubCompReason, SubscribeReasonCode};
-use testkit::TestStack;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectProperties, DisconnectReasonCode, Packet, PubCompReason, SubscribeReasonCode,
+};
 use testkit::mqtt::{TestClientV5, filter};
+use testkit::{TestDatabase, TestStack};
 
 use super::raw::{Hello, RawClient, publish};
 
@@ -205,6 +207,47 @@ async fn a_qos_two_publish_resent_after_a_resume_is_forwarded_once() -> anyhow::
         watcher.publishes_within(QUIET).await.is_empty(),
         "forwarded exactly once"
     );
+    stack.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn qos_two_publishes_beyond_the_receive_maximum_end_the_connection() -> anyhow::Result<()> {
+    let stack = TestStack::start_with(TestDatabase::sqlite()?, |config| {
+        config.mqtt.receive_maximum = 2;
+    })
+    .await?;
+    let mut sender = RawClient::connect(&stack, Hello::new("sender")).await?;
+    let announced = sender
+        .connack
+        .properties
+        .clone()
+        .expect("a v5 CONNACK has properties");
+    assert_eq!(announced.receive_max, Some(2));
+    // (packet id sent, DUP): two unreleased at once are within the maximum, a repeat is not a
+    // new one, and a released one makes room.
+    for (pkid, dup) in [(1, false), (2, false), (1, true)] {
+        let mut sent = publish("sandbox/q2", QoS::ExactlyOnce, pkid, "x");
+        sent.dup = dup;
+        sender.publish(sent).await?;
+        assert!(matches!(sender.next().await?, Some(Packet::PubRec(rec)) if rec.pkid == pkid));
+    }
+    sender.pubrel(1).await?;
+    assert!(matches!(sender.next().await?, Some(Packet::PubComp(comp)) if comp.pkid == 1));
+    sender
+        .publish(publish("sandbox/q2", QoS::ExactlyOnce, 3, "x"))
+        .await?;
+    assert!(matches!(sender.next().await?, Some(Packet::PubRec(rec)) if rec.pkid == 3));
+    sender
+        .publish(publish("sandbox/q2", QoS::ExactlyOnce, 4, "x"))
+        .await?;
+    match sender.next().await? {
+        Some(Packet::Disconnect(disconnect)) => assert_eq!(
+            disconnect.reason_code,
+            DisconnectReasonCode::ReceiveMaximumExceeded
+        ),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
     stack.shutdown().await;
     Ok(())
 }

@@ -61,7 +61,7 @@ async fn a_will_waits_for_the_shorter_of_its_delay_and_its_session() -> anyhow::
         assert_eq!(will.payload.as_ref(), b"gone");
         let after = Duration::from_secs(after);
         assert!(
-            waited + Duration::from_millis(300) >= after && waited < after + Duration::from_secs(1),
+            waited + Duration::from_millis(300) >= after && waited < after + Duration::from_secs(2),
             "delay {delay}, session expiry {expiry}: published after {waited:?}"
         );
     }
