@@ -9,6 +9,7 @@ use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::process::{CpuWindow, ServerCpu};
 use crate::stats::Percentiles;
 use crate::{BenchError, Target};
 
@@ -19,9 +20,10 @@ pub struct ConnectionsConfig {
     pub rate: f64,
     /// How long to hold them all before reading the server's memory, so that it settles.
     pub settle: Duration,
-    /// Topic each client subscribes to once connected (`{id}` is replaced by its client id),
-    /// as an idle kiosk subscribes to its acknowledgements; `None` for bare connections.
-    pub subscribe: Option<String>,
+    /// Filters each client subscribes to once connected (`{id}` is replaced by its client
+    /// id), in one SUBSCRIBE, as an idle kiosk subscribes to its acknowledgements or a desk to
+    /// its acknowledgements, the queue and its assignments; empty for bare connections.
+    pub subscribe: Vec<String>,
     pub prefix: String,
 }
 
@@ -31,7 +33,7 @@ impl Default for ConnectionsConfig {
             connections: 1000,
             rate: 500.0,
             settle: Duration::from_secs(3),
-            subscribe: None,
+            subscribe: Vec::new(),
             prefix: "idle".to_owned(),
         }
     }
@@ -52,6 +54,9 @@ pub struct ConnectionsReport {
     pub rss_before_bytes: Option<u64>,
     pub rss_after_bytes: Option<u64>,
     pub bytes_per_connection: Option<f64>,
+    /// The server's CPU while the connections were opened; `us_per_delivery` is per
+    /// connection opened here.
+    pub server_cpu: ServerCpu,
 }
 
 /// Reads the server's resident memory in bytes.
@@ -64,6 +69,7 @@ pub async fn connections(
     memory: &MemoryProbe,
 ) -> Result<ConnectionsReport, BenchError> {
     let rss_before = memory();
+    let cpu = CpuWindow::start(target.pid);
     let started = Instant::now();
     let (stop_tx, stop) = watch::channel(false);
     let (results, mut outcomes) = mpsc::unbounded_channel::<Result<Duration, String>>();
@@ -81,18 +87,22 @@ pub async fn connections(
             let (username, password) = credentials(&client_id);
             options.set_credentials(username, password);
         }
-        let filter = config
+        let filters: Vec<rumqttc::SubscribeFilter> = config
             .subscribe
-            .as_ref()
-            .map(|topic| topic.replace("{id}", &client_id));
+            .iter()
+            .map(|topic| {
+                rumqttc::SubscribeFilter::new(topic.replace("{id}", &client_id), QoS::AtLeastOnce)
+            })
+            .collect();
+        let subscribes = !filters.is_empty();
         let (results, mut stop, alive) = (results.clone(), stop.clone(), Arc::clone(&alive));
         tasks.push(tokio::spawn(async move {
             let (client, mut eventloop) = AsyncClient::new(options, 10);
             let asked = Instant::now();
             let mut ready = false;
-            if let Some(filter) = &filter {
+            if subscribes {
                 // Queued now, sent right after the CONNECT.
-                let _ = client.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
+                let _ = client.try_subscribe_many(filters);
             }
             loop {
                 let event = tokio::select! {
@@ -105,13 +115,23 @@ pub async fn connections(
                             let _ = results.send(Err(format!("{:?}", ack.code)));
                             return;
                         }
-                        if filter.is_none() {
+                        if !subscribes {
                             ready = true;
                             alive.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             let _ = results.send(Ok(asked.elapsed()));
                         }
                     }
-                    Ok(Event::Incoming(Packet::SubAck(_))) if !ready => {
+                    Ok(Event::Incoming(Packet::SubAck(ack))) if !ready => {
+                        // A refused filter would make a bare connection look like a subscribed
+                        // one: it is a failure, not a connection held.
+                        if ack
+                            .return_codes
+                            .iter()
+                            .any(|code| matches!(code, rumqttc::SubscribeReasonCode::Failure))
+                        {
+                            let _ = results.send(Err(format!("subscription refused: {ack:?}")));
+                            return;
+                        }
                         ready = true;
                         alive.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let _ = results.send(Ok(asked.elapsed()));
@@ -151,6 +171,7 @@ pub async fn connections(
         }
     }
     let elapsed = started.elapsed();
+    let server_cpu = cpu.finish();
     tokio::time::sleep(config.settle).await;
     let rss_after = memory();
     let held = alive.load(std::sync::atomic::Ordering::Relaxed);
@@ -175,5 +196,6 @@ pub async fn connections(
             }
             _ => None,
         },
+        server_cpu: server_cpu.per_delivery(opened),
     })
 }

@@ -16,6 +16,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::process::{CpuWindow, ServerCpu};
 use crate::relay::{connect, subscribed};
 use crate::stats::Percentiles;
 use crate::{BenchError, Target};
@@ -71,6 +72,8 @@ pub struct FanoutReport {
     pub deliveries_per_sec: f64,
     /// Publish call to receipt, per delivery.
     pub latency: Percentiles,
+    /// The broker's CPU over the traffic and the drain.
+    pub server_cpu: ServerCpu,
 }
 
 /// Who published a message: the group's first member, or its answerer.
@@ -201,6 +204,7 @@ pub async fn fanout(target: &Target, config: &FanoutConfig) -> Result<FanoutRepo
     let started = epoch.elapsed() + Duration::from_millis(200);
     let per_member = (config.rate * config.duration.as_secs_f64()).round() as u64;
     let period = Duration::from_secs_f64(1.0 / config.rate.max(1e-6));
+    let cpu = CpuWindow::start(target.pid);
     let mut senders = Vec::with_capacity(groups.len());
     for (n, (topic, group)) in groups.iter().enumerate() {
         let offset = period.mul_f64(n as f64 / groups.len().max(1) as f64);
@@ -239,6 +243,7 @@ pub async fn fanout(target: &Target, config: &FanoutConfig) -> Result<FanoutRepo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let finished = epoch.elapsed();
+    let server_cpu = cpu.finish();
     let _ = stop_tx.send(true);
 
     let (mut latencies, mut duplicates, mut out_of_order) = (Vec::new(), 0, 0);
@@ -272,6 +277,7 @@ pub async fn fanout(target: &Target, config: &FanoutConfig) -> Result<FanoutRepo
         messages_per_sec: published as f64 / elapsed,
         deliveries_per_sec: delivered as f64 / elapsed,
         latency: Percentiles::of(&mut latencies),
+        server_cpu: server_cpu.per_delivery(delivered),
     })
 }
 

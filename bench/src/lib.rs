@@ -8,6 +8,7 @@ mod chat;
 mod connections;
 mod fanout;
 mod peer;
+mod process;
 mod relay;
 mod soak;
 mod stats;
@@ -16,6 +17,7 @@ pub use chat::{ChatConfig, ChatReport, chat};
 pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
 pub use fanout::{FanoutConfig, FanoutReport, fanout};
 pub use peer::{ChatTarget, TokenMinter};
+pub use process::{CpuWindow, ServerCpu, cpu_time, resident_bytes};
 pub use relay::{RelayConfig, RelayReport, relay};
 pub use soak::{SoakConfig, SoakReport, soak};
 pub use stats::Percentiles;
@@ -32,6 +34,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Username and password for a client id, when the broker wants credentials.
     pub credentials: Option<Credentials>,
+    /// The broker's process on this machine, when known: its CPU is then read over each run.
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
-//! Scenario `relay`: one publisher, several subscribers, one topic, QoS 1, no persistence.
-//! Measures end-to-end latency (publish call to receipt, per subscriber) and throughput, and
-//! checks that every subscriber received every message exactly once, in order.
+//! Scenario `relay`: P publishers, S subscribers, one topic, QoS 1, no persistence.
+//! Measures end-to-end latency (publish call to receipt, per subscriber), throughput and, when
+//! the broker's process is known, its CPU per delivery; checks that every subscriber received
+//! every message exactly once, in each publisher's order.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::process::{CpuWindow, ServerCpu};
 use crate::stats::Percentiles;
 use crate::{BenchError, Target};
 
@@ -18,8 +20,11 @@ pub struct RelayConfig {
     /// Payload size in bytes (at least 16: sequence number and send time).
     pub payload: usize,
     pub subscribers: usize,
-    /// Messages per second the publisher keeps to (open loop); `None` publishes as fast as the
-    /// client can, which measures throughput and turns latency into queueing time.
+    /// P: publishers; the messages are shared out between them.
+    pub publishers: usize,
+    /// Messages per second each publisher keeps to (open loop; publishers are spread evenly
+    /// over the period); `None` publishes as fast as the client can, which measures throughput
+    /// and turns latency into queueing time.
     pub rate: Option<u32>,
     /// Give up waiting for deliveries after this long.
     pub deadline: Duration,
@@ -32,6 +37,7 @@ impl Default for RelayConfig {
             messages: 20_000,
             payload: 64,
             subscribers: 3,
+            publishers: 1,
             rate: None,
             deadline: Duration::from_secs(30),
         }
@@ -41,9 +47,10 @@ impl Default for RelayConfig {
 #[derive(Clone, Debug, Serialize)]
 pub struct RelayReport {
     pub target: String,
-    /// The publisher's pace, if it had one (messages per second).
+    /// Each publisher's pace, if it had one (messages per second).
     pub rate: Option<u32>,
     pub messages: usize,
+    pub publishers: usize,
     pub subscribers: usize,
     /// Deliveries expected: messages × subscribers.
     pub expected: usize,
@@ -56,6 +63,8 @@ pub struct RelayReport {
     /// Deliveries per second over `elapsed_ms`.
     pub deliveries_per_sec: f64,
     pub latency: Percentiles,
+    /// The broker's CPU from the first publish to the last delivery.
+    pub server_cpu: ServerCpu,
 }
 
 /// What one subscriber saw.
@@ -65,7 +74,9 @@ struct Received {
     seen: Vec<bool>,
     duplicates: usize,
     out_of_order: usize,
-    last_seq: Option<u64>,
+    /// The last sequence number seen from each publisher (message `seq` is publisher
+    /// `seq % P`'s).
+    last_seq: Vec<Option<u64>>,
     /// When the last delivery arrived (since the run's epoch).
     last_at: Duration,
 }
@@ -139,11 +150,13 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
             .await
             .map_err(client_error)?;
         let (messages, done, mut stop) = (config.messages, done_tx.clone(), stop_rx.clone());
+        let publishers = config.publishers.max(1);
         subscribers.push((
             client,
             tokio::spawn(async move {
                 let mut received = Received {
                     seen: vec![false; messages],
+                    last_seq: vec![None; publishers],
                     ..Received::default()
                 };
                 let mut count = 0;
@@ -170,10 +183,11 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
                                 received.duplicates += 1;
                                 continue;
                             }
-                            if received.last_seq.is_some_and(|last| seq < last) {
+                            let last = &mut received.last_seq[seq as usize % publishers];
+                            if last.is_some_and(|last| seq < last) {
                                 received.out_of_order += 1;
                             }
-                            received.last_seq = Some(seq);
+                            *last = Some(seq);
                             received.latencies.push(now.saturating_sub(sent));
                             received.last_at = now;
                             count += 1;
@@ -194,24 +208,46 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
     }
     drop(done_tx);
 
-    let (publisher, mut publisher_loop) = connect(target, "bench-pub").await?;
-    let driver = tokio::spawn(async move { while publisher_loop.poll().await.is_ok() {} });
+    let publishers = config.publishers.max(1);
+    let mut clients = Vec::with_capacity(publishers);
+    for p in 0..publishers {
+        let (publisher, mut publisher_loop) = connect(target, &format!("bench-pub-{p}")).await?;
+        let driver = tokio::spawn(async move { while publisher_loop.poll().await.is_ok() {} });
+        clients.push((publisher, driver));
+    }
+    let cpu = CpuWindow::start(target.pid);
     let started = epoch.elapsed();
-    let mut payload = vec![0u8; config.payload.max(16)];
     let publish_start = tokio::time::Instant::now();
-    for seq in 0..config.messages as u64 {
-        if let Some(rate) = config.rate.filter(|rate| *rate > 0) {
-            tokio::time::sleep_until(
-                publish_start + Duration::from_secs_f64(seq as f64 / f64::from(rate)),
-            )
-            .await;
-        }
-        payload[..8].copy_from_slice(&seq.to_be_bytes());
-        payload[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
-        publisher
-            .publish(&config.topic, QoS::AtLeastOnce, false, payload.clone())
+    let mut senders = Vec::with_capacity(publishers);
+    for (p, (publisher, _)) in clients.iter().enumerate() {
+        let (publisher, topic, rate) = (publisher.clone(), config.topic.clone(), config.rate);
+        let (messages, payload_len) = (config.messages as u64, config.payload.max(16));
+        senders.push(tokio::spawn(async move {
+            let mut payload = vec![0u8; payload_len];
+            let pace = rate.filter(|rate| *rate > 0).map(|rate| {
+                let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+                (period, period.mul_f64(p as f64 / publishers as f64))
+            });
+            for (n, seq) in (p as u64..messages).step_by(publishers).enumerate() {
+                if let Some((period, offset)) = pace {
+                    tokio::time::sleep_until(publish_start + offset + period.mul_f64(n as f64))
+                        .await;
+                }
+                payload[..8].copy_from_slice(&seq.to_be_bytes());
+                payload[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+                publisher
+                    .publish(&topic, QoS::AtLeastOnce, false, payload.clone())
+                    .await
+                    .map_err(|err| err.to_string())?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for sender in senders {
+        sender
             .await
-            .map_err(|err| client_error(err.to_string()))?;
+            .map_err(|err| client_error(err.to_string()))?
+            .map_err(client_error)?;
     }
 
     // Every subscriber reports when it has everything; the deadline bounds the wait.
@@ -228,6 +264,7 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
             },
         }
     }
+    let server_cpu = cpu.finish();
     let mut latencies = Vec::new();
     let (mut delivered, mut duplicates, mut out_of_order) = (0, 0, 0);
     let mut last_delivery = started;
@@ -244,8 +281,10 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
     }
     // With losses, the run ends at the last delivery that did arrive, not at the deadline.
     finished = finished.max(last_delivery);
-    let _ = publisher.disconnect().await;
-    driver.abort();
+    for (publisher, driver) in clients {
+        let _ = publisher.disconnect().await;
+        driver.abort();
+    }
 
     let elapsed = finished.saturating_sub(started);
     let expected = config.messages * config.subscribers;
@@ -253,6 +292,7 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
         target: target.name.clone(),
         rate: config.rate,
         messages: config.messages,
+        publishers,
         subscribers: config.subscribers,
         expected,
         delivered,
@@ -262,5 +302,6 @@ pub async fn relay(target: &Target, config: &RelayConfig) -> Result<RelayReport,
         elapsed_ms: elapsed.as_millis() as u64,
         deliveries_per_sec: delivered as f64 / elapsed.as_secs_f64().max(1e-9),
         latency: Percentiles::of(&mut latencies),
+        server_cpu: server_cpu.per_delivery(delivered),
     })
 }
