@@ -1,18 +1,17 @@
-//! The scenarios that measure courtchat's gateway beside other brokers (`relay`, `fanout`): a
-//! throwaway courtchat in this process, plain rumqttd, and every broker given with `--against`,
-//! measured by the same code in one run so that their ratios mean something.
+//! The scenarios that measure courtchat's gateway beside other brokers (`relay`, `fanout`):
+//! `courtchat serve` in a child process, a fresh Mosquitto, plain rumqttd (in this process,
+//! with the `rumqttd-reference` feature) and every broker given with `--against`, measured by
+//! the same code in one run so that their ratios mean something.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use courtchat::{Config, Listeners, Role, Server};
+use courtchat::{Config, Role};
 
-#[cfg(feature = "rumqttd-reference")]
-use crate::bench_cli::free_port;
-use crate::bench_cli::{ChildServer, ServerArgs, write_json};
+use crate::bench_child::{ChildServer, write_json};
+use crate::bench_cli::ServerArgs;
+use crate::bench_connections::ratio;
+use crate::bench_reference::{FreshMosquitto, Others};
 
 /// Which of the brokers started here to measure.
 pub struct Which {
@@ -20,60 +19,64 @@ pub struct Which {
     pub rumqttd: bool,
 }
 
-/// The brokers one run measures, and the in-process courtchat (if it is one of them) to shut
-/// down afterwards.
+/// The brokers one run measures, and what to stop afterwards.
 struct Brokers {
-    server: Option<Server>,
-    scratch: PathBuf,
+    courtchat: Option<ChildServer>,
+    mosquitto: Option<FreshMosquitto>,
     targets: Vec<bench::Target>,
 }
 
 impl Brokers {
-    async fn shutdown(self) {
-        if let Some(server) = self.server {
-            server.shutdown().await;
+    async fn stop(self) {
+        if let Some(server) = self.courtchat {
+            server.stop().await;
         }
-        let _ = std::fs::remove_dir_all(&self.scratch);
+        if let Some(mosquitto) = self.mosquitto {
+            mosquitto.stop();
+        }
     }
 }
 
-/// Starts courtchat (and plain rumqttd unless left out) on ephemeral ports, and names each
-/// `--against` broker.
-async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow::Result<Brokers> {
-    // A throwaway server: ephemeral ports, its own database and signing key, and a static rule
-    // that opens the benchmark's topic, which is outside the chat protocol.
-    let scratch = std::env::temp_dir().join(format!("courtchat-bench-{}", std::process::id()));
-    let ephemeral = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.mqtt.tcp.listen = ephemeral;
-    config.mqtt.websocket.listen = ephemeral;
-    config.mqtt.tls.cert_file = PathBuf::new();
-    config.admin.listen = ephemeral;
-    config.database.url = format!("sqlite://{}", scratch.join("bench.db").display());
-    config.mqtt.auth.secret = String::new();
-    config.mqtt.auth.secret_file = scratch.join("token-secret");
-    config.audit.key = String::new();
-    config.audit.key_file = scratch.join("audit-key");
-    open_bench_topics(&mut config);
+/// Starts courtchat (as `courtchat serve` with a static rule opening the benchmarks' topics),
+/// a fresh Mosquitto and plain rumqttd unless left out, and names each `--against` broker.
+async fn brokers(
+    config: Config,
+    others: &Others,
+    which: Which,
+    max_connections: usize,
+) -> anyhow::Result<Brokers> {
     let mut targets = Vec::new();
-    let server = if which.courtchat {
-        let listeners = Listeners::bind(&config).await?;
-        let server = Server::start(config.clone(), listeners).await?;
-        let keys = Arc::new(broker::TokenKeys::load(&config.mqtt.auth)?);
-        targets.push(agents_of("courtchat", server.addresses().mqtt_tcp, keys));
+    let courtchat = if which.courtchat {
+        let args = ServerArgs { database_url: None };
+        let server = ChildServer::start(config, &args, |config| {
+            open_bench_topics(config);
+            config.mqtt.max_connections = config.mqtt.max_connections.max(max_connections);
+        })
+        .await?;
+        targets.push(server.target(Role::Agent)?);
         Some(server)
     } else {
         None
     };
+    let mosquitto = if others.no_mosquitto {
+        None
+    } else {
+        let mosquitto = FreshMosquitto::start(&others.mosquitto).await?;
+        targets.push(mosquitto.target());
+        Some(mosquitto)
+    };
     #[cfg(feature = "rumqttd-reference")]
     if which.rumqttd {
-        let addr = free_port()?;
-        broker::start_plain_rumqttd(addr, 1000)?;
+        let addr = crate::bench_child::free_port()?;
+        broker::start_plain_rumqttd(addr, max_connections)?;
         // Its listener binds on its own thread.
         tokio::time::sleep(Duration::from_millis(300)).await;
         targets.push(bench::Target {
             name: "rumqttd".to_owned(),
             addr,
             credentials: None,
+            // In this process, beside the load generator: its CPU cannot be told apart.
+            pid: None,
         });
     }
     #[cfg(not(feature = "rumqttd-reference"))]
@@ -83,27 +86,10 @@ async fn brokers(mut config: Config, against: &[String], which: Which) -> anyhow
              (cargo build --release -p courtchat --features rumqttd-reference)"
         );
     }
-    for spec in against {
-        let (name, url) = spec
-            .split_once('=')
-            .context("--against takes NAME=HOST:PORT or NAME=mqtt://HOST:PORT")?;
-        let addr = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .unwrap_or(url)
-            .trim_end_matches('/');
-        targets.push(bench::Target {
-            name: name.to_owned(),
-            addr: addr.parse().with_context(|| {
-                format!("--against {spec}: not an IP socket address (mqtt://HOST:PORT)")
-            })?,
-            credentials: None,
-        });
-    }
-
+    targets.extend(others.against.iter().map(|against| against.target()));
     Ok(Brokers {
-        server,
-        scratch,
+        courtchat,
+        mosquitto,
         targets,
     })
 }
@@ -120,50 +106,45 @@ fn open_bench_topics(config: &mut Config) {
     });
 }
 
-/// A courtchat target whose clients sign in as agents.
-fn agents_of(name: &str, addr: SocketAddr, keys: Arc<broker::TokenKeys>) -> bench::Target {
-    bench::Target {
-        name: name.to_owned(),
-        addr,
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = keys
-                .mint(
-                    client_id,
-                    Role::Agent,
-                    Duration::from_secs(3600),
-                    std::time::SystemTime::now(),
-                )
-                .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-    }
+fn cpu_cells(cpu: &bench::ServerCpu) -> (String, String) {
+    (
+        cpu.percent.map_or("?".to_owned(), |p| format!("{p:.1}")),
+        cpu.us_per_delivery
+            .map_or("?".to_owned(), |us| format!("{us:.1}")),
+    )
 }
 
 /// Runs the relay scenario against every broker and prints one table with the ratios.
 pub async fn relay_cmd(
     config: Config,
     relay: bench::RelayConfig,
-    against: Vec<String>,
+    others: Others,
     which: Which,
     json: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let brokers = brokers(config, &against, which).await?;
-    let targets = &brokers.targets;
+    let clients = relay.publishers + relay.subscribers + 64;
+    let brokers = brokers(config, &others, which, clients).await?;
     let mut reports = Vec::new();
-    for target in targets {
+    for target in &brokers.targets {
         eprintln!(
-            "relay: {} messages × {} subscribers via {} ...",
-            relay.messages, relay.subscribers, target.name
+            "relay: {} messages from {} publishers{} to {} subscribers via {} ...",
+            relay.messages,
+            relay.publishers,
+            relay
+                .rate
+                .map_or(String::new(), |rate| format!(" at {rate}/s each")),
+            relay.subscribers,
+            target.name
         );
         match bench::relay(target, &relay).await {
             Ok(report) => reports.push(report),
             Err(err) => eprintln!("relay: {err}"),
         }
     }
-    brokers.shutdown().await;
+    brokers.stop().await;
 
     println!(
-        "{:<12} {:>19} {:>6} {:>5} {:>5} {:>9} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<12} {:>19} {:>5} {:>4} {:>4} {:>9} {:>12} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9}",
         "target",
         "delivered/expected",
         "lost",
@@ -175,11 +156,14 @@ pub async fn relay_cmd(
         "p90 µs",
         "p99 µs",
         "p99.9 µs",
-        "max µs"
+        "max µs",
+        "CPU %",
+        "CPU µs/d"
     );
     for r in &reports {
+        let (percent, per_delivery) = cpu_cells(&r.server_cpu);
         println!(
-            "{:<12} {:>19} {:>6} {:>5} {:>5} {:>7}ms {:>13.0} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<12} {:>19} {:>5} {:>4} {:>4} {:>7}ms {:>12.0} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9}",
             r.target,
             format!("{}/{}", r.delivered, r.expected),
             r.lost,
@@ -191,18 +175,28 @@ pub async fn relay_cmd(
             r.latency.p90_us,
             r.latency.p99_us,
             r.latency.p999_us,
-            r.latency.max_us
+            r.latency.max_us,
+            percent,
+            per_delivery
         );
     }
     if let Some(ours) = reports.iter().find(|r| r.target == "courtchat") {
         for other in reports.iter().filter(|r| r.target != "courtchat") {
-            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+            let us = |p: u64| Some(p as f64);
             println!(
-                "courtchat / {}: throughput {:.2}×, p50 latency {:.2}×, p99 latency {:.2}×",
+                "courtchat / {}: throughput {}, CPU per delivery {}, p50 {}, p99 {}, p99.9 {}",
                 other.target,
-                ratio(ours.deliveries_per_sec, other.deliveries_per_sec),
-                ratio(ours.latency.p50_us as f64, other.latency.p50_us as f64),
-                ratio(ours.latency.p99_us as f64, other.latency.p99_us as f64),
+                ratio(
+                    Some(ours.deliveries_per_sec),
+                    Some(other.deliveries_per_sec)
+                ),
+                ratio(
+                    ours.server_cpu.us_per_delivery,
+                    other.server_cpu.us_per_delivery
+                ),
+                ratio(us(ours.latency.p50_us), us(other.latency.p50_us)),
+                ratio(us(ours.latency.p99_us), us(other.latency.p99_us)),
+                ratio(us(ours.latency.p999_us), us(other.latency.p999_us)),
             );
         }
     }
@@ -222,37 +216,17 @@ pub async fn relay_cmd(
 }
 
 /// Runs the fanout scenario (chat's traffic shape, nothing stored) against every broker.
-/// courtchat runs as `courtchat serve` in a child process here, as in `chat`, so that the
-/// load generator does not share its runtime.
 pub async fn fanout_cmd(
     config: Config,
     fanout: bench::FanoutConfig,
-    against: Vec<String>,
+    others: Others,
     which: Which,
     json: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let child = if which.courtchat {
-        let args = ServerArgs { database_url: None };
-        Some(ChildServer::start(config.clone(), &args, open_bench_topics).await?)
-    } else {
-        None
-    };
-    let others = Which {
-        courtchat: false,
-        ..which
-    };
-    let brokers = brokers(config, &against, others).await?;
-    let mut targets = Vec::new();
-    if let Some(child) = &child {
-        targets.push(agents_of("courtchat", child.mqtt, child.tokens()?));
-    }
-    targets.extend(brokers.targets.iter().map(|t| bench::Target {
-        name: t.name.clone(),
-        addr: t.addr,
-        credentials: None,
-    }));
+    let clients = fanout.groups * fanout.members + 64;
+    let brokers = brokers(config, &others, which, clients).await?;
     let mut reports = Vec::new();
-    for target in &targets {
+    for target in &brokers.targets {
         eprintln!(
             "fanout: {} groups × {} members at {}/s for {} s via {} ...",
             fanout.groups,
@@ -265,14 +239,13 @@ pub async fn fanout_cmd(
             Ok(report) => reports.push(report),
             Err(err) => eprintln!("fanout: {err}"),
         }
+        // Let the connections of one target close before the next is measured.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    brokers.shutdown().await;
-    if let Some(child) = child {
-        child.stop().await;
-    }
+    brokers.stop().await;
 
     println!(
-        "{:<12} {:>21} {:>6} {:>5} {:>5} {:>11} {:>13} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<12} {:>21} {:>6} {:>5} {:>5} {:>10} {:>12} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9}",
         "target",
         "delivered/expected",
         "lost",
@@ -284,11 +257,14 @@ pub async fn fanout_cmd(
         "p90 µs",
         "p99 µs",
         "p99.9 µs",
-        "max µs"
+        "max µs",
+        "CPU %",
+        "CPU µs/d"
     );
     for r in &reports {
+        let (percent, per_delivery) = cpu_cells(&r.server_cpu);
         println!(
-            "{:<12} {:>21} {:>6} {:>5} {:>5} {:>11.0} {:>13.0} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "{:<12} {:>21} {:>6} {:>5} {:>5} {:>10.0} {:>12.0} {:>7} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9}",
             r.target,
             format!("{}/{}", r.delivered, r.expected),
             r.lost,
@@ -300,7 +276,9 @@ pub async fn fanout_cmd(
             r.latency.p90_us,
             r.latency.p99_us,
             r.latency.p999_us,
-            r.latency.max_us
+            r.latency.max_us,
+            percent,
+            per_delivery
         );
     }
     write_json(json.as_deref(), &reports)?;

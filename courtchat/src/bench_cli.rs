@@ -1,15 +1,13 @@
 //! `courtchat bench`: starts what is measured, runs a scenario from the `bench` crate, prints a
 //! table and writes JSON. The scenarios themselves live in `bench`.
 //!
-//! `relay` runs courtchat's gateway in this process (as issue 3 measured it), beside plain
-//! rumqttd and any broker given with `--against`. The protocol scenarios (`chat`,
-//! `connections`, `soak`) run `courtchat serve` as a child process on ephemeral ports, so that
-//! its memory is its own and can be read from /proc.
+//! Every scenario runs `courtchat serve` as a child process on ephemeral ports
+//! (`bench_child`), so that its memory and CPU are its own and can be read from /proc. `relay`,
+//! `fanout` and `connections` measure a fresh Mosquitto beside it (`bench_reference`), and any
+//! broker named with `--against`; `relay` and `fanout` also plain rumqttd, in this process, when
+//! built with the `rumqttd-reference` feature.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,12 +15,15 @@ use clap::Subcommand;
 use courtchat::{Config, Role};
 
 use crate::bench_brokers::{Which, fanout_cmd, relay_cmd};
+use crate::bench_child::{ChildServer, mib, write_json};
+use crate::bench_connections::{Shape, connections_cmd};
+use crate::bench_reference::Others;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
-    /// One publisher, several subscribers, one non-persisted topic, QoS 1: courtchat's gateway
-    /// (started in this process on ephemeral ports), plain rumqttd (likewise) and every broker
-    /// given with --against.
+    /// P publishers, S subscribers, one non-persisted topic, QoS 1: courtchat, a fresh
+    /// Mosquitto, plain rumqttd and every broker given with --against, with each server's CPU
+    /// per delivery where its process is known.
     Relay {
         /// Messages to publish.
         #[arg(long, default_value_t = 20_000)]
@@ -32,17 +33,15 @@ pub enum BenchCommand {
         payload: usize,
         #[arg(long, default_value_t = 3)]
         subscribers: usize,
-        /// Publish at this many messages per second instead of as fast as possible.
+        /// P: publishers, sharing the messages out.
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Each publisher publishes at this many messages per second instead of as fast as
+        /// possible.
         #[arg(long)]
         rate: Option<u32>,
-        /// Another broker to measure, as NAME=HOST:PORT or NAME=mqtt://HOST:PORT (MQTT 3.1.1
-        /// over TCP, anonymous access). Repeatable.
-        #[arg(
-            long,
-            value_name = "NAME=HOST:PORT",
-            default_value = "mosquitto=127.0.0.1:1883"
-        )]
-        against: Vec<String>,
+        #[command(flatten)]
+        others: Others,
         /// Leave plain rumqttd out.
         #[arg(long)]
         no_rumqttd: bool,
@@ -70,12 +69,8 @@ pub enum BenchCommand {
         /// Payload bytes per message (at least 17).
         #[arg(long, default_value_t = 100)]
         payload: usize,
-        #[arg(
-            long,
-            value_name = "NAME=HOST:PORT",
-            default_value = "mosquitto=127.0.0.1:1883"
-        )]
-        against: Vec<String>,
+        #[command(flatten)]
+        others: Others,
         /// Leave plain rumqttd out.
         #[arg(long)]
         no_rumqttd: bool,
@@ -116,7 +111,8 @@ pub enum BenchCommand {
         json: Option<PathBuf>,
     },
     /// Open C idle authenticated connections at a given rate against `courtchat serve` (a child
-    /// process); report connect latency and the server's memory per connection.
+    /// process), then a fresh Mosquitto; report connect latency, the server's memory per
+    /// connection and its CPU per connection opened.
     Connections {
         /// C: connections.
         #[arg(long, default_value_t = 10_000)]
@@ -125,8 +121,14 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000.0)]
         rate: f64,
         /// Subscribe each client to its acknowledgement topic, as an idle kiosk does.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "desk")]
         subscribe: bool,
+        /// Sign each client in as an agent subscribed as an idle desk is (acknowledgements,
+        /// queue, assignments).
+        #[arg(long)]
+        desk: bool,
+        #[command(flatten)]
+        others: Others,
         #[command(flatten)]
         server: ServerArgs,
         #[arg(long, value_name = "PATH")]
@@ -169,8 +171,9 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             messages,
             payload,
             subscribers,
+            publishers,
             rate,
-            against,
+            others,
             no_rumqttd,
             json,
         } => {
@@ -178,6 +181,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
                 messages,
                 payload,
                 subscribers,
+                publishers: publishers.max(1),
                 rate,
                 ..bench::RelayConfig::default()
             };
@@ -185,7 +189,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
                 courtchat: true,
                 rumqttd: !no_rumqttd,
             };
-            runtime.block_on(relay_cmd(config, relay, against, which, json))
+            runtime.block_on(relay_cmd(config, relay, others, which, json))
         }
         BenchCommand::Fanout {
             groups,
@@ -193,7 +197,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             rate,
             duration,
             payload,
-            against,
+            others,
             no_rumqttd,
             no_courtchat,
             json,
@@ -211,7 +215,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
                 courtchat: !no_courtchat,
                 rumqttd: !no_rumqttd,
             };
-            runtime.block_on(fanout_cmd(config, fanout, against, which, json))
+            runtime.block_on(fanout_cmd(config, fanout, others, which, json))
         }
         BenchCommand::Chat {
             sessions,
@@ -238,16 +242,24 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
             connections,
             rate,
             subscribe,
+            desk,
+            others,
             server,
             json,
         } => {
             let scenario = bench::ConnectionsConfig {
                 connections,
                 rate,
-                subscribe: subscribe.then(|| "cc/v1/clients/{id}/ack".to_owned()),
                 ..bench::ConnectionsConfig::default()
             };
-            runtime.block_on(connections_cmd(config, scenario, server, json))
+            let shape = match (desk, subscribe) {
+                (true, _) => Shape::Desk,
+                (false, true) => Shape::Kiosk,
+                (false, false) => Shape::Bare,
+            };
+            runtime.block_on(connections_cmd(
+                config, scenario, shape, others, server, json,
+            ))
         }
         BenchCommand::Soak {
             sessions,
@@ -331,174 +343,6 @@ async fn soak_cmd(
     println!("RSS (MiB) by sessions completed: {}", curve.join(" "));
     write_json(json.as_deref(), &r)?;
     anyhow::ensure!(r.failed == 0, "{} sessions failed", r.failed);
-    Ok(())
-}
-
-/// `courtchat serve` in a child process, on ephemeral ports, with its own scratch directory.
-pub struct ChildServer {
-    child: Child,
-    scratch: PathBuf,
-    /// The child's configuration (also what this process signs tokens with).
-    pub config: Config,
-    pub mqtt: SocketAddr,
-}
-
-impl ChildServer {
-    /// Starts the server and waits until it is ready (`/readyz` answers 200).
-    pub async fn start(
-        mut config: Config,
-        args: &ServerArgs,
-        tune: impl FnOnce(&mut Config),
-    ) -> anyhow::Result<Self> {
-        let scratch =
-            std::env::temp_dir().join(format!("courtchat-bench-{}-serve", std::process::id()));
-        std::fs::create_dir_all(&scratch)
-            .with_context(|| format!("creating {}", scratch.display()))?;
-        config.mqtt.tcp.listen = free_port()?;
-        config.mqtt.websocket.listen = free_port()?;
-        config.admin.listen = free_port()?;
-        config.mqtt.tls.cert_file = PathBuf::new();
-        config.database.url = match &args.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", scratch.join("bench.db").display()),
-        };
-        config.mqtt.auth.secret = String::new();
-        config.mqtt.auth.secret_file = scratch.join("token-secret");
-        config.audit.key = String::new();
-        config.audit.key_file = scratch.join("audit-key");
-        config.log.filter = "warn".to_owned();
-        tune(&mut config);
-        // The secret is created here, before the child reads it, so both sign with one key.
-        broker::TokenKeys::load(&config.mqtt.auth)?;
-        let file = scratch.join("courtchat.toml");
-        std::fs::write(&file, toml::to_string(&config)?)?;
-        let log = std::fs::File::create(scratch.join("serve.log"))?;
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("--config")
-            .arg(&file)
-            .arg("serve")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // The file says everything; COURTCHAT_* variables of this shell must not override it.
-        for (name, _) in std::env::vars() {
-            if name.starts_with("COURTCHAT_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command.spawn().context("starting `courtchat serve`")?;
-        let mut server = Self {
-            child,
-            scratch,
-            mqtt: config.mqtt.tcp.listen,
-            config,
-        };
-        server.wait_ready().await?;
-        Ok(server)
-    }
-
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!(
-                    "`courtchat serve` exited with {status}: {}",
-                    self.log_tail()
-                );
-            }
-            if ready(self.config.admin.listen).await {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!(
-                    "`courtchat serve` not ready within 60 s: {}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.scratch.join("serve.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().rev().take(5).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    }
-
-    /// Reads the server's resident memory.
-    pub fn memory_probe(&self) -> bench::MemoryProbe {
-        let pid = self.child.id();
-        Box::new(move || resident_bytes(pid))
-    }
-
-    /// Opens the server's database from this process.
-    pub async fn store(&self) -> anyhow::Result<store::Store> {
-        Ok(store::Store::connect(&self.config.database).await?)
-    }
-
-    /// Mints tokens with the server's key.
-    pub fn tokens(&self) -> anyhow::Result<Arc<broker::TokenKeys>> {
-        Ok(Arc::new(broker::TokenKeys::load(&self.config.mqtt.auth)?))
-    }
-
-    /// SIGTERM, then wait for the clean exit; removes the scratch directory.
-    pub async fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
-}
-
-/// A port free right now on loopback. Another process could take it before the child binds it;
-/// the child then fails to start with a message naming the port, and the run is repeated.
-pub(crate) fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
-async fn ready(admin: SocketAddr) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(admin).await else {
-        return false;
-    };
-    let request = format!("GET /readyz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
-    answer.starts_with(b"HTTP/1.1 200")
-}
-
-/// Bytes as MiB with one decimal, or `?` when unknown.
-fn mib(bytes: Option<u64>) -> String {
-    bytes.map_or("?".to_owned(), |b| format!("{:.1}", b as f64 / 1048576.0))
-}
-
-/// VmRSS of a process, from /proc (Linux).
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-pub(crate) fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    if let Some(path) = path {
-        std::fs::write(path, serde_json::to_string_pretty(value)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
     Ok(())
 }
 
@@ -610,85 +454,5 @@ async fn chat_cmd(
         clean,
         "the run was not clean: see lost, missing, duplicates, order and rejections above"
     );
-    Ok(())
-}
-
-async fn connections_cmd(
-    config: Config,
-    scenario: bench::ConnectionsConfig,
-    args: ServerArgs,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let server = ChildServer::start(config, &args, |config| {
-        config.mqtt.max_connections = config.mqtt.max_connections.max(scenario.connections + 64);
-    })
-    .await?;
-    let keys = server.tokens()?;
-    let target = bench::Target {
-        name: "courtchat".to_owned(),
-        addr: server.mqtt,
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = keys
-                .mint(
-                    client_id,
-                    Role::Applicant,
-                    Duration::from_secs(6 * 3600),
-                    std::time::SystemTime::now(),
-                )
-                .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-    };
-    eprintln!(
-        "connections: {} at {}/s{} ...",
-        scenario.connections,
-        scenario.rate,
-        if scenario.subscribe.is_some() {
-            ", each subscribed to its ack topic"
-        } else {
-            ""
-        }
-    );
-    let report = bench::connections(&target, &scenario, &server.memory_probe()).await;
-    server.stop().await;
-    let r = report?;
-    println!(
-        "{:<10} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>12}",
-        "target",
-        "requested",
-        "opened",
-        "failed",
-        "held",
-        "p50 µs",
-        "p90 µs",
-        "p99 µs",
-        "p99.9 µs",
-        "max µs",
-        "RSS before",
-        "RSS after",
-        "bytes/conn"
-    );
-    println!(
-        "{:<10} {:>9} {:>7} {:>6} {:>5} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6} MiB {:>6} MiB {:>12}",
-        r.target,
-        r.requested,
-        r.opened,
-        r.failed,
-        r.held,
-        r.connect_latency.p50_us,
-        r.connect_latency.p90_us,
-        r.connect_latency.p99_us,
-        r.connect_latency.p999_us,
-        r.connect_latency.max_us,
-        mib(r.rss_before_bytes),
-        mib(r.rss_after_bytes),
-        r.bytes_per_connection.map_or("?".to_owned(), |b| format!(
-            "{:.0} ({:.1} KiB)",
-            b,
-            b / 1024.0
-        ))
-    );
-    write_json(json.as_deref(), &r)?;
-    anyhow::ensure!(r.failed == 0, "{} connections failed", r.failed);
     Ok(())
 }

@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand};
 use courtchat::{Config, Listeners, Server};
 
 mod bench_brokers;
+mod bench_child;
 mod bench_cli;
+mod bench_connections;
+mod bench_reference;
 
 /// courtchat: real-time help-desk chat for court licensing, on MQTT, with a durable record.
 ///

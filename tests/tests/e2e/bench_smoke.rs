@@ -30,6 +30,8 @@ async fn broker_target() -> anyhow::Result<(TestStack, bench::Target)> {
                     .unwrap_or_default();
             (client_id.to_owned(), token)
         })),
+        // In this process: its CPU is the test's too.
+        pid: None,
     };
     Ok((stack, target))
 }
@@ -52,6 +54,41 @@ async fn relay_smoke_loses_nothing() -> anyhow::Result<()> {
         (1500, 0, 0, 0),
         "{report:?}"
     );
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Several paced publishers share the messages out; every subscriber gets each one once, in
+/// each publisher's order, and the server's CPU is read when its process is named.
+#[tokio::test]
+async fn relay_smoke_with_several_paced_publishers() -> anyhow::Result<()> {
+    let (stack, mut target) = broker_target().await?;
+    // The gateway runs in this process here, so this process's CPU is the server's (and the
+    // clients'): enough to show that it is read.
+    target.pid = Some(std::process::id());
+    let relay = bench::RelayConfig {
+        messages: 300,
+        publishers: 4,
+        subscribers: 2,
+        rate: Some(100),
+        ..bench::RelayConfig::default()
+    };
+    let report = bench::relay(&target, &relay).await?;
+    assert_eq!(
+        (
+            report.publishers,
+            report.delivered,
+            report.lost,
+            report.duplicates,
+            report.out_of_order
+        ),
+        (4, 600, 0, 0, 0),
+        "{report:?}"
+    );
+    // 75 messages per publisher at 100/s: the run is paced, not flat out.
+    assert!(report.elapsed_ms >= 600, "{report:?}");
+    assert!(report.server_cpu.seconds.is_some(), "{report:?}");
+    assert!(report.server_cpu.us_per_delivery.is_some(), "{report:?}");
     stack.shutdown().await;
     Ok(())
 }
@@ -168,12 +205,14 @@ async fn connections_smoke_holds_every_connection() -> anyhow::Result<()> {
             .unwrap_or_default();
             (client_id.to_owned(), token)
         })),
+        // In this process: its CPU is the test's too.
+        pid: None,
     };
     let scenario = bench::ConnectionsConfig {
         connections: 50,
         rate: 500.0,
         settle: Duration::from_millis(200),
-        subscribe: Some("cc/v1/clients/{id}/ack".to_owned()),
+        subscribe: vec!["cc/v1/clients/{id}/ack".to_owned()],
         ..bench::ConnectionsConfig::default()
     };
     let probe: bench::MemoryProbe = Box::new(|| None);
@@ -184,6 +223,49 @@ async fn connections_smoke_holds_every_connection() -> anyhow::Result<()> {
         "{report:#?}"
     );
     assert!(report.connect_latency.max_us > 0);
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// Desks: agents subscribed to their acknowledgements, the queue and their assignments in one
+/// SUBSCRIBE are held; applicants asking for the same are refused the queue, and the scenario
+/// counts them as failed rather than held.
+#[tokio::test]
+async fn connections_smoke_counts_refused_subscriptions_as_failures() -> anyhow::Result<()> {
+    let stack = TestStack::start().await?;
+    let desk_filters = vec![
+        "cc/v1/clients/{id}/ack".to_owned(),
+        "cc/v1/queue".to_owned(),
+        "cc/v1/staff/{id}/assignments".to_owned(),
+    ];
+    for (role, held) in [(Role::Agent, 20), (Role::Applicant, 0)] {
+        let config = stack.config().clone();
+        let target = bench::Target {
+            name: "courtchat".to_owned(),
+            addr: stack.mqtt_tcp_addr(),
+            credentials: Some(Box::new(move |client_id: &str| {
+                let token =
+                    courtchat::mint_token(&config, client_id, role, Duration::from_secs(600))
+                        .unwrap_or_default();
+                (client_id.to_owned(), token)
+            })),
+            pid: None,
+        };
+        let scenario = bench::ConnectionsConfig {
+            connections: 20,
+            rate: 500.0,
+            settle: Duration::from_millis(200),
+            subscribe: desk_filters.clone(),
+            prefix: format!("{role:?}").to_lowercase(),
+        };
+        let probe: bench::MemoryProbe = Box::new(|| None);
+        let report = bench::connections(&target, &scenario, &probe).await?;
+        assert_eq!(
+            (report.opened, report.failed, report.held),
+            (held, 20 - held, held),
+            "{role:?}: {report:#?}"
+        );
+    }
     stack.shutdown().await;
     Ok(())
 }
