@@ -35,11 +35,12 @@ use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, Packet, PublishProperties,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, Version};
+use crate::delivery_queue;
 use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
 use crate::hooks::{Origin, Publish, Routing};
@@ -51,7 +52,7 @@ use crate::session::{self, Outbound, SessionState, Will};
 use crate::transport::Transport;
 use connect::ClientLimits;
 
-pub(crate) use connect::serve;
+pub(crate) use connect::{Accepted, serve};
 pub(crate) use registry::ClientRegistry;
 use registry::{Mailbox, Revocation};
 pub(crate) use shared::Shared;
@@ -133,7 +134,7 @@ struct Session<'a> {
     /// This connection's delivery queue, once it is running (see `fanout`).
     inbox: Option<Inbox>,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
-    deliveries: Option<mpsc::Receiver<Forwarded>>,
+    deliveries: Option<delivery_queue::Receiver<Forwarded>>,
     /// Copies of this client's publishes for full patient queues (the pipeline's), delivered
     /// in order as room appears.
     waiting: VecDeque<(Inbox, Forwarded)>,
@@ -144,7 +145,6 @@ struct Session<'a> {
 
 /// What can end or change a connection from outside it.
 struct Control<'a> {
-    kick: &'a CancellationToken,
     shutdown: &'a CancellationToken,
     revocations: &'a Mailbox,
 }
@@ -160,12 +160,11 @@ impl Session<'_> {
     ) -> Ending {
         // Everything before the relay runs in a future of its own, freed once it is done, so
         // that its packets and locals do not stay in the connection's task.
-        let mut forwarded = match Box::pin(self.start(wire, session_present, ack_properties)).await
-        {
+        let forwarded = match Box::pin(self.start(wire, session_present, ack_properties)).await {
             Ok(forwarded) => forwarded,
             Err(ending) => return ending,
         };
-        let ending = self.relay(wire, buf, &mut forwarded, control).await;
+        let ending = self.relay(wire, buf, &forwarded, control).await;
         self.deliveries = Some(forwarded);
         ending
     }
@@ -178,7 +177,7 @@ impl Session<'_> {
         wire: &mut Wire,
         session_present: bool,
         ack_properties: Option<Box<ConnAckProperties>>,
-    ) -> Result<mpsc::Receiver<Forwarded>, Ending> {
+    ) -> Result<delivery_queue::Receiver<Forwarded>, Ending> {
         let ack = ConnAck {
             session_present,
             code: ConnectReturnCode::Success,
@@ -205,12 +204,11 @@ impl Session<'_> {
             // A resumed session takes over the queue the fan-out kept filling while it was away.
             Some(parked) => {
                 let mut inbox = parked.inbox;
-                if inbox.overflow.is_cancelled() {
+                if inbox.deliveries.take_overflow() {
                     tracing::warn!(client_id = %self.client_id, "deliveries were dropped while the client was away: its queue was full");
-                    inbox.overflow = CancellationToken::new();
                 }
                 inbox.patient = patient;
-                let filters = self.state.subscriptions.keys();
+                let filters = self.state.subscriptions.filters();
                 self.shared
                     .fanout
                     .rekey(parked.key, self.key, filters, &inbox);
@@ -220,13 +218,12 @@ impl Session<'_> {
                 // As many as may wait behind the receive maximum: a client further behind
                 // than that, either way, is disconnected. Memory is allocated as it fills.
                 let capacity = self.shared.config.max_pending_per_client.max(64);
-                let (deliveries, forwarded) = mpsc::channel(capacity);
+                let (deliveries, forwarded) = delivery_queue::channel(capacity);
                 let inbox = Inbox {
                     deliveries,
-                    overflow: CancellationToken::new(),
                     patient,
                 };
-                for filter in self.state.subscriptions.keys() {
+                for filter in self.state.subscriptions.filters() {
                     self.shared.fanout.add(self.key, filter, &inbox);
                 }
                 (inbox, forwarded)
@@ -251,11 +248,10 @@ impl Session<'_> {
         &mut self,
         wire: &mut Wire,
         buf: &mut BytesMut,
-        forwarded: &mut mpsc::Receiver<Forwarded>,
+        forwarded: &delivery_queue::Receiver<Forwarded>,
         control: Control<'_>,
     ) -> Ending {
         let Control {
-            kick,
             shutdown,
             revocations,
         } = control;
@@ -272,11 +268,6 @@ impl Session<'_> {
                 .unwrap_or_default();
             Instant::now() + left
         });
-        let overflow = self
-            .inbox
-            .as_ref()
-            .map(|inbox| inbox.overflow.clone())
-            .unwrap_or_default();
         loop {
             // Handle every complete packet already buffered before waiting for more (in a
             // future of its own, freed in between: see `start`).
@@ -290,21 +281,22 @@ impl Session<'_> {
                 .waiting
                 .front()
                 .map(|(inbox, _)| inbox.deliveries.clone());
-            // One timer for both ends a clock can put to the connection, and one wait for both
-            // tokens (a shutdown cancels `kick`, its child): every future below stays in the
-            // connection's task while it is idle (issue 22: memory per connection).
+            // One timer for both ends a clock can put to the connection: every future below
+            // stays in the connection's task while it is idle (issue 22: memory per
+            // connection).
             let alarm = match (expiry, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
                 biased;
-                _ = kick.cancelled() => return if shutdown.is_cancelled() {
+                _ = shutdown.cancelled() => return Ending::Shutdown,
+                _ = revocations.taken_over() => return if shutdown.is_cancelled() {
                     Ending::Shutdown
                 } else {
                     Ending::told("taken over", DisconnectReasonCode::SessionTakenOver)
                 },
-                _ = overflow.cancelled() => {
+                _ = forwarded.overflowed() => {
                     tracing::warn!(client_id = %self.client_id, "its delivery queue is full: too slow a reader; disconnecting");
                     return Ending::told("too many undelivered messages", DisconnectReasonCode::QuotaExceeded);
                 }
@@ -337,7 +329,7 @@ impl Session<'_> {
                         permit.send(message);
                     }
                 }
-                read = wire.transport.read_more(buf), if self.held.len() < HELD_PACKETS => match read {
+                read = std::future::poll_fn(|cx| wire.transport.poll_read_more(cx, buf)), if self.held.len() < HELD_PACKETS => match read {
                     Ok(0) => return Ending::abrupt("connection closed"),
                     Ok(_) => {}
                     Err(err) => {
@@ -365,7 +357,7 @@ impl Session<'_> {
         &mut self,
         wire: &mut Wire,
         buf: &mut BytesMut,
-        forwarded: &mut mpsc::Receiver<Forwarded>,
+        forwarded: &delivery_queue::Receiver<Forwarded>,
         idle_limit: Option<Duration>,
         deadline: &mut Option<Instant>,
     ) -> Option<Ending> {

@@ -26,9 +26,8 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rumqttc::v5::mqttbytes::matches;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
+use crate::delivery_queue::{self, TrySendError};
 use crate::message::Forwarded;
 
 /// Identifies one connection (or a persistent session's queue while its client is away); never
@@ -39,11 +38,10 @@ pub(crate) type LinkKey = u64;
 /// `clients`, `open`) and its id.
 const KEY_LEVELS: usize = 4;
 
-/// A connection's delivery queue, and how to tell it that the queue overflowed.
+/// A connection's delivery queue (which also tells it that the queue overflowed).
 #[derive(Clone)]
 pub(crate) struct Inbox {
-    pub deliveries: mpsc::Sender<Forwarded>,
-    pub overflow: CancellationToken,
+    pub deliveries: delivery_queue::Sender<Forwarded>,
     /// Publishers wait for room in this queue instead of disconnecting its owner: the chat
     /// pipeline's (the service role), whose backlog is every participant's submissions. The
     /// publishing connection holds what its client sends next until there is room (see
@@ -100,7 +98,7 @@ struct Index {
     /// By key: the connections with filters under it, and how many such filters each has.
     /// A list, not a map: most keys have one to three subscribers, and a list of one costs a
     /// fifth of the smallest map (issue 22: memory per connection).
-    keyed: HashMap<String, Vec<Keyed>>,
+    keyed: HashMap<Box<str>, Vec<Keyed>>,
     /// Connections with wildcard filters, checked one by one (supervisors, the pipeline).
     everywhere: HashMap<LinkKey, (Inbox, Vec<String>)>,
     /// Shared subscriptions, by group.
@@ -118,14 +116,22 @@ impl Fanout {
         }
         match plan(filter) {
             Reach::Keyed(prefix) => {
-                let subscribers = index.keyed.entry(prefix).or_default();
+                let subscribers = index.keyed.entry(prefix.into_boxed_str()).or_default();
                 match subscribers.iter_mut().find(|held| held.key == key) {
                     Some(held) => held.filters += 1,
-                    None => subscribers.push(Keyed {
-                        key,
-                        inbox: inbox.clone(),
-                        filters: 1,
-                    }),
+                    None => {
+                        // Room for exactly one in a new list: most keys (a client's own
+                        // topics) never get a second subscriber, and a first push would
+                        // make room for four.
+                        if subscribers.is_empty() {
+                            subscribers.reserve_exact(1);
+                        }
+                        subscribers.push(Keyed {
+                            key,
+                            inbox: inbox.clone(),
+                            filters: 1,
+                        });
+                    }
                 }
             }
             Reach::Everywhere => {
@@ -148,17 +154,21 @@ impl Fanout {
         }
         match plan(filter) {
             Reach::Keyed(prefix) => {
-                let Some(subscribers) = index.keyed.get_mut(&prefix) else {
+                let Some(subscribers) = index.keyed.get_mut(prefix.as_str()) else {
                     return;
                 };
                 if let Some(at) = subscribers.iter().position(|held| held.key == key) {
                     subscribers[at].filters -= 1;
                     if subscribers[at].filters == 0 {
                         subscribers.swap_remove(at);
+                        // A list that many subscribers left lets its room go.
+                        if subscribers.len() <= subscribers.capacity() / 4 {
+                            subscribers.shrink_to_fit();
+                        }
                     }
                 }
                 if subscribers.is_empty() {
-                    index.keyed.remove(&prefix);
+                    index.keyed.remove(prefix.as_str());
                 }
             }
             Reach::Everywhere => {
@@ -179,7 +189,7 @@ impl Fanout {
         &self,
         old: LinkKey,
         new: LinkKey,
-        filters: impl Iterator<Item = &'f String>,
+        filters: impl Iterator<Item = &'f str>,
         inbox: &Inbox,
     ) {
         let mut index = self.lock();
@@ -190,7 +200,7 @@ impl Fanout {
             }
             match plan(filter) {
                 Reach::Keyed(prefix) => {
-                    if let Some(subscribers) = index.keyed.get_mut(&prefix)
+                    if let Some(subscribers) = index.keyed.get_mut(prefix.as_str())
                         && let Some(held) = subscribers.iter_mut().find(|held| held.key == old)
                     {
                         held.key = new;
@@ -213,7 +223,7 @@ impl Fanout {
     }
 
     /// Stops serving every one of `filters` for `key` (a connection or session that ends).
-    pub fn remove_all<'f>(&self, key: LinkKey, filters: impl Iterator<Item = &'f String>) {
+    pub fn remove_all<'f>(&self, key: LinkKey, filters: impl Iterator<Item = &'f str>) {
         for filter in filters {
             self.remove(key, filter);
         }
@@ -245,13 +255,13 @@ impl Fanout {
         let mut dropped = 0;
         for (key, inbox) in targets {
             match inbox.deliveries.try_send(message.clone()) {
-                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Ok(()) | Err(TrySendError::Closed(_)) => {}
                 // Waiting for one's own queue would never end: only its owner drains it.
-                Err(mpsc::error::TrySendError::Full(message)) if inbox.patient && *key != from => {
+                Err(TrySendError::Full(message)) if inbox.patient && *key != from => {
                     waiting.push((inbox.clone(), message));
                 }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    inbox.overflow.cancel();
+                Err(TrySendError::Full(_)) => {
+                    inbox.deliveries.overflow();
                     dropped += 1;
                 }
             }
@@ -389,11 +399,10 @@ mod tests {
         })
     }
 
-    fn inbox(capacity: usize, patient: bool) -> (Inbox, mpsc::Receiver<Forwarded>) {
-        let (deliveries, rx) = mpsc::channel(capacity);
+    fn inbox(capacity: usize, patient: bool) -> (Inbox, delivery_queue::Receiver<Forwarded>) {
+        let (deliveries, rx) = delivery_queue::channel(capacity);
         let inbox = Inbox {
             deliveries,
-            overflow: CancellationToken::new(),
             patient,
         };
         (inbox, rx)
@@ -402,7 +411,7 @@ mod tests {
     #[test]
     fn one_copy_per_connection_and_entries_go_with_their_last_filter() {
         let fanout = Fanout::default();
-        let (inbox, mut rx) = inbox(8, false);
+        let (inbox, rx) = inbox(8, false);
         fanout.add(1, "cc/v1/sessions/s1/messages", &inbox);
         fanout.add(1, "cc/v1/sessions/s1/lock", &inbox);
         fanout.add(1, "cc/v1/sessions/+/messages", &inbox);
@@ -430,22 +439,36 @@ mod tests {
     }
 
     #[test]
+    fn a_key_with_one_subscriber_holds_room_for_one() {
+        let fanout = Fanout::default();
+        let (one, _one_rx) = inbox(8, false);
+        let (two, _two_rx) = inbox(8, false);
+        let room = |fanout: &Fanout| fanout.read().keyed["cc/v1/clients/k1"].capacity();
+        fanout.add(1, "cc/v1/clients/k1/ack", &one);
+        fanout.add(1, "cc/v1/clients/k1/other", &one);
+        assert_eq!(room(&fanout), 1, "a client's own key, as most are");
+        fanout.add(2, "cc/v1/clients/k1/ack", &two);
+        fanout.remove(2, "cc/v1/clients/k1/ack");
+        assert_eq!(room(&fanout), 1, "room let go when subscribers leave");
+    }
+
+    #[test]
     fn a_full_queue_flags_overflow_unless_its_owner_is_patient() {
         let fanout = Fanout::default();
         let (hasty, _hasty_rx) = inbox(1, false);
         fanout.add(7, "cc/v1/queue", &hasty);
         assert!(fanout.publish(9, "cc/v1/queue", &message()).is_empty());
-        assert!(!hasty.overflow.is_cancelled());
+        assert!(!hasty.deliveries.is_overflowed());
         assert!(fanout.publish(9, "cc/v1/queue", &message()).is_empty());
-        assert!(hasty.overflow.is_cancelled());
+        assert!(hasty.deliveries.is_overflowed());
 
-        let (patient, mut patient_rx) = inbox(1, true);
+        let (patient, patient_rx) = inbox(1, true);
         fanout.add(8, "cc/v1/open/+", &patient);
         assert!(fanout.publish(9, "cc/v1/open/k1", &message()).is_empty());
         // Full: the copy comes back to the publisher to deliver when there is room.
         let waiting = fanout.publish(9, "cc/v1/open/k1", &message());
         assert_eq!(waiting.len(), 1);
-        assert!(!patient.overflow.is_cancelled());
+        assert!(!patient.deliveries.is_overflowed());
         assert!(patient_rx.try_recv().is_ok());
         // Its owner publishing to itself does not wait for itself.
         assert!(fanout.publish(8, "cc/v1/open/k1", &message()).is_empty());

@@ -20,6 +20,7 @@ pub mod chat;
 mod codec;
 mod config;
 mod connection;
+mod delivery_queue;
 mod denial;
 mod error;
 mod fanout;
@@ -49,7 +50,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -299,29 +299,38 @@ impl Broker {
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let stop = stop.clone();
-            let tls = tls.clone();
+            // What only the handshakes need is boxed and let go with them: a task keeps what it
+            // captures for its whole life (issue 22: memory per connection).
+            let socket = Box::new((stream, peer, tls.clone()));
             // Everything slow (TLS and WebSocket handshakes, waiting for CONNECT) happens in the
             // connection's own task, so one idle socket never delays the next accept.
             // The handshakes run boxed, freed once done: TLS's and WebSocket's futures would
             // otherwise stay in every connection's task for its whole life.
             let task = async move {
-                let config = &shared.config;
-                let handshake = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    handshake = Box::pin(timeout(config.connect_timeout, handshake(kind, stream, tls, config))) => handshake,
-                };
-                let transport = match handshake {
-                    Ok(Ok(transport)) => transport,
-                    Ok(Err(err)) => {
-                        tracing::debug!(%peer, error = %err, "handshake failed");
-                        return;
+                let handshaken = Box::pin(async {
+                    let (stream, peer, tls) = *socket;
+                    let config = &shared.config;
+                    let handshake = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        handshake = timeout(config.connect_timeout, handshake(kind, stream, tls, config)) => handshake,
+                    };
+                    match handshake {
+                        Ok(Ok(transport)) => {
+                            Some(Box::new(connection::Accepted { transport, peer }))
+                        }
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "handshake failed");
+                            None
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "handshake timed out");
+                            None
+                        }
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "handshake timed out");
-                        return;
-                    }
-                };
-                connection::serve(transport, peer, kind, shared, stop, BytesMut::new()).await;
+                });
+                if let Some(accepted) = handshaken.await {
+                    connection::serve(accepted, kind, shared, stop).await;
+                }
             };
             connections.spawn(task);
         }

@@ -5,6 +5,7 @@
 //! are `retained`'s.)
 
 mod inflight;
+mod subscriptions;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use tokio::time::Instant;
 
 pub(crate) use inflight::{InFlight, Received, Stage};
+pub(crate) use subscriptions::Subscriptions;
 
 /// A subscription's options (MQTT 5 §3.8.3.1; a 3.1.1 subscription has the defaults).
 #[derive(Clone, Debug)]
@@ -75,7 +77,7 @@ pub(crate) struct Will {
 
 #[derive(Default)]
 pub(crate) struct SessionState {
-    pub subscriptions: HashMap<String, SubOptions>,
+    pub subscriptions: Subscriptions,
     /// QoS 1 and 2 deliveries whose flow is not over, oldest first.
     pub inflight: InFlight,
     /// Deliveries waiting for room under the client's receive maximum.
@@ -98,7 +100,7 @@ pub(crate) struct SessionState {
 pub(crate) struct Parked {
     pub key: crate::fanout::LinkKey,
     pub inbox: crate::fanout::Inbox,
-    pub deliveries: tokio::sync::mpsc::Receiver<crate::message::Forwarded>,
+    pub deliveries: crate::delivery_queue::Receiver<crate::message::Forwarded>,
 }
 
 impl SessionState {

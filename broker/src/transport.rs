@@ -8,7 +8,10 @@
 //! allocated only once bytes are there to read, and the protocol loop lets it go once it has
 //! cut every packet out of it, so an idle connection holds no buffer at all.
 
+use std::future::{Future, poll_fn};
 use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
@@ -36,9 +39,21 @@ pub(crate) enum Transport {
 impl Transport {
     /// Appends whatever arrives next to `buf`; `Ok(0)` means the peer closed the connection.
     pub(crate) async fn read_more(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_read_more(cx, buf)).await
+    }
+
+    /// `read_more` as a poll: the future the protocol loop waits on while a connection is idle
+    /// is then two references, where an `async fn` over the three transports kept the largest
+    /// one's state (192 bytes) in every connection's task (issue 22: memory per connection).
+    /// Each poll makes at most one read, so nothing is lost when the wait is dropped.
+    pub(crate) fn poll_read_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
         match self {
             Transport::Tcp(stream) => loop {
-                stream.readable().await?;
+                ready!(stream.poll_read_ready(cx))?;
                 buf.reserve(READ_CHUNK);
                 match stream.try_read_buf(buf) {
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -49,31 +64,32 @@ impl Transport {
                         }
                         continue;
                     }
-                    read => return read,
+                    read => return Poll::Ready(read),
                 }
             },
-            Transport::Stream(stream) => stream.read_buf(buf).await,
+            // tokio's read future holds nothing between polls but these two references.
+            Transport::Stream(stream) => pin!(stream.read_buf(buf)).poll(cx),
             Transport::WebSocket(ws) => loop {
-                match ws.next().await {
-                    None => return Ok(0),
+                match ready!(ws.poll_next_unpin(cx)) {
+                    None => return Poll::Ready(Ok(0)),
                     Some(Ok(Message::Binary(data))) => {
                         if data.is_empty() {
                             continue;
                         }
                         buf.extend_from_slice(&data);
-                        return Ok(data.len());
+                        return Poll::Ready(Ok(data.len()));
                     }
-                    Some(Ok(Message::Close(_))) => return Ok(0),
+                    Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(0)),
                     // tungstenite answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     // MQTT over WebSocket is binary only (MQTT 5.0 §6.0).
                     Some(Ok(Message::Text(_))) => {
-                        return Err(io::Error::new(
+                        return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             "text frame on an MQTT WebSocket",
-                        ));
+                        )));
                     }
-                    Some(Err(err)) => return Err(ws_error(err)),
+                    Some(Err(err)) => return Poll::Ready(Err(ws_error(err))),
                 }
             },
         }

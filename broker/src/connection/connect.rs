@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rumqttc::v5::mqttbytes::v5::{
     self, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, Packet,
     PublishProperties,
@@ -47,29 +47,33 @@ struct Admitted<'a> {
     session_present: bool,
     /// Taken by the session's start, which sends them in the CONNACK.
     ack_properties: Option<Box<ConnAckProperties>>,
-    kick: CancellationToken,
     revocations: Arc<Mailbox>,
     /// Dropped once the session is stored: a takeover waiting on this client id may go on.
     gone: Option<oneshot::Sender<()>>,
 }
 
+/// A transport whose handshakes are done, and who is at the other end.
+pub(crate) struct Accepted {
+    pub transport: Transport,
+    pub peer: SocketAddr,
+}
+
 /// Serves one accepted transport until it closes. Never panics on input.
+///
+/// `accepted` comes boxed and is let go once the CONNECT's rules are done with it: what a task
+/// is started with stays in it for its whole life (issue 22: memory per connection).
 pub(crate) async fn serve(
-    transport: Transport,
-    peer: SocketAddr,
+    accepted: Box<Accepted>,
     listener: crate::listener::Listener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-    buf: BytesMut,
 ) {
     // The CONNECT's rules run in a future of their own, freed once they are done: what they
     // hold across their awaits (the CONNECT packet, its properties, the login) would otherwise
     // stay in every connection's task for its whole life (issue 22: memory per connection).
     // The session stays where `admit` put it, on the heap: moving it out into this future
     // would keep it here twice.
-    let Some(mut admitted) =
-        Box::pin(admit(transport, peer, listener, &shared, &shutdown, buf)).await
-    else {
+    let Some(mut admitted) = Box::pin(admit(accepted, listener, &shared, &shutdown)).await else {
         return;
     };
     let Admitted {
@@ -78,7 +82,6 @@ pub(crate) async fn serve(
         buf,
         session_present,
         ack_properties,
-        kick,
         revocations,
         gone,
     } = &mut *admitted;
@@ -90,7 +93,6 @@ pub(crate) async fn serve(
             session_present,
             ack_properties,
             Control {
-                kick,
                 shutdown: &shutdown,
                 revocations,
             },
@@ -131,15 +133,17 @@ pub(crate) async fn serve(
 /// Reads the CONNECT and applies its rules: authentication, the client id, the will, session
 /// expiry and takeover. `None` if the connection was refused or left.
 async fn admit<'a>(
-    transport: Transport,
-    peer: SocketAddr,
+    accepted: Box<Accepted>,
     listener: crate::listener::Listener,
     shared: &'a Arc<Shared>,
     shutdown: &CancellationToken,
-    mut buf: BytesMut,
 ) -> Option<Box<Admitted<'a>>> {
     let config = &shared.config;
-    let mut transport = transport;
+    let Accepted {
+        mut transport,
+        peer,
+    } = *accepted;
+    let mut buf = BytesMut::new();
     let first = tokio::select! {
         _ = shutdown.cancelled() => return None,
         first = Box::pin(timeout(config.connect_timeout, read_connect(&mut transport, &mut buf, config.max_packet_size))) => first,
@@ -285,13 +289,12 @@ async fn admit<'a>(
             .map_or(usize::MAX, |max| max as usize),
     };
 
-    let kick = shutdown.child_token();
     let (gone_tx, gone_rx) = oneshot::channel();
     let revocations = Arc::new(Mailbox::default());
     Box::pin(
         shared
             .clients
-            .claim(&client_id, key, kick.clone(), revocations.clone(), gone_rx),
+            .claim(&client_id, key, revocations.clone(), gone_rx),
     )
     .await;
     // A revocation between authenticating and registering found no connection to end.
@@ -324,22 +327,7 @@ async fn admit<'a>(
         identity,
         peer,
         listener,
-        will: will.map(|will| Will {
-            delay: will
-                .properties
-                .as_ref()
-                .and_then(|p| p.delay_interval)
-                .unwrap_or(0),
-            message: Outbound {
-                topic: will.topic,
-                payload: will.message,
-                qos: will.qos,
-                retain: will.retain,
-                properties: will.properties.map(will_properties),
-                // Counted from when it is published.
-                expires_at: None,
-            },
-        }),
+        will: will.map(kept_will),
         state: resumed.unwrap_or_default(),
         expiry,
         limits,
@@ -393,10 +381,33 @@ async fn admit<'a>(
         buf,
         session_present,
         ack_properties: Some(Box::new(ack_properties)),
-        kick,
         revocations,
         gone: Some(gone_tx),
     }))
+}
+
+/// The will as the session keeps it until the connection ends, in memory of its own.
+///
+/// The CONNECT's fields are slices of the buffer it was read into (a chunk of at least
+/// 2 KiB, token included): a will kept as it was decoded kept all of it alive for the life
+/// of the connection (issue 22: memory per idle connection; a desk always has a will).
+fn kept_will(will: v5::LastWill) -> Will {
+    Will {
+        delay: will
+            .properties
+            .as_ref()
+            .and_then(|p| p.delay_interval)
+            .unwrap_or(0),
+        message: Outbound {
+            topic: Bytes::copy_from_slice(&will.topic),
+            payload: Bytes::copy_from_slice(&will.message),
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties.map(will_properties),
+            // Counted from when it is published.
+            expires_at: None,
+        },
+    }
 }
 
 fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
@@ -404,7 +415,7 @@ fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
         payload_format_indicator: p.payload_format_indicator,
         message_expiry_interval: p.message_expiry_interval,
         response_topic: p.response_topic,
-        correlation_data: p.correlation_data,
+        correlation_data: p.correlation_data.map(|data| Bytes::copy_from_slice(&data)),
         user_properties: p.user_properties,
         content_type: p.content_type,
         ..PublishProperties::default()
@@ -483,6 +494,61 @@ async fn read_connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_will_does_not_hold_the_buffer_its_connect_was_read_into() {
+        let will = v5::LastWill {
+            topic: Bytes::from_static(b"cc/v1/staff/a/submit"),
+            message: Bytes::from_static(b"{}"),
+            qos: rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            retain: false,
+            properties: Some(v5::LastWillProperties {
+                delay_interval: None,
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: Vec::new(),
+            }),
+        };
+        let connect = v5::Connect {
+            keep_alive: 60,
+            client_id: "a".to_owned(),
+            clean_start: true,
+            properties: None,
+        };
+        let mut out = BytesMut::new();
+        Packet::Connect(connect, Some(will), None)
+            .write(&mut out, None)
+            .unwrap();
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(&out);
+        let start = buf.as_ptr() as usize;
+        let read = start..start + buf.capacity();
+        let Some((_, Packet::Connect(_, Some(will), _))) =
+            framing::decode_connect(&mut buf, 1 << 20).unwrap()
+        else {
+            panic!("a CONNECT with a will");
+        };
+        let kept = kept_will(will).message;
+        let correlation = kept
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.as_ref());
+        for (name, bytes) in [
+            ("topic", &kept.topic),
+            ("payload", &kept.payload),
+            ("correlation data", correlation.unwrap()),
+        ] {
+            assert!(
+                !read.contains(&(bytes.as_ptr() as usize)),
+                "the will's {name} is a slice of the read buffer"
+            );
+        }
+        assert_eq!(&kept.topic[..], b"cc/v1/staff/a/submit");
+        assert_eq!(&kept.payload[..], b"{}");
+    }
 
     #[test]
     fn keep_alive_under_the_servers_maximum() {

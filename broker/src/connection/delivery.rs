@@ -5,10 +5,10 @@
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet, Publish, PublishProperties};
 use rumqttc::v5::mqttbytes::{QoS, matches};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Ending, Session, Wire};
+use crate::delivery_queue::{self, TryRecvError};
 use crate::fanout::shared_groups;
 use crate::message::{Forwarded, Message};
 use crate::session::{self, Outbound};
@@ -21,7 +21,7 @@ impl Session<'_> {
     pub(super) async fn drain_some(
         &mut self,
         wire: &mut Wire,
-        forwarded: &mut mpsc::Receiver<Forwarded>,
+        forwarded: &delivery_queue::Receiver<Forwarded>,
     ) -> Option<Ending> {
         for _ in 0..FAIR_SHARE {
             match forwarded.try_recv() {
@@ -30,8 +30,8 @@ impl Session<'_> {
                         return Some(ending);
                     }
                 }
-                Err(mpsc::error::TryRecvError::Empty) => return None,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => {
                     return self.forwarded(wire, None).await;
                 }
             }
@@ -96,7 +96,7 @@ impl Session<'_> {
         let mut granted: Option<QoS> = None;
         let mut retain_as_published = false;
         let mut identifiers = Vec::new();
-        for (filter, options) in &self.state.subscriptions {
+        for (filter, options) in self.state.subscriptions.iter() {
             // A copy routed through a shared subscription is that subscription's alone.
             let Some(filter) = shared_groups::takes_part(message.via.as_deref(), filter) else {
                 continue;

@@ -53,7 +53,7 @@ impl Session<'_> {
             (Some(_), _) => {
                 self.shared
                     .fanout
-                    .remove_all(self.key, self.state.subscriptions.keys());
+                    .remove_all(self.key, self.state.subscriptions.filters());
             }
             (None, _) => {}
         }

@@ -2,14 +2,13 @@
 //! it (a revoked membership, revoked credentials).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 
 use crate::fanout::LinkKey;
 
@@ -22,8 +21,7 @@ pub(crate) struct ClientRegistry {
 
 struct Registered {
     key: LinkKey,
-    kick: CancellationToken,
-    /// What the client has just lost access to.
+    /// What the client has just lost access to, and whether it was taken over.
     revocations: Arc<Mailbox>,
     /// Resolves (with an error) once the old connection has stored its session.
     gone: oneshot::Receiver<()>,
@@ -35,20 +33,18 @@ impl ClientRegistry {
         &self,
         client_id: &str,
         key: LinkKey,
-        kick: CancellationToken,
         revocations: Arc<Mailbox>,
         gone: oneshot::Receiver<()>,
     ) {
         let registered = Registered {
             key,
-            kick,
             revocations,
             gone,
         };
         let previous = self.lock().insert(client_id.to_owned(), registered);
         if let Some(previous) = previous {
             tracing::info!(client_id, "client id taken over by a new connection");
-            previous.kick.cancel();
+            previous.revocations.take_over();
             // The old connection detaches promptly once kicked; the bound only guards against a
             // wedged task holding the id forever (a bug, not a condition to tune for, so it is not
             // configuration).
@@ -103,35 +99,101 @@ pub(super) enum Revocation {
     Credentials,
 }
 
-/// What reaches one live connection from outside it: revocations, which are rare. A channel
+/// What reaches one live connection from outside it: a takeover, and revocations, which are
+/// rare. (A takeover was a cancellation token per connection, a child of the listener's: 128
+/// bytes more each.) A channel
 /// would preallocate a block of slots per connection (about 1 KiB with tokio's unbounded
-/// channel); this holds nothing until something arrives (issue 22: memory per connection).
+/// channel); this holds nothing until something arrives, and the connection waits on it with
+/// a future of one reference (a `Notify` wait was 88 bytes in every connection's task; issue
+/// 22: memory per connection).
 #[derive(Default)]
 pub(super) struct Mailbox {
-    pending: std::sync::Mutex<std::collections::VecDeque<Revocation>>,
-    arrived: Notify,
+    state: std::sync::Mutex<MailboxState>,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    pending: std::collections::VecDeque<Revocation>,
+    /// The connection's task, while it waits with nothing pending.
+    waiting: Option<Waker>,
+    /// Another connection took the client id over.
+    taken_over: bool,
+    /// The connection's task, while it waits for a takeover.
+    waiting_for_takeover: Option<Waker>,
 }
 
 impl Mailbox {
     pub(super) fn send(&self, revocation: Revocation) {
-        self.lock().push_back(revocation);
-        self.arrived.notify_one();
-    }
-
-    /// The next revocation, oldest first. Cancel-safe: nothing is taken until it is returned.
-    pub(super) async fn next(&self) -> Revocation {
-        loop {
-            let arrived = self.arrived.notified();
-            if let Some(revocation) = self.lock().pop_front() {
-                return revocation;
-            }
-            arrived.await;
+        let mut state = self.lock();
+        state.pending.push_back(revocation);
+        let waiting = state.waiting.take();
+        drop(state);
+        if let Some(waker) = waiting {
+            waker.wake();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Revocation>> {
+    /// Tells the connection that another one took its client id over.
+    pub(super) fn take_over(&self) {
+        let mut state = self.lock();
+        state.taken_over = true;
+        let waiting = state.waiting_for_takeover.take();
+        drop(state);
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once another connection has taken the client id over. Waited for by one task
+    /// at a time (the connection's).
+    pub(super) async fn taken_over(&self) {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if state.taken_over {
+                return Poll::Ready(());
+            }
+            if !state
+                .waiting_for_takeover
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()))
+            {
+                state.waiting_for_takeover = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// The next revocation, oldest first. Cancel-safe: nothing is taken until it is returned.
+    /// Waited for by one task at a time (the connection's).
+    pub(super) async fn next(&self) -> Revocation {
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            match state.pending.pop_front() {
+                Some(revocation) => {
+                    if state.pending.is_empty() {
+                        state.pending = std::collections::VecDeque::new();
+                    }
+                    Poll::Ready(revocation)
+                }
+                None => {
+                    if !state
+                        .waiting
+                        .as_ref()
+                        .is_some_and(|waker| waker.will_wake(cx.waker()))
+                    {
+                        state.waiting = Some(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MailboxState> {
         // Single pushes and pops: a poisoned queue is still consistent.
-        self.pending
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -159,5 +221,25 @@ mod tests {
             .expect("woken")
             .expect("joined");
         assert!(matches!(got, Revocation::Session(s) if s == "s2"));
+    }
+
+    #[tokio::test]
+    async fn a_takeover_wakes_the_connection_and_stays_said() {
+        let mailbox = Arc::new(Mailbox::default());
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { mailbox.taken_over().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        mailbox.take_over();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("joined");
+        assert!(
+            futures_util::FutureExt::now_or_never(mailbox.taken_over()).is_some(),
+            "a later wait ends at once"
+        );
     }
 }

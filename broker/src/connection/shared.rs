@@ -87,7 +87,7 @@ impl Shared {
     pub(super) fn release(&self, state: SessionState) {
         if let Some(parked) = state.parked {
             self.fanout
-                .remove_all(parked.key, state.subscriptions.keys());
+                .remove_all(parked.key, state.subscriptions.filters());
         }
     }
 

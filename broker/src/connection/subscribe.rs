@@ -158,14 +158,14 @@ impl Session<'_> {
         let revoked: Vec<String> = self
             .state
             .subscriptions
-            .keys()
+            .filters()
             .filter(|filter| {
                 self.shared
                     .acl
                     .check_filter(&self.identity, shared_groups::filter_of(filter))
                     .is_err()
             })
-            .cloned()
+            .map(str::to_owned)
             .collect();
         for filter in revoked {
             tracing::info!(client_id = %self.client_id, session, filter, "subscription revoked");

@@ -21,11 +21,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rumqttc::v5::mqttbytes::matches;
-use tokio::sync::mpsc;
-
 use super::{Inbox, LinkKey, Reach, plan};
+use crate::delivery_queue::TrySendError;
 use crate::message::Forwarded;
+use rumqttc::v5::mqttbytes::matches;
 
 /// What a shared subscription's name starts with.
 pub(crate) const PREFIX: &str = "$share/";
@@ -227,8 +226,8 @@ impl Group {
             match member.inbox.deliveries.try_send(copy) {
                 Ok(()) => return,
                 // Its connection is ending and leaving the group.
-                Err(mpsc::error::TrySendError::Closed(back)) => copy = back,
-                Err(mpsc::error::TrySendError::Full(back)) => {
+                Err(TrySendError::Closed(back)) => copy = back,
+                Err(TrySendError::Full(back)) => {
                     first_full.get_or_insert(member);
                     copy = back;
                 }
@@ -240,7 +239,7 @@ impl Group {
                 outcome.waiting.push((member.inbox.clone(), copy));
             }
             Some(member) => {
-                member.inbox.overflow.cancel();
+                member.inbox.deliveries.overflow();
                 outcome.dropped += 1;
             }
             None => {}
@@ -250,9 +249,8 @@ impl Group {
 
 #[cfg(test)]
 mod tests {
-    use tokio_util::sync::CancellationToken;
-
     use super::*;
+    use crate::delivery_queue;
 
     #[test]
     fn names() {
@@ -303,11 +301,10 @@ mod tests {
         })
     }
 
-    fn inbox(capacity: usize) -> (Inbox, mpsc::Receiver<Forwarded>) {
-        let (deliveries, rx) = mpsc::channel(capacity);
+    fn inbox(capacity: usize) -> (Inbox, delivery_queue::Receiver<Forwarded>) {
+        let (deliveries, rx) = delivery_queue::channel(capacity);
         let inbox = Inbox {
             deliveries,
-            overflow: CancellationToken::new(),
             patient: false,
         };
         (inbox, rx)
@@ -318,7 +315,7 @@ mod tests {
     #[test]
     fn in_turn_skipping_full_queues_and_away_members() {
         let mut groups = SharedGroups::default();
-        let (one, mut one_rx) = inbox(1);
+        let (one, one_rx) = inbox(1);
         let (two, two_rx) = inbox(8);
         let (three, three_rx) = inbox(8);
         groups.add(1, NAME, &one);
@@ -328,7 +325,8 @@ mod tests {
             let outcome = groups.publish(9, "sandbox/x", "sandbox/x", &message());
             assert!(outcome.waiting.is_empty() && outcome.dropped == 0);
         };
-        let lengths = |one: &mpsc::Receiver<Forwarded>| (one.len(), two_rx.len(), three_rx.len());
+        let lengths =
+            |one: &delivery_queue::Receiver<Forwarded>| (one.len(), two_rx.len(), three_rx.len());
         for _ in 0..3 {
             publish(&groups);
         }
@@ -386,11 +384,11 @@ mod tests {
                 "the away member takes it when one is full"
             );
         }
-        assert!(!one.overflow.is_cancelled() && !two.overflow.is_cancelled());
+        assert!(!one.deliveries.is_overflowed() && !two.deliveries.is_overflowed());
         let outcome = groups.publish(9, "sandbox/x", "sandbox/x", &message());
         assert_eq!(outcome.dropped, 1);
         assert!(
-            one.overflow.is_cancelled() && !two.overflow.is_cancelled(),
+            one.deliveries.is_overflowed() && !two.deliveries.is_overflowed(),
             "the connected member in turn"
         );
     }
