@@ -3,6 +3,7 @@
 //! DISCONNECT. Subscribes are `subscribe`'s, acknowledgements of our deliveries
 //! `acknowledgements`'.
 
+use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     self, DisconnectReasonCode, Packet, PubAck, PubAckReason, PubComp, PubRec, PubRecReason,
@@ -161,10 +162,15 @@ impl Session<'_> {
                             self.state.qos2_incoming.insert(pkid);
                         }
                         self.shared.hooks.message(&self.identity, &topic);
+                        // The message may outlive the read that brought it (delivery
+                        // queues, a session away, in flight, retained, the presence kept):
+                        // its bytes are copied out of the read buffer, which they would
+                        // otherwise keep whole (2 KiB or more) for as long as they live.
                         let message = Outbound {
-                            topic: publish.topic,
+                            topic: Bytes::copy_from_slice(&publish.topic),
                             // Typing and presence go on in their canonical form.
-                            payload: signal.unwrap_or(publish.payload),
+                            payload: signal
+                                .unwrap_or_else(|| Bytes::copy_from_slice(&publish.payload)),
                             qos,
                             retain: publish.retain,
                             expires_at: session::expiry_deadline(publish.properties.as_ref()),
