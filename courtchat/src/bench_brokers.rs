@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use courtchat::{Config, Role};
 
-use crate::bench_child::{ChildServer, write_json};
-use crate::bench_cli::ServerArgs;
+use crate::bench_child::{ChildServer, ServerArgs, write_json};
 use crate::bench_connections::ratio;
 use crate::bench_reference::{FreshMosquitto, Others};
 

@@ -10,7 +10,14 @@ use std::time::Duration;
 use anyhow::Context;
 use courtchat::{Config, Role};
 
-use crate::bench_cli::ServerArgs;
+/// The server under test's own arguments.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    /// Database for the server under test; a fresh SQLite file in a scratch directory by
+    /// default. With PostgreSQL, give an empty database.
+    #[arg(long, value_name = "URL")]
+    pub(crate) database_url: Option<String>,
+}
 
 /// `courtchat serve` in a child process, on ephemeral ports, with its own scratch directory.
 pub struct ChildServer {

@@ -15,7 +15,7 @@ use clap::Subcommand;
 use courtchat::{Config, Role};
 
 use crate::bench_brokers::{Which, fanout_cmd, relay_cmd};
-use crate::bench_child::{ChildServer, mib, write_json};
+use crate::bench_child::{ChildServer, ServerArgs, mib, write_json};
 use crate::bench_connections::{Shape, connections_cmd};
 use crate::bench_reference::Others;
 
@@ -151,14 +151,6 @@ pub enum BenchCommand {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
-}
-
-#[derive(clap::Args)]
-pub struct ServerArgs {
-    /// Database for the server under test; a fresh SQLite file in a scratch directory by
-    /// default. With PostgreSQL, give an empty database.
-    #[arg(long, value_name = "URL")]
-    pub(crate) database_url: Option<String>,
 }
 
 pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {

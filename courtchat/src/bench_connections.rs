@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use courtchat::{Config, Role};
 
-use crate::bench_child::{ChildServer, mib, write_json};
-use crate::bench_cli::ServerArgs;
+use crate::bench_child::{ChildServer, ServerArgs, mib, write_json};
 use crate::bench_reference::{FreshMosquitto, Others};
 
 /// What each client does once connected.
