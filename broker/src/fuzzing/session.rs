@@ -140,6 +140,8 @@ struct Conn {
     /// The gateway closed it.
     closed: bool,
     next_pkid: u16,
+    /// The maximum packet size the client announced, if it did.
+    max_packet_size: Option<usize>,
 }
 
 struct Harness {
@@ -226,6 +228,7 @@ impl Harness {
         }
         let mut packets = Vec::new();
         loop {
+            let before = conn.buf.len();
             let read = if conn.v5 {
                 match Packet::read(&mut conn.buf, None) {
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => None,
@@ -238,7 +241,19 @@ impl Harness {
                 }
             };
             match read {
-                Some(Ok(packet)) => packets.push(packet),
+                Some(Ok(packet)) => {
+                    // MQTT 5 §3.1.2.11.4: nothing larger than the client accepts; a delivery
+                    // that would be is dropped, a reason string left out. (Not CONNACK: its
+                    // properties are what the client needs to know, and a client that allows
+                    // fewer bytes than they take is not one to serve; see the README.)
+                    let size = before - conn.buf.len();
+                    if let (Some(max), false) =
+                        (conn.max_packet_size, matches!(packet, Packet::ConnAck(_)))
+                    {
+                        assert!(size <= max, "client {client}: {size} bytes: {packet:?}");
+                    }
+                    packets.push(packet);
+                }
                 Some(Err(err)) => {
                     panic!("client {client}: the gateway sent an unreadable packet: {err}")
                 }
@@ -291,6 +306,7 @@ impl Harness {
             receive_maximum,
             alias_maximum,
             will,
+            small_packets,
             keep_alive,
         } = *step
         else {
@@ -316,6 +332,7 @@ impl Harness {
             v5,
             closed: false,
             next_pkid: 1,
+            max_packet_size: (v5 && small_packets).then_some(script::SMALL_PACKETS as usize),
         });
         let model = &mut self.world.clients[client];
         *model = ClientModel {
@@ -326,6 +343,7 @@ impl Harness {
                 usize::from(u16::MAX)
             },
             alias_maximum: if v5 { alias_maximum } else { 0 },
+            small_packets: v5 && small_packets,
             session: std::mem::take(&mut model.session),
             ..ClientModel::default()
         };
@@ -335,6 +353,7 @@ impl Harness {
                 session_expiry_interval: (expiry > 0).then_some(expiry),
                 receive_maximum: Some(receive_maximum),
                 topic_alias_max: (alias_maximum > 0).then_some(alias_maximum),
+                max_packet_size: small_packets.then_some(script::SMALL_PACKETS),
                 ..v5::ConnectProperties::new()
             };
             let will = will.then(|| {

@@ -48,6 +48,8 @@ pub(crate) struct ClientModel {
     /// The receive maximum and topic alias maximum this connection announced.
     pub receive_maximum: usize,
     pub alias_maximum: u16,
+    /// It announced a small maximum packet size: some deliveries are dropped for it.
+    pub small_packets: bool,
     pub session: SessionModel,
     /// Aliases this connection set towards the gateway.
     pub aliases_in: HashMap<u16, String>,

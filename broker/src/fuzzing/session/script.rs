@@ -46,6 +46,10 @@ pub(crate) const FILTERS: [&str; 16] = [
     "$SYS/#",
 ];
 
+/// The maximum packet size a client announces when it wants small packets: a QoS 0 delivery to
+/// `x` fits, one to the `cc/` topic does not.
+pub(crate) const SMALL_PACKETS: u32 = 16;
+
 /// The message expiry interval of a publish that has one, in seconds.
 pub(crate) const MESSAGE_EXPIRY: u32 = 3;
 
@@ -82,6 +86,9 @@ pub(crate) enum Step {
         /// The topic alias maximum the client announces (MQTT 5).
         alias_maximum: u16,
         will: bool,
+        /// Announces a maximum packet size of [`SMALL_PACKETS`] bytes (MQTT 5): larger
+        /// deliveries are dropped, as if sent.
+        small_packets: bool,
         keep_alive: u16,
     },
     Publish {
@@ -147,6 +154,7 @@ pub(crate) fn read(input: &[u8]) -> Vec<(usize, Step)> {
         let step = match head & 0x3F {
             0 | 14 => {
                 let flags = bytes.byte();
+                let options = bytes.byte();
                 Step::Connect {
                     v5: flags & 1 == 0,
                     clean_start: flags & 2 != 0,
@@ -159,7 +167,8 @@ pub(crate) fn read(input: &[u8]) -> Vec<(usize, Step)> {
                     },
                     receive_maximum: u16::from((flags >> 4) & 3) + 1,
                     alias_maximum: u16::from(flags >> 6),
-                    will: bytes.byte() & 1 != 0,
+                    will: options & 1 != 0,
+                    small_packets: options & 2 != 0,
                     keep_alive: u16::from(bytes.byte() & 7) * 5,
                 }
             }
@@ -243,6 +252,7 @@ pub(crate) fn read(input: &[u8]) -> Vec<(usize, Step)> {
                 receive_maximum: 2,
                 alias_maximum: 2,
                 will: false,
+                small_packets: false,
                 keep_alive: 0,
             },
         };
@@ -264,6 +274,7 @@ pub(crate) fn write(steps: &[(usize, Step)]) -> Vec<u8> {
                 receive_maximum,
                 alias_maximum,
                 will,
+                small_packets,
                 keep_alive,
             } => {
                 let expiry = match expiry {
@@ -277,7 +288,8 @@ pub(crate) fn write(steps: &[(usize, Step)]) -> Vec<u8> {
                     | expiry << 2
                     | ((*receive_maximum as u8).clamp(1, 4) - 1) << 4
                     | (*alias_maximum as u8).min(3) << 6;
-                out.extend([head(0), flags, u8::from(*will), (*keep_alive / 5) as u8]);
+                let options = u8::from(*will) | u8::from(*small_packets) << 1;
+                out.extend([head(0), flags, options, (*keep_alive / 5) as u8]);
             }
             Step::Publish {
                 topic,

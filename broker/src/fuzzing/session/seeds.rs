@@ -13,6 +13,7 @@ pub(crate) fn v5(receive_maximum: u16, aliases: u16) -> Step {
         receive_maximum,
         alias_maximum: aliases,
         will: false,
+        small_packets: false,
         keep_alive: 0,
     }
 }
@@ -25,6 +26,7 @@ pub(crate) fn v4() -> Step {
         receive_maximum: 1,
         alias_maximum: 0,
         will: false,
+        small_packets: false,
         keep_alive: 0,
     }
 }
@@ -59,6 +61,7 @@ pub(crate) mod at {
     pub const A_C: usize = 1;
     pub const X: usize = 2;
     pub const DENIED: usize = 4;
+    pub const CC: usize = 5;
     pub const PLUS: usize = 1;
     pub const ALL: usize = 2;
     pub const SHARE_G_PLUS: usize = 4;
@@ -171,6 +174,33 @@ pub(crate) fn scripts() -> Vec<(&'static str, Vec<(usize, Step)>)> {
             ],
         ),
         (
+            "too-large",
+            vec![
+                (0, v5(3, 0)),
+                (
+                    1,
+                    Step::Connect {
+                        v5: true,
+                        clean_start: true,
+                        expiry: 0,
+                        receive_maximum: 2,
+                        alias_maximum: 2,
+                        will: false,
+                        small_packets: true,
+                        keep_alive: 0,
+                    },
+                ),
+                (1, subscribe(at::ALL, 1)),
+                (0, publish(at::CC, 1, 1, Plain)),
+                (0, publish(at::X, 1, 2, Plain)),
+                (0, publish(at::CC, 0, 1, Plain)),
+                (0, publish(at::X, 0, 1, Plain)),
+                (1, Step::PubAck { nth: 0 }),
+                // Ended with 0x94, in a DISCONNECT with no room for its reason string.
+                (1, publish(at::X, 0, 1, Set(0))),
+            ],
+        ),
+        (
             "shared",
             vec![
                 (0, v5(3, 0)),
@@ -219,6 +249,7 @@ pub(crate) fn scripts() -> Vec<(&'static str, Vec<(usize, Step)>)> {
                         receive_maximum: 2,
                         alias_maximum: 1,
                         will: true,
+                        small_packets: false,
                         keep_alive: 5,
                     },
                 ),
@@ -237,6 +268,7 @@ pub(crate) fn scripts() -> Vec<(&'static str, Vec<(usize, Step)>)> {
                         receive_maximum: 1,
                         alias_maximum: 1,
                         will: false,
+                        small_packets: false,
                         keep_alive: 0,
                     },
                 ),

@@ -99,6 +99,30 @@ fn outbound_aliases_stay_within_the_clients_maximum() {
 }
 
 #[test]
+fn a_delivery_too_large_for_the_client_is_dropped_and_sets_no_alias() {
+    let world = run(&seed("too-large"));
+    // To `cc/v1/sessions/s1/notes` nothing fits in 16 bytes; to `x` everything does.
+    assert_eq!(
+        copies(&world),
+        vec![
+            vec![0; 4],
+            vec![0, 1, 0, 0],
+            vec![0; 4],
+            vec![0, 1, 0, 0],
+            vec![0; 4]
+        ]
+    );
+    let client = &world.clients[1];
+    assert_eq!(client.aliases_out.len(), 1, "{:?}", client.aliases_out);
+    assert_eq!(client.aliases_out.get(&1).map(|t| &t[..]), Some(&b"x"[..]));
+    assert!(client.session.outstanding.is_empty());
+    assert!(
+        !client.live,
+        "alias 0 ends the connection, in a DISCONNECT that fits"
+    );
+}
+
+#[test]
 fn each_shared_group_gets_one_copy() {
     let world = run(&seed("shared"));
     let sent = copies(&world);
