@@ -232,6 +232,10 @@ impl Harness {
             let read = if conn.v5 {
                 match Packet::read(&mut conn.buf, None) {
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => None,
+                    Ok(Packet::Publish(mut publish)) => {
+                        wire::repair(&mut publish);
+                        Some(Ok(Packet::Publish(publish)))
+                    }
                     read => Some(read.map_err(|err| err.to_string())),
                 }
             } else {

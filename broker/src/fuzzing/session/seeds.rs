@@ -62,6 +62,7 @@ pub(crate) mod at {
     pub const X: usize = 2;
     pub const DENIED: usize = 4;
     pub const CC: usize = 5;
+    pub const A_B_FILTER: usize = 0;
     pub const PLUS: usize = 1;
     pub const ALL: usize = 2;
     pub const SHARE_G_PLUS: usize = 4;
@@ -198,6 +199,26 @@ pub(crate) fn scripts() -> Vec<(&'static str, Vec<(usize, Step)>)> {
                 (1, Step::PubAck { nth: 0 }),
                 // Ended with 0x94, in a DISCONNECT with no room for its reason string.
                 (1, publish(at::X, 0, 1, Set(0))),
+            ],
+        ),
+        (
+            "identifiers",
+            vec![
+                (0, v4()),
+                (1, v5(1, 0)),
+                (1, subscribe(at::ALL, 2)),
+                (1, subscribe(at::A_B_FILTER, 0)),
+                (1, subscribe(at::PLUS, 1)),
+                (0, publish(at::A_B, 0, 1, Plain)),
+                (0, publish(at::A_B, 2, 1, Plain)),
+                (
+                    1,
+                    Step::PubRec {
+                        nth: 0,
+                        accepted: true,
+                    },
+                ),
+                (1, Step::PubComp { nth: 0 }),
             ],
         ),
         (

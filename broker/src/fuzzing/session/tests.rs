@@ -123,6 +123,13 @@ fn a_delivery_too_large_for_the_client_is_dropped_and_sets_no_alias() {
 }
 
 #[test]
+fn a_delivery_through_three_subscriptions_carries_their_three_identifiers() {
+    // Found by the fuzzer: rumqttc's reader loses all but two (see `wire::repair`).
+    let world = run(&seed("identifiers"));
+    assert_eq!(copies(&world), vec![vec![0, 1, 0, 0], vec![0, 1, 0, 0]]);
+}
+
+#[test]
 fn each_shared_group_gets_one_copy() {
     let world = run(&seed("shared"));
     let sent = copies(&world);

@@ -120,3 +120,40 @@ pub(super) fn from_v4(packet: v4::Packet) -> Packet {
         other => panic!("the gateway sent a client's packet: {other:?}"),
     }
 }
+
+/// Undoes a misreading of rumqttc 0.25.1's MQTT 5 PUBLISH reader: it counts each subscription
+/// identifier's property byte twice against the properties' length, so it stops early and leaves
+/// the last identifiers of a PUBLISH that carries several (0x0B and a variable byte integer
+/// each) at the start of its payload. The gateway writes them right; the harness's payloads
+/// never begin with 0x0B, so what does is taken back into the properties.
+pub(super) fn repair(publish: &mut v5::Publish) {
+    let mut payload = &publish.payload[..];
+    let mut ids = Vec::new();
+    while let [0x0B, rest @ ..] = payload {
+        let Some((id, len)) = varint(rest) else {
+            break;
+        };
+        ids.push(id);
+        payload = &rest[len..];
+    }
+    if ids.is_empty() {
+        return;
+    }
+    let properties = publish.properties.get_or_insert_with(Default::default);
+    properties.subscription_identifiers.extend(ids);
+    publish.payload = publish
+        .payload
+        .slice(publish.payload.len() - payload.len()..);
+}
+
+/// A variable byte integer (MQTT 5 §1.5.5) and its length in bytes.
+fn varint(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut value = 0;
+    for (i, byte) in bytes.iter().take(4).enumerate() {
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
