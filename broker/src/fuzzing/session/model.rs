@@ -48,6 +48,9 @@ pub(crate) struct ClientModel {
     /// The receive maximum and topic alias maximum this connection announced.
     pub receive_maximum: usize,
     pub alias_maximum: u16,
+    /// Unreleased QoS 2 publishes the session had when this connection began: a 3.1.1
+    /// connection has no cap on them, and one over MQTT 5 keeps what it resumed.
+    pub unreleased_at_connect: usize,
     /// It announced a small maximum packet size: some deliveries are dropped for it.
     pub small_packets: bool,
     pub session: SessionModel,
@@ -168,6 +171,7 @@ impl World {
                     if !ack.session_present {
                         model.session = SessionModel::default();
                     }
+                    model.unreleased_at_connect = model.session.unreleased.len();
                 }
             }
             Packet::Publish(publish) => self.delivered(client, publish),

@@ -262,3 +262,32 @@ fn a_subscription_identifier_of_0_and_no_local_on_a_share_are_protocol_errors() 
     let world = run(&[(0, v5(3, 0)), (0, subscribe(at::SHARE_G_PLUS, 1))]);
     assert!(world.clients[0].live);
 }
+
+#[test]
+fn a_session_resumed_across_versions_keeps_its_unreleased_publishes() {
+    // Found by the fuzzer, in the harness: a 3.1.1 session holds any number of unreleased QoS 2
+    // publishes, and resumed over MQTT 5 it keeps them; only new ones are capped.
+    let persistent = |v5| Step::Connect {
+        v5,
+        clean_start: false,
+        expiry: 120,
+        receive_maximum: 2,
+        alias_maximum: 0,
+        will: false,
+        small_packets: false,
+        keep_alive: 0,
+    };
+    let mut steps = vec![(0, persistent(false))];
+    steps.extend((1..=4).map(|pkid| (0, publish(at::A_B, 2, pkid, AliasUse::None))));
+    steps.extend([
+        (0, Step::Drop),
+        (0, persistent(true)),
+        (0, Step::PubRel { pkid: 1 }),
+        (0, Step::Resend { pkid: 2 }),
+        (0, publish(at::A_B, 2, 5, AliasUse::None)),
+    ]);
+    let world = run(&steps);
+    let client = &world.clients[0];
+    assert_eq!(client.session.unreleased, [2, 3, 4].into());
+    assert!(!client.live, "a new one beyond the receive maximum: 0x93");
+}
