@@ -409,6 +409,7 @@ impl Harness {
             ),
             other => panic!("client {client}: no CONNACK but {other:?}"),
         }
+        self.world.resent(client);
     }
 
     fn forget(&mut self, client: usize, id: u16) {

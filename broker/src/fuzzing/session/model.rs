@@ -53,6 +53,9 @@ pub(crate) struct ClientModel {
     pub unreleased_at_connect: usize,
     /// It announced a small maximum packet size: some deliveries are dropped for it.
     pub small_packets: bool,
+    /// Right after a CONNACK that resumed the session: the deliveries in flight that are still
+    /// to be sent again (MQTT §4.4), before anything else.
+    pub resending: Option<Vec<(u16, Outstanding)>>,
     pub session: SessionModel,
     /// Aliases this connection set towards the gateway.
     pub aliases_in: HashMap<u16, String>,
@@ -172,12 +175,48 @@ impl World {
                         model.session = SessionModel::default();
                     }
                     model.unreleased_at_connect = model.session.unreleased.len();
+                    model.resending = (ack.session_present && !model.session.tainted)
+                        .then(|| model.session.outstanding.clone());
+                }
+                return;
+            }
+            Packet::Publish(publish) if publish.dup => {
+                if let Some(resending) = &mut self.clients[client].resending {
+                    resending.retain(|(pkid, _)| *pkid != publish.pkid);
                 }
             }
+            Packet::PubRel(rel) => {
+                if let Some(resending) = &mut self.clients[client].resending {
+                    resending.retain(|(pkid, stage)| {
+                        *pkid != rel.pkid || *stage != Outstanding::Released
+                    });
+                    return;
+                }
+            }
+            _ => self.resent(client),
+        }
+        match packet {
             Packet::Publish(publish) => self.delivered(client, publish),
             Packet::Disconnect(_) => self.clients[client].live = false,
             // Answers to the client's own packets are checked by the step that sent them.
             _ => {}
+        }
+    }
+
+    /// Ends the resending that follows a resumed session's CONNACK: whatever was in flight and
+    /// not sent again must be a PUBLISH now too large for the client, dropped as if its flow had
+    /// ended (MQTT 5 §3.1.2.11.4).
+    pub fn resent(&mut self, client: usize) {
+        let model = &mut self.clients[client];
+        let Some(left) = model.resending.take() else {
+            return;
+        };
+        for (pkid, stage) in left {
+            assert!(
+                matches!(stage, Outstanding::Published(_)) && model.small_packets,
+                "client {client}: {pkid} ({stage:?}) not sent again on resume"
+            );
+            model.session.outstanding.retain(|(at, _)| *at != pkid);
         }
     }
 

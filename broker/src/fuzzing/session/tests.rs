@@ -291,3 +291,45 @@ fn a_session_resumed_across_versions_keeps_its_unreleased_publishes() {
     assert_eq!(client.session.unreleased, [2, 3, 4].into());
     assert!(!client.live, "a new one beyond the receive maximum: 0x93");
 }
+
+/// A client with a persistent session gets `a/c` at QoS 1 and leaves without answering it, then
+/// comes back allowing `small` packets (and one alias, which a full topic then costs room for),
+/// and gets `x`, which fits either way.
+fn away_with_a_delivery_in_flight(small: bool) -> Vec<(usize, Step)> {
+    let persistent = |small_packets| Step::Connect {
+        v5: true,
+        clean_start: false,
+        expiry: 120,
+        receive_maximum: 2,
+        alias_maximum: 1,
+        will: false,
+        small_packets,
+        keep_alive: 0,
+    };
+    vec![
+        (0, persistent(false)),
+        (0, subscribe(at::ALL, 1)),
+        (1, seeds::v4()),
+        (1, publish(at::A_C, 1, 1, AliasUse::None)),
+        (0, Step::Drop),
+        (0, persistent(small)),
+        (1, publish(at::X, 1, 2, AliasUse::None)),
+    ]
+}
+
+#[test]
+fn a_resumed_session_sends_its_deliveries_in_flight_again() {
+    let world = run(&away_with_a_delivery_in_flight(false));
+    // m0 once new, once again (DUP, not counted); m1 new.
+    assert_eq!(copies(&world), vec![vec![1, 0, 0, 0], vec![1, 0, 0, 0]]);
+    assert_eq!(world.clients[0].session.outstanding.len(), 2);
+}
+
+#[test]
+fn a_delivery_too_large_to_send_again_ends_its_flow() {
+    // Found by the fuzzer, in the harness: the 17-byte DUP does not fit in 16, and the gateway
+    // drops it as if its flow had ended (MQTT 5 §3.1.2.11.4), freeing its packet id.
+    let world = run(&away_with_a_delivery_in_flight(true));
+    assert_eq!(copies(&world), vec![vec![1, 0, 0, 0], vec![1, 0, 0, 0]]);
+    assert_eq!(world.clients[0].session.outstanding.len(), 1, "m1 alone");
+}
