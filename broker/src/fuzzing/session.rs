@@ -200,6 +200,10 @@ impl Harness {
             for packet in &received {
                 self.world.observe(index, packet);
             }
+            // What came before the gateway closed the connection was read first.
+            if self.conns[index].as_ref().is_some_and(|conn| conn.closed) {
+                self.world.clients[index].live = false;
+            }
             if index == client {
                 mine = received;
             }
@@ -270,9 +274,6 @@ impl Harness {
                     break;
                 }
             }
-        }
-        if conn.closed {
-            self.world.clients[client].live = false;
         }
         packets
     }

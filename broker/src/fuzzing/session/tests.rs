@@ -200,6 +200,24 @@ fn the_committed_session_corpus_is_current() {
     );
 }
 
+/// The inputs that made the fuzzer fail before the harness or the gateway was put right
+/// (`fuzz/corpus/session/found-*`, kept as they were found) pass.
+#[test]
+fn the_inputs_the_fuzzer_found_pass() {
+    let mut found = 0;
+    for entry in std::fs::read_dir(corpus_dir())
+        .expect("the corpus")
+        .flatten()
+    {
+        if entry.file_name().to_string_lossy().starts_with("found-") {
+            let input = std::fs::read(entry.path()).expect("a found input");
+            check(&input);
+            found += 1;
+        }
+    }
+    assert!(found >= 4, "{found} found inputs");
+}
+
 /// Runs [`check`] on random scripts and on the seeds with random bytes spliced in:
 /// `COURTCHAT_PROPERTY_CASES` / 10 of them (default 2,000), from `COURTCHAT_PROPERTY_SEED`.
 #[test]
