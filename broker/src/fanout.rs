@@ -285,9 +285,9 @@ impl Fanout {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Index entries, for tests that check nothing is left behind.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Index entries, for tests and the session fuzz target, which check nothing is left behind.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn len(&self) -> usize {
         let index = self.read();
         index.keyed.len() + index.everywhere.len() + usize::from(!index.shared.is_empty())
     }

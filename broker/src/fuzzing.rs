@@ -10,6 +10,9 @@
 //! asserts what must hold for any input: no panic, every call returns, a decoded packet
 //! consumes bytes, nothing complete is left undecoded while the connection waits for more, and
 //! how the bytes are split into reads changes nothing.
+//!
+//! [`session`] goes past the verdict, into the per-session state machine: a real broker and a
+//! few clients on in-memory streams (see its own notes).
 
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::QoS;
@@ -18,6 +21,11 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use crate::codec::{self, Version};
 use crate::framing;
 use crate::inbound::{self, Inbound};
+
+// The session target needs a clock that only moves when told (tokio's `test-util`): built for
+// the broker's tests and for the fuzz crate, which turns on the `fuzzing` feature.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod session;
 
 /// What a connection makes of the bytes it has read, up to where it stops reading.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -85,6 +85,13 @@ pub(crate) fn screen(packet: Packet, aliases: &mut topic_alias::Incoming) -> Inb
             )
         }
         Packet::Subscribe(subscribe) => Inbound::Subscribe(subscribe),
+        // MQTT 5 §3.10.3, 3.1.1 §3.10.3: at least one topic filter. rumqttc's decoder lets an
+        // empty one through, and its UNSUBACK would carry no reason code, which clients
+        // (rumqttc's among them) cannot read. Found by the session fuzz target.
+        Packet::Unsubscribe(unsubscribe) if unsubscribe.filters.is_empty() => close(
+            "UNSUBSCRIBE without a topic filter",
+            DisconnectReasonCode::ProtocolError,
+        ),
         Packet::Unsubscribe(unsubscribe) => Inbound::Unsubscribe(unsubscribe),
         Packet::PingReq(_) => Inbound::PingReq,
         Packet::Disconnect(disconnect) => Inbound::Disconnect {
@@ -310,6 +317,29 @@ mod tests {
         assert!(matches!(
             screen(subscribe(Some(7)), &mut aliases),
             Inbound::Subscribe(_)
+        ));
+    }
+
+    #[test]
+    fn an_unsubscribe_without_a_filter_is_a_protocol_error() {
+        let unsubscribe = |filters: Vec<String>| {
+            Packet::Unsubscribe(Unsubscribe {
+                pkid: 1,
+                filters,
+                properties: None,
+            })
+        };
+        let mut aliases = topic_alias::Incoming::default();
+        assert!(matches!(
+            screen(unsubscribe(Vec::new()), &mut aliases),
+            Inbound::Close {
+                code: DisconnectReasonCode::ProtocolError,
+                ..
+            }
+        ));
+        assert!(matches!(
+            screen(unsubscribe(vec!["a".to_owned()]), &mut aliases),
+            Inbound::Unsubscribe(_)
         ));
     }
 

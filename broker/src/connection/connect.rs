@@ -109,18 +109,8 @@ pub(crate) async fn serve(
         Ending::Abrupt { code: None, .. } | Ending::Clean { .. } => None,
     };
     if let Some((reason_code, reason)) = told {
-        let disconnect = Disconnect {
-            reason_code,
-            // Always with properties: rumqttc cannot read a DISCONNECT that has a reason code
-            // but no property length, although MQTT 5 allows it.
-            properties: Some(v5::DisconnectProperties {
-                session_expiry_interval: None,
-                reason_string: Some(reason.to_owned()),
-                user_properties: Vec::new(),
-                server_reference: None,
-            }),
-        };
-        let _ = Box::pin(wire.send(&Packet::Disconnect(disconnect))).await;
+        let disconnect = disconnect(reason_code, reason, session.limits.max_packet_size);
+        let _ = Box::pin(wire.send(&disconnect)).await;
     }
     if let Some(kept) = Box::pin(session.finish(ending)).await {
         kept.arm(&shared, &session.client_id);
@@ -128,6 +118,31 @@ pub(crate) async fn serve(
     // The session is stored: a waiting takeover may now resume it.
     drop(gone.take());
     Box::pin(wire.transport.close()).await;
+}
+
+/// The DISCONNECT that tells an MQTT 5 client why the server ends its connection: with the
+/// reason as a reason string, or an empty one when the reason would make the packet larger than
+/// the client's maximum packet size (MQTT 5 §3.1.2.11.4, §3.14.2.2.3; found by the session fuzz
+/// target). Never without one: rumqttc writes a DISCONNECT with a reason code and no properties
+/// with a stray byte after it, and one with empty properties as a normal disconnection.
+fn disconnect(reason_code: DisconnectReasonCode, reason: &str, max_packet_size: usize) -> Packet {
+    let told = |reason: &str| {
+        Packet::Disconnect(Disconnect {
+            reason_code,
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(reason.to_owned()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        })
+    };
+    let with_reason = told(reason);
+    if with_reason.size() <= max_packet_size {
+        with_reason
+    } else {
+        told("")
+    }
 }
 
 /// Reads the CONNECT and applies its rules: authentication, the client id, the will, session
@@ -568,6 +583,36 @@ mod tests {
                 held,
                 "{version:?} {asked} {max}"
             );
+        }
+    }
+
+    #[test]
+    fn a_reason_string_only_where_the_client_has_room_for_it() {
+        let reason = "topic alias not set on this connection";
+        let code = DisconnectReasonCode::ProtocolError;
+        let full = disconnect(code, reason, usize::MAX).size();
+        // (the client's maximum packet size, the reason string sent)
+        let rows = [
+            (usize::MAX, reason),
+            (full, reason),
+            (full - 1, ""),
+            (16, ""),
+        ];
+        for (max, sent) in rows {
+            let packet = disconnect(code, reason, max);
+            assert!(packet.size() <= max, "{max}");
+            // As the client reads it: the reason code survives the encoding.
+            let mut bytes = BytesMut::new();
+            packet
+                .write(&mut bytes, None)
+                .expect("a DISCONNECT encodes");
+            assert_eq!(bytes.len(), packet.size(), "{max}: no stray bytes");
+            let Ok(Packet::Disconnect(read)) = Packet::read(&mut bytes, None) else {
+                panic!("{max}: the client cannot read it");
+            };
+            assert_eq!(read.reason_code, code, "{max}");
+            let reason_string = read.properties.and_then(|p| p.reason_string);
+            assert_eq!(reason_string.as_deref(), Some(sent), "{max}");
         }
     }
 
