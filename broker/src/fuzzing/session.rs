@@ -325,12 +325,13 @@ impl Harness {
         let (mine, theirs) = tokio::io::duplex(1 << 16);
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 10_000 + client as u16));
         tokio::spawn(crate::connection::serve(
-            Transport::Stream(Box::new(theirs)),
-            peer,
+            Box::new(crate::connection::Accepted {
+                transport: Transport::Stream(Box::new(theirs)),
+                peer,
+            }),
             crate::Listener::Tcp,
             self.shared.clone(),
             self.stop.clone(),
-            BytesMut::new(),
         ));
         self.conns[client] = Some(Conn {
             stream: mine,
