@@ -75,6 +75,13 @@ pub(crate) fn screen(packet: Packet, aliases: &mut topic_alias::Incoming) -> Inb
             ),
         },
         Packet::PubComp(comp) => Inbound::PubComp(comp.pkid),
+        // MQTT 5 §2.2.1, 3.1.1 §2.3.1: a SUBSCRIBE or UNSUBSCRIBE carries a non-zero packet
+        // identifier (rumqttc's decoder checks only PUBLISH's). Its answer would carry 0, which
+        // names no request. Left by the session fuzz target's findings.
+        Packet::Subscribe(Subscribe { pkid: 0, .. })
+        | Packet::Unsubscribe(Unsubscribe { pkid: 0, .. }) => {
+            close("packet identifier 0", DisconnectReasonCode::ProtocolError)
+        }
         // MQTT 5 §3.8.2.1.2: a subscription identifier of 0 is a protocol error.
         Packet::Subscribe(subscribe)
             if subscribe.properties.as_ref().and_then(|p| p.id) == Some(0) =>
@@ -317,6 +324,43 @@ mod tests {
         assert!(matches!(
             screen(subscribe(Some(7)), &mut aliases),
             Inbound::Subscribe(_)
+        ));
+    }
+
+    #[test]
+    fn a_subscribe_or_unsubscribe_with_packet_identifier_zero_is_a_protocol_error() {
+        use rumqttc::v5::mqttbytes::v5::Filter;
+        let subscribe = |pkid| {
+            Packet::Subscribe(Subscribe {
+                pkid,
+                filters: vec![Filter::new("a", QoS::AtLeastOnce)],
+                properties: None,
+            })
+        };
+        let unsubscribe = |pkid| {
+            Packet::Unsubscribe(Unsubscribe {
+                pkid,
+                filters: vec!["a".to_owned()],
+                properties: None,
+            })
+        };
+        let mut aliases = topic_alias::Incoming::default();
+        for packet in [subscribe(0), unsubscribe(0)] {
+            assert!(matches!(
+                screen(packet, &mut aliases),
+                Inbound::Close {
+                    code: DisconnectReasonCode::ProtocolError,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            screen(subscribe(1), &mut aliases),
+            Inbound::Subscribe(_)
+        ));
+        assert!(matches!(
+            screen(unsubscribe(1), &mut aliases),
+            Inbound::Unsubscribe(_)
         ));
     }
 
