@@ -177,7 +177,14 @@ impl Worker {
             }
             let (batch, fresh, undecided) = self.shed(batch);
             let decided = if sweep {
-                self.decide_sweep().await
+                let swept = self.decide_sweep().await;
+                // The next sweep a whole second after this one ended. A sweep that waited out
+                // the connect timeout (the database away) ends when the next tick is already
+                // due, and `select!` above, given a due tick and waiting submissions, picks the
+                // tick four times in five (its branches are tried from a random start, in
+                // order): submissions to refuse waited behind sweep after sweep.
+                lock_sweep.reset();
+                swept
             } else if fresh > 0 {
                 self.decide_guarded(&batch[..fresh]).await.map(Some)
             } else {
