@@ -378,19 +378,21 @@ fn v4_packets() -> Vec<(&'static str, Vec<u8>)> {
         publish.pkid = pkid;
         v4_bytes(P::Publish(publish))
     };
-    let subscribe = Subscribe::new_many([
+    // Packet identifiers are non-zero (rumqttc's constructors leave them 0, which the gateway
+    // refuses as a protocol error).
+    let mut subscribe = Subscribe::new_many([
         SubscribeFilter::new("sandbox/#".to_owned(), QoS4::AtLeastOnce),
         SubscribeFilter::new("cc/v1/queue".to_owned(), QoS4::ExactlyOnce),
     ]);
+    subscribe.pkid = 3;
+    let mut unsubscribe = Unsubscribe::new("sandbox/#");
+    unsubscribe.pkid = 4;
     vec![
         ("publish-qos0", publish(QoS4::AtMostOnce, 0)),
         ("publish-qos1", publish(QoS4::AtLeastOnce, 1)),
         ("publish-qos2", publish(QoS4::ExactlyOnce, 2)),
         ("subscribe", v4_bytes(P::Subscribe(subscribe))),
-        (
-            "unsubscribe",
-            v4_bytes(P::Unsubscribe(Unsubscribe::new("sandbox/#"))),
-        ),
+        ("unsubscribe", v4_bytes(P::Unsubscribe(unsubscribe))),
         ("puback", v4_bytes(P::PubAck(PubAck::new(1)))),
         ("pubrec", v4_bytes(P::PubRec(PubRec::new(1)))),
         ("pubrel", v4_bytes(P::PubRel(PubRel::new(2)))),
