@@ -20,19 +20,7 @@ async fn broker_target() -> anyhow::Result<(TestStack, bench::Target)> {
         });
     })
     .await?;
-    let config = stack.config().clone();
-    let target = bench::Target {
-        name: "courtchat".to_owned(),
-        addr: stack.mqtt_tcp_addr(),
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token =
-                courtchat::mint_token(&config, client_id, Role::Agent, Duration::from_secs(600))
-                    .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-        // In this process: its CPU is the test's too.
-        pid: None,
-    };
+    let target = signing_in_as(&stack, Role::Agent);
     Ok((stack, target))
 }
 
@@ -120,6 +108,22 @@ async fn fanout_smoke_answers_and_delivers_everything_in_order() -> anyhow::Resu
     Ok(())
 }
 
+/// The test stack as a benchmark target whose clients sign in with `role`. The gateway runs in
+/// this process, so its CPU is the test's too: no process to read it from.
+fn signing_in_as(stack: &TestStack, role: Role) -> bench::Target {
+    let config = stack.config().clone();
+    bench::Target {
+        name: "courtchat".to_owned(),
+        addr: stack.mqtt_tcp_addr(),
+        credentials: Some(Box::new(move |client_id: &str| {
+            let token = courtchat::mint_token(&config, client_id, role, Duration::from_secs(600))
+                .unwrap_or_default();
+            (client_id.to_owned(), token)
+        })),
+        pid: None,
+    }
+}
+
 fn chat_target(stack: &TestStack) -> bench::ChatTarget {
     let config = stack.config().clone();
     bench::ChatTarget {
@@ -191,23 +195,7 @@ async fn soak_smoke_opens_and_closes_sessions() -> anyhow::Result<()> {
 #[tokio::test]
 async fn connections_smoke_holds_every_connection() -> anyhow::Result<()> {
     let stack = TestStack::start().await?;
-    let config = stack.config().clone();
-    let target = bench::Target {
-        name: "courtchat".to_owned(),
-        addr: stack.mqtt_tcp_addr(),
-        credentials: Some(Box::new(move |client_id: &str| {
-            let token = courtchat::mint_token(
-                &config,
-                client_id,
-                Role::Applicant,
-                Duration::from_secs(600),
-            )
-            .unwrap_or_default();
-            (client_id.to_owned(), token)
-        })),
-        // In this process: its CPU is the test's too.
-        pid: None,
-    };
+    let target = signing_in_as(&stack, Role::Applicant);
     let scenario = bench::ConnectionsConfig {
         connections: 50,
         rate: 500.0,
@@ -239,18 +227,7 @@ async fn connections_smoke_counts_refused_subscriptions_as_failures() -> anyhow:
         "cc/v1/staff/{id}/assignments".to_owned(),
     ];
     for (role, held) in [(Role::Agent, 20), (Role::Applicant, 0)] {
-        let config = stack.config().clone();
-        let target = bench::Target {
-            name: "courtchat".to_owned(),
-            addr: stack.mqtt_tcp_addr(),
-            credentials: Some(Box::new(move |client_id: &str| {
-                let token =
-                    courtchat::mint_token(&config, client_id, role, Duration::from_secs(600))
-                        .unwrap_or_default();
-                (client_id.to_owned(), token)
-            })),
-            pid: None,
-        };
+        let target = signing_in_as(&stack, role);
         let scenario = bench::ConnectionsConfig {
             connections: 20,
             rate: 500.0,
