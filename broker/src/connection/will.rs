@@ -1,4 +1,5 @@
-//! Wills published after their delay (MQTT 5 §3.1.3.2.2): a will with a delay interval waits in
+//! The will: kept from the CONNECT in memory of its own ([`kept`]), and published after its
+//! delay (MQTT 5 §3.1.3.2.2): a will with a delay interval waits in
 //! its stored session and is published when the delay runs out or the session ends, whichever
 //! comes first, unless a connection with the same client id comes before (it resumes or
 //! discards the session, and the will with it).
@@ -11,11 +12,14 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{self, PublishProperties};
+
 use super::Shared;
 use super::presence::SERVER;
 use crate::acl;
 use crate::message::Message;
-use crate::session::{self, Will};
+use crate::session::{self, Outbound, Will};
 
 /// How long `will` waits once its connection is lost, in a session that outlives the
 /// connection by `session_expiry` seconds; `None`: it is published now.
@@ -76,10 +80,107 @@ pub(super) fn publish_will_later(
     });
 }
 
+/// The will as the session keeps it until the connection ends, in memory of its own.
+///
+/// The CONNECT's fields are slices of the buffer it was read into (a chunk of at least
+/// 2 KiB, token included): a will kept as it was decoded kept all of it alive for the life
+/// of the connection (issue 22: memory per idle connection; a desk always has a will).
+pub(super) fn kept(will: v5::LastWill) -> Will {
+    Will {
+        delay: will
+            .properties
+            .as_ref()
+            .and_then(|p| p.delay_interval)
+            .unwrap_or(0),
+        message: Outbound {
+            topic: Bytes::copy_from_slice(&will.topic),
+            payload: Bytes::copy_from_slice(&will.message),
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties.map(will_properties),
+            // Counted from when it is published.
+            expires_at: None,
+        },
+    }
+}
+
+fn will_properties(p: v5::LastWillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: p.payload_format_indicator,
+        message_expiry_interval: p.message_expiry_interval,
+        response_topic: p.response_topic,
+        correlation_data: p.correlation_data.map(|data| Bytes::copy_from_slice(&data)),
+        user_properties: p.user_properties,
+        content_type: p.content_type,
+        ..PublishProperties::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use rumqttc::v5::mqttbytes::QoS;
+
+    #[test]
+    fn a_kept_will_does_not_hold_the_buffer_its_connect_was_read_into() {
+        use bytes::BytesMut;
+        use rumqttc::v5::mqttbytes::v5::{self, Packet};
+
+        use super::kept;
+        use crate::framing;
+
+        let will = v5::LastWill {
+            topic: Bytes::from_static(b"cc/v1/staff/a/submit"),
+            message: Bytes::from_static(b"{}"),
+            qos: rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            retain: false,
+            properties: Some(v5::LastWillProperties {
+                delay_interval: None,
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: Vec::new(),
+            }),
+        };
+        let connect = v5::Connect {
+            keep_alive: 60,
+            client_id: "a".to_owned(),
+            clean_start: true,
+            properties: None,
+        };
+        let mut out = BytesMut::new();
+        Packet::Connect(connect, Some(will), None)
+            .write(&mut out, None)
+            .unwrap();
+        let mut buf = BytesMut::with_capacity(4096);
+        buf.extend_from_slice(&out);
+        let start = buf.as_ptr() as usize;
+        let read = start..start + buf.capacity();
+        let Some((_, Packet::Connect(_, Some(will), _))) =
+            framing::decode_connect(&mut buf, 1 << 20).unwrap()
+        else {
+            panic!("a CONNECT with a will");
+        };
+        let kept = kept(will).message;
+        let correlation = kept
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_data.as_ref());
+        for (name, bytes) in [
+            ("topic", &kept.topic),
+            ("payload", &kept.payload),
+            ("correlation data", correlation.unwrap()),
+        ] {
+            assert!(
+                !read.contains(&(bytes.as_ptr() as usize)),
+                "the will's {name} is a slice of the read buffer"
+            );
+        }
+        assert_eq!(&kept.topic[..], b"cc/v1/staff/a/submit");
+        assert_eq!(&kept.payload[..], b"{}");
+    }
 
     use super::*;
     use crate::session::Outbound;
