@@ -30,9 +30,7 @@ impl Brokers {
         if let Some(server) = self.courtchat {
             server.stop().await;
         }
-        if let Some(mosquitto) = self.mosquitto {
-            mosquitto.stop();
-        }
+        drop(self.mosquitto);
     }
 }
 

@@ -165,6 +165,13 @@ impl ChildServer {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Drop kills what did not exit and removes the scratch directory.
+    }
+}
+
+/// A benchmark that fails half way must not leave a server running behind it.
+impl Drop for ChildServer {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.scratch);

@@ -73,7 +73,7 @@ pub async fn connections_cmd(
         let mosquitto = FreshMosquitto::start(&others.mosquitto).await?;
         let report =
             bench::connections(&mosquitto.target(), &scenario, &mosquitto.memory_probe()).await;
-        mosquitto.stop();
+        drop(mosquitto);
         match report {
             Ok(report) => reports.push(report),
             Err(err) => eprintln!("connections: {err}"),

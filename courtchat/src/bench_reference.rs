@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::Context;
-
 use crate::bench_child::free_port;
 
 /// A broker given with `--against`: where it listens and, after `@`, its process.
@@ -78,7 +76,7 @@ pub struct Others {
     pub against: Vec<Against>,
 }
 
-/// A Mosquitto started for one run and stopped (and its scratch directory removed) after it.
+/// A Mosquitto started for one run and stopped (and its scratch directory removed) when dropped.
 pub struct FreshMosquitto {
     child: Child,
     scratch: PathBuf,
@@ -108,14 +106,22 @@ impl FreshMosquitto {
         std::fs::create_dir_all(&scratch)?;
         let conf = scratch.join("mosquitto.conf");
         std::fs::write(&conf, reference_config(addr))?;
-        let child = Command::new(binary)
+        let spawned = Command::new(binary)
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {binary} (--mosquitto PATH, or --no-mosquitto)"))?;
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(anyhow::Error::new(err).context(format!(
+                    "starting {binary} (--mosquitto PATH, or --no-mosquitto)"
+                )));
+            }
+        };
         let mut fresh = Self {
             child,
             scratch,
@@ -148,8 +154,11 @@ impl FreshMosquitto {
         let pid = self.child.id();
         Box::new(move || bench::resident_bytes(pid))
     }
+}
 
-    pub fn stop(mut self) {
+/// Stopped when dropped, so a run that fails half way leaves no broker behind it.
+impl Drop for FreshMosquitto {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.scratch);

@@ -178,11 +178,8 @@ impl Worker {
             let (batch, fresh, undecided) = self.shed(batch);
             let decided = if sweep {
                 let swept = self.decide_sweep().await;
-                // The next sweep a whole second after this one ended. A sweep that waited out
-                // the connect timeout (the database away) ends when the next tick is already
-                // due, and `select!` above, given a due tick and waiting submissions, picks the
-                // tick four times in five (its branches are tried from a random start, in
-                // order): submissions to refuse waited behind sweep after sweep.
+                // A second after this sweep ended: one that waited out the connect timeout ends
+                // with the next tick due, which `select!` picks over waiting submissions 4 in 5.
                 lock_sweep.reset();
                 swept
             } else if fresh > 0 {
