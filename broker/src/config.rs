@@ -21,6 +21,11 @@ pub struct BrokerConfig {
     pub websocket: WebSocketConfig,
     /// MQTT over TLS and over secure WebSocket; served when a certificate is configured.
     pub tls: TlsConfig,
+    /// Threads that serve MQTT connections, on a runtime of their own apart from the rest of
+    /// the server (the pipeline, the database, the admin API). Default: half the machine's
+    /// cores, rounded up. 0: no threads of its own; connections run on the runtime that serves
+    /// the listener.
+    pub workers: usize,
     /// Client connections accepted at once; the next CONNECT is refused with "server unavailable".
     pub max_connections: usize,
     /// Largest MQTT packet accepted from a client, in bytes. A larger one closes the connection.
@@ -106,6 +111,7 @@ impl Default for BrokerConfig {
             tcp: TcpConfig::default(),
             websocket: WebSocketConfig::default(),
             tls: TlsConfig::default(),
+            workers: crate::threads::default_workers(std::thread::available_parallelism().ok()),
             max_connections: 10_000,
             max_packet_size: 256 * 1024,
             connect_timeout: Duration::from_secs(10),

@@ -15,6 +15,8 @@ pub enum BrokerError {
     Tls(#[from] TlsError),
     #[error("the broker must be started from within a tokio runtime")]
     NoRuntime,
+    #[error("cannot start the gateway's threads (mqtt.workers): {0}")]
+    Threads(#[source] std::io::Error),
     /// A setting that cannot be used, with its key.
     #[error("`{0}`: {1}")]
     Config(&'static str, String),

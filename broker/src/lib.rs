@@ -41,6 +41,7 @@ mod session;
 mod signal;
 mod staff;
 mod subscribe_limit;
+mod threads;
 mod tls;
 mod topic_alias;
 mod transport;
@@ -82,6 +83,7 @@ pub use subscribe_limit::SubscriptionsConfig;
 pub use tls::TlsError;
 
 use connection::Shared;
+use threads::GatewayThreads;
 use transport::Transport;
 
 /// A running broker core. Cheap to clone; every listener served from one `Broker` shares its
@@ -90,6 +92,9 @@ use transport::Transport;
 pub struct Broker {
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The gateway's own runtime (`mqtt.workers`), shut down when the last clone is dropped.
+    /// Connections never hold it: only the host's handles do.
+    threads: Option<Arc<GatewayThreads>>,
 }
 
 /// A broker about to start: its configuration, the plugin chains and the hooks. Made by
@@ -181,6 +186,9 @@ impl BrokerBuilder {
         let tls = tls::acceptor(&config.tls)?;
         // Connections and session-expiry timers are tokio tasks.
         tokio::runtime::Handle::try_current().map_err(|_| BrokerError::NoRuntime)?;
+        let threads = GatewayThreads::start(config.workers)
+            .map_err(BrokerError::Threads)?
+            .map(Arc::new);
         let shared = Arc::new(Shared::new(
             config,
             auth,
@@ -190,7 +198,11 @@ impl BrokerBuilder {
             hooks,
         )?);
         upkeep::start(&shared);
-        Ok(Broker { shared, tls })
+        Ok(Broker {
+            shared,
+            tls,
+            threads,
+        })
     }
 }
 
@@ -234,17 +246,29 @@ impl Broker {
 
     /// Serves MQTT over plain TCP on an already-bound listener until `shutdown` resolves, then
     /// closes every connection it accepted and returns.
-    pub async fn serve_tcp(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve_tcp(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         self.serve(listener, shutdown, Listener::Tcp).await
     }
 
     /// Serves MQTT over WebSocket (path and limits from the configuration) until `shutdown`.
-    pub async fn serve_websocket(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve_websocket(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         self.serve(listener, shutdown, Listener::WebSocket).await
     }
 
     /// Serves MQTT over TLS with the configured certificate until `shutdown`.
-    pub async fn serve_tls(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn serve_tls(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         self.serve(listener, shutdown, Listener::Tls).await
     }
 
@@ -252,7 +276,7 @@ impl Broker {
     pub async fn serve_secure_websocket(
         &self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         self.serve(listener, shutdown, Listener::SecureWebSocket)
             .await
@@ -263,10 +287,11 @@ impl Broker {
         self.tls.is_some()
     }
 
+    /// Accepts on `listener` on the gateway's own threads when it has them, else here.
     async fn serve(
         &self,
         listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
         kind: Listener,
     ) {
         let tls = match (kind.uses_tls(), &self.tls) {
@@ -279,65 +304,98 @@ impl Broker {
                 return;
             }
         };
-        let stop = CancellationToken::new();
-        let connections = TaskTracker::new();
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(err) => {
-                        // Typically EMFILE: back off instead of spinning on the error.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            // Chat traffic is many small packets; Nagle's algorithm would add up to 40 ms each.
-            let _ = stream.set_nodelay(true);
-            let shared = self.shared.clone();
-            let stop = stop.clone();
-            // What only the handshakes need is boxed and let go with them: a task keeps what it
-            // captures for its whole life (issue 22: memory per connection).
-            let socket = Box::new((stream, peer, tls.clone()));
-            // Everything slow (TLS and WebSocket handshakes, waiting for CONNECT) happens in the
-            // connection's own task, so one idle socket never delays the next accept.
-            // The handshakes run boxed, freed once done: TLS's and WebSocket's futures would
-            // otherwise stay in every connection's task for its whole life.
-            let task = async move {
-                let handshaken = Box::pin(async {
-                    let (stream, peer, tls) = *socket;
-                    let config = &shared.config;
-                    let handshake = tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        handshake = timeout(config.connect_timeout, handshake(kind, stream, tls, config)) => handshake,
-                    };
-                    match handshake {
-                        Ok(Ok(transport)) => {
-                            Some(Box::new(connection::Accepted { transport, peer }))
-                        }
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "handshake failed");
-                            None
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "handshake timed out");
-                            None
-                        }
-                    }
-                });
-                if let Some(accepted) = handshaken.await {
-                    connection::serve(accepted, kind, shared, stop).await;
-                }
-            };
-            connections.spawn(task);
+        let shared = self.shared.clone();
+        let Some(threads) = &self.threads else {
+            return accept(shared, tls, listener, shutdown, kind).await;
+        };
+        // A socket is driven by the runtime that registered it, so the listener moves to the
+        // gateway's and every socket it accepts is registered there.
+        let listener = match listener.into_std() {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot hand the listener to the gateway's threads");
+                return;
+            }
+        };
+        let serving = threads.handle().spawn(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accept(shared, tls, listener, shutdown, kind).await,
+                Err(err) => tracing::error!(error = %err, "cannot listen on the gateway's threads"),
+            }
+        });
+        if let Err(err) = serving.await
+            && err.is_panic()
+        {
+            std::panic::resume_unwind(err.into_panic());
         }
-        stop.cancel();
-        connections.close();
-        connections.wait().await;
     }
+}
+
+/// Accepts connections until `shutdown`, each served in a task of its own, then closes them all
+/// and waits for them.
+async fn accept(
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    kind: Listener,
+) {
+    let stop = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Typically EMFILE: back off instead of spinning on the error.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Chat traffic is many small packets; Nagle's algorithm would add up to 40 ms each.
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        // What only the handshakes need is boxed and let go with them: a task keeps what it
+        // captures for its whole life (issue 22: memory per connection).
+        let socket = Box::new((stream, peer, tls.clone()));
+        // Everything slow (TLS and WebSocket handshakes, waiting for CONNECT) happens in the
+        // connection's own task, so one idle socket never delays the next accept.
+        // The handshakes run boxed, freed once done: TLS's and WebSocket's futures would
+        // otherwise stay in every connection's task for its whole life.
+        let task = async move {
+            let handshaken = Box::pin(async {
+                let (stream, peer, tls) = *socket;
+                let config = &shared.config;
+                let handshake = tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    handshake = timeout(config.connect_timeout, handshake(kind, stream, tls, config)) => handshake,
+                };
+                match handshake {
+                    Ok(Ok(transport)) => Some(Box::new(connection::Accepted { transport, peer })),
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "handshake timed out");
+                        None
+                    }
+                }
+            });
+            if let Some(accepted) = handshaken.await {
+                connection::serve(accepted, kind, shared, stop).await;
+            }
+        };
+        connections.spawn(task);
+    }
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
 }
 
 /// Runs the handshakes below MQTT for one accepted socket: TLS, then the WebSocket upgrade, as

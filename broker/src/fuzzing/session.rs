@@ -159,6 +159,8 @@ impl Harness {
             max_session_expiry: MAX_SESSION_EXPIRY,
             // Small, so that a subscriber behind its receive maximum overflows within a script.
             max_pending_per_client: 8,
+            // The connections run on the harness's paused clock, not on threads of their own.
+            workers: 0,
             ..crate::BrokerConfig::default()
         };
         let broker = crate::Broker::builder(config)
