@@ -36,7 +36,7 @@ use rumqttc::v5::mqttbytes::v5::{
     ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, Packet, PublishProperties,
 };
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, Version};
@@ -92,6 +92,10 @@ struct Wire {
 }
 
 impl Wire {
+    fn new(transport: Transport, version: Version) -> Self {
+        Self { transport, version }
+    }
+
     async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
         let mut out = BytesMut::with_capacity(packet.size() + 8);
         let written = codec::encode(self.version, packet, &mut out)
@@ -102,6 +106,11 @@ impl Wire {
         Ok(())
     }
 
+    /// Closes the connection.
+    async fn close(&mut self) {
+        self.transport.close().await;
+    }
+
     /// Refuses a CONNECT and closes the connection.
     async fn refuse(&mut self, code: ConnectReturnCode) {
         let ack = ConnAck {
@@ -110,7 +119,7 @@ impl Wire {
             properties: None,
         };
         let _ = self.send(&Packet::ConnAck(ack)).await;
-        self.transport.close().await;
+        self.close().await;
     }
 }
 
@@ -131,6 +140,9 @@ struct Session<'a> {
     aliases: crate::topic_alias::Aliases,
     /// The client id as publishes carry it, for no-local.
     publisher: std::sync::Arc<str>,
+    /// Whether the connection runs on a single-threaded runtime, where the subscribers a
+    /// publish wakes run only once this connection's task lets them (see `incoming`).
+    one_thread: bool,
     /// This connection's delivery queue, once it is running (see `fanout`).
     inbox: Option<Inbox>,
     /// The receiving end of `inbox` once the connection has ended, for a session kept.
@@ -268,6 +280,22 @@ impl Session<'_> {
                 .unwrap_or_default();
             Instant::now() + left
         });
+        // One timer for both ends a clock can put to the connection, kept across the loop's
+        // turns and moved only when it goes off: every packet moves the keepalive deadline,
+        // and a timer made again each turn cost two trips through tokio's timer wheel per
+        // packet and delivery (issue 22: CPU per delivery). It stays in the connection's task
+        // while it is idle, as the loop's other futures do (issue 22: memory per connection).
+        let alarm = |deadline: Option<Instant>| match (expiry, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let armed = alarm(deadline);
+        let timer = tokio::time::sleep_until(armed.unwrap_or_else(Instant::now));
+        tokio::pin!(timer);
+        // Kept across turns for the same reason: made again each turn, its waiter joined and
+        // left the token's list under a lock every time.
+        let stopped = shutdown.cancelled();
+        tokio::pin!(stopped);
         loop {
             // Handle every complete packet already buffered before waiting for more (in a
             // future of its own, freed in between: see `start`).
@@ -281,16 +309,9 @@ impl Session<'_> {
                 .waiting
                 .front()
                 .map(|(inbox, _)| inbox.deliveries.clone());
-            // One timer for both ends a clock can put to the connection: every future below
-            // stays in the connection's task while it is idle (issue 22: memory per
-            // connection).
-            let alarm = match (expiry, deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return Ending::Shutdown,
+                () = &mut stopped => return Ending::Shutdown,
                 _ = revocations.taken_over() => return if shutdown.is_cancelled() {
                     Ending::Shutdown
                 } else {
@@ -310,14 +331,19 @@ impl Session<'_> {
                     Revocation::Credentials if self.shared.staff_revocations.refuses_identity(&self.identity) => return Ending::told("credentials revoked", DisconnectReasonCode::AdministrativeAction),
                     Revocation::Credentials => {}
                 },
-                _ = async { sleep_until(alarm.unwrap_or_else(Instant::now)).await }, if alarm.is_some() => {
-                    if expiry.is_some_and(|at| at <= Instant::now()) {
+                () = &mut timer, if armed.is_some() => {
+                    let now = Instant::now();
+                    if expiry.is_some_and(|at| at <= now) {
                         tracing::debug!(client_id = %self.client_id, "credentials expired");
                         return Ending::told("credentials expired", DisconnectReasonCode::MaximumConnectTime);
                     }
-                    if deadline.is_some_and(|at| at <= Instant::now()) {
+                    if deadline.is_some_and(|at| at <= now) {
                         tracing::debug!(client_id = %self.client_id, "keepalive expired");
                         return Ending::told("keepalive expired", DisconnectReasonCode::KeepAliveTimeout);
+                    }
+                    // Packets came since it was set: on to the deadline they moved.
+                    if let Some(at) = alarm(deadline) {
+                        timer.as_mut().reset(at);
                     }
                 }
                 // Boxed when polled: only a connection whose publish waits for the pipeline's

@@ -115,7 +115,7 @@ pub(crate) async fn serve(
     }
     // The session is stored: a waiting takeover may now resume it.
     drop(gone.take());
-    Box::pin(wire.transport.close()).await;
+    Box::pin(wire.close()).await;
 }
 
 /// The DISCONNECT that tells an MQTT 5 client why the server ends its connection: with the
@@ -166,10 +166,7 @@ async fn admit<'a>(
         Ok(Ok(None)) => return None,
         Ok(Err(ReadError::Codec(CodecError::UnsupportedVersion(level)))) => {
             tracing::debug!(%peer, level, "unsupported protocol version");
-            let mut wire = Wire {
-                transport,
-                version: Version::V4,
-            };
+            let mut wire = Wire::new(transport, Version::V4);
             Box::pin(wire.refuse(ConnectReturnCode::RefusedProtocolVersion)).await;
             return None;
         }
@@ -182,7 +179,7 @@ async fn admit<'a>(
             return None;
         }
     };
-    let mut wire = Wire { transport, version };
+    let mut wire = Wire::new(transport, version);
 
     let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached");
@@ -357,6 +354,8 @@ async fn admit<'a>(
             Version::V4 => Aliases::default(),
         },
         publisher,
+        one_thread: tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread,
         inbox: None,
         deliveries: None,
         waiting: VecDeque::new(),

@@ -3,6 +3,8 @@
 //! DISCONNECT. Subscribes are `subscribe`'s, acknowledgements of our deliveries
 //! `acknowledgements`'.
 
+use std::task::Poll;
+
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
@@ -17,6 +19,22 @@ use crate::hooks::Origin;
 use crate::inbound::{self, Inbound};
 use crate::session::{self, Outbound};
 use crate::signal::SignalRefusal;
+
+/// Lets every task woken so far run before this one goes on. On tokio's single-threaded
+/// runtime a task that wakes itself goes to the back of the run queue, behind them; tokio's
+/// `yield_now` would instead wait for the next poll of the I/O driver, a system call.
+async fn behind_the_woken() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
 
 /// Why a client's publish is refused, as MQTT 5 acknowledges it.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +71,17 @@ impl Session<'_> {
     pub(super) async fn incoming(&mut self, wire: &mut Wire, packet: Inbound) -> Option<Ending> {
         let reply = match packet {
             Inbound::Publish { publish, topic } => match self.publish(publish, topic).await {
-                Ok(reply) => reply,
+                Ok(reply) => {
+                    // Deliveries before the acknowledgement, as Mosquitto writes them: on one
+                    // thread, the subscribers this publish woke write while the publisher
+                    // waits its turn, so the acknowledgement's write is not in their latency
+                    // (issue 22: paced p99). Where other threads run them, waiting would only
+                    // wake another thread.
+                    if reply.is_some() && self.one_thread {
+                        behind_the_woken().await;
+                    }
+                    reply
+                }
                 Err(ending) => return Some(ending),
             },
             Inbound::PubAck(pkid) => return self.puback(wire, pkid).await,
@@ -231,5 +259,54 @@ impl Session<'_> {
                 properties: None,
             })),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::behind_the_woken;
+
+    /// On one thread, a task woken before the publisher waits its turn runs first: the
+    /// subscriber's delivery is written before the publisher's acknowledgement.
+    #[test]
+    fn on_one_thread_the_woken_run_first() {
+        for wait in [false, true] {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let order = Arc::new(Mutex::new(Vec::new()));
+            runtime.block_on(async {
+                let woken = Arc::new(tokio::sync::Notify::new());
+                let subscriber = tokio::spawn({
+                    let (woken, order) = (woken.clone(), order.clone());
+                    async move {
+                        woken.notified().await;
+                        order.lock().unwrap().push("delivery");
+                    }
+                });
+                let publisher = tokio::spawn({
+                    let order = order.clone();
+                    async move {
+                        // Let the subscriber start waiting.
+                        tokio::task::yield_now().await;
+                        woken.notify_one();
+                        if wait {
+                            behind_the_woken().await;
+                        }
+                        order.lock().unwrap().push("acknowledgement");
+                    }
+                });
+                publisher.await.unwrap();
+                subscriber.await.unwrap();
+            });
+            let expected = if wait {
+                ["delivery", "acknowledgement"]
+            } else {
+                ["acknowledgement", "delivery"]
+            };
+            assert_eq!(*order.lock().unwrap(), expected, "waiting: {wait}");
+        }
     }
 }
