@@ -10,7 +10,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
@@ -52,21 +52,21 @@ impl Transport {
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
         match self {
-            Transport::Tcp(stream) => loop {
+            Transport::Tcp(stream) => {
                 ready!(stream.poll_read_ready(cx))?;
                 buf.reserve(READ_CHUNK);
-                match stream.try_read_buf(buf) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        // Readiness was stale: nothing came. An idle connection must not keep
-                        // the chunk reserved while it waits again.
-                        if buf.is_empty() {
-                            *buf = BytesMut::new();
-                        }
-                        continue;
-                    }
-                    read => return Poll::Ready(read),
+                // A read, not `try_read`: tokio's read forgets the socket's readiness after a
+                // short read, so the next wait goes straight to epoll instead of first making a
+                // read that finds nothing (one wasted system call per packet received; issue 22,
+                // CPU per delivery).
+                let read = tokio_util::io::poll_read_buf(Pin::new(stream), cx, buf);
+                if read.is_pending() && buf.is_empty() {
+                    // Readiness was stale: nothing came. An idle connection must not keep the
+                    // chunk reserved while it waits again.
+                    *buf = BytesMut::new();
                 }
-            },
+                read
+            }
             // tokio's read future holds nothing between polls but these two references.
             Transport::Stream(stream) => pin!(stream.read_buf(buf)).poll(cx),
             Transport::WebSocket(ws) => loop {
