@@ -1,6 +1,8 @@
 //! Static rules from the configuration (`[mqtt.acl]`), like Mosquitto's acl_file: who may read
 //! or write which filters outside the protocol namespace, and whom a rule denies anywhere.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::authorizer::{Authorizer, Decision};
@@ -91,7 +93,12 @@ impl StaticRule {
         self.client.as_deref() == Some(identity.subject.as_str())
     }
 
-    fn pattern(&self, identity: &Identity) -> Option<String> {
+    fn pattern(&self, identity: &Identity) -> Option<Cow<'_, str>> {
+        // Most rules name no one: their pattern is their topic, with nothing to build for every
+        // publish and delivery checked.
+        if !self.topic.contains('%') {
+            return Some(Cow::Borrowed(&self.topic));
+        }
         // A `%u` rule cannot apply to a client without a username.
         if self.topic.contains("%u") && identity.username.is_none() {
             return None;
@@ -102,11 +109,11 @@ impl StaticRule {
         if username.contains(['+', '#', '/']) {
             return None;
         }
-        Some(
+        Some(Cow::Owned(
             self.topic
                 .replace("%c", &identity.subject)
                 .replace("%u", username),
-        )
+        ))
     }
 }
 
