@@ -52,7 +52,8 @@ pub enum BenchCommand {
     /// Chat's traffic shape without chat's protocol: G groups of M clients on one topic each
     /// (QoS 1, nothing stored); the first member publishes R messages a second and the second
     /// answers each. Measures what the machine and this load generator carry at all for chat's
-    /// shape, through courtchat's gateway (in this process), plain rumqttd and --against brokers.
+    /// shape, through courtchat's gateway (`courtchat serve` in a child process), a fresh
+    /// Mosquitto, plain rumqttd and --against brokers.
     Fanout {
         /// G: groups (chat's sessions).
         #[arg(long, default_value_t = 1000)]
