@@ -134,7 +134,7 @@ pub(crate) fn stored_content(row: &message::Model) -> Option<StreamContent> {
 /// however its JSON was spelled.
 pub(crate) fn request_digest(action: &Action) -> String {
     let canonical = serde_json::to_vec(action).unwrap_or_default();
-    crate::audit::hex(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref())
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &canonical).as_ref())
 }
 
 /// The client message id of a payload that did not parse as a whole, so the rejection can

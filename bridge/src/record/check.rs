@@ -12,31 +12,9 @@ use serde::Deserialize;
 
 use crate::audit::{AuditKey, in_statement_sizes};
 
+use super::key::RecordKey;
 use super::purged::Purges;
 use super::{MessageRecord, REFERS_TO_ROWS, SURVEY_ANSWERED, SurveyRecord};
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RecordKey {
-    Message { session_id: String, seq: i64 },
-    Survey { session_id: String },
-}
-
-impl RecordKey {
-    pub fn session_id(&self) -> &str {
-        match self {
-            Self::Message { session_id, .. } | Self::Survey { session_id } => session_id,
-        }
-    }
-}
-
-impl fmt::Display for RecordKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Message { session_id, seq } => write!(f, "message {session_id}#{seq}"),
-            Self::Survey { session_id } => write!(f, "the survey answer of session {session_id}"),
-        }
-    }
-}
 
 /// How a stored row differs from the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,8 +24,6 @@ use schemas::db::entities::{message, survey_response};
 use sea_orm::ActiveEnum;
 use sea_orm::prelude::DateTimeUtc;
 
-use crate::audit::hex;
-
 /// The action of the entry that records a survey answer (written by the pipeline).
 const SURVEY_ANSWERED: &str = "survey.answered";
 
@@ -158,16 +156,18 @@ impl Fields {
     }
 
     fn finish(self) -> String {
-        hex(self.0.finish().as_ref())
+        hex::encode(self.0.finish().as_ref())
     }
 }
 
 /// A stored row, as a difference names it.
 mod check;
+mod key;
 mod purged;
 
 pub(crate) use check::{Claim, RecordCheck};
-pub use check::{Difference, Discrepancy, RecordCounts, RecordKey};
+pub use check::{Difference, Discrepancy, RecordCounts};
+pub use key::RecordKey;
 pub(crate) use purged::{RETENTION_PURGED, Redactions};
 
 #[cfg(test)]

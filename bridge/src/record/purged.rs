@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditKey, in_statement_sizes};
 
-use super::check::RecordKey;
+use super::key::RecordKey;
 
 /// The action of the entry a purge appends for each session it purged.
 pub(crate) const RETENTION_PURGED: &str = "retention.purged";
