@@ -8,10 +8,7 @@
 //! path of a message.
 
 mod audit;
-mod link;
-mod lock;
 mod pipeline;
-mod rate;
 mod record;
 mod recorder;
 mod retention;
@@ -19,9 +16,10 @@ mod retention;
 pub use audit::{
     AuditBatch, AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification,
 };
-pub use link::BrokerLink;
-pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
-pub use pipeline::{BridgeConfig, CommandError, Commands, Pipeline, PipelineError, Reply};
+pub use pipeline::{
+    BridgeConfig, BrokerLink, CommandError, Commands, LockChange, LockError, LockRequest, Pipeline,
+    PipelineError, Reply, ReplyLock,
+};
 pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;
 pub use retention::{

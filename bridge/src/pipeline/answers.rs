@@ -9,7 +9,7 @@ use super::input::{client_msg_id_of, request_digest, same_entry};
 use super::load::{Answered, Key};
 use super::outbox::Outbox;
 use crate::audit::AuditEntry;
-use crate::link::Incoming;
+use crate::pipeline::link::Incoming;
 
 pub(super) fn accepted(cmid: &str, session_id: Option<&str>, seq: Option<u64>) -> Ack {
     Ack {

@@ -9,7 +9,7 @@ use schemas::topics::{SessionTopic, Topic};
 use schemas::wire::{Ack, OpenSession, Resync, StaffSubmission, Submission};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use crate::link::{Incoming, Origin};
+use crate::pipeline::link::{Incoming, Origin};
 
 /// How many commands may wait for the pipeline; callers wait beyond that.
 const QUEUE: usize = 1024;

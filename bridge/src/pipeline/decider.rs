@@ -1,6 +1,7 @@
-//! One batch, start to commit: parse and check what arrived, load what deciding needs, decide
-//! each submission in arrival order, write everything in one transaction, answer resyncs from
-//! what is then stored, commit.
+//! The decider: one batch, from what arrived to what is to be stored. It parses and checks what
+//! arrived, loads what deciding needs, and decides each submission in arrival order; the
+//! committer (`committer::store`) then writes everything in one transaction, answers resyncs
+//! from what is then stored, and commits.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,23 +9,24 @@ use std::time::Instant;
 use chrono::{SubsecRound, Utc};
 use schemas::db::entities::submission_ack;
 use schemas::topics::Topic;
-use schemas::wire::{self, Action, OpenSession, RejectReason, StaffAction};
-use sea_orm::{Set, TransactionTrait};
+use schemas::wire::{self, Action, RejectReason, StaffAction};
+use sea_orm::Set;
 
+use super::PipelineError;
 use super::answers::{accepted, answer, reject, rejection, resubmitted};
-use super::decide::lifecycle::{self, OpenedBefore};
+use super::committer::store;
+use super::decide::lifecycle;
 use super::decide::{self, Context, Effects, Verdict, routing};
+use super::decided::{Decided, OpenedRequest, Pending, ResyncJob};
 use super::disclosure::reason_id;
 use super::dispatch;
 use super::input::{given_reason, new_session_id, primary_content, request_digest};
 use super::load::{Answered, Key, answered, opened_before, overseers, staff_roles};
 use super::outbox::Outbox;
 use super::parsed::{Parsed, limit, parse};
-use super::resync::{self, PageLimits, PageRequest};
+use super::resync::PageLimits;
 use super::worker::Worker;
-use super::{PipelineError, writer};
-use crate::audit::AuditTrail;
-use crate::link::Incoming;
+use crate::pipeline::link::Incoming;
 
 impl Worker {
     /// Decides every submission of `batch` and stores the accepted ones in one transaction.
@@ -390,112 +392,6 @@ impl Worker {
     }
 }
 
-/// What a decided batch answers resubmissions and repeated opens with, until it is stored.
-#[derive(Default)]
-pub(crate) struct Pending {
-    pub answers: HashMap<Key, Answered>,
-    pub opens: HashMap<(String, String), OpenedRequest>,
-}
-
-/// An open request decided and not yet stored, for telling a repetition from a reuse of its id.
-pub(crate) struct OpenedRequest {
-    session_id: String,
-    channel: wire::Channel,
-    first_message: Option<String>,
-}
-
-impl OpenedRequest {
-    fn compared_with(&self, request: &OpenSession) -> OpenedBefore {
-        OpenedBefore {
-            session_id: self.session_id.clone(),
-            same: self.channel == request.channel && self.first_message == request.first_message,
-        }
-    }
-}
-
-/// A resync decided in a batch: where its answer goes and what it asks for.
-pub(crate) struct ResyncJob {
-    position: usize,
-    session_id: String,
-    cmid: String,
-    staff: bool,
-    from_seq: u64,
-    to_seq: u64,
-    last_seq: u64,
-    max_bytes: usize,
-}
-
-/// A batch decided and not yet stored.
-pub(crate) struct Decided {
-    pub fx: Effects,
-    resyncs: Vec<ResyncJob>,
-    now: chrono::DateTime<Utc>,
-    pub pending: Pending,
-    /// The sessions its submissions were about: their views must stay cached until it is
-    /// stored (a view read back from the database before then would miss its changes).
-    pub touched: std::collections::HashSet<String>,
-}
-
-impl Decided {
-    /// A batch of effects decided without submissions (the lock sweep).
-    pub fn effects(fx: Effects, now: chrono::DateTime<Utc>) -> Self {
-        Self {
-            fx,
-            resyncs: Vec::new(),
-            now,
-            pending: Pending::default(),
-            touched: Default::default(),
-        }
-    }
-}
-
-/// Stores a decided batch in one transaction (with its audit entries, chained in turn with
-/// every other writer), answers its resyncs from what is then stored, and commits. Returns
-/// what to publish and the sessions it closed.
-pub(crate) async fn store(
-    store: &store::Store,
-    audit: &AuditTrail,
-    limits: PageLimits,
-    decided: Decided,
-) -> Result<(Outbox, Vec<String>), PipelineError> {
-    let Decided {
-        mut fx,
-        resyncs,
-        now,
-        ..
-    } = decided;
-    // Nothing to write or read (a batch of refusals: a flood over its limits): no transaction,
-    // so that refusing stays cheap.
-    if resyncs.is_empty() && fx.writes_nothing() {
-        return Ok((fx.outbox, fx.closed));
-    }
-    let txn = store.connection().begin().await?;
-    let mut trail = audit.assuming_batch(&txn).await?;
-    let stored = async {
-        writer::write(&txn, &mut trail, &mut fx, now).await?;
-        for job in resyncs {
-            let request = PageRequest {
-                session_id: &job.session_id,
-                cmid: &job.cmid,
-                staff: job.staff,
-                from_seq: job.from_seq,
-                to_seq: job.to_seq,
-                last_seq: job.last_seq,
-                max_bytes: job.max_bytes,
-            };
-            let page = resync::page(&txn, &request, limits).await?;
-            fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
-        }
-        txn.commit().await?;
-        Ok::<_, PipelineError>(())
-    }
-    .await;
-    audit.settle(&trail, stored.is_ok());
-    drop(trail);
-    stored?;
-    Ok((fx.outbox, fx.closed))
-}
-
 #[cfg(test)]
-#[path = "batch_tests.rs"]
+#[path = "decider_tests.rs"]
 mod tests;

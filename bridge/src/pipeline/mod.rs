@@ -15,16 +15,21 @@
 
 mod answers;
 mod attendance;
-mod batch;
 mod commands;
+mod committer;
 mod config;
 mod decide;
+mod decided;
+mod decider;
 mod disclosure;
 mod dispatch;
 mod input;
+pub(crate) mod link;
 mod load;
+pub(crate) mod lock;
 mod outbox;
 mod parsed;
+pub(crate) mod rate;
 mod restore;
 mod resync;
 mod roster;
@@ -36,6 +41,8 @@ mod writer;
 
 pub use commands::{CommandError, Commands, Reply};
 pub use config::BridgeConfig;
+pub use link::BrokerLink;
+pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
 pub use supervisor::Pipeline;
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@
 use schemas::topics::Topic;
 use serde::Serialize;
 
-use crate::link::Link;
+use crate::pipeline::link::Link;
 
 /// The answer to one submission of the batch.
 pub(crate) struct Answer {

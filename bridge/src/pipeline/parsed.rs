@@ -8,8 +8,8 @@ use schemas::wire::{self, Action, OpenSession, RejectReason, StaffSubmission, Su
 
 use super::decide;
 use super::input::{check_action, check_body, client_msg_id_of};
-use crate::link::Incoming;
-use crate::rate::{Charge, SenderLimits};
+use crate::pipeline::link::Incoming;
+use crate::pipeline::rate::{Charge, SenderLimits};
 
 /// A submission after parsing and checking, before deciding.
 pub(super) enum Parsed {

@@ -10,7 +10,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use super::decide;
 use super::outbox::Outbox;
 use super::worker::Worker;
-use crate::link::Link;
+use crate::pipeline::link::Link;
 
 impl Worker {
     /// Publishes, retained, the lock state of every open session as stored (the gateway keeps
@@ -36,7 +36,7 @@ impl Worker {
         };
         let mut outbox = Outbox::default();
         for row in open {
-            let lock = crate::lock::ReplyLock {
+            let lock = crate::pipeline::lock::ReplyLock {
                 holder: row.lock_holder,
                 epoch: row.lock_epoch as u64,
                 expires_at: row.lock_expires_at,

@@ -11,7 +11,7 @@ use super::commands::{Commands, Intake};
 use super::worker::Worker;
 use super::{BridgeConfig, panic_message};
 use crate::audit::AuditTrail;
-use crate::link::{BrokerLink, LinkSettings};
+use crate::pipeline::link::{BrokerLink, LinkSettings};
 
 /// The chat pipeline: a supervisor that keeps one [`Worker`] running until shutdown.
 pub struct Pipeline {

@@ -11,8 +11,8 @@ use schemas::db::entities::session;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use super::PipelineError;
-use super::batch::Decided;
 use super::decide::{self, Context, Effects, staffing};
+use super::decided::Decided;
 use super::dispatch;
 use super::load::absence_cause;
 use super::roster::{Departure, settings};

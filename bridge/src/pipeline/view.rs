@@ -11,7 +11,7 @@ use schemas::db::entities::{
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::PipelineError;
-use crate::lock::ReplyLock;
+use crate::pipeline::lock::ReplyLock;
 
 /// One session as the pipeline sees it: the row's state and what deciding needs beside it.
 #[derive(Clone, Debug, PartialEq)]

@@ -2,7 +2,7 @@
 //!
 //! The decider (this task) takes submissions (from the gateway and from in-process commands,
 //! in arrival order) in batches and decides each batch against the sessions' views; the
-//! committer (on a thread of its own, see `spawn_committer`) stores a decided batch in one transaction, then publishes what
+//! committer (on a thread of its own, `committer`) stores a decided batch in one transaction, then publishes what
 //! it produced and lets the gateway know it is done with its submissions. While the committer
 //! stores batch N, the decider decides batch N+1; it hands N+1 over only once N is stored, so
 //! at most one batch is decided and not yet stored, and what it answered counts as stored for
@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{SubsecRound, Utc};
 use futures_util::FutureExt;
@@ -22,16 +22,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::answers::{busy, unavailable, unreachable};
 use super::attendance::Attendance;
-use super::batch::{Decided, Pending};
 use super::commands::Intake;
+use super::committer::{Job, Stored, deliver, spawn_committer};
+use super::decided::{Decided, Pending};
 use super::outbox::Outbox;
-use super::resync::PageLimits;
 use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
-use crate::link::{BrokerLink, Heard, Incoming, Link, LinkSettings, Origin};
-use crate::rate::SenderLimits;
+use crate::pipeline::link::{BrokerLink, Heard, Incoming, Link, LinkSettings};
+use crate::pipeline::rate::SenderLimits;
 
 pub(crate) struct Worker {
     pub(super) ready: watch::Sender<bool>,
@@ -62,30 +62,6 @@ pub(crate) struct Worker {
     /// stored yet is about them (it may have changed them: a survey answer).
     closing: Vec<String>,
     pub(super) metrics: Option<Arc<telemetry::Metrics>>,
-}
-
-/// A batch for the committer: its submissions (those decided first, then those refused as
-/// busy), what was decided, and the answers already made without deciding.
-struct Job {
-    batch: Vec<Incoming>,
-    decided: Option<Decided>,
-    undecided: Outbox,
-    limits: PageLimits,
-    done: oneshot::Sender<Stored>,
-}
-
-/// What became of a job.
-enum Stored {
-    /// Stored, published and acknowledged; the sessions it closed.
-    Committed(Vec<String>),
-    /// Not stored: the job's submissions, to be decided again.
-    Failed {
-        batch: Vec<Incoming>,
-        undecided: Outbox,
-        error: PipelineError,
-    },
-    /// The link ended.
-    LinkLost,
 }
 
 impl Worker {
@@ -412,209 +388,4 @@ fn refused_unreachable(failure: &PipelineError, batch: &[Incoming]) -> Outbox {
         outbox.extend(unreachable(incoming, index));
     }
     outbox
-}
-
-/// Starts the committer on a thread and runtime of its own, with its own database pool, and
-/// returns what ends when it does.
-///
-/// A batch costs the committer several database round trips, and each reply has to wake it.
-/// On the server's runtime that wake-up waits its turn behind thousands of connection tasks
-/// (measured on PostgreSQL: the server idled "in transaction" between statements most of the
-/// time); on a thread of its own, whose connections belong to its own runtime, the operating
-/// system runs it as soon as the reply is there.
-fn spawn_committer(
-    store: store::Store,
-    audit: Arc<AuditTrail>,
-    link: Arc<Link>,
-    packet_limit: Arc<AtomicUsize>,
-    jobs: mpsc::Receiver<Job>,
-    metrics: Option<Arc<telemetry::Metrics>>,
-) -> oneshot::Receiver<()> {
-    let (finished, ended) = oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("pipeline-commit".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(%error, "the committer's runtime could not start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                // Its own pool, opened here so that its connections are this runtime's; the
-                // shared one (whose replies wake tasks on the server's runtime) if that fails.
-                match store.separate_pool(1).await {
-                    Ok(own) => {
-                        commit(&own, audit, link, packet_limit, jobs, metrics).await;
-                        let _ = own.connection().clone().close().await;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "the committer shares the server's database pool");
-                        commit(&store, audit, link, packet_limit, jobs, metrics).await;
-                    }
-                }
-            });
-            let _ = finished.send(());
-        });
-    if let Err(error) = spawned {
-        // Without a committer the worker's first hand-over fails and the supervisor restarts it.
-        tracing::error!(%error, "the committer's thread could not start");
-    }
-    ended
-}
-
-/// The committer: stores each job in turn, then publishes and acknowledges it.
-async fn commit(
-    store: &store::Store,
-    audit: Arc<AuditTrail>,
-    link: Arc<Link>,
-    packet_limit: Arc<AtomicUsize>,
-    mut jobs: mpsc::Receiver<Job>,
-    metrics: Option<Arc<telemetry::Metrics>>,
-) {
-    let metrics = metrics.as_deref();
-    while let Some(job) = jobs.recv().await {
-        let Job {
-            batch,
-            decided,
-            undecided,
-            limits,
-            done,
-        } = job;
-        let started = Instant::now();
-        let ratings: Vec<f64> = decided
-            .iter()
-            .flat_map(|decided| &decided.fx.surveys)
-            .filter_map(|survey| match &survey.rating {
-                sea_orm::ActiveValue::Set(rating) => Some(f64::from(*rating)),
-                _ => None,
-            })
-            .collect();
-        let stored = match decided {
-            None => Ok((Outbox::default(), Vec::new())),
-            Some(decided) => {
-                std::panic::AssertUnwindSafe(super::batch::store(store, &audit, limits, decided))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))))
-            }
-        };
-        let outcome = match stored {
-            Ok((mut outbox, closed)) => {
-                if let Some(metrics) = metrics {
-                    ratings
-                        .iter()
-                        .for_each(|r| metrics.survey_rating.observe(*r));
-                    metrics
-                        .commit_duration
-                        .observe(started.elapsed().as_secs_f64());
-                    metrics.batch_size.observe(batch.len() as f64);
-                    for incoming in &batch {
-                        let waited = incoming.arrived.elapsed().as_secs_f64();
-                        metrics.submission_to_commit.observe(waited);
-                    }
-                }
-                outbox.extend(undecided);
-                let limit = packet_limit.load(Ordering::Relaxed);
-                match deliver(&link, limit, batch, outbox, metrics).await {
-                    Ok(()) => Stored::Committed(closed),
-                    Err(_) => Stored::LinkLost,
-                }
-            }
-            Err(error) => Stored::Failed {
-                batch,
-                undecided,
-                error,
-            },
-        };
-        let lost = matches!(outcome, Stored::LinkLost);
-        let _ = done.send(outcome);
-        if lost {
-            return;
-        }
-    }
-}
-
-/// Publishes a stored batch's outbox, then acknowledges its submissions to the gateway (a
-/// submission is let go of only once its answer is on its way), and gives commands their
-/// answers directly.
-async fn deliver(
-    link: &Link,
-    limit: usize,
-    batch: Vec<Incoming>,
-    outbox: Outbox,
-    metrics: Option<&telemetry::Metrics>,
-) -> Result<(), rumqttc::v5::ClientError> {
-    let committed = Instant::now();
-    if let Some(metrics) = metrics {
-        count_answers(metrics, &outbox);
-    }
-    let mut replies = Vec::new();
-    outbox
-        .publish(link, limit, |answer| {
-            let command = answer.incoming.is_some_and(|i| {
-                matches!(batch.get(i).map(|b| &b.origin), Some(Origin::Command(_)))
-            });
-            if command {
-                replies.push((answer.incoming, answer.payload.clone()));
-            }
-            command
-        })
-        .await?;
-    link.ack(&batch).await?;
-    reply(batch, replies);
-    if let Some(metrics) = metrics {
-        let delivered = committed.elapsed().as_secs_f64();
-        metrics.commit_to_delivery.observe(delivered);
-    }
-    Ok(())
-}
-
-/// Counts a stored batch's answers by outcome: what the clients are told.
-fn count_answers(metrics: &telemetry::Metrics, outbox: &Outbox) {
-    #[derive(serde::Deserialize)]
-    struct Told<'a> {
-        #[serde(borrow)]
-        status: Option<&'a str>,
-        #[serde(borrow)]
-        reason: Option<&'a str>,
-    }
-    for answer in &outbox.answers {
-        // Resync pages carry no status; they are reads, not submissions decided.
-        let Ok(told) = serde_json::from_slice::<Told<'_>>(&answer.payload) else {
-            continue;
-        };
-        match (told.status, told.reason) {
-            (Some("accepted"), _) => metrics.submissions_accepted.inc(),
-            (Some("rejected"), Some(reason)) => {
-                metrics
-                    .submissions_rejected
-                    .with_label_values(&[reason])
-                    .inc();
-                if reason == "lock_held" {
-                    metrics.lock_contention.inc();
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Gives each command of the batch its answer.
-fn reply(batch: Vec<Incoming>, replies: Vec<(Option<usize>, Vec<u8>)>) {
-    let mut batch: Vec<Option<Incoming>> = batch.into_iter().map(Some).collect();
-    for (index, payload) in replies {
-        if let Some(Some(Incoming {
-            origin: Origin::Command(caller),
-            ..
-        })) = index.and_then(|i| batch.get_mut(i)).map(Option::take)
-        {
-            // The caller may have stopped waiting; its submission was decided all the same.
-            let _ = caller.send(payload.into());
-        }
-    }
 }

@@ -8,7 +8,7 @@ use schemas::db::entities::{participant, session};
 use schemas::wire::RejectReason;
 
 use super::staffing::Cause;
-use super::{Context, Effects, Subject, Verdict, is_staff, lifecycle, membership, refuse};
+use super::{Context, Effects, Subject, Verdict, is_staff, membership, refuse, status};
 use crate::audit::AuditEntry;
 use crate::pipeline::view::SessionView;
 
@@ -87,7 +87,7 @@ pub(crate) fn after_departure(
     if requeued {
         view.assigned_agent = None;
         let queued = session::SessionStatus::Queued;
-        lifecycle::set_status(view, ctx, fx, session_id, "system", cmid, queued);
+        status::set_status(view, ctx, fx, session_id, "system", cmid, queued);
     }
     requeued
 }

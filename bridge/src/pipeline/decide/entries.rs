@@ -3,7 +3,7 @@
 use schemas::wire::{LockMode, RejectReason, StreamContent};
 
 use super::{Context, Effects, Subject, Verdict, is_staff, refuse};
-use crate::lock::LockError;
+use crate::pipeline::lock::LockError;
 use crate::pipeline::view::SessionView;
 
 /// A message every participant sees. In exclusive mode, staff write only under the reply lock,

@@ -9,6 +9,7 @@ use schemas::topics::Topic;
 use schemas::wire::{self, MembershipOp, OpenSession, RejectReason, SessionEvent, StreamContent};
 use sea_orm::Set;
 
+use super::status::set_status;
 use super::{Context, Effects, Subject, Verdict, is_staff, lock, membership, refuse, routing};
 use crate::audit::AuditEntry;
 use crate::pipeline::disclosure::reason_id;
@@ -148,43 +149,6 @@ fn too_many_open(ctx: &Context<'_>, fx: &Effects, applicant: &str) -> Option<Ver
             ),
         )
     })
-}
-
-/// Records a status change: the row, a `status_changed` entry and, for sessions that wait
-/// (queued, escalated), a queue update for staff.
-pub(crate) fn set_status(
-    view: &mut SessionView,
-    ctx: &Context<'_>,
-    fx: &mut Effects,
-    session_id: &str,
-    actor: &str,
-    cmid: &str,
-    status: session::SessionStatus,
-) {
-    view.status = status;
-    fx.changed.insert(session_id.to_owned());
-    let wire_status = wire::SessionStatus::from(status);
-    let changed = StreamContent::Event {
-        event: SessionEvent::StatusChanged {
-            status: wire_status,
-        },
-    };
-    let status_id = format!("{cmid}#status");
-    fx.append(view, ctx.now, session_id, actor, &status_id, changed, None);
-    if matches!(
-        status,
-        session::SessionStatus::Queued | session::SessionStatus::Escalated
-    ) {
-        let update = wire::QueueUpdate {
-            v: wire::VERSION,
-            session_id: session_id.to_owned(),
-            status: wire_status,
-            channel: view.channel.parse().unwrap_or(wire::Channel::Kiosk),
-            team: view.team.clone(),
-            waiting_since: ctx.now,
-        };
-        fx.outbox.entry(Topic::Queue.to_string(), &update);
-    }
 }
 
 /// Hands the session to another agent (with the reply lock, under a new epoch) or back to a

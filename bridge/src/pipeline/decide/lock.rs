@@ -8,7 +8,7 @@ use schemas::wire::{self, LockMode, LockOp, RejectReason};
 
 use super::{Context, Effects, Subject, Verdict, is_staff, refuse};
 use crate::audit::AuditEntry;
-use crate::lock::{LockChange, LockError, LockRequest, ReplyLock};
+use crate::pipeline::lock::{LockChange, LockError, LockRequest, ReplyLock};
 use crate::pipeline::outbox::Outbox;
 use crate::pipeline::view::SessionView;
 

@@ -6,7 +6,7 @@ use schemas::db::entities::{participant, session};
 use schemas::wire::{MembershipOp, RejectReason, SessionEvent, StreamContent};
 
 use super::{
-    Context, Effects, ParticipantChange, Subject, Verdict, lifecycle, lock, refuse, staffing,
+    Context, Effects, ParticipantChange, Subject, Verdict, lock, refuse, staffing, status,
 };
 use crate::pipeline::view::SessionView;
 
@@ -71,7 +71,7 @@ pub(crate) fn add(
     let seq = fx.append(view, now, session_id, subject, cmid, joined, None);
     if view.status == session::SessionStatus::Queued {
         let status = session::SessionStatus::Active;
-        lifecycle::set_status(view, ctx, fx, session_id, "system", cmid, status);
+        status::set_status(view, ctx, fx, session_id, "system", cmid, status);
     }
     fx.membership(session_id, subject, role, MembershipOp::Join);
     seq

@@ -21,6 +21,7 @@ pub(crate) mod reads;
 pub(crate) mod receipts;
 pub(crate) mod routing;
 pub(crate) mod staffing;
+pub(crate) mod status;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -38,7 +39,7 @@ use super::disclosure::for_applicant;
 use super::outbox::Outbox;
 use super::view::{SessionView, Views};
 use crate::audit::AuditEntry;
-use crate::rate::SenderLimits;
+use crate::pipeline::rate::SenderLimits;
 
 /// What deciding a submission came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +154,7 @@ pub(crate) struct SessionState {
     pub status: session::SessionStatus,
     pub team: Option<String>,
     pub assigned_agent: Option<String>,
-    pub lock: crate::lock::ReplyLock,
+    pub lock: crate::pipeline::lock::ReplyLock,
     pub closed_at: Option<DateTime<Utc>>,
 }
 

@@ -71,7 +71,7 @@ mod tests {
     use super::*;
     use crate::pipeline::BridgeConfig;
     use crate::pipeline::decide::testing::Fixture;
-    use crate::rate::SenderLimits;
+    use crate::pipeline::rate::SenderLimits;
 
     fn fixture() -> Fixture {
         let mut fixture = Fixture::new(HashMap::new());

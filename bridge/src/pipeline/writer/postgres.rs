@@ -311,7 +311,7 @@ fn audit_row(row: &audit_event::ActiveModel) -> Result<AuditRow<'_>, PipelineErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lock::ReplyLock;
+    use crate::pipeline::lock::ReplyLock;
     use schemas::db::entities::session::SessionStatus;
 
     #[test]
