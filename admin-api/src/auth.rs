@@ -46,20 +46,11 @@ fn unauthorized(detail: &str) -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "sign-in required").detail(detail)
 }
 
-/// The rank of a role: a change to a lower one is a demotion, which revokes tokens.
-pub fn rank(role: StaffRole) -> u8 {
-    match role {
-        StaffRole::Agent => 1,
-        StaffRole::Supervisor => 2,
-        StaffRole::Admin => 3,
-    }
-}
-
 /// Whether a token for `token_role`, issued at `issued_at`, still speaks for `account`.
 pub fn admits(account: &agent::Model, token_role: &str, issued_at: Option<u64>) -> bool {
     let issued_at = issued_at.unwrap_or(0);
     account.active
-        && crate::people::role_name(account.role) == token_role
+        && crate::staff_role::name(account.role) == token_role
         && issued_at >= account.tokens_not_before.max(0) as u64
 }
 
@@ -152,11 +143,5 @@ mod tests {
             "applicant",
             Some(10)
         ));
-    }
-
-    #[test]
-    fn roles_rank_agent_supervisor_admin() {
-        assert!(rank(StaffRole::Agent) < rank(StaffRole::Supervisor));
-        assert!(rank(StaffRole::Supervisor) < rank(StaffRole::Admin));
     }
 }

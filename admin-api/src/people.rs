@@ -7,6 +7,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
 use crate::audited::audited;
 use crate::password::{self, PasswordError};
+use crate::staff_role;
 
 /// A member of staff to create.
 pub struct NewStaff {
@@ -175,7 +176,7 @@ pub struct StaffChanges {
 /// a lower role, or a new password. Their tokens are then revoked.
 pub fn revokes(before: &agent::Model, after: &agent::Model, password_changed: bool) -> bool {
     (before.active && !after.active)
-        || crate::auth::rank(after.role) < crate::auth::rank(before.role)
+        || staff_role::rank(after.role) < staff_role::rank(before.role)
         || password_changed
 }
 
@@ -183,7 +184,7 @@ pub fn revokes(before: &agent::Model, after: &agent::Model, password_changed: bo
 pub fn recorded(account: &agent::Model) -> serde_json::Value {
     serde_json::json!({
         "display_name": account.display_name,
-        "role": role_name(account.role),
+        "role": staff_role::name(account.role),
         "team": account.team,
         "capacity": account.capacity,
         "active": account.active,
@@ -349,14 +350,6 @@ pub async fn find_staff(
         .filter(agent::Column::Subject.eq(username))
         .one(store.connection())
         .await?)
-}
-
-pub fn role_name(role: StaffRole) -> &'static str {
-    match role {
-        StaffRole::Agent => "agent",
-        StaffRole::Supervisor => "supervisor",
-        StaffRole::Admin => "admin",
-    }
 }
 
 #[cfg(test)]

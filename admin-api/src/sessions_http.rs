@@ -373,7 +373,7 @@ pub async fn transcript(
             action: "session.transcript.read".to_owned(),
             session_id: Some(id.clone()),
             detail: serde_json::json!({
-                "role": crate::people::role_name(caller.role),
+                "role": crate::staff_role::name(caller.role),
                 "through_seq": horizon.through_seq(),
             }),
         })

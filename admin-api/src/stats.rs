@@ -30,10 +30,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::session::{self, SessionStatus};
-use schemas::db::entities::survey_response;
 use schemas::wire::SessionEvent;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+pub(crate) use crate::stats_record::{
+    AvailabilityChange, Entry, EntryKind, Range, Record, StaffMember, Stint,
+};
+use crate::stats_utilization::{StaffTime, staff_utilization};
 
 /// The field's target for resolution: within five minutes.
 pub(crate) const RESOLUTION_TARGET_MS: i64 = 5 * 60 * 1000;
@@ -44,72 +48,6 @@ pub(crate) const SATISFACTION_TARGET: f64 = 4.0;
 
 /// Who `system` entries come from; not a reply.
 const SYSTEM: &str = "system";
-
-/// The range the figures are over: from `since` (inclusive) to `until` (exclusive).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Range {
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
-}
-
-/// One entry of a session's stream as the figures need it: a text (its body is not needed) or
-/// an event.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub session_id: String,
-    pub seq: i64,
-    pub sender: String,
-    pub at: DateTime<Utc>,
-    pub kind: EntryKind,
-}
-
-#[derive(Clone, Debug)]
-pub(crate) enum EntryKind {
-    Text,
-    Event(SessionEvent),
-}
-
-/// A member of staff's participation in a session.
-#[derive(Clone, Debug)]
-pub(crate) struct Stint {
-    pub subject: String,
-    pub joined_at: DateTime<Utc>,
-    pub left_at: Option<DateTime<Utc>>,
-    /// When the session closed, if it has.
-    pub session_closed_at: Option<DateTime<Utc>>,
-}
-
-/// A `staff.availability` entry: whether the person was available before and after `at`.
-#[derive(Clone, Debug)]
-pub(crate) struct AvailabilityChange {
-    pub subject: String,
-    pub at: DateTime<Utc>,
-    pub before: bool,
-    pub after: bool,
-}
-
-/// A member of staff the figures may list.
-#[derive(Clone, Debug)]
-pub(crate) struct StaffMember {
-    pub subject: String,
-    pub team: Option<String>,
-}
-
-/// The rows the figures are computed from.
-#[derive(Debug, Default)]
-pub(crate) struct Record {
-    /// The sessions opened in the range (within the filters).
-    pub sessions: Vec<session::Model>,
-    /// Their texts and events.
-    pub entries: Vec<Entry>,
-    pub surveys: Vec<survey_response::Model>,
-    /// The staff who may be listed (within the filters).
-    pub staff: Vec<StaffMember>,
-    /// Their participations that overlap the range, in any session.
-    pub stints: Vec<Stint>,
-    /// Their availability changes in the range, and the last one before it.
-    pub availability: Vec<AvailabilityChange>,
-}
 
 /// The figures over a range.
 #[derive(Debug, PartialEq, Serialize, ToSchema)]
@@ -533,135 +471,6 @@ fn durations(mut samples: Vec<i64>) -> Durations {
         p99_ms: rank(99),
         max_ms: samples.last().copied(),
     }
-}
-
-/// One member of staff's time, before it is summed into a share.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct StaffTime {
-    signed_in_ms: i64,
-    in_chat_ms: i64,
-    in_chat_while_away_ms: i64,
-    /// Whether any of it happened in the range (a chat, or availability changed).
-    active: bool,
-}
-
-/// Half-open intervals in milliseconds since the epoch.
-type Spans = Vec<(i64, i64)>;
-
-fn staff_utilization(range: Range, record: &Record) -> HashMap<&str, StaffTime> {
-    let (since, until) = (
-        range.since.timestamp_millis(),
-        range.until.timestamp_millis(),
-    );
-    let mut chats: HashMap<&str, Spans> = HashMap::new();
-    for stint in &record.stints {
-        let end = [stint.left_at, stint.session_closed_at]
-            .into_iter()
-            .flatten()
-            .map(|t| t.timestamp_millis())
-            .fold(until, i64::min);
-        let start = stint.joined_at.timestamp_millis().max(since);
-        if start < end {
-            chats.entry(&stint.subject).or_default().push((start, end));
-        }
-    }
-    let mut changes: HashMap<&str, Vec<&AvailabilityChange>> = HashMap::new();
-    for change in &record.availability {
-        changes.entry(&change.subject).or_default().push(change);
-    }
-    record
-        .staff
-        .iter()
-        .map(|member| {
-            let subject = member.subject.as_str();
-            let changes = changes.get(subject).map_or(&[][..], Vec::as_slice);
-            let signed_in = signed_in(since, until, changes);
-            let chat = union(chats.remove(subject).unwrap_or_default());
-            let in_chat = measure(&intersection(&chat, &signed_in));
-            let time = StaffTime {
-                signed_in_ms: measure(&signed_in),
-                in_chat_ms: in_chat,
-                in_chat_while_away_ms: measure(&chat) - in_chat,
-                active: !chat.is_empty()
-                    || changes
-                        .iter()
-                        .any(|c| (since..until).contains(&c.at.timestamp_millis()))
-                    || !signed_in.is_empty(),
-            };
-            (subject, time)
-        })
-        .collect()
-}
-
-/// The periods within `[since, until)` someone was available, from their availability changes
-/// (any order). Before the first change in the range they were as the last change before it
-/// left them, or, without one, as the first change in the range says they were before it;
-/// with no change at all, away.
-fn signed_in(since: i64, until: i64, changes: &[&AvailabilityChange]) -> Spans {
-    let mut changes: Vec<(i64, bool, bool)> = changes
-        .iter()
-        .map(|c| (c.at.timestamp_millis(), c.before, c.after))
-        .collect();
-    changes.sort_by_key(|&(at, ..)| at);
-    let earlier = changes.iter().rev().find(|&&(at, ..)| at < since);
-    let first_inside = changes.iter().find(|&&(at, ..)| at >= since);
-    let mut available = match (earlier, first_inside) {
-        (Some(&(_, _, after)), _) => after,
-        (None, Some(&(_, before, _))) => before,
-        (None, None) => false,
-    };
-    let mut spans = Vec::new();
-    let mut from = since;
-    for &(at, _, after) in changes
-        .iter()
-        .filter(|&&(at, ..)| at >= since && at < until)
-    {
-        if available && !after {
-            spans.push((from, at));
-        } else if !available && after {
-            from = at;
-        }
-        available = after;
-    }
-    if available {
-        spans.push((from, until));
-    }
-    spans.retain(|&(start, end)| start < end);
-    spans
-}
-
-/// `spans` merged into disjoint, ordered spans.
-fn union(mut spans: Spans) -> Spans {
-    spans.sort_unstable();
-    let mut merged: Spans = Vec::with_capacity(spans.len());
-    for (start, end) in spans {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
-    merged
-}
-
-/// The overlap of two sets of disjoint, ordered spans.
-fn intersection(a: &[(i64, i64)], b: &[(i64, i64)]) -> Spans {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        let (start, end) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
-        if start < end {
-            out.push((start, end));
-        }
-        if a[i].1 < b[j].1 {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
-}
-
-fn measure(spans: &[(i64, i64)]) -> i64 {
-    spans.iter().map(|(start, end)| end - start).sum()
 }
 
 /// The staff times summed, and their share.

@@ -4,6 +4,9 @@ use chrono::TimeZone;
 use schemas::wire::Channel;
 
 use super::*;
+use schemas::db::entities::survey_response;
+
+use crate::stats_utilization::{Spans, intersection, measure, signed_in, union};
 
 /// `minutes` and `seconds` after 08:00 on the test day.
 fn at(minutes: i64, seconds: i64) -> DateTime<Utc> {
