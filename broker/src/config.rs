@@ -24,7 +24,7 @@ pub struct BrokerConfig {
     /// Threads that serve MQTT connections, on a runtime of their own apart from the rest of
     /// the server (the pipeline, the database, the admin API). Default: half the machine's
     /// cores, rounded up. 0: no threads of its own; connections run on the runtime that serves
-    /// the listener.
+    /// the listener. At most 256.
     pub workers: usize,
     /// Client connections accepted at once; the next CONNECT is refused with "server unavailable".
     pub max_connections: usize,
@@ -105,6 +105,9 @@ pub struct WebSocketConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// The most threads `mqtt.workers` may ask for.
+const MAX_WORKERS: usize = 256;
+
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
@@ -144,6 +147,10 @@ impl BrokerConfig {
         self.subscriptions.rate()?;
         self.denials.check()?;
         self.retained.check()?;
+        // Each worker is an operating-system thread; more than this is a typo, not a plan.
+        if self.workers > MAX_WORKERS {
+            return Err(("mqtt.workers", format!("must be at most {MAX_WORKERS}")));
+        }
         if self.receive_maximum == 0 {
             return Err(("mqtt.receive_maximum", "must be at least 1".to_owned()));
         }
@@ -233,6 +240,22 @@ mod secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_are_bounded() {
+        for (workers, ok) in [
+            (0, true),
+            (1, true),
+            (MAX_WORKERS, true),
+            (MAX_WORKERS + 1, false),
+        ] {
+            let config = BrokerConfig {
+                workers,
+                ..BrokerConfig::default()
+            };
+            assert_eq!(config.check().is_ok(), ok, "{workers}");
+        }
+    }
 
     #[test]
     fn the_closed_session_window_follows_its_two_keys() {
