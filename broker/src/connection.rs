@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use rumqttc::v5::mqttbytes::v5::{
-    ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, Packet, PublishProperties,
+    ConnAck, ConnAckProperties, ConnectReturnCode, DisconnectReasonCode, Packet,
 };
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -43,12 +43,12 @@ use crate::codec::{self, Version};
 use crate::delivery_queue;
 use crate::fanout::{Inbox, LinkKey};
 use crate::framing;
-use crate::hooks::{Origin, Publish, Routing};
+use crate::hooks::Origin;
 use crate::identity::Identity;
 use crate::inbound::{self, Inbound};
-use crate::message::{Forwarded, Message};
+use crate::message::Forwarded;
 use crate::retained::RetainRefusal;
-use crate::session::{self, Outbound, SessionState, Will};
+use crate::session::{Outbound, SessionState, Will};
 use crate::transport::Transport;
 use connect::ClientLimits;
 
@@ -436,51 +436,16 @@ impl Session<'_> {
     }
 
     /// Hands a message (a publish or the will) to the publish hooks, then, unless one consumed
-    /// it, to its subscribers, and records it if retained; a retained message that does not fit
-    /// the store's bounds is neither kept nor delivered.
-    fn route(&mut self, mut message: Outbound, origin: Origin) -> Result<(), RetainRefusal> {
-        let topic = String::from_utf8_lossy(&message.topic).into_owned();
-        let protocol = crate::acl::in_protocol(&topic);
-        if let Some(properties) = message.properties.as_mut() {
-            session::sanitize_user_properties(properties, protocol);
-        }
-        let mut publish = Publish::new(
+    /// it, to its subscribers, and records it if retained (see `Shared::route`); copies for
+    /// patient queues that are full wait in `waiting`.
+    fn route(&mut self, message: Outbound, origin: Origin) -> Result<(), RetainRefusal> {
+        let waiting = self.shared.route(
             &self.identity,
-            &topic,
-            &message.payload,
-            message.qos as u8,
-            message.retain,
+            Some(&self.publisher),
+            self.key,
+            message,
             origin,
-            &mut message.properties,
-        );
-        let routing = self.shared.hooks.publish(&mut publish);
-        if message
-            .properties
-            .as_ref()
-            .is_some_and(|properties| *properties == PublishProperties::default())
-        {
-            message.properties = None;
-        }
-        if routing == Routing::Consume {
-            return Ok(());
-        }
-        if message.retain
-            && let Err(refusal) = self.shared.retained.store(&topic, message.clone())
-        {
-            tracing::debug!(client_id = %self.client_id, topic, %refusal, "retained publish refused");
-            return Err(refusal);
-        }
-        let forwarded = std::sync::Arc::new(Message {
-            topic: message.topic,
-            payload: message.payload,
-            qos: message.qos,
-            retain: message.retain,
-            publisher: Some(self.publisher.clone()),
-            properties: message.properties,
-            via: None,
-            expires_at: message.expires_at,
-        });
-        let waiting = self.shared.fanout.publish(self.key, &topic, &forwarded);
+        )?;
         self.waiting.extend(waiting);
         Ok(())
     }

@@ -283,7 +283,6 @@ impl<T> Receiver<T> {
     }
 
     /// Items queued now.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shared.lock().items.len()
     }

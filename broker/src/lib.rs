@@ -30,6 +30,7 @@ pub mod fuzzing;
 mod hook_set;
 mod hooks;
 mod identity;
+mod in_process;
 mod inbound;
 mod listener;
 mod memberships;
@@ -72,6 +73,7 @@ pub use error::BrokerError;
 pub use hook_set::Stats;
 pub use hooks::{ConnectionPolicy, Hook, Origin, Publish, Routing, SubscribeOutcome};
 pub use identity::{Identity, Role, TokenDetails};
+pub use in_process::{Delivery, Holder, InProcessClient, InProcessError};
 pub use listener::Listener;
 pub use memberships::{ClosedSessions, Memberships};
 #[cfg(feature = "rumqttd-reference")]
@@ -282,6 +284,17 @@ impl Broker {
             .await
     }
 
+    /// A client inside this process, as `identity` (authorized as a connection would be; see
+    /// [`InProcessClient`]), with at most `receive_maximum` deliveries unacknowledged at once.
+    pub fn in_process_client(
+        &self,
+        client_id: &str,
+        identity: Identity,
+        receive_maximum: u16,
+    ) -> Result<InProcessClient, InProcessError> {
+        InProcessClient::new(self.shared.clone(), client_id, identity, receive_maximum)
+    }
+
     /// Whether a certificate is configured, i.e. whether the TLS listeners can be served.
     pub fn tls_enabled(&self) -> bool {
         self.tls.is_some()
@@ -418,6 +431,7 @@ async fn handshake(
     };
     match kind {
         Listener::Tcp | Listener::Tls => Ok(Transport::Stream(io)),
+        Listener::InProcess => Err("no socket is accepted for in-process clients".to_owned()),
         Listener::WebSocket | Listener::SecureWebSocket => {
             let websocket = &config.websocket;
             transport::accept_websocket(

@@ -7,6 +7,8 @@ pub enum Listener {
     Tls,
     WebSocket,
     SecureWebSocket,
+    /// Not a listener: a client inside the gateway's process (`in_process`).
+    InProcess,
 }
 
 impl Listener {
@@ -28,6 +30,7 @@ impl Listener {
             Listener::Tls => "tls",
             Listener::WebSocket => "websocket",
             Listener::SecureWebSocket => "secure_websocket",
+            Listener::InProcess => "in_process",
         }
     }
 }

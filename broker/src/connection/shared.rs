@@ -15,13 +15,18 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::fanout::{Fanout, Inbox, LinkKey};
 use crate::hook_set::HookSet;
+use crate::hooks::{Origin, Publish, Routing};
+use crate::identity::Identity;
 use crate::memberships::Memberships;
-use crate::message::Forwarded;
+use crate::message::{Forwarded, Message};
+use crate::retained::RetainRefusal;
 use crate::retained::RetainedStore;
+use crate::session::{self, Outbound};
 use crate::session::{SessionState, SessionStore};
 use crate::signal::Signals;
 use crate::staff::StaffRevocations;
 use crate::subscribe_limit::SubscribeAllowance;
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
 
 /// State shared by every connection of one broker.
 pub(crate) struct Shared {
@@ -79,7 +84,7 @@ impl Shared {
         })
     }
 
-    pub(super) fn key(&self) -> LinkKey {
+    pub(crate) fn key(&self) -> LinkKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -95,7 +100,7 @@ impl Shared {
     /// as room appears, once their publisher cannot hold anything for them any more (it
     /// disconnected, or it is the gateway itself); the bound (`mqtt.pipeline_queue_wait_secs`)
     /// only guards against a pipeline that never reads again.
-    pub(super) fn deliver_when_room(&self, waiting: impl IntoIterator<Item = (Inbox, Forwarded)>) {
+    pub(crate) fn deliver_when_room(&self, waiting: impl IntoIterator<Item = (Inbox, Forwarded)>) {
         let waiting: Vec<_> = waiting.into_iter().collect();
         if waiting.is_empty() {
             return;
@@ -110,6 +115,62 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// Hands a message to the publish hooks, then, unless one consumed it, to its subscribers,
+    /// and records it if retained; a retained message that does not fit the store's bounds is
+    /// neither kept nor delivered. What comes back is the copies for patient queues (the
+    /// pipeline's) that were full, for the publisher to deliver as room appears.
+    pub(crate) fn route(
+        &self,
+        identity: &Identity,
+        publisher: Option<&Arc<str>>,
+        key: LinkKey,
+        mut message: Outbound,
+        origin: Origin,
+    ) -> Result<Vec<(Inbox, Forwarded)>, RetainRefusal> {
+        let topic = String::from_utf8_lossy(&message.topic).into_owned();
+        let protocol = crate::acl::in_protocol(&topic);
+        if let Some(properties) = message.properties.as_mut() {
+            session::sanitize_user_properties(properties, protocol);
+        }
+        let mut publish = Publish::new(
+            identity,
+            &topic,
+            &message.payload,
+            message.qos as u8,
+            message.retain,
+            origin,
+            &mut message.properties,
+        );
+        let routing = self.hooks.publish(&mut publish);
+        if message
+            .properties
+            .as_ref()
+            .is_some_and(|properties| *properties == PublishProperties::default())
+        {
+            message.properties = None;
+        }
+        if routing == Routing::Consume {
+            return Ok(Vec::new());
+        }
+        if message.retain
+            && let Err(refusal) = self.retained.store(&topic, message.clone())
+        {
+            tracing::debug!(subject = %identity.subject, topic, %refusal, "retained publish refused");
+            return Err(refusal);
+        }
+        let forwarded = Arc::new(Message {
+            topic: message.topic,
+            payload: message.payload,
+            qos: message.qos,
+            retain: message.retain,
+            publisher: publisher.cloned(),
+            properties: message.properties,
+            via: None,
+            expires_at: message.expires_at,
+        });
+        Ok(self.fanout.publish(key, &topic, &forwarded))
     }
 
     /// Drops what the gateway keeps for a session that is over: its retained messages.
