@@ -92,6 +92,16 @@ impl Pipeline {
     }
 }
 
+/// A worker's task, aborted if the supervisor is dropped before it ends: a pipeline whose
+/// `run` was cancelled (its task aborted) must not leave its worker receiving.
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs what `start` makes until `shutdown`, starting it again (after a growing pause) whenever
 /// it ends or panics; `ready` is false in between. `start` gets a receiver that turns true when
 /// it is time to stop.
@@ -109,12 +119,12 @@ async fn supervise<F, Fut>(
     let mut pause = FIRST_PAUSE;
     loop {
         let started = tokio::time::Instant::now();
-        let mut task = tokio::spawn(start(stopping.clone()));
+        let mut task = Aborting(tokio::spawn(start(stopping.clone())));
         let ended = tokio::select! {
-            ended = &mut task => ended,
+            ended = &mut task.0 => ended,
             _ = shutdown.as_mut() => {
                 stop.send_replace(true);
-                let _ = task.await;
+                let _ = (&mut task.0).await;
                 ready.send_replace(false);
                 return;
             }
@@ -194,5 +204,34 @@ mod tests {
         supervisor.await.unwrap();
         assert!(!*ready.borrow(), "not ready once stopped");
         assert_eq!(found.lock().unwrap().len(), 3, "no restart after shutdown");
+    }
+
+    /// A supervisor whose task is aborted takes its worker with it: no worker of a cancelled
+    /// pipeline goes on receiving beside the next one.
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_supervisor_leaves_no_worker_running() {
+        let ready = watch::Sender::new(false);
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
+        let alive = Arc::new(std::sync::Mutex::new(Some(alive)));
+        let supervisor = tokio::spawn(supervise(ready.clone(), std::future::pending(), {
+            let ready = ready.clone();
+            move |_stop| {
+                // Held by the worker for as long as it runs.
+                let alive = alive.lock().unwrap().take();
+                let ready = ready.clone();
+                async move {
+                    let _alive = alive;
+                    ready.send_replace(true);
+                    std::future::pending::<()>().await;
+                }
+            }
+        }));
+        ready.subscribe().wait_for(|ready| *ready).await.unwrap();
+        supervisor.abort();
+        let _ = supervisor.await;
+        tokio::time::timeout(Duration::from_secs(1), gone)
+            .await
+            .expect("the worker ended with its supervisor")
+            .expect_err("dropped, not sent");
     }
 }
