@@ -17,8 +17,8 @@ pub use audit::{
     AuditBatch, AuditConfig, AuditEntry, AuditError, AuditKey, AuditTrail, Verification,
 };
 pub use pipeline::{
-    BridgeConfig, BrokerLink, CommandError, Commands, LockChange, LockError, LockRequest, Pipeline,
-    PipelineError, Reply, ReplyLock,
+    BridgeConfig, BrokerLink, CommandError, Commands, Delivered, Gateway, LockChange, LockError,
+    LockRequest, Pipeline, PipelineError, Reply, ReplyLock,
 };
 pub use record::{Difference, Discrepancy, MessageRecord, RecordCounts, RecordKey, SurveyRecord};
 pub use recorder::AuditRecorder;

@@ -6,6 +6,7 @@ mod audit;
 mod config;
 pub mod health;
 mod metrics;
+mod pipeline_gateway;
 mod server;
 mod staff;
 
@@ -19,8 +20,8 @@ pub use server::{Addresses, Listeners, ServeError, Server};
 use std::time::{Duration, SystemTime};
 
 pub use bridge::{
-    AuditConfig, CommandError, Commands, Difference, Discrepancy, PurgeReport, PurgedSession,
-    RecordCounts, RecordKey, Reply, RetentionConfig, Verification,
+    AuditConfig, BrokerLink, CommandError, Commands, Difference, Discrepancy, PurgeReport,
+    PurgedSession, RecordCounts, RecordKey, Reply, RetentionConfig, Verification,
 };
 
 /// Walks the audit trail in `store` with the key `config` names and reports the first entry
@@ -101,20 +102,44 @@ pub async fn pipeline(
     ))
 }
 
+/// The pipeline's client id and subject at the gateway, in process or over MQTT.
+const PIPELINE_CLIENT_ID: &str = "courtchat-bridge";
+
 /// How the pipeline reaches the gateway listening at `addr`: as the service identity
 /// `courtchat-bridge`, with a token minted from the configured key for each connection.
 pub fn pipeline_link(config: &Config, addr: std::net::SocketAddr) -> bridge::BrokerLink {
-    const CLIENT_ID: &str = "courtchat-bridge";
     // Each connection gets a fresh token; this only bounds how long one connection may live.
     const TTL: Duration = Duration::from_secs(30 * 24 * 3600);
     let config = config.clone();
-    bridge::BrokerLink {
+    bridge::BrokerLink::Mqtt {
         addr: server::loopback(addr),
-        client_id: CLIENT_ID.to_owned(),
+        client_id: PIPELINE_CLIENT_ID.to_owned(),
         token: std::sync::Arc::new(move || {
-            mint_token(&config, CLIENT_ID, broker::Role::Service, TTL).unwrap_or_default()
+            mint_token(&config, PIPELINE_CLIENT_ID, broker::Role::Service, TTL).unwrap_or_default()
         }),
     }
+}
+
+/// The pipeline's link to `broker` in this process: as the same service identity as over MQTT,
+/// with the same window of unacknowledged submissions (`bridge.intake_window`).
+pub fn in_process_link(
+    broker: &broker::Broker,
+    config: &Config,
+) -> Result<bridge::BrokerLink, broker::InProcessError> {
+    let identity = broker::Identity {
+        subject: PIPELINE_CLIENT_ID.to_owned(),
+        username: None,
+        role: broker::Role::Service,
+        anonymous: false,
+        expires_at: None,
+        issued_at: None,
+        token: broker::TokenDetails::default(),
+    };
+    let client =
+        broker.in_process_client(PIPELINE_CLIENT_ID, identity, config.bridge.intake_window)?;
+    Ok(bridge::BrokerLink::InProcess(std::sync::Arc::new(
+        pipeline_gateway::PipelineGateway(client),
+    )))
 }
 
 /// Mints a token that the server configured by `config` accepts: for operators and scripts

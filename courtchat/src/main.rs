@@ -436,8 +436,9 @@ async fn run_bridge(config: Config, broker: Option<std::net::SocketAddr>) -> any
     let mut stop = ShutdownSignal::install()?;
     let store = store::Store::open(&config.database).await?;
     let pipeline = courtchat::pipeline(&config, &store).await?;
-    let link = courtchat::pipeline_link(&config, broker.unwrap_or(config.mqtt.tcp.listen));
-    tracing::info!(broker = %link.addr, "chat pipeline starting");
+    let broker = broker.unwrap_or(config.mqtt.tcp.listen);
+    let link = courtchat::pipeline_link(&config, broker);
+    tracing::info!(%broker, "chat pipeline starting");
     pipeline.run(link, async move { stop.recv().await }).await;
     store.close().await;
     tracing::info!("stopped");

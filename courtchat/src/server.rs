@@ -172,6 +172,8 @@ pub enum ServeError {
     Broker(#[from] broker::BrokerError),
     #[error(transparent)]
     Keys(#[from] broker::KeyError),
+    #[error("the chat pipeline cannot attach to the gateway: {0}")]
+    PipelineLink(#[from] broker::InProcessError),
     #[error(transparent)]
     Audit(#[from] crate::AuditError),
     #[error(transparent)]
@@ -416,8 +418,9 @@ impl Server {
         let mut pipeline_ready = None;
         let mut commands = None;
         if config.bridge.in_process {
-            // The pipeline is a client of this gateway, as it is when it runs on its own.
-            let link = crate::pipeline_link(&config, addresses.mqtt_tcp);
+            // The pipeline is a client of this gateway, as it is when it runs on its own, but
+            // reached by function calls rather than over a socket (`broker::InProcessClient`).
+            let link = crate::in_process_link(&broker, &config)?;
             let pipeline =
                 bridge::Pipeline::new(store.clone(), audit.clone(), config.bridge.clone())
                     .with_metrics(metrics.clone());
@@ -514,6 +517,17 @@ impl Server {
     /// also ends its live connections at once.
     pub fn staff_revocations(&self) -> &broker::StaffRevocations {
         &self.staff_revocations
+    }
+
+    /// A link for a chat pipeline to this server's gateway from inside the process, as
+    /// `serve` gives its own pipeline (for a pipeline run beside a server with
+    /// `bridge.in_process = false`, as tests restart one).
+    pub fn in_process_link(
+        &self,
+        config: &crate::Config,
+    ) -> Option<Result<bridge::BrokerLink, broker::InProcessError>> {
+        let broker = self.broker.as_ref()?;
+        Some(crate::in_process_link(broker, config))
     }
 
     /// The gateway's denial counters.

@@ -418,6 +418,17 @@ impl TestStack {
             .staff_revocations()
     }
 
+    /// A link for a chat pipeline the test runs itself to this stack's gateway, from inside
+    /// the process (no socket), as `courtchat serve` links its own.
+    pub fn in_process_link(&self) -> anyhow::Result<courtchat::BrokerLink> {
+        Ok(self
+            .server
+            .as_ref()
+            .expect("the stack is running until shutdown consumes it")
+            .in_process_link(&self.config)
+            .context("the gateway is running")??)
+    }
+
     /// The gateway's denial counters.
     pub fn broker_stats(&self) -> courtchat::Stats {
         self.server

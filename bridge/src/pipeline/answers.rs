@@ -32,7 +32,7 @@ pub(super) fn answer(
     match verdict {
         Verdict::Accepted { seq } => {
             fx.outbox
-                .answer(index, sender, &accepted(cmid, session_id, seq));
+                .answer(index, sender, accepted(cmid, session_id, seq));
         }
         Verdict::Refused(reason, message) => {
             reject(fx, index, sender, session_id, cmid, reason, &message);
@@ -60,7 +60,7 @@ pub(crate) fn reject(
         detail: serde_json::json!({ "client_msg_id": cmid, "reason": reason, "message": message }),
     });
     let ack = rejection(cmid, session_id, reason, message);
-    fx.outbox.answer(index, sender, &ack);
+    fx.outbox.answer(index, sender, ack);
 }
 
 pub(super) fn rejection(
@@ -119,12 +119,9 @@ pub(super) fn resubmitted(
     match original {
         Answered::Entry { seq, .. } => {
             fx.outbox
-                .answer(index, sender, &accepted(cmid, Some(session_id), Some(seq)));
+                .answer(index, sender, accepted(cmid, Some(session_id), Some(seq)));
         }
-        Answered::Ack { ack, .. } => {
-            let ack: serde_json::Value = serde_json::from_slice(&ack).unwrap_or_default();
-            fx.outbox.answer(index, sender, &ack);
-        }
+        Answered::Ack { ack, .. } => fx.outbox.answer(index, sender, ack),
     }
 }
 
@@ -171,6 +168,6 @@ fn undecided(incoming: &Incoming, index: usize, reason: RejectReason, message: &
             message: message.to_owned(),
         },
     };
-    outbox.answer(Some(index), sender, &ack);
+    outbox.answer(Some(index), sender, ack);
     outbox
 }

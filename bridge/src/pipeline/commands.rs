@@ -49,8 +49,8 @@ pub enum CommandError {
     /// The pipeline has stopped (the server is shutting down).
     #[error("the chat pipeline is not running")]
     Stopped,
-    #[error("the pipeline's answer could not be read: {0}")]
-    Answer(#[from] serde_json::Error),
+    #[error("the submission could not be written: {0}")]
+    Encode(#[from] serde_json::Error),
     /// A session id or subject that cannot be a topic segment (empty, or holding `/`, `+`,
     /// `#`): the pipeline would never see it, so it is refused here.
     #[error("not a session id or subject the protocol can name")]
@@ -119,12 +119,6 @@ impl Commands {
             .send(incoming)
             .await
             .map_err(|_| CommandError::Stopped)?;
-        let payload = answer.await.map_err(|_| CommandError::Stopped)?;
-        let value: serde_json::Value = serde_json::from_slice(&payload)?;
-        Ok(if value.get("entries").is_some() {
-            Reply::Page(serde_json::from_value(value)?)
-        } else {
-            Reply::Ack(serde_json::from_value(value)?)
-        })
+        answer.await.map_err(|_| CommandError::Stopped)
     }
 }

@@ -10,16 +10,18 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use schemas::wire::{Outcome, RejectReason};
 use sea_orm::TransactionTrait;
 
+use super::commands::Reply;
 use super::decided::Decided;
-use super::outbox::Outbox;
+use super::outbox::{Answer, Outbox, Told};
 use super::resync::PageLimits;
 use super::resync::{self, PageRequest};
 use super::writer;
 use super::{PipelineError, panic_message};
 use crate::audit::AuditTrail;
-use crate::pipeline::link::{Incoming, Link, Origin};
+use crate::pipeline::link::{Incoming, Link, LinkLost, Origin};
 
 /// A batch for the committer: its submissions (those decided first, then those refused as
 /// busy), what was decided, and the answers already made without deciding.
@@ -179,21 +181,16 @@ pub(super) async fn deliver(
     batch: Vec<Incoming>,
     outbox: Outbox,
     metrics: Option<&telemetry::Metrics>,
-) -> Result<(), rumqttc::v5::ClientError> {
+) -> Result<(), LinkLost> {
     let committed = Instant::now();
     if let Some(metrics) = metrics {
         count_answers(metrics, &outbox);
     }
-    let mut replies = Vec::new();
-    outbox
+    let replies = outbox
         .publish(link, limit, |answer| {
-            let command = answer.incoming.is_some_and(|i| {
+            answer.incoming.is_some_and(|i| {
                 matches!(batch.get(i).map(|b| &b.origin), Some(Origin::Command(_)))
-            });
-            if command {
-                replies.push((answer.incoming, answer.payload.clone()));
-            }
-            command
+            })
         })
         .await?;
     link.ack(&batch).await?;
@@ -205,47 +202,49 @@ pub(super) async fn deliver(
     Ok(())
 }
 
-/// Counts a stored batch's answers by outcome: what the clients are told.
+/// Counts a stored batch's answers by outcome: what the clients are told. Counted once the
+/// batch is stored, not as it is decided: a batch that fails to be stored is decided again,
+/// and its first answers were never told.
 fn count_answers(metrics: &telemetry::Metrics, outbox: &Outbox) {
-    #[derive(serde::Deserialize)]
-    struct Told<'a> {
-        #[serde(borrow)]
-        status: Option<&'a str>,
-        #[serde(borrow)]
-        reason: Option<&'a str>,
-    }
     for answer in &outbox.answers {
-        // Resync pages carry no status; they are reads, not submissions decided.
-        let Ok(told) = serde_json::from_slice::<Told<'_>>(&answer.payload) else {
+        // Resync pages are reads, not submissions decided.
+        let Told::Ack(ack) = &answer.told else {
             continue;
         };
-        match (told.status, told.reason) {
-            (Some("accepted"), _) => metrics.submissions_accepted.inc(),
-            (Some("rejected"), Some(reason)) => {
+        match &ack.outcome {
+            Outcome::Accepted { .. } => metrics.submissions_accepted.inc(),
+            Outcome::Rejected { reason, .. } => {
                 metrics
                     .submissions_rejected
-                    .with_label_values(&[reason])
+                    .with_label_values(&[reason.as_str()])
                     .inc();
-                if reason == "lock_held" {
+                if *reason == RejectReason::LockHeld {
                     metrics.lock_contention.inc();
                 }
             }
-            _ => {}
         }
     }
 }
 
 /// Gives each command of the batch its answer.
-fn reply(batch: Vec<Incoming>, replies: Vec<(Option<usize>, Vec<u8>)>) {
+fn reply(batch: Vec<Incoming>, replies: Vec<Answer>) {
     let mut batch: Vec<Option<Incoming>> = batch.into_iter().map(Some).collect();
-    for (index, payload) in replies {
+    for answer in replies {
+        let reply = match answer.told {
+            Told::Ack(ack) => Reply::Ack(ack),
+            Told::Page(page) => Reply::Page(*page),
+            Told::PageDue => continue,
+        };
         if let Some(Some(Incoming {
             origin: Origin::Command(caller),
             ..
-        })) = index.and_then(|i| batch.get_mut(i)).map(Option::take)
+        })) = answer
+            .incoming
+            .and_then(|i| batch.get_mut(i))
+            .map(Option::take)
         {
             // The caller may have stopped waiting; its submission was decided all the same.
-            let _ = caller.send(payload.into());
+            let _ = caller.send(reply);
         }
     }
 }
@@ -285,7 +284,9 @@ pub(super) async fn store(
                 max_bytes: job.max_bytes,
             };
             let page = resync::page(&txn, &request, limits).await?;
-            fx.outbox.answers[job.position].payload = serde_json::to_vec(&page).unwrap_or_default();
+            if let Some(answer) = fx.outbox.answers.get_mut(job.position) {
+                answer.told = Told::Page(Box::new(page));
+            }
         }
         txn.commit().await?;
         Ok::<_, PipelineError>(())

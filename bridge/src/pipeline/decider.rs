@@ -230,7 +230,7 @@ impl Worker {
                 } => {
                     let reason = RejectReason::RateLimited;
                     let ack = rejection(&cmid, session_id.as_deref(), reason, &message);
-                    fx.outbox.answer(index, &sender, &ack);
+                    fx.outbox.answer(index, &sender, ack);
                 }
                 Parsed::Open { applicant, request } => {
                     let cmid = request.client_msg_id.clone();
@@ -320,12 +320,11 @@ impl Worker {
                             // Entries answer resubmissions through the messages table; the
                             // rest are kept.
                             let ack = accepted(&cmid, Some(&session_id), None);
-                            let ack = serde_json::to_vec(&ack).unwrap_or_default();
                             fx.kept_acks.push(submission_ack::ActiveModel {
                                 session_id: Set(session_id.clone()),
                                 sender: Set(sender.clone()),
                                 client_msg_id: Set(cmid.clone()),
-                                ack: Set(String::from_utf8_lossy(&ack).into_owned()),
+                                ack: Set(serde_json::to_string(&ack).unwrap_or_default()),
                                 request_digest: Set(digest.clone()),
                                 created_at: Set(now),
                             });
@@ -345,7 +344,7 @@ impl Worker {
                                 .get(&session_id)
                                 .map_or(0, |view| view.last_seq as u64);
                             resyncs.push(ResyncJob {
-                                position: fx.outbox.answers.len(),
+                                position: fx.outbox.page_due(index, &sender),
                                 session_id: session_id.clone(),
                                 cmid: cmid.clone(),
                                 staff: *staff,
@@ -354,7 +353,6 @@ impl Worker {
                                 last_seq,
                                 max_bytes: *max_bytes,
                             });
-                            fx.outbox.answer(index, &sender, &serde_json::Value::Null);
                             continue;
                         }
                         Verdict::Refused(..) => {}

@@ -9,6 +9,7 @@ use schemas::wire::{Ack, Outcome};
 use super::*;
 use crate::audit::AuditTrail;
 use crate::pipeline::BridgeConfig;
+use crate::pipeline::outbox::Told;
 
 /// Resubmissions that land in the same batch as their original (whose rows the batch has
 /// not written yet) get the original's answer, not a second session or entry.
@@ -42,7 +43,10 @@ async fn a_batch_recognises_its_own_resubmissions() {
     let acks: Vec<Ack> = outbox
         .answers
         .iter()
-        .map(|answer| serde_json::from_slice(&answer.payload).unwrap())
+        .map(|answer| match &answer.told {
+            Told::Ack(ack) => ack.clone(),
+            other => panic!("{other:?}"),
+        })
         .collect();
     assert_eq!(acks.len(), 2);
     let session = acks[0].session_id.clone().unwrap();
@@ -60,14 +64,12 @@ async fn a_batch_recognises_its_own_resubmissions() {
     let seqs: Vec<Option<u64>> = outbox
         .answers
         .iter()
-        .map(|answer| {
-            match serde_json::from_slice::<Ack>(&answer.payload)
-                .unwrap()
-                .outcome
-            {
-                Outcome::Accepted { seq } => seq,
-                other => panic!("{other:?}"),
-            }
+        .map(|answer| match &answer.told {
+            Told::Ack(Ack {
+                outcome: Outcome::Accepted { seq },
+                ..
+            }) => *seq,
+            other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(seqs.len(), 2);

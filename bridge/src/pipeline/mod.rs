@@ -41,7 +41,7 @@ mod writer;
 
 pub use commands::{CommandError, Commands, Reply};
 pub use config::BridgeConfig;
-pub use link::BrokerLink;
+pub use link::{BrokerLink, Delivered, Gateway};
 pub use lock::{LockChange, LockError, LockRequest, ReplyLock};
 pub use supervisor::Pipeline;
 

@@ -3,16 +3,39 @@
 //! updates, then the answers to the batch's submissions.
 
 use schemas::topics::Topic;
+use schemas::wire;
 use serde::Serialize;
 
-use crate::pipeline::link::Link;
+use crate::pipeline::link::{Link, LinkLost};
+
+/// What a submission is told: typed until the outbox writes it, so that the metrics and the
+/// commands' callers read it as it was decided, never parsed back from bytes.
+#[derive(Debug)]
+pub(crate) enum Told {
+    Ack(wire::Ack),
+    /// A resync's page.
+    Page(Box<wire::Resync>),
+    /// A resync's page, read once the batch is stored (see `committer::store`).
+    PageDue,
+}
 
 /// The answer to one submission of the batch.
 pub(crate) struct Answer {
     pub topic: String,
-    pub payload: Vec<u8>,
+    pub told: Told,
     /// The submission it answers (its place in the batch).
     pub incoming: Option<usize>,
+}
+
+impl Answer {
+    /// Its payload, as published.
+    fn payload(&self) -> Option<Vec<u8>> {
+        match &self.told {
+            Told::Ack(ack) => serde_json::to_vec(ack).ok(),
+            Told::Page(page) => serde_json::to_vec(page).ok(),
+            Told::PageDue => None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -36,12 +59,23 @@ impl Outbox {
     }
 
     /// Answers submission `incoming` of `subject` on their ack topic.
-    pub fn answer(&mut self, incoming: Option<usize>, subject: &str, payload: &impl Serialize) {
+    pub fn answer(&mut self, incoming: Option<usize>, subject: &str, ack: wire::Ack) {
         self.answers.push(Answer {
             topic: Topic::Ack { subject }.to_string(),
-            payload: serde_json::to_vec(payload).unwrap_or_default(),
+            told: Told::Ack(ack),
             incoming,
         });
+    }
+
+    /// Will answer resync `incoming` of `subject` with a page once the batch is stored; its
+    /// place among the answers, for the page.
+    pub fn page_due(&mut self, incoming: Option<usize>, subject: &str) -> usize {
+        self.answers.push(Answer {
+            topic: Topic::Ack { subject }.to_string(),
+            told: Told::PageDue,
+            incoming,
+        });
+        self.answers.len() - 1
     }
 
     pub fn extend(&mut self, other: Outbox) {
@@ -52,15 +86,15 @@ impl Outbox {
     }
 
     /// Publishes everything, except the answers that `keep` takes (answers to commands, which
-    /// go back to their caller instead). A payload the gateway would refuse is not sent (it
-    /// would cost the connection): everything the pipeline builds is bounded well below the
-    /// limit, so this is logged as the defect it would be.
+    /// go back to their caller instead), which it returns. A payload the gateway would refuse
+    /// is not sent (it would cost the connection): everything the pipeline builds is bounded
+    /// well below the limit, so this is logged as the defect it would be.
     pub async fn publish(
         self,
         link: &Link,
         limit: usize,
         mut keep: impl FnMut(&Answer) -> bool,
-    ) -> Result<(), rumqttc::v5::ClientError> {
+    ) -> Result<Vec<Answer>, LinkLost> {
         let memberships = Topic::Memberships.to_string();
         let mut publishes: Vec<(String, Vec<u8>, bool)> = Vec::with_capacity(
             self.memberships.len() + self.locks.len() + self.entries.len() + self.answers.len(),
@@ -72,9 +106,17 @@ impl Outbox {
         // Lock state is retained, so that a dashboard that subscribes later sees the holder.
         publishes.extend(self.locks.into_iter().map(|(t, p)| (t, p, true)));
         publishes.extend(self.entries.into_iter().map(|(t, p)| (t, p, false)));
+        let mut kept = Vec::new();
         for answer in self.answers {
-            if !keep(&answer) {
-                publishes.push((answer.topic, answer.payload, false));
+            if keep(&answer) {
+                kept.push(answer);
+                continue;
+            }
+            match answer.payload() {
+                Some(payload) => publishes.push((answer.topic, payload, false)),
+                None => {
+                    tracing::error!(topic = %answer.topic, "an answer without its page was not sent")
+                }
             }
         }
         for (topic, payload, retain) in publishes {
@@ -84,7 +126,7 @@ impl Outbox {
             }
             link.publish(topic, retain, payload).await?;
         }
-        Ok(())
+        Ok(kept)
     }
 }
 

@@ -30,7 +30,7 @@ use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
 use crate::audit::AuditTrail;
-use crate::pipeline::link::{BrokerLink, Heard, Incoming, Link, LinkSettings};
+use crate::pipeline::link::{Arrival, BrokerLink, Heard, Incoming, Link, LinkLost, LinkSettings};
 use crate::pipeline::rate::SenderLimits;
 
 pub(crate) struct Worker {
@@ -99,10 +99,8 @@ impl Worker {
         commands: Arc<Intake>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut link = Link::start(&broker, settings, self.ready.clone());
+        let (link, mut intake) = Link::start(&broker, settings, self.ready.clone());
         self.packet_limit = link.max_packet();
-        let mut intake = link.intake();
-        let mut presence = link.presence();
         let link = Arc::new(link);
         // What the record holds is what a restarted gateway or dashboard must see: every open
         // session's lock state (retained), and the open sessions' applicants for abandonment.
@@ -130,21 +128,25 @@ impl Worker {
                 _ = stop.changed() => break,
                 _ = lock_sweep.tick() => None,
                 first = intake.recv() => match first {
-                    Some(first) => Some(first),
+                    Some(Arrival::Submission(first)) => Some(first),
+                    Some(Arrival::Presence(heard)) => {
+                        self.heard(heard);
+                        continue;
+                    }
                     None => break,
                 },
                 Some(command) = commands.recv() => Some(command),
-                Some(heard) = presence.recv() => {
-                    self.heard(heard);
-                    continue;
-                }
             };
             let sweep = first.is_none();
             let mut batch: Vec<Incoming> = first.into_iter().collect();
             while !sweep && batch.len() < self.config.batch_max {
-                match intake.try_recv().ok().or_else(|| commands.try_recv().ok()) {
-                    Some(next) => batch.push(next),
-                    None => break,
+                match intake.try_recv() {
+                    Some(Arrival::Submission(next)) => batch.push(next),
+                    Some(Arrival::Presence(heard)) => self.heard(heard),
+                    None => match commands.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    },
                 }
             }
             if let Some(metrics) = &self.metrics {
@@ -303,7 +305,7 @@ impl Worker {
         fresh: usize,
         undecided: Outbox,
         failure: Option<&PipelineError>,
-    ) -> Result<(), rumqttc::v5::ClientError> {
+    ) -> Result<(), LinkLost> {
         let mut outbox = match failure {
             Some(failure) if failure.is_unreachable() => {
                 refused_unreachable(failure, &batch[..fresh])

@@ -530,6 +530,45 @@ async fn one_refused_row_does_not_take_its_batch_down_on_postgres() -> anyhow::R
 /// the pipeline's connection to the gateway drops again and again under load.
 #[tokio::test]
 async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> anyhow::Result<()> {
+    nothing_acknowledged_is_lost(Interruption::ConnectionCut).await
+}
+
+/// The same when the pipeline linked in-process (as `courtchat serve` runs it) is stopped dead
+/// again and again under load and started anew on the same gateway: what it held and had not
+/// acknowledged is handed to the next one, and nothing is decided twice.
+#[tokio::test]
+async fn nothing_acknowledged_is_lost_when_the_in_process_pipeline_restarts() -> anyhow::Result<()>
+{
+    nothing_acknowledged_is_lost(Interruption::Restart).await
+}
+
+/// What happens to the pipeline while the load runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interruption {
+    /// Its MQTT connection is cut (it runs as its own process would).
+    ConnectionCut,
+    /// Its task is aborted and a new pipeline starts on the same in-process link.
+    Restart,
+}
+
+/// A pipeline the test runs, and how to stop it.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn run_pipeline(stack: &TestStack, link: bridge::BrokerLink) -> anyhow::Result<Running> {
+    let pipeline = courtchat::pipeline(stack.config(), stack.store()).await?;
+    let mut ready = pipeline.readiness();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(pipeline.run(link, async move {
+        let _ = stopped.await;
+    }));
+    ready.wait_for(|ready| *ready).await?;
+    Ok(Running { stop, task })
+}
+
+async fn nothing_acknowledged_is_lost(interruption: Interruption) -> anyhow::Result<()> {
     const APPLICANTS: usize = 8;
     const MESSAGES: usize = 40;
     let stack = TestStack::start_with(TestDatabase::chosen().await?, |config| {
@@ -544,14 +583,15 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
     })
     .await?;
     let relay = Relay::start(stack.mqtt_tcp_addr()).await?;
-    let pipeline = courtchat::pipeline(stack.config(), stack.store()).await?;
-    let mut ready = pipeline.readiness();
-    let link = courtchat::pipeline_link(stack.config(), relay.addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(pipeline.run(link, async move {
-        let _ = stopped.await;
-    }));
-    ready.wait_for(|ready| *ready).await?;
+    let gateway = match stack.in_process_link()? {
+        bridge::BrokerLink::InProcess(gateway) => gateway,
+        bridge::BrokerLink::Mqtt { .. } => unreachable!("an in-process link"),
+    };
+    let link = || match interruption {
+        Interruption::ConnectionCut => courtchat::pipeline_link(stack.config(), relay.addr()),
+        Interruption::Restart => bridge::BrokerLink::InProcess(gateway.clone()),
+    };
+    let mut running = run_pipeline(&stack, link()).await?;
 
     let mut applicants = Vec::new();
     for n in 0..APPLICANTS {
@@ -594,10 +634,18 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
             anyhow::Ok(())
         }
     });
-    // Cut the pipeline off three times while the load runs.
+    // Cut the pipeline off, or stop it dead and start another, three times while the load
+    // runs.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        relay.cut();
+        match interruption {
+            Interruption::ConnectionCut => relay.cut(),
+            Interruption::Restart => {
+                running.task.abort();
+                let _ = (&mut running.task).await;
+                running = run_pipeline(&stack, link()).await?;
+            }
+        }
     }
     load.await??;
 
@@ -646,8 +694,11 @@ async fn nothing_acknowledged_is_lost_when_the_pipelines_connection_drops() -> a
             last = row.seq;
         }
     }
-    let _ = stop.send(());
-    running.await?;
+    let _ = running.stop.send(());
+    running.task.await?;
+    // The gateway's client holds the gateway (and its audit hook, which the stack's shutdown
+    // waits for) as the server's own pipeline does until it stops.
+    drop(gateway);
     stack.shutdown().await;
     Ok(())
 }

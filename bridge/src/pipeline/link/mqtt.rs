@@ -1,4 +1,5 @@
-//! The pipeline's link to the gateway: one MQTT 5 session that outlives its connections.
+//! The link over MQTT (the pipeline as its own process): one MQTT 5 session that outlives its
+//! connections.
 //!
 //! A submission the gateway has acknowledged to its sender must be decided even if this
 //! connection drops, so the link is built around the gateway keeping what the pipeline has not
@@ -6,7 +7,7 @@
 //! - Clean Start off and a session expiry: while the pipeline reconnects, the gateway keeps its
 //!   subscriptions and goes on collecting submissions for it.
 //! - Manual acknowledgements: a submission is acknowledged to the gateway only after it was
-//!   decided, committed and its answer queued ([`Link::ack`]). What was in the pipeline's hands
+//!   decided, committed and its answer queued ([`MqttLink::ack`]). What was in the pipeline's hands
 //!   when the connection dropped is delivered again by the gateway (flagged DUP).
 //! - A receive maximum (`bridge.intake_window`): at most that many submissions are in the
 //!   pipeline's hands at once; the rest wait in the gateway, whose publishers then wait too.
@@ -29,111 +30,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::{
+    Heard, Incoming, LinkSettings, Origin, is_presence, presence_filter, received_at,
+    submission_filters,
+};
+
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, Subscribe};
 use rumqttc::v5::{AsyncClient, ClientError, Event, EventLoop, MqttOptions, Request};
 use tokio::sync::{mpsc, watch};
-
-/// How the pipeline reaches the gateway: where, as whom, and a fresh token per connection.
-pub struct BrokerLink {
-    pub addr: SocketAddr,
-    pub client_id: String,
-    pub token: Arc<dyn Fn() -> String + Send + Sync>,
-}
-
-/// The link's settings (from `[bridge]`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct LinkSettings {
-    pub intake_window: u16,
-    pub session_expiry: Duration,
-    pub keep_alive: Duration,
-}
-
-/// A submission as it arrived: its topic and payload as a client would publish them, and
-/// where its answer goes besides the sender's ack topic.
-pub(crate) struct Incoming {
-    pub topic: String,
-    pub payload: bytes::Bytes,
-    pub origin: Origin,
-    /// When the pipeline received it: how long it has waited decides whether it is still
-    /// worth deciding (see `bridge.max_queue_delay_ms`).
-    pub arrived: std::time::Instant,
-}
-
-pub(crate) enum Origin {
-    /// Over MQTT: the delivery to acknowledge to the gateway once decided.
-    Mqtt(Box<Publish>),
-    /// From inside the process (see `Commands`): the caller waiting for the answer.
-    Command(tokio::sync::oneshot::Sender<bytes::Bytes>),
-    /// From a test.
-    #[cfg(test)]
-    Local,
-}
-
-impl Incoming {
-    /// The MQTT 5 user property `key` the gateway set on this delivery, if any (clients' own
-    /// user properties never reach the pipeline on protocol topics).
-    pub(crate) fn property(&self, key: &str) -> Option<&str> {
-        let Origin::Mqtt(publish) = &self.origin else {
-            return None;
-        };
-        publish
-            .properties
-            .as_ref()?
-            .user_properties
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
-    }
-
-    #[cfg(test)]
-    pub fn local(topic: &str, payload: impl Into<bytes::Bytes>) -> Self {
-        Self {
-            topic: topic.to_owned(),
-            payload: payload.into(),
-            origin: Origin::Local,
-            arrived: std::time::Instant::now(),
-        }
-    }
-}
-
-/// A presence a subject published in a session.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Heard {
-    pub session_id: String,
-    pub subject: String,
-    pub status: schemas::wire::PresenceStatus,
-}
-
-impl Heard {
-    /// The presence a publish carries, if it is a well-formed one on a presence topic.
-    fn of(topic: &str, payload: &[u8]) -> Option<Self> {
-        let schemas::topics::Topic::Session {
-            session,
-            kind: schemas::topics::SessionTopic::Presence,
-            subject: Some(subject),
-        } = schemas::topics::Topic::parse(topic)?
-        else {
-            return None;
-        };
-        let presence: schemas::wire::Presence = serde_json::from_slice(payload).ok()?;
-        Some(Self {
-            session_id: session.to_owned(),
-            subject: subject.to_owned(),
-            status: presence.status,
-        })
-    }
-}
-
-fn is_presence(topic: &str) -> bool {
-    matches!(
-        schemas::topics::Topic::parse(topic),
-        Some(schemas::topics::Topic::Session {
-            kind: schemas::topics::SessionTopic::Presence,
-            ..
-        })
-    )
-}
 
 /// What became of a delivery with a given packet id, to recognise the gateway's redeliveries.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,25 +53,31 @@ enum Seen {
 const UNLIMITED_PACKET: usize = 268_435_455;
 
 /// The client side of the link; the event loop runs in a task of its own.
-pub(crate) struct Link {
+pub(crate) struct MqttLink {
     client: AsyncClient,
-    intake: Option<mpsc::UnboundedReceiver<Incoming>>,
-    presence: Option<mpsc::UnboundedReceiver<Heard>>,
     seen: Arc<Mutex<HashMap<u16, Seen>>>,
     max_packet: Arc<AtomicUsize>,
     driver: tokio::task::JoinHandle<()>,
 }
 
-impl Link {
+/// What the driver hands the worker: submissions and presence.
+type Received = (
+    mpsc::UnboundedReceiver<Incoming>,
+    mpsc::UnboundedReceiver<Heard>,
+);
+
+impl MqttLink {
     /// Starts connecting; `ready` turns true once submissions are being received and false
     /// whenever the connection is down.
-    pub fn start(link: &BrokerLink, settings: LinkSettings, ready: watch::Sender<bool>) -> Self {
-        let mut options = MqttOptions::new(
-            &link.client_id,
-            link.addr.ip().to_string(),
-            link.addr.port(),
-        );
-        options.set_credentials(&link.client_id, (link.token)());
+    pub fn start(
+        addr: SocketAddr,
+        client_id: &str,
+        token: TokenSource,
+        settings: LinkSettings,
+        ready: watch::Sender<bool>,
+    ) -> (Self, Received) {
+        let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+        options.set_credentials(client_id, token());
         options.set_keep_alive(settings.keep_alive);
         options.set_max_packet_size(Some(1024 * 1024));
         options.set_clean_start(false);
@@ -200,34 +111,18 @@ impl Link {
                 seen: seen.clone(),
                 max_packet: max_packet.clone(),
                 ready,
-                client_id: link.client_id.clone(),
-                token: link.token.clone(),
+                client_id: client_id.to_owned(),
+                token,
             }
             .run(),
         );
-        Self {
+        let link = Self {
             client,
-            intake: Some(intake),
-            presence: Some(presence),
             seen,
             max_packet,
             driver,
-        }
-    }
-
-    /// The submissions the gateway delivers, for the one who decides them (taken once; the
-    /// link itself is then shared by those who publish and acknowledge). It ends with the link.
-    pub fn intake(&mut self) -> mpsc::UnboundedReceiver<Incoming> {
-        self.intake
-            .take()
-            .unwrap_or_else(|| mpsc::unbounded_channel().1)
-    }
-
-    /// The presence subjects publish, for the one who decides (taken once).
-    pub fn presence(&mut self) -> mpsc::UnboundedReceiver<Heard> {
-        self.presence
-            .take()
-            .unwrap_or_else(|| mpsc::unbounded_channel().1)
+        };
+        (link, (intake, presence))
     }
 
     /// The largest packet the gateway accepts from the pipeline, in bytes.
@@ -271,7 +166,7 @@ impl Link {
     }
 }
 
-impl Drop for Link {
+impl Drop for MqttLink {
     fn drop(&mut self) {
         self.driver.abort();
     }
@@ -285,26 +180,16 @@ fn lock(seen: &Mutex<HashMap<u16, Seen>>) -> std::sync::MutexGuard<'_, HashMap<u
 
 type TokenSource = Arc<dyn Fn() -> String + Send + Sync>;
 
-/// When the gateway received a submission (its `RECEIVED_AT_PROPERTY`), as an instant of
-/// this process; now if it does not say.
-fn received_at(publish: &Publish) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    let received = publish.properties.as_ref().and_then(|properties| {
+/// When the gateway received a submission (its `RECEIVED_AT_PROPERTY`).
+fn received_at_of(publish: &Publish) -> std::time::Instant {
+    let stamp = publish.properties.as_ref().and_then(|properties| {
         properties
             .user_properties
             .iter()
             .find(|(key, _)| key == schemas::wire::RECEIVED_AT_PROPERTY)
-            .and_then(|(_, value)| value.parse::<u128>().ok())
+            .map(|(_, value)| value.as_str())
     });
-    let Some(received) = received else {
-        return now;
-    };
-    let epoch_now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis());
-    let waited = u64::try_from(epoch_now.saturating_sub(received)).unwrap_or(u64::MAX);
-    now.checked_sub(Duration::from_millis(waited))
-        .unwrap_or(now)
+    received_at(stamp)
 }
 
 struct Driver {
@@ -334,10 +219,7 @@ impl Driver {
                     self.max_packet.store(limit, Ordering::Relaxed);
                     // Presence is subscribed on every connection, even a resumed session:
                     // subscribing makes the gateway send every subject's latest presence again.
-                    let presence = Filter::new(
-                        format!("{}/sessions/+/presence/+", schemas::topics::PREFIX),
-                        QoS::AtMostOnce,
-                    );
+                    let presence = Filter::new(presence_filter(), QoS::AtMostOnce);
                     if connack.session_present {
                         // The gateway kept our subscriptions: submissions flow already.
                         tracing::info!("chat pipeline connected (session resumed)");
@@ -350,12 +232,8 @@ impl Driver {
                         // SUBSCRIBE, so that when it is acknowledged (ready) presence is heard
                         // too.
                         lock(&self.seen).clear();
-                        let submissions = [
-                            format!("{}/open/+", schemas::topics::PREFIX),
-                            format!("{}/sessions/+/submit/+", schemas::topics::PREFIX),
-                            format!("{}/staff/+/submit", schemas::topics::PREFIX),
-                        ]
-                        .map(|path| Filter::new(path, QoS::AtLeastOnce));
+                        let submissions =
+                            submission_filters().map(|path| Filter::new(path, QoS::AtLeastOnce));
                         self.eventloop
                             .pending
                             .push_front(Request::Subscribe(Subscribe::new_many(
@@ -388,7 +266,7 @@ impl Driver {
                     if !self.admit(&publish) {
                         continue;
                     }
-                    let arrived = received_at(&publish);
+                    let arrived = received_at_of(&publish);
                     let incoming = Incoming {
                         topic,
                         payload: publish.payload.clone(),

@@ -27,7 +27,7 @@ pub(crate) enum Answered {
     /// Its kept acknowledgement (lock operations, receipts, the survey), and the digest of the
     /// request it answered (none when kept before digests were).
     Ack {
-        ack: Vec<u8>,
+        ack: schemas::wire::Ack,
         digest: Option<String>,
     },
 }
@@ -91,9 +91,19 @@ fn remember(
         answered.insert((row.session_id, row.sender, row.client_msg_id), answer);
     }
     for row in kept {
+        // Read once, here: every kept answer was written from an `Ack`. One that no longer
+        // reads as one is left out, and its submission decided as new (lock operations and
+        // receipts decide the same again) rather than answered with what it cannot say.
+        let ack = match serde_json::from_str(&row.ack) {
+            Ok(ack) => ack,
+            Err(error) => {
+                tracing::error!(%error, session_id = %row.session_id, "a kept answer does not read as an acknowledgement");
+                continue;
+            }
+        };
         let key = (row.session_id, row.sender, row.client_msg_id);
         answered.entry(key).or_insert(Answered::Ack {
-            ack: row.ack.into_bytes(),
+            ack,
             digest: row.request_digest,
         });
     }
