@@ -74,8 +74,8 @@ pub(crate) fn outcome(reply: Result<bridge::Reply, bridge::CommandError>) -> Res
                 "no such session",
             ));
         }
-        Err(err @ bridge::CommandError::Answer(_)) => {
-            tracing::error!(%err, "the pipeline's answer could not be read");
+        Err(err @ bridge::CommandError::Encode(_)) => {
+            tracing::error!(%err, "a submission to the pipeline could not be written");
             return Err(Problem::internal());
         }
     };

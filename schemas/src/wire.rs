@@ -232,9 +232,19 @@ pub enum Outcome {
 
 /// Why a submission was refused.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::EnumIter,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    strum::EnumIter,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum RejectReason {
     /// Not valid JSON, or a field has the wrong type or value.
     Invalid,
@@ -271,6 +281,11 @@ impl RejectReason {
     /// Every reason there is.
     pub fn all() -> impl Iterator<Item = Self> {
         <Self as strum::IntoEnumIterator>::iter()
+    }
+
+    /// Its name on the wire (`lock_held`), as metrics label it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

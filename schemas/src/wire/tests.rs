@@ -193,3 +193,14 @@ fn an_events_name_is_its_wire_type() {
         assert_eq!(json["type"], event.name(), "{event:?}");
     }
 }
+
+/// Metrics label refusals by `as_str`, which must be the name clients read on the wire.
+#[test]
+fn a_reasons_label_is_its_wire_name() {
+    for reason in RejectReason::all() {
+        assert_eq!(
+            serde_json::to_value(reason).unwrap(),
+            serde_json::Value::from(reason.as_str())
+        );
+    }
+}
