@@ -64,7 +64,7 @@ pub(super) fn start(gateway: &dyn Gateway, ready: watch::Sender<bool>) -> u64 {
             return holder;
         }
     }
-    tracing::info!("chat pipeline attached to the gateway in this process");
+    tracing::info!("chat pipeline connected (in process)");
     ready.send_replace(true);
     holder
 }
