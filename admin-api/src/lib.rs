@@ -8,6 +8,8 @@
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
+mod applicant_grants;
+mod applicant_renewal;
 mod applicant_throttle;
 mod applicant_tokens;
 mod audit_http;
@@ -96,6 +98,13 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
+    /// Renewals of one applicant subject's token per minute (`POST
+    /// /v1/applicant-tokens/renew`; a page renews once in a token's lifetime, more only to
+    /// retry).
+    pub applicant_renewals_per_subject: NonZeroU32,
+    /// How long after an applicant's first token its tokens may still be renewed, in seconds:
+    /// the longest a conversation can last; no renewed token outlives it. 0: never renewed.
+    pub applicant_renewable_secs: u64,
     /// Seconds without input (a key, a touch, a click) after which a kiosk with an open
     /// conversation or a draft on screen asks "Are you still there?" (a finished one is cleared
     /// after `kiosk_reset_secs`).
@@ -137,6 +146,8 @@ impl Default for AdminConfig {
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
+            applicant_renewals_per_subject: NonZeroU32::new(4).expect("nonzero"),
+            applicant_renewable_secs: 12 * 3600,
             kiosk_idle_secs: 120,
             kiosk_idle_warning_secs: 30,
             mqtt_websocket_url: None,
@@ -336,6 +347,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))
+        .route("/v1/applicant-tokens/renew", post(applicant_renewal::renew))
         .route("/v1/kiosk-credential", get(enrolment_check::check))
         .route("/v1/sessions", get(sessions_http::list))
         .route(

@@ -23,6 +23,7 @@ use utoipa::OpenApi;
         crate::kiosks_http::read,
         crate::kiosks_http::revoke,
         crate::applicant_tokens::issue,
+        crate::applicant_renewal::renew,
         crate::enrolment_check::check,
         crate::sessions_http::list,
         crate::sessions_http::transcript,

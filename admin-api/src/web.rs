@@ -70,6 +70,7 @@ static ASSETS: &[Asset] = &[
     asset!("kiosk/bubbles.js", JS),
     asset!("kiosk/enrolment.js", JS),
     asset!("kiosk/idle.js", JS),
+    asset!("kiosk/renewal.js", JS),
     asset!("kiosk/kiosk.css", CSS),
     asset!("shared/courtchat.js", JS),
     asset!("shared/base.css", CSS),

@@ -201,6 +201,14 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        // Renewal keeps an applicant identity alive: a week bounds how long one can be, and
+        // so what a copied token could be stretched to.
+        if self.admin.applicant_renewable_secs > 7 * 86_400 {
+            return Err(invalid(
+                "admin.applicant_renewable_secs",
+                "must be at most 604800 seconds (a week); 0 turns renewal off",
+            ));
+        }
         // The kiosk page's timers: zero would clear a conversation as it starts, and a
         // browser's timer cannot wait much beyond 24 days (a day is plenty).
         for (key, secs) in [

@@ -18,6 +18,7 @@ mod admin_sessions;
 mod admin_stats;
 mod api;
 mod applicant_claims;
+mod applicant_renewal;
 mod architecture;
 mod audit_record;
 mod auth;

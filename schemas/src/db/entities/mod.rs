@@ -2,6 +2,7 @@
 //! a court's export and the schema is the same on SQLite and PostgreSQL.
 
 pub mod agent;
+pub mod applicant_grant;
 pub mod audit_event;
 pub mod audit_head;
 pub mod ended_token;
