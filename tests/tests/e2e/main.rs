@@ -64,4 +64,5 @@ mod web_desk;
 mod web_desk_trust;
 mod web_enrolment;
 mod web_kiosk;
+mod web_renewal;
 mod websocket_origin;
