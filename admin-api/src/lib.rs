@@ -25,6 +25,13 @@ mod listener;
 mod login;
 mod logout;
 pub mod metrics;
+mod oidc_accounts;
+mod oidc_claims;
+mod oidc_config;
+mod oidc_http;
+mod oidc_page;
+mod oidc_recheck;
+mod oidc_signin;
 mod openapi;
 mod page;
 pub mod password;
@@ -64,6 +71,8 @@ use utoipa::ToSchema;
 
 pub use applicant_tokens::ApplicantSettings;
 pub use listener::serve;
+pub use oidc_config::{GroupRole, GroupTeam, OidcConfig, TokenEndpointAuth};
+pub use oidc_signin::OidcSignIn;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use throttle::LoginThrottle;
@@ -129,6 +138,11 @@ pub struct AdminConfig {
     pub request_read_timeout_secs: u64,
     /// Connections served at once; one beyond them is answered 503 and closed.
     pub max_connections: usize,
+    /// Whether staff may sign in with a courtchat password (`POST /v1/login`); `false` leaves
+    /// only the identity provider (`[admin.oidc]`).
+    pub password_sign_in: bool,
+    /// Sign-in with the court's identity provider (OpenID Connect); off unless configured.
+    pub oidc: OidcConfig,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -156,6 +170,8 @@ impl Default for AdminConfig {
             requests_per_address: NonZeroU32::new(600).expect("nonzero"),
             request_read_timeout_secs: 10,
             max_connections: 1024,
+            password_sign_in: true,
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -190,6 +206,8 @@ pub struct AdminState {
     pub commands: Option<bridge::Commands>,
     /// How the listener and every route bound their senders.
     pub http: Arc<HttpSettings>,
+    /// Sign-in through the court's identity provider, when configured.
+    pub oidc: Option<Arc<OidcSignIn>>,
 }
 
 /// The bounds of the listener and of every route: requests per sender, the time a request may
@@ -217,6 +235,8 @@ impl HttpSettings {
 pub struct LoginSettings {
     pub throttle: LoginThrottle,
     pub token_ttl: Duration,
+    /// Whether `POST /v1/login` signs anyone in (`admin.password_sign_in`).
+    pub password: bool,
 }
 
 impl LoginSettings {
@@ -231,6 +251,7 @@ impl LoginSettings {
                 ),
             }),
             token_ttl: Duration::from_secs(config.token_ttl_secs),
+            password: config.password_sign_in,
         }
     }
 }
@@ -309,11 +330,13 @@ fn audit_problem(error: &bridge::AuditError) -> Problem {
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
     // Forget the limits of keys idle long enough to be full again.
-    let (login, applicants, http) = (
+    let (login, applicants, http, oidc) = (
         state.login.clone(),
         state.applicants.clone(),
         state.http.clone(),
+        state.oidc.clone(),
     );
+    oidc_recheck::spawn(&state);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -324,6 +347,9 @@ pub fn router(state: AdminState) -> Router {
             login.throttle.forget_idle();
             applicants.throttle.forget_idle();
             http.senders.forget_idle();
+            if let Some(oidc) = &oidc {
+                oidc.forget_idle();
+            }
         }
     });
     Router::new()
@@ -332,6 +358,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/login", post(login::login))
         .route("/v1/logout", post(logout::logout))
+        .route("/v1/oidc/login", get(oidc_http::login))
+        .route("/v1/oidc/callback", get(oidc_http::callback))
+        .route("/v1/oidc/session", post(oidc_http::session))
         .route(
             "/v1/people",
             get(people_http::list).post(people_http::create),

@@ -14,6 +14,9 @@ use utoipa::OpenApi;
     paths(
         crate::login::login,
         crate::logout::logout,
+        crate::oidc_http::login,
+        crate::oidc_http::callback,
+        crate::oidc_http::session,
         crate::people_http::list,
         crate::people_http::create,
         crate::people_http::read,

@@ -281,6 +281,16 @@ impl Config {
         self.mqtt
             .check()
             .map_err(|(key, reason)| invalid(key, &reason))?;
+        self.admin
+            .oidc
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
+        if !self.admin.password_sign_in && !self.admin.oidc.enabled() {
+            return Err(invalid(
+                "admin.password_sign_in",
+                "staff need a way to sign in: keep it, or configure admin.oidc",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
@@ -295,6 +305,9 @@ impl Config {
         }
         if !copy.audit.key.is_empty() {
             copy.audit.key = "REDACTED".to_owned();
+        }
+        if !copy.admin.oidc.client_secret.is_empty() {
+            copy.admin.oidc.client_secret = "REDACTED".to_owned();
         }
         copy
     }

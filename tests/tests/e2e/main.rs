@@ -39,6 +39,7 @@ mod mqtt5_conformance;
 mod mqttjs;
 mod node;
 mod offline_queue;
+mod oidc_sign_in;
 mod participants;
 mod pipeline;
 mod presence;

@@ -9,6 +9,7 @@ pub mod ended_token;
 pub mod kiosk;
 pub mod legal_hold;
 pub mod message;
+pub mod oidc_session;
 pub mod participant;
 pub mod receipt;
 pub mod retention_policy;
