@@ -9,6 +9,10 @@
 //! chain is the court's record of a conversation, and a session's applicant is only a random
 //! subject until the record says where it came from. The per-address limit bounds how fast
 //! anyone can grow the chain this way, as it bounds failed sign-ins, which are recorded too.
+//!
+//! Each token carries an id (`jti`), and the subject's grant (`applicant_grants`) keeps what
+//! it was issued and which token is its latest, so that the page can renew it
+//! (`applicant_renewal`) and a long conversation outlives one token.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -20,9 +24,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use schemas::db::entities::applicant_grant;
+
 use crate::applicant_throttle::ApplicantThrottle;
 use crate::kiosks::{self, KioskError, Presentation};
-use crate::{AdminConfig, AdminState, Problem, kiosk_credential};
+use crate::{AdminConfig, AdminState, Problem, applicant_grants, kiosk_credential};
 
 /// The per-address default: enough for the phones behind one office's address to start a
 /// conversation each within a minute, too few to script identities from it.
@@ -34,9 +40,11 @@ pub const DEFAULT_PER_KIOSK: NonZeroU32 = NonZeroU32::new(60).expect("nonzero");
 /// How applicant tokens are issued, from the `[admin]` configuration.
 pub struct ApplicantSettings {
     pub(crate) throttle: ApplicantThrottle,
-    token_ttl: Duration,
+    pub(crate) token_ttl: Duration,
     /// Whether a request without a kiosk credential gets a token.
     public: bool,
+    /// How long after its first token a subject's tokens may still be renewed.
+    pub(crate) renewable_for: Duration,
 }
 
 impl ApplicantSettings {
@@ -45,9 +53,11 @@ impl ApplicantSettings {
             throttle: ApplicantThrottle::new(
                 config.applicant_tokens_per_address,
                 config.applicant_tokens_per_kiosk,
+                config.applicant_renewals_per_subject,
             ),
             token_ttl: Duration::from_secs(config.applicant_token_ttl_secs),
             public: config.public_applicant_tokens,
+            renewable_for: Duration::from_secs(config.applicant_renewable_secs),
         }
     }
 }
@@ -59,6 +69,25 @@ impl ApplicantSettings {
 pub enum ApplicantChannel {
     Kiosk,
     Phone,
+}
+
+impl ApplicantChannel {
+    /// The name a grant stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kiosk => "kiosk",
+            Self::Phone => "phone",
+        }
+    }
+
+    /// The channel a grant names.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kiosk" => Some(Self::Kiosk),
+            "phone" => Some(Self::Phone),
+            _ => None,
+        }
+    }
 }
 
 impl From<ApplicantChannel> for schemas::wire::Channel {
@@ -114,7 +143,7 @@ pub fn asked(headers: &HeaderMap) -> Asked<'_> {
     }
 }
 
-fn too_many(wait: Duration) -> Problem {
+pub(crate) fn too_many(wait: Duration) -> Problem {
     Problem::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate-limited",
@@ -148,11 +177,11 @@ fn problem(error: KioskError) -> Problem {
     }
 }
 
-fn seconds(at: SystemTime) -> u64 {
+pub(crate) fn seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-fn rfc3339(unix_seconds: u64) -> String {
+pub(crate) fn rfc3339(unix_seconds: u64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(unix_seconds as i64, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -246,6 +275,10 @@ pub async fn issue(
     };
 
     let subject = kiosk_credential::applicant_subject().map_err(|err| problem(err.into()))?;
+    let token_id = crate::tokens::new_token_id().map_err(|_| {
+        tracing::error!("the system random generator failed");
+        Problem::internal()
+    })?;
     let now = SystemTime::now();
     let ttl = settings.token_ttl;
     let channel = if kiosk.is_some() {
@@ -258,29 +291,50 @@ pub async fn issue(
     // pipeline with the open request, whatever the applicant then says in it.
     let token = state
         .tokens
-        .mint_applicant(&subject, channel.into(), team.as_deref(), ttl, now)
+        .mint_applicant(
+            &subject,
+            &token_id,
+            channel.into(),
+            team.as_deref(),
+            ttl,
+            now,
+        )
         .map_err(|err| {
             tracing::error!(error = %err, "an applicant token could not be minted");
             Problem::internal()
         })?;
-    let expires_at = rfc3339(seconds(now) + ttl.as_secs());
+    let expires_secs = seconds(now) + ttl.as_secs();
+    let expires_at = rfc3339(expires_secs);
     let detail = serde_json::json!({
         "subject": subject,
         "channel": channel,
         "team": team,
         "address": address.to_string(),
         "expires_at": expires_at,
+        "token": token_id,
     });
-    match kiosk {
-        Some(row) => kiosks::record_use(&state.store, &state.audit, row, detail, now.into())
-            .await
-            .map_err(problem)?,
-        None => {
-            state
-                .record(&subject, "applicant.token.issued", detail)
-                .await?
-        }
-    }
+    let grant = applicant_grant::Model {
+        subject: subject.clone(),
+        channel: channel.as_str().to_owned(),
+        kiosk_id: kiosk.as_ref().map(|row| row.id.clone()),
+        team: team.clone(),
+        token_id,
+        expires_at: i64::try_from(expires_secs).unwrap_or(i64::MAX),
+        issued_at: now.into(),
+        renewed_at: None,
+        renewals: 0,
+    };
+    // A kiosk's tokens are on the record under the kiosk; a phone's under its new subject.
+    let entry = bridge::AuditEntry {
+        actor: kiosk
+            .as_ref()
+            .map_or_else(|| subject.clone(), |row| row.id.clone()),
+        action: "applicant.token.issued".to_owned(),
+        session_id: None,
+        detail,
+    };
+    applicant_grants::record_issue(&state.store, &state.audit, kiosk, grant, entry, now.into())
+        .await?;
     Ok(Json(ApplicantToken {
         token,
         subject,

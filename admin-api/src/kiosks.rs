@@ -1,6 +1,7 @@
 //! Kiosks: enrolling one (a row and a credential shown once), listing, revoking, and checking
-//! a presented credential. Enrolment, revocation and every credential's use are recorded on the
-//! audit chain in the same transaction as the row they change.
+//! a presented credential. Enrolment and revocation are recorded on the audit chain in the same
+//! transaction as the row they change; a credential's use with the grant of the token it
+//! obtained (`applicant_grants`).
 
 use chrono::{DateTime, Utc};
 use schemas::db::entities::kiosk;
@@ -210,31 +211,6 @@ pub async fn present(
         .one(store.connection())
         .await?;
     Ok(judge(presented, row))
-}
-
-/// Records that kiosk `row` obtained a token (`detail` says which) and when it was last used,
-/// in one transaction; a chain that cannot be written refuses the token.
-pub async fn record_use(
-    store: &store::Store,
-    audit: &bridge::AuditTrail,
-    row: kiosk::Model,
-    detail: serde_json::Value,
-    now: DateTime<Utc>,
-) -> Result<(), KioskError> {
-    audited::<_, KioskError>(store, audit, async |txn| {
-        let actor = row.id.clone();
-        let mut active: kiosk::ActiveModel = row.into();
-        active.last_used_at = Set(Some(now));
-        active.update(txn).await?;
-        let entry = bridge::AuditEntry {
-            actor,
-            action: "applicant.token.issued".to_owned(),
-            session_id: None,
-            detail,
-        };
-        Ok(((), Some(entry)))
-    })
-    .await
 }
 
 #[cfg(test)]

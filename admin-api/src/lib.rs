@@ -8,6 +8,8 @@
 //! details (`application/problem+json`) with a stable `type`; the OpenAPI 3.1 document is at
 //! `/v1/openapi.json`.
 
+mod applicant_grants;
+mod applicant_renewal;
 mod applicant_throttle;
 mod applicant_tokens;
 mod audit_http;
@@ -23,6 +25,13 @@ mod listener;
 mod login;
 mod logout;
 pub mod metrics;
+mod oidc_accounts;
+mod oidc_claims;
+mod oidc_config;
+mod oidc_http;
+mod oidc_page;
+mod oidc_recheck;
+mod oidc_signin;
 mod openapi;
 mod page;
 pub mod password;
@@ -62,6 +71,8 @@ use utoipa::ToSchema;
 
 pub use applicant_tokens::ApplicantSettings;
 pub use listener::serve;
+pub use oidc_config::{GroupRole, GroupTeam, OidcConfig, TokenEndpointAuth};
+pub use oidc_signin::OidcSignIn;
 pub use openapi::ApiDoc;
 pub use problem::Problem;
 pub use throttle::LoginThrottle;
@@ -96,6 +107,13 @@ pub struct AdminConfig {
     pub applicant_tokens_per_address: NonZeroU32,
     /// Applicant tokens per kiosk per minute.
     pub applicant_tokens_per_kiosk: NonZeroU32,
+    /// Renewals of one applicant subject's token per minute (`POST
+    /// /v1/applicant-tokens/renew`; a page renews once in a token's lifetime, more only to
+    /// retry).
+    pub applicant_renewals_per_subject: NonZeroU32,
+    /// How long after an applicant's first token its tokens may still be renewed, in seconds:
+    /// the longest a conversation can last; no renewed token outlives it. 0: never renewed.
+    pub applicant_renewable_secs: u64,
     /// Seconds without input (a key, a touch, a click) after which a kiosk with an open
     /// conversation or a draft on screen asks "Are you still there?" (a finished one is cleared
     /// after `kiosk_reset_secs`).
@@ -120,6 +138,11 @@ pub struct AdminConfig {
     pub request_read_timeout_secs: u64,
     /// Connections served at once; one beyond them is answered 503 and closed.
     pub max_connections: usize,
+    /// Whether staff may sign in with a courtchat password (`POST /v1/login`); `false` leaves
+    /// only the identity provider (`[admin.oidc]`).
+    pub password_sign_in: bool,
+    /// Sign-in with the court's identity provider (OpenID Connect); off unless configured.
+    pub oidc: OidcConfig,
 }
 
 // Loopback by default: health probes usually run on the same host or through a port mapping
@@ -137,6 +160,8 @@ impl Default for AdminConfig {
             public_applicant_tokens: true,
             applicant_tokens_per_address: applicant_tokens::DEFAULT_PER_ADDRESS,
             applicant_tokens_per_kiosk: applicant_tokens::DEFAULT_PER_KIOSK,
+            applicant_renewals_per_subject: NonZeroU32::new(4).expect("nonzero"),
+            applicant_renewable_secs: 12 * 3600,
             kiosk_idle_secs: 120,
             kiosk_idle_warning_secs: 30,
             mqtt_websocket_url: None,
@@ -145,6 +170,8 @@ impl Default for AdminConfig {
             requests_per_address: NonZeroU32::new(600).expect("nonzero"),
             request_read_timeout_secs: 10,
             max_connections: 1024,
+            password_sign_in: true,
+            oidc: OidcConfig::default(),
         }
     }
 }
@@ -179,6 +206,8 @@ pub struct AdminState {
     pub commands: Option<bridge::Commands>,
     /// How the listener and every route bound their senders.
     pub http: Arc<HttpSettings>,
+    /// Sign-in through the court's identity provider, when configured.
+    pub oidc: Option<Arc<OidcSignIn>>,
 }
 
 /// The bounds of the listener and of every route: requests per sender, the time a request may
@@ -206,6 +235,8 @@ impl HttpSettings {
 pub struct LoginSettings {
     pub throttle: LoginThrottle,
     pub token_ttl: Duration,
+    /// Whether `POST /v1/login` signs anyone in (`admin.password_sign_in`).
+    pub password: bool,
 }
 
 impl LoginSettings {
@@ -220,6 +251,7 @@ impl LoginSettings {
                 ),
             }),
             token_ttl: Duration::from_secs(config.token_ttl_secs),
+            password: config.password_sign_in,
         }
     }
 }
@@ -298,11 +330,13 @@ fn audit_problem(error: &bridge::AuditError) -> Problem {
 /// The API's routes. Every route under `/v1` is in the OpenAPI document (a test checks).
 pub fn router(state: AdminState) -> Router {
     // Forget the limits of keys idle long enough to be full again.
-    let (login, applicants, http) = (
+    let (login, applicants, http, oidc) = (
         state.login.clone(),
         state.applicants.clone(),
         state.http.clone(),
+        state.oidc.clone(),
     );
+    oidc_recheck::spawn(&state);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -313,6 +347,9 @@ pub fn router(state: AdminState) -> Router {
             login.throttle.forget_idle();
             applicants.throttle.forget_idle();
             http.senders.forget_idle();
+            if let Some(oidc) = &oidc {
+                oidc.forget_idle();
+            }
         }
     });
     Router::new()
@@ -321,6 +358,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/login", post(login::login))
         .route("/v1/logout", post(logout::logout))
+        .route("/v1/oidc/login", get(oidc_http::login))
+        .route("/v1/oidc/callback", get(oidc_http::callback))
+        .route("/v1/oidc/session", post(oidc_http::session))
         .route(
             "/v1/people",
             get(people_http::list).post(people_http::create),
@@ -336,6 +376,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/kiosks/{id}", get(kiosks_http::read))
         .route("/v1/kiosks/{id}/revoke", post(kiosks_http::revoke))
         .route("/v1/applicant-tokens", post(applicant_tokens::issue))
+        .route("/v1/applicant-tokens/renew", post(applicant_renewal::renew))
         .route("/v1/kiosk-credential", get(enrolment_check::check))
         .route("/v1/sessions", get(sessions_http::list))
         .route(

@@ -57,6 +57,7 @@ pub struct LoginResponse {
         (status = 200, description = "signed in", body = LoginResponse),
         (status = 400, description = "malformed request", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unknown account, disabled account or wrong password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "password sign-in is turned off (admin.password_sign_in)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "the database is unreachable", body = Problem, content_type = "application/problem+json"),
@@ -67,6 +68,14 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(request): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Problem> {
+    if !state.login.password {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "password-sign-in-off",
+            "sign-in with a password is turned off",
+        )
+        .detail("sign in with the court's account (/v1/oidc/login)"));
+    }
     // Taken as given: a name with spaces around it names no account, and is refused as one.
     let username = request.username;
     if username.is_empty() || username.chars().count() > MAX_USERNAME {

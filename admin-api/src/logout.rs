@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use schemas::db::entities::ended_token;
+use schemas::db::entities::{ended_token, oidc_session};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Set};
 
@@ -101,6 +101,10 @@ pub async fn logout(
         .try_insert()
         .exec(txn)
         .await?;
+        // A sign-in through the identity provider is checked there no more.
+        oidc_session::Entity::delete_by_id(token_id.as_str())
+            .exec(txn)
+            .await?;
         let entry = bridge::AuditEntry {
             actor: caller.username.clone(),
             action: "admin.logout".to_owned(),

@@ -14,6 +14,9 @@ use utoipa::OpenApi;
     paths(
         crate::login::login,
         crate::logout::logout,
+        crate::oidc_http::login,
+        crate::oidc_http::callback,
+        crate::oidc_http::session,
         crate::people_http::list,
         crate::people_http::create,
         crate::people_http::read,
@@ -23,6 +26,7 @@ use utoipa::OpenApi;
         crate::kiosks_http::read,
         crate::kiosks_http::revoke,
         crate::applicant_tokens::issue,
+        crate::applicant_renewal::renew,
         crate::enrolment_check::check,
         crate::sessions_http::list,
         crate::sessions_http::transcript,

@@ -140,7 +140,7 @@ pub async fn add_staff(
 
 /// The member of staff whose username is `username` regardless of case: usernames differing
 /// only by case name one account (a unique index on the lowercase name holds it too).
-async fn staff_named<C: sea_orm::ConnectionTrait>(
+pub(crate) async fn staff_named<C: sea_orm::ConnectionTrait>(
     db: &C,
     username: &str,
 ) -> Result<Option<agent::Model>, sea_orm::DbErr> {

@@ -4,8 +4,10 @@
 //! keys belong to the gateway (`broker`); the serving process passes them in as [`Tokens`].
 //!
 //! Staff tokens carry an id (`jti`), so that one of them can be ended (`POST /v1/logout`)
-//! while the person's other tokens go on working; applicant tokens carry the channel and team
-//! they were issued for, which the gateway hands to the chat pipeline with the open request.
+//! while the person's other tokens go on working; applicant tokens carry one too, so that only
+//! the latest of a subject's tokens is renewed (`POST /v1/applicant-tokens/renew`), and the
+//! channel and team they were issued for, which the gateway hands to the chat pipeline with
+//! the open request.
 
 use std::time::{Duration, SystemTime};
 
@@ -23,12 +25,13 @@ pub trait Tokens: Send + Sync {
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, String>;
-    /// A token for `subject` in the `applicant` role for `channel` (and a kiosk's `team`),
-    /// issued at `now` and valid for `ttl` from then (so that the caller knows its expiry to
-    /// the second).
+    /// A token for `subject` in the `applicant` role with the id `token_id`, for `channel`
+    /// (and a kiosk's `team`), issued at `now` and valid for `ttl` from then (so that the
+    /// caller knows its expiry to the second).
     fn mint_applicant(
         &self,
         subject: &str,
+        token_id: &str,
         channel: Channel,
         team: Option<&str>,
         ttl: Duration,

@@ -29,6 +29,10 @@ pub struct WebSettings {
     pub kiosk_idle_secs: u64,
     /// Seconds the question waits for an answer before the kiosk clears everything.
     pub kiosk_idle_warning_secs: u64,
+    /// Whether the desk offers a username and password (`admin.password_sign_in`).
+    pub password_sign_in: bool,
+    /// Whether the desk offers sign-in with the court's identity provider (`/v1/oidc/login`).
+    pub provider_sign_in: bool,
 }
 
 /// One embedded file.
@@ -63,6 +67,7 @@ static ASSETS: &[Asset] = &[
     asset!("desk/typing-presence.js", JS),
     asset!("desk/receipts.js", JS),
     asset!("desk/notifications.js", JS),
+    asset!("desk/provider-sign-in.js", JS),
     asset!("desk/desk.css", CSS),
     asset!("kiosk/index.html", HTML),
     asset!("kiosk/kiosk.js", JS),
@@ -70,6 +75,7 @@ static ASSETS: &[Asset] = &[
     asset!("kiosk/bubbles.js", JS),
     asset!("kiosk/enrolment.js", JS),
     asset!("kiosk/idle.js", JS),
+    asset!("kiosk/renewal.js", JS),
     asset!("kiosk/kiosk.css", CSS),
     asset!("shared/courtchat.js", JS),
     asset!("shared/base.css", CSS),
@@ -85,7 +91,7 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self' ws: wss:; worker-src 'self' blob:; object-src 'none'; \
                    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-fn hardened(mut response: Response) -> Response {
+pub(crate) fn hardened(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let set = [
         (header::CONTENT_SECURITY_POLICY, CSP),

@@ -201,6 +201,14 @@ impl Config {
                 "must be between 1 and 86400 seconds",
             ));
         }
+        // Renewal keeps an applicant identity alive: a week bounds how long one can be, and
+        // so what a copied token could be stretched to.
+        if self.admin.applicant_renewable_secs > 7 * 86_400 {
+            return Err(invalid(
+                "admin.applicant_renewable_secs",
+                "must be at most 604800 seconds (a week); 0 turns renewal off",
+            ));
+        }
         // The kiosk page's timers: zero would clear a conversation as it starts, and a
         // browser's timer cannot wait much beyond 24 days (a day is plenty).
         for (key, secs) in [
@@ -273,6 +281,16 @@ impl Config {
         self.mqtt
             .check()
             .map_err(|(key, reason)| invalid(key, &reason))?;
+        self.admin
+            .oidc
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
+        if !self.admin.password_sign_in && !self.admin.oidc.enabled() {
+            return Err(invalid(
+                "admin.password_sign_in",
+                "staff need a way to sign in: keep it, or configure admin.oidc",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|err| invalid("log.filter", &err.to_string()))?;
         Ok(())
@@ -287,6 +305,9 @@ impl Config {
         }
         if !copy.audit.key.is_empty() {
             copy.audit.key = "REDACTED".to_owned();
+        }
+        if !copy.admin.oidc.client_secret.is_empty() {
+            copy.admin.oidc.client_secret = "REDACTED".to_owned();
         }
         copy
     }

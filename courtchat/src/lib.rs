@@ -63,6 +63,8 @@ pub enum RunRetentionError {
 }
 
 pub use admin_api::people::NewStaff;
+/// Sign-in with the court's identity provider: which groups give which role and team.
+pub use admin_api::{GroupRole, GroupTeam};
 pub use schemas::db::entities::agent::StaffRole;
 
 /// Creates a member of staff on the configured database (migrating it first, so that this works

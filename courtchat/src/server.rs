@@ -178,6 +178,8 @@ pub enum ServeError {
     Audit(#[from] crate::AuditError),
     #[error(transparent)]
     Metrics(#[from] telemetry::MetricsError),
+    #[error("`admin.oidc`: {0}")]
+    Oidc(String),
     #[error("the {what} listener failed: {source}")]
     Listener {
         what: &'static str,
@@ -433,6 +435,9 @@ impl Server {
         for (page, url) in page_urls(addresses.admin) {
             tracing::info!(page, %url, "page");
         }
+        let oidc = admin_api::OidcSignIn::new(&config.admin.oidc)
+            .map_err(|err| ServeError::Oidc(err.to_string()))?
+            .map(Arc::new);
         tasks.spawn({
             let state = admin_api::AdminState {
                 store: store.clone(),
@@ -452,7 +457,10 @@ impl Server {
                     kiosk_reset_secs: config.admin.kiosk_reset_secs,
                     kiosk_idle_secs: config.admin.kiosk_idle_secs,
                     kiosk_idle_warning_secs: config.admin.kiosk_idle_warning_secs,
+                    password_sign_in: config.admin.password_sign_in,
+                    provider_sign_in: oidc.is_some(),
                 }),
+                oidc,
             };
             let stop = stop.clone();
             async move {

@@ -41,13 +41,14 @@ impl admin_api::Tokens for StaffTokens {
     fn mint_applicant(
         &self,
         subject: &str,
+        token_id: &str,
         channel: schemas::wire::Channel,
         team: Option<&str>,
         ttl: Duration,
         now: SystemTime,
     ) -> Result<String, String> {
         let details = broker::TokenDetails {
-            id: None,
+            id: Some(token_id.to_owned()),
             channel: Some(channel),
             team: team.map(str::to_owned),
         };

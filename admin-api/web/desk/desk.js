@@ -20,6 +20,7 @@ import { loadReceipts, onReceipts, receiptRecord, scheduleReceipt, unseenCount }
 import { askNotifications, notify, showTitle } from "./notifications.js";
 import { confirmAvailability, setAvailability, showAvailability } from "./availability.js";
 import { drawEntry, showReceipt } from "./entries.js";
+import { collectSignIn, endProviderSession, offerSignIn } from "./provider-sign-in.js";
 
 // ---------------------------------------------------------------------------------------------
 // State (the shared part is in state.js)
@@ -76,6 +77,7 @@ async function signOutAsked() {
     await Promise.race([asked, new Promise((resolve) => setTimeout(resolve, LOGOUT_WAIT_MS))]);
   }
   signOut();
+  endProviderSession(auth);
 }
 
 /** Ends the MQTT connection, saying "offline" where this desk said it was there. */
@@ -592,9 +594,16 @@ async function start() {
     say("sign-in-error", `The desk cannot start: ${error.message}`);
     return;
   }
+  offerSignIn(state.config, $);
+  try {
+    const handed = await collectSignIn();
+    if (handed) sessionStorage.setItem(STORAGE_KEY, JSON.stringify(handed));
+  } catch (error) {
+    say("sign-in-error", `Sign-in failed: ${error.message}`);
+  }
   state.auth = storedAuth();
   if (state.auth) await startDesk();
-  else $("username").focus();
+  else if (state.config.password_sign_in !== false) $("username").focus();
 }
 
 Object.assign(page, { renderConversation, renderEntries, renderLists, openConversation });

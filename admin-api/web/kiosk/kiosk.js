@@ -11,6 +11,7 @@ import { serverConfig, api, Participant } from "/web/shared/courtchat.js";
 import { applicantEventText } from "./applicant-text.js";
 import { enrolFromLink } from "./enrolment.js";
 import { IdleWatch } from "./idle.js";
+import { TokenRenewal } from "./renewal.js";
 import { streamItem, ownBubble, theirBubble, setStatus, insertBySeq } from "./bubbles.js";
 
 /** Where an enrolled kiosk keeps its credential (the only thing this page stores). */
@@ -111,6 +112,12 @@ class Conversation {
     });
     /** Set once the session's topics are subscribed: presence is said from then on. */
     this.following = false;
+    // The token is renewed before it expires, and the connection moves to the new one.
+    this.renewal = new TokenRenewal(identity, async (renewed) => {
+      if (conversation !== this) return;
+      await this.participant.useToken(renewed.token);
+      if (conversation === this) this.announce();
+    });
   }
 
   /**
@@ -258,6 +265,8 @@ class Conversation {
     if (this.closed) return;
     this.typing(false);
     this.closed = true;
+    // Nothing more to say in it: its token is left to expire.
+    this.renewal.stop();
     // The gateway forgets a closed session's members after a while, and checks a will when it
     // connects: a reconnection with this one would then be refused.
     this.participant.dropWill();
@@ -269,6 +278,7 @@ class Conversation {
 
   /** Ends the connection and every timer; the object is dropped after this. */
   dispose() {
+    this.renewal.stop();
     clearTimeout(this.receiptTimer);
     clearTimeout(this.typingIdle);
     for (const timer of this.typers.values()) clearTimeout(timer);

@@ -148,6 +148,17 @@ export class Participant {
     await this.ready;
   }
 
+  /**
+   * Connects again with `token` as the MQTT password: a renewed token for the same subject. The
+   * gateway checks a token when a connection is made and ends the connection when it expires,
+   * so the page moves to the new one while the old still works; what is followed is subscribed
+   * again and resynced, as after any reconnection, so nothing is missed.
+   */
+  async useToken(token) {
+    this.options.password = token;
+    await this.useWill(this.client ? this.client.options.will : undefined);
+  }
+
   /** Reconnects from now on without a will: the gateway checks a will when it connects, and
       one on a session the gateway has forgotten (closed, access over) would be refused. */
   dropWill() {

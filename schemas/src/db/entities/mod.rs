@@ -2,12 +2,14 @@
 //! a court's export and the schema is the same on SQLite and PostgreSQL.
 
 pub mod agent;
+pub mod applicant_grant;
 pub mod audit_event;
 pub mod audit_head;
 pub mod ended_token;
 pub mod kiosk;
 pub mod legal_hold;
 pub mod message;
+pub mod oidc_session;
 pub mod participant;
 pub mod receipt;
 pub mod retention_policy;

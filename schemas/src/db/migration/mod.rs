@@ -14,6 +14,8 @@ mod m20261201_000009_legal_hold;
 mod m20261201_000010_range_indexes;
 mod m20261208_000011_ended_tokens;
 mod m20261212_000012_staff_username_folded;
+mod m20261214_000013_applicant_grants;
+mod m20261214_000014_oidc_sessions;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -34,6 +36,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000010_range_indexes::Migration),
             Box::new(m20261208_000011_ended_tokens::Migration),
             Box::new(m20261212_000012_staff_username_folded::Migration),
+            Box::new(m20261214_000013_applicant_grants::Migration),
+            Box::new(m20261214_000014_oidc_sessions::Migration),
         ]
     }
 }
