@@ -7,6 +7,7 @@ mod config;
 pub mod health;
 mod metrics;
 mod pipeline_gateway;
+mod serve_error;
 mod server;
 mod staff;
 
@@ -15,7 +16,8 @@ pub use broker::{
     Access, DeniedPublish, Effect, Memberships, Role, StaffRevocations, StaticRule, Stats,
 };
 pub use config::{Config, ConfigError, LogConfig};
-pub use server::{Addresses, Listeners, ServeError, Server};
+pub use serve_error::ServeError;
+pub use server::{Addresses, Listeners, Server};
 
 use std::time::{Duration, SystemTime};
 
