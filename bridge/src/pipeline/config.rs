@@ -46,12 +46,13 @@ pub struct BridgeConfig {
     pub lock_mode: LockMode,
     /// How long a reply lock lasts without renewal, in seconds.
     pub lock_lease_secs: u64,
-    /// Most submissions in the pipeline's hands at once (its MQTT receive maximum); the rest
-    /// wait in the gateway. Each is acknowledged to the gateway only once decided.
+    /// Most submissions in the pipeline's hands at once (over MQTT, its receive maximum), in
+    /// process or not; the rest wait in the gateway. Each is acknowledged to the gateway only
+    /// once decided.
     pub intake_window: u16,
     /// How long the gateway keeps the pipeline's session (and collects submissions for it)
-    /// while the pipeline is disconnected, in seconds. The gateway caps it at
-    /// `mqtt.max_session_expiry`.
+    /// while the pipeline is disconnected, in seconds (over MQTT only: in process, the gateway
+    /// keeps them for as long as it runs). The gateway caps it at `mqtt.max_session_expiry`.
     pub link_session_expiry_secs: u64,
     /// Most entries in one resync reply; the reply says where the next page starts.
     pub resync_page_entries: usize,
@@ -59,7 +60,7 @@ pub struct BridgeConfig {
     /// packet size allows). Clients need a maximum packet size above this.
     pub resync_page_bytes: usize,
     /// Keep-alive of the pipeline's MQTT connection to the gateway, in seconds: how soon a
-    /// silently dead connection is noticed and replaced.
+    /// silently dead connection is noticed and replaced (over MQTT only).
     pub link_keep_alive_secs: u64,
     /// Longest a submission may wait in the pipeline before its batch starts, in milliseconds.
     /// One that waited longer is refused as `busy` (cheaply: nothing is decided or stored), so

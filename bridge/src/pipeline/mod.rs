@@ -1,8 +1,9 @@
 //! The chat pipeline: takes what participants submit, decides, stores, orders, audits, and only
 //! then publishes.
 //!
-//! It is an MQTT 5 client of the gateway with a `service` token, so it runs the same in-process
-//! (`courtchat serve`) and as its own process (`courtchat bridge`). Submissions are handled in
+//! It is a client of the gateway as the service identity, so it runs the same in-process
+//! (`courtchat serve`, through function calls) and as its own process (`courtchat bridge`, an
+//! MQTT 5 client with a `service` token); see `link`. Submissions are handled in
 //! batches: everything that has arrived is decided, written in one transaction (one commit, one
 //! fsync) with its audit entries, and published after the commit: membership changes first,
 //! then stream entries, then acknowledgements. A client therefore never sees an acknowledgement
