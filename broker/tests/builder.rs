@@ -2,8 +2,9 @@
 //! stamps publishes with a user property, one that consumes them, and one that watches each
 //! filter subscribed and its outcome.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use broker::{
     AclChain, AnonymousAuthenticator, AuthChain, Authorizer, Broker, BrokerConfig, Decision, Hook,
@@ -11,10 +12,7 @@ use broker::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties, SubscribeReasonCode};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
-
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::Client;
 
 /// Everything but `secret/…`.
 struct AllButSecrets;
@@ -74,45 +72,6 @@ struct Subscriptions(Mutex<Vec<(String, SubscribeOutcome)>>);
 impl Hook for Subscriptions {
     fn on_subscribe(&self, _identity: &Identity, filter: &str, outcome: SubscribeOutcome) {
         self.0.lock().unwrap().push((filter.to_owned(), outcome));
-    }
-}
-
-/// A connected MQTT 5 client and what it receives.
-struct Client {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Client {
-    async fn connect(port: u16, id: &str) -> Self {
-        let options = MqttOptions::new(id, "127.0.0.1", port);
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        let (tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let Event::Incoming(packet) = event
-                    && tx.send(packet).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let mut client = Self { client, incoming };
-        client.next(|p| matches!(p, Packet::ConnAck(_))).await;
-        client
-    }
-
-    async fn next(&mut self, wanted: impl Fn(&Packet) -> bool) -> Packet {
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let packet = self.incoming.recv().await.expect("connection open");
-                if wanted(&packet) {
-                    return packet;
-                }
-            }
-        })
-        .await
-        .expect("the packet in time")
     }
 }
 

@@ -3,6 +3,8 @@
 //! maximum, kept until acknowledged and handed over again to its next holder; what it publishes
 //! reaches them; what it may not do is refused.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +14,7 @@ use broker::{
 };
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use tokio::sync::mpsc;
-
-const PATIENCE: Duration = Duration::from_secs(10);
+use support::{Client, PATIENCE};
 
 /// Everything but `secret/…`.
 struct AllButSecrets;
@@ -84,58 +83,6 @@ async fn start() -> Running {
         broker,
         port,
         _stop: stop.drop_guard(),
-    }
-}
-
-/// A connected MQTT 5 client and what it receives.
-struct Client {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<Packet>,
-}
-
-impl Client {
-    async fn connect(port: u16, id: &str) -> Self {
-        let options = MqttOptions::new(id, "127.0.0.1", port);
-        let (client, mut eventloop) = AsyncClient::new(options, 64);
-        let (tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let Event::Incoming(packet) = event
-                    && tx.send(packet).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let mut client = Self { client, incoming };
-        client.next(|p| matches!(p, Packet::ConnAck(_))).await;
-        client
-    }
-
-    async fn next(&mut self, wanted: impl Fn(&Packet) -> bool) -> Packet {
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let packet = self.incoming.recv().await.expect("connection open");
-                if wanted(&packet) {
-                    return packet;
-                }
-            }
-        })
-        .await
-        .expect("the packet in time")
-    }
-
-    /// Publishes `payloads` to `topic` at QoS 1 and waits for every acknowledgement.
-    async fn publish_all(&mut self, topic: &str, payloads: &[&str]) {
-        for payload in payloads {
-            self.client
-                .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
-                .await
-                .unwrap();
-        }
-        for _ in payloads {
-            self.next(|p| matches!(p, Packet::PubAck(_))).await;
-        }
     }
 }
 
