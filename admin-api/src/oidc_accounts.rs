@@ -4,9 +4,14 @@
 //! role or team is changed here, audited like an admin's change, and a lower role revokes the
 //! person's older tokens as it would then). A sign-in, its provider session and its audit entry
 //! are stored in one transaction.
+//!
+//! An account is bound to the person the provider signed in the first time (the ID token's
+//! `sub`, in `staff_identities`): a directory that later gives the username to someone else
+//! (Entra reuses them) cannot sign the new person into the old account, and one person at the
+//! provider is never two members of staff.
 
-use schemas::db::entities::{agent, oidc_session};
-use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+use schemas::db::entities::{agent, oidc_session, staff_identity};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 
 use crate::audited::audited;
 use crate::oidc_claims::Mapped;
@@ -23,6 +28,9 @@ pub enum Resolved {
     Unknown,
     /// A member of staff courtchat has disabled.
     Disabled,
+    /// The account is bound to another person at the provider, or this person to another
+    /// account.
+    OtherPerson,
 }
 
 /// Finds (or creates) the member of staff `mapped` names, and brings their role and team in
@@ -32,6 +40,7 @@ pub async fn resolve(
     audit: &bridge::AuditTrail,
     gate: &dyn Gate,
     mapped: &Mapped,
+    provider_subject: &str,
     create_unknown: bool,
 ) -> Result<Resolved, PeopleError> {
     let found = people::staff_named(store.connection(), &mapped.username).await?;
@@ -40,7 +49,12 @@ pub async fn resolve(
         Some(account) => account,
         None if !create_unknown => return Ok(Resolved::Unknown),
         None => match create(store, audit, mapped).await {
-            Ok(account) => return Ok(Resolved::Account(account)),
+            Ok(account) => {
+                if !bound(store, audit, &account.subject, provider_subject).await? {
+                    return Ok(Resolved::OtherPerson);
+                }
+                return Ok(Resolved::Account(account));
+            }
             // Two first sign-ins at once: the other created it.
             Err(PeopleError::Exists(_)) => {
                 match people::staff_named(store.connection(), &mapped.username).await? {
@@ -52,6 +66,10 @@ pub async fn resolve(
             Err(other) => return Err(other),
         },
     };
+    // Before anything about the account changes on the provider's word.
+    if !bound(store, audit, &account.subject, provider_subject).await? {
+        return Ok(Resolved::OtherPerson);
+    }
     if account.role == mapped.role && account.team == mapped.team {
         return Ok(Resolved::Account(account));
     }
@@ -67,6 +85,53 @@ pub async fn resolve(
             None => Resolved::Unknown,
         },
     )
+}
+
+/// Whether the member of staff `subject` is the provider's `provider_subject`: bound to them
+/// at their first sign-in through the provider (audited), and compared afterwards.
+async fn bound(
+    store: &store::Store,
+    audit: &bridge::AuditTrail,
+    subject: &str,
+    provider_subject: &str,
+) -> Result<bool, PeopleError> {
+    let db = store.connection();
+    if let Some(identity) = staff_identity::Entity::find_by_id(subject).one(db).await? {
+        return Ok(identity.provider_subject == provider_subject);
+    }
+    let taken = staff_identity::Entity::find()
+        .filter(staff_identity::Column::ProviderSubject.eq(provider_subject))
+        .one(db)
+        .await?;
+    if taken.is_some() {
+        return Ok(false);
+    }
+    let bind = audited::<_, PeopleError>(store, audit, async |txn| {
+        staff_identity::ActiveModel {
+            subject: Set(subject.to_owned()),
+            provider_subject: Set(provider_subject.to_owned()),
+            bound_at: Set(chrono::Utc::now()),
+        }
+        .insert(txn)
+        .await?;
+        let entry = bridge::AuditEntry {
+            actor: ACTOR.to_owned(),
+            action: "admin.staff.identity_bound".to_owned(),
+            session_id: None,
+            detail: serde_json::json!({ "username": subject, "provider_subject": provider_subject }),
+        };
+        Ok(((), Some(entry)))
+    })
+    .await;
+    match bind {
+        Ok(()) => Ok(true),
+        // Two first sign-ins at once: whichever bound first decides.
+        Err(PeopleError::Database(_)) => Ok(staff_identity::Entity::find_by_id(subject)
+            .one(db)
+            .await?
+            .is_some_and(|identity| identity.provider_subject == provider_subject)),
+        Err(other) => Err(other),
+    }
 }
 
 /// Creates the account of a first sign-in: no password (they sign in at the provider).

@@ -310,6 +310,7 @@ pub async fn callback(
         &state.audit,
         state.gate.as_ref(),
         &mapped,
+        &claims.subject,
         signin.config.create_unknown,
     )
     .await
@@ -344,6 +345,18 @@ pub async fn callback(
             )
             .detail("ask a courtchat administrator");
             return Err(failed(&mapped.username, "disabled".to_owned(), problem).await);
+        }
+        Resolved::OtherPerson => {
+            let problem = Problem::new(
+                StatusCode::FORBIDDEN,
+                "identity-mismatch",
+                "this help-desk account belongs to someone else",
+            )
+            .detail(format!(
+                "the help-desk account {} was first signed in to by another person at the                  court's sign-in service; ask a courtchat administrator",
+                mapped.username
+            ));
+            return Err(failed(&mapped.username, "another person".to_owned(), problem).await);
         }
     };
 

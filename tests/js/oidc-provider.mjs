@@ -2,6 +2,8 @@
 // on 127.0.0.1 and an ephemeral port, with its own login page (no development interactions)
 // and accounts from the configuration in argv[2]:
 //   {"users": {"bob": {"password": "…", "name": "Bob", "groups": ["cc-agents"]}, …}}
+// A user's id is their `sub`; `username` (their id if absent) is their preferred_username, so a
+// test can give a username another person had.
 // It prints {"ready": "<issuer>"} once listening; the test then drives it with JSON lines on
 // stdin, each answered with {"ok": true} (or {"error": "…"}):
 //   {"cmd": "client", "client": {…}}     register courtchat as a client (its redirect URIs are
@@ -111,7 +113,12 @@ function build() {
       return {
         accountId: id,
         async claims() {
-          return { sub: id, name: user.name, preferred_username: id, groups: user.groups || [] };
+          return {
+            sub: id,
+            name: user.name,
+            preferred_username: user.username || id,
+            groups: user.groups || [],
+          };
         },
       };
     },

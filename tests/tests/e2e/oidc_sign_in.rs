@@ -69,6 +69,8 @@ async fn staff_sign_in_through_a_real_openid_provider() -> anyhow::Result<()> {
         "eve": user(&["visitors"], "Eve"),
         "zed": user(&["cc-agents"], "Zed"),
         "dan": user(&["cc-agents"], "Dan"),
+        // Another person, to whom the directory gave the username Bob had.
+        "bob-2": json!({"password": PASSWORD, "name": "Robert", "groups": ["cc-agents"], "username": "bob"}),
     });
     let mut provider = Script::start(&js, "oidc-provider.mjs", &json!({"users": users}))?;
     let issuer = provider.next().await?["ready"]
@@ -183,6 +185,20 @@ async fn staff_sign_in_through_a_real_openid_provider() -> anyhow::Result<()> {
         updates
             .iter()
             .any(|e| e.actor == "oidc" && e.detail.contains("sue"))
+    );
+
+    // Bob's account is bound to Bob at the provider: another person given the username "bob"
+    // there is refused, on the record, and the binding is too.
+    let other = step(&mut browser, sign_in("bob-2")).await?;
+    assert_eq!(other["outcome"], "refused", "{other}");
+    assert_eq!(other["problem"], "urn:courtchat:problem:identity-mismatch");
+    assert_eq!(other["status"], 403);
+    let bound = audited(&stack, "admin.staff.identity_bound").await?;
+    assert!(
+        bound
+            .iter()
+            .any(|e| e.detail.contains("\"provider_subject\":\"bob\"")),
+        "{bound:?}"
     );
 
     // Eve's groups give no role; Zed has none at courtchat: each refused with a clear page, and

@@ -15,5 +15,6 @@ pub mod receipt;
 pub mod retention_policy;
 pub mod session;
 pub mod session_purge;
+pub mod staff_identity;
 pub mod submission_ack;
 pub mod survey_response;

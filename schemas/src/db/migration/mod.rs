@@ -16,6 +16,7 @@ mod m20261208_000011_ended_tokens;
 mod m20261212_000012_staff_username_folded;
 mod m20261214_000013_applicant_grants;
 mod m20261214_000014_oidc_sessions;
+mod m20261215_000015_staff_identities;
 
 /// Every migration courtchat has, oldest first. Append only: applied migrations are never edited.
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261212_000012_staff_username_folded::Migration),
             Box::new(m20261214_000013_applicant_grants::Migration),
             Box::new(m20261214_000014_oidc_sessions::Migration),
+            Box::new(m20261215_000015_staff_identities::Migration),
         ]
     }
 }
