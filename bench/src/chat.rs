@@ -23,6 +23,7 @@ use crate::peer::{
     ChatTarget, Counters, Observed, Peer, ReplyPlan, ack_topic, measured_id, messages_topic,
     submission, submit_topic,
 };
+use crate::process::{CpuWindow, ServerCpu};
 use crate::stats::Percentiles;
 use crate::{BenchError, MemoryProbe};
 
@@ -108,6 +109,9 @@ pub struct ChatReport {
     /// The server's resident memory before setup, with every session set up, and after the
     /// run (before the participants disconnect).
     pub rss_bytes: [Option<u64>; 3],
+    /// The server's CPU over the traffic and the drain; per delivery here means per message
+    /// stored (accepted), the figure to set beside a broker's CPU per message relayed.
+    pub server_cpu: ServerCpu,
 }
 
 impl ChatReport {
@@ -197,6 +201,7 @@ pub async fn chat(
     );
 
     // The run: applicants spread evenly over the first period so that the load is smooth.
+    let cpu = CpuWindow::start(target.pid);
     let start = tokio::time::Instant::now() + Duration::from_millis(200);
     let per_applicant = (config.rate * config.duration.as_secs_f64()).round() as u64;
     let period = Duration::from_secs_f64(1.0 / config.rate.max(1e-6));
@@ -270,6 +275,7 @@ pub async fn chat(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let server_cpu = cpu.finish();
 
     let mut sessions = Vec::with_capacity(rigs.len());
     for rig in rigs {
@@ -289,6 +295,7 @@ pub async fn chat(
     )
     .await?;
     report.rss_bytes = [rss_idle, rss_set_up, rss_after];
+    report.server_cpu = server_cpu.per_delivery(report.accepted);
     Ok(report)
 }
 
@@ -409,6 +416,7 @@ async fn verify(
         lock_renewals_refused: 0,
         connection_failures: 0,
         rss_bytes: [None; 3],
+        server_cpu: ServerCpu::default(),
     };
     let mut latencies = Vec::new();
     let mut ack_latencies = Vec::new();

@@ -7,6 +7,7 @@
 mod chat;
 mod connections;
 mod fanout;
+mod knee;
 mod peer;
 mod process;
 mod relay;
@@ -16,6 +17,7 @@ mod stats;
 pub use chat::{ChatConfig, ChatReport, chat};
 pub use connections::{ConnectionsConfig, ConnectionsReport, MemoryProbe, connections};
 pub use fanout::{FanoutConfig, FanoutReport, fanout};
+pub use knee::{KneeSearch, KneeStep};
 pub use peer::{ChatTarget, TokenMinter};
 pub use process::{CpuWindow, ServerCpu, cpu_time, resident_bytes};
 pub use relay::{RelayConfig, RelayReport, relay};

@@ -34,6 +34,8 @@ pub struct ChatTarget {
     pub token: TokenMinter,
     /// The server's database, to register staff and to check the stored order afterwards.
     pub store: store::Store,
+    /// The server's process on this machine, when known: its CPU is then read over the run.
+    pub pid: Option<u32>,
 }
 
 /// Counters every participant of a run adds to, so that the run knows when it has drained.

@@ -92,7 +92,7 @@ async fn brokers(
 }
 
 /// A static rule that opens the benchmarks' topics (outside the chat protocol) to agents.
-fn open_bench_topics(config: &mut Config) {
+pub(crate) fn open_bench_topics(config: &mut Config) {
     config.mqtt.acl.rules.push(courtchat::StaticRule {
         role: Some(Role::Agent),
         username: None,

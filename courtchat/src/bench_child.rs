@@ -11,7 +11,7 @@ use anyhow::Context;
 use courtchat::{Config, Role};
 
 /// The server under test's own arguments.
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct ServerArgs {
     /// Database for the server under test; a fresh SQLite file in a scratch directory by
     /// default. With PostgreSQL, give an empty database.

@@ -17,6 +17,7 @@ use courtchat::{Config, Role};
 use crate::bench_brokers::{Which, fanout_cmd, relay_cmd};
 use crate::bench_child::{ChildServer, ServerArgs, mib, write_json};
 use crate::bench_connections::{Shape, connections_cmd};
+use crate::bench_knee::{KneeArgs, knee_cmd};
 use crate::bench_reference::Others;
 
 #[derive(Subcommand)]
@@ -111,6 +112,10 @@ pub enum BenchCommand {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// The knee of each series: the highest offered rate with p99 within the limit and every
+    /// delivery verified, for a fresh Mosquitto and our gateway relaying chat's shape and for
+    /// the durable chat on SQLite and PostgreSQL, one fresh server per step, in one sitting.
+    Knee(KneeArgs),
     /// Open C idle authenticated connections at a given rate against `courtchat serve` (a child
     /// process), then a fresh Mosquitto; report connect latency, the server's memory per
     /// connection and its CPU per connection opened.
@@ -254,6 +259,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
                 config, scenario, shape, others, server, json,
             ))
         }
+        BenchCommand::Knee(args) => runtime.block_on(knee_cmd(config, args)),
         BenchCommand::Soak {
             sessions,
             workers,
@@ -272,7 +278,19 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-fn chat_target(server: &ChildServer, store: store::Store) -> anyhow::Result<bench::ChatTarget> {
+/// Room for the run's connections, and a rate limit above what the run's senders keep to.
+pub(crate) fn tune_for_chat(config: &mut Config, chat: &bench::ChatConfig) {
+    let connections = chat.sessions * (1 + chat.agents);
+    config.mqtt.max_connections = config.mqtt.max_connections.max(connections + 64);
+    // Senders keep to R per second; the limiter must not be what is measured.
+    config.bridge.rate_per_second = config.bridge.rate_per_second.max(chat.rate * 4.0);
+    config.bridge.rate_burst = config.bridge.rate_burst.max(chat.rate * 8.0);
+}
+
+pub(crate) fn chat_target(
+    server: &ChildServer,
+    store: store::Store,
+) -> anyhow::Result<bench::ChatTarget> {
     let keys = server.tokens()?;
     Ok(bench::ChatTarget {
         name: "courtchat".to_owned(),
@@ -287,6 +305,7 @@ fn chat_target(server: &ChildServer, store: store::Store) -> anyhow::Result<benc
             .unwrap_or_default()
         }),
         store,
+        pid: Some(server.pid()),
     })
 }
 
@@ -346,14 +365,7 @@ async fn chat_cmd(
     args: ServerArgs,
     json: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let connections = chat.sessions * (1 + chat.agents);
-    let server = ChildServer::start(config, &args, |config| {
-        config.mqtt.max_connections = config.mqtt.max_connections.max(connections + 64);
-        // Senders keep to R per second; the limiter must not be what is measured.
-        config.bridge.rate_per_second = config.bridge.rate_per_second.max(chat.rate * 4.0);
-        config.bridge.rate_burst = config.bridge.rate_burst.max(chat.rate * 8.0);
-    })
-    .await?;
+    let server = ChildServer::start(config, &args, |config| tune_for_chat(config, &chat)).await?;
     let target = chat_target(&server, server.store().await?)?;
     eprintln!(
         "chat: {} sessions × (1 applicant + {} agents), {} msg/s each for {} s, {} B bodies ...",
@@ -408,6 +420,9 @@ async fn chat_cmd(
         r.ack_latency.p999_us,
         r.ack_latency.max_us
     );
+    if let (Some(percent), Some(us)) = (r.server_cpu.percent, r.server_cpu.us_per_delivery) {
+        println!("server CPU: {percent:.0} % of a core, {us:.1} µs per message stored");
+    }
     println!(
         "deliveries {}/{} (missing {}, duplicates {}), participants out of order {}, sessions verified against the database {}/{}, connection failures {}, setup {} ms",
         r.delivered,

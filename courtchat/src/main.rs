@@ -12,6 +12,7 @@ mod bench_brokers;
 mod bench_child;
 mod bench_cli;
 mod bench_connections;
+mod bench_knee;
 mod bench_reference;
 
 /// courtchat: real-time help-desk chat for court licensing, on MQTT, with a durable record.

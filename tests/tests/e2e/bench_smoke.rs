@@ -134,6 +134,8 @@ fn chat_target(stack: &TestStack) -> bench::ChatTarget {
                 .unwrap_or_default()
         }),
         store: stack.store().clone(),
+        // The server runs in this process, beside the load generator: its CPU is this one's.
+        pid: Some(std::process::id()),
     }
 }
 
@@ -163,6 +165,11 @@ async fn chat_smoke_loses_nothing_and_keeps_one_order() -> anyhow::Result<()> {
     assert_eq!(report.sessions_verified, 4);
     assert_eq!(report.delivered, report.deliveries_expected);
     assert!(report.deliveries_expected >= 32 * 3, "{report:#?}");
+    let cpu = report.server_cpu;
+    assert!(
+        cpu.seconds.is_some() && cpu.us_per_delivery.is_some_and(|us| us > 0.0),
+        "the CPU per message stored is read: {cpu:?}"
+    );
     stack.shutdown().await;
     Ok(())
 }
