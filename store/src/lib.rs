@@ -4,12 +4,14 @@
 //! giving a `postgres://` URL. The rest of courtchat receives a [`Store`] and never parses a
 //! database URL itself, so the choice of backend stays in this crate.
 
+mod direct;
 mod private_files;
 mod start_reads;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use direct::{DirectSqlite, SqliteValue};
 use schemas::db::Migrator;
 use schemas::db::entities::{agent, message};
 use sea_orm::sea_query::OnConflict;
@@ -200,6 +202,9 @@ pub fn is_unreachable(error: &DbErr) -> bool {
     }
 }
 
+/// How long an SQLite connection waits for another's write to end before it fails.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// An open database with an up-to-date schema. Cheap to clone: clones share one pool.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -241,7 +246,7 @@ impl Store {
                 opts.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5))
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
             })
             .map_sqlx_postgres_opts({
                 let config = config.clone();
@@ -401,6 +406,17 @@ impl Store {
 
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// On SQLite, a connection of its own to the file, for a thread that runs its statements
+    /// itself ([`DirectSqlite`]); `None` on PostgreSQL.
+    pub fn direct(&self) -> Option<Result<DirectSqlite, StoreError>> {
+        match &self.backend {
+            Backend::Sqlite(path) => {
+                Some(DirectSqlite::open(path, SQLITE_BUSY_TIMEOUT).map_err(StoreError::Connect))
+            }
+            Backend::Postgres => None,
+        }
     }
 
     /// Closes every pooled connection; later operations on any clone fail.

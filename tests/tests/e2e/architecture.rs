@@ -77,6 +77,7 @@ fn each_external_dependency_has_its_one_owner() -> anyhow::Result<()> {
         ("sea-orm-migration", &["schemas", "store"]),
         ("prometheus", &["telemetry"]),
         ("governor", &["limits"]),
+        ("rusqlite", &["store"]),
     ];
     for member in workspace_members()? {
         let manifest: toml::Table =
