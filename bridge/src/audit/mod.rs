@@ -22,7 +22,7 @@ use schemas::db::entities::{audit_event, audit_head};
 use sea_orm::prelude::DateTimeUtc;
 use sea_orm::{
     ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, TransactionTrait,
+    QuerySelect, QueryTrait, Set, Statement, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -196,15 +196,6 @@ pub(crate) fn in_statement_sizes<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]
     })
 }
 
-/// Repeats the last of `items` up to the next power of two, for lists whose duplicates are
-/// harmless (`IN`, `OR`, `CASE`), so that statements built from them have few shapes too.
-pub(crate) fn padded<T: Clone>(mut items: Vec<T>) -> Vec<T> {
-    if let Some(last) = items.last().cloned() {
-        items.resize(items.len().next_power_of_two(), last);
-    }
-    items
-}
-
 impl AuditBatch<'_> {
     /// Chains `entry` after the previous one; it is written by the next [`AuditBatch::flush`],
     /// which must run before the transaction commits.
@@ -253,24 +244,32 @@ impl AuditBatch<'_> {
 
     /// Writes the entries appended since the last flush, in order, and moves the stored head.
     pub async fn flush<C: sea_orm::ConnectionTrait>(&mut self, db: &C) -> Result<(), AuditError> {
+        for statement in self.take_statements(db.get_database_backend()) {
+            db.execute_raw(statement).await?;
+        }
+        Ok(())
+    }
+
+    /// The statements that write the entries appended since the last flush, in order, and move
+    /// the stored head; none when nothing was appended. For a writer that runs them itself.
+    pub(crate) fn take_statements(&mut self, backend: DatabaseBackend) -> Vec<Statement> {
         if self.pending.is_empty() {
-            return Ok(());
+            return Vec::new();
         }
         let pending = std::mem::take(&mut self.pending);
-        for rows in in_statement_sizes(&pending) {
-            audit_event::Entity::insert_many(rows.to_vec())
-                .exec_without_returning(db)
-                .await?;
-        }
-        audit_head::Entity::update_many()
-            .col_expr(
-                audit_head::Column::Mac,
-                sea_orm::sea_query::Expr::value(self.head.clone()),
-            )
-            .filter(audit_head::Column::Id.eq(1))
-            .exec(db)
-            .await?;
-        Ok(())
+        let mut statements: Vec<Statement> = in_statement_sizes(&pending)
+            .map(|rows| audit_event::Entity::insert_many(rows.to_vec()).build(backend))
+            .collect();
+        statements.push(
+            audit_head::Entity::update_many()
+                .col_expr(
+                    audit_head::Column::Mac,
+                    sea_orm::sea_query::Expr::value(self.head.clone()),
+                )
+                .filter(audit_head::Column::Id.eq(1))
+                .build(backend),
+        );
+        statements
     }
 }
 
@@ -419,6 +418,28 @@ impl AuditTrail {
         })
     }
 
+    /// Starts appending on the committer's own SQLite connection: waits for this process's
+    /// turn, then begins that connection's transaction, taking SQLite's write lock (in this
+    /// order: a writer holding the lock while it waits for the turn would hold up the one whose
+    /// turn it is), and reads the head under it. The caller commits or rolls back.
+    pub(crate) async fn direct_batch(
+        &self,
+        direct: &store::DirectSqlite,
+    ) -> Result<AuditBatch<'_>, AuditError> {
+        let turn = self.turn.lock().await;
+        direct.execute_batch("BEGIN IMMEDIATE")?;
+        let head = direct
+            .query_text("SELECT mac FROM audit_head WHERE id = 1")?
+            .unwrap_or_default();
+        Ok(AuditBatch {
+            _turn: turn,
+            head,
+            assumed: None,
+            key: &self.key,
+            pending: Vec::new(),
+        })
+    }
+
     /// [`AuditTrail::verify`] with this trail's key.
     pub async fn verify_with_own_key(
         &self,
@@ -493,9 +514,6 @@ mod shape_tests {
             203,
             "every row, once"
         );
-        assert_eq!(padded(vec![1, 2, 3, 4, 5]), vec![1, 2, 3, 4, 5, 5, 5, 5]);
-        assert_eq!(padded(vec![1, 2]), vec![1, 2]);
-        assert!(padded(Vec::<u8>::new()).is_empty());
     }
 }
 

@@ -10,15 +10,18 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use chrono::{DateTime, Utc};
 use schemas::wire::{Outcome, RejectReason};
 use sea_orm::TransactionTrait;
 
+use super::answers::rejection;
 use super::commands::Reply;
+use super::decide::Effects;
 use super::decided::Decided;
 use super::outbox::{Answer, Outbox, Told};
 use super::resync::PageLimits;
 use super::resync::{self, PageRequest};
-use super::writer;
+use super::writer::{self, Tx};
 use super::{PipelineError, panic_message};
 use crate::audit::AuditTrail;
 use crate::pipeline::link::{Incoming, Link, LinkLost, Origin};
@@ -77,17 +80,28 @@ pub(super) fn spawn_committer(
                     return;
                 }
             };
+            // On SQLite, a connection of its own too, whose statements run on this thread
+            // (`store::DirectSqlite`); the pool's otherwise.
+            let direct = match store.direct() {
+                Some(Ok(direct)) => Some(direct),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "the committer writes through the database pool");
+                    None
+                }
+                None => None,
+            };
+            let direct = direct.as_ref();
             runtime.block_on(async move {
                 // Its own pool, opened here so that its connections are this runtime's; the
                 // shared one (whose replies wake tasks on the server's runtime) if that fails.
                 match store.separate_pool(1).await {
                     Ok(own) => {
-                        commit(&own, audit, link, packet_limit, jobs, metrics).await;
+                        commit(&own, direct, audit, link, packet_limit, jobs, metrics).await;
                         let _ = own.connection().clone().close().await;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the committer shares the server's database pool");
-                        commit(&store, audit, link, packet_limit, jobs, metrics).await;
+                        commit(&store, direct, audit, link, packet_limit, jobs, metrics).await;
                     }
                 }
             });
@@ -103,6 +117,7 @@ pub(super) fn spawn_committer(
 /// The committer: stores each job in turn, then publishes and acknowledges it.
 async fn commit(
     store: &store::Store,
+    direct: Option<&store::DirectSqlite>,
     audit: Arc<AuditTrail>,
     link: Arc<Link>,
     packet_limit: Arc<AtomicUsize>,
@@ -130,7 +145,7 @@ async fn commit(
         let stored = match decided {
             None => Ok((Outbox::default(), Vec::new())),
             Some(decided) => {
-                std::panic::AssertUnwindSafe(self::store(store, &audit, limits, decided))
+                std::panic::AssertUnwindSafe(self::store(store, direct, &audit, limits, decided))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|panic| Err(PipelineError::Panicked(panic_message(&*panic))))
@@ -250,10 +265,12 @@ fn reply(batch: Vec<Incoming>, replies: Vec<Answer>) {
 }
 
 /// Stores a decided batch in one transaction (with its audit entries, chained in turn with
-/// every other writer), answers its resyncs from what is then stored, and commits. Returns
-/// what to publish and the sessions it closed.
+/// every other writer) and commits, then answers its resyncs from what is stored. Returns what
+/// to publish and the sessions it closed. On SQLite the committer passes its own connection
+/// (`direct`), whose statements run on its thread; otherwise the store's pool is used.
 pub(super) async fn store(
     store: &store::Store,
+    direct: Option<&store::DirectSqlite>,
     audit: &AuditTrail,
     limits: PageLimits,
     decided: Decided,
@@ -269,31 +286,89 @@ pub(super) async fn store(
     if resyncs.is_empty() && fx.writes_nothing() {
         return Ok((fx.outbox, fx.closed));
     }
+    if !fx.writes_nothing() {
+        match direct {
+            Some(direct) => write_direct(direct, audit, &mut fx, now).await?,
+            None => write_pooled(store, audit, &mut fx, now).await?,
+        }
+    }
+    // Read once committed, and bounded by the sequence number each was decided at, so a page
+    // holds what it would have inside the transaction. A read that fails now cannot undo the
+    // commit: that resync alone is answered `unavailable`, to be asked again.
+    for job in resyncs {
+        let request = PageRequest {
+            session_id: &job.session_id,
+            cmid: &job.cmid,
+            staff: job.staff,
+            from_seq: job.from_seq,
+            to_seq: job.to_seq,
+            last_seq: job.last_seq,
+            max_bytes: job.max_bytes,
+        };
+        let told = match resync::page(store.connection(), &request, limits).await {
+            Ok(page) => Told::Page(Box::new(page)),
+            Err(error) => {
+                tracing::error!(%error, session_id = %job.session_id, "a resync page could not be read");
+                let message = "the page could not be read now; ask again";
+                let ack = rejection(
+                    &job.cmid,
+                    Some(&job.session_id),
+                    RejectReason::Unavailable,
+                    message,
+                );
+                Told::Ack(ack)
+            }
+        };
+        if let Some(answer) = fx.outbox.answers.get_mut(job.position) {
+            answer.told = told;
+        }
+    }
+    Ok((fx.outbox, fx.closed))
+}
+
+/// Writes and commits through the store's pool, in the ORM's transaction.
+async fn write_pooled(
+    store: &store::Store,
+    audit: &AuditTrail,
+    fx: &mut Effects,
+    now: DateTime<Utc>,
+) -> Result<(), PipelineError> {
     let txn = store.connection().begin().await?;
     let mut trail = audit.assuming_batch(&txn).await?;
-    let stored = async {
-        writer::write(&txn, &mut trail, &mut fx, now).await?;
-        for job in resyncs {
-            let request = PageRequest {
-                session_id: &job.session_id,
-                cmid: &job.cmid,
-                staff: job.staff,
-                from_seq: job.from_seq,
-                to_seq: job.to_seq,
-                last_seq: job.last_seq,
-                max_bytes: job.max_bytes,
-            };
-            let page = resync::page(&txn, &request, limits).await?;
-            if let Some(answer) = fx.outbox.answers.get_mut(job.position) {
-                answer.told = Told::Page(Box::new(page));
-            }
-        }
+    let written = async {
+        writer::write(Tx::Orm(&txn), &mut trail, fx, now).await?;
         txn.commit().await?;
         Ok::<_, PipelineError>(())
     }
     .await;
-    audit.settle(&trail, stored.is_ok());
-    drop(trail);
-    stored?;
-    Ok((fx.outbox, fx.closed))
+    audit.settle(&trail, written.is_ok());
+    written
+}
+
+/// Writes and commits on the committer's own SQLite connection; rolls back what failed.
+async fn write_direct(
+    direct: &store::DirectSqlite,
+    audit: &AuditTrail,
+    fx: &mut Effects,
+    now: DateTime<Utc>,
+) -> Result<(), PipelineError> {
+    let written = async {
+        let mut trail = audit.direct_batch(direct).await?;
+        let written = async {
+            writer::write(Tx::Direct(direct), &mut trail, fx, now).await?;
+            direct.execute_batch("COMMIT")?;
+            Ok::<_, PipelineError>(())
+        }
+        .await;
+        audit.settle(&trail, written.is_ok());
+        written
+    }
+    .await;
+    if written.is_err()
+        && direct.in_transaction()
+        && let Err(error) = direct.execute_batch("ROLLBACK")
+    {
+        tracing::error!(%error, "a failed batch could not be rolled back");
+    }
+    written
 }

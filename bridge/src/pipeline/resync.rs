@@ -3,9 +3,7 @@
 
 use schemas::db::entities::message;
 use schemas::wire::{self, Resync, StreamEntry};
-use sea_orm::{
-    ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::PipelineError;
 use super::disclosure::for_applicant;
@@ -52,7 +50,7 @@ impl PageLimits {
 /// its own topic; at least one entry, so that every page makes progress, and `next_from_seq`
 /// when the range goes on.
 pub(crate) async fn page(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     request: &PageRequest<'_>,
     limits: PageLimits,
 ) -> Result<Resync, PipelineError> {
