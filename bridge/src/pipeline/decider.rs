@@ -37,7 +37,7 @@ impl Worker {
     ) -> Result<Outbox, PipelineError> {
         let decided = self.decide(batch).await?;
         let limits = self.page_limits();
-        let (outbox, closed) = store(&self.store, &self.audit, limits, decided).await?;
+        let (outbox, closed) = store(&self.store, None, &self.audit, limits, decided).await?;
         for session_id in &closed {
             self.views.remove(session_id);
         }
@@ -95,7 +95,7 @@ impl Worker {
                 }
             }
         }
-        let mut answered = answered(txn, wanted.clone()).await?;
+        let mut answered = answered(txn, self.reader.as_ref(), wanted.clone()).await?;
         for key in &wanted {
             if let Some(pending) = self.pending.answers.get(key) {
                 answered.insert(key.clone(), pending.clone());

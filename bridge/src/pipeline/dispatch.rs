@@ -139,9 +139,16 @@ pub(super) async fn route(
     }
     if let Some(metrics) = metrics {
         metrics.queue_waiting.set(roster.waiting() as i64);
+    }
+    Ok(())
+}
+
+/// Sets the staffing gauges. Counting walks every seat, so the sweep does it once a second
+/// rather than every batch (a scrape reads them every few seconds at most).
+pub(super) fn observe_staffing(roster: &Roster, metrics: Option<&telemetry::Metrics>) {
+    if let Some(metrics) = metrics {
         let (available, in_chats) = roster.staffing();
         metrics.staff_available.set(available as i64);
         metrics.staff_in_chats.set(in_chats as i64);
     }
-    Ok(())
 }

@@ -31,6 +31,7 @@ pub(crate) mod lock;
 mod outbox;
 mod parsed;
 pub(crate) mod rate;
+mod reader;
 mod restore;
 mod resync;
 mod roster;

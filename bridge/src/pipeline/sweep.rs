@@ -110,6 +110,7 @@ impl Worker {
         dispatch::follow(&mut roster, &fx, &self.views, now);
         let metrics = self.metrics.as_deref();
         dispatch::route(&mut self.views, &mut roster, db, &ctx, &mut fx, metrics).await?;
+        dispatch::observe_staffing(&roster, metrics);
         self.roster = Some(roster);
         self.attendance.follow(fx.opened_sessions(), &fx.closed);
         if fx.audit.is_empty() {

@@ -26,9 +26,15 @@ use super::commands::Intake;
 use super::committer::{Job, Stored, deliver, spawn_committer};
 use super::decided::{Decided, Pending};
 use super::outbox::Outbox;
+use super::reader::Reader;
 use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
+
+/// A batch smaller than `bridge.batch_max` divided by this waits for the batch being stored
+/// before it is decided (see the group commit in `serve`); a larger one is decided while the
+/// other is stored, so that deciding and storing overlap when there is much of both.
+const GROUP_BELOW: usize = 4;
 use crate::audit::AuditTrail;
 use crate::pipeline::link::{Arrival, BrokerLink, Heard, Incoming, Link, LinkLost, LinkSettings};
 use crate::pipeline::rate::SenderLimits;
@@ -62,6 +68,8 @@ pub(crate) struct Worker {
     /// stored yet is about them (it may have changed them: a survey answer).
     closing: Vec<String>,
     pub(super) metrics: Option<Arc<telemetry::Metrics>>,
+    /// On SQLite, the thread the decider's batch reads run on (`reader`).
+    pub(super) reader: Option<Reader>,
 }
 
 impl Worker {
@@ -88,6 +96,7 @@ impl Worker {
             pending: Pending::default(),
             closing: Vec::new(),
             metrics,
+            reader: None,
         }
     }
 
@@ -99,6 +108,7 @@ impl Worker {
         commands: Arc<Intake>,
         mut stop: watch::Receiver<bool>,
     ) {
+        self.reader = Reader::start(&self.store);
         let (link, mut intake) = Link::start(&broker, settings, self.ready.clone());
         self.packet_limit = link.max_packet();
         let link = Arc::new(link);
@@ -139,15 +149,21 @@ impl Worker {
             };
             let sweep = first.is_none();
             let mut batch: Vec<Incoming> = first.into_iter().collect();
-            while !sweep && batch.len() < self.config.batch_max {
-                match intake.try_recv() {
-                    Some(Arrival::Submission(next)) => batch.push(next),
-                    Some(Arrival::Presence(heard)) => self.heard(heard),
-                    None => match commands.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    },
+            self.gather(&mut batch, sweep, &mut intake, &mut commands);
+            // Group commit: a small batch waits for the batch being stored, and what arrives
+            // meanwhile joins it. Each commit costs a write and an fsync of the log whatever
+            // its size; deciding early, while the last one is stored, gained nothing at low
+            // rates (it only waits for the same commit) and cost a commit a message.
+            if !sweep
+                && batch.len() < self.config.batch_max / GROUP_BELOW
+                && let Some(done) = in_flight.take()
+            {
+                // Nothing is decided yet: whether it was stored or decided again, this batch
+                // is decided on what is stored now.
+                if self.settle(&link, done.await, None).await.is_none() {
+                    break;
                 }
+                self.gather(&mut batch, sweep, &mut intake, &mut commands);
             }
             if let Some(metrics) = &self.metrics {
                 let waiting = intake.len() + commands.len();
@@ -166,45 +182,18 @@ impl Worker {
                 Ok(None)
             };
             // Wait for the batch being stored before handing this one over.
-            let previous_stored = match in_flight.take() {
-                None => true,
-                Some(done) => match done.await {
-                    Ok(Stored::Committed(closed)) => {
-                        // Every batch but the one just decided is stored now.
-                        let unstored = match &decided {
-                            Ok(Some(decided)) => Some(&decided.touched),
-                            _ => None,
-                        };
-                        let closing = std::mem::take(&mut self.closing);
-                        for session_id in closing.into_iter().chain(closed) {
-                            if unstored.is_some_and(|touched| touched.contains(&session_id)) {
-                                self.closing.push(session_id);
-                            } else {
-                                self.views.remove(&session_id);
-                            }
-                        }
-                        true
-                    }
-                    Ok(Stored::Failed {
-                        batch: failed,
-                        undecided: failed_undecided,
-                        error,
-                    }) => {
-                        tracing::error!(error = %error, size = failed.len(), "a batch could not be stored; deciding its submissions one by one");
-                        self.forget();
-                        let decided_part = failed.len() - failed_undecided.answers.len();
-                        if self
-                            .now(&link, failed, decided_part, failed_undecided, Some(&error))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                        false
-                    }
-                    Ok(Stored::LinkLost) | Err(_) => break,
-                },
-            };
+            let mut previous_stored = true;
+            if let Some(done) = in_flight.take() {
+                let unstored = match &decided {
+                    Ok(Some(decided)) => Some(&decided.touched),
+                    _ => None,
+                };
+                let unstored = unstored.cloned();
+                match self.settle(&link, done.await, unstored.as_ref()).await {
+                    Some(stored) => previous_stored = stored,
+                    None => break,
+                }
+            }
             let mut decided = match (previous_stored, decided) {
                 // A sweep that found nothing, with nothing waiting for its answer.
                 (true, Ok(None)) if batch.is_empty() => continue,
@@ -253,6 +242,65 @@ impl Worker {
         let _ = committer.await;
         self.ready.send_replace(false);
         link.close().await;
+    }
+
+    /// Adds what is waiting to `batch`, up to `bridge.batch_max` (nothing for a sweep).
+    fn gather(
+        &mut self,
+        batch: &mut Vec<Incoming>,
+        sweep: bool,
+        intake: &mut crate::pipeline::link::Intake,
+        commands: &mut mpsc::Receiver<Incoming>,
+    ) {
+        while !sweep && batch.len() < self.config.batch_max {
+            match intake.try_recv() {
+                Some(Arrival::Submission(next)) => batch.push(next),
+                Some(Arrival::Presence(heard)) => self.heard(heard),
+                None => match commands.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+
+    /// Takes what became of the batch being stored. Returns whether it was stored (if not,
+    /// its submissions have been decided again one by one, and what was decided on views that
+    /// held it must be too), or `None` when the link is lost. `unstored`: the sessions of a
+    /// batch decided since, whose views must stay until it is stored.
+    async fn settle(
+        &mut self,
+        link: &Link,
+        outcome: Result<Stored, oneshot::error::RecvError>,
+        unstored: Option<&std::collections::HashSet<String>>,
+    ) -> Option<bool> {
+        match outcome {
+            Ok(Stored::Committed(closed)) => {
+                let closing = std::mem::take(&mut self.closing);
+                for session_id in closing.into_iter().chain(closed) {
+                    if unstored.is_some_and(|touched| touched.contains(&session_id)) {
+                        self.closing.push(session_id);
+                    } else {
+                        self.views.remove(&session_id);
+                    }
+                }
+                Some(true)
+            }
+            Ok(Stored::Failed {
+                batch: failed,
+                undecided: failed_undecided,
+                error,
+            }) => {
+                tracing::error!(error = %error, size = failed.len(), "a batch could not be stored; deciding its submissions one by one");
+                self.forget();
+                let decided_part = failed.len() - failed_undecided.answers.len();
+                self.now(link, failed, decided_part, failed_undecided, Some(&error))
+                    .await
+                    .ok()?;
+                Some(false)
+            }
+            Ok(Stored::LinkLost) | Err(_) => None,
+        }
     }
 
     /// Drops everything the views and the pending answers say beyond what is stored.

@@ -3,18 +3,19 @@
 //! the staff the batch names.
 
 mod postgres;
+mod sqlite;
 
 use std::collections::{HashMap, HashSet};
 
 use schemas::db::entities::{agent, message, participant, submission_ack};
 use schemas::wire::{OpenSession, SessionEvent, StreamContent};
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::PipelineError;
 use super::decide::lifecycle::OpenedBefore;
 use super::decide::staffing::Cause;
 use super::input::stored_content;
-use crate::audit::{in_statement_sizes, padded};
+use crate::pipeline::reader::Reader;
 
 /// The original answer to a submission already stored.
 #[derive(Clone)]
@@ -34,45 +35,24 @@ pub(crate) enum Answered {
 
 pub(crate) type Key = (String, String, String);
 
-/// What the batch's submissions already stored answer with (resubmissions), in two queries.
+/// What the batch's submissions already stored answer with (resubmissions): one fixed
+/// statement per table, on SQLite on the decider's reading thread when there is one.
 pub(super) async fn answered(
     txn: &impl ConnectionTrait,
+    reader: Option<&Reader>,
     wanted: std::collections::HashSet<Key>,
 ) -> Result<HashMap<Key, Answered>, PipelineError> {
     let mut answered = HashMap::new();
     if wanted.is_empty() {
         return Ok(answered);
     }
-    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
-        let wanted: Vec<Key> = wanted.into_iter().collect();
-        let (entries, kept) = postgres::lookup(txn, &wanted).await?;
-        remember(&mut answered, entries, kept);
-        return Ok(answered);
-    }
-    // Exact triples, OR-ed (each one an index lookup), padded so that the statement has few
-    // shapes (see `in_statement_sizes`).
-    let wanted: Vec<Key> = padded(wanted.into_iter().collect());
-    for run in in_statement_sizes(&wanted) {
-        let mut entries = Condition::any();
-        let mut kept = Condition::any();
-        for (session_id, sender, cmid) in run {
-            entries = entries.add(
-                Condition::all()
-                    .add(message::Column::SessionId.eq(session_id.as_str()))
-                    .add(message::Column::Sender.eq(sender.as_str()))
-                    .add(message::Column::ClientMsgId.eq(cmid.as_str())),
-            );
-            kept = kept.add(
-                Condition::all()
-                    .add(submission_ack::Column::SessionId.eq(session_id.as_str()))
-                    .add(submission_ack::Column::Sender.eq(sender.as_str()))
-                    .add(submission_ack::Column::ClientMsgId.eq(cmid.as_str())),
-            );
-        }
-        let stored = message::Entity::find().filter(entries).all(txn).await?;
-        let kept = submission_ack::Entity::find().filter(kept).all(txn).await?;
-        remember(&mut answered, stored, kept);
-    }
+    let wanted: Vec<Key> = wanted.into_iter().collect();
+    let (entries, kept) = match (txn.get_database_backend(), reader) {
+        (sea_orm::DbBackend::Postgres, _) => postgres::lookup(txn, &wanted).await?,
+        (_, Some(reader)) => reader.run(move |db| sqlite::lookup(db, &wanted)).await?,
+        (_, None) => sqlite::lookup_pooled(txn, &wanted).await?,
+    };
+    remember(&mut answered, entries, kept);
     Ok(answered)
 }
 
