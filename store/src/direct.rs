@@ -50,9 +50,11 @@ impl DirectSqlite {
         conn.busy_timeout(busy).map_err(failed)?;
         conn.execute_batch(
             // Statement journals (a multi-row insert's undo, should it fail half way) in memory:
-            // they live for one statement, and a file for each cost an open and writes.
+            // they live for one statement, and a file for each cost an open and writes. The
+            // database file mapped: a connection's page cache is dropped whenever another
+            // commits, and its pages are then read again, by a system call each without a map.
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA temp_store = MEMORY;",
+             PRAGMA temp_store = MEMORY; PRAGMA mmap_size = 268435456;",
         )
         .map_err(failed)?;
         conn.set_prepared_statement_cache_capacity(PREPARED);
@@ -114,6 +116,25 @@ impl DirectSqlite {
             all.push(values);
         }
         Ok(all)
+    }
+
+    /// Leaves checkpoints to another connection ([`DirectSqlite::checkpoint`]): by default the
+    /// connection whose commit takes the log past 1,000 pages copies it into the database
+    /// there and then, and that commit waits for it.
+    pub fn without_checkpoints(&self) -> Result<(), DbErr> {
+        self.conn()
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(failed)
+    }
+
+    /// Copies what it can of the log into the database without waiting for writers or
+    /// readers (a passive checkpoint); returns the log's frames and how many are copied.
+    pub fn checkpoint(&self) -> Result<(i64, i64), DbErr> {
+        let conn = self.conn();
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })
+        .map_err(failed)
     }
 
     /// Whether a transaction is open on this connection (one that failed half way must be

@@ -15,6 +15,7 @@ use schemas::wire::{Outcome, RejectReason};
 use sea_orm::TransactionTrait;
 
 use super::answers::rejection;
+use super::checkpointer::Checkpointer;
 use super::commands::Reply;
 use super::decide::Effects;
 use super::decided::Decided;
@@ -90,6 +91,17 @@ pub(super) fn spawn_committer(
                 }
                 None => None,
             };
+            // Checkpoints on a thread of their own, once it runs, rather than in a commit.
+            let _checkpointer = direct.as_ref().and_then(|direct| {
+                let checkpointer = Checkpointer::start(&store)?;
+                match direct.without_checkpoints() {
+                    Ok(()) => Some(checkpointer),
+                    Err(error) => {
+                        tracing::warn!(%error, "checkpoints stay with the committer");
+                        None
+                    }
+                }
+            });
             let direct = direct.as_ref();
             runtime.block_on(async move {
                 // Its own pool, opened here so that its connections are this runtime's; the

@@ -16,6 +16,7 @@
 
 mod answers;
 mod attendance;
+mod checkpointer;
 mod commands;
 mod committer;
 mod config;
