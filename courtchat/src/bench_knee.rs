@@ -73,7 +73,9 @@ pub struct KneeArgs {
     /// The Mosquitto binary for the reference series.
     #[arg(long, value_name = "PATH", default_value = "mosquitto")]
     mosquitto: String,
-    /// PostgreSQL for the `postgres` series (an empty database; each step adds its rows).
+    /// PostgreSQL for the `postgres` series: each step gets a database of its own, created on
+    /// that server beside the one named (which needs the right to create databases) and
+    /// dropped afterwards, as each SQLite step gets a fresh file.
     #[arg(long, value_name = "URL")]
     postgres_url: Option<String>,
     #[arg(long, value_name = "PATH")]
@@ -186,12 +188,27 @@ fn chat_config(args: &KneeArgs, rate: f64, prefix: &str) -> bench::ChatConfig {
     }
 }
 
-fn server_args(args: &KneeArgs, series: Series) -> ServerArgs {
-    ServerArgs {
-        database_url: match series {
-            Series::Postgres => args.postgres_url.clone(),
-            _ => None,
-        },
+/// A fresh PostgreSQL database for one step, dropped by [`Scratch::drop`].
+struct Scratch {
+    base: String,
+    name: String,
+}
+
+impl Scratch {
+    async fn create(base: &str, prefix: &str) -> anyhow::Result<(Self, String)> {
+        let name = format!("courtchat_{}_{prefix}", std::process::id());
+        let url = store::create_postgres_database(base, &name).await?;
+        let scratch = Self {
+            base: base.to_owned(),
+            name,
+        };
+        Ok((scratch, url))
+    }
+
+    async fn drop(self) {
+        if let Err(error) = store::drop_postgres_database(&self.base, &self.name).await {
+            eprintln!("knee: the scratch database {} stays: {error}", self.name);
+        }
     }
 }
 
@@ -266,15 +283,29 @@ async fn chat_step(
     prefix: &str,
 ) -> anyhow::Result<bench::ChatReport> {
     let chat = chat_config(args, rate, prefix);
-    let server = ChildServer::start(config.clone(), &server_args(args, series), |c| {
-        tune_for_chat(c, &chat)
-    })
-    .await?;
-    let target = chat_target(&server, server.store().await?)?;
-    let report = bench::chat(&target, &chat, &server.memory_probe()).await;
-    target.store.close().await;
-    server.stop().await;
-    Ok(report?)
+    let (scratch, database_url) = match (series, &args.postgres_url) {
+        (Series::Postgres, Some(base)) => {
+            let (scratch, url) = Scratch::create(base, prefix).await?;
+            (Some(scratch), Some(url))
+        }
+        _ => (None, None),
+    };
+    let report = async {
+        let server = ChildServer::start(config.clone(), &ServerArgs { database_url }, |c| {
+            tune_for_chat(c, &chat)
+        })
+        .await?;
+        let target = chat_target(&server, server.store().await?)?;
+        let report = bench::chat(&target, &chat, &server.memory_probe()).await;
+        target.store.close().await;
+        server.stop().await;
+        Ok::<_, anyhow::Error>(report?)
+    }
+    .await;
+    if let Some(scratch) = scratch {
+        scratch.drop().await;
+    }
+    report
 }
 
 async fn run_overload(
