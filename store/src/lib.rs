@@ -550,6 +550,39 @@ mod tests {
         }
     }
 
+    /// A scratch database is created empty, takes the schema, and is dropped; names that are
+    /// not plain are refused before anything reaches the server.
+    #[tokio::test]
+    async fn scratch_postgres_databases_are_created_and_dropped() {
+        assert!(matches!(
+            create_postgres_database("postgres://127.0.0.1/x", "a;drop").await,
+            Err(StoreError::InvalidUrl(_))
+        ));
+        assert!(matches!(
+            create_postgres_database("sqlite://x.db", "plain").await,
+            Err(StoreError::InvalidUrl(_))
+        ));
+        let Ok(base) = std::env::var("COURTCHAT_TEST_POSTGRES_URL") else {
+            eprintln!("notice: skipping: COURTCHAT_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let name = format!("courtchat_scratch_{}", std::process::id());
+        let url = create_postgres_database(&base, &name).await.unwrap();
+        assert!(url.ends_with(&format!("/{name}")), "{url}");
+        let config = DatabaseConfig {
+            url,
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&config).await.unwrap();
+        store.ping().await.unwrap();
+        store.close().await;
+        drop_postgres_database(&base, &name).await.unwrap();
+        assert!(
+            Store::connect(&config).await.is_err(),
+            "the database is gone"
+        );
+    }
+
     #[tokio::test]
     async fn open_creates_the_directory_and_migrates_once() {
         let dir = tempfile::tempdir().unwrap();
