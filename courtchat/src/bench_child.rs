@@ -211,3 +211,34 @@ pub(crate) fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> 
     }
     Ok(())
 }
+
+/// Room for the run's connections, and a rate limit above what the run's senders keep to.
+pub(crate) fn tune_for_chat(config: &mut Config, chat: &bench::ChatConfig) {
+    let connections = chat.sessions * (1 + chat.agents);
+    config.mqtt.max_connections = config.mqtt.max_connections.max(connections + 64);
+    // Senders keep to R per second; the limiter must not be what is measured.
+    config.bridge.rate_per_second = config.bridge.rate_per_second.max(chat.rate * 4.0);
+    config.bridge.rate_burst = config.bridge.rate_burst.max(chat.rate * 8.0);
+}
+
+pub(crate) fn chat_target(
+    server: &ChildServer,
+    store: store::Store,
+) -> anyhow::Result<bench::ChatTarget> {
+    let keys = server.tokens()?;
+    Ok(bench::ChatTarget {
+        name: "courtchat".to_owned(),
+        addr: server.mqtt,
+        token: Box::new(move |subject, role| {
+            keys.mint(
+                subject,
+                Role::from(role),
+                Duration::from_secs(6 * 3600),
+                std::time::SystemTime::now(),
+            )
+            .unwrap_or_default()
+        }),
+        store,
+        pid: Some(server.pid()),
+    })
+}

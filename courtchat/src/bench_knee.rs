@@ -14,8 +14,7 @@ use courtchat::{Config, Role};
 use serde::Serialize;
 
 use crate::bench_brokers::open_bench_topics;
-use crate::bench_child::{ChildServer, ServerArgs, write_json};
-use crate::bench_cli::{chat_target, tune_for_chat};
+use crate::bench_child::{ChildServer, ServerArgs, chat_target, tune_for_chat, write_json};
 use crate::bench_reference::FreshMosquitto;
 
 /// What one series measures.

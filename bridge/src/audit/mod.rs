@@ -361,13 +361,7 @@ impl AuditTrail {
             let turn = self.turn.lock().await;
             let known = self.known().clone();
             if let Some(head) = known {
-                return Ok(AuditBatch {
-                    _turn: turn,
-                    head: head.clone(),
-                    assumed: Some(head),
-                    key: &self.key,
-                    pending: Vec::new(),
-                });
+                return Ok(self.started(turn, head.clone(), Some(head)));
             }
         }
         self.batch(db).await
@@ -409,13 +403,23 @@ impl AuditTrail {
                 .map(|h| h.mac)
                 .unwrap_or_default()
         };
-        Ok(AuditBatch {
+        Ok(self.started(turn, head, None))
+    }
+
+    /// A batch in this process's `turn`, chained to `head`.
+    fn started<'a>(
+        &'a self,
+        turn: tokio::sync::MutexGuard<'a, ()>,
+        head: String,
+        assumed: Option<String>,
+    ) -> AuditBatch<'a> {
+        AuditBatch {
             _turn: turn,
             head,
-            assumed: None,
+            assumed,
             key: &self.key,
             pending: Vec::new(),
-        })
+        }
     }
 
     /// Starts appending on the committer's own SQLite connection: waits for this process's
@@ -431,13 +435,7 @@ impl AuditTrail {
         let head = direct
             .query_text("SELECT mac FROM audit_head WHERE id = 1")?
             .unwrap_or_default();
-        Ok(AuditBatch {
-            _turn: turn,
-            head,
-            assumed: None,
-            key: &self.key,
-            pending: Vec::new(),
-        })
+        Ok(self.started(turn, head, None))
     }
 
     /// [`AuditTrail::verify`] with this trail's key.
