@@ -30,14 +30,14 @@ use super::reader::Reader;
 use super::roster::{Departure, Roster, StaffSettings};
 use super::view::Views;
 use super::{BridgeConfig, PipelineError, panic_message};
+use crate::audit::AuditTrail;
+use crate::pipeline::link::{Arrival, BrokerLink, Heard, Incoming, Link, LinkLost, LinkSettings};
+use crate::pipeline::rate::SenderLimits;
 
 /// A batch smaller than `bridge.batch_max` divided by this waits for the batch being stored
 /// before it is decided (see the group commit in `serve`); a larger one is decided while the
 /// other is stored, so that deciding and storing overlap when there is much of both.
 const GROUP_BELOW: usize = 4;
-use crate::audit::AuditTrail;
-use crate::pipeline::link::{Arrival, BrokerLink, Heard, Incoming, Link, LinkLost, LinkSettings};
-use crate::pipeline::rate::SenderLimits;
 
 pub(crate) struct Worker {
     pub(super) ready: watch::Sender<bool>,
