@@ -105,6 +105,17 @@ impl Worker {
         let mut named_staff = Vec::new();
         let mut acting_from_outside = Vec::new();
         let mut opens = HashMap::new();
+        // Every session the batch names, read at once where not cached.
+        let absent = self
+            .views
+            .load_all(
+                txn,
+                parsed.iter().filter_map(|p| match p {
+                    Parsed::Submit { session_id, .. } => Some(session_id.as_str()),
+                    _ => None,
+                }),
+            )
+            .await?;
         // Dropped with any failure below, and read again next time.
         let mut roster = match self.roster.take() {
             Some(roster) => roster,
@@ -117,7 +128,7 @@ impl Worker {
                     sender,
                     submission,
                 } => {
-                    if !self.views.load(txn, session_id).await? {
+                    if absent.contains(session_id) || !self.views.load(txn, session_id).await? {
                         continue;
                     }
                     if matches!(

@@ -82,3 +82,110 @@ async fn a_batch_recognises_its_own_resubmissions() {
         "stored once"
     );
 }
+
+/// With no view cached (after a restart or a failed batch), a batch naming several sessions
+/// reads them all at once and decides each as it would have: the next sequence number after
+/// the stored one, `prev_seq` the last stored entry, and a session that does not exist
+/// refused.
+#[tokio::test]
+async fn views_read_at_once_decide_as_views_read_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = store::DatabaseConfig {
+        url: format!("sqlite://{}", dir.path().join("views.db").display()),
+        ..store::DatabaseConfig::default()
+    };
+    let store = store::Store::open(&config).await.unwrap();
+    let key = crate::AuditKey::from_secret(&[1; 32]).unwrap();
+    let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
+    let mut pipeline = Worker::new(
+        store.clone(),
+        audit,
+        BridgeConfig::default(),
+        watch::Sender::new(false),
+        None,
+    );
+    let incoming =
+        |topic: &str, payload: serde_json::Value| Incoming::local(topic, payload.to_string());
+    let kiosks = ["kiosk-1", "kiosk-2", "kiosk-3"];
+    let opens: Vec<Incoming> = kiosks
+        .iter()
+        .map(|kiosk| {
+            let open = serde_json::json!({"client_msg_id": "open", "channel": "kiosk"});
+            incoming(&format!("cc/v1/open/{kiosk}"), open)
+        })
+        .collect();
+    let outbox = pipeline.decide_and_store(&opens).await.unwrap();
+    let sessions: Vec<String> = outbox
+        .answers
+        .iter()
+        .map(|answer| match &answer.told {
+            Told::Ack(ack) => ack.session_id.clone().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let say = |n: usize, cmid: &str| {
+        let body = serde_json::json!({"client_msg_id": cmid, "type": "message", "body": "hi"});
+        incoming(
+            &format!("cc/v1/sessions/{}/submit/{}", sessions[n], kiosks[n]),
+            body,
+        )
+    };
+    let first: Vec<Incoming> = (0..3).map(|n| say(n, "m-1")).collect();
+    pipeline.decide_and_store(&first).await.unwrap();
+    let stored_last: Vec<i64> = {
+        let mut last = Vec::new();
+        for session in &sessions {
+            let entries = store.session_entries(session).await.unwrap();
+            last.push(entries.iter().map(|m| m.seq).max().unwrap());
+        }
+        last
+    };
+
+    pipeline.views.clear();
+    let mut second: Vec<Incoming> = (0..3).map(|n| say(n, "m-2")).collect();
+    let nowhere = serde_json::json!({"client_msg_id": "m-2", "type": "message", "body": "hi"});
+    second.push(incoming(
+        "cc/v1/sessions/no-such-session/submit/kiosk-1",
+        nowhere,
+    ));
+    let outbox = pipeline.decide_and_store(&second).await.unwrap();
+    let outcomes: Vec<Outcome> = outbox
+        .answers
+        .iter()
+        .map(|answer| match &answer.told {
+            Told::Ack(ack) => ack.outcome.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    for (n, last) in stored_last.iter().enumerate() {
+        assert_eq!(
+            outcomes[n],
+            Outcome::Accepted {
+                seq: Some(*last as u64 + 1)
+            },
+            "session {n}"
+        );
+        let view = pipeline.views.get(&sessions[n]).unwrap();
+        assert_eq!(view.last_seq, last + 1);
+        assert_eq!(view.members.len(), 1, "the applicant");
+    }
+    assert!(
+        matches!(outcomes[3], Outcome::Rejected { .. }),
+        "{:?}",
+        outcomes[3]
+    );
+    // Each entry names the stored one before it on its topic.
+    for (topic, payload) in &outbox.entries {
+        let entry: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        let n = sessions
+            .iter()
+            .position(|s| topic.contains(s.as_str()))
+            .unwrap();
+        assert_eq!(
+            entry["prev_seq"],
+            serde_json::json!(stored_last[n]),
+            "{topic}"
+        );
+    }
+    assert_eq!(outbox.entries.len(), 3);
+}

@@ -8,9 +8,13 @@ use chrono::{DateTime, Utc};
 use schemas::db::entities::{
     message, participant, receipt, session, session_purge, survey_response,
 };
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, Order, Query, QueryStatementBuilder, SelectStatement,
+};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::PipelineError;
+use crate::audit::in_statement_sizes;
 use crate::pipeline::lock::ReplyLock;
 
 /// One session as the pipeline sees it: the row's state and what deciding needs beside it.
@@ -144,6 +148,77 @@ impl Views {
         Ok(true)
     }
 
+    /// Loads the views of `session_ids` not cached yet, three statements for them all (in
+    /// runs of a few fixed sizes) where [`Views::load`] makes four a session: the batch after
+    /// a restart, or after a failed batch, names many sessions none of which is cached. Returns
+    /// the ids of sessions that do not exist.
+    pub async fn load_all(
+        &mut self,
+        txn: &impl ConnectionTrait,
+        session_ids: impl IntoIterator<Item = &str>,
+    ) -> Result<std::collections::HashSet<String>, PipelineError> {
+        let mut missing: Vec<String> = session_ids
+            .into_iter()
+            .filter(|id| !self.sessions.contains_key(*id))
+            .map(str::to_owned)
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut absent: std::collections::HashSet<String> = missing.iter().cloned().collect();
+        for run in in_statement_sizes(&missing) {
+            let ids = || run.iter().map(String::as_str);
+            let rows = session::Entity::find()
+                .filter(session::Column::Id.is_in(ids()))
+                .all(txn)
+                .await?;
+            let mut members: HashMap<String, HashMap<String, participant::ParticipantRole>> =
+                HashMap::new();
+            for p in participant::Entity::find()
+                .filter(participant::Column::SessionId.is_in(ids()))
+                .filter(participant::Column::LeftAt.is_null())
+                .all(txn)
+                .await?
+            {
+                members
+                    .entry(p.session_id)
+                    .or_default()
+                    .insert(p.subject, p.role);
+            }
+            let mut last: HashMap<String, (i64, i64)> = HashMap::new();
+            let backend = txn.get_database_backend();
+            for row in txn.query_all_raw(backend.build(&last_seqs(run))).await? {
+                let id: String = row.try_get("", "id")?;
+                let public: Option<i64> = row.try_get("", "last_public")?;
+                let note: Option<i64> = row.try_get("", "last_note")?;
+                last.insert(id, (public.unwrap_or(0), note.unwrap_or(0)));
+            }
+            for row in rows {
+                let (last_public_seq, last_note_seq) = last.get(&row.id).copied().unwrap_or((0, 0));
+                let view = SessionView {
+                    status: row.status,
+                    channel: row.channel,
+                    team: row.team,
+                    assigned_agent: row.assigned_agent,
+                    closed_at: row.closed_at,
+                    last_seq: row.last_seq,
+                    last_public_seq,
+                    last_note_seq,
+                    members: members.remove(&row.id).unwrap_or_default(),
+                    lock: ReplyLock {
+                        holder: row.lock_holder,
+                        epoch: row.lock_epoch as u64,
+                        expires_at: row.lock_expires_at,
+                    },
+                    receipts: HashMap::new(),
+                    survey_answered: None,
+                };
+                absent.remove(&row.id);
+                self.sessions.insert(row.id, view);
+            }
+        }
+        Ok(absent)
+    }
+
     /// Loads `subject`'s stored read horizons into a loaded view, if not known yet.
     pub async fn load_receipt(
         &mut self,
@@ -190,4 +265,43 @@ impl Views {
         }
         Ok(())
     }
+}
+
+/// Each of `ids` with its last entry on the applicant-visible topic and its last note: two
+/// correlated subqueries a session, each the first row of an index walked backwards (as
+/// [`Views::load`] reads them one session at a time).
+fn last_seqs(ids: &[String]) -> SelectStatement {
+    let last = |note: bool| {
+        let kind = if note {
+            message::Column::Kind.eq(message::MessageKind::Note)
+        } else {
+            message::Column::Kind.ne(message::MessageKind::Note)
+        };
+        Query::select()
+            .column((message::Entity, message::Column::Seq))
+            .from(message::Entity)
+            .and_where(
+                Expr::col((message::Entity, message::Column::SessionId))
+                    .equals((session::Entity, session::Column::Id)),
+            )
+            .and_where(kind)
+            .order_by((message::Entity, message::Column::Seq), Order::Desc)
+            .limit(1)
+            .to_owned()
+    };
+    Query::select()
+        .column((session::Entity, session::Column::Id))
+        .expr_as(
+            Expr::SubQuery(None, Box::new(last(false).into_sub_query_statement())),
+            Alias::new("last_public"),
+        )
+        .expr_as(
+            Expr::SubQuery(None, Box::new(last(true).into_sub_query_statement())),
+            Alias::new("last_note"),
+        )
+        .from(session::Entity)
+        .and_where(
+            Expr::col((session::Entity, session::Column::Id)).is_in(ids.iter().map(String::as_str)),
+        )
+        .to_owned()
 }
