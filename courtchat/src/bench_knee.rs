@@ -117,22 +117,28 @@ pub async fn knee_cmd(config: Config, args: KneeArgs) -> anyhow::Result<()> {
         while let Some(rate) = search.next_rate() {
             let prefix = format!("knee{n}s{}", steps.len());
             let step = match run_step(&config, &args, series, rate, &prefix).await {
-                Ok(step) => step,
+                Ok(step) => {
+                    eprintln!(
+                        "knee: {series:?} at {rate:.0}/s: carried {:.0}/s, p99 {:.1} ms, verified {}: {}",
+                        step.achieved,
+                        step.p99_us as f64 / 1000.0,
+                        step.verified,
+                        if step.holds(limit) {
+                            "holds"
+                        } else {
+                            "does not hold"
+                        }
+                    );
+                    step
+                }
                 Err(error) => {
                     // A step that cannot complete (connections refused, a server that falls
                     // over) did not hold; the reason is the operator's to read.
-                    eprintln!("knee: {series:?} at {rate:.0}/s: {error:#}");
+                    eprintln!("knee: {series:?} at {rate:.0}/s: does not hold: {error:#}");
                     failed_step(rate)
                 }
             };
             let held = step.holds(limit);
-            eprintln!(
-                "knee: {series:?} at {rate:.0}/s: carried {:.0}/s, p99 {:.1} ms, verified {}: {}",
-                step.achieved,
-                step.p99_us as f64 / 1000.0,
-                step.verified,
-                if held { "holds" } else { "does not hold" }
-            );
             search.record(rate, held);
             steps.push(step);
             // Let the last step's connections close before the next server starts.
