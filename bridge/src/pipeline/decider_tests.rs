@@ -11,11 +11,8 @@ use crate::audit::AuditTrail;
 use crate::pipeline::BridgeConfig;
 use crate::pipeline::outbox::Told;
 
-/// Resubmissions that land in the same batch as their original (whose rows the batch has
-/// not written yet) get the original's answer, not a second session or entry.
-#[tokio::test]
-async fn a_batch_recognises_its_own_resubmissions() {
-    let dir = tempfile::tempdir().unwrap();
+/// A worker on a fresh SQLite database in `dir`, with no broker.
+async fn worker_on_sqlite(dir: &tempfile::TempDir) -> (store::Store, Worker) {
     let config = store::DatabaseConfig {
         url: format!("sqlite://{}", dir.path().join("batch.db").display()),
         ..store::DatabaseConfig::default()
@@ -23,13 +20,22 @@ async fn a_batch_recognises_its_own_resubmissions() {
     let store = store::Store::open(&config).await.unwrap();
     let key = crate::AuditKey::from_secret(&[1; 32]).unwrap();
     let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
-    let mut pipeline = Worker::new(
+    let worker = Worker::new(
         store.clone(),
         audit,
         BridgeConfig::default(),
         watch::Sender::new(false),
         None,
     );
+    (store, worker)
+}
+
+/// Resubmissions that land in the same batch as their original (whose rows the batch has
+/// not written yet) get the original's answer, not a second session or entry.
+#[tokio::test]
+async fn a_batch_recognises_its_own_resubmissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut pipeline) = worker_on_sqlite(&dir).await;
     let incoming =
         |topic: &str, payload: serde_json::Value| Incoming::local(topic, payload.to_string());
     let open = serde_json::json!({"client_msg_id": "open-1", "channel": "kiosk"});
@@ -90,20 +96,7 @@ async fn a_batch_recognises_its_own_resubmissions() {
 #[tokio::test]
 async fn views_read_at_once_decide_as_views_read_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
-    let config = store::DatabaseConfig {
-        url: format!("sqlite://{}", dir.path().join("views.db").display()),
-        ..store::DatabaseConfig::default()
-    };
-    let store = store::Store::open(&config).await.unwrap();
-    let key = crate::AuditKey::from_secret(&[1; 32]).unwrap();
-    let audit = Arc::new(AuditTrail::open(&store, key).await.unwrap());
-    let mut pipeline = Worker::new(
-        store.clone(),
-        audit,
-        BridgeConfig::default(),
-        watch::Sender::new(false),
-        None,
-    );
+    let (store, mut pipeline) = worker_on_sqlite(&dir).await;
     let incoming =
         |topic: &str, payload: serde_json::Value| Incoming::local(topic, payload.to_string());
     let kiosks = ["kiosk-1", "kiosk-2", "kiosk-3"];

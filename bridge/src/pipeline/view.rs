@@ -11,7 +11,7 @@ use schemas::db::entities::{
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Order, Query, QueryStatementBuilder, SelectStatement,
 };
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
 use super::PipelineError;
 use crate::audit::in_statement_sizes;
@@ -98,60 +98,13 @@ impl Views {
         txn: &impl ConnectionTrait,
         session_id: &str,
     ) -> Result<bool, PipelineError> {
-        if self.sessions.contains_key(session_id) {
-            return Ok(true);
-        }
-        let Some(row) = session::Entity::find_by_id(session_id).one(txn).await? else {
-            return Ok(false);
-        };
-        let members = participant::Entity::find()
-            .filter(participant::Column::SessionId.eq(session_id))
-            .filter(participant::Column::LeftAt.is_null())
-            .all(txn)
-            .await?
-            .into_iter()
-            .map(|p| (p.subject, p.role))
-            .collect();
-        let last_of = |is_note: bool| {
-            let kind = if is_note {
-                message::Column::Kind.eq(message::MessageKind::Note)
-            } else {
-                message::Column::Kind.ne(message::MessageKind::Note)
-            };
-            message::Entity::find()
-                .filter(message::Column::SessionId.eq(session_id))
-                .filter(kind)
-                .order_by_desc(message::Column::Seq)
-                .one(txn)
-        };
-        let last_public_seq = last_of(false).await?.map_or(0, |m| m.seq);
-        let last_note_seq = last_of(true).await?.map_or(0, |m| m.seq);
-        let view = SessionView {
-            status: row.status,
-            channel: row.channel,
-            team: row.team,
-            assigned_agent: row.assigned_agent,
-            closed_at: row.closed_at,
-            last_seq: row.last_seq,
-            last_public_seq,
-            last_note_seq,
-            members,
-            lock: ReplyLock {
-                holder: row.lock_holder,
-                epoch: row.lock_epoch as u64,
-                expires_at: row.lock_expires_at,
-            },
-            receipts: HashMap::new(),
-            survey_answered: None,
-        };
-        self.sessions.insert(session_id.to_owned(), view);
-        Ok(true)
+        Ok(self.load_all(txn, [session_id]).await?.is_empty())
     }
 
     /// Loads the views of `session_ids` not cached yet, three statements for them all (in
-    /// runs of a few fixed sizes) where [`Views::load`] makes four a session: the batch after
-    /// a restart, or after a failed batch, names many sessions none of which is cached. Returns
-    /// the ids of sessions that do not exist.
+    /// runs of a few fixed sizes), where one session at a time made it three a session: the
+    /// batch after a restart, or after a failed batch, names many sessions none of which is
+    /// cached. Returns the ids of sessions that do not exist.
     pub async fn load_all(
         &mut self,
         txn: &impl ConnectionTrait,
@@ -268,8 +221,7 @@ impl Views {
 }
 
 /// Each of `ids` with its last entry on the applicant-visible topic and its last note: two
-/// correlated subqueries a session, each the first row of an index walked backwards (as
-/// [`Views::load`] reads them one session at a time).
+/// correlated subqueries a session, each the first row of an index walked backwards.
 fn last_seqs(ids: &[String]) -> SelectStatement {
     let last = |note: bool| {
         let kind = if note {
